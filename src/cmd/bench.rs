@@ -1,0 +1,307 @@
+//! `dmon bench`: throughput and peak memory of the event path.
+//!
+//! Scenarios (1,000 hosts x 10 services, ~200-byte JSON events):
+//! (a) decode -> when(Python lambda) -> average -> index, in-process;
+//! (b) decode -> average -> index, native nodes only;
+//! (c) decode alone;
+//! (d) end-to-end over UDP from a load-generator process at fixed rates,
+//!     reporting the drop rate.
+//!
+//! (a) and (b) run like the server does: one thread decodes and hands
+//! batches over the bounded channel to the dispatch thread.
+
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokio::sync::mpsc;
+
+use crate::codec::json;
+use crate::console::LineSink;
+use crate::context::Context;
+use crate::event::Event;
+use crate::outputs::email::Mailer;
+use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
+use crate::python::{self, loader};
+use crate::server::Server;
+use crate::streams::aggregate::Average;
+use crate::streams::index::IndexNode;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Events per in-process scenario.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: usize,
+    /// Send rates (events/s) for the UDP scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![50_000u64, 100_000, 200_000])]
+    pub udp_rates: Vec<u64>,
+    /// Seconds per UDP rate.
+    #[arg(long, default_value_t = 3)]
+    pub udp_seconds: u64,
+    /// Run only these scenarios (a, b, c, d), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Internal: act as the UDP load generator: send to this address.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    pub generate: Option<SocketAddr>,
+    /// Internal: the load generator's rate.
+    #[arg(long, hide = true, default_value_t = 100_000)]
+    pub rate: u64,
+}
+
+/// The event for index `i`: host and service cycle over 1,000 x 10.
+pub fn sample_event(i: usize) -> String {
+    format!(
+        r#"{{"host":"host-{:04}.example.com","service":"service-{}","state":"ok","description":"bench event number {i}","metric":{}.{:03},"ttl":60,"tags":["bench","prod"],"time":1764100000}}"#,
+        i % 1000,
+        (i / 1000) % 10,
+        i % 3,
+        i % 997,
+    )
+}
+
+struct Outcome {
+    events: usize,
+    elapsed: Duration,
+    peak_rss_kib: u64,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Discards printed lines (no scenario prints, but the context needs a sink).
+struct Discard;
+impl LineSink for Discard {
+    fn write_line(&self, _: &str) {}
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(to) = args.generate {
+        generate(to, args.rate, args.events)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let samples: Vec<Vec<u8>> = (0..10_000).map(|i| sample_event(i).into_bytes()).collect();
+    let avg_len = samples.iter().map(Vec::len).sum::<usize>() / samples.len();
+    println!(
+        "dmon bench: {} events per scenario, {avg_len}-byte events, {} cores",
+        args.events,
+        thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    python::init()?;
+    let ctx = Arc::new(Context::new(
+        Mailer::start("127.0.0.1:1".parse().map_err(anyhow::Error::msg)?),
+        Arc::new(Discard),
+    ));
+    python::bind_context(Arc::clone(&ctx));
+
+    if wants("a") {
+        let roots = python_roots(&ctx)?;
+        let o = pipelined(&ctx, roots, &samples, args.events, true);
+        report("(a) decode -> when(python lambda) -> average -> index", &o);
+    }
+    if wants("b") {
+        let o = pipelined(&ctx, native_roots(), &samples, args.events, false);
+        report("(b) decode -> average -> index (native)", &o);
+    }
+    if wants("c") {
+        report("(c) decode only", &decode_only(&samples, args.events));
+    }
+    if wants("d") {
+        udp(&ctx, &args)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(name: &str, o: &Outcome) {
+    println!(
+        "{name:<55} {:>12.0} events/s  peak RSS {:>7.1} MiB  ({} events in {:.2} s)",
+        o.rate(),
+        o.peak_rss_kib as f64 / 1024.0,
+        o.events,
+        o.elapsed.as_secs_f64()
+    );
+}
+
+fn native_roots() -> Vec<Root> {
+    vec![Root {
+        name: "bench_stream".into(),
+        node: Arc::new(Average::new(2, vec![Arc::new(IndexNode::new())])),
+    }]
+}
+
+fn python_roots(_ctx: &Arc<Context>) -> anyhow::Result<Vec<Root>> {
+    Python::attach(|py| {
+        let ns = PyDict::new(py);
+        py.run(
+            c"from dmon.streams import *\nbench_stream = when(lambda e: e.metric < 1000, average(2, index()))\n",
+            Some(&ns),
+            None,
+        )?;
+        Ok(loader::roots_of(&ns)?)
+    })
+}
+
+/// Peak resident memory since the last reset, in KiB (Linux).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Starts a new peak-memory window (Linux: writing 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
+    reset_peak_rss();
+    let mut events = Vec::with_capacity(1);
+    let mut errors = Vec::new();
+    let start = Instant::now();
+    let mut decoded = 0;
+    for i in 0..n {
+        json::decode(&samples[i % samples.len()], 0.0, &mut events, &mut errors);
+        decoded += events.len();
+        events.clear();
+    }
+    assert!(
+        errors.is_empty() && decoded == n,
+        "bench events must decode"
+    );
+    Outcome {
+        events: decoded,
+        elapsed: start.elapsed(),
+        peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+/// Decodes on this thread and processes on a dispatch thread, as the server does.
+fn pipelined(
+    ctx: &Arc<Context>,
+    roots: Vec<Root>,
+    samples: &[Vec<u8>],
+    n: usize,
+    with_python: bool,
+) -> Outcome {
+    reset_peak_rss();
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(ctx), roots));
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let start = Instant::now();
+    let dispatcher = if with_python {
+        python::spawn_dispatcher(Arc::clone(&pipeline), rx)
+    } else {
+        let p = Arc::clone(&pipeline);
+        thread::spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()))
+    };
+    let mut errors = Vec::new();
+    let mut sent = 0;
+    while sent < n {
+        let mut batch: Vec<Event> = Vec::with_capacity(256);
+        while batch.len() < 256 && sent < n {
+            json::decode(&samples[sent % samples.len()], 0.0, &mut batch, &mut errors);
+            sent += 1;
+        }
+        if tx.blocking_send(Work::Events(batch)).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    dispatcher.join().expect("dispatcher");
+    let elapsed = start.elapsed();
+    let processed = pipeline.stats().processed as usize;
+    assert_eq!(processed, n, "every event must be processed");
+    Outcome {
+        events: processed,
+        elapsed,
+        peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+/// Scenario (d): an in-process server, a load-generator child process per rate.
+fn udp(ctx: &Arc<Context>, args: &BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let exe = std::env::current_exe()?;
+    for &rate in &args.udp_rates {
+        reset_peak_rss();
+        let roots = python_roots(ctx)?;
+        let pipeline = Arc::new(Pipeline::new(Arc::clone(ctx), roots));
+        let server = runtime.block_on(Server::start(
+            Arc::clone(&pipeline),
+            "127.0.0.1:0".parse()?,
+            python::spawn_dispatcher,
+        ))?;
+        let count = (rate * args.udp_seconds) as usize;
+        let start = Instant::now();
+        let status = Command::new(&exe)
+            .args(["bench", "--generate", &server.udp_addr.to_string()])
+            .args(["--rate", &rate.to_string(), "--events", &count.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .context("running the load generator")?;
+        if !status.success() {
+            bail!("load generator failed: {status}");
+        }
+        let sent_for = start.elapsed();
+        // Wait until the kernel queue and pipeline are drained: counters stop moving.
+        let mut last = u64::MAX;
+        loop {
+            let now = pipeline.stats().processed;
+            if now == last || now as usize >= count {
+                break;
+            }
+            last = now;
+            thread::sleep(Duration::from_millis(200));
+        }
+        let stats = runtime.block_on(server.shutdown());
+        let received = stats.events as usize;
+        let dropped = count.saturating_sub(received);
+        println!(
+            "(d) UDP end-to-end at {:>7} events/s offered: sent {count} in {:.2} s ({:.0}/s), processed {}, dropped {} ({:.3} %), peak RSS {:.1} MiB",
+            rate,
+            sent_for.as_secs_f64(),
+            count as f64 / sent_for.as_secs_f64(),
+            stats.processed,
+            dropped,
+            100.0 * dropped as f64 / count as f64,
+            peak_rss_kib() as f64 / 1024.0,
+        );
+    }
+    Ok(())
+}
+
+/// The load generator: `count` events, one per datagram, paced to `rate`/s.
+fn generate(to: SocketAddr, rate: u64, count: usize) -> anyhow::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let samples: Vec<Vec<u8>> = (0..10_000).map(|i| sample_event(i).into_bytes()).collect();
+    let start = Instant::now();
+    let per_tick = (rate / 1000).max(1) as usize; // paced every millisecond
+    let mut sent = 0;
+    while sent < count {
+        for _ in 0..per_tick.min(count - sent) {
+            socket.send_to(&samples[sent % samples.len()], to)?;
+            sent += 1;
+        }
+        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The command line: one file per subcommand.
+
+pub mod bench;
+pub mod send;
+pub mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dmon: a monitoring event stream processor with Python streams.
+///
+/// Hosts and services send events (host, service, state, metric, …) as JSON
+/// over UDP; your stream module routes them: filter, average, index, mail.
+#[derive(Parser, Debug)]
+#[command(name = "dmon", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server headless: receive events and run them through the streams.
+    Serve(serve::ServeArgs),
+    /// Send events to a running dmon (JSON arguments, key=value pairs, or NDJSON on stdin).
+    Send(send::SendArgs),
+    /// Measure throughput and memory of the decode and stream paths.
+    Bench(bench::BenchArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        init_logging();
+        let result = match self.command {
+            Command::Serve(args) => serve::run(args),
+            Command::Send(args) => send::run(args),
+            Command::Bench(args) => bench::run(args),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("dmon: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logs go to stderr; `DMON_LOG` (or `RUST_LOG`) filters them, default "info".
+fn init_logging() {
+    let filter = std::env::var("DMON_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+}

@@ -1,0 +1,164 @@
+//! `dmon send`: events to a running dmon over UDP, for scripts and checks.
+
+use std::io::BufRead;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::codec::json;
+use crate::event::{Event, Number};
+use crate::server::udp::MAX_DATAGRAM;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  dmon send host=web1 service=cpu state=warning metric=2.5 tags=prod,eu
+  dmon send '{\"host\":\"web1\",\"service\":\"cpu\",\"metric\":2.5}'
+  cat events.ndjson | dmon send
+
+All key=value arguments together make one event: metric, time and ttl are
+numbers, tags is a comma-separated list, unknown keys become attributes.")]
+pub struct SendArgs {
+    /// Where dmon receives JSON datagrams.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "DMON_UDP",
+        default_value = "127.0.0.1:7689"
+    )]
+    pub udp: SocketAddr,
+    /// JSON objects, or key=value fields of one event. Without any, NDJSON is read from stdin.
+    #[arg(value_name = "EVENT")]
+    pub events: Vec<String>,
+}
+
+pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let mut events = Vec::new();
+    let mut bad = 0usize;
+    let mut report = |what: String, r: Result<Event, String>| match r {
+        Ok(e) => events.push(e),
+        Err(err) => {
+            bad += 1;
+            eprintln!("dmon send: {what}: {err}");
+        }
+    };
+    if args.events.is_empty() {
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("reading stdin")?;
+            if !line.trim().is_empty() {
+                report(
+                    format!("stdin line {}", n + 1),
+                    json::decode_event(&line).map_err(|e| e.to_string()),
+                );
+            }
+        }
+    } else {
+        let (pairs, objects): (Vec<&String>, Vec<&String>) = args
+            .events
+            .iter()
+            .partition(|a| !a.trim_start().starts_with('{'));
+        for obj in objects {
+            report(
+                format!("argument {obj}"),
+                json::decode_event(obj).map_err(|e| e.to_string()),
+            );
+        }
+        if !pairs.is_empty() {
+            report("key=value arguments".into(), event_from_pairs(&pairs));
+        }
+    }
+    let sent = send_datagrams(args.udp, &events)?;
+    eprintln!(
+        "dmon send: sent {} event(s) in {sent} datagram(s) to {}",
+        events.len(),
+        args.udp
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Builds one event from `key=value` arguments.
+pub fn event_from_pairs(pairs: &[&String]) -> Result<Event, String> {
+    let mut e = Event::default();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is neither a JSON object nor key=value"))?;
+        let number = || -> Result<Number, String> {
+            v.parse::<i64>()
+                .map(Number::Int)
+                .or_else(|_| v.parse::<f64>().map(Number::Float))
+                .map_err(|_| format!("{k} must be a number, got {v:?}"))
+        };
+        match k {
+            "host" => e.host = Some(v.into()),
+            "service" => e.service = Some(v.into()),
+            "state" => e.state = Some(v.into()),
+            "description" => e.description = Some(v.into()),
+            "metric" => e.metric = Some(number()?),
+            "time" => e.time = Some(number()?),
+            "ttl" => e.ttl = Some(number()?.as_f64()),
+            "tags" => {
+                e.tags = v
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(Into::into)
+                    .collect()
+            }
+            _ => {
+                e.attributes.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// Sends events as NDJSON, packing as many per datagram as fit.
+pub fn send_datagrams(to: SocketAddr, events: &[Event]) -> anyhow::Result<usize> {
+    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let socket = UdpSocket::bind(bind)?;
+    let mut datagram = String::new();
+    let mut count = 0;
+    for e in events {
+        let line = json::encode(e);
+        if !datagram.is_empty() && datagram.len() + line.len() + 1 > MAX_DATAGRAM {
+            socket.send_to(datagram.as_bytes(), to)?;
+            count += 1;
+            datagram.clear();
+        }
+        datagram.push_str(&line);
+        datagram.push('\n');
+    }
+    if !datagram.is_empty() {
+        socket
+            .send_to(datagram.as_bytes(), to)
+            .with_context(|| format!("sending to {to}"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_make_one_typed_event() {
+        let args: Vec<String> = ["host=web1", "metric=2.5", "ttl=10", "tags=a,b", "dc=eu"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let refs: Vec<&String> = args.iter().collect();
+        let e = event_from_pairs(&refs).unwrap();
+        assert_eq!(e.host.as_deref(), Some("web1"));
+        assert_eq!(e.metric, Some(Number::Float(2.5)));
+        assert_eq!(e.ttl, Some(10.0));
+        assert_eq!(e.tags.len(), 2);
+        assert_eq!(e.attributes["dc"], "eu");
+        let bad = ["metric=abc".to_string()];
+        assert!(event_from_pairs(&[&bad[0]]).is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! JSON events: the UDP datagram format and the printer's line format.
+//!
+//! A datagram holds one object, an array of objects, or newline-delimited
+//! objects. Decoding takes a fast path that parses typed events directly; only
+//! when that fails does it re-parse with recovery, so that one bad element
+//! costs that element and not its neighbours.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+
+use crate::event::{Event, Number};
+
+/// Why one part of a datagram could not become an event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Decodes every event in `buf`, appending good events to `events` and one
+/// error per bad part to `errors`. Events without a time get `now`.
+pub fn decode(buf: &[u8], now: f64, events: &mut Vec<Event>, errors: &mut Vec<DecodeError>) {
+    let start = events.len();
+    let body = trim_start(buf);
+    if body.is_empty() {
+        errors.push(DecodeError("empty datagram".into()));
+        return;
+    }
+    let fast_ok = if body[0] == b'[' {
+        decode_array_fast(body, events)
+    } else {
+        decode_objects_fast(body, events)
+    };
+    if !fast_ok {
+        events.truncate(start);
+        if body[0] == b'[' {
+            decode_array_recovering(body, events, errors);
+        } else {
+            decode_objects_recovering(body, events, errors);
+        }
+    }
+    for e in &mut events[start..] {
+        if e.time.is_none() {
+            e.time = Some(Number::Float(now));
+        }
+    }
+}
+
+/// Decodes one JSON object into an event (no receive time is filled in).
+pub fn decode_event(text: &str) -> Result<Event, DecodeError> {
+    serde_json::from_str::<Event>(text).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// The event as one line of compact JSON, absent fields left out.
+pub fn encode(event: &Event) -> String {
+    serde_json::to_string(event).expect("an event always serializes")
+}
+
+fn trim_start(buf: &[u8]) -> &[u8] {
+    let n = buf
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(buf.len());
+    &buf[n..]
+}
+
+fn decode_array_fast(body: &[u8], events: &mut Vec<Event>) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let ok = ArraySeed {
+        out: events,
+        on_item: |s: &mut Vec<Event>, e: Event| s.push(e),
+        item: PhantomData,
+    }
+    .deserialize(&mut de)
+    .is_ok();
+    ok && de.end().is_ok()
+}
+
+fn decode_objects_fast(body: &[u8], events: &mut Vec<Event>) -> bool {
+    for item in serde_json::Deserializer::from_slice(body).into_iter::<Event>() {
+        match item {
+            Ok(e) => events.push(e),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn decode_array_recovering<'b>(
+    body: &'b [u8],
+    events: &mut Vec<Event>,
+    errors: &mut Vec<DecodeError>,
+) {
+    let mut raws: Vec<&'b RawValue> = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = ArraySeed {
+        out: &mut raws,
+        on_item: |s: &mut Vec<&'b RawValue>, r: &'b RawValue| s.push(r),
+        item: PhantomData,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    for (i, raw) in raws.iter().enumerate() {
+        match decode_event(raw.get()) {
+            Ok(e) => events.push(e),
+            Err(err) => errors.push(DecodeError(format!("array element {i}: {err}"))),
+        }
+    }
+    if let Err(err) = parsed {
+        errors.push(DecodeError(format!(
+            "array after element {}: {err}",
+            raws.len()
+        )));
+    }
+}
+
+fn decode_objects_recovering(body: &[u8], events: &mut Vec<Event>, errors: &mut Vec<DecodeError>) {
+    let mut pos = 0;
+    while pos < body.len() {
+        let rest = trim_start(&body[pos..]);
+        pos = body.len() - rest.len();
+        let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<&RawValue>();
+        match stream.next() {
+            None => break,
+            Some(Ok(raw)) => {
+                match decode_event(raw.get()) {
+                    Ok(e) => events.push(e),
+                    Err(err) => errors.push(err),
+                }
+                pos += stream.byte_offset();
+            }
+            Some(Err(err)) => {
+                errors.push(DecodeError(err.to_string()));
+                // Resynchronise at the next line: NDJSON keeps one object per line.
+                match rest.iter().position(|&b| b == b'\n') {
+                    Some(nl) => pos += nl + 1,
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// Visits a JSON array, handing each element to `on_item` as it is parsed so
+/// that elements before a syntax error are kept.
+struct ArraySeed<'a, S, T, F> {
+    out: &'a mut S,
+    on_item: F,
+    item: PhantomData<fn() -> T>,
+}
+
+impl<'de, 'a, S, T, F> DeserializeSeed<'de> for ArraySeed<'a, S, T, F>
+where
+    T: de::Deserialize<'de>,
+    F: FnMut(&mut S, T),
+{
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, 'a, S, T, F> Visitor<'de> for ArraySeed<'a, S, T, F>
+where
+    T: de::Deserialize<'de>,
+    F: FnMut(&mut S, T),
+{
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of event objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<T>()? {
+            (self.on_item)(self.out, item);
+        }
+        Ok(())
+    }
+}
+
+// ---- typed decoding of one event ------------------------------------------------
+
+impl<'de> de::Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        d.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        let mut e = Event::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "host" => e.host = map.next_value_seed(StrField("host"))?,
+                "service" => e.service = map.next_value_seed(StrField("service"))?,
+                "state" => e.state = map.next_value_seed(StrField("state"))?,
+                "description" => e.description = map.next_value_seed(StrField("description"))?,
+                "time" => e.time = map.next_value_seed(NumField("time"))?,
+                "ttl" => e.ttl = map.next_value_seed(NumField("ttl"))?.map(Number::as_f64),
+                "metric" => e.metric = map.next_value_seed(NumField("metric"))?,
+                "tags" => e.tags = map.next_value_seed(TagsField)?,
+                "attributes" => map.next_value_seed(AttributesField(&mut e.attributes))?,
+                other => {
+                    if let Some(v) = map.next_value_seed(AttrValue)? {
+                        e.attributes.insert(other.to_owned(), v);
+                    }
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An optional string field; `null` means absent.
+struct StrField(&'static str);
+
+impl<'de> DeserializeSeed<'de> for StrField {
+    type Value = Option<Arc<str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrField {
+    type Value = Option<Arc<str>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a string for `{}`", self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Arc::from(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// An optional number field, keeping integers as integers.
+struct NumField(&'static str);
+
+impl<'de> DeserializeSeed<'de> for NumField {
+    type Value = Option<Number>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumField {
+    type Value = Option<Number>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a number for `{}`", self.0)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(Number::Int(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(match i64::try_from(v) {
+            Ok(i) => Number::Int(i),
+            Err(_) => Number::Float(v as f64),
+        }))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(Number::Float(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// `tags`: a list of strings, or null.
+struct TagsField;
+
+impl<'de> DeserializeSeed<'de> for TagsField {
+    type Value = Vec<Arc<str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagsField {
+    type Value = Vec<Arc<str>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of strings for `tags`")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut tags = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+        while let Some(tag) = seq.next_element_seed(StrField("tags"))? {
+            tags.extend(tag);
+        }
+        Ok(tags)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+}
+
+/// `attributes`: an object whose values become strings.
+struct AttributesField<'a>(&'a mut BTreeMap<String, String>);
+
+impl<'de> DeserializeSeed<'de> for AttributesField<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AttributesField<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object for `attributes`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if let Some(v) = map.next_value_seed(AttrValue)? {
+                self.0.insert(key.as_str().to_owned(), v);
+            }
+        }
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An attribute value: strings as they are, other scalars as their JSON text,
+/// null as absent. Nested objects and arrays keep their JSON text too.
+struct AttrValue;
+
+impl<'de> DeserializeSeed<'de> for AttrValue {
+    type Value = Option<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AttrValue {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an attribute value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v: serde_json::Value =
+            de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v: serde_json::Value =
+            de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Some(v.to_string()))
+    }
+}
+
+// ---- encoding ----------------------------------------------------------------------
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Number::Int(i) => s.serialize_i64(i),
+            Number::Float(f) => s.serialize_f64(f),
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in [
+            ("host", &self.host),
+            ("service", &self.service),
+            ("state", &self.state),
+            ("description", &self.description),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, &**v)?;
+            }
+        }
+        if let Some(t) = &self.time {
+            m.serialize_entry("time", t)?;
+        }
+        if let Some(t) = &self.ttl {
+            m.serialize_entry("ttl", t)?;
+        }
+        if let Some(v) = &self.metric {
+            m.serialize_entry("metric", v)?;
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<&str> = self.tags.iter().map(|t| &**t).collect();
+            m.serialize_entry("tags", &tags)?;
+        }
+        if !self.attributes.is_empty() {
+            m.serialize_entry("attributes", &self.attributes)?;
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &str) -> (Vec<Event>, Vec<DecodeError>) {
+        let (mut ev, mut er) = (Vec::new(), Vec::new());
+        decode(input.as_bytes(), 42.0, &mut ev, &mut er);
+        (ev, er)
+    }
+
+    #[test]
+    fn one_object_with_every_field() {
+        let (ev, er) = run(
+            r#"{"host":"web1","service":"cpu","state":"ok","description":"d","time":7,"ttl":10,"metric":2.5,"tags":["a","b"],"attributes":{"dc":"eu"},"team":"ops","n":3}"#,
+        );
+        assert!(er.is_empty(), "{er:?}");
+        let e = &ev[0];
+        assert_eq!(e.host.as_deref(), Some("web1"));
+        assert_eq!(e.time, Some(Number::Int(7)));
+        assert_eq!(e.ttl, Some(10.0));
+        assert_eq!(e.metric, Some(Number::Float(2.5)));
+        assert_eq!(e.tags.len(), 2);
+        assert_eq!(e.attributes["dc"], "eu");
+        assert_eq!(e.attributes["team"], "ops");
+        assert_eq!(e.attributes["n"], "3");
+    }
+
+    #[test]
+    fn missing_time_gets_receive_time() {
+        let (ev, _) = run(r#"{"host":"a"}"#);
+        assert_eq!(ev[0].time, Some(Number::Float(42.0)));
+    }
+
+    #[test]
+    fn array_and_ndjson_and_pretty_object() {
+        assert_eq!(run(r#"[{"host":"a"},{"host":"b"}]"#).0.len(), 2);
+        assert_eq!(run("{\"host\":\"a\"}\n{\"host\":\"b\"}\n").0.len(), 2);
+        assert_eq!(run("{\n  \"host\": \"a\"\n}\n").0.len(), 1);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field_and_keeps_neighbours() {
+        let (ev, er) = run(r#"[{"host":"a","metric":"abc"},{"host":"b","metric":1}]"#);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].host.as_deref(), Some("b"));
+        assert_eq!(er.len(), 1);
+        assert!(er[0].0.contains("`metric`"), "{}", er[0]);
+        assert!(er[0].0.contains("element 0"), "{}", er[0]);
+    }
+
+    #[test]
+    fn truncated_array_keeps_complete_elements() {
+        let (ev, er) = run(r#"[{"host":"a","metric":1},{"host":"b""#);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(er.len(), 1);
+    }
+
+    #[test]
+    fn bad_ndjson_line_is_skipped() {
+        let (ev, er) = run("{\"host\":\"a\"}\n{nope\n{\"host\":\"c\"}\n");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(er.len(), 1);
+    }
+
+    #[test]
+    fn garbage_and_non_objects_are_errors() {
+        assert_eq!(run("\x00\x01garbage").1.len(), 1);
+        assert_eq!(run("5").1.len(), 1);
+        assert_eq!(run("   ").1.len(), 1);
+        assert_eq!(run(r#"{"tags":"x"}"#).1.len(), 1);
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let (ev, _) = run(
+            r#"{"host":"h","metric":3,"ttl":1.5,"time":9,"tags":["t"],"attributes":{"k":"v"}}"#,
+        );
+        let text = encode(&ev[0]);
+        assert_eq!(
+            text,
+            r#"{"host":"h","time":9,"ttl":1.5,"metric":3,"tags":["t"],"attributes":{"k":"v"}}"#
+        );
+        assert_eq!(decode_event(&text).unwrap(), ev[0]);
+    }
+}

@@ -1,0 +1,156 @@
+//! The event: what hosts and services send, and what flows through streams.
+//!
+//! Fields follow Riemann's. Every field is optional; `time` is filled with the
+//! receive time by the decoder when a sender leaves it out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Riemann's default time-to-live for events that carry none, in seconds.
+pub const DEFAULT_TTL: f64 = 60.0;
+
+/// A number that remembers whether it was sent as an integer or a float, so
+/// that an event looks the same on the way out as on the way in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Number::Int(i) => write!(f, "{i}"),
+            Number::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// One monitoring event. Strings are shared (`Arc<str>`) so that fan-out,
+/// the index and expiry copies cost a reference count, not an allocation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Event {
+    pub host: Option<Arc<str>>,
+    pub service: Option<Arc<str>>,
+    pub state: Option<Arc<str>>,
+    pub description: Option<Arc<str>>,
+    /// Unix seconds.
+    pub time: Option<Number>,
+    /// Seconds after `time` at which the event is stale.
+    pub ttl: Option<f64>,
+    pub metric: Option<Number>,
+    pub tags: Vec<Arc<str>>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The identity of an event in the index: `(host, service)`.
+pub type EventKey = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// The names of the fields every event has, in display order.
+pub const FIELDS: [&str; 9] = [
+    "host",
+    "service",
+    "state",
+    "description",
+    "time",
+    "ttl",
+    "metric",
+    "tags",
+    "attributes",
+];
+
+impl Event {
+    pub fn key(&self) -> EventKey {
+        (self.host.clone(), self.service.clone())
+    }
+
+    /// When this event goes stale: `time + ttl`, with Riemann's default ttl.
+    pub fn deadline(&self) -> Option<f64> {
+        self.time
+            .map(|t| t.as_f64() + self.ttl.unwrap_or(DEFAULT_TTL))
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| &**t == tag)
+    }
+
+    /// The event `index` re-injects when this one expires: Riemann keeps only
+    /// host and service, sets state "expired" and the current time.
+    pub fn expired_copy(&self, now: f64) -> Event {
+        Event {
+            host: self.host.clone(),
+            service: self.service.clone(),
+            state: Some(Arc::from("expired")),
+            time: Some(Number::Float(now)),
+            ..Event::default()
+        }
+    }
+
+    /// A one-line summary for mail subjects and logs: "host service state".
+    pub fn summary(&self) -> String {
+        [&self.host, &self.service, &self.state]
+            .iter()
+            .filter_map(|f| f.as_deref())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The current time as fractional unix seconds.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_uses_default_ttl_when_absent() {
+        let mut e = Event {
+            time: Some(Number::Int(100)),
+            ..Event::default()
+        };
+        assert_eq!(e.deadline(), Some(160.0));
+        e.ttl = Some(1.5);
+        assert_eq!(e.deadline(), Some(101.5));
+    }
+
+    #[test]
+    fn expired_copy_keeps_only_identity() {
+        let e = Event {
+            host: Some("web1".into()),
+            service: Some("cpu".into()),
+            metric: Some(Number::Float(2.5)),
+            ..Event::default()
+        };
+        let x = e.expired_copy(5.0);
+        assert_eq!(x.key(), e.key());
+        assert_eq!(x.state.as_deref(), Some("expired"));
+        assert_eq!(x.metric, None);
+    }
+
+    #[test]
+    fn summary_skips_absent_fields() {
+        let e = Event {
+            host: Some("web1".into()),
+            state: Some("warning".into()),
+            ..Event::default()
+        };
+        assert_eq!(e.summary(), "web1 warning");
+    }
+}

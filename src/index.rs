@@ -1,0 +1,122 @@
+//! The index: the latest event per `(host, service)`, and expiry.
+//!
+//! As in Riemann, inserting an event whose state is "expired" deletes its key,
+//! and an event lives until `time + ttl` (ttl 60 s when absent). One index is
+//! shared by every `index()` node, so it survives stream reloads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::event::{Event, EventKey};
+
+#[derive(Default)]
+pub struct Index {
+    events: Mutex<HashMap<EventKey, Arc<Event>>>,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, event: &Arc<Event>) {
+        let mut events = self.lock();
+        if event.state.as_deref() == Some("expired") {
+            events.remove(&event.key());
+        } else {
+            events.insert(event.key(), Arc::clone(event));
+        }
+    }
+
+    /// Removes every event whose deadline is before `now` and returns the
+    /// expired copies to re-inject, oldest deadline first.
+    pub fn expire(&self, now: f64) -> Vec<Event> {
+        let mut gone: Vec<Arc<Event>> = Vec::new();
+        self.lock().retain(|_, e| match e.deadline() {
+            Some(d) if d < now => {
+                gone.push(Arc::clone(e));
+                false
+            }
+            _ => true,
+        });
+        gone.sort_by(|a, b| {
+            a.deadline()
+                .partial_cmp(&b.deadline())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        gone.iter().map(|e| e.expired_copy(now)).collect()
+    }
+
+    pub fn get(&self, host: &str, service: &str) -> Option<Arc<Event>> {
+        self.lock()
+            .get(&(Some(host.into()), Some(service.into())))
+            .cloned()
+    }
+
+    /// Every indexed event matching `pred`, sorted by host then service.
+    pub fn search(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
+        let mut found: Vec<Arc<Event>> =
+            self.lock().values().filter(|e| pred(e)).cloned().collect();
+        found.sort_by_key(|e| e.key());
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventKey, Arc<Event>>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Number;
+
+    fn ev(host: &str, time: i64, ttl: Option<f64>) -> Arc<Event> {
+        Arc::new(Event {
+            host: Some(host.into()),
+            service: Some("cpu".into()),
+            time: Some(Number::Int(time)),
+            ttl,
+            ..Event::default()
+        })
+    }
+
+    #[test]
+    fn latest_event_per_key_wins() {
+        let idx = Index::new();
+        idx.insert(&ev("a", 1, None));
+        idx.insert(&ev("a", 2, None));
+        idx.insert(&ev("b", 1, None));
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.get("a", "cpu").unwrap().time, Some(Number::Int(2)));
+    }
+
+    #[test]
+    fn expire_removes_stale_and_returns_expired_copies() {
+        let idx = Index::new();
+        idx.insert(&ev("short", 100, Some(1.0)));
+        idx.insert(&ev("long", 100, Some(10.0)));
+        let gone = idx.expire(102.0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].host.as_deref(), Some("short"));
+        assert_eq!(gone[0].state.as_deref(), Some("expired"));
+        assert_eq!(idx.len(), 1);
+        assert!(idx.expire(105.0).is_empty());
+    }
+
+    #[test]
+    fn expired_state_deletes() {
+        let idx = Index::new();
+        idx.insert(&ev("a", 1, None));
+        idx.insert(&Arc::new(ev("a", 1, None).expired_copy(2.0)));
+        assert!(idx.is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! The pipeline: the set of stream roots, and the dispatch loop that feeds
+//! them every event.
+//!
+//! Sources (servers) decode events on their own threads and send them here in
+//! batches over a bounded channel, so a full pipeline slows sources instead of
+//! growing memory. One dispatch thread processes batches in order; the roots
+//! can be swapped atomically at any time, and each event goes through exactly
+//! one root set.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::context::Context;
+use crate::event::{now_secs, Event};
+use crate::stats::{IngestStats, Stats};
+use crate::streams::{push, snapshot_tree, NodeRef};
+
+/// Batches in flight between sources and the dispatch thread.
+pub const CHANNEL_CAPACITY: usize = 1024;
+
+/// A named top-level stream: every event goes to every root.
+#[derive(Clone)]
+pub struct Root {
+    pub name: String,
+    pub node: NodeRef,
+}
+
+/// What the dispatch thread receives.
+pub enum Work {
+    Events(Vec<Event>),
+    /// Time to expire the index (sent every second).
+    Tick,
+}
+
+pub struct Pipeline {
+    ctx: Arc<Context>,
+    roots: ArcSwap<Vec<Root>>,
+    pub ingest: IngestStats,
+    processed: AtomicU64,
+    expired: AtomicU64,
+    started: Instant,
+}
+
+impl Pipeline {
+    pub fn new(ctx: Arc<Context>, roots: Vec<Root>) -> Self {
+        Pipeline {
+            ctx,
+            roots: ArcSwap::from_pointee(roots),
+            ingest: IngestStats::default(),
+            processed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    pub fn roots(&self) -> Arc<Vec<Root>> {
+        self.roots.load_full()
+    }
+
+    /// Replaces the root set; events already being processed finish in the
+    /// old set, every later one goes through the new.
+    pub fn swap_roots(&self, roots: Vec<Root>) {
+        self.roots.store(Arc::new(roots));
+    }
+
+    /// Runs one event through every root.
+    pub fn process(&self, event: Event) {
+        let event = Arc::new(event);
+        let roots = self.roots.load();
+        for root in roots.iter() {
+            push(&*root.node, &self.ctx, &event);
+        }
+        self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Expires the index at `now`, re-injecting each expired event.
+    pub fn expire(&self, now: f64) {
+        for event in self.ctx.index.expire(now) {
+            self.expired.fetch_add(1, Ordering::Relaxed);
+            self.process(event);
+        }
+    }
+
+    fn handle(&self, work: Work) {
+        match work {
+            Work::Events(events) => events.into_iter().for_each(|e| self.process(e)),
+            Work::Tick => self.expire(now_secs()),
+        }
+    }
+
+    /// The dispatch loop: runs until every sender is gone and the channel is
+    /// drained. `wait` blocks for the next message; embedders that hold a lock
+    /// while processing (Python's GIL) release it there, and only there, so
+    /// one acquisition serves every batch already queued.
+    pub fn run_dispatch<W>(&self, mut rx: mpsc::Receiver<Work>, wait: W)
+    where
+        W: Fn(&mut mpsc::Receiver<Work>) -> Option<Work>,
+    {
+        while let Some(work) = wait(&mut rx) {
+            self.handle(work);
+            while let Ok(work) = rx.try_recv() {
+                self.handle(work);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut nodes = Vec::new();
+        for root in self.roots.load().iter() {
+            snapshot_tree(
+                &format!("{}/{}", root.name, root.node.kind()),
+                &*root.node,
+                &mut nodes,
+            );
+        }
+        let mail = self.ctx.mailer.stats();
+        Stats {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            datagrams: self.ingest.datagrams.load(Ordering::Relaxed),
+            bad_datagrams: self.ingest.bad_datagrams.load(Ordering::Relaxed),
+            events: self.ingest.events.load(Ordering::Relaxed),
+            bad_events: self.ingest.bad_events.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            indexed: self.ctx.index.len() as u64,
+            mails_queued: mail.queued.load(Ordering::Relaxed),
+            mails_sent: mail.sent.load(Ordering::Relaxed),
+            mail_failures: mail.failures.load(Ordering::Relaxed),
+            mails_dropped: mail.dropped.load(Ordering::Relaxed),
+            nodes,
+        }
+    }
+}

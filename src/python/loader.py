@@ -1,0 +1,138 @@
+"""Loads a dmon stream module: a Python or Hy file, or a module name.
+
+Embedded in the dmon binary and run inside its interpreter. Failures raise
+LoadError with one message that names the file, the line and the reason.
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+import types
+
+
+class LoadError(Exception):
+    """The stream module could not be loaded; str() says where and why."""
+
+
+HY_MISSING = (
+    "{path} is a Hy stream module, but Hy is not installed in the Python dmon "
+    "embeds ({python}); install it with: {python} -m pip install hy"
+)
+
+
+def load_path(path):
+    """Executes the .py or .hy file at `path` as a fresh module and returns it."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise LoadError(f"{path}: no such stream module file")
+    name = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        # Lets the stream module import its neighbours.
+        sys.path.insert(0, folder)
+    if path.endswith(".hy"):
+        return _load_hy(name, path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    _run(path, lambda: spec.loader.exec_module(module))
+    return module
+
+
+def load_name(name):
+    """Imports the module `name` from sys.path (a .hy module too)."""
+    try:
+        import hy  # noqa: F401  (makes .hy modules findable)
+    except ImportError:
+        pass
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as e:
+        raise LoadError(f"stream module {name!r}: {e}") from None
+    if spec is None or spec.origin is None:
+        raise LoadError(
+            f"stream module {name!r} was not found on the Python path "
+            f"({os.pathsep.join(p or '.' for p in sys.path)}); "
+            "set PYTHONPATH or pass a file path to --streams"
+        )
+    if spec.origin.endswith(".hy"):
+        return load_path(spec.origin)
+    return _run(spec.origin, lambda: importlib.import_module(name))
+
+
+def load_source(name, source, filename):
+    """Executes Python `source` (the stream module embedded in dmon)."""
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module
+    code = _run(filename, lambda: compile(source, filename, "exec"))
+    _run(filename, lambda: exec(code, module.__dict__))
+    return module
+
+
+def _load_hy(name, path):
+    try:
+        import hy
+        from hy.models import Expression, Symbol
+    except ImportError:
+        raise LoadError(HY_MISSING.format(path=path, python=sys.executable)) from None
+    import dmon.streams
+
+    module = types.ModuleType(name)
+    module.__file__ = path
+    # Hy's core `when` macro would silently turn `(when pred child)` into an
+    # `if`; in stream modules `when` means dmon's stream.
+    module._dmon_when = dmon.streams.when
+
+    def when_stream(*args):
+        return Expression([Symbol("_dmon_when"), *args])
+
+    sys.modules[name] = module
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    forms = hy.read_many(source, filename=path, skip_shebang=True)
+    while True:
+        line = None
+        try:
+            form = next(forms)
+            line = getattr(form, "start_line", None)
+            hy.eval(form, module=module, macros={"when": when_stream})
+        except StopIteration:
+            break
+        except Exception as e:
+            raise LoadError(_describe(path, e, line)) from None
+    return module
+
+
+def _run(path, thunk):
+    try:
+        return thunk()
+    except LoadError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise LoadError(_describe(path, e)) from None
+
+
+def _describe(path, exc, fallback_line=None):
+    """'path:line: ExcType: message', then the traceback from the user's frames."""
+    line = fallback_line
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+        path = exc.filename or path
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        mine = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+        if mine:
+            line = mine[-1].lineno
+        elif frames and line is None:
+            path, line = frames[-1].filename, frames[-1].lineno
+    where = f"{path}:{line}" if line else path
+    te = traceback.TracebackException.from_exception(exc)
+    # Frames of this loader and of importlib are noise to the user.
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not f.filename.startswith(("dmon/_loader", "<frozen"))]
+    )
+    detail = "".join(te.format()).rstrip()
+    return f"{where}: {type(exc).__name__}: {exc}\n{detail}"

@@ -1,0 +1,171 @@
+//! Loading the user's stream module and finding its roots.
+//!
+//! The module is a `.py`/`.hy` path, a module name on `PYTHONPATH`, or the
+//! example embedded in the binary. Its roots are the module-level names
+//! containing `stream` whose values are streams, in definition order.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule};
+
+use super::streams::{to_node, PyStream, StreamFunction};
+use crate::pipeline::Root;
+
+const LOADER_SOURCE: &str = include_str!("loader.py");
+/// The stream module used when none is given: examples/streams.py.
+pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/streams.py");
+
+/// Where a stream module comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamSource {
+    Path(String),
+    Module(String),
+    Embedded,
+}
+
+impl StreamSource {
+    /// A `.py`/`.hy` file or anything with a slash is a path; otherwise a module name.
+    pub fn parse(spec: Option<&str>) -> StreamSource {
+        match spec {
+            None | Some("") => StreamSource::Embedded,
+            Some(s) if s.ends_with(".py") || s.ends_with(".hy") || s.contains('/') => {
+                StreamSource::Path(s.to_owned())
+            }
+            Some(s) => StreamSource::Module(s.to_owned()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            StreamSource::Path(p) => p.clone(),
+            StreamSource::Module(m) => format!("module {m}"),
+            StreamSource::Embedded => "the built-in example (examples/streams.py)".into(),
+        }
+    }
+}
+
+/// A load failure, already worded for the user (file, line, reason).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+fn loader(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    if let Ok(m) = py.import("dmon._loader") {
+        return Ok(m);
+    }
+    let m = PyModule::from_code(
+        py,
+        &std::ffi::CString::new(LOADER_SOURCE).expect("no NUL in loader.py"),
+        c"dmon/_loader.py",
+        c"dmon._loader",
+    )?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("dmon._loader", &m)?;
+    Ok(m)
+}
+
+/// Imports the stream module and returns it with its roots.
+pub fn load(py: Python<'_>, source: &StreamSource) -> Result<(Py<PyModule>, Vec<Root>), LoadError> {
+    let module = import(py, source)?;
+    let roots = roots_of(&module.bind(py).dict())?;
+    if roots.is_empty() {
+        return Err(LoadError(format!(
+            "{}: no streams: define at least one module-level name containing \"stream\", \
+             e.g. `stream = printer()`",
+            source.describe()
+        )));
+    }
+    Ok((module, roots))
+}
+
+fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, LoadError> {
+    let result = loader(py).and_then(|l| match source {
+        StreamSource::Path(p) => l.call_method1("load_path", (p,)),
+        StreamSource::Module(m) => l.call_method1("load_name", (m,)),
+        StreamSource::Embedded => l.call_method1(
+            "load_source",
+            ("streams", EMBEDDED_EXAMPLE, "examples/streams.py"),
+        ),
+    });
+    match result {
+        Ok(m) => m
+            .cast_into::<PyModule>()
+            .map(Bound::unbind)
+            .map_err(|e| LoadError(e.to_string())),
+        Err(err) => {
+            let is_load_error = loader(py)
+                .and_then(|l| l.getattr("LoadError"))
+                .is_ok_and(|t| err.get_type(py).is(&t));
+            Err(LoadError(if is_load_error {
+                err.value(py).to_string()
+            } else {
+                format!("{}: {err}", source.describe())
+            }))
+        }
+    }
+}
+
+/// The roots in a namespace: names containing "stream" bound to a stream or
+/// a coroutine. Functions, classes and modules with such names are helpers,
+/// not roots; any other value is a mistake worth a warning.
+pub fn roots_of(namespace: &Bound<'_, PyDict>) -> Result<Vec<Root>, LoadError> {
+    let py = namespace.py();
+    let inspect = py.import("inspect").map_err(|e| LoadError(e.to_string()))?;
+    let mut roots = Vec::new();
+    for (name, value) in namespace.iter() {
+        let Ok(name) = name.extract::<String>() else {
+            continue;
+        };
+        if !name.contains("stream") || name.starts_with('_') {
+            continue;
+        }
+        if value.cast::<PyStream>().is_err() {
+            let is_helper = value.cast::<StreamFunction>().is_ok()
+                || ["ismodule", "isclass", "isroutine", "isgeneratorfunction"]
+                    .iter()
+                    .any(|f| {
+                        inspect
+                            .call_method1(*f, (&value,))
+                            .and_then(|r| r.is_truthy())
+                            .unwrap_or(false)
+                    });
+            if is_helper {
+                continue;
+            }
+        }
+        match to_node(&value) {
+            Ok(node) => roots.push(Root { name, node }),
+            Err(_) => tracing::warn!(
+                "`{name}` contains \"stream\" but is not a stream ({}); it is not a root",
+                value
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamSource;
+
+    #[test]
+    fn source_kinds() {
+        assert_eq!(StreamSource::parse(None), StreamSource::Embedded);
+        assert_eq!(
+            StreamSource::parse(Some("a.hy")),
+            StreamSource::Path("a.hy".into())
+        );
+        assert_eq!(
+            StreamSource::parse(Some("dir/mod")),
+            StreamSource::Path("dir/mod".into())
+        );
+        assert_eq!(
+            StreamSource::parse(Some("streams")),
+            StreamSource::Module("streams".into())
+        );
+    }
+}

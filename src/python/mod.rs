@@ -1,0 +1,84 @@
+//! The embedded Python: interpreter start, the `dmon` module, stream module
+//! loading, and the dispatch thread that may call into user Python.
+//!
+//! Python runs only at user callables. The dispatch thread stays attached to
+//! the interpreter and detaches only while it waits for the next batch, so
+//! one GIL acquisition serves a whole batch and idle servers hold nothing
+//! (see ../shared/design/embedding-python.md).
+
+pub mod event;
+pub mod loader;
+pub mod nodes;
+pub mod streams;
+
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+
+use pyo3::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::context::Context;
+use crate::pipeline::{Pipeline, Work};
+
+/// The server this interpreter's streams push into (one per process).
+static CONTEXT: OnceLock<Arc<Context>> = OnceLock::new();
+
+#[pymodule]
+fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let streams = PyModule::new(py, "dmon.streams")?;
+    streams::register(&streams)?;
+    m.add("streams", &streams)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("dmon.streams", &streams)?;
+    Ok(())
+}
+
+/// Starts the interpreter on the calling (main) thread with the `dmon`
+/// module importable, and honours `VIRTUAL_ENV` when it is not activated.
+pub fn init() -> PyResult<()> {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_err() {
+        return Ok(());
+    }
+    pyo3::append_to_inittab!(dmon);
+    Python::initialize();
+    Python::attach(|py| {
+        let sys = py.import("sys")?;
+        sys.setattr("argv", vec!["dmon"])?;
+        if let Ok(venv) = std::env::var("VIRTUAL_ENV") {
+            let prefix: String = sys.getattr("prefix")?.extract()?;
+            if !venv.is_empty() && prefix != venv {
+                let (major, minor) = (py.version_info().major, py.version_info().minor);
+                let site = format!("{venv}/lib/python{major}.{minor}/site-packages");
+                py.import("site")?.call_method1("addsitedir", (site,))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Binds the interpreter's streams to a server's context; the first binding
+/// wins (one server per process).
+pub fn bind_context(ctx: Arc<Context>) {
+    let _ = CONTEXT.set(ctx);
+}
+
+pub(crate) fn context() -> PyResult<&'static Arc<Context>> {
+    CONTEXT.get().ok_or_else(streams::no_server)
+}
+
+/// Runs the pipeline's dispatch loop on its own thread, attached to Python
+/// except while waiting for work.
+pub fn spawn_dispatcher(pipeline: Arc<Pipeline>, rx: mpsc::Receiver<Work>) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("dmon-dispatch".into())
+        .spawn(move || {
+            Python::attach(|py| {
+                pipeline.run_dispatch(rx, |rx| py.detach(|| rx.blocking_recv()));
+            })
+        })
+        .expect("spawn dispatch thread")
+}

@@ -1,0 +1,128 @@
+//! JSON events over UDP (default `127.0.0.1:7689`).
+//!
+//! Each datagram is decoded on the receiving task; ready datagrams are
+//! drained without waiting into one batch, so a burst costs one channel send
+//! and one wake of the dispatch thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::codec::json;
+use crate::event::now_secs;
+use crate::log_limit::LogLimiter;
+use crate::pipeline::{Pipeline, Work};
+use crate::warn_limited;
+
+/// The largest UDP payload IPv4 can carry.
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Events gathered into one batch before it is handed over.
+const MAX_BATCH: usize = 1024;
+/// Asked of the kernel so bursts are absorbed instead of dropped.
+const RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+static BAD_INPUT_LOG: LogLimiter = LogLimiter::new(10);
+
+/// Binds a UDP socket with a large receive buffer.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::debug!("could not raise SO_RCVBUF: {e}");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Receives until `shutdown` fires or the pipeline goes away, then drains
+/// what the kernel already holds.
+pub async fn run(
+    socket: std::net::UdpSocket,
+    pipeline: Arc<Pipeline>,
+    tx: mpsc::Sender<Work>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let socket = UdpSocket::from_std(socket)?;
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let mut batch = Vec::new();
+        match received {
+            Ok((n, peer)) => ingest(&pipeline, &buf[..n], peer, &mut batch),
+            Err(e) => tracing::warn!("udp receive failed: {e}"),
+        }
+        drain_ready(&socket, &pipeline, &mut buf, &mut batch);
+        if !batch.is_empty() && tx.send(Work::Events(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+    // Shutting down: what already arrived is in flight, so process it too.
+    loop {
+        let mut batch = Vec::new();
+        drain_ready(&socket, &pipeline, &mut buf, &mut batch);
+        if batch.is_empty() || tx.send(Work::Events(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn drain_ready(
+    socket: &UdpSocket,
+    pipeline: &Pipeline,
+    buf: &mut [u8],
+    batch: &mut Vec<crate::event::Event>,
+) {
+    while batch.len() < MAX_BATCH {
+        match socket.try_recv_from(buf) {
+            Ok((n, peer)) => ingest(pipeline, &buf[..n], peer, batch),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::warn!("udp receive failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+fn ingest(
+    pipeline: &Pipeline,
+    datagram: &[u8],
+    peer: SocketAddr,
+    batch: &mut Vec<crate::event::Event>,
+) {
+    let stats = &pipeline.ingest;
+    stats.datagrams.fetch_add(1, Ordering::Relaxed);
+    let before = batch.len();
+    let mut errors = Vec::new();
+    if datagram.len() > MAX_DATAGRAM {
+        errors.push(json::DecodeError(format!(
+            "datagram of more than {MAX_DATAGRAM} bytes"
+        )));
+    } else {
+        json::decode(datagram, now_secs(), batch, &mut errors);
+    }
+    stats
+        .events
+        .fetch_add((batch.len() - before) as u64, Ordering::Relaxed);
+    if !errors.is_empty() {
+        stats.bad_datagrams.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bad_events
+            .fetch_add(errors.len() as u64, Ordering::Relaxed);
+        for err in errors {
+            warn_limited!(
+                BAD_INPUT_LOG,
+                "bad event from {peer} ({} bytes): {err}",
+                datagram.len()
+            );
+        }
+    }
+}

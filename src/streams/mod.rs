@@ -1,0 +1,127 @@
+//! Stream nodes: small composable functions an event flows through.
+//!
+//! Every node implements [`Node`]; children are other nodes. Natively written
+//! nodes live here, one family per file; nodes backed by user Python (a
+//! predicate, a coroutine) implement the same trait in `crate::python`.
+//!
+//! | file | nodes |
+//! |---|---|
+//! | [`filter`] | `when(pred, *children)` |
+//! | [`aggregate`] | `average(places, *children)` |
+//! | [`output`] | `printer(prefix)`, `email(*to)` |
+//! | [`index`] | `index()` |
+
+pub mod aggregate;
+pub mod filter;
+pub mod index;
+pub mod output;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::event::Event;
+use crate::log_limit::LogLimiter;
+use crate::warn_limited;
+
+pub type NodeRef = Arc<dyn Node>;
+
+/// A failure while one node handled one event. The event is counted as an
+/// error on that node; other events go on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct NodeError(pub String);
+
+/// Events in, events forwarded to children, and errors, per node.
+#[derive(Default, Debug)]
+pub struct NodeStats {
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub trait Node: Send + Sync {
+    /// The stream function's name, e.g. `"average"`.
+    fn kind(&self) -> &'static str;
+    /// How the node was built, e.g. `average(2)`.
+    fn describe(&self) -> String {
+        self.kind().to_owned()
+    }
+    fn children(&self) -> &[NodeRef] {
+        &[]
+    }
+    fn stats(&self) -> &NodeStats;
+    /// Handles one event, forwarding to children with [`emit`] as it sees fit.
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError>;
+}
+
+static NODE_ERROR_LOG: LogLimiter = LogLimiter::new(10);
+
+/// Gives `event` to `node`, counting it; an error is counted and logged on
+/// that node and goes no further.
+pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
+    node.stats().events_in.fetch_add(1, Ordering::Relaxed);
+    if let Err(err) = node.handle(ctx, event) {
+        node.stats().errors.fetch_add(1, Ordering::Relaxed);
+        warn_limited!(
+            NODE_ERROR_LOG,
+            "stream node {} failed on event {}: {err}",
+            node.describe(),
+            event.summary()
+        );
+    }
+}
+
+/// Forwards `event` from `node` to each of its children.
+pub fn emit(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
+    node.stats().events_out.fetch_add(1, Ordering::Relaxed);
+    for child in node.children() {
+        push(&**child, ctx, event);
+    }
+}
+
+/// A node's counters, for `stats` output and the shell.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeSnapshot {
+    /// Root name, then the kind of each node from the root down:
+    /// `average_stream/average/when/printer`.
+    pub path: String,
+    pub kind: &'static str,
+    pub describe: String,
+    #[serde(rename = "in")]
+    pub events_in: u64,
+    #[serde(rename = "out")]
+    pub events_out: u64,
+    pub errors: u64,
+}
+
+/// Appends a snapshot of `node` and its descendants, depth first. Siblings of
+/// the same kind are told apart by their position: `when#0`, `when#1`.
+pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
+    let s = node.stats();
+    out.push(NodeSnapshot {
+        path: path.to_owned(),
+        kind: node.kind(),
+        describe: node.describe(),
+        events_in: s.events_in.load(Ordering::Relaxed),
+        events_out: s.events_out.load(Ordering::Relaxed),
+        errors: s.errors.load(Ordering::Relaxed),
+    });
+    let children = node.children();
+    for (i, child) in children.iter().enumerate() {
+        let same_kind = children.iter().filter(|c| c.kind() == child.kind()).count();
+        let segment = if same_kind > 1 {
+            format!("{}#{i}", child.kind())
+        } else {
+            child.kind().to_owned()
+        };
+        snapshot_tree(&format!("{path}/{segment}"), &**child, out);
+    }
+}
+
+/// Quotes a string argument for `describe` strings.
+pub(crate) fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
