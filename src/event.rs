@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+
+use smol_str::SmolStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Riemann's default time-to-live for events that carry none, in seconds.
@@ -37,25 +38,26 @@ impl fmt::Display for Number {
     }
 }
 
-/// One monitoring event. Strings are shared (`Arc<str>`) so that fan-out,
-/// the index and expiry copies cost a reference count, not an allocation.
+/// One monitoring event. Strings are `SmolStr`: the short ones (host,
+/// service, state, tags) live inline, so decoding and copying them allocates
+/// nothing, and the long ones are shared.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Event {
-    pub host: Option<Arc<str>>,
-    pub service: Option<Arc<str>>,
-    pub state: Option<Arc<str>>,
-    pub description: Option<Arc<str>>,
+    pub host: Option<SmolStr>,
+    pub service: Option<SmolStr>,
+    pub state: Option<SmolStr>,
+    pub description: Option<SmolStr>,
     /// Unix seconds.
     pub time: Option<Number>,
     /// Seconds after `time` at which the event is stale.
     pub ttl: Option<f64>,
     pub metric: Option<Number>,
-    pub tags: Vec<Arc<str>>,
+    pub tags: Vec<SmolStr>,
     pub attributes: BTreeMap<String, String>,
 }
 
 /// The identity of an event in the index: `(host, service)`.
-pub type EventKey = (Option<Arc<str>>, Option<Arc<str>>);
+pub type EventKey = (Option<SmolStr>, Option<SmolStr>);
 
 /// The names of the fields every event has, in display order.
 pub const FIELDS: [&str; 9] = [
@@ -91,7 +93,7 @@ impl Event {
         Event {
             host: self.host.clone(),
             service: self.service.clone(),
-            state: Some(Arc::from("expired")),
+            state: Some(SmolStr::new_static("expired")),
             time: Some(Number::Float(now)),
             ..Event::default()
         }

@@ -57,7 +57,7 @@ pub struct BenchArgs {
 /// The event for index `i`: host and service cycle over 1,000 x 10.
 pub fn sample_event(i: usize) -> String {
     format!(
-        r#"{{"host":"host-{:04}.example.com","service":"service-{}","state":"ok","description":"bench event number {i}","metric":{}.{:03},"ttl":60,"tags":["bench","prod"],"time":1764100000}}"#,
+        r#"{{"host":"host-{:04}.example.com","service":"service-{}","state":"ok","description":"synthetic benchmark event number {i:07} of the dmon load test run","metric":{}.{:03},"ttl":60,"tags":["bench","prod"]}}"#,
         i % 1000,
         (i / 1000) % 10,
         i % 3,
@@ -142,7 +142,7 @@ fn python_roots(_ctx: &Arc<Context>) -> anyhow::Result<Vec<Root>> {
     Python::attach(|py| {
         let ns = PyDict::new(py);
         py.run(
-            c"from dmon.streams import *\nbench_stream = when(lambda e: e.metric < 1000, average(2, index()))\n",
+            c"from dmon.streams import *\nbench_stream = when(lambda e: e.state == \"ok\", average(2, index()))\n",
             Some(&ns),
             None,
         )?;
@@ -205,7 +205,10 @@ fn pipelined(
         python::spawn_dispatcher(Arc::clone(&pipeline), rx)
     } else {
         let p = Arc::clone(&pipeline);
-        thread::spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()))
+        thread::Builder::new()
+            .name("dmon-dispatch".into())
+            .spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()))
+            .expect("spawn dispatch thread")
     };
     let mut errors = Vec::new();
     let mut sent = 0;

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+
+use smol_str::SmolStr;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -30,10 +31,11 @@ pub fn decode(buf: &[u8], now: f64, events: &mut Vec<Event>, errors: &mut Vec<De
         errors.push(DecodeError("empty datagram".into()));
         return;
     }
-    let fast_ok = if body[0] == b'[' {
-        decode_array_fast(body, events)
-    } else {
-        decode_objects_fast(body, events)
+    // Validating UTF-8 once up front spares serde_json a check per string.
+    let fast_ok = match std::str::from_utf8(body) {
+        Ok(text) if body[0] == b'[' => decode_array_fast(text, events),
+        Ok(text) => decode_objects_fast(text, events),
+        Err(_) => false,
     };
     if !fast_ok {
         events.truncate(start);
@@ -68,8 +70,8 @@ fn trim_start(buf: &[u8]) -> &[u8] {
     &buf[n..]
 }
 
-fn decode_array_fast(body: &[u8], events: &mut Vec<Event>) -> bool {
-    let mut de = serde_json::Deserializer::from_slice(body);
+fn decode_array_fast(body: &str, events: &mut Vec<Event>) -> bool {
+    let mut de = serde_json::Deserializer::from_str(body);
     let ok = ArraySeed {
         out: events,
         on_item: |s: &mut Vec<Event>, e: Event| s.push(e),
@@ -80,8 +82,8 @@ fn decode_array_fast(body: &[u8], events: &mut Vec<Event>) -> bool {
     ok && de.end().is_ok()
 }
 
-fn decode_objects_fast(body: &[u8], events: &mut Vec<Event>) -> bool {
-    for item in serde_json::Deserializer::from_slice(body).into_iter::<Event>() {
+fn decode_objects_fast(body: &str, events: &mut Vec<Event>) -> bool {
+    for item in serde_json::Deserializer::from_str(body).into_iter::<Event>() {
         match item {
             Ok(e) => events.push(e),
             Err(_) => return false,
@@ -258,19 +260,19 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 struct StrField(&'static str);
 
 impl<'de> DeserializeSeed<'de> for StrField {
-    type Value = Option<Arc<str>>;
+    type Value = Option<SmolStr>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for StrField {
-    type Value = Option<Arc<str>>;
+    type Value = Option<SmolStr>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "a string for `{}`", self.0)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Arc::from(v)))
+        Ok(Some(SmolStr::new(v)))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -313,14 +315,14 @@ impl<'de> Visitor<'de> for NumField {
 struct TagsField;
 
 impl<'de> DeserializeSeed<'de> for TagsField {
-    type Value = Vec<Arc<str>>;
+    type Value = Vec<SmolStr>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for TagsField {
-    type Value = Vec<Arc<str>>;
+    type Value = Vec<SmolStr>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of strings for `tags`")
     }

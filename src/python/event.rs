@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -37,7 +39,7 @@ fn number<'py>(py: Python<'py>, n: Number) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
-fn opt_str<'py>(py: Python<'py>, s: &Option<Arc<str>>) -> PyResult<Bound<'py, PyAny>> {
+fn opt_str<'py>(py: Python<'py>, s: &Option<SmolStr>) -> PyResult<Bound<'py, PyAny>> {
     s.as_deref().into_bound_py_any(py)
 }
 
@@ -74,7 +76,7 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-fn to_str(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<Arc<str>>> {
+fn to_str(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<SmolStr>> {
     if v.is_none() {
         return Ok(None);
     }
@@ -84,7 +86,7 @@ fn to_str(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<Arc<str>>> {
             type_name(v)
         ))
     })?;
-    Ok(Some(Arc::from(s.to_str()?)))
+    Ok(Some(SmolStr::new(s.to_str()?)))
 }
 
 fn to_number(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<Number>> {

@@ -18,7 +18,8 @@ class LoadError(Exception):
 
 HY_MISSING = (
     "{path} is a Hy stream module, but Hy is not installed in the Python dmon "
-    "embeds ({python}); install it with: {python} -m pip install hy"
+    "embeds ({python}); install it with `{python} -m pip install hy`, or into a "
+    "virtualenv that is active or named by VIRTUAL_ENV"
 )
 
 
