@@ -1,0 +1,205 @@
+//! The `dmon.streams` Python API against the real embedded interpreter: the
+//! Event type, node construction errors, and root discovery. Each test runs
+//! Python assertions; a failing `assert` fails the test with its traceback.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use dmon::console::LineSink;
+use dmon::context::Context;
+use dmon::outputs::email::Mailer;
+use dmon::python::{self, loader};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+struct Collect(std::sync::Mutex<Vec<String>>);
+impl LineSink for Collect {
+    fn write_line(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_owned());
+    }
+}
+
+/// Starts Python once per test process, bound to a context whose printed
+/// lines are collected.
+fn console() -> &'static Arc<Collect> {
+    static CONSOLE: std::sync::OnceLock<Arc<Collect>> = std::sync::OnceLock::new();
+    CONSOLE.get_or_init(|| {
+        python::init().unwrap();
+        let console = Arc::new(Collect(Default::default()));
+        let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
+        python::bind_context(Arc::new(Context::new(mailer, console.clone())));
+        console
+    })
+}
+
+fn run(code: &str) -> Py<PyDict> {
+    console();
+    Python::attach(|py| {
+        let ns = PyDict::new(py);
+        let code = CString::new(code).unwrap();
+        if let Err(e) = py.run(&code, Some(&ns), None) {
+            panic!("python failed: {}", python_error(py, e));
+        }
+        ns.unbind()
+    })
+}
+
+fn python_error(py: Python<'_>, e: PyErr) -> String {
+    let tb = e
+        .traceback(py)
+        .and_then(|t| t.format().ok())
+        .unwrap_or_default();
+    format!("{tb}{e}")
+}
+
+#[test]
+fn event_reads_like_the_seed_namedtuple_and_a_dict() {
+    run(r#"
+from dmon.streams import Event
+e = Event(host="web1", service="cpu", state="warning", metric=2, ttl=10, tags=["a"], region="eu")
+assert e['state'] == "warning" and e.state == "warning"
+assert e.metric == 2 and isinstance(e.metric, int)
+assert e.ttl == 10.0
+assert e.tags == ["a"]
+assert e.region == "eu" and e['region'] == "eu" and e.attributes == {"region": "eu"}
+assert e.description is None and e['description'] is None
+assert e.get('description', 'none') == 'none'
+assert e.get('metric', 0) == 2
+assert e.get('missing') is None
+try:
+    e['missing']
+    raise AssertionError("KeyError expected")
+except KeyError:
+    pass
+try:
+    e.missing
+    raise AssertionError("AttributeError expected")
+except AttributeError:
+    pass
+assert "region" in e and "host" in e and "missing" not in e
+"#);
+}
+
+#[test]
+fn replace_copies_and_compares_by_value() {
+    run(r#"
+from dmon.streams import Event
+e = Event(host="web1", metric=1.5)
+f = e.replace(metric=3.0, state="ok")
+assert e.metric == 1.5, "the original is unchanged"
+assert f.metric == 3.0 and f.state == "ok" and f.host == "web1"
+assert e._replace(metric=3.0, state="ok") == f
+assert e != f and e == Event(host="web1", metric=1.5)
+assert e.replace(host=None).host is None
+assert f.to_dict() == {"host": "web1", "state": "ok", "metric": 3.0}
+assert repr(f) == "Event(host='web1', state='ok', metric=3.0)", repr(f)
+assert Event({"host": "x", "tags": ["t"]}).tags == ["t"]
+assert Event('{"host": "j", "metric": 4}').metric == 4
+"#);
+}
+
+#[test]
+fn wrong_types_raise_clear_errors() {
+    run(r#"
+from dmon.streams import *
+def raises(exc, f, text):
+    try:
+        f()
+    except exc as e:
+        assert text in str(e), str(e)
+    else:
+        raise AssertionError(f"{exc} expected")
+raises(TypeError, lambda: Event(metric="abc"), "`metric` must be a number")
+raises(TypeError, lambda: Event(host=5), "`host` must be a str")
+raises(TypeError, lambda: Event(tags="a"), "`tags` must be a list")
+raises(TypeError, lambda: when(5, printer()), "callable predicate")
+raises(TypeError, lambda: average(2, 42), "stream child")
+raises(ValueError, lambda: email("not an address"), "invalid mail address")
+raises(ValueError, lambda: email(), "at least one recipient")
+"#);
+}
+
+#[test]
+fn native_nodes_and_coroutines_compose_both_ways() {
+    run(r#"
+from dmon.streams import *
+seen = []
+@stream
+def tagger(*targets):
+    while True:
+        e = yield
+        send(e.replace(tags=["seen"]), *targets)
+
+def collector():
+    while True:
+        e = yield
+        seen.append(e)
+sink = collector(); next(sink)
+
+# coroutine inside a native node, native node as the coroutine's target
+root = when(lambda e: e.metric > 1, tagger(average(1, printer("avg: ")), sink))
+root.send(Event(host="a", metric=0.5))
+root.send(Event(host="b", metric=3))
+root.send({"host": "c", "metric": 5})
+assert [e.host for e in seen] == ["b", "c"], seen
+assert seen[0].tags == ["seen"]
+assert root.counters() == {"in": 3, "out": 2, "errors": 0}, root.counters()
+assert root.kind == "when" and root.children[0].kind == "coroutine"
+"#);
+    let lines = console().0.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.starts_with("avg: ")
+            && l.contains(r#""host":"b""#)
+            && l.contains(r#""metric":3.0"#)),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("avg: ")
+            && l.contains(r#""host":"c""#)
+            && l.contains(r#""metric":4.0"#)),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn errors_in_user_code_are_counted_on_their_node() {
+    run(r#"
+from dmon.streams import *
+bad = when(lambda e: 1 / 0, printer())
+bad.send(Event(host="a"))
+bad.send(Event(host="b"))
+assert bad.counters() == {"in": 2, "out": 0, "errors": 2}, bad.counters()
+
+@stream
+def finished(*targets):
+    e = yield
+node = finished()
+node.send(Event(host="a"))
+assert node.counters()["errors"] == 1
+"#);
+}
+
+#[test]
+fn roots_are_stream_valued_names_containing_stream() {
+    let ns = run(r#"
+from dmon.streams import *
+import dmon.streams
+from dmon import streams
+def make_stream(): return printer()
+class StreamHelper: pass
+stream_threshold = 5
+_private_stream = printer()
+def gen():
+    while True:
+        yield
+raw_stream = gen(); next(raw_stream)
+main_stream = printer("a")
+other = printer("not a root")
+"#);
+    Python::attach(|py| {
+        let roots = loader::roots_of(ns.bind(py)).unwrap();
+        let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["raw_stream", "main_stream"]);
+        assert_eq!(roots[0].node.kind(), "coroutine");
+    });
+}
