@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::context::Context;
 use crate::event::{now_secs, Event};
@@ -32,6 +32,9 @@ pub struct Root {
 /// What the dispatch thread receives.
 pub enum Work {
     Events(Vec<Event>),
+    /// Events whose sender waits until they have been through every root
+    /// (the shell's `inject`, and acknowledged protocols).
+    Acked(Vec<Event>, oneshot::Sender<()>),
     /// Time to expire the index (sent every second).
     Tick,
 }
@@ -92,6 +95,10 @@ impl Pipeline {
     fn handle(&self, work: Work) {
         match work {
             Work::Events(events) => events.into_iter().for_each(|e| self.process(e)),
+            Work::Acked(events, done) => {
+                events.into_iter().for_each(|e| self.process(e));
+                let _ = done.send(());
+            }
             Work::Tick => self.expire(now_secs()),
         }
     }

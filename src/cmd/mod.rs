@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod send;
 pub mod serve;
+pub mod shell;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -13,15 +14,27 @@ use clap::{Parser, Subcommand};
 ///
 /// Hosts and services send events (host, service, state, metric, …) as JSON
 /// over UDP; your stream module routes them: filter, average, index, mail.
+///
+/// With no command, dmon opens its shell (`dmon shell`) on a live server.
 #[derive(Parser, Debug)]
-#[command(name = "dmon", version, about, long_about)]
+#[command(
+    name = "dmon",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    shell: shell::ShellArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Open an interactive shell (python, ipython or bpython) on a live server (the default).
+    Shell(shell::ShellArgs),
     /// Run the server headless: receive events and run them through the streams.
     Serve(serve::ServeArgs),
     /// Send events to a running dmon (JSON arguments, key=value pairs, or NDJSON on stdin).
@@ -34,9 +47,11 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         init_logging();
         let result = match self.command {
-            Command::Serve(args) => serve::run(args),
-            Command::Send(args) => send::run(args),
-            Command::Bench(args) => bench::run(args),
+            None => shell::run(self.shell),
+            Some(Command::Shell(args)) => shell::run(args),
+            Some(Command::Serve(args)) => serve::run(args),
+            Some(Command::Send(args)) => send::run(args),
+            Some(Command::Bench(args)) => bench::run(args),
         };
         match result {
             Ok(code) => code,

@@ -78,7 +78,7 @@ pub fn load(py: Python<'_>, source: &StreamSource) -> Result<(Py<PyModule>, Vec<
     Ok((module, roots))
 }
 
-fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, LoadError> {
+pub fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, LoadError> {
     let result = loader(py).and_then(|l| match source {
         StreamSource::Path(p) => l.call_method1("load_path", (p,)),
         StreamSource::Module(m) => l.call_method1("load_name", (m,)),
@@ -109,8 +109,30 @@ fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, LoadErr
 /// a coroutine. Functions, classes and modules with such names are helpers,
 /// not roots; any other value is a mistake worth a warning.
 pub fn roots_of(namespace: &Bound<'_, PyDict>) -> Result<Vec<Root>, LoadError> {
+    root_objects(namespace)
+        .into_iter()
+        .map(|(name, value)| {
+            let node = to_node(&value).map_err(|e| LoadError(format!("{name}: {e}")))?;
+            Ok(Root { name, node })
+        })
+        .collect()
+}
+
+/// The root names and their Python values, in namespace order.
+pub fn root_objects<'py>(namespace: &Bound<'py, PyDict>) -> Vec<(String, Bound<'py, PyAny>)> {
     let py = namespace.py();
-    let inspect = py.import("inspect").map_err(|e| LoadError(e.to_string()))?;
+    let inspect = py.import("inspect").ok();
+    let is_helper = |value: &Bound<'py, PyAny>| {
+        value.cast::<StreamFunction>().is_ok()
+            || inspect.as_ref().is_some_and(|inspect| {
+                ["ismodule", "isclass", "isroutine"].iter().any(|f| {
+                    inspect
+                        .call_method1(*f, (value,))
+                        .and_then(|r| r.is_truthy())
+                        .unwrap_or(false)
+                })
+            })
+    };
     let mut roots = Vec::new();
     for (name, value) in namespace.iter() {
         let Ok(name) = name.extract::<String>() else {
@@ -119,33 +141,26 @@ pub fn roots_of(namespace: &Bound<'_, PyDict>) -> Result<Vec<Root>, LoadError> {
         if !name.contains("stream") || name.starts_with('_') {
             continue;
         }
-        if value.cast::<PyStream>().is_err() {
-            let is_helper = value.cast::<StreamFunction>().is_ok()
-                || ["ismodule", "isclass", "isroutine", "isgeneratorfunction"]
-                    .iter()
-                    .any(|f| {
-                        inspect
-                            .call_method1(*f, (&value,))
-                            .and_then(|r| r.is_truthy())
-                            .unwrap_or(false)
-                    });
-            if is_helper {
-                continue;
-            }
-        }
-        match to_node(&value) {
-            Ok(node) => roots.push(Root { name, node }),
-            Err(_) => tracing::warn!(
+        let is_stream = value.cast::<PyStream>().is_ok()
+            || value
+                .getattr_opt("send")
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.is_callable());
+        if is_stream && (value.cast::<PyStream>().is_ok() || !is_helper(&value)) {
+            roots.push((name, value));
+        } else if !is_helper(&value) {
+            tracing::warn!(
                 "`{name}` contains \"stream\" but is not a stream ({}); it is not a root",
                 value
                     .get_type()
                     .name()
                     .map(|n| n.to_string())
                     .unwrap_or_default()
-            ),
+            );
         }
     }
-    Ok(roots)
+    roots
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 pub mod event;
 pub mod loader;
 pub mod nodes;
+pub mod repl;
+pub mod shell;
 pub mod streams;
 
 use std::sync::{Arc, OnceLock};
@@ -51,13 +53,32 @@ pub fn init() -> PyResult<()> {
         if let Ok(venv) = std::env::var("VIRTUAL_ENV") {
             let prefix: String = sys.getattr("prefix")?.extract()?;
             if !venv.is_empty() && prefix != venv {
-                let (major, minor) = (py.version_info().major, py.version_info().minor);
-                let site = format!("{venv}/lib/python{major}.{minor}/site-packages");
-                py.import("site")?.call_method1("addsitedir", (site,))?;
+                use_virtualenv(py, &venv)?;
             }
         }
         Ok(())
     })
+}
+
+/// Makes a virtualenv named by `VIRTUAL_ENV` (but not activated) the
+/// interpreter's: its packages come first, and `sys.executable`/`sys.prefix`
+/// point into it, as if its own python were running.
+fn use_virtualenv(py: Python<'_>, venv: &str) -> PyResult<()> {
+    let locals = pyo3::types::PyDict::new(py);
+    locals.set_item("venv", venv)?;
+    py.run(
+        c"import os, site, sys
+site_dir = os.path.join(venv, 'lib', f'python{sys.version_info[0]}.{sys.version_info[1]}', 'site-packages')
+before = list(sys.path)
+site.addsitedir(site_dir)
+# addsitedir appends; the virtualenv's packages must win over the base ones.
+sys.path[:] = [p for p in sys.path if p not in before] + before
+sys.executable = os.path.join(venv, 'bin', 'python')
+sys.prefix = sys.exec_prefix = venv
+",
+        Some(&locals),
+        None,
+    )
 }
 
 /// Binds the interpreter's streams to a server's context; the first binding

@@ -58,8 +58,15 @@ impl PyStream {
         Ok(d)
     }
 
-    fn __repr__(&self) -> String {
-        describe_tree(&self.node)
+    /// The node tree; an index node in the shell shows the index itself
+    /// (the shell sets `dmon.streams._index_repr`).
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        if self.node.kind() == "index" {
+            if let Some(hook) = py.import("dmon.streams")?.getattr_opt("_index_repr")? {
+                return hook.call0()?.extract();
+            }
+        }
+        Ok(describe_tree(&self.node))
     }
 }
 

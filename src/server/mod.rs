@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::event::Event;
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
 use crate::stats::Stats;
 
@@ -22,6 +23,7 @@ const MAIL_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
     pub udp_addr: SocketAddr,
+    injector: Injector,
     shutdown: watch::Sender<bool>,
     udp: JoinHandle<io::Result<()>>,
     clock: JoinHandle<()>,
@@ -51,10 +53,12 @@ impl Server {
             tx.clone(),
             shutdown_rx.clone(),
         ));
+        let injector = Injector(Arc::new(std::sync::Mutex::new(Some(tx.clone()))));
         let clock = tokio::spawn(expiry_clock(tx, shutdown_rx));
         Ok(Server {
             pipeline,
             udp_addr,
+            injector,
             shutdown,
             udp,
             clock,
@@ -66,6 +70,7 @@ impl Server {
     /// little for queued mail, and returns the final counters.
     pub async fn shutdown(self) -> Stats {
         let _ = self.shutdown.send(true);
+        self.injector.close();
         match self.udp.await {
             Ok(Err(e)) => tracing::warn!("udp server stopped with an error: {e}"),
             Err(e) => tracing::warn!("udp server task failed: {e}"),
@@ -87,6 +92,45 @@ impl Server {
         self.pipeline.stats()
     }
 }
+
+impl Server {
+    /// A handle that puts events straight into the pipeline, as the shell's
+    /// `inject` does; it stops working when the server shuts down.
+    pub fn injector(&self) -> Injector {
+        self.injector.clone()
+    }
+}
+
+/// Puts events into a running pipeline from outside the network sources.
+#[derive(Clone)]
+pub struct Injector(Arc<std::sync::Mutex<Option<mpsc::Sender<Work>>>>);
+
+impl Injector {
+    /// Sends `events` and blocks until every root has processed them. Must
+    /// not be called from an async task.
+    pub fn inject_blocking(&self, events: Vec<Event>) -> Result<(), Stopped> {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Stopped)?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tx.blocking_send(Work::Acked(events, done))
+            .map_err(|_| Stopped)?;
+        drop(tx);
+        wait.blocking_recv().map_err(|_| Stopped)
+    }
+
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// The server has stopped; nothing more can be injected.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the server has stopped")]
+pub struct Stopped;
 
 /// Asks the dispatch thread to expire the index once a second.
 async fn expiry_clock(tx: mpsc::Sender<Work>, mut shutdown: watch::Receiver<bool>) {

@@ -16,8 +16,8 @@ pub mod filter;
 pub mod index;
 pub mod output;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use serde::Serialize;
 
@@ -34,12 +34,52 @@ pub type NodeRef = Arc<dyn Node>;
 #[error("{0}")]
 pub struct NodeError(pub String);
 
-/// Events in, events forwarded to children, and errors, per node.
+/// Events in, events forwarded to children, and errors, per node; and the
+/// live observers of what the node lets through.
 #[derive(Default, Debug)]
 pub struct NodeStats {
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub errors: AtomicU64,
+    pub taps: Taps,
+}
+
+/// Observers of one node's events (the shell's `tap`). Costs one relaxed
+/// load per event while nobody watches; a slow observer misses events
+/// rather than slowing the pipeline.
+#[derive(Default, Debug)]
+pub struct Taps {
+    active: AtomicBool,
+    observers: Mutex<Vec<mpsc::SyncSender<Arc<Event>>>>,
+}
+
+impl Taps {
+    /// Starts observing; drop the receiver to stop.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        self.observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        self.active.store(true, Ordering::Release);
+        rx
+    }
+
+    fn publish(&self, event: &Arc<Event>) {
+        if !self.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut observers = self.observers.lock().unwrap_or_else(|p| p.into_inner());
+        observers.retain(|tx| {
+            !matches!(
+                tx.try_send(Arc::clone(event)),
+                Err(mpsc::TrySendError::Disconnected(_))
+            )
+        });
+        if observers.is_empty() {
+            self.active.store(false, Ordering::Release);
+        }
+    }
 }
 
 pub trait Node: Send + Sync {
@@ -63,6 +103,10 @@ static NODE_ERROR_LOG: LogLimiter = LogLimiter::new(10);
 /// that node and goes no further.
 pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
     node.stats().events_in.fetch_add(1, Ordering::Relaxed);
+    if node.children().is_empty() {
+        // Nothing leaves a leaf, so its observers see what arrives.
+        node.stats().taps.publish(event);
+    }
     if let Err(err) = node.handle(ctx, event) {
         node.stats().errors.fetch_add(1, Ordering::Relaxed);
         warn_limited!(
@@ -77,6 +121,7 @@ pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
 /// Forwards `event` from `node` to each of its children.
 pub fn emit(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
     node.stats().events_out.fetch_add(1, Ordering::Relaxed);
+    node.stats().taps.publish(event);
     for child in node.children() {
         push(&**child, ctx, event);
     }

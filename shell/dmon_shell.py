@@ -1,0 +1,420 @@
+"""The Python side of dmon's shell: helpers in the namespace, and the glue
+for the plain, IPython and bpython shells.
+
+Embedded in the dmon binary; `setup(server, namespace)` fills the namespace.
+`server` is the Rust handle to the live server (or to a remote one).
+"""
+
+import code
+import collections
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from dmon.streams import *  # noqa: F401,F403  (the shell's namespace has them all)
+from dmon.streams import Event, Stream
+
+_server = None
+_ns = None
+_color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+RED, GREEN, YELLOW, BLUE, DIM, BOLD, RESET = (
+    ("\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[2m", "\x1b[1m", "\x1b[0m")
+    if _color
+    else ("",) * 7
+)
+
+
+def _paint(color, text):
+    return f"{color}{text}{RESET}" if color else text
+
+
+def _events_from(args, fields):
+    """Events from inject()/send() arguments."""
+    events = []
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            events.extend(_events_from(a, {}))
+        elif isinstance(a, str):
+            events.extend(_parse_json_events(a))
+        else:
+            events.append(Event(a))
+    if fields:
+        events.append(Event(**fields))
+    return events
+
+
+def _parse_json_events(text):
+    """A JSON object, a JSON array of objects, or NDJSON."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = [json.loads(line) for line in text.splitlines() if line.strip()]
+    values = value if isinstance(value, list) else [value]
+    return [Event(v) for v in values]
+
+
+def inject(*events, **fields):
+    """inject(event | dict | JSON string | list | **fields): run events through the streams now."""
+    evs = _events_from(events, fields)
+    _server.inject(evs)
+    return None if len(evs) == 1 else f"{len(evs)} events injected"
+
+
+def paste():
+    """paste(): paste JSON / NDJSON events, end with a blank line or Ctrl-D; each is injected."""
+    print(_paint(DIM, "paste JSON events; end with a blank line or Ctrl-D"))
+    lines = []
+    while True:
+        try:
+            line = input()
+        except EOFError:
+            break
+        if not line.strip():
+            if lines and _incomplete("\n".join(lines)):
+                continue
+            break
+        lines.append(line)
+    evs = _parse_json_events("\n".join(lines))
+    _server.inject(evs)
+    print(f"{len(evs)} event(s) injected")
+
+
+def _incomplete(text):
+    try:
+        json.loads(text)
+        return False
+    except json.JSONDecodeError as e:
+        return e.msg.startswith(("Expecting", "Unterminated")) and e.pos >= len(text.rstrip())
+
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+addr = None
+
+
+def event(**fields):
+    """event(**fields): the JSON datagram for an event, for sock.sendto(event(...), addr)."""
+    return Event(**fields).to_json().encode()
+
+
+def send(*events, **fields):
+    """send(event | dict | JSON | list | **fields): send events over the real UDP socket to the server."""
+    evs = _events_from(events, fields)
+    for e in evs:
+        sock.sendto(e.to_json().encode(), addr)
+    return None if len(evs) == 1 else f"{len(evs)} events sent to {addr[0]}:{addr[1]}"
+
+
+def stats():
+    """stats(): received, decoded, bad, per-node counters, uptime."""
+    s = json.loads(_server.stats_json())
+    lines = [
+        f"uptime {s['uptime_secs']:.1f} s   datagrams {s['datagrams']} (bad {s['bad_datagrams']})   "
+        f"events {s['events']} (bad {s['bad_events']})   processed {s['processed']}   "
+        f"expired {s['expired']}   indexed {s['indexed']}",
+        f"mail: queued {s['mails_queued']}  sent {s['mails_sent']}  "
+        f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
+    ]
+    print("\n".join(lines))
+    _print_nodes(s["nodes"])
+
+
+def _print_nodes(nodes):
+    for n in nodes:
+        depth = n["path"].count("/") - 1
+        name = n["path"].split("/")[0] + " = " if depth == 0 else ""
+        err = _paint(RED, f"errors {n['errors']}") if n["errors"] else f"errors {n['errors']}"
+        print(
+            f"{'    ' * depth}{_paint(BOLD, name) if name else ''}{_paint(BLUE, n['describe'])}  "
+            f"{_paint(DIM, 'in')} {_paint(GREEN, n['in'])}  {_paint(DIM, 'out')} {_paint(GREEN, n['out'])}  {err}"
+        )
+
+
+def streams():
+    """streams(): the stream tree, each node with events in / out / errors."""
+    _print_nodes(json.loads(_server.stats_json())["nodes"])
+
+
+def tap(node, n=None):
+    """tap(node, n=None): show events leaving that node live, until Ctrl-C (or n events)."""
+    if not isinstance(node, Stream):
+        raise TypeError(f"tap() needs a stream node, like tap(average_stream), not {node!r}")
+    seen = 0
+    print(_paint(DIM, f"tapping {node.kind}; Ctrl-C to stop"))
+    t = _server.tap(node)
+    try:
+        while n is None or seen < n:
+            e = t.next(0.1)
+            if e is not None:
+                print(_paint(YELLOW, "tap: ") + e.to_json())
+                seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        t.close()
+    return f"{seen} event(s) seen"
+
+
+from dmon.streams import index as _index_node  # noqa: E402
+
+
+def index(filter=None):
+    """index(filter=None): the index as a table (host, service, state, metric, age, ttl); filter is a predicate.
+
+    Without a filter this is also the index() stream node, so `index_stream = index()` works
+    in the shell; shown at the prompt, an index node prints the table."""
+    return _index_node() if filter is None else _IndexTable(filter)
+
+
+class _IndexTable:
+    def __init__(self, pred):
+        self.pred = pred
+
+    def __repr__(self):
+        return _index_table(self.pred)
+
+
+def _index_table(pred=None):
+    events = [e for e in _server.index_events() if pred is None or pred(e)]
+    now = time.time()
+    rows = [("host", "service", "state", "metric", "age", "ttl")]
+    for e in events:
+        rows.append((
+            e.host or "", e.service or "", e.state or "",
+            "" if e.metric is None else str(e.metric),
+            f"{now - e.time:.1f}s" if e.time is not None else "",
+            "" if e.ttl is None else f"{e.ttl:g}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    out = []
+    for i, r in enumerate(rows):
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+        out.append(_paint(BOLD, line) if i == 0 else line)
+    out.append(_paint(DIM, f"{len(events)} event(s) in the index"))
+    return "\n".join(out)
+
+
+def reload():
+    """reload(): re-import the stream module from disk and swap its streams in atomically."""
+    try:
+        module = _server.load_module()
+    except RuntimeError as e:
+        print(_paint(RED, f"reload failed; the running streams are unchanged:\n{e}"))
+        return
+    for name in list(_ns):
+        if "stream" in name and isinstance(_ns[name], Stream):
+            del _ns[name]
+    _ns.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    _sync(announce=True)
+
+
+def edit(name=None):
+    """edit(name=None): open $EDITOR on the stream module (or where `name` is defined); reload on save."""
+    path, line = _server.module_path(), None
+    if name is not None:
+        import inspect
+        target = _ns.get(name, name) if isinstance(name, str) else name
+        try:
+            path = inspect.getsourcefile(target)
+            line = inspect.getsourcelines(target)[1]
+        except TypeError:
+            pass
+    if path is None:
+        raise RuntimeError("the streams came from the built-in example; start with --streams FILE to edit")
+    before = os.path.getmtime(path)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    cmd = editor.split() + ([f"+{line}"] if line else []) + [path]
+    subprocess.call(cmd)
+    if os.path.getmtime(path) != before:
+        reload()
+    else:
+        print(_paint(DIM, "not saved; nothing reloaded"))
+
+
+_watcher = None
+
+
+def watch(interval=0.5):
+    """watch(): reload automatically whenever the stream module file changes (watch(False) stops)."""
+    global _watcher
+    if _watcher is not None:
+        _watcher.set()
+        _watcher = None
+    if interval is False:
+        return "not watching"
+    path = _server.module_path()
+    if path is None:
+        raise RuntimeError("the streams came from the built-in example; start with --streams FILE to watch")
+    stop = threading.Event()
+    _watcher = stop
+
+    def run():
+        last = os.path.getmtime(path)
+        while not stop.wait(interval):
+            try:
+                now = os.path.getmtime(path)
+            except OSError:
+                continue
+            if now != last:
+                last = now
+                _server.console(f"{path} changed; reloading")
+                reload()
+
+    threading.Thread(target=run, name="dmon-watch", daemon=True).start()
+    return f"watching {path}"
+
+
+def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
+    """help(): this list; help(x): Python's help on x."""
+    if obj is not None:
+        import builtins
+        return builtins.help(obj)
+    print(_paint(BOLD, "dmon shell commands"))
+    for f in (inject, paste, send, event, streams, tap, index, stats, reload, edit, watch, help):
+        print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {f.__doc__.splitlines()[0].split(': ', 1)[-1]}")
+    print(_paint(BOLD, "stream functions (dmon.streams)"))
+    import dmon.streams as ds
+    for name in ("when", "average", "printer", "email", "send", "stream"):
+        doc = (getattr(ds, name).__doc__ or "").strip().splitlines()
+        print(f"  {_paint(BLUE, name):<24} {doc[0] if doc else ''}")
+    print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
+
+
+def _sync(announce=False):
+    """Swaps in the namespace's roots if they changed; called after every statement."""
+    changed = _server.sync_roots(_ns)
+    if changed is not None and (announce or changed):
+        print(_paint(DIM, "streams: " + (", ".join(changed) or "(none)")))
+
+
+def banner():
+    names = ", ".join(_server.root_names()) or "(none)"
+    where = _server.describe()
+    return f"dmon {_server.version()} — streams: {names} — {where} — help() for commands"
+
+
+class PlainInterpreter(code.InteractiveInterpreter):
+    """The plain shell's evaluator: coloured tracebacks, root sync after each statement."""
+
+    def write(self, data):
+        sys.stderr.write(_paint(RED, data) if _color else data)
+
+    def runsource(self, source, filename="<dmon>", symbol="single"):
+        more = super().runsource(source, filename, symbol)
+        if not more:
+            _sync()
+        return more
+
+
+_interp = None
+
+
+def run_plain_source(source):
+    """Evaluates one (possibly multi-line) input; True means more lines are needed."""
+    return _interp.runsource(source)
+
+
+def complete(text, state_limit=200):
+    """Completions for the word before the cursor: names and attributes."""
+    import rlcompleter
+    c = rlcompleter.Completer(_ns)
+    out = []
+    for i in range(state_limit):
+        m = c.complete(text, i)
+        if m is None:
+            break
+        out.append(m)
+    return out
+
+
+def run_ipython():
+    import IPython
+    from traitlets.config import Config
+
+    cfg = Config()
+    cfg.TerminalInteractiveShell.banner1 = banner() + "\n"
+    cfg.InteractiveShellApp.exec_lines = [
+        "get_ipython().events.register('post_run_cell', lambda result: __import__('dmon_shell')._sync())"
+    ]
+    if not _color:
+        cfg.InteractiveShell.colors = "NoColor"
+    IPython.start_ipython(argv=[], user_ns=_ns, config=cfg)
+
+
+_bpython_repl = None
+_bpython_pending = collections.deque()
+
+
+def bpython_output(line):
+    """Server output under bpython: queued here, shown by bpython's own thread
+    (its screen cannot be written from another thread)."""
+    _bpython_pending.append(line)
+    if _bpython_repl is not None:
+        _bpython_repl.interrupting_refresh()  # thread-safe wake-up of bpython's loop
+
+
+def run_bpython():
+    import bpython
+    import bpython.repl
+    from bpython.curtsies import FullCurtsiesRepl
+
+    original_runsource = bpython.repl.Interpreter.runsource
+
+    def runsource(self, source, *args, **kwargs):
+        more = original_runsource(self, source, *args, **kwargs)
+        if not more:
+            _sync()
+        return more
+
+    original_init = FullCurtsiesRepl.__init__
+    original_paint = FullCurtsiesRepl.process_event_and_paint
+
+    def init(self, *args, **kwargs):
+        global _bpython_repl
+        original_init(self, *args, **kwargs)
+        _bpython_repl = self
+
+    def process_event_and_paint(self, e):
+        while _bpython_pending:
+            self.send_to_stdouterr(_bpython_pending.popleft() + "\n")
+        return original_paint(self, e)
+
+    bpython.repl.Interpreter.runsource = runsource
+    FullCurtsiesRepl.__init__ = init
+    FullCurtsiesRepl.process_event_and_paint = process_event_and_paint
+    try:
+        bpython.embed(locals_=_ns, banner=banner())
+    finally:
+        global _bpython_repl
+        _bpython_repl = None
+        while _bpython_pending:
+            print(_bpython_pending.popleft())
+
+
+def set_address(host, port):
+    """Where send() and the seed's `addr` point: the server's UDP address."""
+    global addr
+    addr = (host, port)
+    _ns["addr"] = addr
+
+
+def setup(server, namespace):
+    """Fills `namespace` with the helpers and dmon.streams; returns it."""
+    global _server, _ns, _interp
+    _server, _ns = server, namespace
+    import dmon.streams as ds
+    namespace.update({k: getattr(ds, k) for k in ds.__all__})
+    for f in (inject, paste, send, event, streams, tap, index, stats, reload, edit, watch, help):
+        namespace[f.__name__] = f
+    namespace.update(sock=sock, Event=Event)
+    ds._index_repr = _index_table
+    namespace.setdefault("__name__", "__main__")
+    _interp = PlainInterpreter(namespace)
+    return namespace

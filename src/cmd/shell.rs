@@ -1,0 +1,239 @@
+//! `dmon shell` (and plain `dmon`): an interactive Python shell attached to
+//! the live, in-process server.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pyo3::exceptions::PySystemExit;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::serve::ServerOpts;
+use crate::console::{LineSink, Stdout};
+use crate::context::Context;
+use crate::outputs::email::Mailer;
+use crate::pipeline::Pipeline;
+use crate::python::shell::{shell_module, ShellServer, Target};
+use crate::python::{self, loader, repl};
+use crate::server::Server;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellKind {
+    /// dmon's own prompt: history, completion, multi-line blocks.
+    Python,
+    Ipython,
+    Bpython,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "In the shell, help() lists the commands: inject(), paste(), send(), \
+streams(), tap(), index(), stats(), reload(), edit(), watch(). Rebinding a name containing \
+\"stream\" changes the running streams when the statement finishes. Ctrl-D or exit() stops \
+the server and leaves."
+)]
+pub struct ShellArgs {
+    /// Which shell to run.
+    #[arg(short = 's', long = "shell", value_enum, default_value = "python")]
+    pub kind: ShellKind,
+    /// Open the shell against a dmon already running at HOST:PORT (its UDP
+    /// address) instead of starting one: inject() and send() go there.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<SocketAddr>,
+    #[command(flatten)]
+    pub server: ServerOpts,
+}
+
+/// Server output under IPython: through Python's `sys.stdout`, which
+/// IPython's prompt patches so lines appear above it.
+struct PythonStdout;
+
+impl LineSink for PythonStdout {
+    fn write_line(&self, line: &str) {
+        let written = Python::attach(|py| -> PyResult<()> {
+            let out = py.import("sys")?.getattr("stdout")?;
+            out.call_method1("write", (format!("{line}\n"),))?;
+            out.call_method0("flush")?;
+            Ok(())
+        });
+        if written.is_err() {
+            Stdout.write_line(line);
+        }
+    }
+}
+
+/// Server output under bpython: queued for bpython's own thread to show
+/// (bpython's screen cannot be written from another thread).
+struct BpythonQueue;
+
+impl LineSink for BpythonQueue {
+    fn write_line(&self, line: &str) {
+        let queued = Python::attach(|py| -> PyResult<()> {
+            shell_module(py)?.call_method1("bpython_output", (line,))?;
+            Ok(())
+        });
+        if queued.is_err() {
+            Stdout.write_line(line);
+        }
+    }
+}
+
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Fails early, with the install command, when the chosen shell is missing.
+fn check_installed(kind: ShellKind) -> anyhow::Result<()> {
+    let module = match kind {
+        ShellKind::Python => return Ok(()),
+        ShellKind::Ipython => "IPython",
+        ShellKind::Bpython => "bpython",
+    };
+    Python::attach(|py| match py.import(module) {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let exe: String = py
+                .import("sys")
+                .and_then(|s| s.getattr("executable"))
+                .and_then(|e| e.extract())
+                .unwrap_or_else(|_| "python3".into());
+            let package = module.to_lowercase();
+            anyhow::bail!(
+                "{package} is not installed in the Python dmon embeds ({exe}); install it with \
+                 `{exe} -m pip install {package}` (or into a virtualenv that is active or named by \
+                 VIRTUAL_ENV), or use `dmon shell -s python`"
+            )
+        }
+    })
+}
+
+pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
+    python::init().context("starting the embedded Python")?;
+    check_installed(args.kind)?;
+    Python::attach(|py| -> PyResult<()> {
+        // Ctrl-C while code runs raises KeyboardInterrupt instead of killing dmon.
+        let signal = py.import("signal")?;
+        signal.call_method1(
+            "signal",
+            (
+                signal.getattr("SIGINT")?,
+                signal.getattr("default_int_handler")?,
+            ),
+        )?;
+        Ok(())
+    })?;
+
+    let mut plain = None;
+    let console: Arc<dyn LineSink> = match args.kind {
+        ShellKind::Python => {
+            let (editor, sink) = repl::editor(color())?;
+            plain = Some(editor);
+            match sink {
+                Some(sink) => Arc::new(sink),
+                None => Arc::new(Stdout),
+            }
+        }
+        ShellKind::Ipython => Arc::new(PythonStdout),
+        ShellKind::Bpython => Arc::new(BpythonQueue),
+    };
+    let ctx = Arc::new(Context::new(
+        Mailer::start(args.server.smtp.clone()),
+        Arc::clone(&console),
+    ));
+    python::bind_context(Arc::clone(&ctx));
+    let source = loader::StreamSource::parse(args.server.streams.as_deref());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(&ctx), Vec::new()));
+    let (target, first_addr) = match args.connect {
+        Some(remote) => (Target::Remote, remote),
+        None => (Target::Local(Arc::clone(&pipeline)), args.server.udp),
+    };
+    let local = args.connect.is_none();
+    let handle = Python::attach(|py| {
+        Py::new(
+            py,
+            ShellServer::new(target, first_addr, source.clone(), console),
+        )
+    })?;
+
+    // The module's streams are in place before the first datagram arrives.
+    let namespace = Python::attach(|py| -> anyhow::Result<Py<PyDict>> {
+        let ns = PyDict::new(py);
+        shell_module(py)?.call_method1("setup", (&handle, &ns))?;
+        if local {
+            let module = loader::import(py, &source)?;
+            for (name, value) in module.bind(py).dict().iter() {
+                if !name.extract::<String>()?.starts_with("__") {
+                    ns.set_item(name, value)?;
+                }
+            }
+            let roots = handle.get().sync_roots(&ns)?;
+            if roots.as_ref().is_none_or(|r| r.is_empty()) {
+                anyhow::bail!(
+                    "{}: no streams: define at least one module-level name containing \"stream\"",
+                    source.describe()
+                );
+            }
+        }
+        Ok(ns.unbind())
+    })?;
+    let server = match local {
+        true => {
+            let server = runtime
+                .block_on(Server::start(
+                    pipeline,
+                    args.server.udp,
+                    python::spawn_dispatcher,
+                ))
+                .with_context(|| format!("cannot listen on UDP {}", args.server.udp))?;
+            handle
+                .get()
+                .attach_server(server.injector(), server.udp_addr);
+            Some(server)
+        }
+        false => None,
+    };
+    let udp_addr = server.as_ref().map_or(first_addr, |s| s.udp_addr);
+    Python::attach(|py| {
+        shell_module(py)?
+            .call_method1("set_address", (udp_addr.ip().to_string(), udp_addr.port()))
+            .map(drop)
+    })?;
+
+    let outcome = match (args.kind, plain.as_mut()) {
+        (ShellKind::Python, Some(editor)) => {
+            let banner = Python::attach(|py| {
+                shell_module(py)?
+                    .call_method0("banner")?
+                    .extract::<String>()
+            })?;
+            repl::run(editor, &banner);
+            Ok(())
+        }
+        (kind, _) => Python::attach(|py| {
+            let entry = if kind == ShellKind::Ipython {
+                "run_ipython"
+            } else {
+                "run_bpython"
+            };
+            match shell_module(py)?.call_method0(entry) {
+                Err(e) if !e.is_instance_of::<PySystemExit>(py) => Err(e),
+                _ => Ok(()),
+            }
+        }),
+    };
+    drop(namespace);
+    if let Some(server) = server {
+        let stats = runtime.block_on(server.shutdown());
+        eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
+    }
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}

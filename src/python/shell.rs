@@ -1,0 +1,275 @@
+//! The shell's handle on the live server, as the Python helpers in
+//! `shell/dmon_shell.py` see it: inject, counters, index, taps, root swaps.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyModule};
+
+use super::event::{event_from_py, PyEvent};
+use super::loader::{self, StreamSource};
+use super::streams::{to_node, PyStream};
+use crate::cmd::send::send_datagrams;
+use crate::console::LineSink;
+use crate::event::{now_secs, Event, Number};
+use crate::pipeline::{Pipeline, Root};
+use crate::server::Injector;
+use crate::streams::NodeRef;
+
+/// The embedded Python half of the shell.
+pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
+
+/// Where the shell's events go: the in-process server, or a remote dmon.
+pub enum Target {
+    Local(Arc<Pipeline>),
+    Remote,
+}
+
+#[pyclass(name = "ShellServer", module = "dmon._shell", frozen)]
+pub struct ShellServer {
+    target: Target,
+    udp_addr: Mutex<SocketAddr>,
+    /// Set once the local server runs.
+    injector: Mutex<Option<Injector>>,
+    source: StreamSource,
+    console: Arc<dyn LineSink>,
+    /// The current roots with the Python objects they came from, so a
+    /// statement that leaves a root's object alone keeps its node (and its
+    /// counters and state).
+    roots: Mutex<Vec<(String, Py<PyAny>, NodeRef)>>,
+}
+
+impl ShellServer {
+    pub fn new(
+        target: Target,
+        udp_addr: SocketAddr,
+        source: StreamSource,
+        console: Arc<dyn LineSink>,
+    ) -> Self {
+        ShellServer {
+            target,
+            udp_addr: Mutex::new(udp_addr),
+            injector: Mutex::new(None),
+            source,
+            console,
+            roots: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Connects the handle to the started server.
+    pub fn attach_server(&self, injector: Injector, udp_addr: SocketAddr) {
+        *self.injector.lock().unwrap_or_else(|p| p.into_inner()) = Some(injector);
+        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner()) = udp_addr;
+    }
+
+    fn udp_addr(&self) -> SocketAddr {
+        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn local(&self) -> PyResult<&Arc<Pipeline>> {
+        match &self.target {
+            Target::Local(pipeline) => Ok(pipeline),
+            Target::Remote => Err(PyRuntimeError::new_err(
+                "not available with --connect: the remote server's counters, index and streams \
+                 are not exposed over the network yet; inject() and send() work",
+            )),
+        }
+    }
+}
+
+/// Loads `shell/dmon_shell.py` into the interpreter as module `dmon_shell`.
+pub fn shell_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    if let Ok(m) = py.import("dmon_shell") {
+        return Ok(m);
+    }
+    let m = PyModule::from_code(
+        py,
+        &std::ffi::CString::new(SHELL_SOURCE).expect("no NUL in dmon_shell.py"),
+        c"dmon/shell/dmon_shell.py",
+        c"dmon_shell",
+    )?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("dmon_shell", &m)?;
+    Ok(m)
+}
+
+#[pymethods]
+impl ShellServer {
+    /// Runs events through the streams and returns once they are processed
+    /// (locally), or sends them as datagrams (remote).
+    fn inject(&self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<()> {
+        let now = now_secs();
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| {
+                let mut e = Event::clone(&*event_from_py(&e)?);
+                // As a datagram would be: stamped with the receive time.
+                e.time.get_or_insert(Number::Float(now));
+                Ok(e)
+            })
+            .collect::<PyResult<_>>()?;
+        match &self.target {
+            Target::Local(_) => {
+                let injector = self
+                    .injector
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .ok_or_else(|| PyRuntimeError::new_err("the server is not running"))?;
+                py.detach(move || injector.inject_blocking(events))
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+            }
+            Target::Remote => {
+                let to = self.udp_addr();
+                py.detach(move || send_datagrams(to, &events))
+                    .map(|_| ())
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+            }
+        }
+    }
+
+    fn stats_json(&self) -> PyResult<String> {
+        let pipeline = self.local()?;
+        serde_json::to_string(&pipeline.stats()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    fn index_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyEvent>>> {
+        let pipeline = self.local()?;
+        pipeline
+            .context()
+            .index
+            .search(|_| true)
+            .iter()
+            .map(|e| PyEvent::wrap(py, e))
+            .collect()
+    }
+
+    /// Starts observing what `node` lets through.
+    fn tap(&self, node: &Bound<'_, PyAny>) -> PyResult<Tap> {
+        let node = node
+            .cast::<PyStream>()
+            .map_err(|_| PyTypeError::new_err("tap() needs a stream node"))?;
+        let rx = node.get().node.stats().taps.subscribe(10_000);
+        Ok(Tap {
+            rx: Mutex::new(Some(rx)),
+        })
+    }
+
+    /// Makes the namespace's roots the running ones if they changed;
+    /// returns the new root names, or None when nothing changed.
+    pub fn sync_roots(&self, ns: &Bound<'_, PyDict>) -> PyResult<Option<Vec<String>>> {
+        let Target::Local(pipeline) = &self.target else {
+            return Ok(None);
+        };
+        let found = loader::root_objects(ns);
+        let mut current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        let unchanged = found.len() == current.len()
+            && found
+                .iter()
+                .zip(current.iter())
+                .all(|((name, obj), (cur_name, cur_obj, _))| name == cur_name && obj.is(cur_obj));
+        if unchanged {
+            return Ok(None);
+        }
+        let mut next = Vec::with_capacity(found.len());
+        for (name, obj) in found {
+            let reused = current
+                .iter()
+                .find(|(_, cur_obj, _)| obj.is(cur_obj))
+                .map(|(_, _, node)| Arc::clone(node));
+            let node = match reused {
+                Some(node) => node,
+                None => to_node(&obj)?,
+            };
+            next.push((name, obj.unbind(), node));
+        }
+        pipeline.swap_roots(
+            next.iter()
+                .map(|(name, _, node)| Root {
+                    name: name.clone(),
+                    node: Arc::clone(node),
+                })
+                .collect(),
+        );
+        let names = next.iter().map(|(n, _, _)| n.clone()).collect();
+        *current = next;
+        Ok(Some(names))
+    }
+
+    fn root_names(&self) -> Vec<String> {
+        let current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        current.iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
+    /// Imports the stream module afresh; raises RuntimeError with the
+    /// file, line and reason when it fails.
+    fn load_module<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyModule>> {
+        if matches!(self.target, Target::Remote) {
+            return Err(PyRuntimeError::new_err(
+                "reload() needs the local server (not --connect)",
+            ));
+        }
+        loader::import(py, &self.source)
+            .map(|m| m.into_bound(py))
+            .map_err(|e| PyRuntimeError::new_err(e.0))
+    }
+
+    /// The stream module's file, when there is one.
+    fn module_path(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        Ok(match &self.source {
+            StreamSource::Path(p) => Some(std::path::absolute(p)?.to_string_lossy().into_owned()),
+            StreamSource::Module(m) => py
+                .import("sys")?
+                .getattr("modules")?
+                .get_item(m)
+                .and_then(|module| module.getattr("__file__"))
+                .and_then(|f| f.extract())
+                .ok(),
+            StreamSource::Embedded => None,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self.target {
+            Target::Local(_) => format!("UDP {}", self.udp_addr()),
+            Target::Remote => format!("connected to {} (UDP)", self.udp_addr()),
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// Writes a line where server output goes (above the prompt).
+    fn console(&self, line: &str) {
+        self.console.write_line(line);
+    }
+}
+
+/// A live view of one node's events; `next(timeout)` returns an Event or None.
+#[pyclass(name = "Tap", module = "dmon._shell", frozen)]
+pub struct Tap {
+    rx: Mutex<Option<mpsc::Receiver<Arc<Event>>>>,
+}
+
+#[pymethods]
+impl Tap {
+    /// Waits up to `timeout` seconds; Ctrl-C raises KeyboardInterrupt.
+    fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Py<PyEvent>>> {
+        let wait = Duration::from_secs_f64(timeout.max(0.0));
+        let got = py.detach(|| {
+            let guard = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+            guard.as_ref().and_then(|rx| rx.recv_timeout(wait).ok())
+        });
+        py.check_signals()?;
+        got.map(|e| PyEvent::wrap(py, &e)).transpose()
+    }
+
+    fn close(&self) {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
