@@ -206,7 +206,7 @@ def reload():
     try:
         module = _server.load_module()
     except RuntimeError as e:
-        print(_paint(RED, f"reload failed; the running streams are unchanged:\n{e}"))
+        _say(_paint(RED, f"reload failed; the running streams are unchanged:\n{e}"))
         return
     for name in list(_ns):
         if "stream" in name and isinstance(_ns[name], Stream):
@@ -287,15 +287,23 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
     print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
 
 
+def _say(text):
+    """Prints at the prompt; from a background thread, above it."""
+    if threading.current_thread() is threading.main_thread():
+        print(text)
+    else:
+        _server.console(text)
+
+
 def _sync(announce=False):
     """Swaps in the namespace's roots if they changed; called after every statement."""
     changed = _server.sync_roots(_ns)
     if changed is not None and (announce or changed):
-        print(_paint(DIM, "streams: " + (", ".join(changed) or "(none)")))
+        _say(_paint(DIM, "streams: " + (", ".join(changed) or "(none)")))
 
 
 def banner():
-    names = ", ".join(_server.root_names()) or "(none)"
+    names = ", ".join(_server.root_names()) or "(on the remote server)"
     where = _server.describe()
     return f"dmon {_server.version()} — streams: {names} — {where} — help() for commands"
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use pyo3::Python;
@@ -49,6 +50,10 @@ processed, queued mail gets a few seconds, and the final counters are logged as 
 pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerOpts,
+    /// Reload the stream module whenever its file changes; a module that
+    /// fails to load is logged and the running streams stay.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Starts Python, loads the stream module and builds the pipeline; the
@@ -69,6 +74,12 @@ pub fn prepare(opts: &ServerOpts) -> anyhow::Result<Arc<Pipeline>> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let pipeline = prepare(&args.server)?;
+    if args.watch {
+        watch(
+            loader::StreamSource::parse(args.server.streams.as_deref()),
+            Arc::clone(&pipeline),
+        )?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,6 +99,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How often `--watch` looks at the module file.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reloads the stream module when its file's modification time changes.
+fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
+    let path = Python::attach(|py| loader::module_file(py, &source))
+        .context("--watch needs a stream module file (--streams FILE or a module name)")?;
+    let modified = move || std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let mut last = modified();
+    tracing::info!("watching {} for changes", source.describe());
+    std::thread::Builder::new()
+        .name("dmon-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(WATCH_INTERVAL);
+            let now = modified();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            match Python::attach(|py| loader::load(py, &source)) {
+                Ok((_, roots)) => {
+                    let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
+                    tracing::info!("reloaded {}: {}", source.describe(), names.join(", "));
+                    pipeline.swap_roots(roots);
+                }
+                Err(e) => tracing::error!("reload failed; the running streams are unchanged: {e}"),
+            }
+        })?;
+    Ok(())
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

@@ -43,6 +43,24 @@ impl StreamSource {
     }
 }
 
+/// The stream module's file, when there is one (not for the embedded example).
+pub fn module_file(py: Python<'_>, source: &StreamSource) -> Option<std::path::PathBuf> {
+    match source {
+        StreamSource::Path(p) => std::path::absolute(p).ok(),
+        StreamSource::Module(m) => py
+            .import("sys")
+            .and_then(|sys| {
+                sys.getattr("modules")?
+                    .get_item(m)?
+                    .getattr("__file__")?
+                    .extract::<String>()
+            })
+            .ok()
+            .map(Into::into),
+        StreamSource::Embedded => None,
+    }
+}
+
 /// A load failure, already worded for the user (file, line, reason).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

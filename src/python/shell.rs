@@ -219,18 +219,8 @@ impl ShellServer {
     }
 
     /// The stream module's file, when there is one.
-    fn module_path(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        Ok(match &self.source {
-            StreamSource::Path(p) => Some(std::path::absolute(p)?.to_string_lossy().into_owned()),
-            StreamSource::Module(m) => py
-                .import("sys")?
-                .getattr("modules")?
-                .get_item(m)
-                .and_then(|module| module.getattr("__file__"))
-                .and_then(|f| f.extract())
-                .ok(),
-            StreamSource::Embedded => None,
-        })
+    fn module_path(&self, py: Python<'_>) -> Option<String> {
+        loader::module_file(py, &self.source).map(|p| p.to_string_lossy().into_owned())
     }
 
     fn describe(&self) -> String {

@@ -111,8 +111,9 @@ fn wrap(node: NodeRef) -> PyStream {
     PyStream { node }
 }
 
-/// when(pred, *children): forward events for which pred(event) is true.
-/// Example: when(lambda e: e.state == "warning", email("ops@example.com"))
+/// Forward the events for which pred(event) is true.
+///
+/// when(pred, *children), e.g. when(lambda e: e.state == "warning", email("ops@example.com"))
 #[pyfunction]
 #[pyo3(signature = (pred, *children))]
 fn when(pred: &Bound<'_, PyAny>, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
@@ -128,8 +129,9 @@ fn when(pred: &Bound<'_, PyAny>, children: &Bound<'_, PyTuple>) -> PyResult<PySt
     ))))
 }
 
-/// average(round_places, *children): running mean of every metric seen,
-/// forwarded as the event's metric. Example: average(2, printer("avg: "))
+/// Forward each event with metric = the running mean of all metrics, rounded.
+///
+/// average(round_places, *children), e.g. average(2, printer("avg: "))
 #[pyfunction]
 #[pyo3(signature = (round_places, *children))]
 fn average(round_places: i32, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
@@ -139,23 +141,27 @@ fn average(round_places: i32, children: &Bound<'_, PyTuple>) -> PyResult<PyStrea
     ))))
 }
 
-/// printer(prefix=""): print prefix and the event as one JSON line.
-/// Example: printer("high average: ")
+/// Print prefix and the event as one line of JSON.
+///
+/// printer(prefix=""), e.g. printer("high average: ")
 #[pyfunction]
 #[pyo3(signature = (prefix=String::new()))]
 fn printer(prefix: String) -> PyStream {
     wrap(Arc::new(Printer::new(prefix)))
 }
 
-/// index(): keep the latest event per (host, service); expired events are
-/// re-injected with state "expired". Example: index_stream = index()
+/// Keep the latest event per (host, service); re-inject expired ones.
+///
+/// Expired events come back into every root with state "expired".
+/// index(), e.g. index_stream = index()
 #[pyfunction]
 fn index() -> PyStream {
     wrap(Arc::new(IndexNode::new()))
 }
 
-/// email(*to, subject=None, sender=None): mail each event through the SMTP
-/// server given by --smtp. Example: email("ops@example.com")
+/// Mail each event through the SMTP server given by --smtp.
+///
+/// email(*to, subject=None, sender=None), e.g. email("ops@example.com")
 #[pyfunction]
 #[pyo3(signature = (*to, subject=None, sender=None))]
 fn email(to: Vec<String>, subject: Option<String>, sender: Option<String>) -> PyResult<PyStream> {
@@ -164,8 +170,9 @@ fn email(to: Vec<String>, subject: Option<String>, sender: Option<String>) -> Py
         .map_err(PyValueError::new_err)
 }
 
-/// send(event, *targets): pass an event on to each target, from inside a
-/// coroutine. Example: send(e.replace(metric=0), *targets)
+/// Pass an event on to each target (from inside a coroutine).
+///
+/// send(event, *targets), e.g. send(e.replace(metric=0), *targets)
 #[pyfunction]
 #[pyo3(signature = (event, *targets))]
 fn send(event: &Bound<'_, PyAny>, targets: &Bound<'_, PyTuple>) -> PyResult<()> {
@@ -221,8 +228,9 @@ impl StreamFunction {
     }
 }
 
-/// @stream: turn a generator function into a stream constructor; calling it
-/// primes the generator. Example:
+/// Decorator: make a generator function a stream constructor.
+///
+/// Calling the result primes the generator. Example:
 ///     @stream
 ///     def doubler(*targets):
 ///         while True:
