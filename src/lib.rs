@@ -7,8 +7,9 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`event`] | the event and its fields |
-//! | [`codec`] | wire formats: JSON today |
-//! | [`server`] | sources (UDP) and the running [`server::Server`] |
+//! | [`codec`] | wire formats: JSON, Riemann's protocol buffers |
+//! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
+//! | [`client`] | a Riemann TCP client (`dmon send --riemann`, `dmon query`, benchmarks) |
 //! | [`pipeline`] | the root set and the dispatch loop |
 //! | [`streams`] | the node trait and the native stream nodes, one family per file |
 //! | [`index`] | latest event per host/service, and expiry |
@@ -16,12 +17,14 @@
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
 //! | [`stats`], [`log_limit`] | counters, and rate-limited logs |
+//! | [`query`] | Riemann's query language: parse once, match events natively |
 //! | [`python`] | the embedded interpreter, `dmon.streams`, module loading |
 //! | [`cmd`] | one file per `dmon` subcommand |
 //!
 //! The engine (everything but `python` and `cmd`) knows no Python and no
 //! screen: Python-backed nodes implement the same [`streams::Node`] trait.
 
+pub mod client;
 pub mod cmd;
 pub mod codec;
 pub mod console;
@@ -32,6 +35,7 @@ pub mod log_limit;
 pub mod outputs;
 pub mod pipeline;
 pub mod python;
+pub mod query;
 pub mod server;
 pub mod stats;
 pub mod streams;

@@ -37,6 +37,8 @@ pub enum Work {
     Acked(Vec<Event>, oneshot::Sender<()>),
     /// Time to expire the index (sent every second).
     Tick,
+    /// Shutdown: everything queued before this has been processed.
+    Stop,
 }
 
 pub struct Pipeline {
@@ -92,7 +94,8 @@ impl Pipeline {
         }
     }
 
-    fn handle(&self, work: Work) {
+    /// Processes one message; false on [`Work::Stop`].
+    fn handle(&self, work: Work) -> bool {
         match work {
             Work::Events(events) => events.into_iter().for_each(|e| self.process(e)),
             Work::Acked(events, done) => {
@@ -100,21 +103,23 @@ impl Pipeline {
                 let _ = done.send(());
             }
             Work::Tick => self.expire(now_secs()),
+            Work::Stop => return false,
         }
+        true
     }
 
-    /// The dispatch loop: runs until every sender is gone and the channel is
-    /// drained. `wait` blocks for the next message; embedders that hold a lock
-    /// while processing (Python's GIL) release it there, and only there, so
-    /// one acquisition serves every batch already queued.
+    /// The dispatch loop: runs until [`Work::Stop`], or until every sender is
+    /// gone and the channel is drained. `wait` blocks for the next message;
+    /// embedders that hold a lock while processing (Python's GIL) release it
+    /// there: once per batch, so one acquisition serves a whole batch and
+    /// other Python threads (the shell) get their turn between batches.
     pub fn run_dispatch<W>(&self, mut rx: mpsc::Receiver<Work>, wait: W)
     where
         W: Fn(&mut mpsc::Receiver<Work>) -> Option<Work>,
     {
         while let Some(work) = wait(&mut rx) {
-            self.handle(work);
-            while let Ok(work) = rx.try_recv() {
-                self.handle(work);
+            if !self.handle(work) {
+                return;
             }
         }
     }
@@ -135,6 +140,11 @@ impl Pipeline {
             bad_datagrams: self.ingest.bad_datagrams.load(Ordering::Relaxed),
             events: self.ingest.events.load(Ordering::Relaxed),
             bad_events: self.ingest.bad_events.load(Ordering::Relaxed),
+            messages: self.ingest.messages.load(Ordering::Relaxed),
+            bad_messages: self.ingest.bad_messages.load(Ordering::Relaxed),
+            connections: self.ingest.connections.load(Ordering::Relaxed),
+            queries: self.ingest.queries.load(Ordering::Relaxed),
+            pipeline_full: self.ingest.pipeline_full.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             indexed: self.ctx.index.len() as u64,

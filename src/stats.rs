@@ -17,6 +17,16 @@ pub struct IngestStats {
     pub events: AtomicU64,
     /// Objects or fragments that could not become events.
     pub bad_events: AtomicU64,
+    /// Riemann protocol messages (TCP frames and UDP datagrams).
+    pub messages: AtomicU64,
+    /// Riemann messages that were invalid, oversized or cut short.
+    pub bad_messages: AtomicU64,
+    /// Riemann TCP connections accepted.
+    pub connections: AtomicU64,
+    /// Queries answered.
+    pub queries: AtomicU64,
+    /// Times a source had to wait because the pipeline was full.
+    pub pipeline_full: AtomicU64,
 }
 
 /// A snapshot of every counter, printed as `dmon stats: {json}` at exit.
@@ -27,6 +37,11 @@ pub struct Stats {
     pub bad_datagrams: u64,
     pub events: u64,
     pub bad_events: u64,
+    pub messages: u64,
+    pub bad_messages: u64,
+    pub connections: u64,
+    pub queries: u64,
+    pub pipeline_full: u64,
     /// Events run through the roots, expired ones included.
     pub processed: u64,
     pub expired: u64,

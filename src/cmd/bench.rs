@@ -28,7 +28,7 @@ use crate::event::Event;
 use crate::outputs::email::Mailer;
 use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
-use crate::server::Server;
+use crate::server::{Listeners, Server};
 use crate::streams::aggregate::Average;
 use crate::streams::index::IndexNode;
 
@@ -245,9 +245,15 @@ fn udp(ctx: &Arc<Context>, args: &BenchArgs) -> anyhow::Result<()> {
         reset_peak_rss();
         let roots = python_roots(ctx)?;
         let pipeline = Arc::new(Pipeline::new(Arc::clone(ctx), roots));
+        let listen = Listeners {
+            udp: "127.0.0.1:0".parse()?,
+            riemann_tcp: None,
+            riemann_udp: None,
+            max_frame: 0,
+        };
         let server = runtime.block_on(Server::start(
             Arc::clone(&pipeline),
-            "127.0.0.1:0".parse()?,
+            &listen,
             python::spawn_dispatcher,
         ))?;
         let count = (rate * args.udp_seconds) as usize;

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod bench;
+pub mod query;
 pub mod send;
 pub mod serve;
 pub mod shell;
@@ -39,6 +40,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Send events to a running dmon (JSON arguments, key=value pairs, or NDJSON on stdin).
     Send(send::SendArgs),
+    /// Ask a running dmon's index, in Riemann's query language.
+    Query(query::QueryArgs),
     /// Measure throughput and memory of the decode and stream paths.
     Bench(bench::BenchArgs),
 }
@@ -51,6 +54,7 @@ impl Cli {
             Some(Command::Shell(args)) => shell::run(args),
             Some(Command::Serve(args)) => serve::run(args),
             Some(Command::Send(args)) => send::run(args),
+            Some(Command::Query(args)) => query::run(args),
             Some(Command::Bench(args)) => bench::run(args),
         };
         match result {

@@ -3,9 +3,11 @@
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::client::RiemannClient;
 use crate::codec::json;
 use crate::event::{Event, Number};
 use crate::server::udp::MAX_DATAGRAM;
@@ -27,6 +29,18 @@ pub struct SendArgs {
         default_value = "127.0.0.1:7689"
     )]
     pub udp: SocketAddr,
+    /// Send over Riemann's TCP protocol instead, and wait for the server's
+    /// acknowledgement (exit status 1 if it refuses).
+    #[arg(long)]
+    pub riemann: bool,
+    /// The dmon's Riemann TCP address, for --riemann.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "DMON_RIEMANN_TCP",
+        default_value = "127.0.0.1:5555"
+    )]
+    pub riemann_tcp: SocketAddr,
     /// JSON objects, or key=value fields of one event. Without any, NDJSON is read from stdin.
     #[arg(value_name = "EVENT")]
     pub events: Vec<String>,
@@ -67,12 +81,25 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             report("key=value arguments".into(), event_from_pairs(&pairs));
         }
     }
-    let sent = send_datagrams(args.udp, &events)?;
-    eprintln!(
-        "dmon send: sent {} event(s) in {sent} datagram(s) to {}",
-        events.len(),
-        args.udp
-    );
+    if args.riemann {
+        let mut client = RiemannClient::connect(args.riemann_tcp, Duration::from_secs(10))
+            .with_context(|| format!("cannot connect to {}", args.riemann_tcp))?;
+        client
+            .send_events(&events)
+            .with_context(|| format!("sending to {}", args.riemann_tcp))?;
+        eprintln!(
+            "dmon send: {} event(s) acknowledged by {}",
+            events.len(),
+            args.riemann_tcp
+        );
+    } else {
+        let sent = send_datagrams(args.udp, &events)?;
+        eprintln!(
+            "dmon send: sent {} event(s) in {sent} datagram(s) to {}",
+            events.len(),
+            args.udp
+        );
+    }
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::Pipeline;
 use crate::python::{self, loader};
-use crate::server::Server;
+use crate::server::{riemann_tcp, Bound, Listeners, Server};
 
 /// Where the server listens and what it runs; shared by every command that
 /// runs a server.
@@ -31,6 +31,16 @@ pub struct ServerOpts {
         default_value = "127.0.0.1:7689"
     )]
     pub udp: SocketAddr,
+    /// Address for Riemann protocol clients over TCP ("off" to disable).
+    #[arg(long, value_name = "HOST:PORT", env = "DMON_RIEMANN_TCP", default_value = "127.0.0.1:5555", value_parser = parse_listener)]
+    pub riemann_tcp: Listener,
+    /// Address for Riemann protocol clients over UDP ("off" to disable).
+    #[arg(long, value_name = "HOST:PORT", env = "DMON_RIEMANN_UDP", default_value = "127.0.0.1:5555", value_parser = parse_listener)]
+    pub riemann_udp: Listener,
+    /// Largest Riemann TCP message accepted, in bytes; larger ones get an
+    /// error reply and the connection is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = riemann_tcp::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
     /// SMTP server that email() streams send through (plain SMTP, no auth).
     #[arg(
         long,
@@ -39,6 +49,53 @@ pub struct ServerOpts {
         default_value = "localhost:25"
     )]
     pub smtp: SmtpServer,
+}
+
+/// A listener address, or none ("off").
+pub type Listener = Option<SocketAddr>;
+
+fn parse_listener(s: &str) -> Result<Listener, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e}: expected HOST:PORT or \"off\""))
+}
+
+impl ServerOpts {
+    pub fn listeners(&self) -> Listeners {
+        Listeners {
+            udp: self.udp,
+            riemann_tcp: self.riemann_tcp,
+            riemann_udp: self.riemann_udp,
+            max_frame: self.max_frame,
+        }
+    }
+}
+
+/// Prints where the server listens; the JSON UDP line comes last, as the
+/// readiness signal scripts wait for.
+pub fn announce(bound: &Bound) {
+    if let Some(addr) = bound.riemann_tcp {
+        println!(
+            "Listening for Riemann TCP on: {} {}",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    if let Some(addr) = bound.riemann_udp {
+        println!(
+            "Listening for Riemann UDP on: {} {}",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    println!(
+        "Listening for event datagrams on: {} {}",
+        bound.udp.ip(),
+        bound.udp.port()
+    );
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,14 +142,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let server = Server::start(pipeline, args.server.udp, python::spawn_dispatcher)
+        let server = Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
             .await
-            .with_context(|| format!("cannot listen on UDP {}", args.server.udp))?;
-        println!(
-            "Listening for event datagrams on: {} {}",
-            server.udp_addr.ip(),
-            server.udp_addr.port()
-        );
+            .context("cannot listen")?;
+        announce(&server.bound);
         wait_for_stop_signal().await?;
         tracing::info!("shutting down: processing events already received");
         let stats = server.shutdown().await;

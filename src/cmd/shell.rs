@@ -24,7 +24,9 @@ use crate::server::Server;
 pub enum ShellKind {
     /// dmon's own prompt: history, completion, multi-line blocks.
     Python,
+    /// IPython, in-process (pip install ipython).
     Ipython,
+    /// bpython, in-process (pip install bpython).
     Bpython,
 }
 
@@ -189,10 +191,10 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             let server = runtime
                 .block_on(Server::start(
                     pipeline,
-                    args.server.udp,
+                    &args.server.listeners(),
                     python::spawn_dispatcher,
                 ))
-                .with_context(|| format!("cannot listen on UDP {}", args.server.udp))?;
+                .context("cannot listen")?;
             handle
                 .get()
                 .attach_server(server.injector(), server.udp_addr);

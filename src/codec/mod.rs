@@ -2,3 +2,4 @@
 //! and back; servers own the sockets, codecs own the bytes.
 
 pub mod json;
+pub mod riemann;

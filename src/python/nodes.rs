@@ -2,11 +2,11 @@
 //! generator coroutine. Both plug into the engine through the same traits as
 //! native nodes; Python runs only inside them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyTracebackMethods;
+use pyo3::types::{PyDict, PyTracebackMethods, PyTuple};
 
 use super::event::PyEvent;
 use crate::context::Context;
@@ -65,23 +65,79 @@ impl Predicate for PyPredicate {
     }
 }
 
+/// How to build a coroutine again: the `@stream` function and its arguments.
+pub struct Recipe {
+    pub func: Py<PyAny>,
+    pub args: Py<PyTuple>,
+    pub kwargs: Option<Py<PyDict>>,
+}
+
+impl Recipe {
+    /// Calls the function and primes the generator it returns.
+    pub fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let generator = self
+            .func
+            .bind(py)
+            .call(self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)))?;
+        if !generator.hasattr("send")? {
+            return Err(PyTypeError::new_err(format!(
+                "@stream {} must be a generator function (use `e = yield` to receive events)",
+                callable_name(self.func.bind(py))
+            )));
+        }
+        generator.call_method1("send", (py.None(),))?;
+        Ok(generator)
+    }
+}
+
 /// A primed generator (or any object with `.send`) receiving each event.
 /// `children` are the stream nodes it was built with, shown in the stream
-/// tree; the coroutine itself decides where events go.
+/// tree; the coroutine itself decides where events go. A coroutine built by
+/// `@stream` that dies on an exception is started afresh for the next
+/// event, so one bad event cannot switch an alerting path off for good.
 pub struct Coroutine {
-    target: Py<PyAny>,
+    target: Mutex<Py<PyAny>>,
+    recipe: Option<Recipe>,
     name: String,
     children: Vec<NodeRef>,
     stats: NodeStats,
 }
 
 impl Coroutine {
-    pub fn new(target: &Bound<'_, PyAny>, name: String, children: Vec<NodeRef>) -> Self {
+    pub fn new(
+        target: &Bound<'_, PyAny>,
+        name: String,
+        children: Vec<NodeRef>,
+        recipe: Option<Recipe>,
+    ) -> Self {
         Coroutine {
-            target: target.clone().unbind(),
+            target: Mutex::new(target.clone().unbind()),
+            recipe,
             name,
             children,
             stats: NodeStats::default(),
+        }
+    }
+
+    /// After a failure: a finished generator is replaced by a fresh one when
+    /// it can be; says what happened, for the error message.
+    fn recover(&self, py: Python<'_>, target: &Bound<'_, PyAny>) -> &'static str {
+        let finished = target
+            .getattr("gi_frame")
+            .map(|f| f.is_none())
+            .unwrap_or(false);
+        match (&self.recipe, finished) {
+            (_, false) => "",
+            (None, true) => {
+                " (the generator has finished and cannot be restarted; rebuild this stream)"
+            }
+            (Some(recipe), true) => match recipe.start(py) {
+                Ok(fresh) => {
+                    *self.target.lock().unwrap_or_else(|p| p.into_inner()) = fresh.unbind();
+                    " (the coroutine was restarted for the next event)"
+                }
+                Err(_) => " (restarting the coroutine failed too)",
+            },
         }
     }
 }
@@ -102,13 +158,26 @@ impl Node for Coroutine {
     fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         Python::attach(|py| {
             let e = PyEvent::wrap(py, event).map_err(|err| node_error(py, err))?;
-            match self.target.bind(py).call_method1("send", (e,)) {
+            let target = self
+                .target
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone_ref(py);
+            let target = target.bind(py);
+            match target.call_method1("send", (e,)) {
                 Ok(_) => Ok(()),
-                Err(err) if err.is_instance_of::<PyStopIteration>(py) => Err(NodeError(format!(
-                    "coroutine {} has finished (it returned instead of waiting for the next event)",
-                    self.name
-                ))),
-                Err(err) => Err(node_error(py, err)),
+                Err(err) => {
+                    let mut error = if err.is_instance_of::<PyStopIteration>(py) {
+                        NodeError(format!(
+                            "coroutine {} has finished (it returned instead of waiting for the next event)",
+                            self.name
+                        ))
+                    } else {
+                        node_error(py, err)
+                    };
+                    error.0.push_str(self.recover(py, target));
+                    Err(error)
+                }
             }
         })
     }

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::event::{event_from_py, PyEvent};
-use super::nodes::{callable_name, Coroutine, PyPredicate};
+use super::nodes::{callable_name, Coroutine, PyPredicate, Recipe};
 use crate::streams::aggregate::Average;
 use crate::streams::filter::When;
 use crate::streams::index::IndexNode;
@@ -95,6 +95,7 @@ pub fn to_node(obj: &Bound<'_, PyAny>) -> PyResult<NodeRef> {
             obj,
             callable_name(obj),
             Vec::new(),
+            None,
         )));
     }
     Err(PyTypeError::new_err(format!(
@@ -197,23 +198,22 @@ impl StreamFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyStream> {
-        let func = self.func.bind(py);
-        let generator = func.call(args, kwargs)?;
-        if !generator.hasattr("send")? {
-            return Err(PyTypeError::new_err(format!(
-                "@stream {} must be a generator function (use `e = yield` to receive events)",
-                callable_name(func)
-            )));
-        }
-        generator.call_method1("send", (py.None(),))?; // prime it
+        let recipe = Recipe {
+            func: self.func.clone_ref(py),
+            args: args.clone().unbind(),
+            kwargs: kwargs.map(|k| k.clone().unbind()),
+        };
+        let generator = recipe.start(py)?;
         let children = args
             .iter()
             .filter_map(|a| a.cast::<PyStream>().ok().map(|s| Arc::clone(&s.get().node)))
             .collect();
+        let name = callable_name(self.func.bind(py));
         Ok(wrap(Arc::new(Coroutine::new(
             &generator,
-            callable_name(func),
+            name,
             children,
+            Some(recipe),
         ))))
     }
 

@@ -1,6 +1,9 @@
-//! Servers: sources that receive events from the network, decode them on
-//! their own tasks and hand batches to the pipeline.
+//! Servers: sources that receive events from the network (JSON over UDP,
+//! Riemann over TCP and UDP), decode them on their own tasks and hand
+//! batches to the pipeline; and [`Server`], which runs them all.
 
+pub mod riemann_tcp;
+pub mod riemann_udp;
 pub mod udp;
 
 use std::io;
@@ -19,14 +22,34 @@ use crate::stats::Stats;
 /// How long shutdown waits for queued mail.
 const MAIL_GRACE: Duration = Duration::from_secs(5);
 
+/// Where a server listens. `None` turns a listener off.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    /// JSON events over UDP.
+    pub udp: SocketAddr,
+    pub riemann_tcp: Option<SocketAddr>,
+    pub riemann_udp: Option<SocketAddr>,
+    /// Largest Riemann TCP frame accepted, in bytes.
+    pub max_frame: usize,
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub udp: SocketAddr,
+    pub riemann_tcp: Option<SocketAddr>,
+    pub riemann_udp: Option<SocketAddr>,
+}
+
 /// A running server: sources, the expiry clock and the dispatch thread.
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
     pub udp_addr: SocketAddr,
+    pub bound: Bound,
     injector: Injector,
+    tx: mpsc::Sender<Work>,
     shutdown: watch::Sender<bool>,
-    udp: JoinHandle<io::Result<()>>,
-    clock: JoinHandle<()>,
+    sources: Vec<JoinHandle<io::Result<()>>>,
     dispatcher: thread::JoinHandle<()>,
 }
 
@@ -36,32 +59,72 @@ impl Server {
     /// Python layer keeps it attached to the interpreter).
     pub async fn start<D>(
         pipeline: Arc<Pipeline>,
-        udp_addr: SocketAddr,
+        listen: &Listeners,
         spawn_dispatcher: D,
     ) -> io::Result<Server>
     where
         D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> thread::JoinHandle<()>,
     {
-        let socket = udp::bind(udp_addr)?;
-        let udp_addr = socket.local_addr()?;
+        // Bind everything first, so a busy port fails start-up cleanly.
+        let udp_socket = udp::bind(listen.udp)?;
+        let tcp_listener = match listen.riemann_tcp {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let riemann_udp_socket = listen.riemann_udp.map(udp::bind).transpose()?;
+        let bound = Bound {
+            udp: udp_socket.local_addr()?,
+            riemann_tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+            riemann_udp: riemann_udp_socket
+                .as_ref()
+                .map(|s| s.local_addr())
+                .transpose()?,
+        };
+
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let dispatcher = spawn_dispatcher(Arc::clone(&pipeline), rx);
-        let udp = tokio::spawn(udp::run(
-            socket,
+        let mut sources = vec![tokio::spawn(udp::run(
+            udp_socket,
             Arc::clone(&pipeline),
             tx.clone(),
             shutdown_rx.clone(),
-        ));
+        ))];
+        if let Some(listener) = tcp_listener {
+            let shared = Arc::new(riemann_tcp::Shared::new(
+                Arc::clone(&pipeline),
+                tx.clone(),
+                listen.max_frame,
+            ));
+            let stop = shutdown_rx.clone();
+            sources.push(tokio::spawn(async move {
+                riemann_tcp::run(listener, shared, stop).await;
+                Ok(())
+            }));
+        }
+        if let Some(socket) = riemann_udp_socket {
+            sources.push(tokio::spawn(riemann_udp::run(
+                socket,
+                Arc::clone(&pipeline),
+                tx.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        let clock = tx.clone();
+        let stop = shutdown_rx.clone();
+        sources.push(tokio::spawn(async move {
+            expiry_clock(clock, stop).await;
+            Ok(())
+        }));
         let injector = Injector(Arc::new(std::sync::Mutex::new(Some(tx.clone()))));
-        let clock = tokio::spawn(expiry_clock(tx, shutdown_rx));
         Ok(Server {
             pipeline,
-            udp_addr,
+            udp_addr: bound.udp,
+            bound,
             injector,
+            tx,
             shutdown,
-            udp,
-            clock,
+            sources,
             dispatcher,
         })
     }
@@ -71,13 +134,17 @@ impl Server {
     pub async fn shutdown(self) -> Stats {
         let _ = self.shutdown.send(true);
         self.injector.close();
-        match self.udp.await {
-            Ok(Err(e)) => tracing::warn!("udp server stopped with an error: {e}"),
-            Err(e) => tracing::warn!("udp server task failed: {e}"),
-            Ok(Ok(())) => {}
+        for source in self.sources {
+            match source.await {
+                Ok(Err(e)) => tracing::warn!("a source stopped with an error: {e}"),
+                Err(e) => tracing::warn!("a source task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
         }
-        let _ = self.clock.await;
-        // Every sender is gone now, so the dispatcher drains and returns.
+        // Everything received is queued ahead of this; a connection still
+        // waiting on a client that does not read cannot hold shutdown up.
+        let _ = self.tx.send(Work::Stop).await;
+        drop(self.tx);
         let dispatcher = self.dispatcher;
         let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
         let mailer_done = {

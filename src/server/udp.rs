@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::codec::json;
-use crate::event::now_secs;
+use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Pipeline, Work};
 use crate::warn_limited;
@@ -60,7 +60,7 @@ pub async fn run(
             Err(e) => tracing::warn!("udp receive failed: {e}"),
         }
         drain_ready(&socket, &pipeline, &mut buf, &mut batch);
-        if !batch.is_empty() && tx.send(Work::Events(batch)).await.is_err() {
+        if !forward(&pipeline, &tx, batch).await {
             return Ok(());
         }
     }
@@ -68,18 +68,36 @@ pub async fn run(
     loop {
         let mut batch = Vec::new();
         drain_ready(&socket, &pipeline, &mut buf, &mut batch);
-        if batch.is_empty() || tx.send(Work::Events(batch)).await.is_err() {
+        if batch.is_empty() || !forward(&pipeline, &tx, batch).await {
             return Ok(());
         }
     }
 }
 
-fn drain_ready(
-    socket: &UdpSocket,
+/// Hands a batch to the pipeline, waiting when it is full (counted, so
+/// overload shows in the counters); false once the pipeline is gone.
+pub(crate) async fn forward(
     pipeline: &Pipeline,
-    buf: &mut [u8],
-    batch: &mut Vec<crate::event::Event>,
-) {
+    tx: &mpsc::Sender<Work>,
+    batch: Vec<Event>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    match tx.try_send(Work::Events(batch)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(work)) => {
+            pipeline
+                .ingest
+                .pipeline_full
+                .fetch_add(1, Ordering::Relaxed);
+            tx.send(work).await.is_ok()
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+fn drain_ready(socket: &UdpSocket, pipeline: &Pipeline, buf: &mut [u8], batch: &mut Vec<Event>) {
     while batch.len() < MAX_BATCH {
         match socket.try_recv_from(buf) {
             Ok((n, peer)) => ingest(pipeline, &buf[..n], peer, batch),
@@ -92,12 +110,7 @@ fn drain_ready(
     }
 }
 
-fn ingest(
-    pipeline: &Pipeline,
-    datagram: &[u8],
-    peer: SocketAddr,
-    batch: &mut Vec<crate::event::Event>,
-) {
+fn ingest(pipeline: &Pipeline, datagram: &[u8], peer: SocketAddr, batch: &mut Vec<Event>) {
     let stats = &pipeline.ingest;
     stats.datagrams.fetch_add(1, Ordering::Relaxed);
     let before = batch.len();

@@ -1,0 +1,86 @@
+//! A Riemann protocol TCP client: what `dmon send --riemann`, `dmon query`
+//! and the benchmark's load generator speak.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use prost::Message;
+
+use crate::codec::riemann::{from_proto, to_proto, Msg, Query};
+use crate::event::{now_secs, Event};
+
+pub struct RiemannClient {
+    stream: TcpStream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("invalid reply: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("server refused: {0}")]
+    Refused(String),
+}
+
+impl RiemannClient {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(RiemannClient { stream })
+    }
+
+    /// Sends one message and reads its reply.
+    pub fn request(&mut self, msg: &Msg) -> Result<Msg, ClientError> {
+        self.send_raw(&msg.encode_to_vec())?;
+        self.read_reply()
+    }
+
+    /// Writes one frame of already encoded bytes.
+    pub fn send_raw(&mut self, body: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame)
+    }
+
+    pub fn read_reply(&mut self) -> Result<Msg, ClientError> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body)?;
+        let reply = Msg::decode(body.as_slice())?;
+        match reply.ok {
+            Some(false) => Err(ClientError::Refused(reply.error_text().unwrap_or_default())),
+            _ => Ok(reply),
+        }
+    }
+
+    /// Sends events and waits for the acknowledgement.
+    pub fn send_events(&mut self, events: &[Event]) -> Result<(), ClientError> {
+        let msg = Msg {
+            events: events.iter().map(to_proto).collect(),
+            ..Msg::default()
+        };
+        self.request(&msg).map(drop)
+    }
+
+    /// The index's events matching a query.
+    pub fn query(&mut self, query: &str) -> Result<Vec<Event>, ClientError> {
+        let msg = Msg {
+            query: Some(Query {
+                string: Some(query.as_bytes().to_vec()),
+            }),
+            ..Msg::default()
+        };
+        let now = now_secs();
+        Ok(self
+            .request(&msg)?
+            .events
+            .iter()
+            .map(|e| from_proto(e, now))
+            .collect())
+    }
+}

@@ -1,0 +1,298 @@
+//! Riemann's protocol buffers (`proto.proto`, field numbers exactly), and
+//! the mapping between its events and ours.
+//!
+//! Decoding is lenient, because real clients send junk (collectd: empty
+//! host or service, `ttl = inf`, invalid UTF-8): strings are read as bytes
+//! and converted lossily, non-finite numbers count as absent, and no field
+//! can reject a whole message.
+
+use prost::Message;
+use smol_str::SmolStr;
+
+use crate::event::{Event, Number};
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Msg {
+    #[prost(bool, optional, tag = "2")]
+    pub ok: Option<bool>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub error: Option<Vec<u8>>,
+    #[prost(message, repeated, tag = "4")]
+    pub states: Vec<State>,
+    #[prost(message, optional, tag = "5")]
+    pub query: Option<Query>,
+    #[prost(message, repeated, tag = "6")]
+    pub events: Vec<ProtoEvent>,
+}
+
+/// Riemann's legacy state message; accepted on the wire and ignored.
+#[derive(Clone, PartialEq, Message)]
+pub struct State {
+    #[prost(int64, optional, tag = "1")]
+    pub time: Option<i64>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub state: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub service: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub host: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub description: Option<Vec<u8>>,
+    #[prost(bool, optional, tag = "6")]
+    pub once: Option<bool>,
+    #[prost(bytes = "vec", repeated, tag = "7")]
+    pub tags: Vec<Vec<u8>>,
+    #[prost(float, optional, tag = "8")]
+    pub ttl: Option<f32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoEvent {
+    #[prost(int64, optional, tag = "1")]
+    pub time: Option<i64>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub state: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub service: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub host: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub description: Option<Vec<u8>>,
+    #[prost(bytes = "vec", repeated, tag = "7")]
+    pub tags: Vec<Vec<u8>>,
+    #[prost(float, optional, tag = "8")]
+    pub ttl: Option<f32>,
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<Attribute>,
+    #[prost(int64, optional, tag = "10")]
+    pub time_micros: Option<i64>,
+    #[prost(sint64, optional, tag = "13")]
+    pub metric_sint64: Option<i64>,
+    #[prost(double, optional, tag = "14")]
+    pub metric_d: Option<f64>,
+    #[prost(float, optional, tag = "15")]
+    pub metric_f: Option<f32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Query {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub string: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Attribute {
+    // `required` in proto.proto; optional here so a client that omits it
+    // costs that attribute, not the message.
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub key: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub value: Option<Vec<u8>>,
+}
+
+fn text(bytes: &[u8]) -> SmolStr {
+    SmolStr::new(String::from_utf8_lossy(bytes))
+}
+
+/// An f32 as the decimal a client most likely meant (0.1f32 becomes 0.1,
+/// not 0.10000000149011612).
+fn widen(f: f32) -> f64 {
+    f.to_string().parse().unwrap_or(f as f64)
+}
+
+impl Msg {
+    /// A reply acknowledging a message.
+    pub fn acknowledged() -> Msg {
+        Msg {
+            ok: Some(true),
+            ..Msg::default()
+        }
+    }
+
+    /// A reply refusing a message, with the reason.
+    pub fn refused(reason: impl Into<String>) -> Msg {
+        Msg {
+            ok: Some(false),
+            error: Some(reason.into().into_bytes()),
+            ..Msg::default()
+        }
+    }
+
+    /// The query text, if this message asks one.
+    pub fn query_text(&self) -> Option<String> {
+        self.query
+            .as_ref()
+            .map(|q| String::from_utf8_lossy(q.string.as_deref().unwrap_or_default()).into_owned())
+    }
+
+    pub fn error_text(&self) -> Option<String> {
+        self.error
+            .as_deref()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+    }
+
+    pub fn encode_to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+/// Our event from Riemann's. Metric: sint64, then double, then float; time:
+/// `time_micros`, then `time`, then `now` (the receive time).
+pub fn from_proto(p: &ProtoEvent, now: f64) -> Event {
+    let metric = p
+        .metric_sint64
+        .map(Number::Int)
+        .or_else(|| p.metric_d.filter(|d| d.is_finite()).map(Number::Float))
+        .or_else(|| {
+            p.metric_f
+                .filter(|f| f.is_finite())
+                .map(|f| Number::Float(widen(f)))
+        });
+    let time = match (p.time_micros, p.time) {
+        (Some(us), _) if us > 0 => Number::Float(us as f64 / 1e6),
+        (_, Some(s)) if s > 0 => Number::Int(s),
+        _ => Number::Float(now),
+    };
+    Event {
+        host: p.host.as_deref().map(text),
+        service: p.service.as_deref().map(text),
+        state: p.state.as_deref().map(text),
+        description: p.description.as_deref().map(text),
+        time: Some(time),
+        ttl: p.ttl.filter(|t| t.is_finite()).map(widen),
+        metric,
+        tags: p.tags.iter().map(|t| text(t)).collect(),
+        attributes: p
+            .attributes
+            .iter()
+            .filter_map(|a| {
+                let key = a.key.as_deref()?;
+                Some((
+                    String::from_utf8_lossy(key).into_owned(),
+                    String::from_utf8_lossy(a.value.as_deref().unwrap_or_default()).into_owned(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// Riemann's event from ours. `metric_f` is always set (some clients read
+/// only that), with `metric_sint64` for integers or `metric_d` for floats;
+/// a fractional time also goes out as `time_micros`.
+pub fn to_proto(e: &Event) -> ProtoEvent {
+    let bytes = |s: &Option<SmolStr>| s.as_ref().map(|s| s.as_bytes().to_vec());
+    let (metric_sint64, metric_d) = match e.metric {
+        Some(Number::Int(i)) => (Some(i), None),
+        Some(Number::Float(f)) => (None, Some(f)),
+        None => (None, None),
+    };
+    let (time, time_micros) = match e.time {
+        Some(Number::Int(s)) => (Some(s), None),
+        Some(Number::Float(s)) => (Some(s.floor() as i64), Some((s * 1e6).round() as i64)),
+        None => (None, None),
+    };
+    ProtoEvent {
+        time,
+        state: bytes(&e.state),
+        service: bytes(&e.service),
+        host: bytes(&e.host),
+        description: bytes(&e.description),
+        tags: e.tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        ttl: e.ttl.map(|t| t as f32),
+        attributes: e
+            .attributes
+            .iter()
+            .map(|(k, v)| Attribute {
+                key: Some(k.as_bytes().to_vec()),
+                value: Some(v.as_bytes().to_vec()),
+            })
+            .collect(),
+        time_micros,
+        metric_sint64,
+        metric_d,
+        metric_f: e.metric.map(|m| m.as_f64() as f32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_preference_and_time_micros() {
+        let p = ProtoEvent {
+            metric_sint64: Some(3),
+            metric_d: Some(4.0),
+            metric_f: Some(5.0),
+            time: Some(100),
+            time_micros: Some(100_500_000),
+            ..ProtoEvent::default()
+        };
+        let e = from_proto(&p, 1.0);
+        assert_eq!(e.metric, Some(Number::Int(3)));
+        assert_eq!(e.time, Some(Number::Float(100.5)));
+        let p = ProtoEvent {
+            metric_d: Some(4.5),
+            metric_f: Some(5.0),
+            time: Some(100),
+            ..ProtoEvent::default()
+        };
+        let e = from_proto(&p, 1.0);
+        assert_eq!(e.metric, Some(Number::Float(4.5)));
+        assert_eq!(e.time, Some(Number::Int(100)));
+        let p = ProtoEvent {
+            metric_f: Some(0.1),
+            ..ProtoEvent::default()
+        };
+        let e = from_proto(&p, 7.0);
+        assert_eq!(e.metric, Some(Number::Float(0.1)));
+        assert_eq!(e.time, Some(Number::Float(7.0)));
+    }
+
+    #[test]
+    fn junk_is_decoded_leniently() {
+        let p = ProtoEvent {
+            host: Some(b"bad\xffhost".to_vec()),
+            service: Some(Vec::new()),
+            ttl: Some(f32::INFINITY),
+            metric_d: Some(f64::NAN),
+            attributes: vec![Attribute {
+                key: None,
+                value: Some(b"v".to_vec()),
+            }],
+            ..ProtoEvent::default()
+        };
+        let bytes = Msg {
+            events: vec![p],
+            ..Msg::default()
+        }
+        .encode_to_vec();
+        let msg = Msg::decode(bytes.as_slice()).unwrap();
+        let e = from_proto(&msg.events[0], 1.0);
+        assert_eq!(e.host.as_deref(), Some("bad\u{fffd}host"));
+        assert_eq!(e.service.as_deref(), Some(""));
+        assert_eq!(e.ttl, None);
+        assert_eq!(e.metric, None);
+        assert!(e.attributes.is_empty());
+    }
+
+    #[test]
+    fn round_trip_keeps_int_and_float_metrics() {
+        for metric in [Number::Int(42), Number::Float(2.5)] {
+            let e = Event {
+                host: Some("h".into()),
+                service: Some("s".into()),
+                time: Some(Number::Int(1_700_000_000)),
+                ttl: Some(30.0),
+                metric: Some(metric),
+                tags: vec!["a".into()],
+                attributes: [("k".to_string(), "v".to_string())].into(),
+                ..Event::default()
+            };
+            let p = to_proto(&e);
+            assert_eq!(p.metric_f, Some(metric.as_f64() as f32));
+            assert_eq!(from_proto(&p, 0.0).metric, Some(metric));
+            assert_eq!(from_proto(&p, 0.0), e);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check and test of dmon: formatting, clippy, and `cargo test`.
+# Works from a fresh clone as root and non-interactively (CI=true, no stdin):
+# it creates ./.venv with the test-only Python packages and installs tmux
+# if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY_TEST_DEPS=(aiosmtpd hy bpython ipython)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- Python virtualenv with the test-only packages -------------------------
+if [[ ! -x .venv/bin/python ]]; then
+    log "creating .venv"
+    rm -rf .venv
+    python3 -m venv .venv
+fi
+missing=()
+for pkg in "${PY_TEST_DEPS[@]}"; do
+    .venv/bin/python -m pip show -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "pip install ${missing[*]}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${missing[@]}"
+fi
+
+# --- System packages that tests drive ----------------------------------------
+if ! command -v tmux >/dev/null 2>&1; then
+    log "installing tmux"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq tmux >/dev/null
+fi
+
+# --- Make the venv the Python that pyo3 builds against and embeds -----------
+export VIRTUAL_ENV="$PWD/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+unset PYTHONHOME
+
+# --- Checks and tests -------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+log "cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast

@@ -1,0 +1,181 @@
+//! The command line: --version, --help, `dmon send`, and start-up errors.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn version_prints_name_and_version() {
+    let r = run_dmon(&["--version"], None);
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(r.stdout.trim(), "dmon 0.1.0");
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let r = run_dmon(&["--help"], None);
+    assert!(r.status.success(), "{r:?}");
+    assert!(r.stdout.contains("serve"), "{}", r.stdout);
+    assert!(r.stdout.contains("send"), "{}", r.stdout);
+}
+
+#[test]
+fn serve_help_explains_its_flags() {
+    let r = run_dmon(&["serve", "--help"], None);
+    assert!(r.status.success(), "{r:?}");
+    for flag in ["--streams", "--udp", "--smtp"] {
+        assert!(
+            r.stdout.contains(flag),
+            "serve --help lacks {flag}:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn send_help_explains_its_flags() {
+    let r = run_dmon(&["send", "--help"], None);
+    assert!(r.status.success(), "{r:?}");
+    assert!(r.stdout.contains("--udp"), "{}", r.stdout);
+}
+
+const PRINT_ALL: &str = r#"
+from dmon.streams import *
+
+stream = printer("got: ")
+"#;
+
+#[test]
+fn send_with_key_value_and_json_arguments_reaches_the_server() {
+    let mut s = Server::start(PRINT_ALL);
+    let addr = format!("127.0.0.1:{}", s.port);
+    let r = run_dmon(
+        &[
+            "send",
+            "--udp",
+            &addr,
+            "host=web1",
+            "service=cpu",
+            "state=warning",
+            "metric=2.5",
+            "tags=a,b",
+        ],
+        None,
+    );
+    assert!(r.status.success(), "dmon send failed: {r:?}");
+    let e = s.expect_printed("got: ");
+    assert_eq!(text(&e, "host"), "web1");
+    assert_eq!(text(&e, "service"), "cpu");
+    assert_eq!(text(&e, "state"), "warning");
+    assert_close(num(&e, "metric"), 2.5);
+    assert_eq!(e["tags"], serde_json::json!(["a", "b"]));
+
+    let r = run_dmon(
+        &[
+            "send",
+            "--udp",
+            &addr,
+            r#"{"host":"web2","service":"mem","metric":7}"#,
+        ],
+        None,
+    );
+    assert!(r.status.success(), "dmon send failed: {r:?}");
+    let e = s.expect_printed("got: ");
+    assert_eq!(text(&e, "host"), "web2");
+    assert_close(num(&e, "metric"), 7.0);
+}
+
+#[test]
+fn send_reads_ndjson_from_stdin() {
+    let mut s = Server::start(PRINT_ALL);
+    let addr = format!("127.0.0.1:{}", s.port);
+    let input = "{\"host\":\"a\",\"service\":\"s\",\"metric\":1}\n\
+                 {\"host\":\"b\",\"service\":\"s\",\"metric\":2}\n";
+    let r = run_dmon(&["send", "--udp", &addr], Some(input));
+    assert!(r.status.success(), "dmon send failed: {r:?}");
+    let a = s.expect_printed("got: ");
+    let b = s.expect_printed("got: ");
+    assert_eq!(text(&a, "host"), "a");
+    assert_eq!(text(&b, "host"), "b");
+}
+
+/// Runs `dmon serve` on a module that must fail to load; returns its stderr.
+fn serve_must_fail(module: &str) -> (Server, String) {
+    let mut s = Server::spawn(module, "py", &[]);
+    let status = match s.wait_exit(TIMEOUT) {
+        Some(st) => st,
+        None => s.fail("dmon serve kept running with a broken stream module"),
+    };
+    assert!(!status.success(), "non-zero exit for a broken module");
+    let stdout = s.stdout.read_to_eof(TIMEOUT);
+    assert!(
+        !stdout.iter().any(|l| l.starts_with(READY_PREFIX)),
+        "it must not claim to listen: {stdout:?}"
+    );
+    let stderr = s.stderr.read_to_eof(TIMEOUT).join("\n");
+    (s, stderr)
+}
+
+#[test]
+fn a_module_that_raises_at_import_fails_start_up_naming_file_and_line() {
+    let (s, stderr) = serve_must_fail(
+        "from dmon.streams import *\n\
+         stream = printer()\n\
+         raise RuntimeError(\"broken on purpose\")\n",
+    );
+    let file = s.module.to_string_lossy().to_string();
+    assert!(
+        stderr.contains(&file) || stderr.contains("streams.py"),
+        "stderr names the module file {file}:\n{stderr}"
+    );
+    assert!(stderr.contains("line 3"), "stderr names line 3:\n{stderr}");
+    assert!(stderr.contains("broken on purpose"), "{stderr}");
+}
+
+#[test]
+fn a_module_with_a_syntax_error_fails_start_up_naming_the_line() {
+    let (_s, stderr) = serve_must_fail(
+        "from dmon.streams import *\n\
+         \n\
+         stream = when(lambda e: e.metric >, printer())\n",
+    );
+    assert!(stderr.contains("streams.py"), "{stderr}");
+    assert!(
+        stderr.contains("line 3") || stderr.contains(":3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SyntaxError"), "{stderr}");
+}
+
+#[test]
+fn a_module_without_stream_roots_fails_with_a_clear_message() {
+    let (_s, stderr) = serve_must_fail(
+        "from dmon.streams import *\n\
+         printer_only = printer()\n\
+         stream_name = \"a string, not a stream\"\n",
+    );
+    let lower = stderr.to_ascii_lowercase();
+    assert!(
+        lower.contains("stream"),
+        "message mentions streams:\n{stderr}"
+    );
+    assert!(
+        ["no ", "none", "not find", "not found", "zero", " 0 "]
+            .iter()
+            .any(|w| lower.contains(w)),
+        "message says none were found:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_module_file_fails_start_up_naming_it() {
+    let dir = TempDir::new();
+    let missing = dir.path().join("nowhere.py");
+    let missing = missing.to_str().unwrap();
+    let r = run_dmon(
+        &["serve", "--streams", missing, "--udp", "127.0.0.1:0"],
+        None,
+    );
+    assert!(!r.status.success(), "{r:?}");
+    assert!(r.stderr.contains("nowhere.py"), "{}", r.stderr);
+}

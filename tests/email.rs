@@ -1,0 +1,168 @@
+//! The `email` node, against a real SMTP server (tests/support/smtp_sink.py)
+//! and against an SMTP server that is down or hangs.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const MODULE: &str = r#"
+from dmon.streams import *
+
+crit_stream = when(
+    lambda e: e.state == "critical",
+    email("ops@example.com", "oncall@example.com"),
+)
+warn_stream = when(
+    lambda e: e.state == "warning",
+    email("team@example.com", subject="dmon alert: warning", sender="alerts@example.com"),
+)
+"#;
+
+fn rcpts(msg: &Value) -> Vec<String> {
+    let mut v: Vec<String> = msg["rcpt_tos"]
+        .as_array()
+        .expect("rcpt_tos")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn email_delivers_subject_recipients_and_every_field() {
+    let mut sink = SmtpSink::start();
+    let s = Server::start_with(MODULE, "py", &["--smtp", &sink.addr()]);
+
+    s.send(json!({
+        "host": "web1", "service": "cpu", "state": "critical",
+        "description": "load too high", "metric": 2.5, "ttl": 60,
+        "tags": ["prod"], "attributes": {"region": "eu-west"}
+    }));
+    let msg = sink.next_message();
+    assert_eq!(rcpts(&msg), ["oncall@example.com", "ops@example.com"]);
+    assert_eq!(msg["mail_from"], "dmon@localhost", "default sender");
+    let subject = msg["subject"].as_str().unwrap();
+    for word in ["web1", "cpu", "critical"] {
+        assert!(subject.contains(word), "subject {subject:?} lacks {word:?}");
+    }
+    let body = msg["body"].as_str().unwrap();
+    for field in [
+        "host: web1",
+        "service: cpu",
+        "state: critical",
+        "description: load too high",
+        "metric: 2.5",
+        "ttl: 60",
+        "prod",
+        "region",
+        "eu-west",
+    ] {
+        assert!(body.contains(field), "mail body lacks {field:?}:\n{body}");
+    }
+
+    // The second root: explicit subject and sender.
+    s.send(json!({"host": "db2", "service": "disk", "state": "warning", "metric": 91}));
+    let msg = sink.next_message();
+    assert_eq!(rcpts(&msg), ["team@example.com"]);
+    assert_eq!(msg["mail_from"], "alerts@example.com");
+    assert_eq!(msg["subject"], "dmon alert: warning");
+    let body = msg["body"].as_str().unwrap();
+    assert!(body.contains("host: db2"), "mail body:\n{body}");
+    assert!(body.contains("metric: 91"), "mail body:\n{body}");
+
+    // An ok event sends nothing.
+    s.send(json!({"host": "web1", "service": "cpu", "state": "ok", "metric": 0.1}));
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let stats = done.stats();
+    assert_eq!(stats.count("mails_sent"), 2);
+    assert_eq!(stats.count("mail_failures"), 0);
+    assert_eq!(stats.count("mails_dropped"), 0);
+    assert_eq!(stats.node_count("crit_stream/when/email", "in"), 1);
+    assert_eq!(stats.node_count("warn_stream/when/email", "in"), 1);
+    assert_eq!(stats.node("crit_stream/when/email")["kind"], "email");
+    assert_eq!(sink.messages_so_far().len(), 2, "no mail for the ok event");
+}
+
+/// Log lines that report a failed or dropped mail.
+fn is_mail_failure(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    (l.contains("mail") || l.contains("smtp"))
+        && ["fail", "error", "refused", "drop", "could not", "unable"]
+            .iter()
+            .any(|w| l.contains(w))
+}
+
+#[test]
+fn smtp_down_is_logged_counted_and_events_keep_flowing() {
+    // A port nobody listens on: bind, note the port, close.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let smtp = format!("127.0.0.1:{port}");
+    let mut s = Server::start_with(
+        r#"
+from dmon.streams import *
+
+alert_stream = when(lambda e: e.state == "critical", email("ops@example.com"))
+log_stream = printer("seen: ")
+"#,
+        "py",
+        &["--smtp", &smtp],
+    );
+    s.send(json!({"host": "web1", "service": "cpu", "state": "critical", "metric": 9}));
+    let first = s.expect_printed("seen: ");
+    assert_eq!(text(&first, "host"), "web1");
+    let line = s.expect_stderr_within(
+        Duration::from_secs(60),
+        "reporting the failed mail",
+        is_mail_failure,
+    );
+    assert!(
+        line.contains("WARN") || line.contains("ERROR"),
+        "mail failure logged as a warning or error: {line:?}"
+    );
+
+    s.send(json!({"host": "later", "service": "cpu", "state": "ok", "metric": 1}));
+    let after = s.expect_printed("seen: ");
+    assert_eq!(text(&after, "host"), "later");
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let stats = done.stats();
+    assert!(
+        stats.count("mail_failures") + stats.count("mails_dropped") >= 1,
+        "the failed mail is counted: {}",
+        stats.0
+    );
+    assert_eq!(stats.count("mails_sent"), 0);
+}
+
+#[test]
+fn a_hung_smtp_server_does_not_stall_the_streams() {
+    // Accepts TCP connections (the kernel completes the handshake) but never
+    // says hello: a mail to it hangs until the client's timeout.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp = hung.local_addr().unwrap().to_string();
+    let mut s = Server::start_with(
+        r#"
+from dmon.streams import *
+
+alert_stream = when(lambda e: e.state == "critical", email("ops@example.com"))
+log_stream = when(lambda e: e.state == "ok", printer("seen: "))
+"#,
+        "py",
+        &["--smtp", &smtp],
+    );
+    s.send(json!({"host": "web1", "service": "cpu", "state": "critical"}));
+    s.send(json!({"host": "web2", "service": "cpu", "state": "ok"}));
+    let e = s.expect_printed("seen: ");
+    assert_eq!(text(&e, "host"), "web2");
+    drop(hung);
+}

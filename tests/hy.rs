@@ -1,0 +1,47 @@
+//! Stream modules written in Hy.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// The seed's form: after `(import dmon.streams *)`, `when` is dmon's stream
+/// node, not Hy's core `when` macro.
+#[test]
+fn hy_module_with_star_import_uses_dmons_when() {
+    let mut s = Server::start_hy(
+        r#"(import dmon.streams *)
+(setv stream (when (fn [e] (= (get e "state") "warning")) (printer "hy: ")))
+"#,
+    );
+    s.send(json!({"host": "calm", "service": "cpu", "state": "ok", "metric": 1}));
+    s.send(json!({"host": "busy", "service": "cpu", "state": "warning", "metric": 2.5}));
+    let e = s.expect_printed("hy: ");
+    assert_eq!(text(&e, "host"), "busy", "the ok event must not be printed");
+    assert_eq!(text(&e, "state"), "warning");
+    assert_close(num(&e, "metric"), 2.5);
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    assert_eq!(done.printed("hy: ").len(), 1);
+    let stats = done.stats();
+    assert_eq!(stats.node_count("stream/when", "in"), 2);
+    assert_eq!(stats.node_count("stream/when", "out"), 1);
+}
+
+/// The qualified form, with attribute access and a Hy-defined predicate.
+#[test]
+fn hy_module_with_qualified_import() {
+    let mut s = Server::start_hy(
+        r#"(import dmon.streams :as ds)
+
+(defn high? [e] (> (.get e "metric" 0) 2))
+
+(setv high-stream (ds.when high? (ds.printer "hy-high: ")))
+"#,
+    );
+    s.send(json!({"host": "low", "service": "cpu", "metric": 1}));
+    s.send(json!({"host": "high", "service": "cpu", "metric": 3}));
+    let e = s.expect_printed("hy-high: ");
+    assert_eq!(text(&e, "host"), "high");
+}

@@ -1,0 +1,374 @@
+//! `dmon serve`: the stream nodes, the datagram formats, and a clean shutdown.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn when_prints_a_match_and_nothing_for_a_non_match() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = when(lambda e: e.metric > 2, printer("high: "))
+"#,
+    );
+    // The non-match goes first: if it were printed, it would be the first line.
+    s.send(json!({"host": "web1", "service": "cpu", "metric": 1.5, "state": "ok"}));
+    s.send(json!({
+        "host": "web1", "service": "cpu", "state": "warning", "description": "busy",
+        "metric": 2.5, "tags": ["prod", "eu"], "ttl": 60
+    }));
+    let e = s.expect_printed("high: ");
+    assert_eq!(text(&e, "host"), "web1");
+    assert_eq!(text(&e, "service"), "cpu");
+    assert_eq!(text(&e, "state"), "warning");
+    assert_eq!(text(&e, "description"), "busy");
+    assert_close(num(&e, "metric"), 2.5);
+    assert_eq!(e["tags"], json!(["prod", "eu"]));
+
+    let done = s.terminate();
+    let printed = done.printed("high: ");
+    assert_eq!(printed.len(), 1, "only the match is printed: {printed:?}");
+}
+
+#[test]
+fn printer_without_prefix_prints_bare_json() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = printer()
+"#,
+    );
+    s.send(json!({"host": "bare", "service": "s", "metric": 3}));
+    let line = s.expect_stdout("with a bare JSON event", |l| l.starts_with('{'));
+    let e = parse_printed(&line, "");
+    assert_eq!(text(&e, "host"), "bare");
+    assert_close(num(&e, "metric"), 3.0);
+}
+
+#[test]
+fn average_forwards_the_rounded_running_mean() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = average(2, printer("avg: "))
+"#,
+    );
+    // Running means: 1, 1.5, 2.333.. (rounded to 2.33), 2.25.
+    let expected = [(1.0, 1.0), (2.0, 1.5), (4.0, 2.33), (2.0, 2.25)];
+    for (i, (metric, mean)) in expected.iter().enumerate() {
+        s.send(json!({"host": "h", "service": "latency", "metric": metric, "seq": i.to_string()}));
+        let e = s.expect_printed("avg: ");
+        assert_close(num(&e, "metric"), *mean);
+        assert_eq!(
+            text(&e, "host"),
+            "h",
+            "the forwarded event keeps its fields"
+        );
+        assert_eq!(text(&e, "service"), "latency");
+    }
+}
+
+#[test]
+fn index_expires_events_past_their_ttl_and_reinjects_them() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+index_stream = index()
+expired_stream = when(lambda e: e.state == "expired", printer("expired: "))
+"#,
+    );
+    s.send(json!({"host": "db1", "service": "disk", "state": "ok", "metric": 10, "time": now(), "ttl": 1}));
+    let e = s.expect_printed("expired: ");
+    assert_eq!(text(&e, "host"), "db1");
+    assert_eq!(text(&e, "service"), "disk");
+    assert_eq!(text(&e, "state"), "expired");
+
+    // A second event expiring later: while we wait for it, at least one more
+    // expiry sweep runs, which must not report db1 again (the expired event
+    // that went back through index() must not be indexed anew).
+    s.send(json!({"host": "db2", "service": "disk", "state": "ok", "metric": 10, "time": now(), "ttl": 1}));
+    let e = s.expect_printed("expired: ");
+    assert_eq!(text(&e, "host"), "db2");
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let hosts: Vec<String> = done
+        .printed("expired: ")
+        .iter()
+        .map(|e| text(e, "host").to_string())
+        .collect();
+    assert_eq!(hosts, ["db1", "db2"], "each expiry is reported once");
+    assert_eq!(done.stats().count("expired"), 2);
+}
+
+#[test]
+fn index_expires_only_events_whose_ttl_passed() {
+    // Two services in the index: one with a long TTL, one with ttl=1.
+    // Only the short one expires; the long-lived one must not be reported.
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+index_stream = index()
+expired_stream = when(lambda e: e.state == "expired", printer("expired: "))
+"#,
+    );
+    let t = now();
+    s.send(json!([
+        {"host": "db1", "service": "long", "metric": 1, "time": t, "ttl": 300},
+        {"host": "db1", "service": "short", "metric": 1, "time": t, "ttl": 1}
+    ]));
+    let e = s.expect_printed("expired: ");
+    assert_eq!(text(&e, "service"), "short");
+    let done = s.terminate();
+    let services: Vec<String> = done
+        .printed("expired: ")
+        .iter()
+        .map(|e| text(e, "service").to_string())
+        .collect();
+    assert_eq!(services, ["short"]);
+}
+
+#[test]
+fn stream_coroutines_chain_with_native_nodes() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+@stream
+def doubler(*targets):
+    while True:
+        e = yield
+        send(e.replace(metric=e.metric * 2), *targets)
+
+double_stream = doubler(printer("double: "))
+
+# A coroutine as the child of a native node, with a native node as its target.
+nested_stream = when(
+    lambda e: e.service == "disk",
+    doubler(when(lambda e: e.metric > 10, printer("big: "))),
+)
+"#,
+    );
+    s.send(json!({"host": "web1", "service": "cpu", "metric": 2.5}));
+    let e = s.expect_printed("double: ");
+    assert_close(num(&e, "metric"), 5.0);
+    assert_eq!(text(&e, "host"), "web1", "replace() keeps the other fields");
+    assert_eq!(text(&e, "service"), "cpu");
+
+    // disk 3 → 6: not big. disk 6 → 12: big. So the first big line is 12.
+    s.send(json!({"host": "web1", "service": "disk", "metric": 3}));
+    s.send(json!({"host": "web1", "service": "disk", "metric": 6}));
+    let big = s.expect_printed("big: ");
+    assert_close(num(&big, "metric"), 12.0);
+    assert_eq!(text(&big, "service"), "disk");
+
+    let done = s.terminate();
+    assert!(done.status.success());
+    let doubled: Vec<f64> = done
+        .printed("double: ")
+        .iter()
+        .map(|e| num(e, "metric"))
+        .collect();
+    assert_eq!(doubled, [5.0, 6.0, 12.0]);
+    assert_eq!(done.printed("big: ").len(), 1);
+}
+
+#[test]
+fn python_event_api_in_predicates_and_coroutines() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+def critical_and_busy(e):
+    return (e["state"] == e.state == "critical"
+            and e.get("metric", 0) > 1
+            and e.get("no_such_field", 7) == 7)
+
+api_stream = when(critical_and_busy, printer("api: "))
+
+@stream
+def synthesize(*targets):
+    while True:
+        e = yield
+        d = e.to_dict()
+        send(Event(host="made-" + d["host"], service="synthetic", metric=1), *targets)
+
+made_stream = synthesize(printer("made: "))
+"#,
+    );
+    s.send(json!({"host": "calm", "service": "x", "state": "ok", "metric": 5}));
+    s.send(json!({"host": "idle", "service": "x", "state": "critical"}));
+    s.send(json!({"host": "hot", "service": "x", "state": "critical", "metric": 5}));
+    let e = s.expect_printed("api: ");
+    assert_eq!(
+        text(&e, "host"),
+        "hot",
+        "only the critical event with metric > 1"
+    );
+
+    let m = s.expect_printed("made: ");
+    assert_eq!(text(&m, "host"), "made-calm");
+    assert_eq!(text(&m, "service"), "synthetic");
+    assert_close(num(&m, "metric"), 1.0);
+
+    let done = s.terminate();
+    assert_eq!(done.printed("made: ").len(), 3);
+    let stats = done.stats();
+    assert_eq!(
+        stats.node_count("api_stream/when", "errors"),
+        0,
+        "e.get() with a default must not raise for a missing field"
+    );
+    assert_eq!(stats.node_count("api_stream/when", "out"), 1);
+}
+
+#[test]
+fn ndjson_and_array_datagrams_deliver_every_event() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = printer("all: ")
+"#,
+    );
+    let ndjson = [
+        json!({"host": "a", "service": "s", "metric": 1}).to_string(),
+        json!({"host": "b", "service": "s", "metric": 2}).to_string(),
+        json!({"host": "c", "service": "s", "metric": 3}).to_string(),
+    ]
+    .join("\n")
+        + "\n";
+    s.send_str(&ndjson);
+    s.send(json!([
+        {"host": "d", "service": "s", "metric": 4},
+        {"host": "e", "service": "s", "metric": 5.5}
+    ]));
+    let mut hosts = Vec::new();
+    for _ in 0..5 {
+        let e = s.expect_printed("all: ");
+        hosts.push(text(&e, "host").to_string());
+    }
+    assert_eq!(hosts, ["a", "b", "c", "d", "e"]);
+
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("datagrams"), 2);
+    assert_eq!(stats.count("events"), 5);
+    assert_eq!(stats.count("bad_datagrams"), 0);
+    assert_eq!(stats.count("bad_events"), 0);
+}
+
+#[test]
+fn a_datagram_near_the_udp_size_limit_is_read_whole() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = printer("big: ")
+"#,
+    );
+    // About 60 KB of NDJSON in one datagram.
+    let mut body = String::new();
+    let mut n = 0;
+    while body.len() < 60_000 {
+        body.push_str(
+            &json!({"host": format!("h{n:04}"), "service": "bulk", "metric": n, "description": "x".repeat(100)})
+                .to_string(),
+        );
+        body.push('\n');
+        n += 1;
+    }
+    assert!(body.len() < 65_000);
+    s.send_str(&body);
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(s.expect_printed("big: "));
+    }
+    assert_eq!(text(&last.unwrap(), "host"), format!("h{:04}", n - 1));
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("events"), n as u64);
+    assert_eq!(stats.count("bad_events"), 0);
+}
+
+#[test]
+fn unknown_top_level_keys_become_attributes() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = printer("attr: ")
+"#,
+    );
+    s.send(json!({
+        "host": "web1", "service": "cpu", "metric": 1,
+        "region": "eu-west", "attributes": {"team": "ops"}
+    }));
+    let e = s.expect_printed("attr: ");
+    let attrs = e
+        .get("attributes")
+        .unwrap_or_else(|| panic!("printed event has no attributes: {e}"));
+    assert_eq!(attrs["region"], "eu-west", "unknown key as attribute: {e}");
+    assert_eq!(attrs["team"], "ops", "explicit attributes kept: {e}");
+}
+
+#[test]
+fn sigterm_drains_exits_zero_and_prints_stats_last() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+
+stream = when(lambda e: e.state == "critical", printer("crit: "))
+"#,
+    );
+    // Datagram 1: two events, one matching. Datagram 2: a bad datagram.
+    s.send(json!([
+        {"host": "a", "service": "s", "state": "ok"},
+        {"host": "b", "service": "s", "state": "critical"}
+    ]));
+    s.send_str("{not json");
+    // Datagram 3: 50 events; SIGTERM as soon as the first one is printed,
+    // so the rest are still in flight and must be drained, not dropped.
+    let batch: String = (0..50)
+        .map(|i| {
+            json!({"host": format!("n{i}"), "service": "s", "state": "critical"}).to_string() + "\n"
+        })
+        .collect();
+    let e = s.expect_printed("crit: ");
+    assert_eq!(text(&e, "host"), "b");
+    s.send_str(&batch);
+    s.expect_printed("crit: ");
+    let done = s.terminate();
+
+    assert!(done.status.success(), "SIGTERM exit status {}", done.status);
+    assert_eq!(done.printed("crit: ").len(), 51, "in-flight events drained");
+    let last = done
+        .stderr
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last.starts_with(STATS_PREFIX),
+        "the last stderr line is the stats line, got {last:?}"
+    );
+    let stats = done.stats();
+    assert_eq!(stats.count("datagrams"), 3);
+    assert_eq!(stats.count("bad_datagrams"), 1);
+    assert_eq!(stats.count("events"), 52);
+    assert_eq!(stats.count("bad_events"), 1);
+    assert_eq!(stats.count("expired"), 0);
+    assert!(stats.0["uptime_secs"].as_f64().is_some_and(|u| u > 0.0));
+    assert_eq!(stats.node_count("stream/when", "in"), 52);
+    assert_eq!(stats.node_count("stream/when", "out"), 51);
+    assert_eq!(stats.node_count("stream/when", "errors"), 0);
+    assert_eq!(stats.node("stream/when")["kind"], "when");
+    assert_eq!(stats.node_count("stream/when/printer", "in"), 51);
+    assert_eq!(stats.node("stream/when/printer")["kind"], "printer");
+}
