@@ -173,16 +173,27 @@ def index(filter=None):
     return _index_node() if filter is None else _IndexTable(filter)
 
 
-class _IndexTable:
-    def __init__(self, pred):
-        self.pred = pred
+def query(text):
+    """query(text): the index's events matching a Riemann query, e.g. query('service =~ "cpu%"')."""
+    return _IndexTable(events=_server.query_events(text))
+
+
+class _IndexTable(list):
+    """Events from the index; shown at the prompt as a table."""
+
+    def __init__(self, pred=None, events=None):
+        super().__init__(events if events is not None else
+                         [e for e in _server.index_events() if pred is None or pred(e)])
 
     def __repr__(self):
-        return _index_table(self.pred)
+        return _table(self)
 
 
-def _index_table(pred=None):
-    events = [e for e in _server.index_events() if pred is None or pred(e)]
+def _index_table():
+    return _table(_server.index_events())
+
+
+def _table(events):
     now = time.time()
     rows = [("host", "service", "state", "metric", "age", "ttl")]
     for e in events:
@@ -277,11 +288,11 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
         import builtins
         return builtins.help(obj)
     print(_paint(BOLD, "dmon shell commands"))
-    for f in (inject, paste, send, event, streams, tap, index, stats, reload, edit, watch, help):
+    for f in (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help):
         print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {f.__doc__.splitlines()[0].split(': ', 1)[-1]}")
     print(_paint(BOLD, "stream functions (dmon.streams)"))
     import dmon.streams as ds
-    for name in ("when", "average", "printer", "email", "send", "stream"):
+    for name in ("when", "where", "average", "printer", "index", "email", "send", "stream"):
         doc = (getattr(ds, name).__doc__ or "").strip().splitlines()
         print(f"  {_paint(BLUE, name):<24} {doc[0] if doc else ''}")
     print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
@@ -419,7 +430,7 @@ def setup(server, namespace):
     _server, _ns = server, namespace
     import dmon.streams as ds
     namespace.update({k: getattr(ds, k) for k in ds.__all__})
-    for f in (inject, paste, send, event, streams, tap, index, stats, reload, edit, watch, help):
+    for f in (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help):
         namespace[f.__name__] = f
     namespace.update(sock=sock, Event=Event)
     ds._index_repr = _index_table

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::Pipeline;
 use crate::python::{self, loader};
-use crate::server::{riemann_tcp, Bound, Listeners, Server};
+use crate::server::{riemann_tcp, Addresses, Listeners, Server};
 
 /// Where the server listens and what it runs; shared by every command that
 /// runs a server.
@@ -76,7 +76,7 @@ impl ServerOpts {
 
 /// Prints where the server listens; the JSON UDP line comes last, as the
 /// readiness signal scripts wait for.
-pub fn announce(bound: &Bound) {
+pub fn announce(bound: &Addresses) {
     if let Some(addr) = bound.riemann_tcp {
         println!(
             "Listening for Riemann TCP on: {} {}",

@@ -195,9 +195,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
                     python::spawn_dispatcher,
                 ))
                 .context("cannot listen")?;
-            handle
-                .get()
-                .attach_server(server.injector(), server.udp_addr);
+            handle.get().attach_server(server.injector(), &server.bound);
             Some(server)
         }
         false => None,

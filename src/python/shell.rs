@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyModule};
 
@@ -16,7 +16,8 @@ use crate::cmd::send::send_datagrams;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
 use crate::pipeline::{Pipeline, Root};
-use crate::server::Injector;
+use crate::query::Query;
+use crate::server::{Addresses, Injector};
 use crate::streams::NodeRef;
 
 /// The embedded Python half of the shell.
@@ -34,6 +35,7 @@ pub struct ShellServer {
     udp_addr: Mutex<SocketAddr>,
     /// Set once the local server runs.
     injector: Mutex<Option<Injector>>,
+    riemann_tcp: Mutex<Option<SocketAddr>>,
     source: StreamSource,
     console: Arc<dyn LineSink>,
     /// The current roots with the Python objects they came from, so a
@@ -53,6 +55,7 @@ impl ShellServer {
             target,
             udp_addr: Mutex::new(udp_addr),
             injector: Mutex::new(None),
+            riemann_tcp: Mutex::new(None),
             source,
             console,
             roots: Mutex::new(Vec::new()),
@@ -60,9 +63,10 @@ impl ShellServer {
     }
 
     /// Connects the handle to the started server.
-    pub fn attach_server(&self, injector: Injector, udp_addr: SocketAddr) {
+    pub fn attach_server(&self, injector: Injector, bound: &Addresses) {
         *self.injector.lock().unwrap_or_else(|p| p.into_inner()) = Some(injector);
-        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner()) = udp_addr;
+        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner()) = bound.udp;
+        *self.riemann_tcp.lock().unwrap_or_else(|p| p.into_inner()) = bound.riemann_tcp;
     }
 
     fn udp_addr(&self) -> SocketAddr {
@@ -148,6 +152,19 @@ impl ShellServer {
             .collect()
     }
 
+    /// The index's events matching a query in Riemann's language.
+    fn query_events(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Py<PyEvent>>> {
+        let pipeline = self.local()?;
+        let query = Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        pipeline
+            .context()
+            .index
+            .search(|e| query.matches(e))
+            .iter()
+            .map(|e| PyEvent::wrap(py, e))
+            .collect()
+    }
+
     /// Starts observing what `node` lets through.
     fn tap(&self, node: &Bound<'_, PyAny>) -> PyResult<Tap> {
         let node = node
@@ -225,7 +242,10 @@ impl ShellServer {
 
     fn describe(&self) -> String {
         match self.target {
-            Target::Local(_) => format!("UDP {}", self.udp_addr()),
+            Target::Local(_) => match *self.riemann_tcp.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(tcp) => format!("UDP {} — Riemann TCP {tcp}", self.udp_addr()),
+                None => format!("UDP {}", self.udp_addr()),
+            },
             Target::Remote => format!("connected to {} (UDP)", self.udp_addr()),
         }
     }

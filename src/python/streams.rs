@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use super::event::{event_from_py, PyEvent};
 use super::nodes::{callable_name, Coroutine, PyPredicate, Recipe};
+use crate::query::Query;
 use crate::streams::aggregate::Average;
 use crate::streams::filter::When;
 use crate::streams::index::IndexNode;
@@ -126,6 +127,22 @@ fn when(pred: &Bound<'_, PyAny>, children: &Bound<'_, PyTuple>) -> PyResult<PySt
     }
     Ok(wrap(Arc::new(When::new(
         Box::new(PyPredicate::new(pred)),
+        to_nodes(children)?,
+    ))))
+}
+
+/// Forward the events matching a query in Riemann's language.
+///
+/// where(query, *children), e.g. where('service =~ "cpu%" and metric > 0.9', printer("hot: "))
+/// The query is compiled once; no Python runs per event.
+#[pyfunction(name = "where")]
+#[pyo3(signature = (query, *children))]
+fn where_query(query: &str, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
+    let query =
+        Query::parse(query).map_err(|e| PyValueError::new_err(format!("where({query:?}): {e}")))?;
+    Ok(wrap(Arc::new(When::named(
+        "where",
+        Box::new(query),
         to_nodes(children)?,
     ))))
 }
@@ -248,10 +265,11 @@ fn stream(func: &Bound<'_, PyAny>) -> PyResult<StreamFunction> {
     })
 }
 
-pub const EXPORTS: [&str; 10] = [
+pub const EXPORTS: [&str; 11] = [
     "Event",
     "Stream",
     "when",
+    "where",
     "average",
     "printer",
     "index",
@@ -267,6 +285,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
     m.add_class::<StreamFunction>()?;
     m.add_function(wrap_pyfunction!(when, m)?)?;
+    m.add_function(wrap_pyfunction!(where_query, m)?)?;
     m.add_function(wrap_pyfunction!(average, m)?)?;
     m.add_function(wrap_pyfunction!(printer, m)?)?;
     m.add_function(wrap_pyfunction!(index, m)?)?;

@@ -35,7 +35,7 @@ pub struct Listeners {
 
 /// The addresses actually bound (port 0 resolved).
 #[derive(Debug, Clone, Copy)]
-pub struct Bound {
+pub struct Addresses {
     pub udp: SocketAddr,
     pub riemann_tcp: Option<SocketAddr>,
     pub riemann_udp: Option<SocketAddr>,
@@ -45,7 +45,7 @@ pub struct Bound {
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
     pub udp_addr: SocketAddr,
-    pub bound: Bound,
+    pub bound: Addresses,
     injector: Injector,
     tx: mpsc::Sender<Work>,
     shutdown: watch::Sender<bool>,
@@ -72,7 +72,7 @@ impl Server {
             None => None,
         };
         let riemann_udp_socket = listen.riemann_udp.map(udp::bind).transpose()?;
-        let bound = Bound {
+        let bound = Addresses {
             udp: udp_socket.local_addr()?,
             riemann_tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
             riemann_udp: riemann_udp_socket

@@ -19,6 +19,7 @@ pub trait Predicate: Send + Sync {
 /// when(lambda e: e.state == "warning", email("ops@example.com"))
 /// ```
 pub struct When {
+    kind: &'static str,
     predicate: Box<dyn Predicate>,
     children: Vec<NodeRef>,
     stats: NodeStats,
@@ -26,7 +27,21 @@ pub struct When {
 
 impl When {
     pub fn new(predicate: Box<dyn Predicate>, children: Vec<NodeRef>) -> Self {
+        Self::named("when", predicate, children)
+    }
+
+    /// The same filter under another stream name: `where` takes a query.
+    ///
+    /// ```python
+    /// where('service =~ "cpu%" and metric > 0.9', printer("hot: "))
+    /// ```
+    pub fn named(
+        kind: &'static str,
+        predicate: Box<dyn Predicate>,
+        children: Vec<NodeRef>,
+    ) -> Self {
         When {
+            kind,
             predicate,
             children,
             stats: NodeStats::default(),
@@ -36,10 +51,10 @@ impl When {
 
 impl Node for When {
     fn kind(&self) -> &'static str {
-        "when"
+        self.kind
     }
     fn describe(&self) -> String {
-        format!("when({})", self.predicate.describe())
+        format!("{}({})", self.kind, self.predicate.describe())
     }
     fn children(&self) -> &[NodeRef] {
         &self.children
