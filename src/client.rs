@@ -51,7 +51,7 @@ impl RiemannClient {
         self.stream.read_exact(&mut len)?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut body)?;
-        let reply = Msg::decode(body.as_slice())?;
+        let reply = Msg::decode(bytes::Bytes::from(body))?;
         match reply.ok {
             Some(false) => Err(ClientError::Refused(reply.error_text().unwrap_or_default())),
             _ => Ok(reply),
@@ -71,7 +71,7 @@ impl RiemannClient {
     pub fn query(&mut self, query: &str) -> Result<Vec<Event>, ClientError> {
         let msg = Msg {
             query: Some(Query {
-                string: Some(query.as_bytes().to_vec()),
+                string: Some(bytes::Bytes::copy_from_slice(query.as_bytes())),
             }),
             ..Msg::default()
         };

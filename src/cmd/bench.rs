@@ -5,7 +5,11 @@
 //! (b) decode -> average -> index, native nodes only;
 //! (c) decode alone;
 //! (d) end-to-end over UDP from a load-generator process at fixed rates,
-//!     reporting the drop rate.
+//!     reporting the drop rate;
+//! (e) Riemann TCP, 100 events per message, acknowledged, from a
+//!     load-generator process, through `where(query) -> index`, beside the
+//!     loopback limit: the same generator against a sink that only reads
+//!     frames and acknowledges them.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread.
@@ -49,6 +53,12 @@ pub struct BenchArgs {
     /// Internal: act as the UDP load generator: send to this address.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     pub generate: Option<SocketAddr>,
+    /// Riemann TCP connections the load generator uses (scenario e).
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Internal: act as the Riemann TCP load generator against this address.
+    #[arg(long, hide = true, value_name = "HOST:PORT")]
+    pub generate_riemann: Option<SocketAddr>,
     /// Internal: the load generator's rate.
     #[arg(long, hide = true, default_value_t = 100_000)]
     pub rate: u64,
@@ -88,6 +98,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         generate(to, args.rate, args.events)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(to) = args.generate_riemann {
+        generate_riemann(to, args.events, args.connections)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let samples: Vec<Vec<u8>> = (0..10_000).map(|i| sample_event(i).into_bytes()).collect();
     let avg_len = samples.iter().map(Vec::len).sum::<usize>() / samples.len();
@@ -117,6 +131,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("d") {
         udp(&ctx, &args)?;
+    }
+    if wants("e") {
+        riemann_tcp(&ctx, &args)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -313,4 +330,152 @@ fn generate(to: SocketAddr, rate: u64, count: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Events per Riemann message in scenario (e).
+const RIEMANN_BATCH: usize = 100;
+
+/// Scenario (e): the same generator against a frame-reading sink (the
+/// loopback limit), then against dmon's Riemann TCP server.
+fn riemann_tcp(ctx: &Arc<Context>, args: &BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let exe = std::env::current_exe()?;
+    let run_generator = |to: SocketAddr| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let status = Command::new(&exe)
+            .args(["bench", "--generate-riemann", &to.to_string()])
+            .args([
+                "--events",
+                &args.events.to_string(),
+                "--connections",
+                &args.connections.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .context("running the Riemann load generator")?;
+        if !status.success() {
+            bail!("Riemann load generator failed: {status}");
+        }
+        Ok(start.elapsed())
+    };
+
+    let sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let sink_addr = sink.local_addr()?;
+    runtime.spawn(frame_sink(sink));
+    // What the generator sends: whole messages, evenly over the connections.
+    let connections = args.connections.max(1);
+    let total =
+        args.events.div_ceil(RIEMANN_BATCH).div_ceil(connections) * connections * RIEMANN_BATCH;
+    let sink_time = run_generator(sink_addr)?;
+    let sink_rate = total as f64 / sink_time.as_secs_f64();
+
+    reset_peak_rss();
+    let query = crate::query::Query::parse(r#"service =~ "service-%" and metric >= 0"#)
+        .map_err(anyhow::Error::msg)?;
+    let roots = vec![Root {
+        name: "bench_stream".into(),
+        node: Arc::new(crate::streams::filter::When::named(
+            "where",
+            Box::new(query),
+            vec![Arc::new(IndexNode::new())],
+        )),
+    }];
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(ctx), roots));
+    let listen = Listeners {
+        udp: "127.0.0.1:0".parse()?,
+        riemann_tcp: Some("127.0.0.1:0".parse()?),
+        riemann_udp: None,
+        max_frame: crate::server::riemann_tcp::DEFAULT_MAX_FRAME,
+    };
+    let server = runtime.block_on(Server::start(
+        Arc::clone(&pipeline),
+        &listen,
+        python::spawn_dispatcher,
+    ))?;
+    let addr = server.bound.riemann_tcp.expect("riemann tcp is on");
+    let dmon_time = run_generator(addr)?;
+    let stats = runtime.block_on(server.shutdown());
+    if stats.processed as usize != total {
+        bail!("dmon processed {} of {total} events", stats.processed);
+    }
+    let dmon_rate = total as f64 / dmon_time.as_secs_f64();
+    println!(
+        "(e) Riemann TCP, {RIEMANN_BATCH}/msg, {} connections, where(query) -> index {:>10.0} events/s  peak RSS {:>7.1} MiB  \
+         (loopback limit, frame-reading sink: {:.0} events/s; dmon = {:.0} % of it)",
+        args.connections,
+        dmon_rate,
+        peak_rss_kib() as f64 / 1024.0,
+        sink_rate,
+        100.0 * dmon_rate / sink_rate,
+    );
+    Ok(())
+}
+
+/// Reads frames and acknowledges each without decoding it: the most any
+/// Riemann TCP server could do on this loopback.
+async fn frame_sink(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ack = prost::Message::encode_to_vec(&crate::codec::riemann::Msg::acknowledged());
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let ack = ack.clone();
+        tokio::spawn(async move {
+            let mut body = Vec::new();
+            while let Ok(len) = stream.read_u32().await {
+                body.resize(len as usize, 0);
+                if stream.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let mut reply = (ack.len() as u32).to_be_bytes().to_vec();
+                reply.extend_from_slice(&ack);
+                if stream.write_all(&reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The Riemann load generator: `count` events in messages of
+/// [`RIEMANN_BATCH`], spread over `connections`, each waiting for its ack
+/// as real clients do.
+fn generate_riemann(to: SocketAddr, count: usize, connections: usize) -> anyhow::Result<()> {
+    use crate::client::RiemannClient;
+    let messages: Vec<Vec<u8>> = (0..100)
+        .map(|m| {
+            let events: Vec<Event> = (0..RIEMANN_BATCH)
+                .map(|i| {
+                    let text = sample_event(m * RIEMANN_BATCH + i);
+                    json::decode_event(&text).expect("sample events decode")
+                })
+                .collect();
+            prost::Message::encode_to_vec(&crate::codec::riemann::Msg {
+                events: events.iter().map(crate::codec::riemann::to_proto).collect(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let per_connection = count.div_ceil(RIEMANN_BATCH).div_ceil(connections.max(1));
+    thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..connections.max(1))
+            .map(|c| {
+                let messages = &messages;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut client = RiemannClient::connect(to, Duration::from_secs(30))?;
+                    for n in 0..per_connection {
+                        client.send_raw(&messages[(c + n * connections) % messages.len()])?;
+                        client.read_reply()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+        }
+        Ok(())
+    })
 }

@@ -6,6 +6,7 @@
 //! and converted lossily, non-finite numbers count as absent, and no field
 //! can reject a whole message.
 
+use bytes::Bytes;
 use prost::Message;
 use smol_str::SmolStr;
 
@@ -15,8 +16,8 @@ use crate::event::{Event, Number};
 pub struct Msg {
     #[prost(bool, optional, tag = "2")]
     pub ok: Option<bool>,
-    #[prost(bytes = "vec", optional, tag = "3")]
-    pub error: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub error: Option<Bytes>,
     #[prost(message, repeated, tag = "4")]
     pub states: Vec<State>,
     #[prost(message, optional, tag = "5")]
@@ -30,18 +31,18 @@ pub struct Msg {
 pub struct State {
     #[prost(int64, optional, tag = "1")]
     pub time: Option<i64>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub state: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "3")]
-    pub service: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "4")]
-    pub host: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "5")]
-    pub description: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub state: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub service: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "4")]
+    pub host: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub description: Option<Bytes>,
     #[prost(bool, optional, tag = "6")]
     pub once: Option<bool>,
-    #[prost(bytes = "vec", repeated, tag = "7")]
-    pub tags: Vec<Vec<u8>>,
+    #[prost(bytes = "bytes", repeated, tag = "7")]
+    pub tags: Vec<Bytes>,
     #[prost(float, optional, tag = "8")]
     pub ttl: Option<f32>,
 }
@@ -50,16 +51,16 @@ pub struct State {
 pub struct ProtoEvent {
     #[prost(int64, optional, tag = "1")]
     pub time: Option<i64>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub state: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "3")]
-    pub service: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "4")]
-    pub host: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "5")]
-    pub description: Option<Vec<u8>>,
-    #[prost(bytes = "vec", repeated, tag = "7")]
-    pub tags: Vec<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub state: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub service: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "4")]
+    pub host: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub description: Option<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "7")]
+    pub tags: Vec<Bytes>,
     #[prost(float, optional, tag = "8")]
     pub ttl: Option<f32>,
     #[prost(message, repeated, tag = "9")]
@@ -76,18 +77,18 @@ pub struct ProtoEvent {
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Query {
-    #[prost(bytes = "vec", optional, tag = "1")]
-    pub string: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub string: Option<Bytes>,
 }
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Attribute {
     // `required` in proto.proto; optional here so a client that omits it
     // costs that attribute, not the message.
-    #[prost(bytes = "vec", optional, tag = "1")]
-    pub key: Option<Vec<u8>>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    pub value: Option<Vec<u8>>,
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub key: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    pub value: Option<Bytes>,
 }
 
 fn text(bytes: &[u8]) -> SmolStr {
@@ -97,6 +98,9 @@ fn text(bytes: &[u8]) -> SmolStr {
 /// An f32 as the decimal a client most likely meant (0.1f32 becomes 0.1,
 /// not 0.10000000149011612).
 fn widen(f: f32) -> f64 {
+    if f.fract() == 0.0 {
+        return f as f64; // exact, and the common case (ttl)
+    }
     f.to_string().parse().unwrap_or(f as f64)
 }
 
@@ -113,7 +117,7 @@ impl Msg {
     pub fn refused(reason: impl Into<String>) -> Msg {
         Msg {
             ok: Some(false),
-            error: Some(reason.into().into_bytes()),
+            error: Some(Bytes::from(reason.into())),
             ..Msg::default()
         }
     }
@@ -180,7 +184,7 @@ pub fn from_proto(p: &ProtoEvent, now: f64) -> Event {
 /// only that), with `metric_sint64` for integers or `metric_d` for floats;
 /// a fractional time also goes out as `time_micros`.
 pub fn to_proto(e: &Event) -> ProtoEvent {
-    let bytes = |s: &Option<SmolStr>| s.as_ref().map(|s| s.as_bytes().to_vec());
+    let bytes = |s: &Option<SmolStr>| s.as_ref().map(|s| Bytes::copy_from_slice(s.as_bytes()));
     let (metric_sint64, metric_d) = match e.metric {
         Some(Number::Int(i)) => (Some(i), None),
         Some(Number::Float(f)) => (None, Some(f)),
@@ -197,14 +201,18 @@ pub fn to_proto(e: &Event) -> ProtoEvent {
         service: bytes(&e.service),
         host: bytes(&e.host),
         description: bytes(&e.description),
-        tags: e.tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        tags: e
+            .tags
+            .iter()
+            .map(|t| Bytes::copy_from_slice(t.as_bytes()))
+            .collect(),
         ttl: e.ttl.map(|t| t as f32),
         attributes: e
             .attributes
             .iter()
             .map(|(k, v)| Attribute {
-                key: Some(k.as_bytes().to_vec()),
-                value: Some(v.as_bytes().to_vec()),
+                key: Some(Bytes::copy_from_slice(k.as_bytes())),
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
             })
             .collect(),
         time_micros,
@@ -252,13 +260,13 @@ mod tests {
     #[test]
     fn junk_is_decoded_leniently() {
         let p = ProtoEvent {
-            host: Some(b"bad\xffhost".to_vec()),
-            service: Some(Vec::new()),
+            host: Some(Bytes::from_static(b"bad\xffhost")),
+            service: Some(Bytes::new()),
             ttl: Some(f32::INFINITY),
             metric_d: Some(f64::NAN),
             attributes: vec![Attribute {
                 key: None,
-                value: Some(b"v".to_vec()),
+                value: Some(Bytes::from_static(b"v")),
             }],
             ..ProtoEvent::default()
         };
@@ -267,7 +275,7 @@ mod tests {
             ..Msg::default()
         }
         .encode_to_vec();
-        let msg = Msg::decode(bytes.as_slice()).unwrap();
+        let msg = Msg::decode(Bytes::from(bytes)).unwrap();
         let e = from_proto(&msg.events[0], 1.0);
         assert_eq!(e.host.as_deref(), Some("bad\u{fffd}host"));
         assert_eq!(e.service.as_deref(), Some(""));

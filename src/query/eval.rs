@@ -158,7 +158,7 @@ fn equal(a: Val<'_>, b: Val<'_>) -> bool {
         (Val::Nil, Val::Nil) => true,
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Num(x), Val::Num(y)) => num_cmp(x, y) == Some(Ordering::Equal),
-        (Val::Str(x) | Val::Attr(x), Val::Str(y) | Val::Attr(y)) => x == y,
+        (Val::Str(x) | Val::Attr(x), Val::Str(y) | Val::Attr(y)) => str_eq(x, y),
         (Val::Attr(s), Val::Num(n)) | (Val::Num(n), Val::Attr(s)) => {
             parse_number(s).is_some_and(|x| num_cmp(x, n) == Some(Ordering::Equal))
         }
@@ -187,45 +187,92 @@ impl Order {
     }
 }
 
+/// String equality. Empty strings are settled without calling `memcmp`,
+/// which some libc builds make surprisingly slow for a zero length.
+#[inline]
+fn str_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}
+
+/// The first occurrence of the non-empty `needle` in `hay`: a scan for its
+/// first byte, then a comparison. Byte-wise search is exact on UTF-8. This
+/// is O(hay × needle) at worst, and fastest on the short strings events
+/// carry (no searcher to build per call).
+#[inline]
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let last_start = hay.len().checked_sub(needle.len())?;
+    let mut i = 0;
+    while i <= last_start {
+        i += hay[i..=last_start].iter().position(|&b| b == first)?;
+        if hay[i..i + needle.len()] == *needle {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A SQL LIKE pattern (`%` = any run of characters, anchored at both ends),
-/// kept as its literal pieces: `"a%b%c"` is `["a", "b", "c"]`.
+/// kept as its literal pieces: `"a%b%c"` is prefix `a`, middle `[b]`,
+/// suffix `c`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Like {
-    pieces: Vec<Box<str>>,
+    /// No `%` at all: the pattern is `prefix`, matched exactly.
+    exact: bool,
+    prefix: Box<str>,
+    /// The non-empty pieces between the first and the last `%`.
+    middle: Box<[Box<str>]>,
+    suffix: Box<str>,
 }
 
 impl Like {
     pub(crate) fn new(pattern: &str) -> Like {
-        Like {
-            pieces: pattern.split('%').map(Into::into).collect(),
+        let pieces: Vec<&str> = pattern.split('%').collect();
+        match &pieces[..] {
+            [first, middle @ .., last] => Like {
+                exact: false,
+                prefix: (*first).into(),
+                middle: middle
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| (*p).into())
+                    .collect(),
+                suffix: (*last).into(),
+            },
+            _ => Like {
+                exact: true,
+                prefix: pattern.into(),
+                middle: Box::default(),
+                suffix: Box::default(),
+            },
         }
     }
 
-    /// Whether `s` matches. The first piece must start `s`, the last must
-    /// end it, and the ones between must occur in order in what is left;
-    /// taking each at its leftmost occurrence is enough, as `%` can absorb
-    /// anything.
+    /// Whether `s` matches. The prefix must start `s`, the suffix must end
+    /// it without overlapping the prefix, and the middle pieces must occur
+    /// in order in what is left; taking each at its leftmost occurrence is
+    /// enough, as `%` can absorb anything.
     #[inline]
     pub(crate) fn matches(&self, s: &str) -> bool {
-        match &self.pieces[..] {
-            [] => s.is_empty(),
-            [only] => s == &**only,
-            [first, middle @ .., last] => {
-                let Some(rest) = s.strip_prefix(&**first) else {
-                    return false;
-                };
-                let Some(mut rest) = rest.strip_suffix(&**last) else {
-                    return false;
-                };
-                for piece in middle {
-                    match rest.find(&**piece) {
-                        Some(i) => rest = &rest[i + piece.len()..],
-                        None => return false,
-                    }
-                }
-                true
+        if self.exact {
+            return str_eq(s, &self.prefix);
+        }
+        let (s, prefix, suffix) = (s.as_bytes(), self.prefix.as_bytes(), self.suffix.as_bytes());
+        if s.len() < prefix.len() + suffix.len()
+            || (!prefix.is_empty() && !s.starts_with(prefix))
+            || (!suffix.is_empty() && !s.ends_with(suffix))
+        {
+            return false;
+        }
+        let mut rest = &s[prefix.len()..s.len() - suffix.len()];
+        for piece in &self.middle {
+            match find_bytes(rest, piece.as_bytes()) {
+                Some(i) => rest = &rest[i + piece.len()..],
+                None => return false,
             }
         }
+        true
     }
 }
 
@@ -272,7 +319,7 @@ impl Expr {
             Expr::Not(e) => !e.eval(event),
             Expr::And(es) => es.iter().all(|e| e.eval(event)),
             Expr::Or(es) => es.iter().any(|e| e.eval(event)),
-            Expr::Tagged(tag) => event.tags.iter().any(|t| t == &**tag),
+            Expr::Tagged(tag) => event.tags.iter().any(|t| str_eq(t, tag)),
             Expr::Truthy(o) => o.get(event).truthy(),
             Expr::Eq(a, b) => equal(a.get(event), b.get(event)),
             Expr::Ne(a, b) => !equal(a.get(event), b.get(event)),
@@ -320,6 +367,19 @@ mod tests {
         assert!(!m("www.%", "wwwxexample.com"));
         assert!(m("%\n%", "a\nb"));
         assert!(m("é%ü", "éaü"));
+    }
+
+    #[test]
+    fn find_bytes_finds_the_leftmost() {
+        let f = |h: &str, n: &str| find_bytes(h.as_bytes(), n.as_bytes());
+        assert_eq!(f("abcabc", "bc"), Some(1));
+        assert_eq!(f("aaab", "ab"), Some(2));
+        assert_eq!(f("abc", "abc"), Some(0));
+        assert_eq!(f("abc", "abcd"), None);
+        assert_eq!(f("abc", "x"), None);
+        assert_eq!(f("", "x"), None);
+        assert_eq!(f("abc", ""), None);
+        assert_eq!(f("xéy", "é"), Some(1));
     }
 
     #[test]

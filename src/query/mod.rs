@@ -46,7 +46,8 @@
 //! - Strings: double-quoted, with the escapes `\" \\ \n \t \r \b \f \uXXXX`
 //!   (a UTF-16 surrogate pair makes one character). Any other escape is an
 //!   error, so a regex's `\d` is written `"\\d"`, as in Riemann.
-//! - Whitespace separates tokens and is otherwise ignored.
+//! - Whitespace separates tokens and is otherwise ignored (Riemann also
+//!   counts `,` as whitespace; here it is an error).
 //!
 //! # Semantics
 //!

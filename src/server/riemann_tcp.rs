@@ -143,7 +143,8 @@ async fn request(
         return Err(Close(None));
     }
     stats.messages.fetch_add(1, Ordering::Relaxed);
-    let msg = match Msg::decode(body.as_slice()) {
+    // Decoding from `Bytes` lets string fields borrow the frame, not copy it.
+    let msg = match Msg::decode(bytes::Bytes::from(body)) {
         Ok(msg) => msg,
         Err(e) => {
             stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +156,6 @@ async fn request(
             return Ok(Msg::refused(format!("invalid protobuf message: {e}")));
         }
     };
-    drop(body);
     if let Some(text) = msg.query_text() {
         return Ok(answer_query(&shared.pipeline, &text));
     }
