@@ -67,19 +67,7 @@ pub fn module_file(py: Python<'_>, source: &StreamSource) -> Option<std::path::P
 pub struct LoadError(pub String);
 
 fn loader(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    if let Ok(m) = py.import("dmon._loader") {
-        return Ok(m);
-    }
-    let m = PyModule::from_code(
-        py,
-        &std::ffi::CString::new(LOADER_SOURCE).expect("no NUL in loader.py"),
-        c"dmon/_loader.py",
-        c"dmon._loader",
-    )?;
-    py.import("sys")?
-        .getattr("modules")?
-        .set_item("dmon._loader", &m)?;
-    Ok(m)
+    super::embedded_module(py, "dmon._loader", "dmon/_loader.py", LOADER_SOURCE)
 }
 
 /// Imports the stream module and returns it with its roots.

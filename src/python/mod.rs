@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 
 use pyo3::prelude::*;
+use pyo3::types::PyModule;
 use tokio::sync::mpsc;
 
 use crate::context::Context;
@@ -79,6 +80,23 @@ sys.prefix = sys.exec_prefix = venv
         Some(&locals),
         None,
     )
+}
+
+/// A Python module whose source is embedded in the binary, imported once
+/// under `name` (later calls return the same module).
+pub(crate) fn embedded_module<'py>(
+    py: Python<'py>,
+    name: &str,
+    filename: &str,
+    source: &str,
+) -> PyResult<Bound<'py, PyModule>> {
+    if let Ok(m) = py.import(name) {
+        return Ok(m);
+    }
+    let cstr = |s: &str| std::ffi::CString::new(s).expect("embedded Python has no NUL bytes");
+    let m = PyModule::from_code(py, &cstr(source), &cstr(filename), &cstr(name))?;
+    py.import("sys")?.getattr("modules")?.set_item(name, &m)?;
+    Ok(m)
 }
 
 /// Binds the interpreter's streams to a server's context; the first binding

@@ -86,19 +86,7 @@ impl ShellServer {
 
 /// Loads `shell/dmon_shell.py` into the interpreter as module `dmon_shell`.
 pub fn shell_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    if let Ok(m) = py.import("dmon_shell") {
-        return Ok(m);
-    }
-    let m = PyModule::from_code(
-        py,
-        &std::ffi::CString::new(SHELL_SOURCE).expect("no NUL in dmon_shell.py"),
-        c"dmon/shell/dmon_shell.py",
-        c"dmon_shell",
-    )?;
-    py.import("sys")?
-        .getattr("modules")?
-        .set_item("dmon_shell", &m)?;
-    Ok(m)
+    super::embedded_module(py, "dmon_shell", "dmon/shell/dmon_shell.py", SHELL_SOURCE)
 }
 
 #[pymethods]

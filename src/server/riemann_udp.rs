@@ -8,10 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prost::Message;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::udp::forward;
+use super::udp::receive;
 use crate::codec::riemann::{from_proto, Msg};
 use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
@@ -26,43 +25,18 @@ pub async fn run(
     socket: std::net::UdpSocket,
     pipeline: Arc<Pipeline>,
     tx: mpsc::Sender<Work>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let socket = UdpSocket::from_std(socket)?;
-    let mut buf = vec![0u8; 64 * 1024 + 1];
-    let mut stopping = false;
-    loop {
-        let mut batch = Vec::new();
-        if !stopping {
-            let received = tokio::select! {
-                _ = shutdown.changed() => { stopping = true; None }
-                r = socket.recv_from(&mut buf) => Some(r),
-            };
-            match received {
-                Some(Ok((n, peer))) => ingest(&pipeline, &buf[..n], peer, &mut batch),
-                Some(Err(e)) => tracing::warn!("riemann udp receive failed: {e}"),
-                None => {}
-            }
-        }
-        while batch.len() < 1024 {
-            match socket.try_recv_from(&mut buf) {
-                Ok((n, peer)) => ingest(&pipeline, &buf[..n], peer, &mut batch),
-                Err(_) => break,
-            }
-        }
-        if stopping && batch.is_empty() {
-            return Ok(());
-        }
-        if !forward(&pipeline, &tx, batch).await {
-            return Ok(());
-        }
-    }
+    receive(socket, pipeline, tx, shutdown, MAX_DATAGRAM, ingest).await
 }
+
+/// Clients switch to TCP above 16 KiB; this much is accepted.
+const MAX_DATAGRAM: usize = 64 * 1024;
 
 fn ingest(pipeline: &Pipeline, datagram: &[u8], peer: SocketAddr, batch: &mut Vec<Event>) {
     let stats = &pipeline.ingest;
     stats.messages.fetch_add(1, Ordering::Relaxed);
-    if datagram.len() > 64 * 1024 {
+    if datagram.len() > MAX_DATAGRAM {
         stats.bad_messages.fetch_add(1, Ordering::Relaxed);
         warn_limited!(
             BAD_INPUT_LOG,

@@ -39,16 +39,33 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Receives until `shutdown` fires or the pipeline goes away, then drains
-/// what the kernel already holds.
+/// Receives JSON datagrams until `shutdown` fires or the pipeline goes
+/// away, then drains what the kernel already holds.
 pub async fn run(
     socket: std::net::UdpSocket,
     pipeline: Arc<Pipeline>,
     tx: mpsc::Sender<Work>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    receive(socket, pipeline, tx, shutdown, MAX_DATAGRAM, ingest).await
+}
+
+/// Decodes one datagram into `batch`, counting and logging what is bad.
+pub(crate) type Ingest = fn(&Pipeline, &[u8], SocketAddr, &mut Vec<Event>);
+
+/// The receive loop every datagram source shares: one datagram, then every
+/// datagram already waiting (up to a batch), handed over at once.
+pub(crate) async fn receive(
+    socket: std::net::UdpSocket,
+    pipeline: Arc<Pipeline>,
+    tx: mpsc::Sender<Work>,
     mut shutdown: watch::Receiver<bool>,
+    max_datagram: usize,
+    ingest: Ingest,
 ) -> io::Result<()> {
     let socket = UdpSocket::from_std(socket)?;
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    // One byte more than the largest valid datagram, to see oversized ones.
+    let mut buf = vec![0u8; max_datagram + 1];
     loop {
         let received = tokio::select! {
             _ = shutdown.changed() => break,
@@ -59,7 +76,7 @@ pub async fn run(
             Ok((n, peer)) => ingest(&pipeline, &buf[..n], peer, &mut batch),
             Err(e) => tracing::warn!("udp receive failed: {e}"),
         }
-        drain_ready(&socket, &pipeline, &mut buf, &mut batch);
+        drain_ready(&socket, &pipeline, &mut buf, &mut batch, ingest);
         if !forward(&pipeline, &tx, batch).await {
             return Ok(());
         }
@@ -67,7 +84,7 @@ pub async fn run(
     // Shutting down: what already arrived is in flight, so process it too.
     loop {
         let mut batch = Vec::new();
-        drain_ready(&socket, &pipeline, &mut buf, &mut batch);
+        drain_ready(&socket, &pipeline, &mut buf, &mut batch, ingest);
         if batch.is_empty() || !forward(&pipeline, &tx, batch).await {
             return Ok(());
         }
@@ -97,7 +114,13 @@ pub(crate) async fn forward(
     }
 }
 
-fn drain_ready(socket: &UdpSocket, pipeline: &Pipeline, buf: &mut [u8], batch: &mut Vec<Event>) {
+fn drain_ready(
+    socket: &UdpSocket,
+    pipeline: &Pipeline,
+    buf: &mut [u8],
+    batch: &mut Vec<Event>,
+    ingest: Ingest,
+) {
     while batch.len() < MAX_BATCH {
         match socket.try_recv_from(buf) {
             Ok((n, peer)) => ingest(pipeline, &buf[..n], peer, batch),
