@@ -179,3 +179,32 @@ fn a_missing_module_file_fails_start_up_naming_it() {
     assert!(!r.status.success(), "{r:?}");
     assert!(r.stderr.contains("nowhere.py"), "{}", r.stderr);
 }
+
+#[test]
+fn a_missing_ipython_or_bpython_says_how_to_install_it() {
+    // A virtualenv without them (and without the base packages, as a
+    // virtualenv's pyvenv.cfg says by default).
+    let dir = TempDir::new();
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(made.success());
+    for (shell, package) in [("ipython", "ipython"), ("bpython", "bpython")] {
+        let out = std::process::Command::new(dmon_bin())
+            .args(["shell", "-s", shell, "--udp", "127.0.0.1:0"])
+            .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+            .env("VIRTUAL_ENV", &venv)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run dmon shell");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{shell}: must fail, got {stderr}");
+        assert!(
+            stderr.contains(&format!("-m pip install {package}")),
+            "{shell}: the message says how to install it: {stderr}"
+        );
+    }
+}

@@ -62,18 +62,29 @@ pub fn init() -> PyResult<()> {
 }
 
 /// Makes a virtualenv named by `VIRTUAL_ENV` (but not activated) the
-/// interpreter's: its packages come first, and `sys.executable`/`sys.prefix`
-/// point into it, as if its own python were running.
+/// interpreter's, as if its own python were running: its packages come
+/// first, the base packages stay only if its `pyvenv.cfg` includes system
+/// site-packages, and `sys.executable`/`sys.prefix` point into it.
 fn use_virtualenv(py: Python<'_>, venv: &str) -> PyResult<()> {
     let locals = pyo3::types::PyDict::new(py);
     locals.set_item("venv", venv)?;
     py.run(
         c"import os, site, sys
 site_dir = os.path.join(venv, 'lib', f'python{sys.version_info[0]}.{sys.version_info[1]}', 'site-packages')
-before = list(sys.path)
+base_sites = set(site.getsitepackages() + [site.getusersitepackages()])
+include_system = False
+try:
+    with open(os.path.join(venv, 'pyvenv.cfg')) as cfg:
+        for line in cfg:
+            key, _, value = line.partition('=')
+            if key.strip() == 'include-system-site-packages':
+                include_system = value.strip().lower() == 'true'
+except OSError:
+    include_system = True  # not a venv we understand: only add to the path
+before = [p for p in sys.path if include_system or p not in base_sites]
 site.addsitedir(site_dir)
 # addsitedir appends; the virtualenv's packages must win over the base ones.
-sys.path[:] = [p for p in sys.path if p not in before] + before
+sys.path[:] = [p for p in sys.path if p not in before and p not in base_sites] + before
 sys.executable = os.path.join(venv, 'bin', 'python')
 sys.prefix = sys.exec_prefix = venv
 ",
