@@ -2,6 +2,7 @@
 //! Riemann over TCP and UDP), decode them on their own tasks and hand
 //! batches to the pipeline; and [`Server`], which runs them all.
 
+pub mod injector;
 pub mod riemann_tcp;
 pub mod riemann_udp;
 pub mod udp;
@@ -15,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::event::Event;
+pub use injector::{Injector, Stopped};
+
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
 use crate::stats::Stats;
 
@@ -116,7 +118,7 @@ impl Server {
             expiry_clock(clock, stop).await;
             Ok(())
         }));
-        let injector = Injector(Arc::new(std::sync::Mutex::new(Some(tx.clone()))));
+        let injector = Injector::new(tx.clone());
         Ok(Server {
             pipeline,
             udp_addr: bound.udp,
@@ -167,37 +169,6 @@ impl Server {
         self.injector.clone()
     }
 }
-
-/// Puts events into a running pipeline from outside the network sources.
-#[derive(Clone)]
-pub struct Injector(Arc<std::sync::Mutex<Option<mpsc::Sender<Work>>>>);
-
-impl Injector {
-    /// Sends `events` and blocks until every root has processed them. Must
-    /// not be called from an async task.
-    pub fn inject_blocking(&self, events: Vec<Event>) -> Result<(), Stopped> {
-        let tx = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Stopped)?;
-        let (done, wait) = tokio::sync::oneshot::channel();
-        tx.blocking_send(Work::Acked(events, done))
-            .map_err(|_| Stopped)?;
-        drop(tx);
-        wait.blocking_recv().map_err(|_| Stopped)
-    }
-
-    fn close(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-/// The server has stopped; nothing more can be injected.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the server has stopped")]
-pub struct Stopped;
 
 /// Asks the dispatch thread to expire the index once a second.
 async fn expiry_clock(tx: mpsc::Sender<Work>, mut shutdown: watch::Receiver<bool>) {

@@ -1,0 +1,44 @@
+//! The way into a running pipeline that is not a network source: the
+//! shell's `inject`. Each call waits until its events have been processed.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+use crate::pipeline::Work;
+
+/// Puts events into a running pipeline from outside the network sources.
+#[derive(Clone)]
+pub struct Injector(Arc<Mutex<Option<mpsc::Sender<Work>>>>);
+
+impl Injector {
+    pub(super) fn new(tx: mpsc::Sender<Work>) -> Self {
+        Injector(Arc::new(Mutex::new(Some(tx))))
+    }
+
+    /// Sends `events` and blocks until every root has processed them. Must
+    /// not be called from an async task.
+    pub fn inject_blocking(&self, events: Vec<Event>) -> Result<(), Stopped> {
+        let tx = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Stopped)?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        tx.blocking_send(Work::Acked(events, done))
+            .map_err(|_| Stopped)?;
+        drop(tx);
+        wait.blocking_recv().map_err(|_| Stopped)
+    }
+
+    pub(super) fn close(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// The server has stopped; nothing more can be injected.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the server has stopped")]
+pub struct Stopped;
