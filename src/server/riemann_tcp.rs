@@ -80,7 +80,9 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (read, write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
+    // Small buffers: a thousand idle connections cost little; large frames
+    // are read straight into their own buffer.
+    let mut read = BufReader::with_capacity(8 * 1024, read);
     let mut write = BufWriter::new(write);
     loop {
         let len = tokio::select! {
