@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PY_TEST_DEPS=(aiosmtpd hy bpython ipython)
+PY_TEST_DEPS=(aiosmtpd hy bpython ipython riemann-client)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -26,11 +26,16 @@ if ((${#missing[@]})); then
 fi
 
 # --- System packages that tests drive ----------------------------------------
-if ! command -v tmux >/dev/null 2>&1; then
-    log "installing tmux"
+apt_missing=()
+command -v tmux >/dev/null 2>&1 || apt_missing+=(tmux)
+# Debian's C client; not `command -v`: the PyPI riemann-client in .venv has
+# a command of the same name.
+[[ -x /usr/bin/riemann-client ]] || apt_missing+=(riemann-c-client)
+if ((${#apt_missing[@]})); then
+    log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq tmux >/dev/null
+    apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
 # --- Make the venv the Python that pyo3 builds against and embeds -----------

@@ -16,7 +16,7 @@ pub struct RiemannClient {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("invalid reply: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -48,13 +48,37 @@ impl RiemannClient {
 
     pub fn read_reply(&mut self) -> Result<Msg, ClientError> {
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
+        self.stream
+            .read_exact(&mut len)
+            .map_err(|e| self.timeout_error(e))?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut body)?;
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| self.timeout_error(e))?;
         let reply = Msg::decode(bytes::Bytes::from(body))?;
         match reply.ok {
             Some(false) => Err(ClientError::Refused(reply.error_text().unwrap_or_default())),
             _ => Ok(reply),
+        }
+    }
+
+    /// A read that timed out says so, instead of "resource temporarily
+    /// unavailable".
+    fn timeout_error(&self, e: io::Error) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                let after = self
+                    .stream
+                    .read_timeout()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply within {after:?}"),
+                )
+            }
+            _ => e,
         }
     }
 

@@ -7,13 +7,17 @@
 //! the sender instead of dropping); a query is answered from the index.
 //!
 //! Memory stays bounded under hostile clients: a frame over `max_frame` gets
-//! an error reply and the connection is closed before anything is allocated,
-//! and all connections together hold at most [`FRAME_BUDGET`] bytes of
-//! frames at once. A client that stops reading stalls only itself.
+//! an error reply and the connection is closed before anything is allocated;
+//! all connections together hold at most [`FRAME_BUDGET`] bytes of large
+//! frames, and a large frame that does not fit is refused at once rather
+//! than queued (so idle senders of huge frames cannot starve small ones); a
+//! body must arrive within [`BODY_DEADLINE`]. A client that stops reading
+//! stalls only itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -29,8 +33,14 @@ use crate::warn_limited;
 
 /// Default largest frame accepted.
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
-/// Bytes of frames all connections may hold at once.
+/// Bytes of large frames all connections may hold at once.
 pub const FRAME_BUDGET: usize = 256 * 1024 * 1024;
+/// Frames up to this size are not counted against the budget: a connection
+/// holds at most one, so they are bounded by the number of connections.
+const SMALL_FRAME: usize = 64 * 1024;
+/// How long a client may take to send a frame's body once its length has
+/// arrived; a client that stalls mid-frame must not hold memory for ever.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 static BAD_CLIENT_LOG: LogLimiter = LogLimiter::new(10);
 
@@ -129,18 +139,32 @@ async fn request(
             shared.max_frame
         )))));
     }
-    let permits = len.div_ceil(1024).max(1) as u32;
-    let _budget = shared
-        .budget
-        .acquire_many(permits)
-        .await
-        .map_err(|_| Close(None))?;
+    let _budget = if len > SMALL_FRAME {
+        let kib = len.div_ceil(1024) as u32;
+        match shared.budget.try_acquire_many(kib) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                warn_limited!(BAD_CLIENT_LOG, "riemann tcp {peer}: refused a {len}-byte frame: large frames in flight already fill the {} MiB budget", FRAME_BUDGET >> 20);
+                return Err(Close(Some(Msg::refused(format!(
+                    "server busy: too many large messages in flight; retry the {len}-byte message later"
+                )))));
+            }
+        }
+    } else {
+        None
+    };
     let mut body = vec![0u8; len];
-    if let Err(e) = read.read_exact(&mut body).await {
+    let received = match tokio::time::timeout(BODY_DEADLINE, read.read_exact(&mut body)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("not received within {BODY_DEADLINE:?}")),
+    };
+    if let Err(why) = received {
         stats.bad_messages.fetch_add(1, Ordering::Relaxed);
         warn_limited!(
             BAD_CLIENT_LOG,
-            "riemann tcp {peer}: frame cut short after its length ({len} bytes expected): {e}"
+            "riemann tcp {peer}: frame cut short after its length ({len} bytes expected): {why}"
         );
         return Err(Close(None));
     }
