@@ -105,11 +105,19 @@ def event(**fields):
 
 
 def send(*events, **fields):
-    """send(event | dict | JSON | list | **fields): send events over the real UDP socket to the server."""
+    """send(event | dict | JSON | list | **fields): send events over the real UDP socket to the server.
+
+    send(e, *targets) with stream targets passes e on to them, as dmon.streams.send
+    does inside coroutines, so coroutines typed at the prompt work too."""
+    if len(events) >= 2 and not fields and all(hasattr(t, "send") for t in events[1:]):
+        return _streams_send(*events)
     evs = _events_from(events, fields)
     for e in evs:
         sock.sendto(e.to_json().encode(), addr)
     return None if len(evs) == 1 else f"{len(evs)} events sent to {addr[0]}:{addr[1]}"
+
+
+from dmon.streams import send as _streams_send  # noqa: E402
 
 
 def stats():
@@ -222,7 +230,7 @@ def reload():
     for name in list(_ns):
         if "stream" in name and isinstance(_ns[name], Stream):
             del _ns[name]
-    _ns.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    adopt(module)
     _sync(announce=True)
 
 
@@ -288,7 +296,7 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
         import builtins
         return builtins.help(obj)
     print(_paint(BOLD, "dmon shell commands"))
-    for f in (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help):
+    for f in _HELPERS:
         print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {f.__doc__.splitlines()[0].split(': ', 1)[-1]}")
     print(_paint(BOLD, "stream functions (dmon.streams)"))
     import dmon.streams as ds
@@ -383,6 +391,9 @@ def run_bpython():
     import bpython
     import bpython.repl
     from bpython.curtsies import FullCurtsiesRepl
+    from bpython.curtsiesfrontend import events as bpython_events
+    from curtsies import events as curtsies_events
+    from bpython.curtsiesfrontend.repl import FakeStdin
 
     original_runsource = bpython.repl.Interpreter.runsource
 
@@ -394,6 +405,7 @@ def run_bpython():
 
     original_init = FullCurtsiesRepl.__init__
     original_paint = FullCurtsiesRepl.process_event_and_paint
+    original_stdin_event = FakeStdin.process_event
 
     def init(self, *args, **kwargs):
         global _bpython_repl
@@ -401,18 +413,66 @@ def run_bpython():
         _bpython_repl = self
 
     def process_event_and_paint(self, e):
-        while _bpython_pending:
+        # Server lines go in only between lines of the user's own output,
+        # never into the middle of one.
+        while _bpython_pending and self.current_stdouterr_line == "":
             self.send_to_stdouterr(_bpython_pending.popleft() + "\n")
         return original_paint(self, e)
+
+    enter_keys = ("\n", "\r", "<Ctrl-j>", "<Ctrl-m>")
+
+    def stdin_event(self, e):
+        # bpython 0.26 treats keys that arrive together as a paste, and a
+        # paste into input() (our paste()) swallows its Enter: feed such a
+        # paste as text, Enter, text, … so each line reaches input().
+        if isinstance(e, curtsies_events.PasteEvent) and any(k in enter_keys for k in e.events):
+            text = []
+            for i, key in enumerate(e.events):
+                if key not in enter_keys:
+                    text.append(key)
+                    continue
+                if text:
+                    chunk = curtsies_events.PasteEvent()
+                    chunk.events = text
+                    stdin_event(self, chunk)
+                    text = []
+                stdin_event(self, "\n")
+                if not self.has_focus:
+                    # The code went on; what is left is typed at the prompt
+                    # (or into the next input(), which takes focus again).
+                    rest = e.events[i + 1:]
+                    if rest:
+                        chunk = curtsies_events.PasteEvent()
+                        chunk.events = rest
+                        self.repl.process_event(chunk)
+                    return
+            if text:
+                chunk = curtsies_events.PasteEvent()
+                chunk.events = text
+                stdin_event(self, chunk)
+            return
+        original_stdin_event(self, e)
+        # bpython defers refreshes while input() receives a paste and only
+        # its own Enter handling performs them; without this, input() waits
+        # for ever.
+        while self.repl.fake_refresh_requested:
+            self.repl.fake_refresh_requested = False
+            self.repl.process_event(bpython_events.RefreshRequestEvent())
 
     bpython.repl.Interpreter.runsource = runsource
     FullCurtsiesRepl.__init__ = init
     FullCurtsiesRepl.process_event_and_paint = process_event_and_paint
+    FakeStdin.process_event = stdin_event
+    # blessed turns off every terminal capability under NO_COLOR, cursor
+    # movement included, which leaves bpython's screen unusable.
+    no_color = os.environ.pop("NO_COLOR", None)
     try:
         bpython.embed(locals_=_ns, banner=banner())
     finally:
         global _bpython_repl
         _bpython_repl = None
+        if no_color is not None:
+            os.environ["NO_COLOR"] = no_color
         while _bpython_pending:
             print(_bpython_pending.popleft())
 
@@ -424,15 +484,30 @@ def set_address(host, port):
     _ns["addr"] = addr
 
 
+_HELPERS = (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help)
+
+
+def _put_helpers():
+    for f in _HELPERS:
+        _ns[f.__name__] = f
+    _ns.update(sock=sock, Event=Event)
+
+
+def adopt(module):
+    """Brings the stream module's names into the shell; the shell's helpers
+    keep their names (a module's `from dmon.streams import *` would shadow
+    `send` and `index`)."""
+    _ns.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    _put_helpers()
+
+
 def setup(server, namespace):
     """Fills `namespace` with the helpers and dmon.streams; returns it."""
     global _server, _ns, _interp
     _server, _ns = server, namespace
     import dmon.streams as ds
     namespace.update({k: getattr(ds, k) for k in ds.__all__})
-    for f in (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help):
-        namespace[f.__name__] = f
-    namespace.update(sock=sock, Event=Event)
+    _put_helpers()
     ds._index_repr = _index_table
     namespace.setdefault("__name__", "__main__")
     _interp = PlainInterpreter(namespace)

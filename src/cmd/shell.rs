@@ -171,11 +171,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         shell_module(py)?.call_method1("setup", (&handle, &ns))?;
         if local {
             let module = loader::import(py, &source)?;
-            for (name, value) in module.bind(py).dict().iter() {
-                if !name.extract::<String>()?.starts_with("__") {
-                    ns.set_item(name, value)?;
-                }
-            }
+            shell_module(py)?.call_method1("adopt", (module,))?;
             let roots = handle.get().sync_roots(&ns)?;
             if roots.as_ref().is_none_or(|r| r.is_empty()) {
                 anyhow::bail!(

@@ -1,0 +1,694 @@
+//! dmon's interactive shell, in real terminals: each test runs `dmon shell`
+//! (plain python, IPython or bpython) in its own tmux server and types at it
+//! as a user would, reading the screen back with `tmux capture-pane`.
+
+mod shell_support;
+
+use shell_support::{has_line, has_line_starting, lines, stat, Kind, Shell, Start, TempDir};
+
+/// The stream module every test starts from.
+const STREAMS: &str = r#"from dmon.streams import *
+
+warn_stream = when(lambda e: e.state == "warning", printer("warn: "))
+index_stream = index()
+"#;
+
+/// The same module after an edit: the warning printer's prefix changed.
+const STREAMS_V2: &str = r#"from dmon.streams import *
+
+warn_stream = when(lambda e: e.state == "warning", printer("WARN2: "))
+index_stream = index()
+"#;
+
+/// A module that fails on line 3.
+const STREAMS_BROKEN: &str = r#"from dmon.streams import *
+
+raise RuntimeError("boom")
+warn_stream = when(lambda e: e.state == "warning", printer("never: "))
+"#;
+
+fn start(kind: Kind, dir: &TempDir) -> Shell {
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(kind, dir, &streams);
+    // bpython draws through blessed, which turns every terminal capability
+    // off (cursor movement too, not only colour) when NO_COLOR is set: see
+    // `bpython_with_no_color_keeps_its_screen_readable`.
+    opts.color = kind == Kind::Bpython;
+    Shell::start(opts)
+}
+
+/// The session every shell must support, from start to a clean exit.
+fn scenario(kind: Kind) {
+    let dir = TempDir::new();
+    let shell = start(kind, &dir);
+    let module = dir.path().join("streams.py");
+
+    assert!(
+        shell.banner.starts_with(&format!(
+            "dmon {} — streams: warn_stream, index_stream — UDP 127.0.0.1:",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "banner: {:?}",
+        shell.banner
+    );
+    assert!(
+        shell.banner.ends_with("— help() for commands"),
+        "banner: {:?}",
+        shell.banner
+    );
+
+    // inject() runs an event through the streams; the printer's line shows.
+    shell.run_expect(
+        r#"inject(host="web1", state="warning", metric=2.5)"#,
+        r#"warn: {"host":"web1","state":"warning","time":"#,
+    );
+    let screen = shell.wait_for_line_starting(r#"warn: {"host":"web1","state":"warning","time":"#);
+    let line = screen
+        .lines()
+        .find(|l| l.starts_with(r#"warn: {"host":"web1""#))
+        .unwrap();
+    assert!(
+        line.trim_end().ends_with(r#","metric":2.5}"#),
+        "printer line: {line:?}"
+    );
+
+    // streams() shows the tree with the counters that moved.
+    let out = shell.type_line("streams()");
+    assert!(
+        has_line(&out, "warn_stream = when(<lambda>)  in 1  out 1  errors 0"),
+        "streams():\n{out}"
+    );
+    assert!(
+        has_line(&out, r#"    printer("warn: ")  in 1  out 0  errors 0"#),
+        "streams():\n{out}"
+    );
+    assert!(
+        has_line(&out, "index_stream = index()  in 1  out 0  errors 0"),
+        "streams():\n{out}"
+    );
+
+    // paste(): NDJSON lines until a blank line; each event is injected.
+    shell.type_at_prompt("paste()");
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("paste()'s invitation", |s| {
+        s.contains("paste JSON events; end with a blank line or Ctrl-D")
+    });
+    shell.type_input(r#"{"host":"p1","state":"warning"}"#);
+    shell.type_input(r#"{"host":"p2","state":"warning","metric":7}"#);
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("paste() to finish", |s| {
+        s.contains("2 event(s) injected") && shell.at_prompt(s)
+    });
+    let screen = shell.wait_for("both pasted events printed", |s| {
+        s.contains(r#"warn: {"host":"p1""#) && s.contains(r#"warn: {"host":"p2""#)
+    });
+    for line in [
+        r#"warn: {"host":"p1","state":"warning","time":"#,
+        r#"warn: {"host":"p2","state":"warning","time":"#,
+        "2 event(s) injected",
+    ] {
+        assert!(
+            screen.lines().any(|l| l.starts_with(line)),
+            "{line:?} is not a line of its own after paste():\n{}",
+            shell.output_since(&screen, "paste()")
+        );
+    }
+
+    // A datagram from another process while the prompt is idle.
+    shell.send_datagram(r#"{"host":"ext","state":"warning"}"#);
+    shell.wait_for_line_starting(r#"warn: {"host":"ext","state":"warning""#);
+    let screen = shell.wait_for("the prompt back after the datagram", |s| shell.at_prompt(s));
+    assert!(shell.at_prompt(&screen));
+
+    // A stream defined at the prompt takes effect when the statement ends.
+    let out = shell.type_line(r#"x_stream = printer("x: ")"#);
+    assert!(
+        has_line(&out, "streams: warn_stream, index_stream, x_stream"),
+        "after defining x_stream:\n{out}"
+    );
+    shell.run_expect(r#"inject(host="xhost")"#, r#"x: {"host":"xhost""#);
+    shell.wait_for_line_starting(r#"x: {"host":"xhost","time":"#);
+    let out = shell.type_line("del x_stream");
+    assert!(
+        has_line(&out, "streams: warn_stream, index_stream"),
+        "after del x_stream:\n{out}"
+    );
+    shell.run_expect(
+        r#"inject(host="after-del", state="warning")"#,
+        r#"warn: {"host":"after-del""#,
+    );
+    let out = shell.type_line("streams()");
+    assert!(
+        !has_line_starting(&out, "x_stream"),
+        "x_stream is still a root:\n{out}"
+    );
+    assert!(
+        !has_line_starting(&shell.screen(), r#"x: {"host":"after-del""#),
+        "a deleted stream still printed:\n{}",
+        shell.screen()
+    );
+
+    // reload() picks up the edited module file.
+    std::fs::write(&module, STREAMS_V2).unwrap();
+    let out = shell.type_line("reload()");
+    assert!(
+        has_line(&out, "streams: warn_stream, index_stream"),
+        "reload():\n{out}"
+    );
+    shell.run_expect(
+        r#"inject(host="r2", state="warning")"#,
+        r#"WARN2: {"host":"r2","state":"warning""#,
+    );
+    shell.wait_for_line_starting(r#"WARN2: {"host":"r2","state":"warning""#);
+
+    // A broken module: reload() says where, and the running streams stay.
+    std::fs::write(&module, STREAMS_BROKEN).unwrap();
+    let out = shell.run_expect("reload()", "RuntimeError: boom");
+    assert!(
+        out.contains("reload failed; the running streams are unchanged:"),
+        "reload() of a broken module:\n{out}"
+    );
+    let location = format!("{}:3", module.display());
+    assert!(out.contains(&location), "no {location} in:\n{out}");
+    shell.run_expect(
+        r#"inject(host="r3", state="warning")"#,
+        r#"WARN2: {"host":"r3","state":"warning""#,
+    );
+    shell.wait_for_line_starting(r#"WARN2: {"host":"r3","state":"warning""#);
+
+    // Leave: the server shuts down cleanly and releases its port.
+    match kind {
+        Kind::Ipython => {
+            shell.type_at_prompt("exit()");
+            shell.tmux.keys(&["Enter"]);
+        }
+        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+    }
+    let stats = shell.assert_clean_exit();
+    assert_eq!(stat(&stats, "datagrams"), 1, "stats: {stats}");
+    // web1, p1, p2, ext, xhost, after-del, r2, r3
+    assert_eq!(
+        stat(&stats, "processed"),
+        8 + stat(&stats, "expired"),
+        "stats: {stats}"
+    );
+}
+
+#[test]
+fn python_shell_session() {
+    scenario(Kind::Python);
+}
+
+#[test]
+fn ipython_shell_session() {
+    scenario(Kind::Ipython);
+}
+
+#[test]
+fn bpython_shell_session() {
+    scenario(Kind::Bpython);
+}
+
+#[test]
+fn bpython_exit_function_stops_the_server() {
+    let dir = TempDir::new();
+    let shell = start(Kind::Bpython, &dir);
+    shell.send_datagram(r#"{"host":"before-exit","state":"warning"}"#);
+    shell.wait_for_line_starting(r#"warn: {"host":"before-exit""#);
+    shell.type_at_prompt("exit()");
+    shell.tmux.keys(&["Enter"]);
+    let stats = shell.assert_clean_exit();
+    assert_eq!(stat(&stats, "datagrams"), 1, "stats: {stats}");
+}
+
+/// With NO_COLOR set, bpython must still draw a usable screen: the banner,
+/// one prompt per line, and printer output on lines of their own.
+#[test]
+fn bpython_with_no_color_keeps_its_screen_readable() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", STREAMS);
+    let shell = Shell::start(Start::new(Kind::Bpython, &dir, &streams));
+    shell.run_expect(
+        r#"inject(host="nc", state="warning")"#,
+        r#"warn: {"host":"nc""#,
+    );
+    let screen = shell.wait_for("the prompt", |s| shell.at_prompt(s));
+    assert!(
+        has_line_starting(&screen, r#"warn: {"host":"nc","state":"warning""#),
+        "the printer line is not a line of its own:\n{screen}"
+    );
+    assert!(
+        has_line(&screen, r#">>> inject(host="nc", state="warning")"#),
+        "the input is not a line of its own:\n{screen}"
+    );
+    shell.tmux.keys(&["C-d"]);
+    shell.assert_clean_exit();
+}
+
+/// Under bpython, what a statement prints and the printer lines of the
+/// events it injects each keep lines of their own.
+#[test]
+fn bpython_printer_lines_do_not_join_printed_output() {
+    let dir = TempDir::new();
+    let shell = start(Kind::Bpython, &dir);
+    for i in 0..3 {
+        let statement = format!(r#"inject(host="j{i}", state="warning"); print("done", {i})"#);
+        shell.type_line(&statement);
+        let printed = format!(r#"warn: {{"host":"j{i}","state":"warning""#);
+        let screen = shell.wait_for("the printer line", |s| s.contains(&printed));
+        let out = shell.output_since(&screen, &statement);
+        assert!(
+            has_line(&out, &format!("done {i}")),
+            "`done {i}` is not a line of its own:\n{out}"
+        );
+        assert!(
+            has_line_starting(&out, &printed),
+            "the printer line is not a line of its own:\n{out}"
+        );
+    }
+    shell.tmux.keys(&["C-d"]);
+    shell.assert_clean_exit();
+}
+
+/// paste() takes lines pasted all at once, as a terminal pastes them.
+fn paste_all_at_once(kind: Kind) {
+    let dir = TempDir::new();
+    let shell = start(kind, &dir);
+    shell.type_at_prompt("paste()");
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("paste()'s invitation", |s| {
+        s.contains("paste JSON events; end with a blank line or Ctrl-D")
+    });
+    shell.tmux.paste(concat!(
+        r#"{"host":"q1","state":"warning"}"#,
+        "\n",
+        r#"{"host":"q2","state":"warning"}"#,
+        "\n",
+        r#"{"host":"q3","state":"warning"}"#,
+        "\n\n",
+    ));
+    shell.wait_for("paste() to finish", |s| {
+        s.contains("3 event(s) injected") && shell.at_prompt(s)
+    });
+    for host in ["q1", "q2", "q3"] {
+        shell.wait_for_line_starting(&format!(r#"warn: {{"host":"{host}","state":"warning""#));
+    }
+    // The shell goes on.
+    let out = shell.type_line("print(6 * 7)");
+    assert!(has_line(&out, "42"), "{out}");
+    match kind {
+        Kind::Ipython => {
+            shell.type_at_prompt("exit()");
+            shell.tmux.keys(&["Enter"]);
+        }
+        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+    }
+    shell.assert_clean_exit();
+}
+
+#[test]
+fn python_paste_all_at_once() {
+    paste_all_at_once(Kind::Python);
+}
+
+#[test]
+fn ipython_paste_all_at_once() {
+    paste_all_at_once(Kind::Ipython);
+}
+
+#[test]
+fn bpython_paste_all_at_once() {
+    paste_all_at_once(Kind::Bpython);
+}
+
+// ---------------------------------------------------------------------------
+// The plain shell
+// ---------------------------------------------------------------------------
+
+fn plain(dir: &TempDir) -> Shell {
+    start(Kind::Python, dir)
+}
+
+fn leave(shell: &Shell) {
+    shell.tmux.keys(&["C-d"]);
+    shell.assert_clean_exit();
+}
+
+#[test]
+fn plain_multi_line_block() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.type_line("for i in range(2):");
+    assert!(
+        lines(&shell.screen()).last_non_blank() == Some("..."),
+        "no continuation prompt:\n{}",
+        shell.screen()
+    );
+    shell.type_line("    print(i * 10 + 7)");
+    let out = shell.type_line("");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["7", "17"], "block output");
+    leave(&shell);
+}
+
+#[test]
+fn plain_tab_completes_names() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.tmux.type_text("inj");
+    shell.tmux.keys(&["Tab"]);
+    shell.wait_for("`inj` completed to `inject`", |s| {
+        s.lines().any(|l| l.starts_with(">>> inject"))
+    });
+    // The completed name is usable: finish the call.
+    shell.tmux.type_text(r#"host="tab", state="warning")"#);
+    let screen = shell.wait_for("the completed line", |s| {
+        has_line(s, r#">>> inject(host="tab", state="warning")"#)
+    });
+    assert!(shell.at_prompt(&screen));
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for_line_starting(r#"warn: {"host":"tab""#);
+    leave(&shell);
+}
+
+#[test]
+fn plain_ctrl_c_at_the_prompt_cancels_the_line() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell
+        .tmux
+        .type_text(r#"inject(host="cancelled", state="warning")"#);
+    shell.wait_for("the typed line", |s| {
+        has_line(s, r#">>> inject(host="cancelled", state="warning")"#)
+    });
+    shell.tmux.keys(&["C-c"]);
+    let screen = shell.wait_for("KeyboardInterrupt and a fresh prompt", |s| {
+        has_line(s, "KeyboardInterrupt") && lines(s).last_non_blank() == Some(">>>")
+    });
+    assert!(!has_line_starting(&screen, "warn: "), "{screen}");
+    let out = shell.type_line("streams()");
+    assert!(
+        has_line(&out, "warn_stream = when(<lambda>)  in 0  out 0  errors 0"),
+        "the cancelled line ran:\n{out}"
+    );
+    leave(&shell);
+}
+
+#[test]
+fn plain_ctrl_c_interrupts_running_code() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.type_at_prompt(r#"import time; print("sleep" + "ing"); time.sleep(30)"#);
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("the code to run", |s| has_line(s, "sleeping"));
+    let started = std::time::Instant::now();
+    shell.tmux.keys(&["C-c"]);
+    let screen = shell.wait_for("KeyboardInterrupt and a fresh prompt", |s| {
+        has_line(s, "KeyboardInterrupt") && shell.at_prompt(s)
+    });
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "Ctrl-C did not interrupt the sleep"
+    );
+    // (The terminal echoes the Ctrl-C as ^C in front of the traceback.)
+    assert!(
+        screen.contains("Traceback (most recent call last):"),
+        "{screen}"
+    );
+    // The shell and the server are still usable.
+    shell.run_expect(
+        r#"inject(host="after", state="warning")"#,
+        r#"warn: {"host":"after""#,
+    );
+    let out = shell.type_line("print(6 * 7)");
+    assert_eq!(out.trim(), "42");
+    leave(&shell);
+}
+
+#[test]
+fn plain_history_persists_across_runs() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", STREAMS);
+    {
+        let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+        shell.type_line("first_run = 1");
+        shell.type_line(r#"print("last of" + " run one")"#);
+        leave(&shell);
+    }
+    let history = dir.path().join("data/dmon/history");
+    let saved = std::fs::read_to_string(&history).unwrap_or_default();
+    assert!(
+        saved.contains(r#"print("last of" + " run one")"#),
+        "{} does not hold the command:\n{saved}",
+        history.display()
+    );
+    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    shell.tmux.keys(&["Up"]);
+    shell.wait_for("the last command of run one recalled", |s| {
+        has_line(s, r#">>> print("last of" + " run one")"#)
+    });
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("the recalled command's output", |s| {
+        has_line(s, "last of run one")
+    });
+    leave(&shell);
+}
+
+#[test]
+fn plain_tap_shows_events_leaving_a_node() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.type_at_prompt("tap(warn_stream, 1)");
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("tap() to start", |s| {
+        s.lines().any(|l| l.starts_with("tapping "))
+    });
+    shell.send_datagram(r#"{"host":"tapped","state":"warning","metric":3}"#);
+    let screen = shell.wait_for("the tapped event and the count", |s| {
+        has_line(s, "'1 event(s) seen'") && shell.at_prompt(s)
+    });
+    let tap = screen
+        .lines()
+        .find(|l| l.starts_with("tap: {"))
+        .unwrap_or_else(|| panic!("no `tap: {{` line:\n{screen}"));
+    let event: serde_json::Value = serde_json::from_str(&tap["tap: ".len()..]).unwrap();
+    assert_eq!(event["host"], "tapped");
+    assert_eq!(event["metric"], 3);
+    leave(&shell);
+}
+
+#[test]
+fn plain_index_table() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.type_line(r#"inject(host="web1", service="cpu", state="warning", metric=2.5, ttl=30)"#);
+    let out = shell.type_line("index()");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r == &["host", "service", "state", "metric", "age", "ttl"]),
+        "no header in:\n{out}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r.first() == Some(&"web1"))
+        .unwrap_or_else(|| panic!("no web1 row in:\n{out}"));
+    assert_eq!(row[1..4], ["cpu", "warning", "2.5"], "row {row:?}");
+    assert!(row[4].ends_with('s'), "age {:?}", row[4]);
+    assert_eq!(row[5], "30");
+    assert!(has_line(&out, "1 event(s) in the index"), "{out}");
+    leave(&shell);
+}
+
+/// index(filter) shows only the events the predicate accepts (even though
+/// the stream module star-imports dmon.streams, which has an `index` too).
+#[test]
+fn plain_index_filter() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.type_line(r#"inject(host="web1", state="ok")"#);
+    shell.type_line(r#"inject(host="web2", state="ok")"#);
+    let out = shell.type_line(r#"index(lambda e: e.host == "web2")"#);
+    let hosts: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|h| h.starts_with("web"))
+        .collect();
+    assert_eq!(hosts, ["web2"], "index(filter):\n{out}");
+    assert!(has_line(&out, "1 event(s) in the index"), "{out}");
+    leave(&shell);
+}
+
+#[test]
+fn plain_shell_colours() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.color = true;
+    let shell = Shell::start(opts);
+    shell.type_line("1 / 0");
+    let screen = shell.tmux.screen_with_escapes();
+    // tmux re-encodes dmon's `\x1b[1;32m` as separate attributes.
+    let green_prompt =
+        |l: &str| l.starts_with("\x1b[1;32m>>> ") || l.starts_with("\x1b[1m\x1b[32m>>> ");
+    assert!(
+        screen.lines().any(green_prompt),
+        "no bold green prompt:\n{}",
+        screen.escape_debug()
+    );
+    assert!(
+        screen.lines().any(|l| l.starts_with("\x1b[31mTraceback")),
+        "no red traceback:\n{}",
+        screen.escape_debug()
+    );
+    assert!(has_line(
+        &shell.screen(),
+        "ZeroDivisionError: division by zero"
+    ));
+    leave(&shell);
+}
+
+#[test]
+fn plain_send_and_the_seed_socket_go_over_udp() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    let out = shell.type_line(r#"send(host="s1", state="warning")"#);
+    assert!(!out.contains("Traceback"), "send(**fields):\n{out}");
+    shell.wait_for_line_starting(r#"warn: {"host":"s1","state":"warning""#);
+    let out = shell.type_line(r#"sock.sendto(event(host="s2", state="warning"), addr)"#);
+    assert!(
+        !out.contains("Traceback"),
+        "sock.sendto(event(..), addr):\n{out}"
+    );
+    shell.wait_for_line_starting(r#"warn: {"host":"s2","state":"warning""#);
+    let out = shell.type_line("addr");
+    assert!(
+        has_line(&out, &format!("('127.0.0.1', {})", shell.port)),
+        "addr:\n{out}"
+    );
+    let out = shell.type_line("stats()");
+    assert!(
+        out.contains("datagrams 2 (bad 0)") && out.contains("events 2 (bad 0)"),
+        "stats():\n{out}"
+    );
+    assert!(
+        has_line(&out, "warn_stream = when(<lambda>)  in 2  out 2  errors 0"),
+        "stats():\n{out}"
+    );
+    leave(&shell);
+}
+
+#[test]
+fn plain_help_lists_the_commands() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    let out = shell.type_line("help()");
+    for command in [
+        "inject()",
+        "paste()",
+        "send()",
+        "event()",
+        "streams()",
+        "tap()",
+        "index()",
+        "stats()",
+        "reload()",
+        "edit()",
+        "watch()",
+        "help()",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(command)),
+            "help() does not list {command}:\n{out}"
+        );
+    }
+    leave(&shell);
+}
+
+#[test]
+fn plain_edit_reloads_after_the_editor_saves() {
+    let dir = TempDir::new();
+    // The "editor" changes the printer's prefix and saves.
+    let editor = dir.write(
+        "editor.sh",
+        "#!/bin/sh\nfor f; do :; done\nsed -i 's/\"warn: \"/\"EDITED: \"/' \"$f\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.env
+        .push(("EDITOR".into(), editor.display().to_string()));
+    opts.env
+        .push(("VISUAL".into(), editor.display().to_string()));
+    let shell = Shell::start(opts);
+    let out = shell.type_line("edit()");
+    assert!(
+        has_line(&out, "streams: warn_stream, index_stream"),
+        "edit():\n{out}"
+    );
+    shell.type_line(r#"inject(host="edited", state="warning")"#);
+    shell.wait_for_line_starting(r#"EDITED: {"host":"edited""#);
+    leave(&shell);
+}
+
+#[test]
+fn plain_watch_reloads_when_the_file_changes() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    let module = dir.path().join("streams.py");
+    let out = shell.type_line("watch()");
+    assert!(
+        out.contains(&format!("watching {}", module.display())),
+        "watch():\n{out}"
+    );
+    std::fs::write(&module, STREAMS_V2).unwrap();
+    // The watcher's messages come from a background thread, above the prompt.
+    let screen = shell.wait_for("the watcher's reload", |s| {
+        has_line(s, &format!("{} changed; reloading", module.display()))
+            && s.lines()
+                .filter(|l| l.trim_end() == "streams: warn_stream, index_stream")
+                .count()
+                >= 1
+    });
+    assert!(shell.at_prompt(&screen), "{screen}");
+    shell.type_line(r#"inject(host="watched", state="warning")"#);
+    shell.wait_for_line_starting(r#"WARN2: {"host":"watched""#);
+    leave(&shell);
+}
+
+#[test]
+fn dmon_without_a_command_starts_the_plain_shell() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.no_subcommand = true;
+    let shell = Shell::start(opts);
+    assert!(
+        shell.banner.starts_with(&format!(
+            "dmon {} — streams: warn_stream, index_stream",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "banner: {:?}",
+        shell.banner
+    );
+    shell.run_expect(
+        r#"inject(host="bare", state="warning")"#,
+        r#"warn: {"host":"bare""#,
+    );
+    shell.type_at_prompt("exit()");
+    shell.tmux.keys(&["Enter"]);
+    shell.assert_clean_exit();
+}
+
+/// `lines(..).last_non_blank()`.
+trait LastNonBlank<'a> {
+    fn last_non_blank(&self) -> Option<&'a str>;
+}
+
+impl<'a> LastNonBlank<'a> for Vec<&'a str> {
+    fn last_non_blank(&self) -> Option<&'a str> {
+        self.iter().rev().find(|l| !l.trim().is_empty()).copied()
+    }
+}
