@@ -692,3 +692,62 @@ impl<'a> LastNonBlank<'a> for Vec<&'a str> {
         self.iter().rev().find(|l| !l.trim().is_empty()).copied()
     }
 }
+
+#[test]
+fn plain_connect_mode_injects_into_and_queries_a_running_dmon() {
+    // The "server": a shell with its Riemann TCP listener on a free port.
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.env
+        .push(("DMON_RIEMANN_TCP".into(), "127.0.0.1:0".into()));
+    let server = Shell::start(opts);
+    let riemann_tcp: u16 = server
+        .banner
+        .split("Riemann TCP 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no Riemann TCP port in {:?}", server.banner));
+
+    // The remote shell, started by hand: its banner differs.
+    let remote_dir = TempDir::new();
+    let argv: Vec<String> = [
+        "env",
+        "NO_COLOR=1",
+        &format!("XDG_DATA_HOME={}", remote_dir.path().display()),
+        &format!("DMON_RIEMANN_TCP=127.0.0.1:{riemann_tcp}"),
+        "DMON_RIEMANN_UDP=off",
+        shell_support::dmon_bin(),
+        "shell",
+        "--connect",
+        &format!("127.0.0.1:{}", server.port),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let remote = shell_support::Tmux::start(remote_dir.path(), &argv);
+    remote.wait_for("the remote shell's banner", |s| {
+        s.contains(&format!("connected to 127.0.0.1:{}", server.port))
+            && s.lines().any(|l| l.starts_with(">>>"))
+    });
+    remote.type_text(r#"inject(host="far", service="cpu", state="warning", metric=7)"#);
+    remote.keys(&["Enter"]);
+    // It runs through the server's streams...
+    server.wait_for_line_starting(r#"warn: {"host":"far","service":"cpu","state":"warning""#);
+    // ...and lands in its index, which the remote shell queries.
+    remote.type_text(r#"query("metric > 5")"#);
+    remote.keys(&["Enter"]);
+    remote.wait_for("the remote query's table", |s| {
+        s.lines()
+            .any(|l| l.starts_with("far") && l.contains("cpu") && l.contains("warning"))
+            && s.contains("1 event(s) in the index")
+    });
+    remote.type_text("stats()");
+    remote.keys(&["Enter"]);
+    remote.wait_for("stats() refused in remote mode", |s| {
+        s.contains("not available with --connect")
+    });
+    remote.keys(&["C-d"]);
+    leave(&server);
+}

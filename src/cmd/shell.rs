@@ -42,7 +42,8 @@ pub struct ShellArgs {
     #[arg(short = 's', long = "shell", value_enum, default_value = "python")]
     pub kind: ShellKind,
     /// Open the shell against a dmon already running at HOST:PORT (its UDP
-    /// address) instead of starting one: inject() and send() go there.
+    /// address) instead of starting one: inject() and send() go there, and
+    /// index() and query() ask its --riemann-tcp address.
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<SocketAddr>,
     #[command(flatten)]
@@ -154,7 +155,12 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let pipeline = Arc::new(Pipeline::new(Arc::clone(&ctx), Vec::new()));
     let (target, first_addr) = match args.connect {
-        Some(remote) => (Target::Remote, remote),
+        Some(remote) => (
+            Target::Remote {
+                riemann_tcp: args.server.riemann_tcp,
+            },
+            remote,
+        ),
         None => (Target::Local(Arc::clone(&pipeline)), args.server.udp),
     };
     let local = args.connect.is_none();

@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyList, PyModule};
 use super::event::{event_from_py, PyEvent};
 use super::loader::{self, StreamSource};
 use super::streams::{to_node, PyStream};
+use crate::client::{ClientError, RiemannClient};
 use crate::cmd::send::send_datagrams;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
@@ -23,10 +24,11 @@ use crate::streams::NodeRef;
 /// The embedded Python half of the shell.
 pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
 
-/// Where the shell's events go: the in-process server, or a remote dmon.
+/// Where the shell's events go: the in-process server, or a remote dmon
+/// (its JSON UDP address, and its Riemann TCP address for queries).
 pub enum Target {
     Local(Arc<Pipeline>),
-    Remote,
+    Remote { riemann_tcp: Option<SocketAddr> },
 }
 
 #[pyclass(name = "ShellServer", module = "dmon._shell", frozen)]
@@ -76,9 +78,9 @@ impl ShellServer {
     fn local(&self) -> PyResult<&Arc<Pipeline>> {
         match &self.target {
             Target::Local(pipeline) => Ok(pipeline),
-            Target::Remote => Err(PyRuntimeError::new_err(
-                "not available with --connect: the remote server's counters, index and streams \
-                 are not exposed over the network yet; inject() and send() work",
+            Target::Remote { .. } => Err(PyRuntimeError::new_err(
+                "not available with --connect: the remote server's counters and streams are not \
+                 exposed over the network yet; inject(), send(), index() and query() work",
             )),
         }
     }
@@ -115,7 +117,7 @@ impl ShellServer {
                 py.detach(move || injector.inject_blocking(events))
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))
             }
-            Target::Remote => {
+            Target::Remote { .. } => {
                 let to = self.udp_addr();
                 py.detach(move || send_datagrams(to, &events))
                     .map(|_| ())
@@ -130,27 +132,39 @@ impl ShellServer {
     }
 
     fn index_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyEvent>>> {
-        let pipeline = self.local()?;
-        pipeline
-            .context()
-            .index
-            .search(|_| true)
-            .iter()
-            .map(|e| PyEvent::wrap(py, e))
-            .collect()
+        self.query_events(py, "true")
     }
 
-    /// The index's events matching a query in Riemann's language.
+    /// The index's events matching a query in Riemann's language; with
+    /// --connect, asked of the remote dmon over Riemann TCP.
     fn query_events(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Py<PyEvent>>> {
-        let pipeline = self.local()?;
-        let query = Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        pipeline
-            .context()
-            .index
-            .search(|e| query.matches(e))
-            .iter()
-            .map(|e| PyEvent::wrap(py, e))
-            .collect()
+        let events: Vec<Arc<Event>> = match &self.target {
+            Target::Local(pipeline) => {
+                let query = Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                pipeline.context().index.search(|e| query.matches(e))
+            }
+            Target::Remote { riemann_tcp } => {
+                let addr = riemann_tcp.ok_or_else(|| {
+                    PyRuntimeError::new_err(
+                        "no Riemann TCP address to query (--riemann-tcp is off)",
+                    )
+                })?;
+                let text = text.to_owned();
+                py.detach(move || {
+                    RiemannClient::connect(addr, Duration::from_secs(10))
+                        .map_err(ClientError::from)
+                        .and_then(|mut client| client.query(&text))
+                })
+                .map_err(|e| match e {
+                    ClientError::Refused(reason) => PyValueError::new_err(reason),
+                    other => PyRuntimeError::new_err(format!("querying {addr}: {other}")),
+                })?
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+            }
+        };
+        events.iter().map(|e| PyEvent::wrap(py, e)).collect()
     }
 
     /// Starts observing what `node` lets through.
@@ -213,7 +227,7 @@ impl ShellServer {
     /// Imports the stream module afresh; raises RuntimeError with the
     /// file, line and reason when it fails.
     fn load_module<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyModule>> {
-        if matches!(self.target, Target::Remote) {
+        if matches!(self.target, Target::Remote { .. }) {
             return Err(PyRuntimeError::new_err(
                 "reload() needs the local server (not --connect)",
             ));
@@ -234,7 +248,17 @@ impl ShellServer {
                 Some(tcp) => format!("UDP {} — Riemann TCP {tcp}", self.udp_addr()),
                 None => format!("UDP {}", self.udp_addr()),
             },
-            Target::Remote => format!("connected to {} (UDP)", self.udp_addr()),
+            Target::Remote {
+                riemann_tcp: Some(tcp),
+            } => {
+                format!(
+                    "connected to {} (UDP), queries to {tcp} (Riemann TCP)",
+                    self.udp_addr()
+                )
+            }
+            Target::Remote { riemann_tcp: None } => {
+                format!("connected to {} (UDP)", self.udp_addr())
+            }
         }
     }
 

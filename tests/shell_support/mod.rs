@@ -402,11 +402,6 @@ impl Shell {
             opts.streams.display().to_string(),
             "--udp".into(),
             "127.0.0.1:0".into(),
-            // Ephemeral Riemann ports too, so parallel shells do not collide on 5555.
-            "--riemann-tcp".into(),
-            "127.0.0.1:0".into(),
-            "--riemann-udp".into(),
-            "127.0.0.1:0".into(),
         ]);
         let tmux = Tmux::start(opts.data_home, &argv);
         let kind = opts.kind;
