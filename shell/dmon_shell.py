@@ -247,17 +247,25 @@ def edit(name=None):
             pass
     if path is None:
         raise RuntimeError("the streams came from the built-in example; start with --streams FILE to edit")
-    before = os.path.getmtime(path)
+    before = _read_bytes(path)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     cmd = editor.split() + ([f"+{line}"] if line else []) + [path]
     subprocess.call(cmd)
-    if os.path.getmtime(path) != before:
+    if _read_bytes(path) != before:
         reload()
     else:
         print(_paint(DIM, "not saved; nothing reloaded"))
 
 
 _watcher = None
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def watch(interval=0.5):
@@ -275,13 +283,11 @@ def watch(interval=0.5):
     _watcher = stop
 
     def run():
-        last = os.path.getmtime(path)
+        # Contents, not mtimes: those are too coarse to see every save.
+        last = _read_bytes(path)
         while not stop.wait(interval):
-            try:
-                now = os.path.getmtime(path)
-            except OSError:
-                continue
-            if now != last:
+            now = _read_bytes(path)
+            if now is not None and now != last:
                 last = now
                 _server.console(f"{path} changed; reloading")
                 reload()

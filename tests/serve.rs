@@ -372,3 +372,41 @@ stream = when(lambda e: e.state == "critical", printer("crit: "))
     assert_eq!(stats.node_count("stream/when/printer", "in"), 51);
     assert_eq!(stats.node("stream/when/printer")["kind"], "printer");
 }
+
+#[test]
+fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
+    let module = |prefix: &str| {
+        format!(
+            "from dmon.streams import *\n\nstream = printer({prefix:?})\nindex_stream = index()\n"
+        )
+    };
+    let mut s = Server::start_with(&module("one: "), "py", &["--watch"]);
+    s.send(json!({"host": "a", "service": "s"}));
+    assert_eq!(text(&s.expect_printed("one: "), "host"), "a");
+
+    std::fs::write(&s.module, module("two: ")).expect("rewrite the module");
+    s.expect_stderr("the reload", |l| l.contains("reloaded"));
+    s.send(json!({"host": "b", "service": "s"}));
+    assert_eq!(text(&s.expect_printed("two: "), "host"), "b");
+
+    std::fs::write(
+        &s.module,
+        format!(
+            "{}raise RuntimeError('broken on purpose')\n",
+            module("three: ")
+        ),
+    )
+    .expect("break the module");
+    s.expect_stderr("the failed reload", |l| {
+        l.contains("reload failed; the running streams are unchanged")
+            && l.contains(":5: RuntimeError")
+    });
+    s.send(json!({"host": "c", "service": "s"}));
+    assert_eq!(text(&s.expect_printed("two: "), "host"), "c");
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    // The index kept its contents across the swap.
+    assert_eq!(done.stats().count("indexed"), 3);
+    assert!(done.printed("three: ").is_empty());
+}

@@ -157,18 +157,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// How often `--watch` looks at the module file.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Reloads the stream module when its file's modification time changes.
+/// Reloads the stream module when its file's contents change. Contents,
+/// not modification times: those are too coarse to see a save that lands
+/// right after a truncate, and an editor's half-written file is simply
+/// followed by the finished one.
 fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Result<()> {
     let path = Python::attach(|py| loader::module_file(py, &source))
         .context("--watch needs a stream module file (--streams FILE or a module name)")?;
-    let modified = move || std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let mut last = modified();
+    let contents = move || std::fs::read(&path).ok();
+    let mut last = contents();
     tracing::info!("watching {} for changes", source.describe());
     std::thread::Builder::new()
         .name("dmon-watch".into())
         .spawn(move || loop {
             std::thread::sleep(WATCH_INTERVAL);
-            let now = modified();
+            let now = contents();
             if now.is_none() || now == last {
                 continue;
             }

@@ -35,11 +35,12 @@ def load_path(path):
         sys.path.insert(0, folder)
     if path.endswith(".hy"):
         return _load_hy(name, path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    _run(path, lambda: spec.loader.exec_module(module))
-    return module
+    # Compiled from the source every time, never from __pycache__: its
+    # one-second mtime check would miss an edit that keeps the file's size
+    # (a reload right after a save would run the old code).
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    return load_source(name, source, path)
 
 
 def load_name(name):
