@@ -1,14 +1,17 @@
-//! A Riemann protocol TCP client: what `dmon send --riemann`, `dmon query`
-//! and the benchmark's load generator speak.
+//! Clients of a running dmon: JSON datagrams over UDP, and the Riemann
+//! protocol over TCP (what `dmon send`, `dmon query`, the shell's
+//! `--connect` and the benchmark's load generators speak).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use prost::Message;
 
+use crate::codec::json;
 use crate::codec::riemann::{from_proto, to_proto, Msg, Query};
 use crate::event::{now_secs, Event};
+use crate::server::udp::MAX_DATAGRAM;
 
 pub struct RiemannClient {
     stream: TcpStream,
@@ -107,4 +110,32 @@ impl RiemannClient {
             .map(|e| from_proto(e, now))
             .collect())
     }
+}
+
+/// Sends events as NDJSON datagrams, packing as many per datagram as fit;
+/// returns how many datagrams went out.
+pub fn send_datagrams(to: SocketAddr, events: &[Event]) -> io::Result<usize> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = UdpSocket::bind(bind)?;
+    let mut datagram = String::new();
+    let mut count = 0;
+    for e in events {
+        let line = json::encode(e);
+        if !datagram.is_empty() && datagram.len() + line.len() + 1 > MAX_DATAGRAM {
+            socket.send_to(datagram.as_bytes(), to)?;
+            count += 1;
+            datagram.clear();
+        }
+        datagram.push_str(&line);
+        datagram.push('\n');
+    }
+    if !datagram.is_empty() {
+        socket.send_to(datagram.as_bytes(), to)?;
+        count += 1;
+    }
+    Ok(count)
 }

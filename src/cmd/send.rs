@@ -1,16 +1,15 @@
 //! `dmon send`: events to a running dmon over UDP, for scripts and checks.
 
 use std::io::BufRead;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::client::RiemannClient;
+use crate::client::{send_datagrams, RiemannClient};
 use crate::codec::json;
 use crate::event::{Event, Number};
-use crate::server::udp::MAX_DATAGRAM;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -93,7 +92,8 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             args.riemann_tcp
         );
     } else {
-        let sent = send_datagrams(args.udp, &events)?;
+        let sent = send_datagrams(args.udp, &events)
+            .with_context(|| format!("sending to {}", args.udp))?;
         eprintln!(
             "dmon send: sent {} event(s) in {sent} datagram(s) to {}",
             events.len(),
@@ -141,31 +141,6 @@ pub fn event_from_pairs(pairs: &[&String]) -> Result<Event, String> {
         }
     }
     Ok(e)
-}
-
-/// Sends events as NDJSON, packing as many per datagram as fit.
-pub fn send_datagrams(to: SocketAddr, events: &[Event]) -> anyhow::Result<usize> {
-    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
-    let socket = UdpSocket::bind(bind)?;
-    let mut datagram = String::new();
-    let mut count = 0;
-    for e in events {
-        let line = json::encode(e);
-        if !datagram.is_empty() && datagram.len() + line.len() + 1 > MAX_DATAGRAM {
-            socket.send_to(datagram.as_bytes(), to)?;
-            count += 1;
-            datagram.clear();
-        }
-        datagram.push_str(&line);
-        datagram.push('\n');
-    }
-    if !datagram.is_empty() {
-        socket
-            .send_to(datagram.as_bytes(), to)
-            .with_context(|| format!("sending to {to}"))?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 #[cfg(test)]

@@ -180,27 +180,23 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             shell_module(py)?.call_method1("adopt", (module,))?;
             let roots = handle.get().sync_roots(&ns)?;
             if roots.as_ref().is_none_or(|r| r.is_empty()) {
-                anyhow::bail!(
-                    "{}: no streams: define at least one module-level name containing \"stream\"",
-                    source.describe()
-                );
+                return Err(loader::no_streams(&source).into());
             }
         }
         Ok(ns.unbind())
     })?;
-    let server = match local {
-        true => {
-            let server = runtime
-                .block_on(Server::start(
-                    pipeline,
-                    &args.server.listeners(),
-                    python::spawn_dispatcher,
-                ))
-                .context("cannot listen")?;
-            handle.get().attach_server(server.injector(), &server.bound);
-            Some(server)
-        }
-        false => None,
+    let server = if local {
+        let server = runtime
+            .block_on(Server::start(
+                pipeline,
+                &args.server.listeners(),
+                python::spawn_dispatcher,
+            ))
+            .context("cannot listen")?;
+        handle.get().attach_server(server.injector(), &server.bound);
+        Some(server)
+    } else {
+        None
     };
     let udp_addr = server.as_ref().map_or(first_addr, |s| s.udp_addr);
     Python::attach(|py| {

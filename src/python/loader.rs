@@ -70,16 +70,21 @@ fn loader(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     super::embedded_module(py, "dmon._loader", "dmon/_loader.py", LOADER_SOURCE)
 }
 
+/// The error for a module that defines no root.
+pub fn no_streams(source: &StreamSource) -> LoadError {
+    LoadError(format!(
+        "{}: no streams: define at least one module-level name containing \"stream\", \
+         e.g. `stream = printer()`",
+        source.describe()
+    ))
+}
+
 /// Imports the stream module and returns it with its roots.
 pub fn load(py: Python<'_>, source: &StreamSource) -> Result<(Py<PyModule>, Vec<Root>), LoadError> {
     let module = import(py, source)?;
     let roots = roots_of(&module.bind(py).dict())?;
     if roots.is_empty() {
-        return Err(LoadError(format!(
-            "{}: no streams: define at least one module-level name containing \"stream\", \
-             e.g. `stream = printer()`",
-            source.describe()
-        )));
+        return Err(no_streams(source));
     }
     Ok((module, roots))
 }
