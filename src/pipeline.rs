@@ -20,7 +20,7 @@ use crate::stats::{IngestStats, Stats};
 use crate::streams::{push, snapshot_tree, NodeRef};
 
 /// Batches in flight between sources and the dispatch thread.
-pub const CHANNEL_CAPACITY: usize = 1024;
+pub const CHANNEL_CAPACITY: usize = 256;
 
 /// A named top-level stream: every event goes to every root.
 #[derive(Clone)]
