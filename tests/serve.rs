@@ -410,3 +410,17 @@ fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
     assert_eq!(done.stats().count("indexed"), 3);
     assert!(done.printed("three: ").is_empty());
 }
+
+#[test]
+fn ctrl_c_right_after_readiness_drains_and_exits_zero() {
+    let s = Server::start("from dmon.streams import *\n\nstream = printer(\"got: \")\n");
+    // No pause: the readiness line already means signals are handled.
+    s.send(json!({"host": "a", "service": "s"}));
+    let done = s.stop_with("INT");
+    assert!(done.status.success(), "exit status {}", done.status);
+    // The datagram was in the socket's queue: shutdown drains it.
+    let stats = done.stats();
+    assert_eq!(stats.count("events"), 1);
+    assert_eq!(stats.count("processed"), 1);
+    assert_eq!(done.printed("got: ").len(), 1);
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pyo3::Python;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::console::Stdout;
 use crate::context::Context;
@@ -142,11 +143,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Handlers first: once "Listening" is printed, a SIGTERM must already
+        // mean a clean shutdown, not the default kill.
+        let stop = StopSignals::install()?;
         let server = Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
             .await
             .context("cannot listen")?;
         announce(&server.bound);
-        wait_for_stop_signal().await?;
+        stop.wait().await;
         tracing::info!("shutting down: processing events already received");
         let stats = server.shutdown().await;
         eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
@@ -188,11 +192,24 @@ fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Resul
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment they are installed.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

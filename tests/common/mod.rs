@@ -595,16 +595,24 @@ impl Server {
 
     /// Sends SIGTERM (with the `kill` command), waits for the exit and for
     /// both pipes to close, and returns everything printed.
-    pub fn terminate(mut self) -> Finished {
+    pub fn terminate(self) -> Finished {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (e.g. "INT" for Ctrl-C) and collects what dmon printed
+    /// until it exits.
+    pub fn stop_with(mut self, signal: &str) -> Finished {
         let pid = self.child.id().to_string();
         let st = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .expect("run kill");
-        assert!(st.success(), "kill -TERM {pid} failed");
+        assert!(st.success(), "kill -{signal} {pid} failed");
         let status = match wait_timeout(&mut self.child, TIMEOUT) {
             Some(s) => s,
-            None => self.fail("dmon serve did not exit within the timeout after SIGTERM"),
+            None => self.fail(&format!(
+                "dmon serve did not exit within the timeout after SIG{signal}"
+            )),
         };
         let stdout = self.stdout.read_to_eof(Duration::from_secs(5));
         let stderr = self.stderr.read_to_eof(Duration::from_secs(5));
