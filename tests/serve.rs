@@ -424,3 +424,59 @@ fn ctrl_c_right_after_readiness_drains_and_exits_zero() {
     assert_eq!(stats.count("processed"), 1);
     assert_eq!(done.printed("got: ").len(), 1);
 }
+
+#[test]
+fn watch_reloads_a_module_named_on_the_python_path() {
+    // `--streams NAME` imports from PYTHONPATH; a reload must run the new
+    // source, not hand back the module already imported.
+    let dir = TempDir::new();
+    let module =
+        |prefix: &str| format!("from dmon.streams import *\n\nstream = printer({prefix:?})\n");
+    let file = dir.write("named_streams.py", &module("one: "));
+    let mut child = std::process::Command::new(dmon_bin())
+        .args([
+            "serve",
+            "--watch",
+            "--streams",
+            "named_streams",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+        .env("PYTHONPATH", dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dmon serve");
+    let mut stdout = Lines::spawn("dmon stdout", child.stdout.take().unwrap());
+    let mut stderr = Lines::spawn("dmon stderr", child.stderr.take().unwrap());
+    let timeout = std::time::Duration::from_secs(20);
+    let ready = stdout
+        .wait_for(timeout, |l| l.starts_with(READY_PREFIX))
+        .expect("dmon serve became ready");
+    let port: u16 = ready.rsplit(' ').next().unwrap().parse().unwrap();
+    let udp = Udp::to(port);
+
+    udp.send_json(&json!({"host": "a"}));
+    stdout
+        .wait_for(timeout, |l| l.starts_with("one: "))
+        .expect("the first module prints");
+    std::fs::write(&file, module("two: ")).expect("rewrite the module");
+    stderr
+        .wait_for(timeout, |l| l.contains("reloaded module named_streams"))
+        .expect("the reload is logged");
+    udp.send_json(&json!({"host": "b"}));
+    let line = stdout
+        .wait_for(timeout, |l| {
+            l.starts_with("two: ") || l.starts_with("one: ")
+        })
+        .expect("the event after the reload prints");
+    assert!(
+        line.starts_with("two: "),
+        "the reloaded module runs: {line}\n{}",
+        stderr.dump()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -182,9 +182,11 @@ fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Resul
             last = now;
             match Python::attach(|py| loader::load(py, &source)) {
                 Ok((_, roots)) => {
-                    let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
-                    tracing::info!("reloaded {}: {}", source.describe(), names.join(", "));
+                    let names: Vec<String> = roots.iter().map(|r| r.name.clone()).collect();
+                    // Swap, then say so: once the line is out, new events
+                    // go through the new streams.
                     pipeline.swap_roots(roots);
+                    tracing::info!("reloaded {}: {}", source.describe(), names.join(", "));
                 }
                 Err(e) => tracing::error!("reload failed; the running streams are unchanged: {e}"),
             }

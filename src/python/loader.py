@@ -4,7 +4,6 @@ Embedded in the dmon binary and run inside its interpreter. Failures raise
 LoadError with one message that names the file, the line and the reason.
 """
 
-import importlib
 import importlib.util
 import os
 import sys
@@ -61,13 +60,23 @@ def load_name(name):
         )
     if spec.origin.endswith(".hy"):
         return load_path(spec.origin)
-    return _run(spec.origin, lambda: importlib.import_module(name))
+    if not spec.origin.endswith(".py"):
+        raise LoadError(f"stream module {name!r} is {spec.origin}, not a .py or .hy source file")
+    # From its source, as load_path does: import_module would hand back the
+    # module already in sys.modules, and a reload would run the old code.
+    with open(spec.origin, encoding="utf-8") as f:
+        source = f.read()
+    return load_source(name, source, spec.origin, spec)
 
 
-def load_source(name, source, filename):
-    """Executes Python `source` (the stream module embedded in dmon)."""
+def load_source(name, source, filename, spec=None):
+    """Executes Python `source` as a fresh module `name` (a dotted name keeps
+    its package, for relative imports)."""
     module = types.ModuleType(name)
     module.__file__ = filename
+    module.__package__ = name.rpartition(".")[0]
+    # The next find_spec(name) (a reload) looks it up here.
+    module.__spec__ = spec
     sys.modules[name] = module
     code = _run(filename, lambda: compile(source, filename, "exec"))
     _run(filename, lambda: exec(code, module.__dict__))
