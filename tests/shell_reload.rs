@@ -3,6 +3,7 @@
 //! and again. Every event must reach exactly one generation of the streams:
 //! none lost in a swap, none run twice.
 
+mod common;
 mod shell_support;
 
 use std::collections::HashMap;

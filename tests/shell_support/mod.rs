@@ -8,6 +8,9 @@
 //! and fails with the whole screen after `TIMEOUT`.
 #![allow(dead_code)]
 
+// The same binary and temporary directories as the other integration tests.
+pub use crate::common::{dmon_bin, TempDir};
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -22,11 +25,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the screen is read while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn dmon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dmon")
-}
-
-/// A unique name for this process and call: tmux sockets, temp dirs.
+/// A unique name for this process and call: tmux sockets.
 fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
@@ -38,40 +37,6 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-// ---------------------------------------------------------------------------
-// Temporary directory
-// ---------------------------------------------------------------------------
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let path = std::env::temp_dir().join(unique("dmon-shell-test"));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes `contents` to `name` inside the directory; returns its path.
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.path.join(name);
-        std::fs::write(&p, contents).expect("write temp file");
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 // ---------------------------------------------------------------------------
