@@ -7,9 +7,15 @@ pub mod serve;
 pub mod shell;
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use clap::{Parser, Subcommand};
+
+use crate::client::RiemannClient;
 
 /// dmon: a monitoring event stream processor with Python streams.
 ///
@@ -64,6 +70,26 @@ impl Cli {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// A running dmon's Riemann TCP address, for the commands that talk to one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RiemannTarget {
+    /// The running dmon's Riemann TCP address.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "DMON_RIEMANN_TCP",
+        default_value = "127.0.0.1:5555"
+    )]
+    pub riemann_tcp: SocketAddr,
+}
+
+impl RiemannTarget {
+    pub fn connect(&self) -> anyhow::Result<RiemannClient> {
+        RiemannClient::connect(self.riemann_tcp, Duration::from_secs(10))
+            .with_context(|| format!("cannot connect to {}", self.riemann_tcp))
     }
 }
 

@@ -1,10 +1,9 @@
 //! `dmon query`: ask a running dmon's index, in Riemann's query language.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use crate::client::{ClientError, RiemannClient};
+use super::RiemannTarget;
+use crate::client::ClientError;
 use crate::codec::json;
 use crate::event::{now_secs, Event};
 
@@ -20,22 +19,15 @@ tagged \"x\", null/nil, true/false, and, or, not, parentheses.")]
 pub struct QueryArgs {
     /// The query.
     pub query: String,
-    /// The dmon's Riemann TCP address.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "DMON_RIEMANN_TCP",
-        default_value = "127.0.0.1:5555"
-    )]
-    pub riemann_tcp: SocketAddr,
+    #[command(flatten)]
+    pub target: RiemannTarget,
     /// Print the events as NDJSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RiemannClient::connect(args.riemann_tcp, Duration::from_secs(10))
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.riemann_tcp))?;
+    let mut client = args.target.connect()?;
     let events = match client.query(&args.query) {
         Ok(events) => events,
         Err(ClientError::Refused(reason)) => {

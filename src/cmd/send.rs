@@ -3,11 +3,11 @@
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::client::{send_datagrams, RiemannClient};
+use super::RiemannTarget;
+use crate::client::send_datagrams;
 use crate::codec::json;
 use crate::event::{Event, Number};
 
@@ -28,18 +28,12 @@ pub struct SendArgs {
         default_value = "127.0.0.1:7689"
     )]
     pub udp: SocketAddr,
-    /// Send over Riemann's TCP protocol instead, and wait for the server's
-    /// acknowledgement (exit status 1 if it refuses).
+    /// Send over Riemann's TCP protocol to --riemann-tcp instead, and wait for
+    /// the server's acknowledgement (exit status 1 if it refuses).
     #[arg(long)]
     pub riemann: bool,
-    /// The dmon's Riemann TCP address, for --riemann.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "DMON_RIEMANN_TCP",
-        default_value = "127.0.0.1:5555"
-    )]
-    pub riemann_tcp: SocketAddr,
+    #[command(flatten)]
+    pub target: RiemannTarget,
     /// JSON objects, or key=value fields of one event. Without any, NDJSON is read from stdin.
     #[arg(value_name = "EVENT")]
     pub events: Vec<String>,
@@ -81,15 +75,14 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.riemann {
-        let mut client = RiemannClient::connect(args.riemann_tcp, Duration::from_secs(10))
-            .with_context(|| format!("cannot connect to {}", args.riemann_tcp))?;
+        let mut client = args.target.connect()?;
         client
             .send_events(&events)
-            .with_context(|| format!("sending to {}", args.riemann_tcp))?;
+            .with_context(|| format!("sending to {}", args.target.riemann_tcp))?;
         eprintln!(
             "dmon send: {} event(s) acknowledged by {}",
             events.len(),
-            args.riemann_tcp
+            args.target.riemann_tcp
         );
     } else {
         let sent = send_datagrams(args.udp, &events)
