@@ -752,3 +752,23 @@ fn plain_connect_mode_injects_into_and_queries_a_running_dmon() {
     remote.keys(&["C-d"]);
     leave(&server);
 }
+
+#[test]
+fn plain_a_stream_name_bound_to_a_non_stream_is_noted_once() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    let note = "`limit_stream` contains \"stream\" but is not a stream (int); it is not a root";
+    shell.type_line("limit_stream = 5");
+    shell.wait_for_line_starting(note);
+    // Later statements do not repeat it.
+    shell.type_line("1 + 1");
+    let screen = shell.type_line("2 + 2");
+    assert!(has_line(&screen, "4"), "{screen}");
+    let count = shell
+        .screen()
+        .lines()
+        .filter(|l| l.starts_with(note))
+        .count();
+    assert_eq!(count, 1, "noted once:\n{}", shell.screen());
+    leave(&shell);
+}

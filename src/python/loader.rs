@@ -120,7 +120,12 @@ pub fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, Loa
 /// a coroutine. Functions, classes and modules with such names are helpers,
 /// not roots; any other value is a mistake worth a warning.
 pub fn roots_of(namespace: &Bound<'_, PyDict>) -> Result<Vec<Root>, LoadError> {
-    root_objects(namespace)
+    let found = root_objects(namespace);
+    for (name, kind) in &found.not_streams {
+        tracing::warn!("{}", not_a_root(name, kind));
+    }
+    found
+        .roots
         .into_iter()
         .map(|(name, value)| {
             let node = to_node(&value).map_err(|e| LoadError(format!("{name}: {e}")))?;
@@ -129,8 +134,21 @@ pub fn roots_of(namespace: &Bound<'_, PyDict>) -> Result<Vec<Root>, LoadError> {
         .collect()
 }
 
-/// The root names and their Python values, in namespace order.
-pub fn root_objects<'py>(namespace: &Bound<'py, PyDict>) -> Vec<(String, Bound<'py, PyAny>)> {
+/// What a namespace holds under names containing "stream".
+pub struct RootObjects<'py> {
+    /// The roots and their Python values, in namespace order.
+    pub roots: Vec<(String, Bound<'py, PyAny>)>,
+    /// Names bound to something that is neither a stream nor a helper, with
+    /// the value's type name.
+    pub not_streams: Vec<(String, String)>,
+}
+
+/// The message for a name that looks like a root and is not one.
+pub fn not_a_root(name: &str, kind: &str) -> String {
+    format!("`{name}` contains \"stream\" but is not a stream ({kind}); it is not a root")
+}
+
+pub fn root_objects<'py>(namespace: &Bound<'py, PyDict>) -> RootObjects<'py> {
     let py = namespace.py();
     let inspect = py.import("inspect").ok();
     let is_helper = |value: &Bound<'py, PyAny>| {
@@ -144,7 +162,10 @@ pub fn root_objects<'py>(namespace: &Bound<'py, PyDict>) -> Vec<(String, Bound<'
                 })
             })
     };
-    let mut roots = Vec::new();
+    let mut found = RootObjects {
+        roots: Vec::new(),
+        not_streams: Vec::new(),
+    };
     for (name, value) in namespace.iter() {
         let Ok(name) = name.extract::<String>() else {
             continue;
@@ -152,26 +173,30 @@ pub fn root_objects<'py>(namespace: &Bound<'py, PyDict>) -> Vec<(String, Bound<'
         if !name.contains("stream") || name.starts_with('_') {
             continue;
         }
-        let is_stream = value.cast::<PyStream>().is_ok()
-            || value
-                .getattr_opt("send")
-                .ok()
-                .flatten()
-                .is_some_and(|s| s.is_callable());
-        if is_stream && (value.cast::<PyStream>().is_ok() || !is_helper(&value)) {
-            roots.push((name, value));
-        } else if !is_helper(&value) {
-            tracing::warn!(
-                "`{name}` contains \"stream\" but is not a stream ({}); it is not a root",
-                value
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            );
+        if value.cast::<PyStream>().is_ok() {
+            found.roots.push((name, value));
+            continue;
+        }
+        if is_helper(&value) {
+            continue;
+        }
+        let has_send = value
+            .getattr_opt("send")
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.is_callable());
+        if has_send {
+            found.roots.push((name, value));
+        } else {
+            let kind = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            found.not_streams.push((name, kind));
         }
     }
-    roots
+    found
 }
 
 #[cfg(test)]

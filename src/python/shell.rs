@@ -43,6 +43,9 @@ pub struct ShellServer {
     /// statement that leaves a root's object alone keeps its node (and its
     /// counters and state).
     roots: Mutex<Vec<(String, Py<PyAny>, NodeRef)>>,
+    /// Names already reported as "not a stream", so a statement does not
+    /// repeat the note for every later statement.
+    not_streams: Mutex<Vec<String>>,
 }
 
 impl ShellServer {
@@ -60,7 +63,20 @@ impl ShellServer {
             source,
             console,
             roots: Mutex::new(Vec::new()),
+            not_streams: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Tells the user, once per name, about a `*stream*` name that is not a
+    /// stream (above the prompt, where server lines go).
+    fn note_not_streams(&self, not_streams: &[(String, String)]) {
+        let mut reported = self.not_streams.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, kind) in not_streams {
+            if !reported.contains(name) {
+                self.console.write_line(&loader::not_a_root(name, kind));
+            }
+        }
+        *reported = not_streams.iter().map(|(name, _)| name.clone()).collect();
     }
 
     /// Connects the handle to the started server.
@@ -183,7 +199,11 @@ impl ShellServer {
         let Target::Local(pipeline) = &self.target else {
             return Ok(None);
         };
-        let found = loader::root_objects(ns);
+        let loader::RootObjects {
+            roots: found,
+            not_streams,
+        } = loader::root_objects(ns);
+        self.note_not_streams(&not_streams);
         let mut current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
         let unchanged = found.len() == current.len()
             && found
