@@ -17,6 +17,8 @@ import time
 
 from dmon.streams import *  # noqa: F401,F403  (the shell's namespace has them all)
 from dmon.streams import Event, Stream
+from dmon.streams import index as _index_node  # the node; `index` here is the helper
+from dmon.streams import send as _streams_send  # the stream send; `send` here is the helper
 
 _server = None
 _ns = None
@@ -117,9 +119,6 @@ def send(*events, **fields):
     return None if len(evs) == 1 else f"{len(evs)} events sent to {addr[0]}:{addr[1]}"
 
 
-from dmon.streams import send as _streams_send  # noqa: E402
-
-
 def stats():
     """stats(): received, decoded, bad, per-node counters, uptime."""
     s = json.loads(_server.stats_json())
@@ -168,9 +167,6 @@ def tap(node, n=None):
     finally:
         t.close()
     return f"{seen} event(s) seen"
-
-
-from dmon.streams import index as _index_node  # noqa: E402
 
 
 def index(filter=None):
