@@ -433,6 +433,14 @@ fn watch_reloads_a_module_named_on_the_python_path() {
     let module =
         |prefix: &str| format!("from dmon.streams import *\n\nstream = printer({prefix:?})\n");
     let file = dir.write("named_streams.py", &module("one: "));
+    // Killed on drop, so a failing assertion leaves no server behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = std::process::Command::new(dmon_bin())
         .args([
             "serve",
@@ -448,9 +456,10 @@ fn watch_reloads_a_module_named_on_the_python_path() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .expect("spawn dmon serve");
-    let mut stdout = Lines::spawn("dmon stdout", child.stdout.take().unwrap());
-    let mut stderr = Lines::spawn("dmon stderr", child.stderr.take().unwrap());
+    let mut stdout = Lines::spawn("dmon stdout", child.0.stdout.take().unwrap());
+    let mut stderr = Lines::spawn("dmon stderr", child.0.stderr.take().unwrap());
     let timeout = std::time::Duration::from_secs(20);
     let ready = stdout
         .wait_for(timeout, |l| l.starts_with(READY_PREFIX))
@@ -477,6 +486,5 @@ fn watch_reloads_a_module_named_on_the_python_path() {
         "the reloaded module runs: {line}\n{}",
         stderr.dump()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
