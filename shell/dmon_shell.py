@@ -377,16 +377,22 @@ def run_ipython():
     IPython.start_ipython(argv=[], user_ns=_ns, config=cfg)
 
 
-_bpython_repl = None
+_bpython_wake = None
+_bpython_woken = False
 _bpython_pending = collections.deque()
 
 
 def bpython_output(line):
     """Server output under bpython: queued here, shown by bpython's own thread
     (its screen cannot be written from another thread)."""
+    global _bpython_woken
     _bpython_pending.append(line)
-    if _bpython_repl is not None:
-        _bpython_repl.interrupting_refresh()  # thread-safe wake-up of bpython's loop
+    wake = _bpython_wake
+    # One wake-up per paint: each writes to a pipe, and a full pipe would
+    # block the server thread that prints.
+    if wake is not None and not _bpython_woken:
+        _bpython_woken = True
+        wake()
 
 
 def run_bpython():
@@ -409,14 +415,25 @@ def run_bpython():
     original_paint = FullCurtsiesRepl.process_event_and_paint
     original_stdin_event = FakeStdin.process_event
 
+    class ServerLines(curtsies_events.Event):
+        """Wakes bpython's loop to show queued server lines."""
+
     def init(self, *args, **kwargs):
-        global _bpython_repl
+        global _bpython_wake
         original_init(self, *args, **kwargs)
-        _bpython_repl = self
+        # A thread-safe trigger of a real event: bpython's own
+        # interrupting_refresh() yields None, which its loop drops while it
+        # gathers module names for completion (seconds after start-up), so
+        # lines waited for the next key.
+        _bpython_wake = self.input_generator.threadsafe_event_trigger(ServerLines)
 
     def process_event_and_paint(self, e):
+        if isinstance(e, ServerLines):
+            e = None  # nothing to process: the paint below shows the lines
         # Server lines go in only between lines of the user's own output,
         # never into the middle of one.
+        global _bpython_woken
+        _bpython_woken = False
         while _bpython_pending and self.current_stdouterr_line == "":
             self.send_to_stdouterr(_bpython_pending.popleft() + "\n")
         return original_paint(self, e)
@@ -471,8 +488,8 @@ def run_bpython():
     try:
         bpython.embed(locals_=_ns, banner=banner())
     finally:
-        global _bpython_repl
-        _bpython_repl = None
+        global _bpython_wake
+        _bpython_wake = None
         if no_color is not None:
             os.environ["NO_COLOR"] = no_color
         while _bpython_pending:
