@@ -16,7 +16,7 @@
 //! | [`outputs`] | services that send events out (mail) |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
-//! | [`stats`], [`log_limit`] | counters, and rate-limited logs |
+//! | [`stats`], [`log_limit`], [`logs`] | counters, rate-limited logs, and where log records go |
 //! | [`query`] | Riemann's query language: parse once, match events natively |
 //! | [`python`] | the embedded interpreter, `dmon.streams`, module loading |
 //! | [`cmd`] | one file per `dmon` subcommand |
@@ -32,6 +32,7 @@ pub mod context;
 pub mod event;
 pub mod index;
 pub mod log_limit;
+pub mod logs;
 pub mod outputs;
 pub mod pipeline;
 pub mod python;

@@ -6,7 +6,6 @@ pub mod send;
 pub mod serve;
 pub mod shell;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,15 +92,11 @@ impl RiemannTarget {
     }
 }
 
-/// Logs go to stderr; `DMON_LOG` (or `RUST_LOG`) filters them, default "info".
+/// Logs go to stderr (the shell moves them above its prompt); `DMON_LOG`
+/// (or `RUST_LOG`) filters them, default "info".
 fn init_logging() {
     let filter = std::env::var("DMON_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    crate::logs::init(&filter);
 }
