@@ -8,6 +8,7 @@ Embedded in the dmon binary; `setup(server, namespace)` fills the namespace.
 import code
 import collections
 import json
+import linecache
 import os
 import socket
 import subprocess
@@ -35,61 +36,95 @@ def _paint(color, text):
     return f"{color}{text}{RESET}" if color else text
 
 
+_FIELDS = ("host", "service", "state", "description", "time", "ttl", "metric", "tags", "attributes")
+_noted_fields = set()
+
+
+def _note_unknown_fields(fields):
+    """Says once per name that a keyword is not an event field (it becomes an
+    attribute, as an unknown JSON key does), so `hostname=` is not a silent typo."""
+    import difflib
+    for name in fields:
+        if name in _FIELDS or name in _noted_fields:
+            continue
+        _noted_fields.add(name)
+        close = difflib.get_close_matches(name, _FIELDS, n=1)
+        hint = f"; did you mean {close[0]}=?" if close else ""
+        print(_paint(DIM, f"note: {name}= is not an event field, so it becomes an attribute{hint}"))
+
+
 def _events_from(args, fields):
-    """Events from inject()/send() arguments."""
+    """Events from inject()/send() arguments; bad JSON lines are reported and skipped."""
     events = []
     for a in args:
         if isinstance(a, (list, tuple)):
             events.extend(_events_from(a, {}))
         elif isinstance(a, str):
-            events.extend(_parse_json_events(a))
+            events.extend(_decode_json(a))
         else:
             events.append(Event(a))
     if fields:
+        _note_unknown_fields(fields)
         events.append(Event(**fields))
     return events
 
 
-def _parse_json_events(text):
-    """A JSON object, a JSON array of objects, or NDJSON."""
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = [json.loads(line) for line in text.splitlines() if line.strip()]
-    values = value if isinstance(value, list) else [value]
-    return [Event(v) for v in values]
+def _decode_json(text):
+    """Events from JSON text as a datagram is decoded (an object, an array,
+    NDJSON whose lines may be arrays); each bad line is reported once."""
+    events, errors = _server.decode_json(text)
+    for err in errors:
+        print(_paint(RED, err))
+    return events
+
+
+def _count(n, what="event"):
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _report(text):
+    """How inject(), send(), paste() and tap() say what they did: one printed line."""
+    # Under bpython, lines the streams printed meanwhile wait for a repaint:
+    # show them first, so they come before the count, as in the other shells.
+    while _bpython_wake is not None and _bpython_pending and \
+            threading.current_thread() is threading.main_thread():
+        print(_bpython_pending.popleft())
+    print(_paint(DIM, text))
 
 
 def inject(*events, **fields):
     """inject(event | dict | JSON string | list | **fields): run events through the streams now."""
     evs = _events_from(events, fields)
     _server.inject(evs)
-    return None if len(evs) == 1 else f"{len(evs)} events injected"
+    _report(f"{_count(len(evs))} injected")
 
 
 def paste():
-    """paste(): paste JSON / NDJSON events, end with a blank line or Ctrl-D; each is injected."""
-    print(_paint(DIM, "paste JSON events; end with a blank line or Ctrl-D"))
+    """paste(): paste JSON events (objects, arrays, NDJSON); a blank line or Ctrl-D ends, Ctrl-C cancels."""
+    print(_paint(DIM, "paste JSON events; end with a blank line or Ctrl-D, Ctrl-C cancels"))
     lines = []
-    while True:
-        try:
-            line = input()
-        except EOFError:
-            break
-        if not line.strip():
-            if lines and _incomplete("\n".join(lines)):
-                continue
-            break
-        lines.append(line)
-    evs = _parse_json_events("\n".join(lines))
+    try:
+        while True:
+            try:
+                line = input()
+            except EOFError:
+                break
+            if not line.strip():
+                if lines and _incomplete("\n".join(lines)):
+                    continue
+                break
+            lines.append(line)
+    except KeyboardInterrupt:
+        _report("paste cancelled; nothing injected")
+        return
+    evs = _decode_json("\n".join(lines))
     _server.inject(evs)
-    print(f"{len(evs)} event(s) injected")
+    _report(f"{_count(len(evs))} injected")
 
 
 def _incomplete(text):
+    """Whether a pretty-printed object is still open (a blank line inside it
+    does not end the paste)."""
     try:
         json.loads(text)
         return False
@@ -116,7 +151,7 @@ def send(*events, **fields):
     evs = _events_from(events, fields)
     for e in evs:
         sock.sendto(e.to_json().encode(), addr)
-    return None if len(evs) == 1 else f"{len(evs)} events sent to {addr[0]}:{addr[1]}"
+    _report(f"{_count(len(evs))} sent to {addr[0]}:{addr[1]}")
 
 
 def stats():
@@ -134,12 +169,13 @@ def stats():
 
 
 def _print_nodes(nodes):
+    """One row per node: its path (the name logs use), how it was built, counters."""
+    path_w = max((len(n["path"]) for n in nodes), default=0)
+    desc_w = max((len(n["describe"]) for n in nodes), default=0)
     for n in nodes:
-        depth = n["path"].count("/") - 1
-        name = n["path"].split("/")[0] + " = " if depth == 0 else ""
         err = _paint(RED, f"errors {n['errors']}") if n["errors"] else f"errors {n['errors']}"
         print(
-            f"{'    ' * depth}{_paint(BOLD, name) if name else ''}{_paint(BLUE, n['describe'])}  "
+            f"{_paint(BOLD, n['path'].ljust(path_w))}  {_paint(BLUE, n['describe'].ljust(desc_w))}  "
             f"{_paint(DIM, 'in')} {_paint(GREEN, n['in'])}  {_paint(DIM, 'out')} {_paint(GREEN, n['out'])}  {err}"
         )
 
@@ -166,7 +202,7 @@ def tap(node, n=None):
         pass
     finally:
         t.close()
-    return f"{seen} event(s) seen"
+    _report(f"{_count(seen)} seen")
 
 
 def index(filter=None):
@@ -292,6 +328,25 @@ def watch(interval=0.5):
     return f"watching {path}"
 
 
+_LEVEL_COLORS = {"ERROR": RED, "WARN": YELLOW, "INFO": GREEN}
+
+
+def logs(n=20):
+    """logs(n=20): the last n log records in full (tracebacks included), oldest first."""
+    records = _server.recent_logs(n)
+    for level, t, message in records:
+        stamp = time.strftime("%H:%M:%S", time.localtime(t))
+        print(f"{_paint(DIM, stamp)} {_paint(_LEVEL_COLORS.get(level, DIM), level)} {message}")
+    if not records:
+        print(_paint(DIM, "no log records yet"))
+
+
+def log_level(level):
+    """log_level("warn"|"info"|"debug"|"off"): which log records are shown and kept from now on."""
+    _server.set_log_level(level)
+    print(_paint(DIM, f"log level: {level}"))
+
+
 def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
     """help(): this list; help(x): Python's help on x."""
     if obj is not None:
@@ -335,9 +390,19 @@ class PlainInterpreter(code.InteractiveInterpreter):
     def write(self, data):
         sys.stderr.write(_paint(RED, data) if _color else data)
 
-    def runsource(self, source, filename="<dmon>", symbol="single"):
+    inputs = 0
+
+    def runsource(self, source, filename=None, symbol="single"):
+        if filename is None:
+            # Each input under its own name in linecache, as IPython and
+            # bpython do, so tracebacks and node names can show the text typed.
+            PlainInterpreter.inputs += 1
+            filename = f"<dmon-input-{PlainInterpreter.inputs}>"
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         more = super().runsource(source, filename, symbol)
-        if not more:
+        if more:
+            linecache.cache.pop(filename, None)
+        else:
             _sync()
         return more
 
@@ -503,7 +568,8 @@ def set_address(host, port):
     _ns["addr"] = addr
 
 
-_HELPERS = (inject, paste, send, event, streams, tap, index, query, stats, reload, edit, watch, help)
+_HELPERS = (inject, paste, send, event, streams, tap, index, query, stats, logs, log_level,
+            reload, edit, watch, help)
 
 
 def _put_helpers():

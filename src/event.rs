@@ -100,12 +100,26 @@ impl Event {
     }
 
     /// A one-line summary for mail subjects and logs: "host service state".
+    /// Control characters are escaped, so a newline in a sender's `host`
+    /// cannot forge a log line or a mail header.
     pub fn summary(&self) -> String {
-        [&self.host, &self.service, &self.state]
-            .iter()
-            .filter_map(|f| f.as_deref())
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut out = String::new();
+        for field in [&self.host, &self.service, &self.state]
+            .into_iter()
+            .flatten()
+        {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            for c in field.chars() {
+                if c.is_control() {
+                    out.extend(c.escape_default());
+                } else {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -154,5 +168,18 @@ mod tests {
             ..Event::default()
         };
         assert_eq!(e.summary(), "web1 warning");
+    }
+
+    #[test]
+    fn summary_escapes_control_characters() {
+        let e = Event {
+            host: Some("web1\n2026-11-27T00:00:00Z  WARN forged".into()),
+            service: Some("cpu\t\u{1b}[31m".into()),
+            ..Event::default()
+        };
+        assert_eq!(
+            e.summary(),
+            "web1\\n2026-11-27T00:00:00Z  WARN forged cpu\\t\\u{1b}[31m"
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::context::Context;
 use crate::event::{now_secs, Event};
 use crate::stats::{IngestStats, Stats};
-use crate::streams::{push, snapshot_tree, NodeRef};
+use crate::streams::{assign_paths, push, snapshot_tree, NodeRef};
 
 /// Batches in flight between sources and the dispatch thread.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -27,6 +27,14 @@ pub const CHANNEL_CAPACITY: usize = 256;
 pub struct Root {
     pub name: String,
     pub node: NodeRef,
+}
+
+impl Root {
+    /// The root node's path: `average_stream/average`; nodes below add
+    /// their kinds (`average_stream/average/when`).
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.name, self.node.kind())
+    }
 }
 
 /// What the dispatch thread receives.
@@ -52,6 +60,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(ctx: Arc<Context>, roots: Vec<Root>) -> Self {
+        name_nodes(&roots);
         Pipeline {
             ctx,
             roots: ArcSwap::from_pointee(roots),
@@ -73,6 +82,7 @@ impl Pipeline {
     /// Replaces the root set; events already being processed finish in the
     /// old set, every later one goes through the new.
     pub fn swap_roots(&self, roots: Vec<Root>) {
+        name_nodes(&roots);
         self.roots.store(Arc::new(roots));
     }
 
@@ -127,11 +137,7 @@ impl Pipeline {
     pub fn stats(&self) -> Stats {
         let mut nodes = Vec::new();
         for root in self.roots.load().iter() {
-            snapshot_tree(
-                &format!("{}/{}", root.name, root.node.kind()),
-                &*root.node,
-                &mut nodes,
-            );
+            snapshot_tree(&root.path(), &*root.node, &mut nodes);
         }
         let mail = self.ctx.mailer.stats();
         Stats {
@@ -154,5 +160,12 @@ impl Pipeline {
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
             nodes,
         }
+    }
+}
+
+/// Gives each node of the roots its path, so its logs say where it is.
+fn name_nodes(roots: &[Root]) {
+    for root in roots {
+        assign_paths(&root.path(), &*root.node);
     }
 }

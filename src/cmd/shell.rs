@@ -14,6 +14,7 @@ use pyo3::types::PyDict;
 use super::serve::ServerOpts;
 use crate::console::{LineSink, Stdout};
 use crate::context::Context;
+use crate::logs;
 use crate::outputs::email::Mailer;
 use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellServer, Target};
@@ -142,6 +143,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         ShellKind::Ipython => Arc::new(PythonStdout),
         ShellKind::Bpython => Arc::new(BpythonQueue),
     };
+    // Log records go above the prompt too, in their short form (logs()
+    // shows them whole).
+    logs::to_console(Arc::clone(&console), color());
     let ctx = Arc::new(Context::new(
         Mailer::start(args.server.smtp.clone()),
         Arc::clone(&console),
@@ -228,6 +232,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     drop(namespace);
+    logs::to_stderr();
     if let Some(server) = server {
         let stats = runtime.block_on(server.shutdown());
         eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);

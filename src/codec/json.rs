@@ -1,9 +1,12 @@
 //! JSON events: the UDP datagram format and the printer's line format.
 //!
 //! A datagram holds one object, an array of objects, or newline-delimited
-//! objects. Decoding takes a fast path that parses typed events directly; only
-//! when that fails does it re-parse with recovery, so that one bad element
-//! costs that element and not its neighbours.
+//! objects (a line may hold an array: a list of events, as in the shell's
+//! `inject([...])`). Decoding takes a fast path that parses typed events
+//! directly; only when that fails does it re-parse with recovery, so that one
+//! bad element costs that element and not its neighbours. Errors outside an
+//! array name the line they are on (`line 3: key must be a string at column
+//! 15`), counted in the whole text; the shell's `paste()` decodes the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,18 +128,27 @@ fn decode_objects_recovering(body: &[u8], events: &mut Vec<Event>, errors: &mut 
     while pos < body.len() {
         let rest = trim_start(&body[pos..]);
         pos = body.len() - rest.len();
+        let line = 1 + body[..pos].iter().filter(|&&b| b == b'\n').count();
         let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<&RawValue>();
         match stream.next() {
             None => break,
+            Some(Ok(raw)) if raw.get().starts_with('[') => {
+                let first_error = errors.len();
+                decode_array_recovering(raw.get().as_bytes(), events, errors);
+                for err in &mut errors[first_error..] {
+                    err.0 = format!("line {line}: {}", err.0);
+                }
+                pos += stream.byte_offset();
+            }
             Some(Ok(raw)) => {
-                match decode_event(raw.get()) {
+                match serde_json::from_str::<Event>(raw.get()) {
                     Ok(e) => events.push(e),
-                    Err(err) => errors.push(err),
+                    Err(err) => errors.push(located(&err, line)),
                 }
                 pos += stream.byte_offset();
             }
             Some(Err(err)) => {
-                errors.push(DecodeError(err.to_string()));
+                errors.push(located(&err, line));
                 // Resynchronise at the next line: NDJSON keeps one object per line.
                 match rest.iter().position(|&b| b == b'\n') {
                     Some(nl) => pos += nl + 1,
@@ -145,6 +157,23 @@ fn decode_objects_recovering(body: &[u8], events: &mut Vec<Event>, errors: &mut 
             }
         }
     }
+}
+
+/// serde_json's error with its line counted from `first_line` (the line
+/// where the parsed text starts) and put first: `line 3: … at column 15`.
+fn located(err: &serde_json::Error, first_line: usize) -> DecodeError {
+    let text = err.to_string();
+    let reason = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(reason, _)| reason);
+    DecodeError(match err.line() {
+        0 => format!("line {first_line}: {reason}"),
+        n => format!(
+            "line {}: {reason} at column {}",
+            first_line + n - 1,
+            err.column()
+        ),
+    })
 }
 
 /// Visits a JSON array, handing each element to `on_item` as it is parsed so
@@ -518,6 +547,38 @@ mod tests {
         let (ev, er) = run("{\"host\":\"a\"}\n{nope\n{\"host\":\"c\"}\n");
         assert_eq!(ev.len(), 2);
         assert_eq!(er.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_their_line_in_the_whole_text() {
+        let text = concat!(
+            "{\"host\":\"p1\"}\n",
+            "{\"host\":\"p2\"}\n",
+            "{\"host\":\"p3\", bad json}\n",
+            "{\"host\":\"p4\",\n \"metric\": \"x\"}\n",
+            "{\"host\":\"p5\"}\n",
+        );
+        let (ev, er) = run(text);
+        let hosts: Vec<_> = ev.iter().map(|e| e.host.as_deref().unwrap()).collect();
+        assert_eq!(hosts, ["p1", "p2", "p5"]);
+        let reasons: Vec<&str> = er.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "line 3: key must be a string at column 15",
+                // The object starts on line 4; its bad value is on line 5.
+                "line 5: invalid type: string \"x\", expected a number for `metric` at column 14",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_holding_an_array_is_a_list_of_events() {
+        let (ev, er) = run("{\"host\":\"a\"}\n[{\"host\":\"b\"},{\"host\":\"c\",\"metric\":\"x\"},{\"host\":\"d\"}]\n");
+        let hosts: Vec<_> = ev.iter().map(|e| e.host.as_deref().unwrap()).collect();
+        assert_eq!(hosts, ["a", "b", "d"]);
+        assert_eq!(er.len(), 1);
+        assert!(er[0].0.starts_with("line 2: array element 1: "), "{}", er[0]);
     }
 
     #[test]

@@ -109,6 +109,9 @@ def _load_hy(name, path):
         try:
             form = next(forms)
             line = getattr(form, "start_line", None)
+            # Without these Hy compiles the form as "<string>": tracebacks
+            # and node names would not point at the .hy file.
+            form.filename, form.source = path, source
             hy.eval(form, module=module, macros={"when": when_stream})
         except StopIteration:
             break

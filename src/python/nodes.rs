@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTracebackMethods, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use super::event::PyEvent;
 use crate::context::Context;
@@ -21,19 +21,78 @@ pub fn node_error(py: Python<'_>, err: PyErr) -> NodeError {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "Exception".into());
-    let trace = err
-        .traceback(py)
-        .and_then(|tb| tb.format().ok())
-        .unwrap_or_default();
-    NodeError(format!("{kind}: {}\n{}", err.value(py), trace.trim_end()))
+    NodeError(format!(
+        "{kind}: {}\n{}",
+        err.value(py),
+        format_traceback(py, &err).trim_end()
+    ))
 }
 
-/// A short readable name for a Python callable: its `__qualname__` or repr.
+/// The traceback as Python's `traceback` module prints it. Not pyo3's
+/// `format()`: that reads source lines from disk only, so code typed at a
+/// prompt (kept in `linecache`) would show no line.
+fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    let Some(tb) = err.traceback(py) else {
+        return String::new();
+    };
+    py.import("traceback")
+        .and_then(|m| m.call_method1("format_tb", (tb,)))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| format!("Traceback (most recent call last):\n{}", lines.concat()))
+        .unwrap_or_default()
+}
+
+/// A readable name for a Python callable (or generator): its
+/// `__qualname__` or repr, and where it was defined, so three lambdas in
+/// one module can be told apart in logs and `streams()`:
+/// `<lambda> at streams.py:12`, or `<lambda> typed at the prompt: …`.
 pub fn callable_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.getattr("__qualname__")
+    let name = obj
+        .getattr("__qualname__")
         .and_then(|n| n.extract::<String>())
         .or_else(|_| obj.repr().map(|r| r.to_string()))
-        .unwrap_or_else(|_| "?".into())
+        .unwrap_or_else(|_| "?".into());
+    match defined_at(obj) {
+        Some(place) => format!("{name} {place}"),
+        None => name,
+    }
+}
+
+/// `at FILE:LINE` (FILE relative to the current directory when inside it),
+/// or for code typed at a prompt, the line typed.
+fn defined_at(obj: &Bound<'_, PyAny>) -> Option<String> {
+    let code = obj
+        .getattr("__code__")
+        .or_else(|_| obj.getattr("gi_code"))
+        .ok()?;
+    let file: String = code.getattr("co_filename").ok()?.extract().ok()?;
+    let line: u32 = code.getattr("co_firstlineno").ok()?.extract().ok()?;
+    if file.starts_with('<') {
+        // The shells keep what was typed in linecache under names like
+        // `<dmon-input-3>`, `<ipython-input-…>`, `<bpython-input-…>`.
+        let typed: String = obj
+            .py()
+            .import("linecache")
+            .and_then(|lc| lc.call_method1("getline", (&file, line)))
+            .and_then(|l| l.extract())
+            .ok()?;
+        let typed = typed.trim();
+        return Some(if typed.is_empty() {
+            format!("in {file}")
+        } else {
+            format!("typed at the prompt: {typed}")
+        });
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            std::path::Path::new(&file)
+                .strip_prefix(cwd)
+                .ok()
+                .map(|p| p.display().to_string())
+        })
+        .unwrap_or(file);
+    Some(format!("at {shown}:{line}"))
 }
 
 /// A Python callable used as a predicate: truthy result forwards the event.

@@ -13,6 +13,7 @@ use super::event::{event_from_py, PyEvent};
 use super::loader::{self, StreamSource};
 use super::streams::{to_node, PyStream};
 use crate::client::{send_datagrams, ClientError, RiemannClient};
+use crate::codec::json;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
 use crate::pipeline::{Pipeline, Root};
@@ -139,6 +140,20 @@ impl ShellServer {
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))
             }
         }
+    }
+
+    /// Events from JSON text, decoded as a datagram is, and one message per
+    /// bad part (`line 3: key must be a string at column 15`).
+    fn decode_json(&self, py: Python<'_>, text: &str) -> PyResult<(Vec<Py<PyEvent>>, Vec<String>)> {
+        let (mut events, mut errors) = (Vec::new(), Vec::new());
+        if !text.trim().is_empty() {
+            json::decode(text.as_bytes(), now_secs(), &mut events, &mut errors);
+        }
+        let events = events
+            .into_iter()
+            .map(|e| PyEvent::wrap(py, &Arc::new(e)))
+            .collect::<PyResult<_>>()?;
+        Ok((events, errors.into_iter().map(|e| e.0).collect()))
     }
 
     fn stats_json(&self) -> PyResult<String> {
@@ -283,6 +298,19 @@ impl ShellServer {
 
     fn version(&self) -> &'static str {
         env!("CARGO_PKG_VERSION")
+    }
+
+    /// The last `n` log records, oldest first: (level, unix time, message).
+    fn recent_logs(&self, n: usize) -> Vec<(String, f64, String)> {
+        crate::logs::recent(n)
+            .into_iter()
+            .map(|r| (r.level.as_str().to_owned(), r.time, r.message))
+            .collect()
+    }
+
+    /// Which log records pass from now on.
+    fn set_log_level(&self, level: &str) -> PyResult<()> {
+        crate::logs::set_level(level).map_err(PyValueError::new_err)
     }
 
     /// Writes a line where server output goes (above the prompt).

@@ -17,7 +17,7 @@ pub mod index;
 pub mod output;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
@@ -42,6 +42,20 @@ pub struct NodeStats {
     pub events_out: AtomicU64,
     pub errors: AtomicU64,
     pub taps: Taps,
+    /// Where the node sits in the running streams (`average_stream/when`),
+    /// set when its root is installed; logs name the node by it.
+    path: RwLock<Option<Arc<str>>>,
+}
+
+impl NodeStats {
+    /// The node's path in the running streams, once installed.
+    pub fn path(&self) -> Option<Arc<str>> {
+        self.path.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_path(&self, path: &str) {
+        *self.path.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(path));
+    }
 }
 
 /// Observers of one node's events (the shell's `tap`). Costs one relaxed
@@ -111,10 +125,19 @@ pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
         node.stats().errors.fetch_add(1, Ordering::Relaxed);
         warn_limited!(
             NODE_ERROR_LOG,
-            "stream node {} failed on event {}: {err}",
-            node.describe(),
+            "{} failed on event {}: {err}",
+            label(node),
             event.summary()
         );
+    }
+}
+
+/// How logs name a node: its path and how it was built,
+/// `average_stream/average/when: when(<lambda> at streams.py:12)`.
+pub fn label(node: &dyn Node) -> String {
+    match node.stats().path() {
+        Some(path) => format!("{path}: {}", node.describe()),
+        None => node.describe(),
     }
 }
 
@@ -142,18 +165,12 @@ pub struct NodeSnapshot {
     pub errors: u64,
 }
 
-/// Appends a snapshot of `node` and its descendants, depth first. Siblings of
-/// the same kind are told apart by their position: `when#0`, `when#1`.
-pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
-    let s = node.stats();
-    out.push(NodeSnapshot {
-        path: path.to_owned(),
-        kind: node.kind(),
-        describe: node.describe(),
-        events_in: s.events_in.load(Ordering::Relaxed),
-        events_out: s.events_out.load(Ordering::Relaxed),
-        errors: s.errors.load(Ordering::Relaxed),
-    });
+/// Visits `node` and its descendants, depth first, with their paths: the
+/// root's (`average_stream/average`), then the kind of each node below it
+/// (`average_stream/average/when`). Siblings of the same kind are told
+/// apart by their position: `when#0`, `when#1`.
+pub fn walk_tree(path: &str, node: &dyn Node, visit: &mut dyn FnMut(&str, &dyn Node)) {
+    visit(path, node);
     let children = node.children();
     for (i, child) in children.iter().enumerate() {
         let same_kind = children.iter().filter(|c| c.kind() == child.kind()).count();
@@ -162,8 +179,28 @@ pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
         } else {
             child.kind().to_owned()
         };
-        snapshot_tree(&format!("{path}/{segment}"), &**child, out);
+        walk_tree(&format!("{path}/{segment}"), &**child, visit);
     }
+}
+
+/// Tells every node of a root's tree its path, for logs.
+pub fn assign_paths(root_path: &str, node: &dyn Node) {
+    walk_tree(root_path, node, &mut |path, n| n.stats().set_path(path));
+}
+
+/// Appends a snapshot of `node` and its descendants (see [`walk_tree`]).
+pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
+    walk_tree(path, node, &mut |path, n| {
+        let s = n.stats();
+        out.push(NodeSnapshot {
+            path: path.to_owned(),
+            kind: n.kind(),
+            describe: n.describe(),
+            events_in: s.events_in.load(Ordering::Relaxed),
+            events_out: s.events_out.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+        });
+    });
 }
 
 /// Quotes a string argument for `describe` strings.
