@@ -154,8 +154,11 @@ def send(*events, **fields):
     _report(f"{_count(len(evs))} sent to {addr[0]}:{addr[1]}")
 
 
-def stats():
-    """stats(): received, decoded, bad, per-node counters, uptime."""
+def stats(as_json=False):
+    """stats(as_json=False): received, decoded, bad, per-node counters, uptime (as_json: the JSON line)."""
+    if as_json:
+        print(_server.stats_json())
+        return
     s = json.loads(_server.stats_json())
     lines = [
         f"uptime {s['uptime_secs']:.1f} s   datagrams {s['datagrams']} (bad {s['bad_datagrams']})   "
@@ -259,11 +262,19 @@ def reload():
     except RuntimeError as e:
         _say(_paint(RED, f"reload failed; the running streams are unchanged:\n{e}"))
         return
+    dropped = []
     for name in list(_ns):
         if "stream" in name and isinstance(_ns[name], Stream):
+            if not isinstance(getattr(module, name, None), Stream):
+                dropped.append(name)
             del _ns[name]
     adopt(module)
     _sync(announce=True)
+    if dropped:
+        _say(_paint(YELLOW, f"reload dropped {', '.join(dropped)}: defined at the prompt, "
+                            "not in the module"))
+    # Until state is carried across reloads, say what a reload costs.
+    _say(_paint(DIM, "node state (averages, coroutines) starts afresh in the reloaded streams"))
 
 
 def edit(name=None):

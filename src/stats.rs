@@ -29,7 +29,8 @@ pub struct IngestStats {
     pub pipeline_full: AtomicU64,
 }
 
-/// A snapshot of every counter, printed as `dmon stats: {json}` at exit.
+/// A snapshot of every counter: `dmon stats: {json}` when `serve` exits, a
+/// short table ([`Stats::summary`]) when the shell does.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub uptime_secs: f64,
@@ -51,4 +52,78 @@ pub struct Stats {
     pub mail_failures: u64,
     pub mails_dropped: u64,
     pub nodes: Vec<NodeSnapshot>,
+}
+
+impl Stats {
+    /// A short table for people, printed when the shell exits.
+    pub fn summary(&self) -> String {
+        let errors: u64 = self.nodes.iter().map(|n| n.errors).sum();
+        let rows = [
+            ("uptime", format!("{:.1} s", self.uptime_secs)),
+            (
+                "received",
+                format!(
+                    "{} datagrams ({} bad), {} Riemann messages ({} bad), {} events ({} bad)",
+                    self.datagrams,
+                    self.bad_datagrams,
+                    self.messages,
+                    self.bad_messages,
+                    self.events,
+                    self.bad_events
+                ),
+            ),
+            (
+                "processed",
+                format!(
+                    "{} events ({} expired), {} in the index, {} node errors",
+                    self.processed, self.expired, self.indexed, errors
+                ),
+            ),
+            (
+                "mail",
+                format!(
+                    "{} queued, {} sent, {} failed, {} dropped",
+                    self.mails_queued, self.mails_sent, self.mail_failures, self.mails_dropped
+                ),
+            ),
+        ];
+        let mut out = String::from("dmon stopped:");
+        for (name, value) in rows {
+            out.push_str(&format!("\n  {name:<10} {value}"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_a_short_table() {
+        let stats = Stats {
+            uptime_secs: 12.34,
+            datagrams: 5,
+            bad_datagrams: 1,
+            events: 7,
+            bad_events: 1,
+            messages: 0,
+            bad_messages: 0,
+            connections: 0,
+            queries: 0,
+            pipeline_full: 0,
+            processed: 6,
+            expired: 0,
+            indexed: 3,
+            mails_queued: 1,
+            mails_sent: 0,
+            mail_failures: 1,
+            mails_dropped: 0,
+            nodes: Vec::new(),
+        };
+        assert_eq!(
+            stats.summary(),
+            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped"
+        );
+    }
 }

@@ -42,6 +42,10 @@ pub struct ShellArgs {
     /// Which shell to run.
     #[arg(short = 's', long = "shell", value_enum, default_value = "python")]
     pub kind: ShellKind,
+    /// At exit, print the counters as one `dmon stats: {json}` line (as
+    /// `serve` does) instead of a short table.
+    #[arg(long)]
+    pub stats_json: bool,
     /// Open the shell against a dmon already running at HOST:PORT (its UDP
     /// address) instead of starting one: inject() and send() go there, and
     /// index() and query() ask its --riemann-tcp address.
@@ -235,7 +239,11 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     logs::to_stderr();
     if let Some(server) = server {
         let stats = runtime.block_on(server.shutdown());
-        eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
+        if args.stats_json {
+            eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
+        } else {
+            eprintln!("{}", stats.summary());
+        }
     }
     outcome?;
     Ok(ExitCode::SUCCESS)

@@ -33,6 +33,19 @@ pub struct Mail {
     pub to: Vec<Mailbox>,
     pub subject: String,
     pub body: String,
+    /// Called when the mail finally fails, so its sender (the `email` node)
+    /// can count the error where the user looks for it.
+    pub on_failure: Option<FailureHook>,
+}
+
+/// A callback for a mail that could not be sent.
+#[derive(Clone)]
+pub struct FailureHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for FailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailureHook")
+    }
 }
 
 impl Mail {
@@ -44,6 +57,7 @@ impl Mail {
             to: to.to_vec(),
             subject: subject.map_or_else(|| event.summary(), str::to_owned),
             body: describe_fields(event),
+            on_failure: None,
         }
     }
 }
@@ -185,10 +199,16 @@ impl Mailer {
 }
 
 fn deliver(transport: &SmtpTransport, server: &SmtpServer, mail: &Mail, stats: &MailerStats) {
+    let failed = || {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &mail.on_failure {
+            (hook.0)();
+        }
+    };
     let message = match build_message(mail) {
         Ok(m) => m,
         Err(e) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
+            failed();
             warn_limited!(
                 FAILURE_LOG,
                 "email: cannot build mail {:?}: {e}",
@@ -207,7 +227,7 @@ fn deliver(transport: &SmtpTransport, server: &SmtpServer, mail: &Mail, stats: &
             Err(e) => match delays.next() {
                 Some(delay) => thread::sleep(*delay),
                 None => {
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    failed();
                     warn_limited!(
                         FAILURE_LOG,
                         "email: sending {:?} via SMTP {}:{} failed after {} attempts: {e}",
@@ -276,9 +296,18 @@ mod tests {
             std::slice::from_ref(&from),
             Some("x"),
         );
+        let hook_calls = Arc::new(AtomicU64::new(0));
+        let calls = Arc::clone(&hook_calls);
+        let mail = Mail {
+            on_failure: Some(FailureHook(Arc::new(move || {
+                calls.fetch_add(1, Ordering::Relaxed);
+            }))),
+            ..mail
+        };
         mailer.enqueue(mail).unwrap();
         assert!(mailer.shutdown(Duration::from_secs(10)));
         assert_eq!(mailer.stats().failures.load(Ordering::Relaxed), 1);
+        assert_eq!(hook_calls.load(Ordering::Relaxed), 1, "the sender is told");
         assert!(mailer
             .enqueue(Mail::for_event(&Event::default(), &from, &[], None))
             .is_err());

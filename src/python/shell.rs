@@ -47,6 +47,8 @@ pub struct ShellServer {
     /// Names already reported as "not a stream", so a statement does not
     /// repeat the note for every later statement.
     not_streams: Mutex<Vec<String>>,
+    /// Roots defined at the prompt under --connect, already told about.
+    remote_roots: Mutex<Vec<String>>,
 }
 
 impl ShellServer {
@@ -65,6 +67,7 @@ impl ShellServer {
             console,
             roots: Mutex::new(Vec::new()),
             not_streams: Mutex::new(Vec::new()),
+            remote_roots: Mutex::new(Vec::new()),
         }
     }
 
@@ -78,6 +81,21 @@ impl ShellServer {
             }
         }
         *reported = not_streams.iter().map(|(name, _)| name.clone()).collect();
+    }
+
+    /// With --connect, a root defined at the prompt runs nowhere: say so,
+    /// once per name, rather than leave the user waiting for its output.
+    fn note_remote_roots(&self, roots: &[(String, Bound<'_, PyAny>)]) {
+        let mut reported = self.remote_roots.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, _) in roots {
+            if !reported.contains(name) {
+                self.console.write_line(&format!(
+                    "`{name}` does not run: with --connect, this shell cannot change the remote \
+                     dmon's streams yet (edit its stream module and reload it there)"
+                ));
+                reported.push(name.clone());
+            }
+        }
     }
 
     /// Connects the handle to the started server.
@@ -211,14 +229,15 @@ impl ShellServer {
     /// Makes the namespace's roots the running ones if they changed;
     /// returns the new root names, or None when nothing changed.
     pub fn sync_roots(&self, ns: &Bound<'_, PyDict>) -> PyResult<Option<Vec<String>>> {
-        let Target::Local(pipeline) = &self.target else {
-            return Ok(None);
-        };
         let loader::RootObjects {
             roots: found,
             not_streams,
         } = loader::root_objects(ns);
         self.note_not_streams(&not_streams);
+        let Target::Local(pipeline) = &self.target else {
+            self.note_remote_roots(&found);
+            return Ok(None);
+        };
         let mut current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
         let unchanged = found.len() == current.len()
             && found

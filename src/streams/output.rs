@@ -1,5 +1,6 @@
 //! Outputs as stream nodes: they end a branch by showing or sending events.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use lettre::message::Mailbox;
@@ -8,7 +9,7 @@ use super::{quote, Node, NodeError, NodeStats};
 use crate::codec::json;
 use crate::context::Context;
 use crate::event::Event;
-use crate::outputs::email::{parse_mailbox, Mail, DEFAULT_SENDER};
+use crate::outputs::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
 
 /// `printer(prefix="")`: writes `prefix` and the event as one JSON line.
 ///
@@ -56,7 +57,9 @@ pub struct Email {
     to: Vec<Mailbox>,
     from: Mailbox,
     subject: Option<String>,
-    stats: NodeStats,
+    /// Shared with the mails in flight: a mail that fails later, on the
+    /// mailer's thread, counts as an error of this node.
+    stats: Arc<NodeStats>,
 }
 
 impl Email {
@@ -76,7 +79,7 @@ impl Email {
                 .collect::<Result<_, _>>()?,
             from: parse_mailbox(sender.unwrap_or(DEFAULT_SENDER))?,
             subject,
-            stats: NodeStats::default(),
+            stats: Arc::default(),
         })
     }
 }
@@ -93,7 +96,13 @@ impl Node for Email {
         &self.stats
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        let mail = Mail::for_event(event, &self.from, &self.to, self.subject.as_deref());
+        let stats = Arc::clone(&self.stats);
+        let mail = Mail {
+            on_failure: Some(FailureHook(Arc::new(move || {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+            }))),
+            ..Mail::for_event(event, &self.from, &self.to, self.subject.as_deref())
+        };
         ctx.mailer.enqueue(mail).map_err(NodeError)
     }
 }
