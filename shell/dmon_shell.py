@@ -115,6 +115,7 @@ def paste():
                 break
             lines.append(line)
     except KeyboardInterrupt:
+        print()  # input() leaves the cursor after the ^C
         _report("paste cancelled; nothing injected")
         return
     evs = _decode_json("\n".join(lines))
@@ -251,7 +252,7 @@ def _table(events):
     for i, r in enumerate(rows):
         line = "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
         out.append(_paint(BOLD, line) if i == 0 else line)
-    out.append(_paint(DIM, f"{len(events)} event(s) in the index"))
+    out.append(_paint(DIM, f"{_count(len(events))} in the index"))
     return "\n".join(out)
 
 

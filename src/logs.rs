@@ -132,7 +132,10 @@ pub fn recent(n: usize) -> Vec<LogRecord> {
         return Vec::new();
     };
     let ring = logs.ring.lock().unwrap_or_else(|p| p.into_inner());
-    ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
+    ring.iter()
+        .skip(ring.len().saturating_sub(n))
+        .cloned()
+        .collect()
 }
 
 /// The levels `set_level` takes, most to least verbose.
@@ -141,7 +144,11 @@ pub const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"]
 /// Changes which records pass from now on.
 pub fn set_level(level: &str) -> Result<(), String> {
     let level = level.trim().to_ascii_lowercase();
-    let level = if level == "warning" { "warn".into() } else { level };
+    let level = if level == "warning" {
+        "warn".into()
+    } else {
+        level
+    };
     if !LEVELS.contains(&level.as_str()) {
         return Err(format!(
             "unknown log level {level:?}; use one of {}",
@@ -218,7 +225,10 @@ mod tests {
 
     #[test]
     fn short_form_is_one_line_with_the_level() {
-        assert_eq!(record(Level::WARN, "mail failed").short(false), "WARN mail failed");
+        assert_eq!(
+            record(Level::WARN, "mail failed").short(false),
+            "WARN mail failed"
+        );
         assert_eq!(
             record(Level::WARN, "node failed\nTraceback\n  line").short(false),
             "WARN node failed (+2 lines: logs())"

@@ -45,3 +45,29 @@ fn hy_module_with_qualified_import() {
     let e = s.expect_printed("hy-high: ");
     assert_eq!(text(&e, "host"), "high");
 }
+
+/// An exception in a Hy predicate is logged with a traceback that points
+/// at the .hy file and line, not at Hy's "<string>", and the node is named
+/// by its path.
+#[test]
+fn hy_tracebacks_name_the_hy_file() {
+    let mut s = Server::start_hy(
+        r#"(import dmon.streams *)
+(setv stream (when (fn [e] (/ 1 0)) (printer "hy: ")))
+"#,
+    );
+    let module = s.module.display().to_string();
+    s.send(json!({"host": "h", "service": "cpu"}));
+    let warn = s.expect_stderr("the node's failure", |l| l.contains("failed on event"));
+    assert!(
+        warn.contains(&format!(
+            "stream/when: when(<lambda> at {module}:2) failed on event h cpu: ZeroDivisionError: division by zero"
+        )),
+        "{warn}"
+    );
+    let frame = format!("File \"{module}\", line 2, in <lambda>");
+    s.expect_stderr("the .hy frame", |l| l.trim() == frame);
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    assert_eq!(done.stats().node_count("stream/when", "errors"), 1);
+}

@@ -5,7 +5,9 @@
 mod common;
 mod shell_support;
 
-use shell_support::{has_line, has_line_starting, lines, stat, Kind, Shell, Start, TempDir};
+use shell_support::{
+    has_line, has_line_starting, lines, node_row, stat, Kind, Shell, Start, TempDir,
+};
 
 /// The stream module every test starts from.
 const STREAMS: &str = r#"from dmon.streams import *
@@ -73,18 +75,22 @@ fn scenario(kind: Kind) {
         "printer line: {line:?}"
     );
 
-    // streams() shows the tree with the counters that moved.
+    // streams() shows each node by its path, with the counters that moved.
     let out = shell.type_line("streams()");
-    assert!(
-        has_line(&out, "warn_stream = when(<lambda>)  in 1  out 1  errors 0"),
+    let lambda_at = format!("{}:3", module.display());
+    assert_eq!(
+        node_row(&out, "warn_stream/when"),
+        format!("warn_stream/when when(<lambda> at {lambda_at}) in 1 out 1 errors 0"),
         "streams():\n{out}"
     );
-    assert!(
-        has_line(&out, r#"    printer("warn: ")  in 1  out 0  errors 0"#),
+    assert_eq!(
+        node_row(&out, "warn_stream/when/printer"),
+        r#"warn_stream/when/printer printer("warn: ") in 1 out 0 errors 0"#,
         "streams():\n{out}"
     );
-    assert!(
-        has_line(&out, "index_stream = index()  in 1  out 0  errors 0"),
+    assert_eq!(
+        node_row(&out, "index_stream/index"),
+        "index_stream/index index() in 1 out 0 errors 0",
         "streams():\n{out}"
     );
 
@@ -98,7 +104,7 @@ fn scenario(kind: Kind) {
     shell.type_input(r#"{"host":"p2","state":"warning","metric":7}"#);
     shell.tmux.keys(&["Enter"]);
     shell.wait_for("paste() to finish", |s| {
-        s.contains("2 event(s) injected") && shell.at_prompt(s)
+        s.contains("2 events injected") && shell.at_prompt(s)
     });
     let screen = shell.wait_for("both pasted events printed", |s| {
         s.contains(r#"warn: {"host":"p1""#) && s.contains(r#"warn: {"host":"p2""#)
@@ -106,7 +112,7 @@ fn scenario(kind: Kind) {
     for line in [
         r#"warn: {"host":"p1","state":"warning","time":"#,
         r#"warn: {"host":"p2","state":"warning","time":"#,
-        "2 event(s) injected",
+        "2 events injected",
     ] {
         assert!(
             screen.lines().any(|l| l.starts_with(line)),
@@ -289,7 +295,7 @@ fn paste_all_at_once(kind: Kind) {
         "\n\n",
     ));
     shell.wait_for("paste() to finish", |s| {
-        s.contains("3 event(s) injected") && shell.at_prompt(s)
+        s.contains("3 events injected") && shell.at_prompt(s)
     });
     for host in ["q1", "q2", "q3"] {
         shell.wait_for_line_starting(&format!(r#"warn: {{"host":"{host}","state":"warning""#));
@@ -388,7 +394,7 @@ fn plain_ctrl_c_at_the_prompt_cancels_the_line() {
     assert!(!has_line_starting(&screen, "warn: "), "{screen}");
     let out = shell.type_line("streams()");
     assert!(
-        has_line(&out, "warn_stream = when(<lambda>)  in 0  out 0  errors 0"),
+        node_row(&out, "warn_stream/when").ends_with(" in 0 out 0 errors 0"),
         "the cancelled line ran:\n{out}"
     );
     leave(&shell);
@@ -465,7 +471,7 @@ fn plain_tap_shows_events_leaving_a_node() {
     });
     shell.send_datagram(r#"{"host":"tapped","state":"warning","metric":3}"#);
     let screen = shell.wait_for("the tapped event and the count", |s| {
-        has_line(s, "'1 event(s) seen'") && shell.at_prompt(s)
+        has_line(s, "1 event seen") && shell.at_prompt(s)
     });
     let tap = screen
         .lines()
@@ -499,7 +505,7 @@ fn plain_index_table() {
     assert_eq!(row[1..4], ["cpu", "warning", "2.5"], "row {row:?}");
     assert!(row[4].ends_with('s'), "age {:?}", row[4]);
     assert_eq!(row[5], "30");
-    assert!(has_line(&out, "1 event(s) in the index"), "{out}");
+    assert!(has_line(&out, "1 event in the index"), "{out}");
     leave(&shell);
 }
 
@@ -518,7 +524,7 @@ fn plain_index_filter() {
         .filter(|h| h.starts_with("web"))
         .collect();
     assert_eq!(hosts, ["web2"], "index(filter):\n{out}");
-    assert!(has_line(&out, "1 event(s) in the index"), "{out}");
+    assert!(has_line(&out, "1 event in the index"), "{out}");
     leave(&shell);
 }
 
@@ -575,7 +581,7 @@ fn plain_send_and_the_seed_socket_go_over_udp() {
         "stats():\n{out}"
     );
     assert!(
-        has_line(&out, "warn_stream = when(<lambda>)  in 2  out 2  errors 0"),
+        node_row(&out, "warn_stream/when").ends_with(" in 2 out 2 errors 0"),
         "stats():\n{out}"
     );
     leave(&shell);
@@ -742,12 +748,22 @@ fn plain_connect_mode_injects_into_and_queries_a_running_dmon() {
     remote.wait_for("the remote query's table", |s| {
         s.lines()
             .any(|l| l.starts_with("far") && l.contains("cpu") && l.contains("warning"))
-            && s.contains("1 event(s) in the index")
+            && s.contains("1 event in the index")
     });
     remote.type_text("stats()");
     remote.keys(&["Enter"]);
     remote.wait_for("stats() refused in remote mode", |s| {
         s.contains("not available with --connect")
+    });
+    // A stream defined at the prompt runs nowhere: the shell says so.
+    remote.type_text(r#"mine_stream = printer("mine: ")"#);
+    remote.keys(&["Enter"]);
+    remote.wait_for("the note about remote streams", |s| {
+        has_line(
+            s,
+            "`mine_stream` does not run: with --connect, this shell cannot change the remote \
+             dmon's streams yet (edit its stream module and reload it there)",
+        )
     });
     remote.keys(&["C-d"]);
     leave(&server);

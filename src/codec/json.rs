@@ -578,7 +578,11 @@ mod tests {
         let hosts: Vec<_> = ev.iter().map(|e| e.host.as_deref().unwrap()).collect();
         assert_eq!(hosts, ["a", "b", "d"]);
         assert_eq!(er.len(), 1);
-        assert!(er[0].0.starts_with("line 2: array element 1: "), "{}", er[0]);
+        assert!(
+            er[0].0.starts_with("line 2: array element 1: "),
+            "{}",
+            er[0]
+        );
     }
 
     #[test]

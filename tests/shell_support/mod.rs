@@ -212,6 +212,15 @@ pub fn has_line_starting(screen: &str, prefix: &str) -> bool {
     screen.lines().any(|l| l.starts_with(prefix))
 }
 
+/// The row of `streams()` for the node at `path`, its columns joined by
+/// single spaces (the table pads them to line up).
+pub fn node_row(out: &str, path: &str) -> String {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(path))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no streams() row for {path}:\n{out}"))
+}
+
 /// Whether some line, trailing spaces removed, is exactly `line`.
 pub fn has_line(screen: &str, line: &str) -> bool {
     screen.lines().any(|l| l.trim_end() == line)
@@ -296,6 +305,11 @@ pub struct Start<'a> {
     pub data_home: &'a Path,
     /// Extra environment for dmon.
     pub env: Vec<(String, String)>,
+    /// Extra arguments for dmon.
+    pub args: Vec<String>,
+    /// `--stats-json`: the exit summary as the JSON line the tests read
+    /// (off: the human table).
+    pub stats_json: bool,
 }
 
 impl<'a> Start<'a> {
@@ -307,6 +321,8 @@ impl<'a> Start<'a> {
             no_subcommand: false,
             data_home: dir.path(),
             env: Vec::new(),
+            args: Vec::new(),
+            stats_json: true,
         }
     }
 }
@@ -368,6 +384,10 @@ impl Shell {
             "--udp".into(),
             "127.0.0.1:0".into(),
         ]);
+        if opts.stats_json {
+            argv.push("--stats-json".into());
+        }
+        argv.extend(opts.args.iter().cloned());
         let tmux = Tmux::start(opts.data_home, &argv);
         let kind = opts.kind;
         let screen = tmux.wait_for(
