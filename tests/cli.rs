@@ -244,9 +244,16 @@ fn a_missing_ipython_or_bpython_says_how_to_install_it() {
             .expect("run dmon shell");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{shell}: must fail, got {stderr}");
-        assert!(
-            stderr.contains(&format!("-m pip install {package}")),
-            "{shell}: the message says how to install it: {stderr}"
+        // It names the embedded Python and says how to install the package.
+        let python = venv.join("bin/python");
+        let python = python.display();
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "dmon: {shell} is not installed in the Python dmon embeds ({python}); install \
+                 it with `{python} -m pip install {package}` (or into a virtualenv that is \
+                 active or named by VIRTUAL_ENV), or use `dmon shell -s python`"
+            ),
         );
     }
 }

@@ -732,9 +732,11 @@ fn a_garbage_datagram_is_counted_and_a_valid_one_processed() {
     let e = s.expect_printed("got: ");
     assert_eq!(text(&e, "service"), "valid-udp");
     assert_eq!(e["metric"].as_i64(), Some(5), "{e}");
-    s.expect_stderr("a warning about the garbage", |l| {
-        l.contains("riemann udp") && l.contains("invalid")
-    });
+    let from = udp.local_addr().expect("local address");
+    for (what, len) in [("the garbage", 16), ("the truncated message", 6)] {
+        let warning = format!("riemann udp {from}: invalid message ({len} bytes): ");
+        s.expect_stderr(&format!("a warning about {what}"), |l| l.contains(&warning));
+    }
     // The largest datagram IPv4 carries (65,507 bytes) is accepted whole.
     let mut big = events_msg(vec![ProtoEvent {
         description: bytes(&"y".repeat(65_400)),

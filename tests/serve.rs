@@ -428,7 +428,8 @@ fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
     assert_eq!(text(&s.expect_printed("one: "), "host"), "a");
 
     std::fs::write(&s.module, module("two: ")).expect("rewrite the module");
-    s.expect_stderr("the reload", |l| l.contains("reloaded"));
+    let reloaded = format!("reloaded {}: stream, index_stream", s.module.display());
+    s.expect_stderr("the reload", |l| l.ends_with(&reloaded));
     s.send(json!({"host": "b", "service": "s"}));
     assert_eq!(text(&s.expect_printed("two: "), "host"), "b");
 
