@@ -6,23 +6,23 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PY_TEST_DEPS=(aiosmtpd hy bpython ipython riemann-client)
+# Pinned, transitive dependencies included, so every machine tests with the
+# same packages; see the file for how to update it.
+PY_REQUIREMENTS=tests/requirements.txt
 
 log() { printf '==> %s\n' "$*" >&2; }
 
 # --- Python virtualenv with the test-only packages -------------------------
-if [[ ! -x .venv/bin/python ]]; then
-    log "creating .venv"
+# The venv is made anew whenever tests/requirements.txt changes (its hash is
+# kept in .venv), so it holds exactly the pinned packages, nothing left over.
+want_hash=$(sha256sum "$PY_REQUIREMENTS" | cut -d' ' -f1)
+have_hash=$(cat .venv/requirements.sha256 2>/dev/null || true)
+if [[ ! -x .venv/bin/python || "$want_hash" != "$have_hash" ]]; then
+    log "creating .venv from $PY_REQUIREMENTS"
     rm -rf .venv
     python3 -m venv .venv
-fi
-missing=()
-for pkg in "${PY_TEST_DEPS[@]}"; do
-    .venv/bin/python -m pip show -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    log "pip install ${missing[*]}"
-    .venv/bin/python -m pip install -q --disable-pip-version-check "${missing[@]}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$PY_REQUIREMENTS"
+    echo "$want_hash" >.venv/requirements.sha256
 fi
 
 # --- System packages that tests drive ----------------------------------------

@@ -319,34 +319,77 @@ stream = printer("attr: ")
 
 #[test]
 fn sigterm_drains_exits_zero_and_prints_stats_last() {
-    let mut s = Server::start(
+    // The predicate holds the first event until the test creates `gate`, so
+    // every event is still in flight when SIGTERM arrives: shutdown has to
+    // wait for them all to be processed, not drop them.
+    let dir = TempDir::new();
+    let started = dir.path().join("started");
+    let gate = dir.path().join("gate");
+    let mut s = Server::start(&format!(
         r#"
+import os, time
 from dmon.streams import *
 
-stream = when(lambda e: e.state == "critical", printer("crit: "))
+def held(e):
+    if not os.path.exists({gate:?}):
+        open({started:?}, "w").close()
+        while not os.path.exists({gate:?}):
+            time.sleep(0.01)
+    return e.state == "critical"
+
+stream = when(held, printer("crit: "))
 "#,
-    );
+        gate = gate.display().to_string(),
+        started = started.display().to_string(),
+    ));
     // Datagram 1: two events, one matching. Datagram 2: a bad datagram.
+    // Datagram 3: 50 matching events.
     s.send(json!([
         {"host": "a", "service": "s", "state": "ok"},
         {"host": "b", "service": "s", "state": "critical"}
     ]));
     s.send_str("{not json");
-    // Datagram 3: 50 events; SIGTERM as soon as the first one is printed,
-    // so the rest are still in flight and must be drained, not dropped.
     let batch: String = (0..50)
         .map(|i| {
             json!({"host": format!("n{i}"), "service": "s", "state": "critical"}).to_string() + "\n"
         })
         .collect();
-    let e = s.expect_printed("crit: ");
-    assert_eq!(text(&e, "host"), "b");
     s.send_str(&batch);
-    s.expect_printed("crit: ");
-    let done = s.terminate();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !started.exists() {
+        if std::time::Instant::now() >= deadline {
+            s.fail("the predicate never got the first event");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    s.signal("TERM");
+    s.expect_stderr("the shutdown starting", |l| {
+        l.contains("shutting down: processing events already received")
+    });
+    let early: Vec<String> = s
+        .stdout
+        .all()
+        .into_iter()
+        .filter(|l| l.starts_with("crit: "))
+        .collect();
+    assert!(
+        early.is_empty(),
+        "printed before the gate opened: {early:?}"
+    );
+    std::fs::write(&gate, "").expect("open the gate");
+    let done = s.finish("TERM");
 
     assert!(done.status.success(), "SIGTERM exit status {}", done.status);
-    assert_eq!(done.printed("crit: ").len(), 51, "in-flight events drained");
+    let hosts: Vec<String> = done
+        .printed("crit: ")
+        .iter()
+        .map(|e| text(e, "host").to_string())
+        .collect();
+    let expected: Vec<String> = std::iter::once("b".to_string())
+        .chain((0..50).map(|i| format!("n{i}")))
+        .collect();
+    assert_eq!(hosts, expected, "every in-flight event drained, in order");
     let last = done
         .stderr
         .iter()
@@ -385,7 +428,8 @@ fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
     assert_eq!(text(&s.expect_printed("one: "), "host"), "a");
 
     std::fs::write(&s.module, module("two: ")).expect("rewrite the module");
-    s.expect_stderr("the reload", |l| l.contains("reloaded"));
+    let reloaded = format!("reloaded {}: stream, index_stream", s.module.display());
+    s.expect_stderr("the reload", |l| l.ends_with(&reloaded));
     s.send(json!({"host": "b", "service": "s"}));
     assert_eq!(text(&s.expect_printed("two: "), "host"), "b");
 

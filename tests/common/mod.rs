@@ -601,13 +601,24 @@ impl Server {
 
     /// Sends `signal` (e.g. "INT" for Ctrl-C) and collects what dmon printed
     /// until it exits.
-    pub fn stop_with(mut self, signal: &str) -> Finished {
+    pub fn stop_with(self, signal: &str) -> Finished {
+        self.signal(signal);
+        self.finish(signal)
+    }
+
+    /// Sends `signal` (e.g. "TERM") with the `kill` command, without waiting.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let st = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
             .status()
             .expect("run kill");
         assert!(st.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits for the exit after SIG`signal` (sent with `signal`) and for both
+    /// pipes to close, and returns everything printed.
+    pub fn finish(mut self, signal: &str) -> Finished {
         let status = match wait_timeout(&mut self.child, TIMEOUT) {
             Some(s) => s,
             None => self.fail(&format!(
