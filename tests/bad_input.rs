@@ -64,7 +64,7 @@ fn printed_hosts(done: &Finished) -> Vec<String> {
 fn malformed_json_is_logged_counted_and_skipped() {
     let done = bad_then_good(
         br#"{"host": "a", "service": }"#,
-        "expected value at line 1 column 26",
+        "line 1: expected value at column 26",
     );
     assert_eq!(printed_hosts(&done), ["good"]);
     let stats = done.stats();
@@ -74,11 +74,26 @@ fn malformed_json_is_logged_counted_and_skipped() {
     assert_eq!(stats.count("events"), 1);
 }
 
+/// The error names its line in the datagram, not in the bad object; the
+/// lines around it are processed, a line holding an array included.
+#[test]
+fn a_bad_ndjson_line_is_named_by_its_line_in_the_datagram() {
+    let done = bad_then_good(
+        b"{\"host\":\"n1\"}\n{\"host\": bad}\n[{\"host\":\"n3\"},{\"host\":\"n4\"}]\n",
+        "line 2: expected value at column 10",
+    );
+    assert_eq!(printed_hosts(&done), ["n1", "n3", "n4", "good"]);
+    let stats = done.stats();
+    assert_eq!(stats.count("bad_datagrams"), 1);
+    assert_eq!(stats.count("bad_events"), 1);
+    assert_eq!(stats.count("events"), 4);
+}
+
 #[test]
 fn a_field_of_the_wrong_type_is_logged_with_its_name() {
     let done = bad_then_good(
         br#"{"host": "a", "service": "s", "metric": "abc"}"#,
-        "invalid type: string \"abc\", expected a number for `metric` at line 1 column 45",
+        "line 1: invalid type: string \"abc\", expected a number for `metric` at column 45",
     );
     assert_eq!(printed_hosts(&done), ["good"]);
     let stats = done.stats();
@@ -97,7 +112,7 @@ fn a_60_kb_garbage_datagram_is_logged_and_skipped() {
         })
         .collect();
     // The whole log line: the datagram itself is not dumped into it.
-    let done = bad_then_good(&garbage, "expected value at line 1 column 1");
+    let done = bad_then_good(&garbage, "line 1: expected value at column 1");
     assert_eq!(printed_hosts(&done), ["good"]);
     let stats = done.stats();
     assert_eq!(stats.count("datagrams"), 2);
