@@ -303,3 +303,35 @@ fn an_address_that_cannot_be_bound_is_named_with_the_reason() {
         r.stderr
     );
 }
+
+#[test]
+fn a_name_that_is_neither_a_file_here_nor_a_module_says_what_was_looked_for() {
+    let dir = TempDir::new();
+    let out = std::process::Command::new(dmon_bin())
+        .args([
+            "serve",
+            "--streams",
+            "no_such_streams",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+        .env_remove("PYTHONPATH")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run dmon serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let cwd = dir.path().display().to_string();
+    for looked_for in [
+        "no file no_such_streams.py or no_such_streams.hy in the current directory".to_string(),
+        format!("({cwd})"),
+        "no module 'no_such_streams' on the Python path".to_string(),
+    ] {
+        assert!(
+            stderr.contains(&looked_for),
+            "says {looked_for:?}: {stderr}"
+        );
+    }
+}

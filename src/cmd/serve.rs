@@ -20,7 +20,8 @@ use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners
 /// runs a server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOpts {
-    /// Stream module: a .py or .hy file, or a module name found on PYTHONPATH.
+    /// Stream module: a .py or .hy file; NAME for NAME.py (or NAME.hy) in the
+    /// current directory; or else a module name found on PYTHONPATH.
     /// Without it, the example module built into dmon (examples/streams.py).
     #[arg(long, value_name = "FILE_OR_MODULE", env = "DMON_STREAM_MODULE")]
     pub streams: Option<String>,
