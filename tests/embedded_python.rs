@@ -16,14 +16,14 @@ use common::*;
 use serde_json::Value;
 
 /// A stream module that reports what the interpreter sees, once, at import.
+/// Its imports need the standard library's compiled modules (`_socket`,
+/// `_ssl`): under another installation's library it fails to load.
 const REPORTING_MODULE: &str = r#"import json, socket, ssl, sys
 print("python: " + json.dumps({
     "prefix": sys.prefix,
     "base_prefix": sys.base_prefix,
     "executable": sys.executable,
     "path": sys.path,
-    "ssl": ssl.OPENSSL_VERSION,
-    "socket": socket.gethostname() is not None,
 }), flush=True)
 from dmon.streams import *
 stream = printer()
@@ -73,26 +73,21 @@ fn serve_reporting(dir: &TempDir, source: &str, env: &[(&str, &Path)]) -> (Runni
         stdout,
         stderr,
     };
-    let report = run
+    let started = run
         .stdout
         .wait_for(TIMEOUT, |l| l.starts_with("python: "))
-        .and_then(|_| {
+        .and_then(|report| {
             run.stdout
                 .wait_for(TIMEOUT, |l| l.starts_with(READY_PREFIX))
+                .map(|_| report)
         });
-    if let Err(why) = report {
+    let line = started.unwrap_or_else(|why| {
         panic!(
             "dmon serve did not load the module and start: {why}\n stdout:\n{} stderr:\n{}",
             run.stdout.dump(),
             run.stderr.dump()
-        );
-    }
-    let line = run
-        .stdout
-        .all()
-        .into_iter()
-        .find(|l| l.starts_with("python: "))
-        .unwrap();
+        )
+    });
     let report = serde_json::from_str(&line["python: ".len()..]).expect("the report is JSON");
     (run, report)
 }
@@ -151,7 +146,6 @@ fn without_a_virtualenv_python_uses_the_linked_installations_prefix_whatever_pat
         executable.display(),
         linked.display()
     );
-    assert!(report["socket"] == true, "socket works: {report}");
 }
 
 #[test]
