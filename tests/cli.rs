@@ -257,3 +257,130 @@ fn a_missing_ipython_or_bpython_says_how_to_install_it() {
         );
     }
 }
+
+/// What an occupied port looks like to `dmon serve` and `dmon shell`: the
+/// message names the listener, its address and the flag that moves it.
+fn port_in_use_fails_naming(listener_flag: &str, busy: std::net::SocketAddr, expected: &str) {
+    let busy = busy.to_string();
+    for command in ["serve", "shell"] {
+        let mut args = vec![command];
+        for flag in ["--udp", "--riemann-tcp", "--riemann-udp"] {
+            let value = match flag {
+                f if f == listener_flag => busy.as_str(),
+                "--udp" => "127.0.0.1:0",
+                _ => "off",
+            };
+            args.extend([flag, value]);
+        }
+        let r = run_dmon(&args, None);
+        assert_eq!(r.status.code(), Some(1), "dmon {command}: {r:?}");
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("dmon: "))
+            .collect();
+        assert_eq!(
+            errors,
+            [format!("dmon: {expected}")],
+            "dmon {command}: stderr was\n{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn a_busy_json_udp_port_is_named_with_the_flag_to_move_it() {
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let addr = holder.local_addr().unwrap();
+    port_in_use_fails_naming(
+        "--udp",
+        addr,
+        &format!("JSON UDP {addr} is in use (another dmon?); choose another with --udp HOST:PORT"),
+    );
+}
+
+#[test]
+fn a_busy_riemann_tcp_port_is_named_with_the_flags_to_move_it_or_turn_it_off() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("listen TCP");
+    let addr = holder.local_addr().unwrap();
+    port_in_use_fails_naming(
+        "--riemann-tcp",
+        addr,
+        &format!(
+            "Riemann TCP {addr} is in use (another dmon or Riemann?); choose another with \
+             --riemann-tcp HOST:PORT or turn it off with --riemann-tcp off"
+        ),
+    );
+}
+
+#[test]
+fn a_busy_riemann_udp_port_is_named_with_the_flags_to_move_it_or_turn_it_off() {
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let addr = holder.local_addr().unwrap();
+    port_in_use_fails_naming(
+        "--riemann-udp",
+        addr,
+        &format!(
+            "Riemann UDP {addr} is in use (another dmon or Riemann?); choose another with \
+             --riemann-udp HOST:PORT or turn it off with --riemann-udp off"
+        ),
+    );
+}
+
+#[test]
+fn an_address_that_cannot_be_bound_is_named_with_the_reason() {
+    // TEST-NET-1 (RFC 5737): never an address of this machine.
+    let r = run_dmon(
+        &[
+            "serve",
+            "--udp",
+            "127.0.0.1:0",
+            "--riemann-tcp",
+            "192.0.2.1:5555",
+            "--riemann-udp",
+            "off",
+        ],
+        None,
+    );
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    assert!(
+        r.stderr.lines().any(|l| l
+            == "dmon: cannot listen for Riemann TCP on 192.0.2.1:5555: Cannot assign requested \
+                address (os error 99); choose another with --riemann-tcp HOST:PORT or turn it \
+                off with --riemann-tcp off"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_name_that_is_neither_a_file_here_nor_a_module_says_what_was_looked_for() {
+    let dir = TempDir::new();
+    let out = std::process::Command::new(dmon_bin())
+        .args([
+            "serve",
+            "--streams",
+            "no_such_streams",
+            "--udp",
+            "127.0.0.1:0",
+        ])
+        .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+        .env_remove("PYTHONPATH")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run dmon serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let cwd = dir.path().display().to_string();
+    for looked_for in [
+        "no file no_such_streams.py or no_such_streams.hy in the current directory".to_string(),
+        format!("({cwd})"),
+        "no module 'no_such_streams' on the Python path".to_string(),
+    ] {
+        assert!(
+            stderr.contains(&looked_for),
+            "says {looked_for:?}: {stderr}"
+        );
+    }
+}

@@ -532,3 +532,45 @@ fn watch_reloads_a_module_named_on_the_python_path() {
     );
     drop(child);
 }
+
+#[test]
+fn a_bare_name_loads_that_py_file_from_the_current_directory() {
+    // `--streams mystreams` next to a freshly written mystreams.py: the file,
+    // though the current directory is not on the Python path.
+    let dir = TempDir::new();
+    dir.write(
+        "mystreams.py",
+        "from dmon.streams import *\n\nstream = printer(\"mine: \")\n",
+    );
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(dmon_bin())
+        .args(["serve", "--streams", "mystreams", "--udp", "127.0.0.1:0"])
+        .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+        .env_remove("PYTHONPATH")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("spawn dmon serve");
+    let mut stdout = Lines::spawn("dmon stdout", child.0.stdout.take().unwrap());
+    let mut stderr = Lines::spawn("dmon stderr", child.0.stderr.take().unwrap());
+    let ready = stdout.wait_for(TIMEOUT, |l| l.starts_with(READY_PREFIX));
+    let ready = ready.unwrap_or_else(|why| panic!("not ready: {why}\n{}", stderr.dump()));
+    let port: u16 = ready.rsplit(' ').next().unwrap().parse().unwrap();
+
+    Udp::to(port).send_json(&json!({"host": "here", "service": "cwd"}));
+    let line = stdout
+        .wait_for(TIMEOUT, |l| l.starts_with("mine: "))
+        .unwrap_or_else(|why| panic!("no printer line: {why}\n{}", stderr.dump()));
+    let event = parse_printed(&line, "mine: ");
+    assert_eq!(text(&event, "host"), "here");
+    drop(child);
+}

@@ -14,13 +14,14 @@ use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::Pipeline;
 use crate::python::{self, loader};
-use crate::server::{riemann_tcp, Addresses, Listeners, Server};
+use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
 
 /// Where the server listens and what it runs; shared by every command that
 /// runs a server.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerOpts {
-    /// Stream module: a .py or .hy file, or a module name found on PYTHONPATH.
+    /// Stream module: a .py or .hy file; NAME for NAME.py (or NAME.hy) in the
+    /// current directory; or else a module name found on PYTHONPATH.
     /// Without it, the example module built into dmon (examples/streams.py).
     #[arg(long, value_name = "FILE_OR_MODULE", env = "DMON_STREAM_MODULE")]
     pub streams: Option<String>,
@@ -72,6 +73,30 @@ impl ServerOpts {
             riemann_udp: self.riemann_udp,
             max_frame: self.max_frame,
         }
+    }
+}
+
+/// A listener that could not be opened, said with the flag that moves it
+/// (and turns it off, for those that can be).
+pub fn cannot_listen(e: ListenError) -> anyhow::Error {
+    let (flag, can_be_off, suspect) = match e.kind {
+        ListenerKind::JsonUdp => ("--udp", false, "another dmon?"),
+        ListenerKind::RiemannTcp => ("--riemann-tcp", true, "another dmon or Riemann?"),
+        ListenerKind::RiemannUdp => ("--riemann-udp", true, "another dmon or Riemann?"),
+    };
+    let mut hint = format!("choose another with {flag} HOST:PORT");
+    if can_be_off {
+        hint.push_str(&format!(" or turn it off with {flag} off"));
+    }
+    let listener = e.kind.name();
+    let addr = e.addr;
+    if e.error.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!("{listener} {addr} is in use ({suspect}); {hint}")
+    } else {
+        anyhow::anyhow!(
+            "cannot listen for {listener} on {addr}: {}; {hint}",
+            e.error
+        )
     }
 }
 
@@ -148,7 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let stop = StopSignals::install()?;
         let server = Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
             .await
-            .context("cannot listen")?;
+            .map_err(cannot_listen)?;
         announce(&server.bound);
         stop.wait().await;
         tracing::info!("shutting down: processing events already received");

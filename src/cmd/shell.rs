@@ -200,7 +200,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
                 &args.server.listeners(),
                 python::spawn_dispatcher,
             ))
-            .context("cannot listen")?;
+            .map_err(super::serve::cannot_listen)?;
         handle.get().attach_server(server.injector(), &server.bound);
         Some(server)
     } else {

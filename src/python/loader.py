@@ -50,13 +50,18 @@ def load_name(name):
         pass
     try:
         spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:
+        # A missing parent package of a dotted name: simply not found.
+        spec = None
     except (ImportError, ValueError) as e:
         raise LoadError(f"stream module {name!r}: {e}") from None
     if spec is None or spec.origin is None:
+        # dmon looked for ./NAME.py and ./NAME.hy before asking for a module.
         raise LoadError(
-            f"stream module {name!r} was not found on the Python path "
-            f"({os.pathsep.join(p or '.' for p in sys.path)}); "
-            "set PYTHONPATH or pass a file path to --streams"
+            f"stream module {name!r} was not found: there is no file {name}.py or "
+            f"{name}.hy in the current directory ({os.getcwd()}), and no module "
+            f"{name!r} on the Python path ({os.pathsep.join(p or '.' for p in sys.path)}); "
+            "pass a file path to --streams, or set PYTHONPATH"
         )
     if spec.origin.endswith(".hy"):
         return load_path(spec.origin)

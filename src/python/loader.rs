@@ -1,6 +1,7 @@
 //! Loading the user's stream module and finding its roots.
 //!
-//! The module is a `.py`/`.hy` path, a module name on `PYTHONPATH`, or the
+//! The module is a `.py`/`.hy` path, `NAME` for `./NAME.py` (or `.hy`), a
+//! module name on `PYTHONPATH`, or the
 //! example embedded in the binary. Its roots are the module-level names
 //! containing `stream` whose values are streams, in definition order.
 
@@ -23,14 +24,22 @@ pub enum StreamSource {
 }
 
 impl StreamSource {
-    /// A `.py`/`.hy` file or anything with a slash is a path; otherwise a module name.
+    /// A `.py`/`.hy` file or anything with a slash is a path. A bare `NAME`
+    /// is the file `NAME.py` (or `NAME.hy`) in the current directory when
+    /// there is one, as a user who just wrote it there expects (the
+    /// interpreter's path does not include the current directory);
+    /// otherwise a module name.
     pub fn parse(spec: Option<&str>) -> StreamSource {
         match spec {
             None | Some("") => StreamSource::Embedded,
             Some(s) if s.ends_with(".py") || s.ends_with(".hy") || s.contains('/') => {
                 StreamSource::Path(s.to_owned())
             }
-            Some(s) => StreamSource::Module(s.to_owned()),
+            Some(s) => [".py", ".hy"]
+                .iter()
+                .map(|ext| format!("{s}{ext}"))
+                .find(|file| std::path::Path::new(file).is_file())
+                .map_or_else(|| StreamSource::Module(s.to_owned()), StreamSource::Path),
         }
     }
 

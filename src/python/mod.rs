@@ -39,14 +39,19 @@ fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Starts the interpreter on the calling (main) thread with the `dmon`
-/// module importable, and honours `VIRTUAL_ENV` when it is not activated.
+/// Starts the Python dmon links, on the calling (main) thread, with the
+/// `dmon` module importable and the virtualenv named by `VIRTUAL_ENV` (if
+/// any) in use: PATH does not choose the interpreter, so an activated
+/// virtualenv counts through its `VIRTUAL_ENV` too.
 pub fn init() -> PyResult<()> {
     static STARTED: OnceLock<()> = OnceLock::new();
     if STARTED.set(()).is_err() {
         return Ok(());
     }
     pyo3::append_to_inittab!(dmon);
+    start_linked_interpreter();
+    // Python is running now: this only tells pyo3 so (it skips its own
+    // `Py_InitializeEx` when the interpreter is already initialised).
     Python::initialize();
     Python::attach(|py| {
         let sys = py.import("sys")?;
@@ -59,6 +64,79 @@ pub fn init() -> PyResult<()> {
         }
         Ok(())
     })
+}
+
+/// The installation of the Python dmon was built against (recorded by
+/// build.rs): its prefix, exec prefix and executable.
+const BUILD_PREFIX: &str = env!("DMON_PYTHON_PREFIX");
+const BUILD_EXEC_PREFIX: &str = env!("DMON_PYTHON_EXEC_PREFIX");
+const BUILD_EXECUTABLE: &str = env!("DMON_PYTHON_EXECUTABLE");
+
+/// Initialises the interpreter as its own executable would start: with the
+/// home and program name of the installation dmon links, so CPython does not
+/// take its prefix from whatever `python3` is first on PATH (another
+/// installation's standard library under this libpython breaks `_socket`
+/// and friends). Leaves the GIL released, as pyo3 expects.
+fn start_linked_interpreter() {
+    use pyo3::ffi;
+    let cstring = |s: &str| std::ffi::CString::new(s).expect("build.rs paths have no NUL");
+    // A user's explicit PYTHONHOME wins, as it does for `python3`: CPython
+    // reads it itself. Otherwise the build's home, while it is still there
+    // (a moved installation falls back to CPython's own search).
+    let user_home = std::env::var_os("PYTHONHOME").is_some_and(|h| !h.is_empty());
+    let home = if user_home || !std::path::Path::new(BUILD_PREFIX).is_dir() {
+        None
+    } else if BUILD_EXEC_PREFIX == BUILD_PREFIX {
+        Some(cstring(BUILD_PREFIX))
+    } else {
+        Some(cstring(&format!("{BUILD_PREFIX}:{BUILD_EXEC_PREFIX}")))
+    };
+    let program = cstring(BUILD_EXECUTABLE);
+    // Python cannot start (e.g. no standard library): report it and exit
+    // the way `python3` does; there is no interpreter to raise into.
+    let check = |status: ffi::PyStatus| {
+        // SAFETY: inspects a status CPython just returned.
+        if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+            unsafe { ffi::Py_ExitStatusException(status) }
+        }
+    };
+
+    // SAFETY: CPython's documented embedding sequence, on the main thread,
+    // before any other Python call.
+    unsafe {
+        let mut pre = std::mem::MaybeUninit::<ffi::PyPreConfig>::uninit();
+        ffi::PyPreConfig_InitPythonConfig(pre.as_mut_ptr());
+        let mut pre = pre.assume_init();
+        // Coercing the C locale would set LC_CTYPE in the environment that
+        // $EDITOR and other children inherit.
+        pre.coerce_c_locale = 0;
+        pre.coerce_c_locale_warn = 0;
+        pre.parse_argv = 0;
+        check(ffi::Py_PreInitialize(&pre));
+
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let mut config = config.assume_init();
+        // As pyo3's `Py_InitializeEx(0)`: SIGINT stays with dmon (tokio in
+        // `serve`; the shell installs Python's handler itself).
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        check(ffi::PyConfig_SetBytesString(
+            &mut config,
+            &mut config.program_name,
+            program.as_ptr(),
+        ));
+        if let Some(home) = &home {
+            check(ffi::PyConfig_SetBytesString(
+                &mut config,
+                &mut config.home,
+                home.as_ptr(),
+            ));
+        }
+        check(ffi::Py_InitializeFromConfig(&config));
+        ffi::PyConfig_Clear(&mut config);
+        ffi::PyEval_SaveThread();
+    }
 }
 
 /// Makes a virtualenv named by `VIRTUAL_ENV` (but not activated) the

@@ -43,6 +43,41 @@ pub struct Addresses {
     pub riemann_udp: Option<SocketAddr>,
 }
 
+/// One of the server's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    JsonUdp,
+    RiemannTcp,
+    RiemannUdp,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::JsonUdp => "JSON UDP",
+            ListenerKind::RiemannTcp => "Riemann TCP",
+            ListenerKind::RiemannUdp => "Riemann UDP",
+        }
+    }
+}
+
+/// A listener that could not be opened on its address.
+// The io error is part of the message, not a `source`: reports that print
+// the chain would show it twice.
+#[derive(Debug, thiserror::Error)]
+#[error("{} {addr}: {error}", kind.name())]
+pub struct ListenError {
+    pub kind: ListenerKind,
+    pub addr: SocketAddr,
+    pub error: io::Error,
+}
+
+impl ListenError {
+    fn on(kind: ListenerKind, addr: SocketAddr) -> impl Fn(io::Error) -> ListenError + Copy {
+        move |error| ListenError { kind, addr, error }
+    }
+}
+
 /// A running server: sources, the expiry clock and the dispatch thread.
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
@@ -63,24 +98,37 @@ impl Server {
         pipeline: Arc<Pipeline>,
         listen: &Listeners,
         spawn_dispatcher: D,
-    ) -> io::Result<Server>
+    ) -> Result<Server, ListenError>
     where
         D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> thread::JoinHandle<()>,
     {
+        use ListenerKind::*;
         // Bind everything first, so a busy port fails start-up cleanly.
-        let udp_socket = udp::bind(listen.udp)?;
-        let tcp_listener = match listen.riemann_tcp {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-            None => None,
+        let on_udp = ListenError::on(JsonUdp, listen.udp);
+        let udp_socket = udp::bind(listen.udp).map_err(on_udp)?;
+        let udp_addr = udp_socket.local_addr().map_err(on_udp)?;
+        let (tcp_listener, riemann_tcp) = match listen.riemann_tcp {
+            Some(addr) => {
+                let on_tcp = ListenError::on(RiemannTcp, addr);
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(on_tcp)?;
+                let bound = listener.local_addr().map_err(on_tcp)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
         };
-        let riemann_udp_socket = listen.riemann_udp.map(udp::bind).transpose()?;
+        let (riemann_udp_socket, riemann_udp) = match listen.riemann_udp {
+            Some(addr) => {
+                let on_udp = ListenError::on(RiemannUdp, addr);
+                let socket = udp::bind(addr).map_err(on_udp)?;
+                let bound = socket.local_addr().map_err(on_udp)?;
+                (Some(socket), Some(bound))
+            }
+            None => (None, None),
+        };
         let bound = Addresses {
-            udp: udp_socket.local_addr()?,
-            riemann_tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
-            riemann_udp: riemann_udp_socket
-                .as_ref()
-                .map(|s| s.local_addr())
-                .transpose()?,
+            udp: udp_addr,
+            riemann_tcp,
+            riemann_udp,
         };
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
