@@ -53,7 +53,7 @@ fn serve_help_explains_its_flags() {
     let r = run_dmon(&["serve", "--help"], None);
     assert!(r.status.success(), "{r:?}");
     for entry in [
-        "--streams <FILE_OR_MODULE> Stream module: a .py or .hy file, or a module name found on PYTHONPATH.",
+        "--streams <FILE_OR_MODULE> Stream module: a .py or .hy file; NAME for NAME.py (or NAME.hy) in the current directory; or else a module name found on PYTHONPATH.",
         "--udp <HOST:PORT> Address to receive JSON event datagrams on; port 0 picks a free port [env: DMON_UDP=] [default: 127.0.0.1:7689]",
         "--riemann-tcp <HOST:PORT> Address for Riemann protocol clients over TCP (\"off\" to disable)",
         "--riemann-udp <HOST:PORT> Address for Riemann protocol clients over UDP (\"off\" to disable)",
@@ -74,6 +74,20 @@ fn send_help_explains_its_flags() {
         "--udp <HOST:PORT> Where dmon receives JSON datagrams [env: DMON_UDP=] [default: 127.0.0.1:7689]",
         "--riemann Send over Riemann's TCP protocol to --riemann-tcp instead, and wait for the server's acknowledgement",
         "--riemann-tcp <HOST:PORT> The running dmon's Riemann TCP address",
+    ] {
+        assert_help_entry(&r.stdout, entry);
+    }
+}
+
+#[test]
+fn shell_help_explains_its_flags() {
+    // -h: the one-line form (--help puts explanations on lines of their own).
+    let r = run_dmon(&["shell", "-h"], None);
+    assert!(r.status.success(), "{r:?}");
+    for entry in [
+        "-s, --shell <KIND> Which shell to run [default: python]",
+        "--stats-json At exit, print the counters as one `dmon stats: {json}` line (as `serve` does) instead of a short table",
+        "--connect <HOST:PORT> Open the shell against a dmon already running at HOST:PORT",
     ] {
         assert_help_entry(&r.stdout, entry);
     }
