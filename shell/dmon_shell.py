@@ -36,7 +36,6 @@ def _paint(color, text):
     return f"{color}{text}{RESET}" if color else text
 
 
-_FIELDS = ("host", "service", "state", "description", "time", "ttl", "metric", "tags", "attributes")
 _noted_fields = set()
 
 
@@ -45,10 +44,10 @@ def _note_unknown_fields(fields):
     attribute, as an unknown JSON key does), so `hostname=` is not a silent typo."""
     import difflib
     for name in fields:
-        if name in _FIELDS or name in _noted_fields:
+        if name in Event._fields or name in _noted_fields:
             continue
         _noted_fields.add(name)
-        close = difflib.get_close_matches(name, _FIELDS, n=1)
+        close = difflib.get_close_matches(name, Event._fields, n=1)
         hint = f"; did you mean {close[0]}=?" if close else ""
         print(_paint(DIM, f"note: {name}= is not an event field, so it becomes an attribute{hint}"))
 

@@ -477,14 +477,6 @@ fn watch_reloads_a_module_named_on_the_python_path() {
     let module =
         |prefix: &str| format!("from dmon.streams import *\n\nstream = printer({prefix:?})\n");
     let file = dir.write("named_streams.py", &module("one: "));
-    // Killed on drop, so a failing assertion leaves no server behind.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = std::process::Command::new(dmon_bin())
         .args([
             "serve",
@@ -542,13 +534,6 @@ fn a_bare_name_loads_that_py_file_from_the_current_directory() {
         "mystreams.py",
         "from dmon.streams import *\n\nstream = printer(\"mine: \")\n",
     );
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = std::process::Command::new(dmon_bin())
         .args(["serve", "--streams", "mystreams", "--udp", "127.0.0.1:0"])
         .args(["--riemann-tcp", "off", "--riemann-udp", "off"])

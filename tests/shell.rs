@@ -222,9 +222,7 @@ fn bpython_exit_function_stops_the_server() {
     let shell = start(Kind::Bpython, &dir);
     shell.send_datagram(r#"{"host":"before-exit","state":"warning"}"#);
     shell.wait_for_line_starting(r#"warn: {"host":"before-exit""#);
-    shell.type_at_prompt("exit()");
-    shell.tmux.keys(&["Enter"]);
-    let stats = shell.assert_clean_exit();
+    let stats = shell.exit();
     assert_eq!(stat(&stats, "datagrams"), 1, "stats: {stats}");
 }
 

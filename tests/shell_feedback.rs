@@ -85,20 +85,20 @@ fn background_output_above_an_intact_prompt(kind: Kind) {
              ZeroDivisionError: division by zero (+4 lines: logs())"
         )
     );
-    // The mail that could not be sent, after its three attempts.
-    let screen = shell.wait_for("the mail failure", |s| {
-        s.lines().any(|l| l.starts_with("WARN email: "))
+    // The mail that could not be sent, after its three attempts, and the
+    // half-typed statement still there below it (IPython redraws its prompt
+    // a moment after a line goes above it: wait for that, not for a sleep).
+    let intact = |s: &str| {
+        let prompt = last_line(s);
+        kind.is_prompt(prompt) && prompt.ends_with(typed)
+    };
+    let screen = shell.wait_for("the mail failure above the intact prompt", |s| {
+        s.lines().any(|l| l.starts_with("WARN email: ")) && intact(s)
     });
     assert_eq!(
         line_starting(&screen, "WARN email: "),
         "WARN email: sending \"ext warning\" via SMTP 127.0.0.1:1 failed after 3 attempts: \
          Connection error: Connection refused (os error 111)"
-    );
-    // The half-typed statement is still there, on the prompt line.
-    let prompt = last_line(&screen);
-    assert!(
-        kind.is_prompt(prompt) && prompt.ends_with(typed),
-        "the prompt line is {prompt:?}:\n{screen}"
     );
     shell.type_line(" 3]; print(x)");
     shell.wait_for("the finished statement's output", |s| {
@@ -161,9 +161,7 @@ fn background_output_above_an_intact_prompt(kind: Kind) {
         "streams():\n{out}"
     );
 
-    shell.type_at_prompt("exit()");
-    shell.tmux.keys(&["Enter"]);
-    let stats = shell.assert_clean_exit();
+    let stats = shell.exit();
     // ext, n1, evil, inj, quiet, after-quiet; the quiet one still counted.
     assert_eq!(stat(&stats, "processed"), 6, "stats: {stats}");
     assert_eq!(stat(&stats, "mail_failures"), 1, "stats: {stats}");
@@ -195,9 +193,7 @@ fn bpython_shows_lines_right_after_start_up() {
     shell.send_datagram(r#"{"host":"early","metric":3}"#);
     shell.wait_for_line_starting(r#"high average: {"host":"early""#);
     assert!(sent.elapsed() < SHOWN_WITHIN, "took {:?}", sent.elapsed());
-    shell.type_at_prompt("exit()");
-    shell.tmux.keys(&["Enter"]);
-    shell.assert_clean_exit();
+    shell.exit();
 }
 
 /// paste() with a bad line: every good line (and a line holding an array)
@@ -232,9 +228,7 @@ fn paste_with_a_bad_line(kind: Kind) {
     for host in ["p1", "p2", "p4", "p5"] {
         shell.wait_for_line_starting(&format!(r#"high average: {{"host":"{host}""#));
     }
-    shell.type_at_prompt("exit()");
-    shell.tmux.keys(&["Enter"]);
-    let stats = shell.assert_clean_exit();
+    let stats = shell.exit();
     assert_eq!(stat(&stats, "processed"), 4, "stats: {stats}");
 }
 

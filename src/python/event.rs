@@ -196,6 +196,12 @@ pub fn event_from_py(v: &Bound<'_, PyAny>) -> PyResult<Arc<Event>> {
 
 #[pymethods]
 impl PyEvent {
+    /// The event's fields, as a namedtuple's `_fields`.
+    #[classattr]
+    fn _fields(py: Python<'_>) -> PyResult<Py<pyo3::types::PyTuple>> {
+        Ok(pyo3::types::PyTuple::new(py, FIELDS)?.unbind())
+    }
+
     /// `Event(host="web1", service="cpu", metric=2.5)`, or `Event({"host": …})`.
     #[new]
     #[pyo3(signature = (fields=None, **kwargs))]

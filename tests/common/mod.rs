@@ -361,6 +361,17 @@ impl Stats {
 // UDP client
 // ---------------------------------------------------------------------------
 
+/// A child process killed on drop, so a failing assertion leaves no server
+/// behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A UDP socket bound to an ephemeral loopback port, connected to a server.
 pub struct Udp {
     sock: UdpSocket,

@@ -560,6 +560,14 @@ impl Shell {
             .expect("send datagram");
     }
 
+    /// Leaves with `exit()`, as every shell takes it, and asserts a clean
+    /// exit; returns the stats.
+    pub fn exit(&self) -> Value {
+        self.type_at_prompt("exit()");
+        self.tmux.keys(&["Enter"]);
+        self.assert_clean_exit()
+    }
+
     /// Waits for dmon to exit; returns its status and the final screen.
     pub fn wait_exit(&self) -> (i32, String) {
         let screen = self.wait_for("dmon to exit (the EXIT=N line)", |s| exit_code(s).is_some());
