@@ -439,9 +439,23 @@ def complete(text, state_limit=200):
     return out
 
 
+# How long prompt_toolkit's stdout proxy (IPython's prompt) waits after each
+# write before the next; its 0.2 s default held a line that followed another
+# within 0.2 s for up to that long.
+_IPYTHON_WRITE_INTERVAL = 0.02
+
+
 def run_ipython():
     import IPython
+    from prompt_toolkit import patch_stdout
     from traitlets.config import Config
+
+    original_init = patch_stdout.StdoutProxy.__init__
+
+    def init(self, sleep_between_writes=0.2, *args, **kwargs):
+        original_init(self, min(sleep_between_writes, _IPYTHON_WRITE_INTERVAL), *args, **kwargs)
+
+    patch_stdout.StdoutProxy.__init__ = init
 
     cfg = Config()
     cfg.TerminalInteractiveShell.banner1 = banner() + "\n"

@@ -54,7 +54,7 @@ def measure(command, n):
     """Milliseconds from sendto() to the line on screen: (idle, half typed)."""
     tmux("kill-server")
     tmux("new-session", "-d", "-s", "lat", "-x", "200", "-y", "50", command)
-    banner = wait_for(lambda s: "UDP 127.0.0.1:" in s and ">>>" in s)
+    banner = wait_for(lambda s: "UDP 127.0.0.1:" in s and (">>>" in s or "In [1]:" in s))
     port = int(banner.split("UDP 127.0.0.1:")[1].split()[0])
     time.sleep(2)  # bpython gathers module names for a while: measure after
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -66,7 +66,7 @@ def measure(command, n):
         for i in range(n):
             tag = f"{phase[0]}{i}"
             start = time.monotonic()
-            sock.sendto(json.dumps({"host": tag}).encode(), ("127.0.0.1", port))
+            sock.sendto(json.dumps({"host": tag}, separators=(",", ":")).encode(), ("127.0.0.1", port))
             wait_for(lambda s: f'lat: {{"host":"{tag}"' in s)
             results[phase].append((time.monotonic() - start) * 1000)
             time.sleep(0.05)
