@@ -621,4 +621,13 @@ def setup(server, namespace):
     ds._index_repr = _index_table
     namespace.setdefault("__name__", "__main__")
     _interp = PlainInterpreter(namespace)
+    # The embedded interpreter's stdout and stderr write through, so print()
+    # wrote its text and its newline separately, and a server line written
+    # from another thread (the plain shell's external printer) could land
+    # between them. Line buffering writes whole lines.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True, write_through=False)
+        except (AttributeError, ValueError):
+            pass  # not a TextIOWrapper (redirected by the user): leave it
     return namespace
