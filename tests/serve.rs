@@ -477,43 +477,36 @@ fn watch_reloads_a_module_named_on_the_python_path() {
     let module =
         |prefix: &str| format!("from dmon.streams import *\n\nstream = printer({prefix:?})\n");
     let file = dir.write("named_streams.py", &module("one: "));
-    let mut child = std::process::Command::new(dmon_bin())
-        .args([
-            "serve",
-            "--watch",
-            "--streams",
-            "named_streams",
-            "--udp",
-            "127.0.0.1:0",
-        ])
-        .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
-        .env("PYTHONPATH", dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("spawn dmon serve");
-    let mut stdout = Lines::spawn("dmon stdout", child.0.stdout.take().unwrap());
-    let mut stderr = Lines::spawn("dmon stderr", child.0.stderr.take().unwrap());
-    let timeout = std::time::Duration::from_secs(20);
-    let ready = stdout
-        .wait_for(timeout, |l| l.starts_with(READY_PREFIX))
-        .expect("dmon serve became ready");
-    let port: u16 = ready.rsplit(' ').next().unwrap().parse().unwrap();
+    let mut cmd = std::process::Command::new(dmon_bin());
+    cmd.args([
+        "serve",
+        "--watch",
+        "--streams",
+        "named_streams",
+        "--udp",
+        "127.0.0.1:0",
+    ])
+    .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
+    .env("PYTHONPATH", dir.path());
+    let Spawned {
+        child,
+        mut stdout,
+        mut stderr,
+        port,
+    } = Spawned::start(cmd);
     let udp = Udp::to(port);
 
     udp.send_json(&json!({"host": "a"}));
     stdout
-        .wait_for(timeout, |l| l.starts_with("one: "))
+        .wait_for(TIMEOUT, |l| l.starts_with("one: "))
         .expect("the first module prints");
     std::fs::write(&file, module("two: ")).expect("rewrite the module");
     stderr
-        .wait_for(timeout, |l| l.contains("reloaded module named_streams"))
+        .wait_for(TIMEOUT, |l| l.contains("reloaded module named_streams"))
         .expect("the reload is logged");
     udp.send_json(&json!({"host": "b"}));
     let line = stdout
-        .wait_for(timeout, |l| {
+        .wait_for(TIMEOUT, |l| {
             l.starts_with("two: ") || l.starts_with("one: ")
         })
         .expect("the event after the reload prints");
@@ -534,22 +527,17 @@ fn a_bare_name_loads_that_py_file_from_the_current_directory() {
         "mystreams.py",
         "from dmon.streams import *\n\nstream = printer(\"mine: \")\n",
     );
-    let mut child = std::process::Command::new(dmon_bin())
-        .args(["serve", "--streams", "mystreams", "--udp", "127.0.0.1:0"])
+    let mut cmd = std::process::Command::new(dmon_bin());
+    cmd.args(["serve", "--streams", "mystreams", "--udp", "127.0.0.1:0"])
         .args(["--riemann-tcp", "off", "--riemann-udp", "off"])
         .env_remove("PYTHONPATH")
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("spawn dmon serve");
-    let mut stdout = Lines::spawn("dmon stdout", child.0.stdout.take().unwrap());
-    let mut stderr = Lines::spawn("dmon stderr", child.0.stderr.take().unwrap());
-    let ready = stdout.wait_for(TIMEOUT, |l| l.starts_with(READY_PREFIX));
-    let ready = ready.unwrap_or_else(|why| panic!("not ready: {why}\n{}", stderr.dump()));
-    let port: u16 = ready.rsplit(' ').next().unwrap().parse().unwrap();
+        .current_dir(dir.path());
+    let Spawned {
+        child,
+        mut stdout,
+        mut stderr,
+        port,
+    } = Spawned::start(cmd);
 
     Udp::to(port).send_json(&json!({"host": "here", "service": "cwd"}));
     let line = stdout

@@ -372,6 +372,42 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A `dmon serve` that a test set up itself (its own arguments, directory or
+/// environment), started and ready: killed on drop.
+pub struct Spawned {
+    pub child: KillOnDrop,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    /// The JSON UDP port from the readiness line.
+    pub port: u16,
+}
+
+impl Spawned {
+    /// Runs `cmd` (a `dmon serve …`) with piped output and waits for its
+    /// readiness line; panics with its stderr when it never comes.
+    pub fn start(mut cmd: Command) -> Spawned {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(KillOnDrop)
+            .expect("spawn dmon serve");
+        let mut stdout = Lines::spawn("dmon stdout", child.0.stdout.take().unwrap());
+        let mut stderr = Lines::spawn("dmon stderr", child.0.stderr.take().unwrap());
+        let ready = stdout
+            .wait_for(TIMEOUT, |l| l.starts_with(READY_PREFIX))
+            .unwrap_or_else(|why| panic!("not ready: {why}\n{}", stderr.dump()));
+        let port = ready.rsplit(' ').next().unwrap().parse().unwrap();
+        Spawned {
+            child,
+            stdout,
+            stderr,
+            port,
+        }
+    }
+}
+
 /// A UDP socket bound to an ephemeral loopback port, connected to a server.
 pub struct Udp {
     sock: UdpSocket,
