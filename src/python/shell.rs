@@ -44,10 +44,10 @@ pub struct ShellServer {
     /// statement that leaves a root's object alone keeps its node (and its
     /// counters and state).
     roots: Mutex<Vec<(String, Py<PyAny>, NodeRef)>>,
-    /// Names already reported as "not a stream", so a statement does not
+    /// Names last reported as "not a stream", so a statement does not
     /// repeat the note for every later statement.
     not_streams: Mutex<Vec<String>>,
-    /// Roots defined at the prompt under --connect, already told about.
+    /// Roots defined at the prompt under --connect, last told about.
     remote_roots: Mutex<Vec<String>>,
 }
 
@@ -71,31 +71,42 @@ impl ShellServer {
         }
     }
 
-    /// Tells the user, once per name, about a `*stream*` name that is not a
-    /// stream (above the prompt, where server lines go).
-    fn note_not_streams(&self, not_streams: &[(String, String)]) {
-        let mut reported = self.not_streams.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, kind) in not_streams {
+    /// Writes each `(name, note)` above the prompt whose name the previous
+    /// call did not have, then remembers this call's names: a note is said
+    /// once while its name stays, and again if the name comes back later.
+    fn note_new(&self, reported: &Mutex<Vec<String>>, notes: Vec<(String, String)>) {
+        let mut reported = reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, note) in &notes {
             if !reported.contains(name) {
-                self.console.write_line(&loader::not_a_root(name, kind));
+                self.console.write_line(note);
             }
         }
-        *reported = not_streams.iter().map(|(name, _)| name.clone()).collect();
+        *reported = notes.into_iter().map(|(name, _)| name).collect();
     }
 
-    /// With --connect, a root defined at the prompt runs nowhere: say so,
-    /// once per name, rather than leave the user waiting for its output.
+    /// A `*stream*` name that is not a stream is not a root.
+    fn note_not_streams(&self, not_streams: &[(String, String)]) {
+        let notes = not_streams
+            .iter()
+            .map(|(name, kind)| (name.clone(), loader::not_a_root(name, kind)))
+            .collect();
+        self.note_new(&self.not_streams, notes);
+    }
+
+    /// With --connect, a root defined at the prompt runs nowhere: say so
+    /// rather than leave the user waiting for its output.
     fn note_remote_roots(&self, roots: &[(String, Bound<'_, PyAny>)]) {
-        let mut reported = self.remote_roots.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, _) in roots {
-            if !reported.contains(name) {
-                self.console.write_line(&format!(
-                    "`{name}` does not run: with --connect, this shell cannot change the remote \
-                     dmon's streams yet (edit its stream module and reload it there)"
-                ));
-                reported.push(name.clone());
-            }
-        }
+        let notes = roots
+            .iter()
+            .map(|(name, _)| {
+                let note = format!(
+                    "`{name}` does not run: with --connect, this shell cannot change the \
+                     remote dmon's streams yet (edit its stream module and reload it there)"
+                );
+                (name.clone(), note)
+            })
+            .collect();
+        self.note_new(&self.remote_roots, notes);
     }
 
     /// Connects the handle to the started server.
