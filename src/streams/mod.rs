@@ -42,8 +42,9 @@ pub struct NodeStats {
     pub events_out: AtomicU64,
     pub errors: AtomicU64,
     pub taps: Taps,
-    /// Where the node sits in the running streams (`average_stream/when`),
-    /// set when its root is installed; logs name the node by it.
+    /// Where the node sits in the running streams
+    /// (`average_stream/average/when`), set when its root is installed;
+    /// logs name the node by it.
     path: RwLock<Option<Arc<str>>>,
 }
 
