@@ -95,11 +95,7 @@ fn scenario(kind: Kind) {
     );
 
     // paste(): NDJSON lines until a blank line; each event is injected.
-    shell.type_at_prompt("paste()");
-    shell.tmux.keys(&["Enter"]);
-    shell.wait_for("paste()'s invitation", |s| {
-        s.contains("paste JSON events; end with a blank line or Ctrl-D")
-    });
+    shell.start_paste();
     shell.type_input(r#"{"host":"p1","state":"warning"}"#);
     shell.type_input(r#"{"host":"p2","state":"warning","metric":7}"#);
     shell.tmux.keys(&["Enter"]);
@@ -279,11 +275,7 @@ fn bpython_printer_lines_do_not_join_printed_output() {
 fn paste_all_at_once(kind: Kind) {
     let dir = TempDir::new();
     let shell = start(kind, &dir);
-    shell.type_at_prompt("paste()");
-    shell.tmux.keys(&["Enter"]);
-    shell.wait_for("paste()'s invitation", |s| {
-        s.contains("paste JSON events; end with a blank line or Ctrl-D")
-    });
+    shell.start_paste();
     shell.tmux.paste(concat!(
         r#"{"host":"q1","state":"warning"}"#,
         "\n",

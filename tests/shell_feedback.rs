@@ -202,11 +202,7 @@ fn bpython_shows_lines_right_after_start_up() {
 fn paste_with_a_bad_line(kind: Kind) {
     let dir = TempDir::new();
     let (shell, _) = start(kind, &dir);
-    shell.type_at_prompt("paste()");
-    shell.tmux.keys(&["Enter"]);
-    shell.wait_for("paste()'s invitation", |s| {
-        s.contains("paste JSON events; end with a blank line or Ctrl-D, Ctrl-C cancels")
-    });
+    shell.start_paste();
     shell.tmux.paste(concat!(
         r#"{"host":"p1","metric":3}"#,
         "\n",
@@ -259,9 +255,7 @@ fn plain_shell_says_what_happened() {
     opts.stats_json = false;
     let shell = Shell::start(opts);
 
-    shell.type_at_prompt("paste()");
-    shell.tmux.keys(&["Enter"]);
-    shell.wait_for("paste()'s invitation", |s| s.contains("Ctrl-C cancels"));
+    shell.start_paste();
     shell.type_input(r#"{"host":"never","metric":3}"#);
     shell.tmux.keys(&["C-c"]);
     let screen = shell.wait_for("the cancelled paste", |s| {

@@ -560,6 +560,18 @@ impl Shell {
             .expect("send datagram");
     }
 
+    /// Runs `paste()` and waits for its invitation, the whole line.
+    pub fn start_paste(&self) {
+        self.type_at_prompt("paste()");
+        self.tmux.keys(&["Enter"]);
+        self.wait_for("paste()'s invitation", |s| {
+            has_line(
+                s,
+                "paste JSON events; end with a blank line or Ctrl-D, Ctrl-C cancels",
+            )
+        });
+    }
+
     /// Leaves with `exit()`, as every shell takes it, and asserts a clean
     /// exit; returns the stats.
     pub fn exit(&self) -> Value {
