@@ -172,14 +172,20 @@ def stats(as_json=False):
 
 
 def _print_nodes(nodes):
-    """One row per node: its path (the name logs use), how it was built, counters."""
+    """One row per node: its path (the name logs use), how it was built, counters,
+    live facts (a by's forks), and whether it kept its state at the last reload."""
     path_w = max((len(n["path"]) for n in nodes), default=0)
     desc_w = max((len(n["describe"]) for n in nodes), default=0)
     for n in nodes:
         err = _paint(RED, f"errors {n['errors']}") if n["errors"] else f"errors {n['errors']}"
+        extra = ""
+        if n.get("detail"):
+            extra += "  " + _paint(YELLOW, n["detail"])
+        if n.get("kept_state"):
+            extra += "  " + _paint(DIM, "kept state")
         print(
             f"{_paint(BOLD, n['path'].ljust(path_w))}  {_paint(BLUE, n['describe'].ljust(desc_w))}  "
-            f"{_paint(DIM, 'in')} {_paint(GREEN, n['in'])}  {_paint(DIM, 'out')} {_paint(GREEN, n['out'])}  {err}"
+            f"{_paint(DIM, 'in')} {_paint(GREEN, n['in'])}  {_paint(DIM, 'out')} {_paint(GREEN, n['out'])}  {err}{extra}"
         )
 
 
@@ -273,8 +279,9 @@ def reload():
     if dropped:
         _say(_paint(YELLOW, f"reload dropped {', '.join(dropped)}: defined at the prompt, "
                             "not in the module"))
-    # Until state is carried across reloads, say what a reload costs.
-    _say(_paint(DIM, "node state (averages, coroutines) starts afresh in the reloaded streams"))
+    kept = [n["path"] for n in json.loads(_server.stats_json())["nodes"] if n.get("kept_state")]
+    held = f"state kept by {', '.join(kept)}" if kept else "no node kept state"
+    _say(_paint(DIM, f"{held}; changed and new nodes (and coroutines) start afresh"))
 
 
 def edit(name=None):
@@ -366,11 +373,18 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
     print(_paint(BOLD, "dmon shell commands"))
     for f in _HELPERS:
         print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {f.__doc__.splitlines()[0].split(': ', 1)[-1]}")
-    print(_paint(BOLD, "stream functions (dmon.streams)"))
     import dmon.streams as ds
-    for name in ("when", "where", "average", "printer", "index", "email", "send", "stream"):
-        doc = (getattr(ds, name).__doc__ or "").strip().splitlines()
-        print(f"  {_paint(BLUE, name):<24} {doc[0] if doc else ''}")
+    for family, names in ds._catalog:
+        print(_paint(BOLD, f"stream functions: {family}"))
+        for name in names:
+            doc = (getattr(ds, name).__doc__ or "").split("\n\n")
+            summary = doc[1].replace("\n", " ") if len(doc) > 1 else ""
+            print(f"  {_paint(BLUE, name):<24} {summary}")
+    print(_paint(BOLD, "also"))
+    print(f"  {_paint(BLUE, 'send'):<24} {ds.send.__doc__.splitlines()[0]}")
+    print(f"  {_paint(BLUE, '@stream'):<24} {ds.stream.__doc__.splitlines()[0]}")
+    print(f"  {_paint(BLUE, 'folds'):<24} {', '.join(ds.folds.__all__)}: a list of events to one event")
+    print("help(name) shows a function's whole doc, with an example.")
     print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
 
 

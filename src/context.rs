@@ -1,13 +1,17 @@
-//! The services stream nodes reach while they handle an event: the index,
-//! the mailer, and the console. One context per running server.
+//! The services stream nodes reach while they handle an event: the clock,
+//! the index, the mailer, and the console. One context per running server.
 
 use std::sync::Arc;
 
+use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
 use crate::outputs::email::Mailer;
 
 pub struct Context {
+    /// What "now" is for time-driven nodes: the wall clock in a server, a
+    /// virtual clock in tests and replays.
+    pub clock: Arc<dyn Clock>,
     pub index: Index,
     pub mailer: Mailer,
     pub console: Arc<dyn LineSink>,
@@ -15,10 +19,20 @@ pub struct Context {
 
 impl Context {
     pub fn new(mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
+        Self::with_clock(Arc::new(WallClock), mailer, console)
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>, mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
         Context {
+            clock,
             index: Index::new(),
             mailer,
             console,
         }
+    }
+
+    /// The clock's time.
+    pub fn now(&self) -> f64 {
+        self.clock.now()
     }
 }

@@ -7,11 +7,13 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`event`] | the event and its fields |
+//! | [`clock`] | time as nodes see it: the wall clock, or a virtual one |
 //! | [`codec`] | wire formats: JSON, Riemann's protocol buffers |
 //! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
 //! | [`client`] | a Riemann TCP client (`dmon send --riemann`, `dmon query`, benchmarks) |
 //! | [`pipeline`] | the root set and the dispatch loop |
-//! | [`streams`] | the node trait and the native stream nodes, one family per file |
+//! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
+//! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`index`] | latest event per host/service, and expiry |
 //! | [`outputs`] | services that send events out (mail) |
 //! | [`context`] | what nodes reach while handling an event |
@@ -25,6 +27,7 @@
 //! screen: Python-backed nodes implement the same [`streams::Node`] trait.
 
 pub mod client;
+pub mod clock;
 pub mod cmd;
 pub mod codec;
 pub mod console;
@@ -40,3 +43,4 @@ pub mod query;
 pub mod server;
 pub mod stats;
 pub mod streams;
+pub mod testing;

@@ -8,19 +8,22 @@
 //! one root set.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::context::Context;
-use crate::event::{now_secs, Event};
+use crate::event::Event;
 use crate::stats::{IngestStats, Stats};
-use crate::streams::{assign_paths, push, snapshot_tree, NodeRef};
+use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
 
 /// Batches in flight between sources and the dispatch thread.
 pub const CHANNEL_CAPACITY: usize = 256;
+
+/// How often the index is expired, in seconds of the context's clock.
+pub const EXPIRY_INTERVAL: f64 = 1.0;
 
 /// A named top-level stream: every event goes to every root.
 #[derive(Clone)]
@@ -43,7 +46,8 @@ pub enum Work {
     /// Events whose sender waits until they have been through every root
     /// (the shell's `inject`, and acknowledged protocols).
     Acked(Vec<Event>, oneshot::Sender<()>),
-    /// Time to expire the index (sent every second).
+    /// Time to run the nodes' timers, and to expire the index when
+    /// [`EXPIRY_INTERVAL`] has passed (see `server::TICK_INTERVAL`).
     Tick,
     /// Shutdown: everything queued before this has been processed.
     Stop,
@@ -56,6 +60,12 @@ pub struct Pipeline {
     processed: AtomicU64,
     expired: AtomicU64,
     started: Instant,
+    /// Held while one unit of work goes through the roots, and while the
+    /// roots are swapped: a reload moves state out of the old nodes only
+    /// when no event is inside them, so none is lost or counted twice.
+    dispatching: Mutex<()>,
+    /// When the index was last expired (clock seconds, as f64 bits).
+    last_expiry: AtomicU64,
 }
 
 impl Pipeline {
@@ -68,6 +78,8 @@ impl Pipeline {
             processed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             started: Instant::now(),
+            dispatching: Mutex::new(()),
+            last_expiry: AtomicU64::new(0f64.to_bits()),
         }
     }
 
@@ -79,9 +91,20 @@ impl Pipeline {
         self.roots.load_full()
     }
 
-    /// Replaces the root set; events already being processed finish in the
-    /// old set, every later one goes through the new.
+    /// Replaces the root set between two units of work: events already
+    /// being processed finish in the old set, every later one goes through
+    /// the new. Nodes whose place and arguments are unchanged take the old
+    /// nodes' state (a root is matched by name). Blocks while a unit of
+    /// work is in progress; an embedder holding a lock the dispatch thread
+    /// needs (Python's GIL) must release it around this call.
     pub fn swap_roots(&self, roots: Vec<Root>) {
+        let _quiet = lock(&self.dispatching);
+        let old = self.roots.load();
+        for root in &roots {
+            if let Some(previous) = old.iter().find(|r| r.name == root.name) {
+                carry_over(&*root.node, &*previous.node);
+            }
+        }
         name_nodes(&roots);
         self.roots.store(Arc::new(roots));
     }
@@ -96,6 +119,19 @@ impl Pipeline {
         self.processed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Runs the roots' timers at `now`, and expires the index when its
+    /// interval has passed.
+    pub fn tick(&self, now: f64) {
+        for root in self.roots.load().iter() {
+            root.node.tick(&self.ctx, now);
+        }
+        let last = f64::from_bits(self.last_expiry.load(Ordering::Relaxed));
+        if now - last >= EXPIRY_INTERVAL {
+            self.last_expiry.store(now.to_bits(), Ordering::Relaxed);
+            self.expire(now);
+        }
+    }
+
     /// Expires the index at `now`, re-injecting each expired event.
     pub fn expire(&self, now: f64) {
         for event in self.ctx.index.expire(now) {
@@ -106,13 +142,14 @@ impl Pipeline {
 
     /// Processes one message; false on [`Work::Stop`].
     fn handle(&self, work: Work) -> bool {
+        let _busy = lock(&self.dispatching);
         match work {
             Work::Events(events) => events.into_iter().for_each(|e| self.process(e)),
             Work::Acked(events, done) => {
                 events.into_iter().for_each(|e| self.process(e));
                 let _ = done.send(());
             }
-            Work::Tick => self.expire(now_secs()),
+            Work::Tick => self.tick(self.ctx.now()),
             Work::Stop => return false,
         }
         true

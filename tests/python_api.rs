@@ -113,7 +113,11 @@ raises(TypeError, lambda: Event(metric="abc"), "`metric` must be a number")
 raises(TypeError, lambda: Event(host=5), "`host` must be a str")
 raises(TypeError, lambda: Event(tags="a"), "`tags` must be a list")
 raises(TypeError, lambda: when(5, printer()), "callable predicate")
-raises(TypeError, lambda: average(2, 42), "stream child")
+raises(TypeError, lambda: average(2, 42), "child streams come last, and must be streams")
+raises(TypeError, lambda: average(2, printer(), 42), "42 comes after a child stream")
+raises(TypeError, lambda: average("two"), "`places` must be a number, not \"two\" (str)")
+raises(ValueError, lambda: where("metric >"), "where(test, *children, else_=None): \"metric >\"")
+raises(TypeError, lambda: printer("a", nope=1), "unexpected keyword argument `nope`")
 raises(ValueError, lambda: email("not an address"), "invalid mail address")
 raises(ValueError, lambda: email(), "at least one recipient")
 "#);
@@ -143,7 +147,12 @@ root.send(Event(host="b", metric=3))
 root.send({"host": "c", "metric": 5})
 assert [e.host for e in seen] == ["b", "c"], seen
 assert seen[0].tags == ["seen"]
-assert root.counters() == {"in": 3, "out": 2, "errors": 0}, root.counters()
+def counts(node):
+    c = node.counters()
+    return (c["in"], c["out"], c["errors"])
+assert counts(root) == (3, 2, 0), root.counters()
+# What a coroutine sends on is its output.
+assert counts(root.children[0]) == (2, 4, 0), root.children[0].counters()
 assert root.kind == "when" and root.children[0].kind == "coroutine"
 "#);
     let lines = console().0.lock().unwrap().clone();
@@ -168,7 +177,8 @@ from dmon.streams import *
 bad = when(lambda e: 1 / 0, printer())
 bad.send(Event(host="a"))
 bad.send(Event(host="b"))
-assert bad.counters() == {"in": 2, "out": 0, "errors": 2}, bad.counters()
+c = bad.counters()
+assert (c["in"], c["out"], c["errors"]) == (2, 0, 2), c
 
 @stream
 def finished(*targets):

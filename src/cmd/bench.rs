@@ -385,10 +385,11 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let roots = vec![Root {
         name: "bench_stream".into(),
-        node: Arc::new(crate::streams::filter::When::named(
+        node: Arc::new(crate::streams::filter::When::new(
             "where",
-            Box::new(query),
+            Arc::new(query),
             vec![Arc::new(IndexNode::new())],
+            None,
         )),
     }];
     let pipeline = Arc::new(Pipeline::new(fresh_context(), roots));

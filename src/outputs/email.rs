@@ -60,6 +60,32 @@ impl Mail {
             on_failure: None,
         }
     }
+
+    /// One mail for a list of events (from `rollup`, a window): the subject
+    /// summarises the first and counts the rest; the body lists each.
+    pub fn for_events(
+        events: &[std::sync::Arc<Event>],
+        from: &Mailbox,
+        to: &[Mailbox],
+        subject: Option<&str>,
+    ) -> Mail {
+        let first = events.first().map(|e| e.summary()).unwrap_or_default();
+        let default_subject = match events.len() {
+            0 | 1 => first,
+            n => format!("{first} and {} more", n - 1),
+        };
+        Mail {
+            from: from.clone(),
+            to: to.to_vec(),
+            subject: subject.map_or(default_subject, str::to_owned),
+            body: events
+                .iter()
+                .map(|e| describe_fields(e))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            on_failure: None,
+        }
+    }
 }
 
 /// One line per present field: `name: value`.

@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod repl;
 pub mod shell;
 pub mod streams;
+pub mod value;
 
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -32,6 +33,7 @@ fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let streams = PyModule::new(py, "dmon.streams")?;
     streams::register(&streams)?;
     m.add("streams", &streams)?;
+    m.add("folds", streams.getattr("folds")?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py.import("sys")?
         .getattr("modules")?

@@ -1,7 +1,9 @@
-//! Stream nodes backed by user Python: a predicate for `when`, and a
-//! generator coroutine. Both plug into the engine through the same traits as
-//! native nodes; Python runs only inside them.
+//! Stream nodes backed by user Python: a generator coroutine, and the
+//! helpers that name user code and report its errors. User callables given
+//! to native nodes are `value::PyFunction`s; Python runs only inside them.
 
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
@@ -9,10 +11,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::event::PyEvent;
+use super::streams::PyStream;
+use super::value::to_py;
 use crate::context::Context;
 use crate::event::Event;
-use crate::streams::filter::Predicate;
-use crate::streams::{Node, NodeError, NodeRef, NodeStats};
+use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef, NodeStats, Value};
 
 /// Turns a Python exception into a node error carrying its traceback.
 pub fn node_error(py: Python<'_>, err: PyErr) -> NodeError {
@@ -95,35 +98,6 @@ fn defined_at(obj: &Bound<'_, PyAny>) -> Option<String> {
     Some(format!("at {shown}:{line}"))
 }
 
-/// A Python callable used as a predicate: truthy result forwards the event.
-pub struct PyPredicate {
-    func: Py<PyAny>,
-    name: String,
-}
-
-impl PyPredicate {
-    pub fn new(func: &Bound<'_, PyAny>) -> Self {
-        PyPredicate {
-            func: func.clone().unbind(),
-            name: callable_name(func),
-        }
-    }
-}
-
-impl Predicate for PyPredicate {
-    fn test(&self, event: &Arc<Event>) -> Result<bool, NodeError> {
-        Python::attach(|py| {
-            let e = PyEvent::wrap(py, event)?;
-            self.func.bind(py).call1((e,))?.is_truthy()
-        })
-        .map_err(|err| Python::attach(|py| node_error(py, err)))
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
-
 /// How to build a coroutine again: the `@stream` function and its arguments.
 pub struct Recipe {
     pub func: Py<PyAny>,
@@ -134,10 +108,42 @@ pub struct Recipe {
 impl Recipe {
     /// Calls the function and primes the generator it returns.
     pub fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.start_on(py, self.args.bind(py).clone())
+    }
+
+    /// Like [`Recipe::start`], with the stream arguments replaced, in order,
+    /// by `children` (a fresh instance's own children).
+    pub fn start_with<'py>(
+        &self,
+        py: Python<'py>,
+        children: &[NodeRef],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut fresh = children.iter();
+        let args = self
+            .args
+            .bind(py)
+            .iter()
+            .map(|a| {
+                if a.cast::<PyStream>().is_ok() {
+                    if let Some(child) = fresh.next() {
+                        return Ok(Bound::new(py, PyStream::new(Arc::clone(child)))?.into_any());
+                    }
+                }
+                Ok(a)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        self.start_on(py, PyTuple::new(py, args)?)
+    }
+
+    fn start_on<'py>(
+        &self,
+        py: Python<'py>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let generator = self
             .func
             .bind(py)
-            .call(self.args.bind(py), self.kwargs.as_ref().map(|k| k.bind(py)))?;
+            .call(args, self.kwargs.as_ref().map(|k| k.bind(py)))?;
         if !generator.hasattr("send")? {
             return Err(PyTypeError::new_err(format!(
                 "@stream {} must be a generator function (use `e = yield` to receive events)",
@@ -149,17 +155,38 @@ impl Recipe {
     }
 }
 
-/// A primed generator (or any object with `.send`) receiving each event.
-/// `children` are the stream nodes it was built with, shown in the stream
-/// tree; the coroutine itself decides where events go. A coroutine built by
-/// `@stream` that dies on an exception is started afresh for the next
-/// event, so one bad event cannot switch an alerting path off for good.
+thread_local! {
+    /// The coroutines handling an event on this thread, innermost last:
+    /// what they send on counts as their output.
+    static SENDING: RefCell<Vec<Arc<NodeStats>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counts `event` as output of the coroutine now running on this thread,
+/// if any (called when Python code sends an event into a stream).
+pub fn count_sent(event: &Arc<Event>) {
+    SENDING.with(|s| {
+        if let Some(stats) = s.borrow().last() {
+            stats.events_out.fetch_add(1, Ordering::Relaxed);
+            stats.taps.publish(event);
+        }
+    });
+}
+
+/// A primed generator (or any object with `.send`) receiving each event
+/// (or a list of events, from a window). `children` are the stream nodes it
+/// was built with, shown in the stream tree; the coroutine itself decides
+/// where events go, and what it sends counts as its output. A coroutine
+/// built by `@stream` that dies on an exception is started afresh for the
+/// next event, so one bad event cannot switch an alerting path off for
+/// good; under `by`, each key gets its own generator, started with that
+/// key's fresh children. Its state lives in a Python frame that refers to
+/// its children, so a reload starts it afresh.
 pub struct Coroutine {
-    target: Mutex<Py<PyAny>>,
-    recipe: Option<Recipe>,
+    /// None until first needed (a fresh instance starts lazily).
+    target: Mutex<Option<Py<PyAny>>>,
+    recipe: Option<Arc<Recipe>>,
     name: String,
-    children: Vec<NodeRef>,
-    stats: NodeStats,
+    core: NodeCore,
 }
 
 impl Coroutine {
@@ -170,12 +197,28 @@ impl Coroutine {
         recipe: Option<Recipe>,
     ) -> Self {
         Coroutine {
-            target: Mutex::new(target.clone().unbind()),
-            recipe,
+            target: Mutex::new(Some(target.clone().unbind())),
+            recipe: recipe.map(Arc::new),
             name,
-            children,
-            stats: NodeStats::default(),
+            core: NodeCore::new(children),
         }
+    }
+
+    /// The generator, started now if this instance has none yet.
+    fn target<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>, NodeError> {
+        let mut target = lock(&self.target);
+        if let Some(t) = &*target {
+            return Ok(t.bind(py).clone());
+        }
+        let recipe = self
+            .recipe
+            .as_ref()
+            .expect("only @stream coroutines start lazily");
+        let started = recipe
+            .start_with(py, &self.core.children)
+            .map_err(|err| node_error(py, err))?;
+        *target = Some(started.clone().unbind());
+        Ok(started)
     }
 
     /// After a failure: a finished generator is replaced by a fresh one when
@@ -190,14 +233,42 @@ impl Coroutine {
             (None, true) => {
                 " (the generator has finished and cannot be restarted; rebuild this stream)"
             }
-            (Some(recipe), true) => match recipe.start(py) {
+            (Some(recipe), true) => match recipe.start_with(py, &self.core.children) {
                 Ok(fresh) => {
-                    *self.target.lock().unwrap_or_else(|p| p.into_inner()) = fresh.unbind();
+                    *lock(&self.target) = Some(fresh.unbind());
                     " (the coroutine was restarted for the next event)"
                 }
                 Err(_) => " (restarting the coroutine failed too)",
             },
         }
+    }
+
+    fn send(
+        &self,
+        make_arg: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>,
+    ) -> Result<(), NodeError> {
+        Python::attach(|py| {
+            let arg = make_arg(py).map_err(|err| node_error(py, err))?;
+            let target = self.target(py)?;
+            SENDING.with(|s| s.borrow_mut().push(Arc::clone(&self.core.stats)));
+            let sent = target.call_method1("send", (arg,));
+            SENDING.with(|s| s.borrow_mut().pop());
+            match sent {
+                Ok(_) => Ok(()),
+                Err(err) => {
+                    let mut error = if err.is_instance_of::<PyStopIteration>(py) {
+                        NodeError(format!(
+                            "coroutine {} has finished (it returned instead of waiting for the next event)",
+                            self.name
+                        ))
+                    } else {
+                        node_error(py, err)
+                    };
+                    error.0.push_str(self.recover(py, &target));
+                    Err(error)
+                }
+            }
+        })
     }
 }
 
@@ -209,35 +280,43 @@ impl Node for Coroutine {
         self.name.clone()
     }
     fn children(&self) -> &[NodeRef] {
-        &self.children
+        &self.core.children
     }
     fn stats(&self) -> &NodeStats {
-        &self.stats
+        &self.core.stats
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    /// A `@stream` coroutine starts a new generator on fresh children; a
+    /// plain generator cannot be rebuilt, so its instances share it.
+    fn fresh(&self) -> NodeRef {
+        let target = match &self.recipe {
+            Some(_) => None,
+            None => Python::attach(|py| lock(&self.target).as_ref().map(|t| t.clone_ref(py))),
+        };
+        Arc::new(Coroutine {
+            target: Mutex::new(target),
+            recipe: self.recipe.clone(),
+            name: self.name.clone(),
+            core: if self.recipe.is_some() {
+                self.core.fresh()
+            } else {
+                NodeCore {
+                    children: self.core.children.clone(),
+                    stats: Arc::clone(&self.core.stats),
+                }
+            },
+        })
     }
     fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        Python::attach(|py| {
-            let e = PyEvent::wrap(py, event).map_err(|err| node_error(py, err))?;
-            let target = self
-                .target
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone_ref(py);
-            let target = target.bind(py);
-            match target.call_method1("send", (e,)) {
-                Ok(_) => Ok(()),
-                Err(err) => {
-                    let mut error = if err.is_instance_of::<PyStopIteration>(py) {
-                        NodeError(format!(
-                            "coroutine {} has finished (it returned instead of waiting for the next event)",
-                            self.name
-                        ))
-                    } else {
-                        node_error(py, err)
-                    };
-                    error.0.push_str(self.recover(py, target));
-                    Err(error)
-                }
-            }
-        })
+        self.send(|py| Ok(PyEvent::wrap(py, event)?.into_bound(py).into_any()))
+    }
+    fn takes_lists(&self) -> bool {
+        true
+    }
+    /// The generator receives the list as a Python list of events.
+    fn handle_list(&self, _ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        self.send(|py| to_py(py, &Value::events(events)))
     }
 }

@@ -270,14 +270,16 @@ impl ShellServer {
             };
             next.push((name, obj.unbind(), node));
         }
-        pipeline.swap_roots(
-            next.iter()
-                .map(|(name, _, node)| Root {
-                    name: name.clone(),
-                    node: Arc::clone(node),
-                })
-                .collect(),
-        );
+        let roots = next
+            .iter()
+            .map(|(name, _, node)| Root {
+                name: name.clone(),
+                node: Arc::clone(node),
+            })
+            .collect();
+        // The swap waits for the dispatch thread to finish its batch, which
+        // may need the GIL this thread holds.
+        ns.py().detach(|| pipeline.swap_roots(roots));
         let names = next.iter().map(|(n, _, _)| n.clone()).collect();
         *current = next;
         Ok(Some(names))

@@ -9,13 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::event::{event_from_py, PyEvent};
-use super::nodes::{callable_name, Coroutine, PyPredicate, Recipe};
-use crate::query::Query;
-use crate::streams::aggregate::Average;
-use crate::streams::filter::When;
-use crate::streams::index::IndexNode;
-use crate::streams::output::{Email, Printer};
-use crate::streams::{push, NodeRef};
+use super::nodes::{callable_name, count_sent, Coroutine, Recipe};
+use super::value::{to_py, to_value};
+use crate::streams::folds::{self, NativeFold};
+use crate::streams::{push, registry, Function, NodeRef};
 
 /// A stream node, as Python holds it. `node.send(event)` pushes one event in.
 #[pyclass(name = "Stream", module = "dmon.streams", frozen)]
@@ -23,12 +20,20 @@ pub struct PyStream {
     pub node: NodeRef,
 }
 
+impl PyStream {
+    pub fn new(node: NodeRef) -> Self {
+        PyStream { node }
+    }
+}
+
 #[pymethods]
 impl PyStream {
-    /// Pushes one event into this node (and on down its tree).
+    /// Pushes one event into this node (and on down its tree). Inside a
+    /// coroutine, what it sends counts as the coroutine's output.
     fn send(&self, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let event = event_from_py(event)?;
         let ctx = super::context()?;
+        count_sent(&event);
         push(&*self.node, ctx, &event);
         Ok(())
     }
@@ -43,9 +48,7 @@ impl PyStream {
         self.node
             .children()
             .iter()
-            .map(|c| PyStream {
-                node: Arc::clone(c),
-            })
+            .map(|c| PyStream::new(Arc::clone(c)))
             .collect()
     }
 
@@ -56,6 +59,10 @@ impl PyStream {
         d.set_item("in", s.events_in.load(Ordering::Relaxed))?;
         d.set_item("out", s.events_out.load(Ordering::Relaxed))?;
         d.set_item("errors", s.errors.load(Ordering::Relaxed))?;
+        d.set_item("kept_state", s.kept_state.load(Ordering::Relaxed))?;
+        if let Some(detail) = self.node.detail() {
+            d.set_item("detail", detail)?;
+        }
         Ok(d)
     }
 
@@ -91,7 +98,7 @@ pub fn to_node(obj: &Bound<'_, PyAny>) -> PyResult<NodeRef> {
     if let Ok(s) = obj.cast::<PyStream>() {
         return Ok(Arc::clone(&s.get().node));
     }
-    if obj.getattr_opt("send")?.is_some_and(|s| s.is_callable()) {
+    if is_stream(obj)? {
         return Ok(Arc::new(Coroutine::new(
             obj,
             callable_name(obj),
@@ -105,87 +112,72 @@ pub fn to_node(obj: &Bound<'_, PyAny>) -> PyResult<NodeRef> {
     )))
 }
 
-fn to_nodes(children: &Bound<'_, PyTuple>) -> PyResult<Vec<NodeRef>> {
-    children.iter().map(|c| to_node(&c)).collect()
+/// A stream node, or a generator (not a plain function) that takes events.
+fn is_stream(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.cast::<PyStream>().is_ok()
+        || (!obj.is_callable() && obj.getattr_opt("send")?.is_some_and(|s| s.is_callable())))
 }
 
-fn wrap(node: NodeRef) -> PyStream {
-    PyStream { node }
-}
-
-/// Forward the events for which pred(event) is true.
-///
-/// when(pred, *children), e.g. when(lambda e: e.state == "warning", email("ops@example.com"))
+/// Builds the registered stream function `name` from Python arguments: the
+/// leading positional arguments and the keywords become values, the
+/// trailing streams its children. Every `dmon.streams` function calls this.
 #[pyfunction]
-#[pyo3(signature = (pred, *children))]
-fn when(pred: &Bound<'_, PyAny>, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
-    if !pred.is_callable() {
-        return Err(PyTypeError::new_err(format!(
-            "when() needs a callable predicate first, like `lambda e: e.metric > 1`, not {}",
-            pred.repr()?
-        )));
+#[pyo3(signature = (name, args, kwargs=None))]
+fn build(
+    name: &str,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyStream> {
+    let entry = registry::find(name)
+        .ok_or_else(|| PyValueError::new_err(format!("no stream function {name:?}")))?;
+    let mut positional = Vec::new();
+    let mut children = Vec::new();
+    for arg in args.iter() {
+        if is_stream(&arg)? {
+            children.push(to_node(&arg)?);
+        } else if !children.is_empty() {
+            return Err(PyTypeError::new_err(format!(
+                "{}: {} comes after a child stream; child streams come last, and must be streams (like printer())",
+                entry.signature(),
+                arg.repr()?
+            )));
+        } else {
+            positional.push(to_value(&arg)?);
+        }
     }
-    Ok(wrap(Arc::new(When::new(
-        Box::new(PyPredicate::new(pred)),
-        to_nodes(children)?,
-    ))))
+    let named = match kwargs {
+        None => Vec::new(),
+        Some(k) => k
+            .iter()
+            .map(|(k, v)| Ok((k.extract::<String>()?, to_value(&v)?)))
+            .collect::<PyResult<_>>()?,
+    };
+    entry
+        .build(positional, named, children)
+        .map(PyStream::new)
+        .map_err(|e| {
+            if e.wrong_type {
+                PyTypeError::new_err(e.message)
+            } else {
+                PyValueError::new_err(e.message)
+            }
+        })
 }
 
-/// Forward the events matching a query in Riemann's language.
-///
-/// where(query, *children), e.g. where('service =~ "cpu%" and metric > 0.9', printer("hot: "))
-/// The query is compiled once; no Python runs per event.
-#[pyfunction(name = "where")]
-#[pyo3(signature = (query, *children))]
-fn where_query(query: &str, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
-    let query =
-        Query::parse(query).map_err(|e| PyValueError::new_err(format!("where({query:?}): {e}")))?;
-    Ok(wrap(Arc::new(When::named(
-        "where",
-        Box::new(query),
-        to_nodes(children)?,
-    ))))
-}
-
-/// Forward each event with metric = the running mean of all metrics, rounded.
-///
-/// average(round_places, *children), e.g. average(2, printer("avg: "))
+/// Runs the fold `name` over a list of events (`dmon.folds.mean(events)`).
 #[pyfunction]
-#[pyo3(signature = (round_places, *children))]
-fn average(round_places: i32, children: &Bound<'_, PyTuple>) -> PyResult<PyStream> {
-    Ok(wrap(Arc::new(Average::new(
-        round_places,
-        to_nodes(children)?,
-    ))))
-}
-
-/// Print prefix and the event as one line of JSON.
-///
-/// printer(prefix=""), e.g. printer("high average: ")
-#[pyfunction]
-#[pyo3(signature = (prefix=String::new()))]
-fn printer(prefix: String) -> PyStream {
-    wrap(Arc::new(Printer::new(prefix)))
-}
-
-/// Keep the latest event per (host, service); re-inject expired ones.
-///
-/// Expired events come back into every root with state "expired".
-/// index(), e.g. index_stream = index()
-#[pyfunction]
-fn index() -> PyStream {
-    wrap(Arc::new(IndexNode::new()))
-}
-
-/// Mail each event through the SMTP server given by --smtp.
-///
-/// email(*to, subject=None, sender=None), e.g. email("ops@example.com")
-#[pyfunction]
-#[pyo3(signature = (*to, subject=None, sender=None))]
-fn email(to: Vec<String>, subject: Option<String>, sender: Option<String>) -> PyResult<PyStream> {
-    Email::new(&to, subject, sender.as_deref())
-        .map(|n| wrap(Arc::new(n)))
-        .map_err(PyValueError::new_err)
+fn fold<'py>(
+    py: Python<'py>,
+    name: &str,
+    events: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fold =
+        folds::find(name).ok_or_else(|| PyValueError::new_err(format!("no fold {name:?}")))?;
+    let events = to_value(events)?;
+    let out = NativeFold(fold)
+        .call(&[events])
+        .map_err(|e| PyTypeError::new_err(e.0))?;
+    to_py(py, &out)
 }
 
 /// Pass an event on to each target (from inside a coroutine).
@@ -195,6 +187,13 @@ fn email(to: Vec<String>, subject: Option<String>, sender: Option<String>) -> Py
 #[pyo3(signature = (event, *targets))]
 fn send(event: &Bound<'_, PyAny>, targets: &Bound<'_, PyTuple>) -> PyResult<()> {
     for target in targets.iter() {
+        // A stream counts what it is sent itself (`Stream.send`); a plain
+        // generator target is counted here.
+        if target.cast::<PyStream>().is_err() {
+            if let Ok(e) = event.cast::<PyEvent>() {
+                count_sent(&e.get().inner);
+            }
+        }
         target.call_method1("send", (event,))?;
     }
     Ok(())
@@ -226,7 +225,7 @@ impl StreamFunction {
             .filter_map(|a| a.cast::<PyStream>().ok().map(|s| Arc::clone(&s.get().node)))
             .collect();
         let name = callable_name(self.func.bind(py));
-        Ok(wrap(Arc::new(Coroutine::new(
+        Ok(PyStream::new(Arc::new(Coroutine::new(
             &generator,
             name,
             children,
@@ -265,38 +264,92 @@ fn stream(func: &Bound<'_, PyAny>) -> PyResult<StreamFunction> {
     })
 }
 
-pub const EXPORTS: [&str; 11] = [
+/// Makes the Python function for each registered stream function: it has
+/// the registered name, signature and docstring, and calls [`build`].
+const CONSTRUCTORS: &str = r#"
+import inspect
+
+def make(name, params, doc, build):
+    def constructor(*args, **kwargs):
+        return build(name, args, kwargs)
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__module__ = "dmon.streams"
+    constructor.__doc__ = doc
+    constructor.__signature__ = inspect.signature(eval(f"lambda {params}: None"))
+    return constructor
+
+def make_fold(name, doc, run):
+    def fold(events):
+        return run(name, events)
+    fold.__name__ = fold.__qualname__ = name
+    fold.__module__ = "dmon.folds"
+    fold.__doc__ = doc
+    fold._dmon_fold = name
+    return fold
+"#;
+
+/// Names `dmon.streams` exports besides the registered stream functions.
+pub const HELPERS: [&str; 6] = [
     "Event",
     "Stream",
-    "when",
-    "where",
-    "average",
-    "printer",
-    "index",
-    "email",
     "send",
     "stream",
     "StreamFunction",
+    "folds",
 ];
 
-/// Fills the `dmon.streams` module.
+/// Fills the `dmon.streams` module, and `dmon.folds` beside it.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add_class::<PyEvent>()?;
     m.add_class::<PyStream>()?;
     m.add_class::<StreamFunction>()?;
-    m.add_function(wrap_pyfunction!(when, m)?)?;
-    m.add_function(wrap_pyfunction!(where_query, m)?)?;
-    m.add_function(wrap_pyfunction!(average, m)?)?;
-    m.add_function(wrap_pyfunction!(printer, m)?)?;
-    m.add_function(wrap_pyfunction!(index, m)?)?;
-    m.add_function(wrap_pyfunction!(email, m)?)?;
     m.add_function(wrap_pyfunction!(send, m)?)?;
     m.add_function(wrap_pyfunction!(stream, m)?)?;
-    m.add("__all__", EXPORTS.to_vec())?;
+    let helpers = PyModule::from_code(
+        py,
+        &std::ffi::CString::new(CONSTRUCTORS).expect("no NUL"),
+        c"<dmon constructors>",
+        c"dmon._constructors",
+    )?;
+    let build = wrap_pyfunction!(build, m)?;
+    let mut exports: Vec<&str> = HELPERS.to_vec();
+    for entry in registry::entries() {
+        let f = helpers.call_method1("make", (entry.name, entry.params, entry.doc(), &build))?;
+        m.add(entry.name, f)?;
+        exports.push(entry.name);
+    }
+    m.add("__all__", exports)?;
+    // For the shell's help(): each family's names, in catalog order.
+    let catalog: Vec<(&str, Vec<&str>)> = registry::FAMILIES
+        .iter()
+        .map(|f| (f.title, f.entries.iter().map(|e| e.name).collect()))
+        .collect();
+    m.add("_catalog", catalog)?;
     m.add(
         "__doc__",
         "dmon's stream functions: compose them into module-level names containing `stream`.",
     )?;
+    let folds_module = PyModule::new(py, "folds")?;
+    let run = wrap_pyfunction!(fold, m)?;
+    let mut names = Vec::new();
+    for f in folds::FOLDS {
+        let doc = format!("{}(events)\n\n{}", f.name, f.summary);
+        folds_module.add(
+            f.name,
+            helpers.call_method1("make_fold", (f.name, doc, &run))?,
+        )?;
+        names.push(f.name);
+    }
+    folds_module.add("__all__", names)?;
+    folds_module.add(
+        "__doc__",
+        "Folds: functions from a list of events to one event, for smap() after a window.",
+    )?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("dmon.folds", &folds_module)?;
+    m.add("folds", folds_module)?;
     Ok(())
 }
 

@@ -21,6 +21,10 @@ pub use injector::{Injector, Stopped};
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
 use crate::stats::Stats;
 
+/// How often the pipeline ticks: nodes' timers (windows, `rate`,
+/// `coalesce`) fire at this resolution when no event arrives.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How long shutdown waits for queued mail.
 const MAIL_GRACE: Duration = Duration::from_secs(5);
 
@@ -218,9 +222,9 @@ impl Server {
     }
 }
 
-/// Asks the dispatch thread to expire the index once a second.
+/// Asks the dispatch thread to run timers every [`TICK_INTERVAL`].
 async fn expiry_clock(tx: mpsc::Sender<Work>, mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut every = tokio::time::interval(TICK_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -1,24 +1,44 @@
-//! Aggregates: nodes that combine the metrics of many events.
+//! Aggregates: running summaries of every event seen.
+//!
+//! | function | example |
+//! |---|---|
+//! | `average(places, *children)` | `average(2, printer("avg: "))` |
 
 use std::sync::{Arc, Mutex};
 
-use super::{emit, Node, NodeError, NodeRef, NodeStats};
+use super::registry::Entry;
+use super::value::{Args, BuildError};
+use super::{emit, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, Number};
+use crate::{keep_state_in, node_core};
 
-/// `average(places, *children)`: the running mean of every metric seen,
-/// forwarded as the event's metric rounded to `places` decimals. Events
-/// without a metric do not count and are not forwarded.
-///
-/// ```python
-/// average(2, when(lambda e: e.metric > 1.85, printer("high average: ")))
-/// ```
+pub const ENTRIES: &[Entry] = &[Entry {
+    name: "average",
+    params: "places, *children",
+    summary: "Forward each event with its metric replaced by the running mean of every metric seen, rounded to `places` decimals.",
+    details: "Events without a metric are not forwarded. A metric that is not finite (inf, nan) is left out of the mean; its event is forwarded with the mean so far.",
+    example: r#"average(2, when(lambda e: e.metric > 1.85, printer("high average: ")))"#,
+    build: build_average,
+}];
+
+fn build_average(mut args: Args) -> Result<NodeRef, BuildError> {
+    let places = args.number("places")?;
+    if places.fract() != 0.0 || places.abs() > 15.0 {
+        return Err(args.error(format_args!(
+            "`places` must be a whole number of decimals, not {places}"
+        )));
+    }
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Average::new(places as i32, children)))
+}
+
+/// `average(places, *children)`; state: the sum and count of the metrics.
 pub struct Average {
     places: i32,
-    /// (sum, count) of every metric seen.
     totals: Mutex<(f64, u64)>,
-    children: Vec<NodeRef>,
-    stats: NodeStats,
+    core: NodeCore,
 }
 
 impl Average {
@@ -26,8 +46,7 @@ impl Average {
         Average {
             places,
             totals: Mutex::new((0.0, 0)),
-            children,
-            stats: NodeStats::default(),
+            core: NodeCore::new(children),
         }
     }
 }
@@ -35,34 +54,48 @@ impl Average {
 /// Rounds half away from zero to `places` decimals (negative: tens, hundreds).
 pub fn round_to(x: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
-    (x * scale).round() / scale
+    let rounded = (x * scale).round() / scale;
+    // Near f64::MAX the scaling overflows; such numbers have no decimals.
+    if rounded.is_finite() {
+        rounded
+    } else {
+        x
+    }
 }
 
 impl Node for Average {
-    fn kind(&self) -> &'static str {
-        "average"
-    }
+    node_core!("average");
+    keep_state_in!(totals);
+
     fn describe(&self) -> String {
         format!("average({})", self.places)
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.children
-    }
-    fn stats(&self) -> &NodeStats {
-        &self.stats
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Average {
+            places: self.places,
+            totals: Mutex::new((0.0, 0)),
+            core: self.core.fresh(),
+        })
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let Some(metric) = event.metric else {
             return Ok(());
         };
-        let mean = {
-            let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-            t.0 += metric.as_f64();
-            t.1 += 1;
-            t.0 / t.1 as f64
+        let (sum, count) = {
+            let mut t = lock(&self.totals);
+            let x = metric.as_f64();
+            // One 1e308 would make every later mean inf, then nan.
+            if x.is_finite() && (t.0 + x).is_finite() {
+                t.0 += x;
+                t.1 += 1;
+            }
+            *t
         };
+        if count == 0 {
+            return Ok(());
+        }
         let mut averaged = Event::clone(event);
-        averaged.metric = Some(Number::Float(round_to(mean, self.places)));
+        averaged.metric = Some(Number::Float(round_to(sum / count as f64, self.places)));
         emit(self, ctx, &Arc::new(averaged));
         Ok(())
     }
@@ -70,12 +103,56 @@ impl Node for Average {
 
 #[cfg(test)]
 mod tests {
-    use super::round_to;
+    use super::*;
+    use crate::testing::{ev, Harness};
+    use crate::vals;
 
     #[test]
     fn rounds_to_places() {
         assert_eq!(round_to(1.23456, 2), 1.23);
         assert_eq!(round_to(2.0 / 3.0, 0), 1.0);
         assert_eq!(round_to(1234.0, -2), 1200.0);
+    }
+
+    #[test]
+    fn running_mean_rounded_and_metricless_events_dropped() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let avg = h.build("average", vals![2], vec![], vec![out.node()]);
+        for m in ["1", "2", "null", "2"] {
+            h.send(&avg, ev(&format!(r#"{{"host":"a","metric":{m}}}"#)));
+        }
+        assert_eq!(out.metrics(), [Some(1.0), Some(1.5), Some(1.67)]);
+    }
+
+    #[test]
+    fn a_huge_metric_does_not_poison_the_mean() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let avg = h.build("average", vals![1], vec![], vec![out.node()]);
+        for m in ["1", "1e308", "1e308", "3"] {
+            h.send(&avg, ev(&format!(r#"{{"metric":{m}}}"#)));
+        }
+        let metrics = out.metrics();
+        assert_eq!(metrics.len(), 4);
+        assert!(
+            metrics.iter().all(|m| m.unwrap().is_finite()),
+            "{metrics:?}"
+        );
+    }
+
+    #[test]
+    fn fresh_instances_start_from_zero_and_reload_keeps_the_total() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let avg = h.build("average", vals![0], vec![], vec![out.node()]);
+        h.send(&avg, ev(r#"{"metric":10}"#));
+        let fresh = avg.fresh();
+        h.send(&fresh, ev(r#"{"metric":2}"#));
+        assert_eq!(out.metrics(), [Some(10.0), Some(2.0)]);
+        let reloaded = h.build("average", vals![0], vec![], vec![out.node()]);
+        crate::streams::carry_over(&*reloaded, &*avg);
+        h.send(&reloaded, ev(r#"{"metric":4}"#));
+        assert_eq!(out.metrics(), [Some(7.0)]);
     }
 }

@@ -2,36 +2,55 @@
 
 use std::sync::Arc;
 
-use super::{Node, NodeError, NodeStats};
+use super::registry::Entry;
+use super::value::{Args, BuildError};
+use super::{Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::Event;
+use crate::node_core;
 
-/// `index()`: stores each event in the server's index, where it lives until
-/// `time + ttl`; expired events are re-injected with state "expired".
-///
-/// ```python
-/// index_stream = index()
-/// ```
-#[derive(Default)]
+pub const ENTRY: Entry = Entry {
+    name: "index",
+    params: "",
+    summary: "Keep the latest event per (host, service) until `time + ttl`; expired events come back into every root with state \"expired\".",
+    details: "The index is the server's: every `index()` node shares it, and it survives reloads. Expiry follows the server's clock, checked every second.",
+    example: "index_stream = index()",
+    build: build_index,
+};
+
+fn build_index(args: Args) -> Result<NodeRef, BuildError> {
+    args.finish()?;
+    Ok(Arc::new(IndexNode::new()))
+}
+
 pub struct IndexNode {
-    stats: NodeStats,
+    core: NodeCore,
+}
+
+impl Default for IndexNode {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IndexNode {
     pub fn new() -> Self {
-        Self::default()
+        IndexNode {
+            core: NodeCore::new(Vec::new()),
+        }
     }
 }
 
 impl Node for IndexNode {
-    fn kind(&self) -> &'static str {
-        "index"
-    }
+    node_core!("index");
+
     fn describe(&self) -> String {
         "index()".into()
     }
-    fn stats(&self) -> &NodeStats {
-        &self.stats
+    fn fresh(&self) -> NodeRef {
+        Arc::new(IndexNode {
+            core: self.core.fresh(),
+        })
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         ctx.index.insert(event);

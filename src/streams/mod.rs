@@ -1,23 +1,44 @@
 //! Stream nodes: small composable functions an event flows through.
 //!
 //! Every node implements [`Node`]; children are other nodes. Natively written
-//! nodes live here, one family per file; nodes backed by user Python (a
-//! predicate, a coroutine) implement the same trait in `crate::python`.
+//! nodes live here, one family per file, each registered once in its
+//! family's `ENTRIES` (see [`registry`]): the Python names, `help()` and the
+//! README's catalog come from that registration. Nodes backed by user
+//! Python (a predicate, a coroutine) implement the same trait in
+//! `crate::python`.
 //!
-//! | file | nodes |
-//! |---|---|
-//! | [`filter`] | `when(pred, *children)` |
-//! | [`aggregate`] | `average(places, *children)` |
-//! | [`output`] | `printer(prefix)`, `email(*to)` |
-//! | [`index`] | `index()` |
+//! The contract, decided once for every node:
+//! - **Spec and instance.** A node built from Python is also its own spec:
+//!   [`Node::fresh`] builds an instance with the same arguments, fresh state
+//!   and fresh children, sharing the counters (so `by` forks add up in
+//!   `streams()` under one path).
+//! - **Time.** Nodes read the time from `ctx.clock` (wall or virtual), and
+//!   [`Node::tick`] runs on every pipeline tick (and in tests whenever the
+//!   virtual clock moves), so windows flush when traffic stops. Each
+//!   time-driven node says whether it follows event time or processing time.
+//! - **Lists.** Windows, `rollup`, `batch`, `percentiles` emit a list of
+//!   events with [`emit_list`]. A node that wants lists whole (folds through
+//!   `smap`, `email`, coroutines) says so with [`Node::takes_lists`]; any
+//!   other node receives the list's events one by one.
+//! - **Reload.** [`carry_over`] moves state from the previous tree to the
+//!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
 
 pub mod aggregate;
 pub mod filter;
+pub mod folds;
 pub mod index;
 pub mod output;
+pub mod registry;
+pub mod route;
+pub mod state;
+pub mod time;
+pub mod transform;
+pub mod value;
+pub mod window;
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
@@ -25,6 +46,9 @@ use crate::context::Context;
 use crate::event::Event;
 use crate::log_limit::LogLimiter;
 use crate::warn_limited;
+
+pub use registry::Entry;
+pub use value::{Args, BuildError, Function, Value};
 
 pub type NodeRef = Arc<dyn Node>;
 
@@ -35,13 +59,17 @@ pub type NodeRef = Arc<dyn Node>;
 pub struct NodeError(pub String);
 
 /// Events in, events forwarded to children, and errors, per node; and the
-/// live observers of what the node lets through.
+/// live observers of what the node lets through. Shared by a node and its
+/// fresh instances (`by`'s forks).
 #[derive(Default, Debug)]
 pub struct NodeStats {
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub errors: AtomicU64,
     pub taps: Taps,
+    /// Whether the node took its state over from the previous streams at
+    /// the last reload.
+    pub kept_state: AtomicBool,
     /// Where the node sits in the running streams
     /// (`average_stream/average/when`), set when its root is installed;
     /// logs name the node by it.
@@ -56,6 +84,17 @@ impl NodeStats {
 
     fn set_path(&self, path: &str) {
         *self.path.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(path));
+    }
+
+    /// Continues the counts of the node this one replaces.
+    fn add(&self, old: &NodeStats) {
+        for (mine, theirs) in [
+            (&self.events_in, &old.events_in),
+            (&self.events_out, &old.events_out),
+            (&self.errors, &old.errors),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 }
 
@@ -80,7 +119,7 @@ impl Taps {
         rx
     }
 
-    fn publish(&self, event: &Arc<Event>) {
+    pub fn publish(&self, event: &Arc<Event>) {
         if !self.active.load(Ordering::Relaxed) {
             return;
         }
@@ -97,10 +136,84 @@ impl Taps {
     }
 }
 
-pub trait Node: Send + Sync {
+/// What every node holds besides its own arguments and state: its children
+/// and its counters.
+pub struct NodeCore {
+    pub children: Vec<NodeRef>,
+    pub stats: Arc<NodeStats>,
+}
+
+impl NodeCore {
+    pub fn new(children: Vec<NodeRef>) -> Self {
+        NodeCore {
+            children,
+            stats: Arc::default(),
+        }
+    }
+
+    /// For [`Node::fresh`]: fresh children, the same counters.
+    pub fn fresh(&self) -> Self {
+        NodeCore {
+            children: self.children.iter().map(|c| c.fresh()).collect(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+}
+
+/// The [`Node`] methods every node answers from its `core` field.
+#[macro_export]
+macro_rules! node_core {
+    ($kind:literal) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn children(&self) -> &[$crate::streams::NodeRef] {
+            &self.core.children
+        }
+        fn stats(&self) -> &$crate::streams::NodeStats {
+            &self.core.stats
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    };
+}
+
+/// [`Node::keep_state`] for a node whose state is the `Mutex` in field
+/// `$field`: takes the old node's state.
+#[macro_export]
+macro_rules! keep_state_in {
+    ($field:ident) => {
+        fn keep_state(&self, old: &dyn $crate::streams::Node) -> bool {
+            match old.as_any().downcast_ref::<Self>() {
+                Some(old) => {
+                    $crate::streams::take_state(&self.$field, &old.$field);
+                    true
+                }
+                None => false,
+            }
+        }
+    };
+}
+
+/// Moves `old`'s state into `mine` (the old node is being replaced).
+pub fn take_state<S>(mine: &Mutex<S>, old: &Mutex<S>) {
+    if std::ptr::eq(mine, old) {
+        return;
+    }
+    std::mem::swap(&mut *lock(mine), &mut *lock(old));
+}
+
+/// Locks a node's state; a panic elsewhere does not poison the stream.
+pub fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub trait Node: Send + Sync + 'static {
     /// The stream function's name, e.g. `"average"`.
     fn kind(&self) -> &'static str;
-    /// How the node was built, e.g. `average(2)`.
+    /// How the node was built, without its children, e.g. `average(2)`.
+    /// Reload keeps a node's state only when this is unchanged.
     fn describe(&self) -> String {
         self.kind().to_owned()
     }
@@ -110,6 +223,37 @@ pub trait Node: Send + Sync {
     fn stats(&self) -> &NodeStats;
     /// Handles one event, forwarding to children with [`emit`] as it sees fit.
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError>;
+    /// Whether [`Node::handle_list`] takes lists whole; otherwise a list's
+    /// events arrive one by one through [`Node::handle`].
+    fn takes_lists(&self) -> bool {
+        false
+    }
+    /// Handles a list of events (from a window, `rollup`, `percentiles`).
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        events.iter().try_for_each(|e| self.handle(ctx, e))
+    }
+    /// Runs timers due at `now` (the context's clock); a node with timers
+    /// of its own does its work and then ticks its children, as this
+    /// default does.
+    fn tick(&self, ctx: &Context, now: f64) {
+        for child in self.children() {
+            child.tick(ctx, now);
+        }
+    }
+    /// A new instance: the same arguments and counters, fresh state, and
+    /// fresh children. `by` builds one per key.
+    fn fresh(&self) -> NodeRef;
+    /// Takes the state of `old`, the node at the same place in the streams
+    /// being replaced, built with the same arguments; true if it had state
+    /// to take. Stateless nodes keep the default.
+    fn keep_state(&self, _old: &dyn Node) -> bool {
+        false
+    }
+    /// A live fact for `streams()`, such as `by`'s fork count.
+    fn detail(&self) -> Option<String> {
+        None
+    }
+    fn as_any(&self) -> &dyn Any;
 }
 
 static NODE_ERROR_LOG: LogLimiter = LogLimiter::new(10);
@@ -123,14 +267,41 @@ pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
         node.stats().taps.publish(event);
     }
     if let Err(err) = node.handle(ctx, event) {
-        node.stats().errors.fetch_add(1, Ordering::Relaxed);
-        warn_limited!(
-            NODE_ERROR_LOG,
-            "{} failed on event {}: {err}",
-            label(node),
-            event.summary()
+        node_failed(node, &err, &event.summary());
+    }
+}
+
+/// Gives a list of events to `node`: whole if it takes lists, else one by
+/// one.
+pub fn push_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
+    if !node.takes_lists() {
+        events.iter().for_each(|e| push(node, ctx, e));
+        return;
+    }
+    let stats = node.stats();
+    stats
+        .events_in
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    if node.children().is_empty() {
+        events.iter().for_each(|e| stats.taps.publish(e));
+    }
+    if let Err(err) = node.handle_list(ctx, events) {
+        let first = events.first().map(|e| e.summary()).unwrap_or_default();
+        node_failed(
+            node,
+            &err,
+            &format!("list of {} ({first}, …)", events.len()),
         );
     }
+}
+
+fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
+    node.stats().errors.fetch_add(1, Ordering::Relaxed);
+    warn_limited!(
+        NODE_ERROR_LOG,
+        "{} failed on event {what}: {err}",
+        label(node)
+    );
 }
 
 /// How logs name a node: its path and how it was built,
@@ -151,6 +322,80 @@ pub fn emit(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
     }
 }
 
+/// Forwards `event` from `node` to one of its children (routing nodes).
+pub fn emit_to(node: &dyn Node, child: &dyn Node, ctx: &Context, event: &Arc<Event>) {
+    node.stats().events_out.fetch_add(1, Ordering::Relaxed);
+    node.stats().taps.publish(event);
+    push(child, ctx, event);
+}
+
+/// Forwards a list of events from `node` to each of its children, as one
+/// list (see [`Node::takes_lists`]). An empty list is not sent.
+pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
+    if events.is_empty() {
+        return;
+    }
+    let stats = node.stats();
+    stats
+        .events_out
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    events.iter().for_each(|e| stats.taps.publish(e));
+    for child in node.children() {
+        push_list(&**child, ctx, events);
+    }
+}
+
+/// Reload: for each node of `new` whose place and description match a node
+/// of `old`, takes that node's state ([`Node::keep_state`]) and continues
+/// its counters. The same node object in both trees is left as it is.
+pub fn carry_over(new: &dyn Node, old: &dyn Node) {
+    if std::ptr::addr_eq(new, old) {
+        return;
+    }
+    if new.kind() == old.kind() && new.describe() == old.describe() {
+        let kept = new.keep_state(old);
+        new.stats().kept_state.store(kept, Ordering::Relaxed);
+        new.stats().add(old.stats());
+    }
+    for_matching_children(new, old, carry_over);
+}
+
+/// Like [`carry_over`], state only: for `by`, whose forks share their
+/// counters with the templates that already carried them over.
+pub fn keep_states(new: &dyn Node, old: &dyn Node) {
+    if std::ptr::addr_eq(new, old) {
+        return;
+    }
+    if new.kind() == old.kind() && new.describe() == old.describe() {
+        new.keep_state(old);
+    }
+    for_matching_children(new, old, keep_states);
+}
+
+/// Pairs children at the same place: the same kind and the same position
+/// among siblings of that kind (the path segment, `when#1`).
+fn for_matching_children(new: &dyn Node, old: &dyn Node, f: fn(&dyn Node, &dyn Node)) {
+    for (segment, child) in segments(new.children()) {
+        if let Some((_, old_child)) = segments(old.children()).find(|(s, _)| *s == segment) {
+            f(&**child, &**old_child);
+        }
+    }
+}
+
+/// Each child with its path segment: its kind, with `#i` when siblings
+/// share the kind.
+fn segments(children: &[NodeRef]) -> impl Iterator<Item = (String, &NodeRef)> {
+    children.iter().enumerate().map(move |(i, child)| {
+        let same_kind = children.iter().filter(|c| c.kind() == child.kind()).count();
+        let segment = if same_kind > 1 {
+            format!("{}#{i}", child.kind())
+        } else {
+            child.kind().to_owned()
+        };
+        (segment, child)
+    })
+}
+
 /// A node's counters, for `stats` output and the shell.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeSnapshot {
@@ -164,6 +409,11 @@ pub struct NodeSnapshot {
     #[serde(rename = "out")]
     pub events_out: u64,
     pub errors: u64,
+    /// Took its state over from the previous streams at the last reload.
+    pub kept_state: bool,
+    /// A live fact, such as `by`'s fork count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Visits `node` and its descendants, depth first, with their paths: the
@@ -172,14 +422,7 @@ pub struct NodeSnapshot {
 /// apart by their position: `when#0`, `when#1`.
 pub fn walk_tree(path: &str, node: &dyn Node, visit: &mut dyn FnMut(&str, &dyn Node)) {
     visit(path, node);
-    let children = node.children();
-    for (i, child) in children.iter().enumerate() {
-        let same_kind = children.iter().filter(|c| c.kind() == child.kind()).count();
-        let segment = if same_kind > 1 {
-            format!("{}#{i}", child.kind())
-        } else {
-            child.kind().to_owned()
-        };
+    for (segment, child) in segments(node.children()) {
         walk_tree(&format!("{path}/{segment}"), &**child, visit);
     }
 }
@@ -200,6 +443,8 @@ pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
             events_in: s.events_in.load(Ordering::Relaxed),
             events_out: s.events_out.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
+            kept_state: s.kept_state.load(Ordering::Relaxed),
+            detail: n.detail(),
         });
     });
 }
