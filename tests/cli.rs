@@ -39,6 +39,7 @@ fn help_lists_the_subcommands() {
         "send Send events to a running dmon (JSON arguments, key=value pairs, or NDJSON on stdin)",
         "query Ask a running dmon's index, in Riemann's query language",
         "bench Measure throughput and memory of the decode and stream paths",
+        "catalog List the stream functions (or show one's documentation)",
     ] {
         assert!(
             lines.iter().any(|l| l == entry),
@@ -397,4 +398,58 @@ fn a_name_that_is_neither_a_file_here_nor_a_module_says_what_was_looked_for() {
             "says {looked_for:?}: {stderr}"
         );
     }
+}
+
+/// The README's catalog tables are what `dmon catalog --markdown` prints
+/// from the registry, so the README lists every stream function.
+#[test]
+fn the_readme_catalog_is_the_registry() {
+    let out = std::process::Command::new(dmon_bin())
+        .args(["catalog", "--markdown"])
+        .output()
+        .expect("run dmon catalog");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).expect("utf-8");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let begin = "<!-- catalog: begin -->\n";
+    let end = "<!-- catalog: end -->";
+    let start = readme.find(begin).expect("the README marks its catalog") + begin.len();
+    let stop = readme
+        .find(end)
+        .expect("the README marks its catalog's end");
+    assert!(
+        readme[start..stop] == generated,
+        "README.md's catalog differs from the registry; replace the text between the \
+         catalog markers with the output of `cargo run -q -- catalog --markdown`"
+    );
+}
+
+#[test]
+fn catalog_shows_one_function_and_names_a_missing_one() {
+    let run = |name: &str| {
+        std::process::Command::new(dmon_bin())
+            .args(["catalog", name])
+            .output()
+            .expect("run dmon catalog")
+    };
+    let out = run("where");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("where(test, *children, else_=None)\n"),
+        "{text}"
+    );
+    assert!(text.contains("Example:\n    where("), "{text}");
+    let out = run("nope");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no stream function or fold named \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -213,3 +213,27 @@ other = printer("not a root")
         assert_eq!(roots[0].node.kind(), "coroutine");
     });
 }
+
+/// Every registered stream function is in `dmon.streams`, with the
+/// registry's signature and docstring; nothing else is exported.
+#[test]
+fn dmon_streams_is_generated_from_the_registry() {
+    run(r#"
+import inspect, pydoc
+import dmon.streams as ds
+from dmon import folds
+names = [n for _, family in ds._catalog for n in family]
+assert len(names) == len(set(names)), names
+assert sorted(ds.__all__) == sorted(names + ["Event", "Stream", "send", "stream", "StreamFunction", "folds"]), ds.__all__
+for name in names:
+    f = getattr(ds, name)
+    sig = f"{name}{inspect.signature(f)}"
+    assert f.__doc__.startswith(sig + "\n\n"), (sig, f.__doc__)
+    assert "\nExample:\n    " in f.__doc__, f.__doc__
+    assert f.__module__ == "dmon.streams", f
+doc = pydoc.render_doc(ds.where)
+assert "where(test, *children, else_=None)" in doc and "Example:" in doc, doc
+for name in folds.__all__:
+    assert getattr(folds, name).__doc__.startswith(f"{name}(events)"), name
+"#);
+}

@@ -1,9 +1,18 @@
 //! `dmon bench`: throughput and peak memory of the event path.
 //!
+//! Every figure is printed beside a baseline measured in the same run, as a
+//! ratio, so numbers compare across machines that differ by 2-3x from day
+//! to day: a naive single thread that parses each event with `serde_json`
+//! into a typed struct and keeps a `HashMap` mean per (host, service).
+//!
 //! Scenarios (1,000 hosts x 10 services, ~200-byte JSON events):
 //! (a) decode -> when(Python lambda) -> average -> index, in-process;
 //! (b) decode -> average -> index, native nodes only;
 //! (c) decode alone;
+//! (f) decode -> by("host", "service", average(2, index())), native;
+//! (g) memory: 100,000 distinct hosts through `by`, then idle until the
+//!     forks expire (on a virtual clock): resident memory before, with the
+//!     forks, and after they expired;
 //! (d) end-to-end over UDP from a load-generator process at fixed rates,
 //!     reporting the drop rate;
 //! (e) Riemann TCP, 100 events per message, acknowledged, from a
@@ -47,7 +56,8 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d), comma-separated.
+    /// Run only these scenarios (a, b, c, d, e, f, g), comma-separated; the
+    /// baseline always runs.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: act as the UDP load generator: send to this address.
@@ -113,17 +123,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     python::init()?;
     python::bind_context(fresh_context());
 
+    let base = baseline(&samples, args.events);
+    report(
+        "baseline: serde_json struct + HashMap mean, 1 thread",
+        &base,
+        base.rate(),
+    );
+    let base = base.rate();
     if wants("a") {
         let roots = python_roots()?;
         let o = pipelined(roots, &samples, args.events, true);
-        report("(a) decode -> when(python lambda) -> average -> index", &o);
+        report(
+            "(a) decode -> when(python lambda) -> average -> index",
+            &o,
+            base,
+        );
     }
     if wants("b") {
         let o = pipelined(native_roots(), &samples, args.events, false);
-        report("(b) decode -> average -> index (native)", &o);
+        report("(b) decode -> average -> index (native)", &o, base);
     }
     if wants("c") {
-        report("(c) decode only", &decode_only(&samples, args.events));
+        report("(c) decode only", &decode_only(&samples, args.events), base);
+    }
+    if wants("f") {
+        let o = pipelined(by_roots()?, &samples, args.events, false);
+        report(
+            "(f) decode -> by(host, service, average -> index)",
+            &o,
+            base,
+        );
+    }
+    if wants("g") {
+        by_memory(100_000)?;
     }
     if wants("d") {
         udp(&args)?;
@@ -134,14 +166,155 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(name: &str, o: &Outcome) {
+fn report(name: &str, o: &Outcome, baseline: f64) {
     println!(
-        "{name:<55} {:>12.0} events/s  peak RSS {:>7.1} MiB  ({} events in {:.2} s)",
+        "{name:<55} {:>12.0} events/s  {:>5.2}x baseline  peak RSS {:>7.1} MiB  ({} events in {:.2} s)",
         o.rate(),
+        o.rate() / baseline,
         o.peak_rss_kib as f64 / 1024.0,
         o.events,
         o.elapsed.as_secs_f64()
     );
+}
+
+/// The event as a naive program would parse it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // parsed as a real program would, though only some fields are used
+struct PlainEvent {
+    host: Option<String>,
+    service: Option<String>,
+    state: Option<String>,
+    description: Option<String>,
+    time: Option<f64>,
+    ttl: Option<f64>,
+    metric: Option<f64>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// The baseline: one thread, `serde_json` into a typed struct, a `HashMap`
+/// keyed mean per (host, service).
+fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
+    use std::collections::HashMap;
+    reset_peak_rss();
+    let mut means: HashMap<(String, String), (f64, u64)> = HashMap::new();
+    let start = Instant::now();
+    let mut last_mean = 0.0;
+    for i in 0..n {
+        let e: PlainEvent =
+            serde_json::from_slice(&samples[i % samples.len()]).expect("bench events parse");
+        let (Some(host), Some(service), Some(metric)) = (e.host, e.service, e.metric) else {
+            continue;
+        };
+        let m = means.entry((host, service)).or_default();
+        m.0 += metric;
+        m.1 += 1;
+        last_mean = m.0 / m.1 as f64;
+    }
+    std::hint::black_box(last_mean);
+    Outcome {
+        events: n,
+        elapsed: start.elapsed(),
+        peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+/// `by("host", "service", average(2, index()))`, built through the registry
+/// as `dmon.streams` builds it.
+fn by_node(idle: Option<f64>) -> anyhow::Result<crate::streams::NodeRef> {
+    use crate::streams::{registry, Value};
+    let build = |name: &str, positional, named, children| {
+        registry::find(name)
+            .with_context(|| format!("no stream function {name}"))?
+            .build(positional, named, children)
+            .map_err(anyhow::Error::msg)
+    };
+    let index = build("index", vec![], vec![], vec![])?;
+    let average = build("average", vec![Value::Int(2)], vec![], vec![index])?;
+    let named = idle.map_or(Vec::new(), |t| vec![("idle".to_owned(), Value::Float(t))]);
+    build(
+        "by",
+        vec![Value::from("host"), Value::from("service")],
+        named,
+        vec![average],
+    )
+}
+
+fn by_roots() -> anyhow::Result<Vec<Root>> {
+    Ok(vec![Root {
+        name: "bench_stream".into(),
+        node: by_node(None)?,
+    }])
+}
+
+/// Resident memory now, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Scenario (g): `hosts` distinct hosts through `by` (no index, so only
+/// the forks hold memory), then the virtual clock moves past the idle time
+/// and the forks expire. Prints resident memory at each step.
+fn by_memory(hosts: usize) -> anyhow::Result<()> {
+    use crate::clock::{Clock, VirtualClock};
+    use crate::streams::{registry, Value};
+    const IDLE: f64 = 300.0;
+    let clock = VirtualClock::starting_at(1_000.0);
+    let ctx = Context::with_clock(
+        clock.clone(),
+        Mailer::start("127.0.0.1:1".parse().expect("a valid address")),
+        Arc::new(Discard),
+    );
+    let average = registry::find("average")
+        .context("no average")?
+        .build(vec![Value::Int(2)], vec![], vec![])
+        .map_err(anyhow::Error::msg)?;
+    let by = registry::find("by")
+        .context("no by")?
+        .build(
+            vec![Value::from("host")],
+            vec![("idle".into(), Value::Float(IDLE))],
+            vec![average],
+        )
+        .map_err(anyhow::Error::msg)?;
+    let release = || {
+        // mimalloc returns freed pages to the system lazily; ask now, so
+        // the figure shows what is still in use.
+        // SAFETY: mi_collect takes no pointers; it only frees unused pages.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        rss_kib()
+    };
+    let before = release();
+    for i in 0..hosts {
+        let e = Event {
+            host: Some(format!("host-{i:06}.example.com").into()),
+            service: Some("cpu".into()),
+            metric: Some(crate::event::Number::Float(i as f64)),
+            ..Event::default()
+        };
+        crate::streams::push(&*by, &ctx, &Arc::new(e));
+    }
+    let with_forks = release();
+    let forks = by.detail().unwrap_or_default();
+    clock.advance_by(IDLE + 1.0);
+    by.tick(&ctx, clock.now());
+    let after = release();
+    println!(
+        "(g) by(host) memory: before {:.1} MiB, {hosts} hosts ({forks}) {:.1} MiB, after idle expiry ({}) {:.1} MiB ({:+.1}% of before)",
+        before as f64 / 1024.0,
+        with_forks as f64 / 1024.0,
+        by.detail().unwrap_or_default(),
+        after as f64 / 1024.0,
+        (after as f64 - before as f64) / before as f64 * 100.0
+    );
+    Ok(())
 }
 
 fn native_roots() -> Vec<Root> {

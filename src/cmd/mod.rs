@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod bench;
+pub mod catalog;
 pub mod query;
 pub mod send;
 pub mod serve;
@@ -49,6 +50,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Measure throughput and memory of the decode and stream paths.
     Bench(bench::BenchArgs),
+    /// List the stream functions (or show one's documentation).
+    Catalog(catalog::CatalogArgs),
 }
 
 impl Cli {
@@ -61,6 +64,7 @@ impl Cli {
             Some(Command::Send(args)) => send::run(args),
             Some(Command::Query(args)) => query::run(args),
             Some(Command::Bench(args)) => bench::run(args),
+            Some(Command::Catalog(args)) => catalog::run(args),
         };
         match result {
             Ok(code) => code,

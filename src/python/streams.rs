@@ -319,14 +319,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(entry.name, f)?;
         exports.push(entry.name);
     }
-    m.add("__all__", exports)?;
     // For the shell's help(): each family's names, in catalog order.
     let catalog: Vec<(&str, Vec<&str>)> = registry::FAMILIES
         .iter()
         .map(|f| (f.title, f.entries.iter().map(|e| e.name).collect()))
         .collect();
-    m.add("_catalog", catalog)?;
-    m.add(
+    m.setattr("_catalog", catalog)?;
+    m.setattr(
         "__doc__",
         "dmon's stream functions: compose them into module-level names containing `stream`.",
     )?;
@@ -341,15 +340,17 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         )?;
         names.push(f.name);
     }
-    folds_module.add("__all__", names)?;
-    folds_module.add(
+    folds_module.setattr("__all__", names)?;
+    folds_module.setattr(
         "__doc__",
         "Folds: functions from a list of events to one event, for smap() after a window.",
     )?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("dmon.folds", &folds_module)?;
-    m.add("folds", folds_module)?;
+    m.setattr("folds", folds_module)?;
+    // Last: pyo3's `add` appends to `__all__`, which lists the exports only.
+    m.setattr("__all__", exports)?;
     Ok(())
 }
 
