@@ -418,20 +418,29 @@ stream = when(held, printer("crit: "))
 
 #[test]
 fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
+    // Only `stream` changes between versions: `avg_stream`'s running mean
+    // is unchanged in place and arguments, so it carries on.
     let module = |prefix: &str| {
         format!(
-            "from dmon.streams import *\n\nstream = printer({prefix:?})\nindex_stream = index()\n"
+            "from dmon.streams import *\n\nstream = printer({prefix:?})\n\
+             avg_stream = average(0, printer(\"avg: \"))\nindex_stream = index()\n"
         )
     };
     let mut s = Server::start_with(&module("one: "), "py", &["--watch"]);
-    s.send(json!({"host": "a", "service": "s"}));
+    s.send(json!({"host": "a", "service": "s", "metric": 10}));
     assert_eq!(text(&s.expect_printed("one: "), "host"), "a");
+    assert_eq!(s.expect_printed("avg: ")["metric"], 10.0);
 
     std::fs::write(&s.module, module("two: ")).expect("rewrite the module");
-    let reloaded = format!("reloaded {}: stream, index_stream", s.module.display());
+    let reloaded = format!(
+        "reloaded {}: stream, avg_stream, index_stream; state kept by avg_stream/average",
+        s.module.display()
+    );
     s.expect_stderr("the reload", |l| l.ends_with(&reloaded));
-    s.send(json!({"host": "b", "service": "s"}));
+    s.send(json!({"host": "b", "service": "s", "metric": 2}));
     assert_eq!(text(&s.expect_printed("two: "), "host"), "b");
+    // (10 + 2) / 2: the mean from before the reload went on.
+    assert_eq!(s.expect_printed("avg: ")["metric"], 6.0);
 
     std::fs::write(
         &s.module,
@@ -443,12 +452,13 @@ fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
     .expect("break the module");
     s.expect_stderr("the failed reload", |l| {
         l.contains("reload failed; the running streams are unchanged")
-            && l.contains(":5: RuntimeError")
+            && l.contains(":6: RuntimeError")
     });
     s.send(json!({"host": "c", "service": "s"}));
     assert_eq!(text(&s.expect_printed("two: "), "host"), "c");
 
     let done = s.terminate();
+    assert_eq!(done.stats().node("avg_stream/average")["kept_state"], true);
     assert!(done.status.success(), "exit status {}", done.status);
     // The index kept its contents across the swap.
     assert_eq!(done.stats().count("indexed"), 3);

@@ -211,7 +211,23 @@ fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Resul
                     // Swap, then say so: once the line is out, new events
                     // go through the new streams.
                     pipeline.swap_roots(roots);
-                    tracing::info!("reloaded {}: {}", source.describe(), names.join(", "));
+                    let kept: Vec<String> = pipeline
+                        .stats()
+                        .nodes
+                        .into_iter()
+                        .filter(|n| n.kept_state)
+                        .map(|n| n.path)
+                        .collect();
+                    let kept = if kept.is_empty() {
+                        "no node kept state".to_owned()
+                    } else {
+                        format!("state kept by {}", kept.join(", "))
+                    };
+                    tracing::info!(
+                        "reloaded {}: {}; {kept}",
+                        source.describe(),
+                        names.join(", ")
+                    );
                 }
                 Err(e) => tracing::error!("reload failed; the running streams are unchanged: {e}"),
             }
