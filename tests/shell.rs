@@ -601,6 +601,14 @@ fn plain_help_lists_the_commands() {
             "help() does not list {command}:\n{out}"
         );
     }
+    // The stream functions, by family, each with its summary from the
+    // registry.
+    assert!(has_line(&out, "stream functions: filter"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("where")
+            && l.contains("Forward the events matching a query")),
+        "{out}"
+    );
     leave(&shell);
 }
 
