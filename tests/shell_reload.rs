@@ -1,7 +1,9 @@
 //! reload() under load: while another thread streams 20,000 events over
 //! Riemann TCP into the plain shell's server, the prompt reloads the stream
 //! module again and again. Every event must reach exactly one generation of
-//! the streams: none lost in a swap, none run twice. TCP, not UDP: each
+//! the streams: none lost in a swap, none run twice; and a native node's
+//! state (a `counter`) carries on across every reload, so its count ends
+//! at exactly 20,000. TCP, not UDP: each
 //! message is acknowledged once it has been through the streams, so a kernel
 //! drop cannot pass for a swap bug, and the record is complete at the last ack.
 
@@ -35,6 +37,10 @@ def _record():
 
 record_stream = _record()
 next(record_stream)
+
+# One running count of every event, kept across reloads.
+count_stream = with_({"host": "all", "service": "count", "metric": 1, "ttl": 3600},
+                     counter(index()))
 "#;
 
 const EVENTS: usize = 20_000;
@@ -56,7 +62,7 @@ fn reload_under_load_loses_and_doubles_no_event() {
         .push(("DMON_RIEMANN_TCP".into(), "127.0.0.1:0".into()));
     let shell = Shell::start(opts);
     assert!(
-        shell.banner.contains("streams: record_stream"),
+        shell.banner.contains("streams: record_stream, count_stream"),
         "banner: {}",
         shell.banner
     );
@@ -78,7 +84,7 @@ fn reload_under_load_loses_and_doubles_no_event() {
     while !done.load(Ordering::SeqCst) {
         let out = shell.type_line("reload()");
         assert!(
-            has_line(&out, "streams: record_stream"),
+            has_line(&out, "streams: record_stream, count_stream"),
             "reload() #{}:\n{out}",
             reloads_while_sending + 1
         );
@@ -91,6 +97,11 @@ fn reload_under_load_loses_and_doubles_no_event() {
         reloads_while_sending >= MIN_RELOADS,
         "only {reloads_while_sending} reloads finished while the events were being sent"
     );
+
+    // The counter's state went from generation to generation.
+    let count = shell.type_line(r#"print("count", query('host = "all"')[0].metric)"#);
+    let counted = format!("count {EVENTS}");
+    let count_ok = has_line(&count, &counted);
 
     // Leave first, so the counters can explain a shortfall.
     shell.tmux.keys(&["C-d"]);
@@ -150,6 +161,7 @@ fn reload_under_load_loses_and_doubles_no_event() {
     assert_eq!(stat(&stats, "messages"), messages, "{counters}");
     assert_eq!(stat(&stats, "events"), EVENTS as u64, "{counters}");
     assert_eq!(stat(&stats, "processed"), EVENTS as u64, "{counters}");
+    assert!(count_ok, "expected {counted:?}; {counters}:\n{count}");
 }
 
 /// The port of the banner's `Riemann TCP 127.0.0.1:PORT`.
