@@ -150,7 +150,18 @@ impl Predicate for FnPredicate {
 /// A predicate from a stream function's argument: a query string or a
 /// function.
 pub fn predicate(args: &mut Args, name: &str) -> Result<Arc<dyn Predicate>, BuildError> {
-    match args.value(name)? {
+    let value = args.value(name)?;
+    predicate_from(args, name, value)
+}
+
+/// A predicate from a value already taken (`split`'s clauses): a query
+/// string or a function.
+pub fn predicate_from(
+    args: &Args,
+    name: &str,
+    value: Value,
+) -> Result<Arc<dyn Predicate>, BuildError> {
+    match value {
         Value::Str(q) => Query::parse(&q)
             .map(|q| Arc::new(q) as Arc<dyn Predicate>)
             .map_err(|e| args.error(format_args!("{q:?}: {e}"))),
@@ -288,7 +299,16 @@ fn tag_filter(kind: &'static str, all: bool, mut args: Args) -> Result<NodeRef, 
 /// The leading positional arguments as names, each a str, or one list of
 /// str: `tagged`'s tags, `by`'s fields. At least one is needed.
 pub(crate) fn names(args: &mut Args, what: &str) -> Result<Vec<String>, BuildError> {
-    let mut given = args.rest();
+    let given = args.rest();
+    names_from(args, what, given)
+}
+
+/// [`names`] from values already taken.
+pub(crate) fn names_from(
+    args: &Args,
+    what: &str,
+    mut given: Vec<Value>,
+) -> Result<Vec<String>, BuildError> {
     if let [Value::List(_)] = given.as_slice() {
         if let Some(Value::List(items)) = given.pop() {
             given = items;
@@ -434,7 +454,7 @@ fn build_match(mut args: Args) -> Result<NodeRef, BuildError> {
 /// any of its items, anything else is compared for equality.
 pub(crate) fn matches(pattern: &Value, x: &Value) -> Result<bool, NodeError> {
     match pattern {
-        Value::Function(f) => f.test(&[x.clone()]),
+        Value::Function(f) => f.test(std::slice::from_ref(x)),
         Value::List(items) => {
             for item in items {
                 if matches(item, x)? {
