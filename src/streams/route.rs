@@ -1,5 +1,1069 @@
-//! (being written)
+//! Routing: nodes that choose which child streams an event goes to.
+//!
+//! | function | example |
+//! |---|---|
+//! | `sdo(*children)` | `sdo(index(), printer())` |
+//! | `split(*clauses)` | `split(("metric > 0.9", email("ops@example.com")), ("metric > 0.75", printer("warn: ")), index())` |
+//! | `splitp(pred, field, *clauses)` | `splitp("<", "metric", (0.9, email("ops@example.com")), (0.75, printer("warn: ")), index())` |
+//! | `by(*fields_and_children, idle=300)` | `by("host", "service", average(2, index()), idle=600)` |
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use smol_str::SmolStr;
+
+use super::filter::{names_from, predicate_from, FieldRef, Predicate};
 use super::registry::Entry;
+use super::value::{Args, BuildError, Function, Value};
+use super::{
+    emit, emit_list, emit_to, keep_states, lock, push, Node, NodeCore, NodeError, NodeRef,
+};
+use crate::context::Context;
+use crate::event::Event;
+use crate::node_core;
 
-pub const ENTRIES: &[Entry] = &[];
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "sdo",
+        params: "*children",
+        summary: "Forward every event to every child.",
+        details: "Lists of events (from windows) are forwarded whole.",
+        example: "sdo(index(), printer())",
+        build: build_sdo,
+    },
+    Entry {
+        name: "split",
+        params: "*clauses",
+        summary: "Send each event to the stream of the first `(test, stream)` clause it passes, else to a trailing default stream.",
+        details: "Each clause is a tuple `(test, stream)`, `test` a query string (compiled once) or a predicate function. A bare stream after the clauses is the default. An event no clause takes, with no default, is dropped (as in Riemann).",
+        example: r#"split(("metric > 0.9", email("ops@example.com")), (lambda e: e.state == "warning", printer("warn: ")), index())"#,
+        build: build_split,
+    },
+    Entry {
+        name: "splitp",
+        params: "pred, field, *clauses",
+        summary: "Send each event to the stream of the first `(value, stream)` clause for which `pred(value, field)` holds, else to a trailing default.",
+        details: "Riemann's `splitp pred expr & clauses`. `field` is a field or attribute name, or a function of the event. `pred` is a function of two arguments, the clause's value then the event's, or one of the operators \"=\", \">\", \">=\", \"<\", \"<=\" applied in that order: `splitp(\"<\", \"metric\", (0.9, s), ...)` sends to `s` when 0.9 < metric. The comparisons are false when either side is not a number. An event no clause takes, with no default, counts as an error of the node (Riemann raises).",
+        example: r#"splitp("<", "metric", (0.9, email("ops@example.com")), (0.75, printer("warn: ")), index())"#,
+        build: build_splitp,
+    },
+    Entry {
+        name: "by",
+        params: "*fields_and_children, idle=300",
+        summary: "Fork a fresh copy of the child streams for each distinct value of the fields, and send each event to its fork.",
+        details: "The fields are the leading str arguments (or one list of str), or a single function of the event giving the key. An event without a field uses None for it. A fork that has seen no event for `idle` seconds of processing time (the context clock) is dropped with its state on the next tick, so forks of hosts that went away do not pile up (Riemann keeps them forever); `idle=None` or 0 keeps them forever. Choose `idle` longer than the children's windows. Reload keeps each fork's state.",
+        example: r#"by("host", "service", average(2, index()), idle=600)"#,
+        build: build_by,
+    },
+];
+
+/// Counts `event` as forwarded by `node`, once, and gives it to each of
+/// `children` (a `by` fork's).
+fn forward(node: &dyn Node, children: &[NodeRef], ctx: &Context, event: &Arc<Event>) {
+    node.stats().events_out.fetch_add(1, Ordering::Relaxed);
+    node.stats().taps.publish(event);
+    for child in children {
+        push(&**child, ctx, event);
+    }
+}
+
+fn build_sdo(mut args: Args) -> Result<NodeRef, BuildError> {
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Sdo {
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `sdo(index(), printer())`: every event to every child.
+pub struct Sdo {
+    core: NodeCore,
+}
+
+impl Node for Sdo {
+    node_core!("sdo");
+
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Sdo {
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        emit(self, ctx, event);
+        Ok(())
+    }
+    fn takes_lists(&self) -> bool {
+        true
+    }
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        emit_list(self, ctx, events);
+        Ok(())
+    }
+}
+
+/// The `(x, stream)` clauses among the remaining positional arguments, and
+/// the default stream (the children): the clauses' streams then the
+/// default make the node's children, clause `i` being child `i`.
+fn clauses(args: &mut Args, what: &str) -> Result<(Vec<Value>, Vec<NodeRef>), BuildError> {
+    let mut firsts = Vec::new();
+    let mut streams = Vec::new();
+    for clause in args.rest() {
+        match clause {
+            Value::List(pair) if pair.len() == 2 && matches!(pair[1], Value::Stream(_)) => {
+                let mut pair = pair.into_iter();
+                firsts.extend(pair.next());
+                if let Some(Value::Stream(s)) = pair.next() {
+                    streams.push(s);
+                }
+            }
+            v => {
+                return Err(args.type_error(format_args!(
+                    "each clause must be a tuple ({what}, stream), not {}",
+                    match v {
+                        Value::Function(_) | Value::None => v.type_name().to_owned(),
+                        _ => format!("{v} ({})", v.type_name()),
+                    }
+                )))
+            }
+        }
+    }
+    if firsts.is_empty() {
+        return Err(args.error(format_args!("needs at least one ({what}, stream) clause")));
+    }
+    let defaults = args.children();
+    if defaults.len() > 1 {
+        return Err(args.type_error(format_args!(
+            "takes one default stream after the clauses, not {}",
+            defaults.len()
+        )));
+    }
+    streams.extend(defaults);
+    Ok((firsts, streams))
+}
+
+/// `describe` of the clauses: `("metric > 1", …), …`.
+fn describe_clauses(firsts: impl Iterator<Item = String>, default: bool) -> String {
+    let mut parts: Vec<String> = firsts.map(|f| format!("({f}, …)")).collect();
+    if default {
+        parts.push("…".into());
+    }
+    parts.join(", ")
+}
+
+fn build_split(mut args: Args) -> Result<NodeRef, BuildError> {
+    let (tests, children) = clauses(&mut args, "test")?;
+    let tests = tests
+        .into_iter()
+        .map(|t| predicate_from(&args, "test", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    args.finish()?;
+    Ok(Arc::new(Split {
+        tests,
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `split(("metric > 0.9", critical), ok)`: the first clause whose test
+/// passes takes the event; clause `i`'s stream is child `i`, the default
+/// (if any) the last child.
+pub struct Split {
+    tests: Vec<Arc<dyn Predicate>>,
+    core: NodeCore,
+}
+
+impl Node for Split {
+    node_core!("split");
+
+    fn describe(&self) -> String {
+        let default = self.core.children.len() > self.tests.len();
+        let clauses = describe_clauses(self.tests.iter().map(|t| t.describe()), default);
+        format!("split({clauses})")
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Split {
+            tests: self.tests.clone(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let mut target = self.tests.len();
+        for (i, test) in self.tests.iter().enumerate() {
+            if test.test_in(ctx, event)? {
+                target = i;
+                break;
+            }
+        }
+        // Past the clauses: the default, when there is one.
+        if let Some(child) = self.core.children.get(target) {
+            emit_to(self, &**child, ctx, event);
+        }
+        Ok(())
+    }
+}
+
+/// `splitp`'s comparison of a clause's value with the event's.
+#[derive(Clone)]
+enum Compare {
+    Eq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Func(Arc<dyn Function>),
+}
+
+impl Compare {
+    const OPERATORS: [(&'static str, Compare); 5] = [
+        ("=", Compare::Eq),
+        (">", Compare::Gt),
+        (">=", Compare::Ge),
+        ("<", Compare::Lt),
+        ("<=", Compare::Le),
+    ];
+
+    /// `pred(clause_value, event_value)`.
+    fn test(&self, a: &Value, b: &Value) -> Result<bool, NodeError> {
+        let numbers = || a.as_f64().zip(b.as_f64());
+        Ok(match self {
+            Compare::Eq => a == b,
+            Compare::Gt => numbers().is_some_and(|(a, b)| a > b),
+            Compare::Ge => numbers().is_some_and(|(a, b)| a >= b),
+            Compare::Lt => numbers().is_some_and(|(a, b)| a < b),
+            Compare::Le => numbers().is_some_and(|(a, b)| a <= b),
+            Compare::Func(f) => f.test(&[a.clone(), b.clone()])?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Compare::Func(f) => f.describe(),
+            op => Self::OPERATORS
+                .iter()
+                .find(|(_, o)| std::mem::discriminant(o) == std::mem::discriminant(op))
+                .map(|(name, _)| super::quote(name))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn build_splitp(mut args: Args) -> Result<NodeRef, BuildError> {
+    let compare = match args.value("pred")? {
+        Value::Function(f) => Compare::Func(f),
+        Value::Str(op) => match Compare::OPERATORS.iter().find(|(name, _)| *name == op) {
+            Some((_, c)) => c.clone(),
+            None => {
+                return Err(args.error(format_args!(
+                    "`pred` must be one of \"=\", \">\", \">=\", \"<\", \"<=\" or a function of two arguments, not {op:?}"
+                )))
+            }
+        },
+        v => {
+            return Err(args.type_error(format_args!(
+                "`pred` must be an operator (str) or a function of two arguments, not {}",
+                v.type_name()
+            )))
+        }
+    };
+    let field = FieldRef::from_args(&mut args, "field")?;
+    let (values, children) = clauses(&mut args, "value")?;
+    args.finish()?;
+    Ok(Arc::new(SplitP {
+        compare,
+        field,
+        values,
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `splitp("<", "metric", (0.9, critical), ok)`: the first clause for which
+/// `pred(value, field)` holds takes the event; clause `i`'s stream is
+/// child `i`, the default (if any) the last child.
+pub struct SplitP {
+    compare: Compare,
+    field: FieldRef,
+    values: Vec<Value>,
+    core: NodeCore,
+}
+
+impl Node for SplitP {
+    node_core!("splitp");
+
+    fn describe(&self) -> String {
+        let default = self.core.children.len() > self.values.len();
+        let clauses = describe_clauses(self.values.iter().map(|v| v.to_string()), default);
+        format!(
+            "splitp({}, {}, {clauses})",
+            self.compare.describe(),
+            self.field.describe()
+        )
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(SplitP {
+            compare: self.compare.clone(),
+            field: self.field.clone(),
+            values: self.values.clone(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let x = self.field.get(event)?;
+        let mut target = self.values.len();
+        for (i, value) in self.values.iter().enumerate() {
+            if self.compare.test(value, &x)? {
+                target = i;
+                break;
+            }
+        }
+        match self.core.children.get(target) {
+            Some(child) => {
+                emit_to(self, &**child, ctx, event);
+                Ok(())
+            }
+            None => Err(NodeError(format!(
+                "no clause matches {} = {x} and there is no default stream",
+                self.field.describe()
+            ))),
+        }
+    }
+}
+
+/// One part of a `by` key: small, hashable, and cheap for short strings.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum KeyPart {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// The bits of a float that is not a whole number.
+    Float(u64),
+    Str(SmolStr),
+    /// Anything else, by its text.
+    Other(Box<str>),
+}
+
+impl KeyPart {
+    fn of(v: &Value) -> KeyPart {
+        match v {
+            Value::None => KeyPart::None,
+            Value::Bool(b) => KeyPart::Bool(*b),
+            Value::Int(i) => KeyPart::Int(*i),
+            // 2.0 and 2 are equal values, so the same key.
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => KeyPart::Int(*f as i64),
+            Value::Float(f) => KeyPart::Float(f.to_bits()),
+            Value::Str(s) => KeyPart::Str(SmolStr::new(s)),
+            other => KeyPart::Other(other.to_string().into()),
+        }
+    }
+}
+
+/// A fork's key: one part for one field (no allocation for a short host
+/// name), several for several fields.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Key {
+    One(KeyPart),
+    Many(Box<[KeyPart]>),
+}
+
+/// What a `by` keys its forks on.
+#[derive(Clone)]
+enum KeyOf {
+    Fields(Vec<String>),
+    Func(Arc<dyn Function>),
+}
+
+/// One fork: its copies of the template children, and when it last saw an
+/// event (processing time).
+struct Fork {
+    children: Arc<[NodeRef]>,
+    last_seen: f64,
+}
+
+const DEFAULT_IDLE: f64 = 300.0;
+
+fn build_by(mut args: Args) -> Result<NodeRef, BuildError> {
+    let idle = match args.keyword("idle") {
+        None => Some(DEFAULT_IDLE),
+        Some(Value::None) => None,
+        Some(v) => match v.as_f64() {
+            Some(0.0) => None,
+            Some(x) if x > 0.0 && x.is_finite() => Some(x),
+            Some(x) => {
+                return Err(args.error(format_args!(
+                    "`idle` must be a number of seconds ≥ 0 or None, not {x}"
+                )))
+            }
+            None => {
+                return Err(args.type_error(format_args!(
+                    "`idle` must be a number of seconds or None, not {}",
+                    v.type_name()
+                )))
+            }
+        },
+    };
+    let mut given = args.rest();
+    let key = match given.as_slice() {
+        [] => {
+            return Err(args.error(
+                "needs the fields to fork by (str arguments) or a function of the event first",
+            ))
+        }
+        [Value::Function(_)] => match given.pop() {
+            Some(Value::Function(f)) => KeyOf::Func(f),
+            _ => unreachable!(),
+        },
+        _ => KeyOf::Fields(names_from(&args, "fields", given)?),
+    };
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(By {
+        key,
+        idle,
+        forks: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `by("host", rate(60, index()))`: a fresh copy of the children per key.
+/// Its children are the templates the forks are made from (they give the
+/// forks their paths and counters, and never see an event themselves).
+pub struct By {
+    key: KeyOf,
+    /// Seconds without events after which a fork is dropped; None: never.
+    idle: Option<f64>,
+    forks: Mutex<HashMap<Key, Fork>>,
+    core: NodeCore,
+}
+
+impl By {
+    fn key_of(&self, event: &Arc<Event>) -> Result<Key, NodeError> {
+        Ok(match &self.key {
+            KeyOf::Fields(fields) => match fields.as_slice() {
+                [one] => Key::One(KeyPart::of(&super::value::field(event, one))),
+                many => Key::Many(
+                    many.iter()
+                        .map(|f| KeyPart::of(&super::value::field(event, f)))
+                        .collect(),
+                ),
+            },
+            KeyOf::Func(f) => match f.call(&[Value::Event(Arc::clone(event))])? {
+                Value::List(parts) => Key::Many(parts.iter().map(KeyPart::of).collect()),
+                one => Key::One(KeyPart::of(&one)),
+            },
+        })
+    }
+
+    /// A new fork's children, from the templates.
+    fn new_children(&self) -> Arc<[NodeRef]> {
+        self.core.children.iter().map(|c| c.fresh()).collect()
+    }
+
+    pub fn fork_count(&self) -> usize {
+        lock(&self.forks).len()
+    }
+}
+
+/// Pairs two forks' children at the same place (the same kind, and the
+/// same position among siblings of that kind, as reload pairs children).
+fn pair_children(new: &[NodeRef], old: &[NodeRef], f: impl Fn(&dyn Node, &dyn Node)) {
+    fn segment(children: &[NodeRef], i: usize) -> (&'static str, Option<usize>) {
+        let kind = children[i].kind();
+        let shared = children.iter().filter(|c| c.kind() == kind).count() > 1;
+        (kind, shared.then_some(i))
+    }
+    for i in 0..new.len() {
+        let mine = segment(new, i);
+        if let Some(j) = (0..old.len()).find(|&j| segment(old, j) == mine) {
+            f(&*new[i], &*old[j]);
+        }
+    }
+}
+
+impl Node for By {
+    node_core!("by");
+
+    fn describe(&self) -> String {
+        let key = match &self.key {
+            KeyOf::Fields(fields) => fields
+                .iter()
+                .map(|f| super::quote(f))
+                .collect::<Vec<_>>()
+                .join(", "),
+            KeyOf::Func(f) => f.describe(),
+        };
+        let idle = self
+            .idle
+            .map_or("None".to_owned(), |x| Value::Float(x).to_string());
+        format!("by({key}, idle={idle})")
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(By {
+            key: self.key.clone(),
+            idle: self.idle,
+            forks: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let key = self.key_of(event)?;
+        let now = ctx.now();
+        let found = lock(&self.forks).get_mut(&key).map(|fork| {
+            fork.last_seen = now;
+            Arc::clone(&fork.children)
+        });
+        let children = match found {
+            Some(children) => children,
+            None => {
+                // Built outside the lock: a child's fresh() may take time.
+                let children = self.new_children();
+                let mut forks = lock(&self.forks);
+                let fork = forks.entry(key).or_insert(Fork {
+                    children,
+                    last_seen: now,
+                });
+                Arc::clone(&fork.children)
+            }
+        };
+        forward(self, &children, ctx, event);
+        Ok(())
+    }
+    /// Drops the idle forks, then ticks every live fork's children (the
+    /// templates see no events, so have nothing to do).
+    fn tick(&self, ctx: &Context, now: f64) {
+        let live: Vec<Arc<[NodeRef]>> = {
+            let mut forks = lock(&self.forks);
+            if let Some(idle) = self.idle {
+                forks.retain(|_, fork| now - fork.last_seen <= idle);
+                // After a crowd of hosts went away, give the memory back.
+                if forks.capacity() > 64 && forks.len() * 4 < forks.capacity() {
+                    forks.shrink_to_fit();
+                }
+            }
+            forks.values().map(|f| Arc::clone(&f.children)).collect()
+        };
+        for children in live {
+            for child in children.iter() {
+                child.tick(ctx, now);
+            }
+        }
+    }
+    /// Takes each of the old forks, rebuilt from the new templates with
+    /// each child's state moved over (not its counters: forks share those
+    /// with their templates, which reload already carried over).
+    fn keep_state(&self, old: &dyn Node) -> bool {
+        let Some(old) = old.as_any().downcast_ref::<Self>() else {
+            return false;
+        };
+        if std::ptr::eq(self, old) {
+            return false;
+        }
+        let old_forks = std::mem::take(&mut *lock(&old.forks));
+        if old_forks.is_empty() {
+            return false;
+        }
+        let mut forks = HashMap::with_capacity(old_forks.len());
+        for (key, fork) in old_forks {
+            let children = self.new_children();
+            pair_children(&children, &fork.children, keep_states);
+            forks.insert(
+                key,
+                Fork {
+                    children,
+                    last_seen: fork.last_seen,
+                },
+            );
+        }
+        *lock(&self.forks) = forks;
+        true
+    }
+    fn detail(&self) -> Option<String> {
+        Some(format!("forks {}", self.fork_count()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::streams::{carry_over, push_list, NodeStats};
+    use crate::testing::{ev, func, Harness, Received, Sink};
+    use crate::vals;
+
+    fn clause(first: impl Into<Value>, stream: &Sink) -> Value {
+        Value::List(vec![first.into(), Value::Stream(stream.node())])
+    }
+
+    #[test]
+    fn sdo_forwards_every_event_and_every_list_to_every_child() {
+        let h = Harness::new();
+        let (a, b) = (h.sink("a"), h.sink("b"));
+        let node = h.build("sdo", vec![], vec![], vec![a.node(), b.node()]);
+        h.send(&node, ev(r#"{"host":"x"}"#));
+        assert_eq!(a.hosts(), ["x"]);
+        assert_eq!(b.hosts(), ["x"]);
+        let list: Vec<_> = ["y", "z"]
+            .iter()
+            .map(|host| Arc::new(ev(&format!(r#"{{"host":"{host}"}}"#))))
+            .collect();
+        push_list(&*node, &h.ctx, &list);
+        assert_eq!(a.take(), [Received::List(list.clone())]);
+        assert_eq!(b.take(), [Received::List(list)]);
+    }
+
+    /// Riemann's example: critical above 0.9, warning above 0.75, else ok.
+    #[test]
+    fn split_sends_to_the_first_matching_clause_then_the_default() {
+        let h = Harness::new();
+        let (crit, warn, ok) = (h.sink("crit"), h.sink("warn"), h.sink("ok"));
+        let above_75 = func("above_75", |args| match &args[0] {
+            Value::Event(e) => Ok(Value::Bool(e.metric.is_some_and(|m| m.as_f64() > 0.75))),
+            _ => unreachable!(),
+        });
+        let node = h.build(
+            "split",
+            vec![clause("metric > 0.9", &crit), clause(above_75, &warn)],
+            vec![],
+            vec![ok.node()],
+        );
+        assert_eq!(node.children().len(), 3);
+        for (host, m) in [("a", 0.95), ("b", 0.8), ("c", 0.5), ("d", 0.91)] {
+            h.send(&node, ev(&format!(r#"{{"host":"{host}","metric":{m}}}"#)));
+        }
+        h.send(&node, ev(r#"{"host":"none"}"#));
+        assert_eq!(crit.hosts(), ["a", "d"]);
+        assert_eq!(warn.hosts(), ["b"]);
+        assert_eq!(ok.hosts(), ["c", "none"]);
+        assert_eq!(
+            node.describe(),
+            r#"split(("metric > 0.9", …), (above_75, …), …)"#
+        );
+    }
+
+    #[test]
+    fn split_without_a_default_drops_what_no_clause_takes() {
+        let h = Harness::new();
+        let hot = h.sink("hot");
+        let node = h.build("split", vec![clause("metric > 1", &hot)], vec![], vec![]);
+        h.send(&node, ev(r#"{"host":"a","metric":2}"#));
+        h.send(&node, ev(r#"{"host":"b","metric":0}"#));
+        assert_eq!(hot.hosts(), ["a"]);
+        assert_eq!(node.stats().errors.load(Ordering::Relaxed), 0);
+        assert_eq!(node.describe(), r#"split(("metric > 1", …))"#);
+    }
+
+    #[test]
+    fn splitp_compares_clause_values_with_the_field_in_riemanns_order() {
+        let metric_over = func("metric_over", |args| {
+            Ok(Value::Bool(
+                args[1]
+                    .as_f64()
+                    .zip(args[0].as_f64())
+                    .is_some_and(|(m, limit)| m > limit),
+            ))
+        });
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            // (splitp < metric 0.9 crit 0.75 warn ok): 0.9 < metric.
+            (
+                "<".into(),
+                vec![
+                    ("0.95", "crit"),
+                    ("0.8", "warn"),
+                    ("0.9", "warn"),
+                    ("0.1", "ok"),
+                    ("null", "ok"),
+                ],
+            ),
+            (
+                "<=".into(),
+                vec![("0.9", "crit"), ("0.75", "warn"), ("0.7", "ok")],
+            ),
+            (
+                metric_over,
+                vec![("0.95", "crit"), ("0.76", "warn"), ("0.75", "ok")],
+            ),
+            (
+                ">".into(),
+                vec![("0.1", "crit"), ("0.8", "crit"), ("0.95", "ok")],
+            ),
+            (">=".into(), vec![("0.9", "crit"), ("0.95", "ok")]),
+            (
+                "=".into(),
+                vec![("0.9", "crit"), ("0.75", "warn"), ("0.5", "ok")],
+            ),
+        ];
+        for (pred, sends) in cases {
+            let h = Harness::new();
+            let (crit, warn, ok) = (h.sink("crit"), h.sink("warn"), h.sink("ok"));
+            let node = h.build(
+                "splitp",
+                vec![
+                    pred.clone(),
+                    "metric".into(),
+                    clause(0.9, &crit),
+                    clause(0.75, &warn),
+                ],
+                vec![],
+                vec![ok.node()],
+            );
+            for (m, want) in sends {
+                h.send(&node, ev(&format!(r#"{{"metric":{m}}}"#)));
+                let got: Vec<&str> = [("crit", &crit), ("warn", &warn), ("ok", &ok)]
+                    .into_iter()
+                    .filter(|(_, s)| !s.events().is_empty())
+                    .map(|(name, _)| name)
+                    .collect();
+                assert_eq!(got, [want], "splitp({pred:?}) with metric {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn splitp_without_a_default_counts_an_error_when_nothing_matches() {
+        let h = Harness::new();
+        let (ok, bad) = (h.sink("ok"), h.sink("bad"));
+        let state_of = func("state_of", |args| match &args[0] {
+            Value::Event(e) => Ok(crate::streams::value::field(e, "state")),
+            _ => unreachable!(),
+        });
+        let node = h.build(
+            "splitp",
+            vec![
+                "=".into(),
+                state_of,
+                clause("ok", &ok),
+                clause("critical", &bad),
+            ],
+            vec![],
+            vec![],
+        );
+        h.send(&node, ev(r#"{"host":"a","state":"critical"}"#));
+        h.send(&node, ev(r#"{"host":"b","state":"ok"}"#));
+        h.send(&node, ev(r#"{"host":"c","state":"warning"}"#));
+        assert_eq!(ok.hosts(), ["b"]);
+        assert_eq!(bad.hosts(), ["a"]);
+        assert_eq!(node.stats().errors.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            node.describe(),
+            r#"splitp("=", state_of, ("ok", …), ("critical", …))"#
+        );
+    }
+
+    fn by_average(h: &Harness, out: &Sink, fields: Vec<Value>, idle: Option<Value>) -> NodeRef {
+        let avg = h.build("average", vals![0], vec![], vec![out.node()]);
+        let named = idle
+            .map(|v| vec![("idle".to_owned(), v)])
+            .unwrap_or_default();
+        h.build("by", fields, named, vec![avg])
+    }
+
+    fn send_metrics(h: &Harness, node: &NodeRef, events: &[(&str, f64)]) {
+        for (host, m) in events {
+            h.send(node, ev(&format!(r#"{{"host":"{host}","metric":{m}}}"#)));
+        }
+    }
+
+    #[test]
+    fn by_keeps_independent_state_per_key() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = by_average(&h, &out, vals!["host"], None);
+        send_metrics(
+            &h,
+            &node,
+            &[("a", 1.0), ("b", 10.0), ("a", 3.0), ("b", 20.0)],
+        );
+        assert_eq!(
+            out.metrics(),
+            [Some(1.0), Some(10.0), Some(2.0), Some(15.0)]
+        );
+        assert_eq!(node.detail().as_deref(), Some("forks 2"));
+        // The forks count on their template.
+        let template = &node.children()[0];
+        assert_eq!(template.stats().events_in.load(Ordering::Relaxed), 4);
+        assert_eq!(node.stats().events_out.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn by_keys_on_several_fields_a_missing_one_as_none_or_a_function() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = by_average(&h, &out, vals!["host", "service"], None);
+        for e in [
+            r#"{"host":"a","service":"x","metric":1}"#,
+            r#"{"host":"a","service":"y","metric":5}"#,
+            r#"{"host":"a","metric":7}"#,
+            r#"{"host":"a","service":"x","metric":3}"#,
+            r#"{"host":"a","metric":9}"#,
+        ] {
+            h.send(&node, ev(e));
+        }
+        assert_eq!(
+            out.metrics(),
+            [Some(1.0), Some(5.0), Some(7.0), Some(2.0), Some(8.0)]
+        );
+        assert_eq!(node.detail().as_deref(), Some("forks 3"));
+
+        let region = func("region", |args| match &args[0] {
+            Value::Event(e) => Ok(crate::streams::value::field(e, "region")),
+            _ => unreachable!(),
+        });
+        let node = by_average(&h, &out, vec![region], None);
+        for e in [
+            r#"{"host":"a","region":"eu","metric":2}"#,
+            r#"{"host":"b","region":"eu","metric":4}"#,
+            r#"{"host":"c","region":"us","metric":10}"#,
+        ] {
+            h.send(&node, ev(e));
+        }
+        assert_eq!(out.metrics(), [Some(2.0), Some(3.0), Some(10.0)]);
+        assert_eq!(node.describe(), "by(region, idle=300)");
+    }
+
+    #[test]
+    fn by_drops_forks_idle_longer_than_idle_on_tick() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = by_average(&h, &out, vals!["host"], Some(Value::Int(10)));
+        h.advance_to(&node, 1.0);
+        send_metrics(&h, &node, &[("a", 4.0)]);
+        h.advance_to(&node, 5.0);
+        send_metrics(&h, &node, &[("b", 1.0)]);
+        h.advance_to(&node, 11.0);
+        assert_eq!(
+            node.detail().as_deref(),
+            Some("forks 2"),
+            "exactly idle: kept"
+        );
+        h.advance_to(&node, 11.5);
+        assert_eq!(node.detail().as_deref(), Some("forks 1"));
+        h.advance_to(&node, 14.0);
+        send_metrics(&h, &node, &[("b", 3.0)]);
+        h.advance_to(&node, 20.0);
+        assert_eq!(
+            node.detail().as_deref(),
+            Some("forks 1"),
+            "b was seen at 14"
+        );
+        h.advance_to(&node, 24.5);
+        assert_eq!(node.detail().as_deref(), Some("forks 0"));
+        // A host that comes back starts over.
+        send_metrics(&h, &node, &[("a", 10.0)]);
+        assert_eq!(out.metrics(), [Some(4.0), Some(1.0), Some(2.0), Some(10.0)]);
+    }
+
+    #[test]
+    fn by_with_idle_none_or_zero_keeps_forks_forever() {
+        for idle in [Value::None, Value::Int(0)] {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let node = by_average(&h, &out, vals!["host"], Some(idle.clone()));
+            send_metrics(&h, &node, &[("a", 1.0), ("b", 1.0)]);
+            h.advance_to(&node, 1e9);
+            assert_eq!(node.detail().as_deref(), Some("forks 2"), "idle={idle}");
+            assert_eq!(node.describe(), r#"by("host", idle=None)"#);
+        }
+    }
+
+    #[test]
+    fn by_holds_a_hundred_thousand_hosts_and_lets_them_go() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("by", vals!["host"], vec![], vec![out.node()]);
+        for i in 0..100_000 {
+            h.send(&node, ev(&format!(r#"{{"host":"host-{i}"}}"#)));
+        }
+        assert_eq!(node.detail().as_deref(), Some("forks 100000"));
+        assert_eq!(out.events().len(), 100_000);
+        h.advance_to(&node, 301.0);
+        assert_eq!(node.detail().as_deref(), Some("forks 0"));
+        let by = node.as_any().downcast_ref::<By>().unwrap();
+        assert!(lock(&by.forks).capacity() < 1000);
+    }
+
+    /// A time-driven stand-in: records each tick with the host of the last
+    /// event it saw (None for a node that saw none, like a template).
+    type Ticks = Arc<Mutex<Vec<(Option<String>, f64)>>>;
+
+    struct TickRecorder {
+        seen: Mutex<Option<String>>,
+        ticks: Ticks,
+        stats: Arc<NodeStats>,
+    }
+
+    impl Node for TickRecorder {
+        fn kind(&self) -> &'static str {
+            "tick_recorder"
+        }
+        fn stats(&self) -> &NodeStats {
+            &self.stats
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+            *lock(&self.seen) = event.host.as_deref().map(str::to_owned);
+            Ok(())
+        }
+        fn tick(&self, _ctx: &Context, now: f64) {
+            lock(&self.ticks).push((lock(&self.seen).clone(), now));
+        }
+        fn fresh(&self) -> NodeRef {
+            Arc::new(TickRecorder {
+                seen: Mutex::default(),
+                ticks: Arc::clone(&self.ticks),
+                stats: Arc::clone(&self.stats),
+            })
+        }
+    }
+
+    #[test]
+    fn by_ticks_every_live_fork_and_not_the_templates() {
+        let h = Harness::new();
+        let ticks = Arc::default();
+        let recorder: NodeRef = Arc::new(TickRecorder {
+            seen: Mutex::default(),
+            ticks: Arc::clone(&ticks),
+            stats: Arc::default(),
+        });
+        let node = h.build("by", vals!["host"], vec![], vec![recorder]);
+        h.advance_to(&node, 1.0);
+        assert!(lock(&ticks).is_empty(), "no forks, nothing to tick");
+        send_metrics(&h, &node, &[("a", 1.0), ("b", 1.0)]);
+        h.advance_to(&node, 2.0);
+        let mut got = std::mem::take(&mut *lock(&ticks));
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            got,
+            [(Some("a".to_owned()), 2.0), (Some("b".to_owned()), 2.0)]
+        );
+    }
+
+    #[test]
+    fn by_reload_keeps_each_forks_state_when_nothing_changed() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let old = by_average(&h, &out, vals!["host"], None);
+        send_metrics(&h, &old, &[("a", 10.0), ("b", 2.0)]);
+        out.take();
+
+        let same = by_average(&h, &out, vals!["host"], None);
+        carry_over(&*same, &*old);
+        assert_eq!(same.detail().as_deref(), Some("forks 2"));
+        assert!(same.stats().kept_state.load(Ordering::Relaxed));
+        send_metrics(&h, &same, &[("a", 4.0), ("b", 4.0), ("c", 1.0)]);
+        assert_eq!(out.metrics(), [Some(7.0), Some(3.0), Some(1.0)]);
+        // Counters continue once, through the templates.
+        assert_eq!(
+            same.children()[0].stats().events_in.load(Ordering::Relaxed),
+            5
+        );
+
+        // The child changed: the forks stay, their state does not.
+        let avg1 = h.build("average", vals![1], vec![], vec![out.node()]);
+        let changed = h.build("by", vals!["host"], vec![], vec![avg1]);
+        carry_over(&*changed, &*same);
+        assert_eq!(changed.detail().as_deref(), Some("forks 3"));
+        send_metrics(&h, &changed, &[("a", 1.0)]);
+        assert_eq!(out.metrics(), [Some(1.0)]);
+
+        // by's own arguments changed: nothing is kept.
+        let other = by_average(&h, &out, vals!["host"], Some(Value::Int(60)));
+        carry_over(&*other, &*changed);
+        assert_eq!(other.detail().as_deref(), Some("forks 0"));
+        send_metrics(&h, &other, &[("a", 5.0)]);
+        assert_eq!(out.metrics(), [Some(5.0)]);
+    }
+
+    #[test]
+    fn by_fresh_has_no_forks_and_its_own_state() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = by_average(&h, &out, vals!["host"], None);
+        send_metrics(&h, &node, &[("a", 10.0)]);
+        let fresh = node.fresh();
+        assert_eq!(fresh.detail().as_deref(), Some("forks 0"));
+        assert_eq!(fresh.describe(), node.describe());
+        send_metrics(&h, &fresh, &[("a", 2.0)]);
+        send_metrics(&h, &node, &[("a", 2.0)]);
+        assert_eq!(out.metrics(), [Some(10.0), Some(2.0), Some(6.0)]);
+    }
+
+    #[test]
+    fn route_nodes_reject_bad_arguments_clearly() {
+        let h = Harness::new();
+        let s = h.sink("s");
+        type Case<'a> = (
+            &'a str,
+            Vec<Value>,
+            Vec<(String, Value)>,
+            usize,
+            &'a str,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "by",
+                vec![],
+                vec![],
+                0,
+                "by(*fields_and_children, idle=300): needs the fields to fork by (str arguments) or a function of the event first",
+                false,
+            ),
+            (
+                "by",
+                vals!["host", 3],
+                vec![],
+                0,
+                "by(*fields_and_children, idle=300): `fields` must be str, not 3 (int)",
+                true,
+            ),
+            (
+                "by",
+                vals!["host"],
+                vec![("idle".into(), Value::Int(-1))],
+                0,
+                "by(*fields_and_children, idle=300): `idle` must be a number of seconds ≥ 0 or None, not -1",
+                false,
+            ),
+            (
+                "split",
+                vals!["metric > 1"],
+                vec![],
+                0,
+                "split(*clauses): each clause must be a tuple (test, stream), not \"metric > 1\" (str)",
+                true,
+            ),
+            (
+                "split",
+                vec![clause("metric > 1", &s)],
+                vec![],
+                2,
+                "split(*clauses): takes one default stream after the clauses, not 2",
+                true,
+            ),
+            (
+                "split",
+                vec![],
+                vec![],
+                1,
+                "split(*clauses): needs at least one (test, stream) clause",
+                false,
+            ),
+            (
+                "splitp",
+                vec!["~".into(), "metric".into(), clause(1, &s)],
+                vec![],
+                0,
+                "splitp(pred, field, *clauses): `pred` must be one of \"=\", \">\", \">=\", \"<\", \"<=\" or a function of two arguments, not \"~\"",
+                false,
+            ),
+        ];
+        for (name, args, named, defaults, message, wrong_type) in cases {
+            let children = (0..defaults).map(|_| s.node()).collect();
+            let err = h.try_build(name, args, named, children).err().unwrap();
+            assert_eq!(err.message, message);
+            assert_eq!(err.wrong_type, wrong_type, "{message}");
+        }
+    }
+}
