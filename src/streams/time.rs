@@ -1057,3 +1057,471 @@ impl Node for Apdex {
         tick_children(self, ctx, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::carry_over;
+    use crate::testing::{ev, func, Harness, Received};
+    use crate::vals;
+    use std::sync::atomic::Ordering;
+
+    fn at(t: f64, host: &str, m: f64) -> Event {
+        ev(&format!(
+            r#"{{"host":"{host}","service":"api","metric":{m},"time":{t}}}"#
+        ))
+    }
+
+    /// (time, metric) of each event received.
+    fn points(events: Vec<Arc<Event>>) -> Vec<(f64, f64)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.time.unwrap().as_f64(),
+                    e.metric.map_or(f64::NAN, Number::as_f64),
+                )
+            })
+            .collect()
+    }
+
+    fn shape(got: Vec<Received>) -> Vec<String> {
+        got.iter()
+            .map(|r| match r {
+                Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
+                Received::List(l) => {
+                    let hosts: Vec<&str> = l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
+                    format!("[{}]", hosts.join(","))
+                }
+            })
+            .collect()
+    }
+
+    fn dict(pairs: &[(&str, Value)]) -> Value {
+        Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn rate_sums_per_interval_and_reports_zero_while_the_last_event_lives() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send_all(&rate, [at(1.0, "a", 10.0), at(3.0, "a", 5.0)]);
+        h.send(&rate, ev(r#"{"host":"a","time":4}"#)); // no metric: ignored
+        h.advance_to(&rate, 5.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&rate, 6.0);
+        let got = out.events();
+        assert_eq!(points(got.clone()), [(6.0, 3.0)]);
+        assert_eq!(got[0].host.as_deref(), Some("a"));
+        // Two intervals in one tick: both reported, the empty one as 0.
+        h.advance_to(&rate, 16.0);
+        assert_eq!(points(out.events()), [(11.0, 0.0), (16.0, 0.0)]);
+    }
+
+    #[test]
+    fn rate_stops_when_the_last_event_expires_and_restarts_with_the_next() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send(&rate, ev(r#"{"metric":10,"time":1,"ttl":7}"#));
+        h.advance_to(&rate, 6.0);
+        assert_eq!(points(out.events()), [(6.0, 2.0)]);
+        // The event expired at 8: the interval ending at 11 is not reported.
+        h.advance_to(&rate, 100.0);
+        assert!(out.take().is_empty());
+        h.send(&rate, ev(r#"{"metric":5,"time":102}"#));
+        h.advance_to(&rate, 107.0);
+        assert_eq!(points(out.events()), [(107.0, 1.0)]);
+    }
+
+    #[test]
+    fn rate_catches_up_at_most_ten_intervals_the_first_and_the_latest() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![1], vec![], vec![out.node()]);
+        h.send(&rate, ev(r#"{"metric":5,"time":0,"ttl":1000}"#));
+        h.advance_to(&rate, 100.0);
+        let times: Vec<f64> = points(out.events()).iter().map(|p| p.0).collect();
+        let mut expected = vec![1.0];
+        expected.extend((92..=100).map(f64::from));
+        assert_eq!(times, expected);
+        // It goes on from there.
+        h.advance_to(&rate, 101.0);
+        assert_eq!(points(out.events()), [(101.0, 0.0)]);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank_with_the_point_in_the_service() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let qs = Value::List(vec![
+            Value::Int(0),
+            Value::Float(0.5),
+            Value::Float(0.95),
+            Value::Int(1),
+        ]);
+        let node = h.build("percentiles", vec![10.into(), qs], vec![], vec![out.node()]);
+        // 1..=20 shuffled, and one without a metric.
+        for m in [7, 3, 20, 1, 15, 9, 12, 2, 18, 5, 11, 4, 19, 6, 13, 8, 17, 10, 14, 16] {
+            h.send(&node, ev(&format!(r#"{{"service":"api","metric":{m}}}"#)));
+        }
+        h.send(&node, ev(r#"{"service":"api"}"#));
+        h.advance_to(&node, 10.0);
+        let lists = out.lists();
+        assert_eq!(lists.len(), 1, "one list per interval");
+        let got: Vec<(String, f64, f64)> = lists[0]
+            .iter()
+            .map(|e| {
+                (
+                    e.service.as_deref().unwrap().to_owned(),
+                    e.metric.unwrap().as_f64(),
+                    e.time.unwrap().as_f64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("api 0".to_owned(), 1.0, 10.0),
+                ("api 0.5".to_owned(), 11.0, 10.0),
+                ("api 0.95".to_owned(), 20.0, 10.0),
+                ("api 1".to_owned(), 20.0, 10.0),
+            ]
+        );
+        // An empty interval sends nothing; the next event starts afresh.
+        h.advance_to(&node, 40.0);
+        assert!(out.take().is_empty());
+        h.send(&node, ev(r#"{"metric":3,"time":45}"#));
+        h.advance_to(&node, 55.0);
+        let got = out.events();
+        assert_eq!(points(got.clone()), [(55.0, 3.0); 4]);
+        assert_eq!(got[1].service.as_deref(), Some("0.5"));
+    }
+
+    #[test]
+    fn throttle_passes_n_per_window_and_reload_keeps_the_budget() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("throttle", vals![2, 10], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (1.0, "b"), (2.0, "c"), (9.9, "d"), (10.0, "e"), (11.0, "f"), (12.0, "g")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(out.hosts(), ["a", "b", "e", "f"]);
+        let reloaded = h.build("throttle", vals![2, 10], vec![], vec![out.node()]);
+        carry_over(&*reloaded, &*node);
+        assert!(reloaded.stats().kept_state.load(Ordering::Relaxed));
+        h.send(&reloaded, at(13.0, "h", 1.0));
+        assert!(out.hosts().is_empty(), "the budget was spent before the reload");
+        let changed = h.build("throttle", vals![3, 10], vec![], vec![out.node()]);
+        carry_over(&*changed, &*reloaded);
+        assert!(!changed.stats().kept_state.load(Ordering::Relaxed));
+        h.send(&changed, at(14.0, "i", 1.0));
+        assert_eq!(out.hosts(), ["i"]);
+        // A fresh instance has its own budget.
+        let fresh = reloaded.fresh();
+        h.send(&fresh, at(15.0, "j", 1.0));
+        assert_eq!(out.hosts(), ["j"]);
+    }
+
+    #[test]
+    fn rollup_passes_n_then_sends_the_rest_as_one_list_at_the_period_end() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("rollup", vals![2, 10], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (1.0, "b"), (2.0, "c"), (3.0, "d")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["a", "b"]);
+        // No event needed: the clock ends the period.
+        h.advance_to(&node, 10.0);
+        assert_eq!(shape(out.take()), ["[c,d]"]);
+        // The held list was the new period's first forward.
+        for (t, host) in [(11.0, "e"), (12.0, "f")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["e"]);
+        h.advance_to(&node, 20.0);
+        assert_eq!(shape(out.take()), ["[f]"]);
+        // A period with nothing held ends quietly; the next event passes.
+        h.advance_to(&node, 45.0);
+        h.send(&node, at(46.0, "g", 1.0));
+        assert_eq!(shape(out.take()), ["g"]);
+    }
+
+    #[test]
+    fn batch_sends_full_lists_and_partial_ones_after_dt() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("batch", vals![3, 5], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (0.5, "b"), (1.0, "c"), (1.0, "d")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["[a,b,c]"]);
+        h.advance_to(&node, 5.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 6.0);
+        assert_eq!(shape(out.take()), ["[d]"]);
+        h.advance_to(&node, 60.0);
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn coalesce_sends_the_latest_per_host_and_service_and_expired_ones_once() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("coalesce", vals![5], vec![], vec![out.node()]);
+        h.send_all(&node, [at(0.0, "a", 1.0), at(0.0, "b", 2.0), at(0.0, "a", 3.0)]);
+        h.advance_to(&node, 5.0);
+        let lists = out.lists();
+        assert_eq!(lists.len(), 1);
+        assert_eq!(points(lists[0].clone()), [(0.0, 3.0), (0.0, 2.0)]);
+        h.send(&node, ev(r#"{"host":"b","service":"api","state":"expired","time":6}"#));
+        h.advance_to(&node, 10.0);
+        assert_eq!(shape(out.take()), ["[a,b]"]);
+        h.advance_to(&node, 15.0);
+        assert_eq!(shape(out.take()), ["[a]"]);
+        // a (time 0, ttl 60) has expired by 100: sent once, then forgotten,
+        // and nothing more is sent.
+        h.advance_to(&node, 100.0);
+        assert_eq!(shape(out.take()), ["[a]"]);
+        h.advance_to(&node, 200.0);
+        assert!(out.take().is_empty());
+        // The default is every second.
+        let every_second = h.build("coalesce", vec![], vec![], vec![out.node()]);
+        assert_eq!(every_second.describe(), "coalesce(1)");
+    }
+
+    #[test]
+    fn fill_in_fills_silences_until_an_event_arrives() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let default = dict(&[("service", "hb".into()), ("state", "critical".into())]);
+        let node = h.build("fill_in", vec![10.into(), default], vec![], vec![out.node()]);
+        // The timer starts with the node (its first tick).
+        h.advance_to(&node, 1.0);
+        h.advance_to(&node, 10.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 11.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].state.as_deref(), Some("critical"));
+        assert_eq!(got[0].service.as_deref(), Some("hb"));
+        assert_eq!(got[0].time.unwrap().as_f64(), 11.0);
+        h.advance_to(&node, 21.0);
+        assert_eq!(out.events().len(), 1);
+        h.send(&node, at(25.0, "a", 1.0));
+        assert_eq!(out.hosts(), ["a"]);
+        h.advance_to(&node, 34.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 35.0);
+        assert_eq!(out.events().len(), 1);
+        // A jump of many intervals fills in once.
+        h.advance_to(&node, 100.0);
+        assert_eq!(points(out.events()).iter().map(|p| p.0).collect::<Vec<_>>(), [100.0]);
+        h.advance_to(&node, 104.0);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 105.0);
+        assert_eq!(out.events().len(), 1);
+    }
+
+    #[test]
+    fn fill_in_last_copies_the_last_event_with_fields() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let fields = dict(&[("state", "critical".into())]);
+        let node = h.build("fill_in_last", vec![10.into(), fields], vec![], vec![out.node()]);
+        h.advance_to(&node, 50.0);
+        assert!(out.take().is_empty(), "nothing to copy before the first event");
+        h.send(&node, ev(r#"{"host":"a","state":"ok","metric":3,"time":50}"#));
+        assert_eq!(out.hosts(), ["a"]);
+        h.advance_to(&node, 60.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].host.as_deref(), Some("a"));
+        assert_eq!(got[0].state.as_deref(), Some("critical"));
+        assert_eq!(points(got), [(60.0, 3.0)]);
+    }
+
+    #[test]
+    fn ddt_per_event_pair() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("ddt", vec![], vec![], vec![out.node()]);
+        // (time, metric) in → derivative out.
+        let steps: &[(f64, f64, Option<f64>)] = &[
+            (0.0, 0.0, None),
+            (2.0, 10.0, Some(5.0)),
+            (2.0, 12.0, None), // same time: replaces the previous one
+            (4.0, 16.0, Some(2.0)),
+            (3.0, 100.0, None), // older: ignored
+            (5.0, 17.0, Some(1.0)),
+        ];
+        for (t, m, expected) in steps {
+            h.send(&node, at(*t, "a", *m));
+            let got = points(out.events());
+            assert_eq!(got, expected.map(|d| (*t, d)).into_iter().collect::<Vec<_>>(), "at {t}");
+        }
+        h.send(&node, ev(r#"{"host":"a","time":6}"#));
+        assert!(out.take().is_empty(), "no metric: ignored");
+    }
+
+    #[test]
+    fn ddt_every_dt_reports_the_derivative_since_the_last_report() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("ddt", vals![5], vec![], vec![out.node()]);
+        assert_eq!(node.describe(), "ddt(5)");
+        h.send_all(&node, [at(0.0, "a", 0.0), at(1.0, "a", 1.0)]);
+        h.advance_to(&node, 5.0);
+        assert!(out.take().is_empty(), "the first report only remembers");
+        h.send(&node, at(6.0, "a", 11.0));
+        h.advance_to(&node, 10.0);
+        assert_eq!(points(out.events()), [(6.0, 2.0)]);
+        h.advance_to(&node, 100.0);
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn apdex_scores_each_interval() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build(
+            "apdex",
+            vals![10, "metric < 1", "metric < 4"],
+            vec![],
+            vec![out.node()],
+        );
+        for (t, host, m) in [(0.0, "a", 0.5), (1.0, "b", 0.5), (2.0, "c", 2.0), (3.0, "d", 5.0)] {
+            h.send(&node, at(t, host, m));
+        }
+        h.send(&node, ev(r#"{"host":"x","metric":0.1,"state":"expired","time":4}"#));
+        h.advance_to(&node, 10.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].host.as_deref(), Some("d"));
+        assert_eq!(got[0].metric.unwrap().as_f64(), (2.0 + 0.5) / 4.0);
+        h.advance_to(&node, 50.0);
+        assert!(out.take().is_empty(), "nothing for empty intervals");
+    }
+
+    #[test]
+    fn apdex_counts_a_failing_predicate_as_an_error() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let boom = func("boom", |_| Err(NodeError("boom".into())));
+        let node = h.build(
+            "apdex",
+            vec![10.into(), boom, "metric < 4".into()],
+            vec![],
+            vec![out.node()],
+        );
+        h.send(&node, at(0.0, "a", 1.0));
+        assert_eq!(node.stats().errors.load(Ordering::Relaxed), 1);
+        h.advance_to(&node, 10.0);
+        assert!(out.take().is_empty());
+    }
+
+    /// Each node with its arguments, and an event that gives it state.
+    fn stateful() -> Vec<(&'static str, Vec<Value>, Vec<Value>)> {
+        vec![
+            ("rate", vals![5], vals![6]),
+            ("percentiles", vec![5.into(), Value::List(vals![0.5])], vec![5.into(), Value::List(vals![0.9])]),
+            ("throttle", vals![1, 5], vals![2, 5]),
+            ("rollup", vals![1, 5], vals![1, 6]),
+            ("batch", vals![3, 5], vals![4, 5]),
+            ("coalesce", vals![5], vals![6]),
+            ("fill_in", vec![5.into(), dict(&[("state", "x".into())])], vec![5.into(), dict(&[("state", "y".into())])]),
+            ("fill_in_last", vec![5.into(), dict(&[("state", "x".into())])], vec![6.into(), dict(&[("state", "x".into())])]),
+            ("ddt", vals![], vals![5]),
+            ("apdex", vals![5, "metric < 1", "metric < 2"], vals![5, "metric < 1", "metric < 3"]),
+        ]
+    }
+
+    #[test]
+    fn reload_keeps_state_only_with_the_same_arguments() {
+        for (name, same, other) in stateful() {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let old = h.build(name, same.clone(), vec![], vec![out.node()]);
+            h.send(&old, at(0.0, "a", 0.5));
+            let new = h.build(name, same.clone(), vec![], vec![out.node()]);
+            carry_over(&*new, &*old);
+            assert!(new.stats().kept_state.load(Ordering::Relaxed), "{name}");
+            let changed = h.build(name, other, vec![], vec![out.node()]);
+            assert_ne!(changed.describe(), new.describe(), "{name}");
+            carry_over(&*changed, &*new);
+            assert!(!changed.stats().kept_state.load(Ordering::Relaxed), "{name}");
+        }
+    }
+
+    #[test]
+    fn reload_keeps_the_rate_bucket_and_fresh_instances_have_their_own() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let old = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send(&old, at(1.0, "a", 10.0));
+        let fresh = old.fresh();
+        h.send(&fresh, at(2.0, "b", 100.0));
+        let new = h.build("rate", vals![5], vec![], vec![out.node()]);
+        carry_over(&*new, &*old);
+        h.send(&new, at(3.0, "a", 5.0));
+        h.advance_to(&new, 6.0);
+        assert_eq!(points(out.events()), [(6.0, 3.0)]);
+        h.advance_to(&fresh, 7.0);
+        assert_eq!(points(out.events()), [(7.0, 20.0)]);
+    }
+
+    #[test]
+    fn every_timed_node_ticks_its_children() {
+        for (name, args, _) in stateful() {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let child = h.build("fill_in", vec![1.into(), dict(&[("host", "filler".into())])], vec![], vec![out.node()]);
+            let node = h.build(name, args, vec![], vec![child]);
+            h.advance_to(&node, 1.0);
+            h.advance_to(&node, 3.0);
+            assert_eq!(out.hosts(), ["filler"], "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        let h = Harness::new();
+        let cases: Vec<(&str, Vec<Value>, &str)> = vec![
+            ("rate", vals![0], "rate(interval, *children): `interval` must be greater than 0, not 0"),
+            (
+                "percentiles",
+                vec![10.into(), Value::List(vals![0.5, 2])],
+                "percentiles(interval, points, *children): each of `points` must be a number from 0 to 1, not 2",
+            ),
+            (
+                "percentiles",
+                vals![10, 0.5],
+                "percentiles(interval, points, *children): `points` must be a non-empty list of quantiles like [0.5, 0.95, 0.99], not float",
+            ),
+            ("throttle", vals![0, 1], "throttle(n, dt, *children): `n` must be a whole number ≥ 1, not 0"),
+            ("coalesce", vals![-1], "coalesce(dt=1, *children): `dt` must be greater than 0, not -1"),
+            (
+                "fill_in",
+                vals![5, "critical"],
+                "fill_in(dt, default, *children): `default` must be a dict of event fields like {\"state\": \"critical\"}, not str",
+            ),
+            (
+                "fill_in_last",
+                vec![5.into(), dict(&[("metric", "high".into())])],
+                "fill_in_last(dt, fields, *children): `fields`: event field `metric` must be a number, not str",
+            ),
+            ("ddt", vals![0], "ddt(dt=None, *children): `dt` must be greater than 0, not 0"),
+        ];
+        for (name, args, msg) in cases {
+            let err = h.try_build(name, args, vec![], vec![]).err().unwrap();
+            assert_eq!(err.message, msg);
+        }
+        let err = h
+            .try_build("apdex", vals![10, "metric <", "metric < 4"], vec![], vec![])
+            .err()
+            .unwrap();
+        assert!(err.message.starts_with("apdex(dt, satisfied, tolerated, *children): \"metric <\""), "{err}");
+    }
+}
