@@ -719,7 +719,8 @@ fn fields_arg(args: &mut Args, name: &str) -> Result<Vec<(String, Value)>, Build
         Value::Map(fields) => {
             let mut probe = Event::default();
             for (k, v) in &fields {
-                set_field(&mut probe, k, v).map_err(|e| args.error(format_args!("`{name}`: {e}")))?;
+                set_field(&mut probe, k, v)
+                    .map_err(|e| args.error(format_args!("`{name}`: {e}")))?;
             }
             Ok(fields)
         }
@@ -1007,7 +1008,9 @@ impl Apdex {
         let (sat, tol, total) = std::mem::take(&mut s.counts);
         let last = s.last.take()?;
         let mut e = Event::clone(&last);
-        e.metric = Some(Number::Float((sat as f64 + tol as f64 / 2.0) / total as f64));
+        e.metric = Some(Number::Float(
+            (sat as f64 + tol as f64 / 2.0) / total as f64,
+        ));
         Some(Arc::new(e))
     }
 }
@@ -1090,7 +1093,8 @@ mod tests {
             .map(|r| match r {
                 Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
                 Received::List(l) => {
-                    let hosts: Vec<&str> = l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
+                    let hosts: Vec<&str> =
+                        l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
                     format!("[{}]", hosts.join(","))
                 }
             })
@@ -1098,7 +1102,12 @@ mod tests {
     }
 
     fn dict(pairs: &[(&str, Value)]) -> Value {
-        Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -1163,7 +1172,9 @@ mod tests {
         ]);
         let node = h.build("percentiles", vec![10.into(), qs], vec![], vec![out.node()]);
         // 1..=20 shuffled, and one without a metric.
-        for m in [7, 3, 20, 1, 15, 9, 12, 2, 18, 5, 11, 4, 19, 6, 13, 8, 17, 10, 14, 16] {
+        for m in [
+            7, 3, 20, 1, 15, 9, 12, 2, 18, 5, 11, 4, 19, 6, 13, 8, 17, 10, 14, 16,
+        ] {
             h.send(&node, ev(&format!(r#"{{"service":"api","metric":{m}}}"#)));
         }
         h.send(&node, ev(r#"{"service":"api"}"#));
@@ -1204,7 +1215,15 @@ mod tests {
         let h = Harness::new();
         let out = h.sink("out");
         let node = h.build("throttle", vals![2, 10], vec![], vec![out.node()]);
-        for (t, host) in [(0.0, "a"), (1.0, "b"), (2.0, "c"), (9.9, "d"), (10.0, "e"), (11.0, "f"), (12.0, "g")] {
+        for (t, host) in [
+            (0.0, "a"),
+            (1.0, "b"),
+            (2.0, "c"),
+            (9.9, "d"),
+            (10.0, "e"),
+            (11.0, "f"),
+            (12.0, "g"),
+        ] {
             h.send(&node, at(t, host, 1.0));
         }
         assert_eq!(out.hosts(), ["a", "b", "e", "f"]);
@@ -1212,7 +1231,10 @@ mod tests {
         carry_over(&*reloaded, &*node);
         assert!(reloaded.stats().kept_state.load(Ordering::Relaxed));
         h.send(&reloaded, at(13.0, "h", 1.0));
-        assert!(out.hosts().is_empty(), "the budget was spent before the reload");
+        assert!(
+            out.hosts().is_empty(),
+            "the budget was spent before the reload"
+        );
         let changed = h.build("throttle", vals![3, 10], vec![], vec![out.node()]);
         carry_over(&*changed, &*reloaded);
         assert!(!changed.stats().kept_state.load(Ordering::Relaxed));
@@ -1271,12 +1293,18 @@ mod tests {
         let h = Harness::new();
         let out = h.sink("out");
         let node = h.build("coalesce", vals![5], vec![], vec![out.node()]);
-        h.send_all(&node, [at(0.0, "a", 1.0), at(0.0, "b", 2.0), at(0.0, "a", 3.0)]);
+        h.send_all(
+            &node,
+            [at(0.0, "a", 1.0), at(0.0, "b", 2.0), at(0.0, "a", 3.0)],
+        );
         h.advance_to(&node, 5.0);
         let lists = out.lists();
         assert_eq!(lists.len(), 1);
         assert_eq!(points(lists[0].clone()), [(0.0, 3.0), (0.0, 2.0)]);
-        h.send(&node, ev(r#"{"host":"b","service":"api","state":"expired","time":6}"#));
+        h.send(
+            &node,
+            ev(r#"{"host":"b","service":"api","state":"expired","time":6}"#),
+        );
         h.advance_to(&node, 10.0);
         assert_eq!(shape(out.take()), ["[a,b]"]);
         h.advance_to(&node, 15.0);
@@ -1297,7 +1325,12 @@ mod tests {
         let h = Harness::new();
         let out = h.sink("out");
         let default = dict(&[("service", "hb".into()), ("state", "critical".into())]);
-        let node = h.build("fill_in", vec![10.into(), default], vec![], vec![out.node()]);
+        let node = h.build(
+            "fill_in",
+            vec![10.into(), default],
+            vec![],
+            vec![out.node()],
+        );
         // The timer starts with the node (its first tick).
         h.advance_to(&node, 1.0);
         h.advance_to(&node, 10.9);
@@ -1318,7 +1351,10 @@ mod tests {
         assert_eq!(out.events().len(), 1);
         // A jump of many intervals fills in once.
         h.advance_to(&node, 100.0);
-        assert_eq!(points(out.events()).iter().map(|p| p.0).collect::<Vec<_>>(), [100.0]);
+        assert_eq!(
+            points(out.events()).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [100.0]
+        );
         h.advance_to(&node, 104.0);
         assert!(out.take().is_empty());
         h.advance_to(&node, 105.0);
@@ -1330,10 +1366,21 @@ mod tests {
         let h = Harness::new();
         let out = h.sink("out");
         let fields = dict(&[("state", "critical".into())]);
-        let node = h.build("fill_in_last", vec![10.into(), fields], vec![], vec![out.node()]);
+        let node = h.build(
+            "fill_in_last",
+            vec![10.into(), fields],
+            vec![],
+            vec![out.node()],
+        );
         h.advance_to(&node, 50.0);
-        assert!(out.take().is_empty(), "nothing to copy before the first event");
-        h.send(&node, ev(r#"{"host":"a","state":"ok","metric":3,"time":50}"#));
+        assert!(
+            out.take().is_empty(),
+            "nothing to copy before the first event"
+        );
+        h.send(
+            &node,
+            ev(r#"{"host":"a","state":"ok","metric":3,"time":50}"#),
+        );
         assert_eq!(out.hosts(), ["a"]);
         h.advance_to(&node, 60.0);
         let got = out.events();
@@ -1360,7 +1407,11 @@ mod tests {
         for (t, m, expected) in steps {
             h.send(&node, at(*t, "a", *m));
             let got = points(out.events());
-            assert_eq!(got, expected.map(|d| (*t, d)).into_iter().collect::<Vec<_>>(), "at {t}");
+            assert_eq!(
+                got,
+                expected.map(|d| (*t, d)).into_iter().collect::<Vec<_>>(),
+                "at {t}"
+            );
         }
         h.send(&node, ev(r#"{"host":"a","time":6}"#));
         assert!(out.take().is_empty(), "no metric: ignored");
@@ -1392,10 +1443,18 @@ mod tests {
             vec![],
             vec![out.node()],
         );
-        for (t, host, m) in [(0.0, "a", 0.5), (1.0, "b", 0.5), (2.0, "c", 2.0), (3.0, "d", 5.0)] {
+        for (t, host, m) in [
+            (0.0, "a", 0.5),
+            (1.0, "b", 0.5),
+            (2.0, "c", 2.0),
+            (3.0, "d", 5.0),
+        ] {
             h.send(&node, at(t, host, m));
         }
-        h.send(&node, ev(r#"{"host":"x","metric":0.1,"state":"expired","time":4}"#));
+        h.send(
+            &node,
+            ev(r#"{"host":"x","metric":0.1,"state":"expired","time":4}"#),
+        );
         h.advance_to(&node, 10.0);
         let got = out.events();
         assert_eq!(got.len(), 1);
@@ -1426,15 +1485,31 @@ mod tests {
     fn stateful() -> Vec<(&'static str, Vec<Value>, Vec<Value>)> {
         vec![
             ("rate", vals![5], vals![6]),
-            ("percentiles", vec![5.into(), Value::List(vals![0.5])], vec![5.into(), Value::List(vals![0.9])]),
+            (
+                "percentiles",
+                vec![5.into(), Value::List(vals![0.5])],
+                vec![5.into(), Value::List(vals![0.9])],
+            ),
             ("throttle", vals![1, 5], vals![2, 5]),
             ("rollup", vals![1, 5], vals![1, 6]),
             ("batch", vals![3, 5], vals![4, 5]),
             ("coalesce", vals![5], vals![6]),
-            ("fill_in", vec![5.into(), dict(&[("state", "x".into())])], vec![5.into(), dict(&[("state", "y".into())])]),
-            ("fill_in_last", vec![5.into(), dict(&[("state", "x".into())])], vec![6.into(), dict(&[("state", "x".into())])]),
+            (
+                "fill_in",
+                vec![5.into(), dict(&[("state", "x".into())])],
+                vec![5.into(), dict(&[("state", "y".into())])],
+            ),
+            (
+                "fill_in_last",
+                vec![5.into(), dict(&[("state", "x".into())])],
+                vec![6.into(), dict(&[("state", "x".into())])],
+            ),
             ("ddt", vals![], vals![5]),
-            ("apdex", vals![5, "metric < 1", "metric < 2"], vals![5, "metric < 1", "metric < 3"]),
+            (
+                "apdex",
+                vals![5, "metric < 1", "metric < 2"],
+                vals![5, "metric < 1", "metric < 3"],
+            ),
         ]
     }
 
@@ -1451,7 +1526,10 @@ mod tests {
             let changed = h.build(name, other, vec![], vec![out.node()]);
             assert_ne!(changed.describe(), new.describe(), "{name}");
             carry_over(&*changed, &*new);
-            assert!(!changed.stats().kept_state.load(Ordering::Relaxed), "{name}");
+            assert!(
+                !changed.stats().kept_state.load(Ordering::Relaxed),
+                "{name}"
+            );
         }
     }
 
@@ -1477,7 +1555,12 @@ mod tests {
         for (name, args, _) in stateful() {
             let h = Harness::new();
             let out = h.sink("out");
-            let child = h.build("fill_in", vec![1.into(), dict(&[("host", "filler".into())])], vec![], vec![out.node()]);
+            let child = h.build(
+                "fill_in",
+                vec![1.into(), dict(&[("host", "filler".into())])],
+                vec![],
+                vec![out.node()],
+            );
             let node = h.build(name, args, vec![], vec![child]);
             h.advance_to(&node, 1.0);
             h.advance_to(&node, 3.0);
@@ -1522,6 +1605,10 @@ mod tests {
             .try_build("apdex", vals![10, "metric <", "metric < 4"], vec![], vec![])
             .err()
             .unwrap();
-        assert!(err.message.starts_with("apdex(dt, satisfied, tolerated, *children): \"metric <\""), "{err}");
+        assert!(
+            err.message
+                .starts_with("apdex(dt, satisfied, tolerated, *children): \"metric <\""),
+            "{err}"
+        );
     }
 }

@@ -367,7 +367,7 @@ mod tests {
             (5.0, 2.0, Some(vec![1.0, 2.0])),
             (3.0, 3.0, Some(vec![1.0, 3.0, 2.0])), // out of order: sorted by time
             (11.0, 4.0, Some(vec![3.0, 2.0, 4.0])), // 1 is at the horizon: gone
-            (0.5, 9.0, None),                       // too old: dropped, nothing sent
+            (0.5, 9.0, None),                      // too old: dropped, nothing sent
             (30.0, 5.0, Some(vec![5.0])),
         ];
         for (t, m, expected) in steps {
@@ -494,7 +494,10 @@ mod tests {
             ),
         ];
         for (name, args, msg) in cases {
-            let err = h.try_build(name, args.clone(), vec![], vec![]).err().unwrap();
+            let err = h
+                .try_build(name, args.clone(), vec![], vec![])
+                .err()
+                .unwrap();
             assert_eq!(err.message, *msg);
         }
     }
