@@ -49,7 +49,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "fixed_time_window",
         params: "dt, *children",
         summary: "Tumbling windows of `dt` seconds by event time; forward each window's events as one list.",
-        details: "Event time, windows aligned to the first event's time (Riemann's `fixed-time-window`). A window is forwarded when an event past its end arrives, and also (unlike Riemann, whose windows wait for a later event forever) once the clock passes its end plus a grace of `dt` seconds, so the last window flushes when traffic stops. Empty windows are not forwarded. A late event, older than the current window, joins the current window (Riemann drops it). An event without a time counts as arriving at the clock's time.",
+        details: "Event time, windows aligned to the first event's time (Riemann's `fixed-time-window`). A window is forwarded when an event past its end arrives, and also (unlike Riemann, whose windows wait for a later event forever) once the clock passes its end plus a grace of `dt` seconds, so the last window flushes when traffic stops (event times are expected near the clock's: with much older ones, a window goes out on every tick). Empty windows are not forwarded. A late event, older than the current window, joins the current window (Riemann drops it). An event without a time counts as arriving at the clock's time.",
         example: "fixed_time_window(60, smap(folds.count, index()))",
         build: build_fixed_time_window,
     },
