@@ -1,5 +1,1614 @@
-//! (being written)
+//! Time-driven nodes: rates, samples, throttles and timers.
+//!
+//! | function | example |
+//! |---|---|
+//! | `rate(interval, *children)` | `rate(5, index())` |
+//! | `percentiles(interval, points, *children)` | `percentiles(10, [0.5, 0.95, 0.99], index())` |
+//! | `throttle(n, dt, *children)` | `throttle(5, 3600, email("ops@example.com"))` |
+//! | `rollup(n, dt, *children)` | `rollup(3, 600, email("ops@example.com"))` |
+//! | `batch(n, dt, *children)` | `batch(100, 1, printer())` |
+//! | `coalesce(dt=1, *children)` | `coalesce(5, smap(folds.sum, index()))` |
+//! | `fill_in(dt, default, *children)` | `fill_in(60, {"service": "heartbeat", "state": "critical"}, index())` |
+//! | `fill_in_last(dt, fields, *children)` | `fill_in_last(60, {"state": "critical"}, index())` |
+//! | `ddt(dt=None, *children)` | `ddt(index())` |
+//! | `apdex(dt, satisfied, tolerated, *children)` | `apdex(10, "metric < 0.2", "metric < 0.8", index())` |
+//!
+//! Every node here that keeps a timer does its work in [`Node::tick`] and on
+//! events (so a clock jump of several intervals is caught up in one go),
+//! then ticks its children. Intervals follow the processing time
+//! (`ctx.now()`) unless said otherwise; most begin with the first event
+//! after a quiet spell, so an idle node costs nothing.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::filter::{predicate, Predicate};
 use super::registry::Entry;
+use super::value::{set_field, Args, BuildError, Value};
+use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
+use crate::context::Context;
+use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
+use crate::{keep_state_in, node_core};
 
-pub const ENTRIES: &[Entry] = &[];
+pub const ENTRIES: &[Entry] = &[
+    Entry {
+        name: "rate",
+        params: "interval, *children",
+        summary: "Every `interval` seconds, forward the last event with its metric set to the sum of the interval's metrics divided by `interval`.",
+        details: "Processing time (Riemann's `rate`). Intervals begin with the first event; each forwarded event has time = the interval's end. Intervals without events report 0 while the last event is alive (its time + ttl, ttl 60 by default), then the node falls quiet until the next event. Events without a metric (or with inf/nan) are ignored. After a clock jump, at most 10 intervals are reported: the first, then the latest.",
+        example: "rate(5, index())",
+        build: build_rate,
+    },
+    Entry {
+        name: "percentiles",
+        params: "interval, points, *children",
+        summary: "Every `interval` seconds, forward one list with, for each quantile in `points`, the interval's event at that quantile.",
+        details: "Processing time (Riemann's `percentiles`, nearest rank: the event at index min(n-1, floor(n*point)) of the metrics sorted). Each event's service becomes the original service + \" \" + the point (\"api 0.95\") and its time the interval's end. Nothing is forwarded for an interval without events; events without a metric are ignored. `points` is a list of numbers from 0 to 1.",
+        example: "percentiles(10, [0.5, 0.95, 0.99], index())",
+        build: build_percentiles,
+    },
+    Entry {
+        name: "throttle",
+        params: "n, dt, *children",
+        summary: "Forward at most `n` events per `dt` seconds; drop the others.",
+        details: "Processing time, fixed windows of `dt` starting with the first event after the previous window ended (Riemann's `throttle`). Passing events are not delayed; dropped ones are not errors.",
+        example: r#"throttle(5, 3600, email("ops@example.com"))"#,
+        build: build_throttle,
+    },
+    Entry {
+        name: "rollup",
+        params: "n, dt, *children",
+        summary: "Forward the first `n` events per `dt` seconds at once; hold the rest and forward them as one list when the period ends.",
+        details: "Processing time (Riemann's `rollup`). A period begins with the first event after a quiet one; the held list, forwarded when the period ends (on the clock, without waiting for an event), counts as one of the next period's `n`. Children that take lists, like `email`, get the held events as one list: one mail.",
+        example: r#"rollup(3, 600, email("ops@example.com"))"#,
+        build: build_rollup,
+    },
+    Entry {
+        name: "batch",
+        params: "n, dt, *children",
+        summary: "Forward events as lists of up to `n`: when `n` are gathered, or `dt` seconds after the first of a list arrived.",
+        details: "Processing time (Riemann's `batch`); the `dt` timer runs on the clock, so a partial list goes out when traffic stops.",
+        example: "batch(100, 1, printer())",
+        build: build_batch,
+    },
+    Entry {
+        name: "coalesce",
+        params: "dt=1, *children",
+        summary: "Remember the latest event per (host, service); every `dt` seconds forward the list of all of them.",
+        details: "Processing time (Riemann's `coalesce`, default every second). An expired event (state \"expired\", or time + ttl past) is in the list once, then forgotten; with nothing remembered the node falls quiet until the next event. The list is ordered by host, then service.",
+        example: "coalesce(5, smap(folds.sum, index()))",
+        build: build_coalesce,
+    },
+    Entry {
+        name: "fill_in",
+        params: "dt, default, *children",
+        summary: "Forward every event; when none has arrived for `dt` seconds, forward `default` (a dict of fields), again every `dt` seconds until one does.",
+        details: "Processing time (Riemann's `fill-in`). Filled-in events have time = now. The timer starts when the node starts, so a stream that never sends is filled in too. After a clock jump, one event is filled in, not one per missed interval.",
+        example: r#"fill_in(60, {"service": "heartbeat", "state": "critical"}, index())"#,
+        build: build_fill_in,
+    },
+    Entry {
+        name: "fill_in_last",
+        params: "dt, fields, *children",
+        summary: "Forward every event; when none has arrived for `dt` seconds, forward a copy of the last one with `fields` (a dict) applied, every `dt` seconds until one does.",
+        details: "Processing time (Riemann's `fill-in-last`). Filled-in events have time = now. Nothing is filled in before the first event. After a clock jump, one event is filled in, not one per missed interval.",
+        example: r#"fill_in_last(60, {"state": "critical"}, index())"#,
+        build: build_fill_in_last,
+    },
+    Entry {
+        name: "ddt",
+        params: "dt=None, *children",
+        summary: "Forward the derivative of the metric: (m2 - m1) / (t2 - t1) between consecutive events, or every `dt` seconds when given.",
+        details: "Event time for the derivative: t is each event's time. Without `dt` (Riemann's `ddt-events`), each event after the first is forwarded with the derivative since the previous one; an event not later than the previous one forwards nothing (one at the same time replaces it). With `dt` (Riemann's `ddt` with an interval), every `dt` seconds of processing time that saw events, the interval's last event is forwarded with the derivative since the last event of the previous report. Events without a metric or a time are ignored.",
+        example: "ddt(index())",
+        build: build_ddt,
+    },
+    Entry {
+        name: "apdex",
+        params: "dt, satisfied, tolerated, *children",
+        summary: "Every `dt` seconds, forward the interval's last event with its metric set to (satisfied + tolerated / 2) / total.",
+        details: "Processing time (Riemann's `apdex`). `satisfied` and `tolerated` are query strings or predicates; an event matching neither counts in the total only; expired events are ignored. Nothing is forwarded for an interval without events. The forwarded event keeps the last event's fields (as Riemann); name it with `with_` if needed.",
+        example: r#"apdex(10, "metric < 0.2", "metric < 0.8", index())"#,
+        build: build_apdex,
+    },
+];
+
+/// At most this many reports per node when the clock jumps many intervals.
+const MAX_CATCH_UP: u64 = 10;
+
+/// How many whole intervals of `dt` since `start` have ended by `now`.
+fn ended(start: f64, dt: f64, now: f64) -> u64 {
+    // The epsilon absorbs rounding in sums like 0.1 + 0.2.
+    ((now - start) / dt + 1e-9).floor().max(0.0) as u64
+}
+
+/// For nodes reporting once per interval, intervals beginning with the
+/// first event after a quiet one: if the interval that began at `start`
+/// has ended by `now`, its end, moving `start` on: to the next interval
+/// when this one had events and the next is still running, else to none.
+fn close(start: &mut Option<f64>, dt: f64, now: f64, had_events: bool) -> Option<f64> {
+    let s = (*start)?;
+    let k = ended(s, dt, now);
+    if k == 0 {
+        return None;
+    }
+    let end = s + dt;
+    *start = (had_events && k == 1).then_some(end);
+    Some(end)
+}
+
+/// The first tick after `due` that is strictly later than `now`, keeping
+/// the phase of the `dt` period.
+fn next_after(due: f64, dt: f64, now: f64) -> f64 {
+    due + (ended(due, dt, now) + 1) as f64 * dt
+}
+
+fn tick_children(node: &dyn Node, ctx: &Context, now: f64) {
+    for child in node.children() {
+        child.tick(ctx, now);
+    }
+}
+
+fn finite_metric(e: &Event) -> Option<f64> {
+    e.metric.map(Number::as_f64).filter(|m| m.is_finite())
+}
+
+fn with_metric_and_time(e: &Event, metric: f64, time: f64) -> Arc<Event> {
+    let mut e = e.clone();
+    e.metric = Some(Number::Float(metric));
+    e.time = Some(Number::Float(time));
+    Arc::new(e)
+}
+
+/// Riemann's `expired?`: state "expired", or time + ttl before `now`.
+fn is_expired(e: &Event, now: f64) -> bool {
+    e.state.as_deref() == Some("expired") || e.deadline().is_some_and(|d| d <= now)
+}
+
+// ---------------------------------------------------------------- rate
+
+fn build_rate(mut args: Args) -> Result<NodeRef, BuildError> {
+    let interval = args.positive("interval")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Rate {
+        interval,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `rate(interval)`; state: the current interval and its sum, and the last
+/// event (which keeps the reports going until it expires).
+///
+/// `rate(5, index())`
+pub struct Rate {
+    interval: f64,
+    state: Mutex<RateState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct RateState {
+    start: Option<f64>,
+    sum: f64,
+    seen: bool,
+    last: Option<Arc<Event>>,
+    expires: f64,
+}
+
+impl Rate {
+    /// The reports of the intervals ended by `now`.
+    fn roll(&self, s: &mut RateState, now: f64) -> Vec<Arc<Event>> {
+        let (Some(start), Some(last)) = (s.start, s.last.clone()) else {
+            return Vec::new();
+        };
+        let dt = self.interval;
+        let k = ended(start, dt, now);
+        if k == 0 {
+            return Vec::new();
+        }
+        let end = |i: u64| start + i as f64 * dt;
+        // Intervals 1..=j are reported: the first if it saw events, then
+        // each that ends while the last event is alive.
+        let j = if s.seen || end(1) < s.expires {
+            let alive = ((s.expires - start) / dt).ceil() - 1.0;
+            alive.min(k as f64).max(1.0) as u64
+        } else {
+            0
+        };
+        let mut out = Vec::new();
+        if j >= 1 {
+            out.push(with_metric_and_time(&last, s.sum / dt, end(1)));
+            let from = (j + 2).saturating_sub(MAX_CATCH_UP).max(2);
+            out.extend((from..=j).map(|i| with_metric_and_time(&last, 0.0, end(i))));
+        }
+        s.sum = 0.0;
+        s.seen = false;
+        if j < k {
+            s.start = None;
+            s.last = None;
+        } else {
+            s.start = Some(end(k));
+        }
+        out
+    }
+}
+
+impl Node for Rate {
+    node_core!("rate");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!("rate({})", self.interval)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Rate {
+            interval: self.interval,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            if let Some(m) = finite_metric(event) {
+                s.start.get_or_insert(now);
+                s.sum += m;
+                s.seen = true;
+                let t = event.time.map_or(now, Number::as_f64);
+                s.expires = t + event.ttl.unwrap_or(DEFAULT_TTL);
+                s.last = Some(Arc::clone(event));
+            }
+            out
+        };
+        out.iter().for_each(|e| emit(self, ctx, e));
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let out = self.roll(&mut lock(&self.state), now);
+        out.iter().for_each(|e| emit(self, ctx, e));
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- percentiles
+
+fn build_percentiles(mut args: Args) -> Result<NodeRef, BuildError> {
+    let interval = args.positive("interval")?;
+    let points = match args.value("points")? {
+        Value::List(items) if !items.is_empty() => items,
+        v => {
+            return Err(args.type_error(format_args!(
+                "`points` must be a non-empty list of quantiles like [0.5, 0.95, 0.99], not {}",
+                v.type_name()
+            )))
+        }
+    };
+    let mut parsed = Vec::new();
+    for p in points {
+        match p.as_f64() {
+            Some(q) if (0.0..=1.0).contains(&q) => parsed.push((q, p.to_string())),
+            _ => {
+                return Err(args.error(format_args!(
+                    "each of `points` must be a number from 0 to 1, not {p}"
+                )))
+            }
+        }
+    }
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Percentiles {
+        interval,
+        points: parsed,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `percentiles(interval, points)`; state: the current interval and its
+/// events.
+///
+/// `percentiles(10, [0.5, 0.95, 0.99], index())`
+pub struct Percentiles {
+    interval: f64,
+    /// Each quantile and how it is written in service names.
+    points: Vec<(f64, String)>,
+    state: Mutex<SampleState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct SampleState {
+    start: Option<f64>,
+    events: Vec<(f64, Arc<Event>)>,
+}
+
+impl Percentiles {
+    fn roll(&self, s: &mut SampleState, now: f64) -> Vec<Arc<Event>> {
+        let had = !s.events.is_empty();
+        let Some(end) = close(&mut s.start, self.interval, now, had) else {
+            return Vec::new();
+        };
+        let mut sample = std::mem::take(&mut s.events);
+        sample.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let n = sample.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        self.points
+            .iter()
+            .map(|(q, label)| {
+                let i = ((n as f64 * q).floor() as usize).min(n - 1);
+                let mut e = Event::clone(&sample[i].1);
+                e.service = Some(match &e.service {
+                    Some(s) => format!("{s} {label}").into(),
+                    None => label.into(),
+                });
+                e.time = Some(Number::Float(end));
+                Arc::new(e)
+            })
+            .collect()
+    }
+}
+
+impl Node for Percentiles {
+    node_core!("percentiles");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        let points: Vec<&str> = self.points.iter().map(|(_, l)| l.as_str()).collect();
+        format!("percentiles({}, [{}])", self.interval, points.join(", "))
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Percentiles {
+            interval: self.interval,
+            points: self.points.clone(),
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            if let Some(m) = finite_metric(event) {
+                s.start.get_or_insert(now);
+                s.events.push((m, Arc::clone(event)));
+            }
+            out
+        };
+        emit_list(self, ctx, &out);
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let out = self.roll(&mut lock(&self.state), now);
+        emit_list(self, ctx, &out);
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- throttle
+
+fn build_throttle(mut args: Args) -> Result<NodeRef, BuildError> {
+    let n = args.count("n")?;
+    let dt = args.positive("dt")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Throttle {
+        n,
+        dt,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `throttle(n, dt)`; state: the current window's start and how many
+/// events it let through.
+///
+/// `throttle(5, 3600, email("ops@example.com"))`
+pub struct Throttle {
+    n: usize,
+    dt: f64,
+    state: Mutex<(Option<f64>, usize)>,
+    core: NodeCore,
+}
+
+impl Node for Throttle {
+    node_core!("throttle");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!("throttle({}, {})", self.n, self.dt)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Throttle {
+            n: self.n,
+            dt: self.dt,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let pass = {
+            let mut s = lock(&self.state);
+            if s.0.is_none_or(|start| ended(start, self.dt, now) > 0) {
+                *s = (Some(now), 0);
+            }
+            s.1 += 1;
+            s.1 <= self.n
+        };
+        if pass {
+            emit(self, ctx, event);
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- rollup
+
+fn build_rollup(mut args: Args) -> Result<NodeRef, BuildError> {
+    let n = args.count("n")?;
+    let dt = args.positive("dt")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Rollup {
+        n,
+        dt,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `rollup(n, dt)`; state: the current period, how many it forwarded, and
+/// the events held for its end.
+///
+/// `rollup(3, 600, email("ops@example.com"))`
+pub struct Rollup {
+    n: usize,
+    dt: f64,
+    state: Mutex<RollupState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct RollupState {
+    start: Option<f64>,
+    sent: usize,
+    held: Vec<Arc<Event>>,
+}
+
+impl Rollup {
+    fn roll(&self, s: &mut RollupState, now: f64) -> Vec<Arc<Event>> {
+        let had = !s.held.is_empty();
+        if close(&mut s.start, self.dt, now, had).is_none() {
+            return Vec::new();
+        }
+        // The held list is the next period's first forward.
+        s.sent = usize::from(s.start.is_some());
+        std::mem::take(&mut s.held)
+    }
+}
+
+impl Node for Rollup {
+    node_core!("rollup");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!("rollup({}, {})", self.n, self.dt)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Rollup {
+            n: self.n,
+            dt: self.dt,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn detail(&self) -> Option<String> {
+        Some(format!("{} held", lock(&self.state).held.len()))
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let (held, pass) = {
+            let mut s = lock(&self.state);
+            let held = self.roll(&mut s, now);
+            s.start.get_or_insert(now);
+            let pass = s.sent < self.n;
+            if pass {
+                s.sent += 1;
+            } else {
+                s.held.push(Arc::clone(event));
+            }
+            (held, pass)
+        };
+        emit_list(self, ctx, &held);
+        if pass {
+            emit(self, ctx, event);
+        }
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let held = self.roll(&mut lock(&self.state), now);
+        emit_list(self, ctx, &held);
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- batch
+
+fn build_batch(mut args: Args) -> Result<NodeRef, BuildError> {
+    let n = args.count("n")?;
+    let dt = args.positive("dt")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Batch {
+        n,
+        dt,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `batch(n, dt)`; state: the list being gathered and when its first
+/// event arrived.
+///
+/// `batch(100, 1, printer())`
+pub struct Batch {
+    n: usize,
+    dt: f64,
+    state: Mutex<(Option<f64>, Vec<Arc<Event>>)>,
+    core: NodeCore,
+}
+
+impl Batch {
+    fn overdue(&self, s: &mut (Option<f64>, Vec<Arc<Event>>), now: f64) -> Vec<Arc<Event>> {
+        match s.0 {
+            Some(first) if ended(first, self.dt, now) > 0 => {
+                s.0 = None;
+                std::mem::take(&mut s.1)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Node for Batch {
+    node_core!("batch");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!("batch({}, {})", self.n, self.dt)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Batch {
+            n: self.n,
+            dt: self.dt,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn detail(&self) -> Option<String> {
+        Some(format!("{} gathered", lock(&self.state).1.len()))
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let (due, full) = {
+            let mut s = lock(&self.state);
+            let due = self.overdue(&mut s, now);
+            s.0.get_or_insert(now);
+            s.1.push(Arc::clone(event));
+            let full = if s.1.len() >= self.n {
+                s.0 = None;
+                std::mem::take(&mut s.1)
+            } else {
+                Vec::new()
+            };
+            (due, full)
+        };
+        emit_list(self, ctx, &due);
+        emit_list(self, ctx, &full);
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let due = self.overdue(&mut lock(&self.state), now);
+        emit_list(self, ctx, &due);
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- coalesce
+
+fn build_coalesce(mut args: Args) -> Result<NodeRef, BuildError> {
+    let dt = match args.opt("dt") {
+        None | Some(Value::None) => 1.0,
+        Some(v) => {
+            let x = v.as_f64().ok_or_else(|| {
+                args.type_error(format_args!("`dt` must be a number, not {}", v.type_name()))
+            })?;
+            if !(x > 0.0 && x.is_finite()) {
+                return Err(args.error(format_args!("`dt` must be greater than 0, not {x}")));
+            }
+            x
+        }
+    };
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Coalesce {
+        dt,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `coalesce(dt)`; state: the latest event per (host, service) and when the
+/// next list is due.
+///
+/// `coalesce(5, smap(folds.sum, index()))`
+pub struct Coalesce {
+    dt: f64,
+    state: Mutex<CoalesceState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct CoalesceState {
+    due: Option<f64>,
+    latest: BTreeMap<EventKey, Arc<Event>>,
+}
+
+impl Coalesce {
+    fn roll(&self, s: &mut CoalesceState, now: f64) -> Vec<Arc<Event>> {
+        match s.due {
+            Some(due) if now >= due => {
+                let out: Vec<Arc<Event>> = s.latest.values().cloned().collect();
+                s.latest.retain(|_, e| !is_expired(e, now));
+                s.due = (!s.latest.is_empty()).then(|| next_after(due, self.dt, now));
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Node for Coalesce {
+    node_core!("coalesce");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!("coalesce({})", self.dt)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Coalesce {
+            dt: self.dt,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn detail(&self) -> Option<String> {
+        Some(format!("{} remembered", lock(&self.state).latest.len()))
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            s.latest.insert(event.key(), Arc::clone(event));
+            s.due.get_or_insert(now + self.dt);
+            out
+        };
+        emit_list(self, ctx, &out);
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let out = self.roll(&mut lock(&self.state), now);
+        emit_list(self, ctx, &out);
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- fill_in, fill_in_last
+
+/// A dict argument, checked by applying it to an empty event.
+fn fields_arg(args: &mut Args, name: &str) -> Result<Vec<(String, Value)>, BuildError> {
+    match args.value(name)? {
+        Value::Map(fields) => {
+            let mut probe = Event::default();
+            for (k, v) in &fields {
+                set_field(&mut probe, k, v)
+                    .map_err(|e| args.error(format_args!("`{name}`: {e}")))?;
+            }
+            Ok(fields)
+        }
+        v => Err(args.type_error(format_args!(
+            "`{name}` must be a dict of event fields like {{\"state\": \"critical\"}}, not {}",
+            v.type_name()
+        ))),
+    }
+}
+
+fn build_fill_in(mut args: Args) -> Result<NodeRef, BuildError> {
+    let dt = args.positive("dt")?;
+    let fields = fields_arg(&mut args, "default")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(FillIn {
+        last: false,
+        dt,
+        fields,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+fn build_fill_in_last(mut args: Args) -> Result<NodeRef, BuildError> {
+    let dt = args.positive("dt")?;
+    let fields = fields_arg(&mut args, "fields")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(FillIn {
+        last: true,
+        dt,
+        fields,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `fill_in(dt, default)` and `fill_in_last(dt, fields)` (`last`); state:
+/// when the next filler is due, and the last event.
+///
+/// `fill_in_last(60, {"state": "critical"}, index())`
+pub struct FillIn {
+    last: bool,
+    dt: f64,
+    fields: Vec<(String, Value)>,
+    state: Mutex<FillState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct FillState {
+    due: Option<f64>,
+    last: Option<Arc<Event>>,
+}
+
+impl FillIn {
+    fn filler(&self, s: &mut FillState, now: f64) -> Option<Arc<Event>> {
+        let Some(due) = s.due else {
+            // fill_in's timer starts with the node.
+            if !self.last {
+                s.due = Some(now + self.dt);
+            }
+            return None;
+        };
+        if now < due {
+            return None;
+        }
+        s.due = Some(next_after(due, self.dt, now));
+        let mut e = match (&s.last, self.last) {
+            (Some(last), true) => Event::clone(last),
+            _ => Event::default(),
+        };
+        for (k, v) in &self.fields {
+            // Checked when built.
+            let _ = set_field(&mut e, k, v);
+        }
+        e.time = Some(Number::Float(now));
+        Some(Arc::new(e))
+    }
+}
+
+impl Node for FillIn {
+    keep_state_in!(state);
+
+    fn kind(&self) -> &'static str {
+        if self.last {
+            "fill_in_last"
+        } else {
+            "fill_in"
+        }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{}({}, {})",
+            self.kind(),
+            self.dt,
+            Value::Map(self.fields.clone())
+        )
+    }
+    fn children(&self) -> &[NodeRef] {
+        &self.core.children
+    }
+    fn stats(&self) -> &super::NodeStats {
+        &self.core.stats
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(FillIn {
+            last: self.last,
+            dt: self.dt,
+            fields: self.fields.clone(),
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        {
+            let mut s = lock(&self.state);
+            s.due = Some(ctx.now() + self.dt);
+            if self.last {
+                s.last = Some(Arc::clone(event));
+            }
+        }
+        emit(self, ctx, event);
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let filler = self.filler(&mut lock(&self.state), now);
+        if let Some(e) = filler {
+            emit(self, ctx, &e);
+        }
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- ddt
+
+fn build_ddt(mut args: Args) -> Result<NodeRef, BuildError> {
+    let dt = match args.opt_number("dt")? {
+        Some(x) if x <= 0.0 => {
+            return Err(args.error(format_args!("`dt` must be greater than 0, not {x}")))
+        }
+        dt => dt,
+    };
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Ddt {
+        dt,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `ddt()` and `ddt(dt)`; state: the previous (time, metric), and with
+/// `dt` the current interval and its last event.
+///
+/// `ddt(index())`
+pub struct Ddt {
+    dt: Option<f64>,
+    state: Mutex<DdtState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct DdtState {
+    prev: Option<(f64, f64)>,
+    start: Option<f64>,
+    last: Option<(f64, f64, Arc<Event>)>,
+}
+
+/// The derivative from `prev` to (t, m) as an event like `e`, if t is later.
+fn derivative(prev: Option<(f64, f64)>, t: f64, m: f64, e: &Event) -> Option<Arc<Event>> {
+    let (t0, m0) = prev?;
+    (t > t0).then(|| with_metric_and_time(e, (m - m0) / (t - t0), t))
+}
+
+impl Ddt {
+    /// With `dt`: the report of the interval ended by `now`.
+    fn roll(&self, s: &mut DdtState, now: f64) -> Option<Arc<Event>> {
+        let dt = self.dt?;
+        let had = s.last.is_some();
+        close(&mut s.start, dt, now, had)?;
+        let (t, m, e) = s.last.take()?;
+        let out = derivative(s.prev, t, m, &e);
+        if out.is_some() || s.prev.is_none_or(|(t0, _)| t >= t0) {
+            s.prev = Some((t, m));
+        }
+        out
+    }
+}
+
+impl Node for Ddt {
+    node_core!("ddt");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        match self.dt {
+            Some(dt) => format!("ddt({dt})"),
+            None => "ddt()".to_owned(),
+        }
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Ddt {
+            dt: self.dt,
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let (Some(m), Some(t)) = (finite_metric(event), event.time.map(Number::as_f64)) else {
+            let out = self.roll(&mut lock(&self.state), now);
+            out.iter().for_each(|e| emit(self, ctx, e));
+            return Ok(());
+        };
+        let out = {
+            let mut s = lock(&self.state);
+            if self.dt.is_some() {
+                let out = self.roll(&mut s, now);
+                s.start.get_or_insert(now);
+                s.last = Some((t, m, Arc::clone(event)));
+                out
+            } else {
+                let out = derivative(s.prev, t, m, event);
+                if s.prev.is_none_or(|(t0, _)| t >= t0) {
+                    s.prev = Some((t, m));
+                }
+                out
+            }
+        };
+        out.iter().for_each(|e| emit(self, ctx, e));
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let out = self.roll(&mut lock(&self.state), now);
+        out.iter().for_each(|e| emit(self, ctx, e));
+        tick_children(self, ctx, now);
+    }
+}
+
+// ---------------------------------------------------------------- apdex
+
+fn build_apdex(mut args: Args) -> Result<NodeRef, BuildError> {
+    let dt = args.positive("dt")?;
+    let satisfied = predicate(&mut args, "satisfied")?;
+    let tolerated = predicate(&mut args, "tolerated")?;
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Apdex {
+        dt,
+        satisfied,
+        tolerated,
+        state: Mutex::default(),
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `apdex(dt, satisfied, tolerated)`; state: the current interval's counts
+/// and last event.
+///
+/// `apdex(10, "metric < 0.2", "metric < 0.8", index())`
+pub struct Apdex {
+    dt: f64,
+    satisfied: Arc<dyn Predicate>,
+    tolerated: Arc<dyn Predicate>,
+    state: Mutex<ApdexState>,
+    core: NodeCore,
+}
+
+#[derive(Default)]
+struct ApdexState {
+    start: Option<f64>,
+    /// Satisfied, tolerated, total.
+    counts: (u64, u64, u64),
+    last: Option<Arc<Event>>,
+}
+
+impl Apdex {
+    fn roll(&self, s: &mut ApdexState, now: f64) -> Option<Arc<Event>> {
+        let had = s.last.is_some();
+        close(&mut s.start, self.dt, now, had)?;
+        let (sat, tol, total) = std::mem::take(&mut s.counts);
+        let last = s.last.take()?;
+        let mut e = Event::clone(&last);
+        e.metric = Some(Number::Float(
+            (sat as f64 + tol as f64 / 2.0) / total as f64,
+        ));
+        Some(Arc::new(e))
+    }
+}
+
+impl Node for Apdex {
+    node_core!("apdex");
+    keep_state_in!(state);
+
+    fn describe(&self) -> String {
+        format!(
+            "apdex({}, {}, {})",
+            self.dt,
+            self.satisfied.describe(),
+            self.tolerated.describe()
+        )
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Apdex {
+            dt: self.dt,
+            satisfied: Arc::clone(&self.satisfied),
+            tolerated: Arc::clone(&self.tolerated),
+            state: Mutex::default(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        let now = ctx.now();
+        let out = self.roll(&mut lock(&self.state), now);
+        out.iter().for_each(|e| emit(self, ctx, e));
+        if is_expired(event, now) {
+            return Ok(());
+        }
+        // User predicates run without the lock held.
+        let sat = self.satisfied.test(event)?;
+        let tol = !sat && self.tolerated.test(event)?;
+        let mut s = lock(&self.state);
+        s.start.get_or_insert(now);
+        s.counts.0 += u64::from(sat);
+        s.counts.1 += u64::from(tol);
+        s.counts.2 += 1;
+        s.last = Some(Arc::clone(event));
+        Ok(())
+    }
+    fn tick(&self, ctx: &Context, now: f64) {
+        let out = self.roll(&mut lock(&self.state), now);
+        out.iter().for_each(|e| emit(self, ctx, e));
+        tick_children(self, ctx, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::carry_over;
+    use crate::testing::{ev, func, Harness, Received};
+    use crate::vals;
+    use std::sync::atomic::Ordering;
+
+    fn at(t: f64, host: &str, m: f64) -> Event {
+        ev(&format!(
+            r#"{{"host":"{host}","service":"api","metric":{m},"time":{t}}}"#
+        ))
+    }
+
+    /// (time, metric) of each event received.
+    fn points(events: Vec<Arc<Event>>) -> Vec<(f64, f64)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.time.unwrap().as_f64(),
+                    e.metric.map_or(f64::NAN, Number::as_f64),
+                )
+            })
+            .collect()
+    }
+
+    fn shape(got: Vec<Received>) -> Vec<String> {
+        got.iter()
+            .map(|r| match r {
+                Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
+                Received::List(l) => {
+                    let hosts: Vec<&str> =
+                        l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
+                    format!("[{}]", hosts.join(","))
+                }
+            })
+            .collect()
+    }
+
+    fn dict(pairs: &[(&str, Value)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn rate_sums_per_interval_and_reports_zero_while_the_last_event_lives() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send_all(&rate, [at(1.0, "a", 10.0), at(3.0, "a", 5.0)]);
+        h.send(&rate, ev(r#"{"host":"a","time":4}"#)); // no metric: ignored
+        h.advance_to(&rate, 5.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&rate, 6.0);
+        let got = out.events();
+        assert_eq!(points(got.clone()), [(6.0, 3.0)]);
+        assert_eq!(got[0].host.as_deref(), Some("a"));
+        // Two intervals in one tick: both reported, the empty one as 0.
+        h.advance_to(&rate, 16.0);
+        assert_eq!(points(out.events()), [(11.0, 0.0), (16.0, 0.0)]);
+    }
+
+    #[test]
+    fn rate_stops_when_the_last_event_expires_and_restarts_with_the_next() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send(&rate, ev(r#"{"metric":10,"time":1,"ttl":7}"#));
+        h.advance_to(&rate, 6.0);
+        assert_eq!(points(out.events()), [(6.0, 2.0)]);
+        // The event expired at 8: the interval ending at 11 is not reported.
+        h.advance_to(&rate, 100.0);
+        assert!(out.take().is_empty());
+        h.send(&rate, ev(r#"{"metric":5,"time":102}"#));
+        h.advance_to(&rate, 107.0);
+        assert_eq!(points(out.events()), [(107.0, 1.0)]);
+    }
+
+    #[test]
+    fn rate_catches_up_at_most_ten_intervals_the_first_and_the_latest() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![1], vec![], vec![out.node()]);
+        h.send(&rate, ev(r#"{"metric":5,"time":0,"ttl":1000}"#));
+        h.advance_to(&rate, 100.0);
+        let times: Vec<f64> = points(out.events()).iter().map(|p| p.0).collect();
+        let mut expected = vec![1.0];
+        expected.extend((92..=100).map(f64::from));
+        assert_eq!(times, expected);
+        // It goes on from there.
+        h.advance_to(&rate, 101.0);
+        assert_eq!(points(out.events()), [(101.0, 0.0)]);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank_with_the_point_in_the_service() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let qs = Value::List(vec![
+            Value::Int(0),
+            Value::Float(0.5),
+            Value::Float(0.95),
+            Value::Int(1),
+        ]);
+        let node = h.build("percentiles", vec![10.into(), qs], vec![], vec![out.node()]);
+        // 1..=20 shuffled, and one without a metric.
+        for m in [
+            7, 3, 20, 1, 15, 9, 12, 2, 18, 5, 11, 4, 19, 6, 13, 8, 17, 10, 14, 16,
+        ] {
+            h.send(&node, ev(&format!(r#"{{"service":"api","metric":{m}}}"#)));
+        }
+        h.send(&node, ev(r#"{"service":"api"}"#));
+        h.advance_to(&node, 10.0);
+        let lists = out.lists();
+        assert_eq!(lists.len(), 1, "one list per interval");
+        let got: Vec<(String, f64, f64)> = lists[0]
+            .iter()
+            .map(|e| {
+                (
+                    e.service.as_deref().unwrap().to_owned(),
+                    e.metric.unwrap().as_f64(),
+                    e.time.unwrap().as_f64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("api 0".to_owned(), 1.0, 10.0),
+                ("api 0.5".to_owned(), 11.0, 10.0),
+                ("api 0.95".to_owned(), 20.0, 10.0),
+                ("api 1".to_owned(), 20.0, 10.0),
+            ]
+        );
+        // An empty interval sends nothing; the next event starts afresh.
+        h.advance_to(&node, 40.0);
+        assert!(out.take().is_empty());
+        h.send(&node, ev(r#"{"metric":3,"time":45}"#));
+        h.advance_to(&node, 55.0);
+        let got = out.events();
+        assert_eq!(points(got.clone()), [(55.0, 3.0); 4]);
+        assert_eq!(got[1].service.as_deref(), Some("0.5"));
+    }
+
+    #[test]
+    fn throttle_passes_n_per_window_and_reload_keeps_the_budget() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("throttle", vals![2, 10], vec![], vec![out.node()]);
+        for (t, host) in [
+            (0.0, "a"),
+            (1.0, "b"),
+            (2.0, "c"),
+            (9.9, "d"),
+            (10.0, "e"),
+            (11.0, "f"),
+            (12.0, "g"),
+        ] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(out.hosts(), ["a", "b", "e", "f"]);
+        let reloaded = h.build("throttle", vals![2, 10], vec![], vec![out.node()]);
+        carry_over(&*reloaded, &*node);
+        assert!(reloaded.stats().kept_state.load(Ordering::Relaxed));
+        h.send(&reloaded, at(13.0, "h", 1.0));
+        assert!(
+            out.hosts().is_empty(),
+            "the budget was spent before the reload"
+        );
+        let changed = h.build("throttle", vals![3, 10], vec![], vec![out.node()]);
+        carry_over(&*changed, &*reloaded);
+        assert!(!changed.stats().kept_state.load(Ordering::Relaxed));
+        h.send(&changed, at(14.0, "i", 1.0));
+        assert_eq!(out.hosts(), ["i"]);
+        // A fresh instance has its own budget.
+        let fresh = reloaded.fresh();
+        h.send(&fresh, at(15.0, "j", 1.0));
+        assert_eq!(out.hosts(), ["j"]);
+    }
+
+    #[test]
+    fn rollup_passes_n_then_sends_the_rest_as_one_list_at_the_period_end() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("rollup", vals![2, 10], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (1.0, "b"), (2.0, "c"), (3.0, "d")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["a", "b"]);
+        // No event needed: the clock ends the period.
+        h.advance_to(&node, 10.0);
+        assert_eq!(shape(out.take()), ["[c,d]"]);
+        // The held list was the new period's first forward.
+        for (t, host) in [(11.0, "e"), (12.0, "f")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["e"]);
+        h.advance_to(&node, 20.0);
+        assert_eq!(shape(out.take()), ["[f]"]);
+        // A period with nothing held ends quietly; the next event passes.
+        h.advance_to(&node, 45.0);
+        h.send(&node, at(46.0, "g", 1.0));
+        assert_eq!(shape(out.take()), ["g"]);
+    }
+
+    #[test]
+    fn batch_sends_full_lists_and_partial_ones_after_dt() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("batch", vals![3, 5], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (0.5, "b"), (1.0, "c"), (1.0, "d")] {
+            h.send(&node, at(t, host, 1.0));
+        }
+        assert_eq!(shape(out.take()), ["[a,b,c]"]);
+        h.advance_to(&node, 5.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 6.0);
+        assert_eq!(shape(out.take()), ["[d]"]);
+        h.advance_to(&node, 60.0);
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn coalesce_sends_the_latest_per_host_and_service_and_expired_ones_once() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("coalesce", vals![5], vec![], vec![out.node()]);
+        h.send_all(
+            &node,
+            [at(0.0, "a", 1.0), at(0.0, "b", 2.0), at(0.0, "a", 3.0)],
+        );
+        h.advance_to(&node, 5.0);
+        let lists = out.lists();
+        assert_eq!(lists.len(), 1);
+        assert_eq!(points(lists[0].clone()), [(0.0, 3.0), (0.0, 2.0)]);
+        h.send(
+            &node,
+            ev(r#"{"host":"b","service":"api","state":"expired","time":6}"#),
+        );
+        h.advance_to(&node, 10.0);
+        assert_eq!(shape(out.take()), ["[a,b]"]);
+        h.advance_to(&node, 15.0);
+        assert_eq!(shape(out.take()), ["[a]"]);
+        // a (time 0, ttl 60) has expired by 100: sent once, then forgotten,
+        // and nothing more is sent.
+        h.advance_to(&node, 100.0);
+        assert_eq!(shape(out.take()), ["[a]"]);
+        h.advance_to(&node, 200.0);
+        assert!(out.take().is_empty());
+        // The default is every second.
+        let every_second = h.build("coalesce", vec![], vec![], vec![out.node()]);
+        assert_eq!(every_second.describe(), "coalesce(1)");
+    }
+
+    #[test]
+    fn fill_in_fills_silences_until_an_event_arrives() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let default = dict(&[("service", "hb".into()), ("state", "critical".into())]);
+        let node = h.build(
+            "fill_in",
+            vec![10.into(), default],
+            vec![],
+            vec![out.node()],
+        );
+        // The timer starts with the node (its first tick).
+        h.advance_to(&node, 1.0);
+        h.advance_to(&node, 10.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 11.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].state.as_deref(), Some("critical"));
+        assert_eq!(got[0].service.as_deref(), Some("hb"));
+        assert_eq!(got[0].time.unwrap().as_f64(), 11.0);
+        h.advance_to(&node, 21.0);
+        assert_eq!(out.events().len(), 1);
+        h.send(&node, at(25.0, "a", 1.0));
+        assert_eq!(out.hosts(), ["a"]);
+        h.advance_to(&node, 34.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 35.0);
+        assert_eq!(out.events().len(), 1);
+        // A jump of many intervals fills in once.
+        h.advance_to(&node, 100.0);
+        assert_eq!(
+            points(out.events()).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [100.0]
+        );
+        h.advance_to(&node, 104.0);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 105.0);
+        assert_eq!(out.events().len(), 1);
+    }
+
+    #[test]
+    fn fill_in_last_copies_the_last_event_with_fields() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let fields = dict(&[("state", "critical".into())]);
+        let node = h.build(
+            "fill_in_last",
+            vec![10.into(), fields],
+            vec![],
+            vec![out.node()],
+        );
+        h.advance_to(&node, 50.0);
+        assert!(
+            out.take().is_empty(),
+            "nothing to copy before the first event"
+        );
+        h.send(
+            &node,
+            ev(r#"{"host":"a","state":"ok","metric":3,"time":50}"#),
+        );
+        assert_eq!(out.hosts(), ["a"]);
+        h.advance_to(&node, 60.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].host.as_deref(), Some("a"));
+        assert_eq!(got[0].state.as_deref(), Some("critical"));
+        assert_eq!(points(got), [(60.0, 3.0)]);
+    }
+
+    #[test]
+    fn ddt_per_event_pair() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("ddt", vec![], vec![], vec![out.node()]);
+        // (time, metric) in → derivative out.
+        let steps: &[(f64, f64, Option<f64>)] = &[
+            (0.0, 0.0, None),
+            (2.0, 10.0, Some(5.0)),
+            (2.0, 12.0, None), // same time: replaces the previous one
+            (4.0, 16.0, Some(2.0)),
+            (3.0, 100.0, None), // older: ignored
+            (5.0, 17.0, Some(1.0)),
+        ];
+        for (t, m, expected) in steps {
+            h.send(&node, at(*t, "a", *m));
+            let got = points(out.events());
+            assert_eq!(
+                got,
+                expected.map(|d| (*t, d)).into_iter().collect::<Vec<_>>(),
+                "at {t}"
+            );
+        }
+        h.send(&node, ev(r#"{"host":"a","time":6}"#));
+        assert!(out.take().is_empty(), "no metric: ignored");
+    }
+
+    #[test]
+    fn ddt_every_dt_reports_the_derivative_since_the_last_report() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("ddt", vals![5], vec![], vec![out.node()]);
+        assert_eq!(node.describe(), "ddt(5)");
+        h.send_all(&node, [at(0.0, "a", 0.0), at(1.0, "a", 1.0)]);
+        h.advance_to(&node, 5.0);
+        assert!(out.take().is_empty(), "the first report only remembers");
+        h.send(&node, at(6.0, "a", 11.0));
+        h.advance_to(&node, 10.0);
+        assert_eq!(points(out.events()), [(6.0, 2.0)]);
+        h.advance_to(&node, 100.0);
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn apdex_scores_each_interval() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build(
+            "apdex",
+            vals![10, "metric < 1", "metric < 4"],
+            vec![],
+            vec![out.node()],
+        );
+        for (t, host, m) in [
+            (0.0, "a", 0.5),
+            (1.0, "b", 0.5),
+            (2.0, "c", 2.0),
+            (3.0, "d", 5.0),
+        ] {
+            h.send(&node, at(t, host, m));
+        }
+        h.send(
+            &node,
+            ev(r#"{"host":"x","metric":0.1,"state":"expired","time":4}"#),
+        );
+        h.advance_to(&node, 10.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].host.as_deref(), Some("d"));
+        assert_eq!(got[0].metric.unwrap().as_f64(), (2.0 + 0.5) / 4.0);
+        h.advance_to(&node, 50.0);
+        assert!(out.take().is_empty(), "nothing for empty intervals");
+    }
+
+    #[test]
+    fn apdex_counts_a_failing_predicate_as_an_error() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let boom = func("boom", |_| Err(NodeError("boom".into())));
+        let node = h.build(
+            "apdex",
+            vec![10.into(), boom, "metric < 4".into()],
+            vec![],
+            vec![out.node()],
+        );
+        h.send(&node, at(0.0, "a", 1.0));
+        assert_eq!(node.stats().errors.load(Ordering::Relaxed), 1);
+        h.advance_to(&node, 10.0);
+        assert!(out.take().is_empty());
+    }
+
+    /// Each node with its arguments, and an event that gives it state.
+    fn stateful() -> Vec<(&'static str, Vec<Value>, Vec<Value>)> {
+        vec![
+            ("rate", vals![5], vals![6]),
+            (
+                "percentiles",
+                vec![5.into(), Value::List(vals![0.5])],
+                vec![5.into(), Value::List(vals![0.9])],
+            ),
+            ("throttle", vals![1, 5], vals![2, 5]),
+            ("rollup", vals![1, 5], vals![1, 6]),
+            ("batch", vals![3, 5], vals![4, 5]),
+            ("coalesce", vals![5], vals![6]),
+            (
+                "fill_in",
+                vec![5.into(), dict(&[("state", "x".into())])],
+                vec![5.into(), dict(&[("state", "y".into())])],
+            ),
+            (
+                "fill_in_last",
+                vec![5.into(), dict(&[("state", "x".into())])],
+                vec![6.into(), dict(&[("state", "x".into())])],
+            ),
+            ("ddt", vals![], vals![5]),
+            (
+                "apdex",
+                vals![5, "metric < 1", "metric < 2"],
+                vals![5, "metric < 1", "metric < 3"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn reload_keeps_state_only_with_the_same_arguments() {
+        for (name, same, other) in stateful() {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let old = h.build(name, same.clone(), vec![], vec![out.node()]);
+            h.send(&old, at(0.0, "a", 0.5));
+            let new = h.build(name, same.clone(), vec![], vec![out.node()]);
+            carry_over(&*new, &*old);
+            assert!(new.stats().kept_state.load(Ordering::Relaxed), "{name}");
+            let changed = h.build(name, other, vec![], vec![out.node()]);
+            assert_ne!(changed.describe(), new.describe(), "{name}");
+            carry_over(&*changed, &*new);
+            assert!(
+                !changed.stats().kept_state.load(Ordering::Relaxed),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn reload_keeps_the_rate_bucket_and_fresh_instances_have_their_own() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let old = h.build("rate", vals![5], vec![], vec![out.node()]);
+        h.send(&old, at(1.0, "a", 10.0));
+        let fresh = old.fresh();
+        h.send(&fresh, at(2.0, "b", 100.0));
+        let new = h.build("rate", vals![5], vec![], vec![out.node()]);
+        carry_over(&*new, &*old);
+        h.send(&new, at(3.0, "a", 5.0));
+        h.advance_to(&new, 6.0);
+        assert_eq!(points(out.events()), [(6.0, 3.0)]);
+        h.advance_to(&fresh, 7.0);
+        assert_eq!(points(out.events()), [(7.0, 20.0)]);
+    }
+
+    #[test]
+    fn every_timed_node_ticks_its_children() {
+        for (name, args, _) in stateful() {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let child = h.build(
+                "fill_in",
+                vec![1.into(), dict(&[("host", "filler".into())])],
+                vec![],
+                vec![out.node()],
+            );
+            let node = h.build(name, args, vec![], vec![child]);
+            h.advance_to(&node, 1.0);
+            h.advance_to(&node, 3.0);
+            assert_eq!(out.hosts(), ["filler"], "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_explained() {
+        let h = Harness::new();
+        let cases: Vec<(&str, Vec<Value>, &str)> = vec![
+            ("rate", vals![0], "rate(interval, *children): `interval` must be greater than 0, not 0"),
+            (
+                "percentiles",
+                vec![10.into(), Value::List(vals![0.5, 2])],
+                "percentiles(interval, points, *children): each of `points` must be a number from 0 to 1, not 2",
+            ),
+            (
+                "percentiles",
+                vals![10, 0.5],
+                "percentiles(interval, points, *children): `points` must be a non-empty list of quantiles like [0.5, 0.95, 0.99], not float",
+            ),
+            ("throttle", vals![0, 1], "throttle(n, dt, *children): `n` must be a whole number ≥ 1, not 0"),
+            ("coalesce", vals![-1], "coalesce(dt=1, *children): `dt` must be greater than 0, not -1"),
+            (
+                "fill_in",
+                vals![5, "critical"],
+                "fill_in(dt, default, *children): `default` must be a dict of event fields like {\"state\": \"critical\"}, not str",
+            ),
+            (
+                "fill_in_last",
+                vec![5.into(), dict(&[("metric", "high".into())])],
+                "fill_in_last(dt, fields, *children): `fields`: event field `metric` must be a number, not str",
+            ),
+            ("ddt", vals![0], "ddt(dt=None, *children): `dt` must be greater than 0, not 0"),
+        ];
+        for (name, args, msg) in cases {
+            let err = h.try_build(name, args, vec![], vec![]).err().unwrap();
+            assert_eq!(err.message, msg);
+        }
+        let err = h
+            .try_build("apdex", vals![10, "metric <", "metric < 4"], vec![], vec![])
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .starts_with("apdex(dt, satisfied, tolerated, *children): \"metric <\""),
+            "{err}"
+        );
+    }
+}
