@@ -168,10 +168,12 @@ fn positional(
     f: fn(Number, Number) -> Result<Number, &'static str>,
 ) -> Option<Event> {
     let (first, rest) = events.split_first()?;
-    let result = rest.iter().try_fold(first.metric, |acc, e| match (acc, e.metric) {
-        (Some(a), Some(b)) => f(a, b).map(Some),
-        _ => Err("An event or metric was nil."),
-    });
+    let result = rest
+        .iter()
+        .try_fold(first.metric, |acc, e| match (acc, e.metric) {
+            (Some(a), Some(b)) => f(a, b).map(Some),
+            _ => Err("An event or metric was nil."),
+        });
     let result = match result {
         Ok(None) => Err("An event or metric was nil."),
         other => other,
@@ -342,11 +344,14 @@ mod tests {
             .collect()
     }
 
+    /// (host, metric, description) of a fold's result.
+    type Out = (&'static str, Option<f64>, Option<String>);
+
     #[test]
     fn folds_follow_riemann() {
         let nil = || Some("An event or metric was nil.".to_owned());
         #[rustfmt::skip]
-        let cases: &[(&str, &[&str], &[(&str, Option<f64>, Option<String>)])] = &[
+        let cases: &[(&str, &[&str], &[Out])] = &[
             ("sum", &["1", "2", "null", "4"], &[("h3", Some(7.0), None)]),
             ("sum", &["1", "null"], &[("h1", Some(1.0), None)]),
             ("sum", &["null"], &[]),

@@ -395,17 +395,20 @@ mod tests {
             _ => Ok(Value::None),
         });
         #[rustfmt::skip]
-        let cases: Vec<(Value, Option<Value>, Vec<&str>, Vec<&str>)> = vec![
-            ("state".into(), None, vec!["ok", "ok", "bad", "bad", "ok"], vec!["h0", "h2", "h4"]),
-            ("state".into(), Some("ok".into()), vec!["ok", "ok", "bad", "ok"], vec!["h2", "h3"]),
+        let cases: &[(Option<Value>, &[&str], &[&str])] = &[
+            (None, &["ok", "ok", "bad", "bad", "ok"], &["h0", "h2", "h4"]),
+            (Some("ok".into()), &["ok", "ok", "bad", "ok"], &["h2", "h3"]),
         ];
         let h = Harness::new();
-        for (f, init, states, want) in cases {
+        for (init, states, want) in cases {
             let out = h.sink("out");
-            let named = init.map(|i| vec![("init".to_owned(), i)]).unwrap_or_default();
-            let node = h.build("changed", vec![f.clone()], named, vec![out.node()]);
-            h.send_all(&node, state_events(&states));
-            assert_eq!(out.hosts(), want, "changed({f}) over {states:?}");
+            let named = init
+                .clone()
+                .map(|i| vec![("init".to_owned(), i)])
+                .unwrap_or_default();
+            let node = h.build("changed", vals!["state"], named, vec![out.node()]);
+            h.send_all(&node, state_events(states));
+            assert_eq!(out.hosts(), *want, "changed(init={init:?}) over {states:?}");
         }
         let out = h.sink("out");
         let node = h.build(
@@ -418,7 +421,10 @@ mod tests {
             h.send(&node, ev(&format!(r#"{{"host":"{h_}","metric":{m}}}"#)));
         }
         assert_eq!(out.hosts(), ["b", "d"]);
-        let err = h.try_build("changed", vals![1], vec![], vec![]).err().unwrap();
+        let err = h
+            .try_build("changed", vals![1], vec![], vec![])
+            .err()
+            .unwrap();
         assert_eq!(
             err.message,
             "changed(f, *children, init=None): `f` must be a field name (like \"state\") or a function, not int"
@@ -451,13 +457,21 @@ mod tests {
         let send = |host: &str, state: &str| {
             h.send(
                 &node,
-                ev(&format!(r#"{{"host":"{host}","service":"s","state":"{state}"}}"#)),
+                ev(&format!(
+                    r#"{{"host":"{host}","service":"s","state":"{state}"}}"#
+                )),
             )
         };
         let states = |out: &crate::testing::Sink| -> Vec<String> {
             out.events()
                 .iter()
-                .map(|e| format!("{}:{}", e.host.as_deref().unwrap(), e.state.as_deref().unwrap()))
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        e.host.as_deref().unwrap(),
+                        e.state.as_deref().unwrap()
+                    )
+                })
                 .collect()
         };
         send("a", "ok");
@@ -485,7 +499,12 @@ mod tests {
         h.send(&node, ev(r#"{"host":"a","state":"ok"}"#));
         assert_eq!(out.hosts(), ["a"]);
         let err = h
-            .try_build("changed_state", vec![], vec![("init".into(), 1.into())], vec![])
+            .try_build(
+                "changed_state",
+                vec![],
+                vec![("init".into(), 1.into())],
+                vec![],
+            )
             .err()
             .unwrap();
         assert!(err.wrong_type, "{err}");
@@ -509,10 +528,13 @@ mod tests {
         ev(&format!(r#"{{"host":"{t}","state":"{state}","time":{t}}}"#))
     }
 
+    /// (time, state) of the events sent.
+    type Timed = (f64, &'static str);
+
     #[test]
     fn stable_drops_spikes_and_flapping_and_releases_stable_values() {
         #[rustfmt::skip]
-        let cases: &[(&str, &[(f64, &str)], &[&str])] = &[
+        let cases: &[(&str, &[Timed], &[&str])] = &[
             // The first value is held dt, then released with what followed.
             ("stable start", &[(0.0, "ok"), (3.0, "ok"), (5.0, "ok"), (6.0, "ok")], &["0", "3", "5", "6"]),
             // A spike shorter than dt is dropped.
@@ -553,7 +575,10 @@ mod tests {
         assert!(out.hosts().is_empty());
         h.advance_to(&reloaded, 20.0);
         assert_eq!(out.hosts(), ["7"]);
-        let err = h.try_build("stable", vals![0, "state"], vec![], vec![]).err().unwrap();
+        let err = h
+            .try_build("stable", vals![0, "state"], vec![], vec![])
+            .err()
+            .unwrap();
         assert!(err.message.contains("`dt` must be greater than 0"), "{err}");
     }
 
@@ -583,7 +608,10 @@ mod tests {
         let fresh = reloaded.fresh();
         h.send_all(&fresh, state_events(&["ok"]));
         assert!(out.hosts().is_empty());
-        let err = h.try_build("runs", vals![0, "state"], vec![], vec![]).err().unwrap();
+        let err = h
+            .try_build("runs", vals![0, "state"], vec![], vec![])
+            .err()
+            .unwrap();
         assert!(err.message.contains("`n` must be a whole number"), "{err}");
     }
 }

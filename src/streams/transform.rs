@@ -334,9 +334,8 @@ fn field_values(args: &mut Args) -> Result<Vec<(String, Value)>, BuildError> {
             })
             .collect::<Result<_, _>>()?,
         _ => {
-            return Err(args.error(
-                "takes a dict of fields, or name, value pairs, before the child streams",
-            ))
+            return Err(args
+                .error("takes a dict of fields, or name, value pairs, before the child streams"))
         }
     };
     let mut scratch = Event::default();
@@ -829,9 +828,9 @@ fn build_project(mut args: Args) -> Result<NodeRef, BuildError> {
     let mut tests: Vec<Arc<dyn Predicate>> = Vec::new();
     for v in args.rest() {
         tests.push(match v {
-            Value::Str(q) => Arc::new(
-                Query::parse(&q).map_err(|e| args.error(format_args!("{q:?}: {e}")))?,
-            ),
+            Value::Str(q) => {
+                Arc::new(Query::parse(&q).map_err(|e| args.error(format_args!("{q:?}: {e}")))?)
+            }
             Value::Function(f) => Arc::new(FnPredicate(f)),
             v => {
                 return Err(args.type_error(format_args!(
@@ -977,12 +976,11 @@ mod tests {
             .collect();
         crate::streams::push_list(&*node, &h.ctx, &list);
         assert_eq!(out.metrics(), [Some(3.0)]);
-        let err = h
-            .try_build("smap", vals![1], vec![], vec![])
-            .err()
-            .unwrap();
+        let err = h.try_build("smap", vals![1], vec![], vec![]).err().unwrap();
         assert!(err.wrong_type);
-        assert!(err.message.starts_with("smap(f, *children): `f` must be a function"));
+        assert!(err
+            .message
+            .starts_with("smap(f, *children): `f` must be a function"));
     }
 
     #[test]
@@ -999,11 +997,13 @@ mod tests {
             let (Value::Event(acc), Value::Event(e)) = (&a[0], &a[1]) else {
                 return Ok(a[1].clone());
             };
-            Ok(Value::Event(if e.metric.unwrap().as_f64() > acc.metric.unwrap().as_f64() {
-                Arc::clone(e)
-            } else {
-                Arc::clone(acc)
-            }))
+            Ok(Value::Event(
+                if e.metric.unwrap().as_f64() > acc.metric.unwrap().as_f64() {
+                    Arc::clone(e)
+                } else {
+                    Arc::clone(acc)
+                },
+            ))
         })
     }
 
@@ -1080,9 +1080,15 @@ mod tests {
             assert_eq!(*out.events()[0], ev(want), "{name}({args:?}) on {input}");
         }
         for (args, msg) in [
-            (vals!["state"], "takes a dict of fields, or name, value pairs"),
+            (
+                vals!["state"],
+                "takes a dict of fields, or name, value pairs",
+            ),
             (vec![], "needs fields to set"),
-            (vals!["metric", "x"], "event field `metric` must be a number"),
+            (
+                vals!["metric", "x"],
+                "event field `metric` must be a number",
+            ),
             (vals![1, "x"], "field names must be str"),
         ] {
             let err = h.try_build("with_", args, vec![], vec![]).err().unwrap();
@@ -1098,14 +1104,27 @@ mod tests {
             Value::Str(s) => Ok(Value::Str(format!("{s} rate"))),
             _ => Ok(Value::None),
         });
-        let node = h.build("adjust", vec!["service".into(), suffix], vec![], vec![out.node()]);
+        let node = h.build(
+            "adjust",
+            vec!["service".into(), suffix],
+            vec![],
+            vec![out.node()],
+        );
         h.send(&node, ev(r#"{"service":"foo"}"#));
         assert_eq!(out.events()[0].service.as_deref(), Some("foo rate"));
         let node = h.build("adjust", vec![metric_fn()], vec![], vec![out.node()]);
         // Like smap: the function's result is forwarded (here, a number is not an event).
         crate::streams::push(&*node, &h.ctx, &arc(ev(r#"{"metric":1}"#)));
-        assert_eq!(node.stats().errors.load(std::sync::atomic::Ordering::Relaxed), 1);
-        let err = h.try_build("adjust", vals![3], vec![], vec![]).err().unwrap();
+        assert_eq!(
+            node.stats()
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let err = h
+            .try_build("adjust", vals![3], vec![], vec![])
+            .err()
+            .unwrap();
         assert!(err.wrong_type, "{err}");
     }
 
@@ -1131,9 +1150,19 @@ mod tests {
         let h = Harness::new();
         let cases: &[(&str, Value, &str, &[&str])] = &[
             ("tag", "x".into(), r#"{"tags":["a"]}"#, &["a", "x"]),
-            ("tag", Value::List(vals!["a", "b", "b"]), r#"{"tags":["a"]}"#, &["a", "b"]),
+            (
+                "tag",
+                Value::List(vals!["a", "b", "b"]),
+                r#"{"tags":["a"]}"#,
+                &["a", "b"],
+            ),
             ("untag", "a".into(), r#"{"tags":["a","b"]}"#, &["b"]),
-            ("untag", Value::List(vals!["a", "b"]), r#"{"tags":["a","b","c"]}"#, &["c"]),
+            (
+                "untag",
+                Value::List(vals!["a", "b"]),
+                r#"{"tags":["a","b","c"]}"#,
+                &["c"],
+            ),
         ];
         for (name, tags, input, want) in cases {
             let out = h.sink("out");
@@ -1143,14 +1172,23 @@ mod tests {
             assert_eq!(got, *want, "{name}({tags})");
         }
         let err = h.try_build("tag", vals![1], vec![], vec![]).err().unwrap();
-        assert!(err.message.contains("`tags` must be a str or a list of str"), "{err}");
+        assert!(
+            err.message
+                .contains("`tags` must be a str or a list of str"),
+            "{err}"
+        );
     }
 
     #[test]
     fn counter_sums_resets_and_passes_metricless_events() {
         let h = Harness::new();
         let out = h.sink("out");
-        let node = h.build("counter", vec![], vec![("init".into(), 10.into())], vec![out.node()]);
+        let node = h.build(
+            "counter",
+            vec![],
+            vec![("init".into(), 10.into())],
+            vec![out.node()],
+        );
         for e in [
             r#"{"metric":1}"#,
             r#"{"metric":2}"#,
@@ -1174,7 +1212,12 @@ mod tests {
         carry_over(&*other, &*same);
         send_metrics(&h, &other, &["1"]);
         assert_eq!(out.metrics(), [Some(1.0)]);
-        let same2 = h.build("counter", vec![], vec![("init".into(), 10.into())], vec![out.node()]);
+        let same2 = h.build(
+            "counter",
+            vec![],
+            vec![("init".into(), 10.into())],
+            vec![out.node()],
+        );
         carry_over(&*same2, &*same);
         send_metrics(&h, &same2, &["1"]);
         assert_eq!(out.metrics(), [Some(7.0)]);
@@ -1204,10 +1247,10 @@ mod tests {
         // halflife 1: k = 0.5, c_new = 0.5.
         let node = h.build("ewma", vals![1], vec![], vec![out.node()]);
         for e in [
-            r#"{"metric":8,"time":10}"#,  // 0.5*8 = 4
-            r#"{"metric":8,"time":10}"#,  // same time: 4 + 4 = 8
-            r#"{"metric":0,"time":12}"#,  // 0 + 8 * 0.25 = 2
-            r#"{"metric":8,"time":11}"#,  // late: 2 + 0.5*8*0.5 = 4
+            r#"{"metric":8,"time":10}"#,    // 0.5*8 = 4
+            r#"{"metric":8,"time":10}"#,    // same time: 4 + 4 = 8
+            r#"{"metric":0,"time":12}"#,    // 0 + 8 * 0.25 = 2
+            r#"{"metric":8,"time":11}"#,    // late: 2 + 0.5*8*0.5 = 4
             r#"{"host":"none","time":13}"#, // no metric: unchanged
         ] {
             h.send(&node, ev(e));
@@ -1284,7 +1327,10 @@ mod tests {
             ]
         );
         // A stored event past its ttl (by the clock) is forwarded once, expired.
-        h.send(&node, ev(r#"{"service":"enq","metric":1,"time":6,"ttl":10}"#));
+        h.send(
+            &node,
+            ev(r#"{"service":"enq","metric":1,"time":6,"ttl":10}"#),
+        );
         out.take();
         h.send(&node, ev(r#"{"service":"deq","metric":5,"time":20}"#));
         let lists = out.lists();
@@ -1292,7 +1338,10 @@ mod tests {
         assert_eq!(lists[0].len(), 2);
         h.send(&node, ev(r#"{"service":"deq","metric":6,"time":21}"#));
         assert_eq!(services(&out), [vec!["deq:6"]]);
-        let err = h.try_build("project", vec![], vec![], vec![]).err().unwrap();
+        let err = h
+            .try_build("project", vec![], vec![], vec![])
+            .err()
+            .unwrap();
         assert!(err.message.contains("needs at least one test"), "{err}");
         // Reload keeps the slots; fresh starts empty.
         let reloaded = h.build(
