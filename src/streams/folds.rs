@@ -1,20 +1,278 @@
-//! (being written)
+//! Folds: functions from a list of events to an event, after Riemann's
+//! `riemann.folds`. Python reaches them as `dmon.folds.NAME`; passed to
+//! `smap` after a window they run natively, no Python per list.
+//!
+//! | fold | result |
+//! |---|---|
+//! | `folds.sum(events)` | Σ metric |
+//! | `folds.product(events)` | Π metric |
+//! | `folds.difference(events)` | first metric − the others |
+//! | `folds.quotient(events)` | first metric ÷ the others |
+//! | `folds.mean(events)` | mean metric |
+//! | `folds.std_dev(events)` | population standard deviation of the metrics |
+//! | `folds.count(events)` | the number of events |
+//! | `folds.median(events)` | the median event, by metric |
+//! | `folds.minimum(events)` / `folds.maximum(events)` | the smallest / largest event, by metric |
+//! | `folds.extremes(events)` | `[minimum, maximum]`, two events |
+//!
+//! Shared rules, and where they differ from Riemann:
+//! - The folds computing a new metric return a copy of the **last** event
+//!   of the list (the newest in a window, so its `time` is the latest)
+//!   with the metric replaced; Riemann merges into the first. `median`,
+//!   `minimum`, `maximum` and `extremes` return the chosen events
+//!   themselves, as Riemann does.
+//! - Like Riemann's friendly (non-starred) folds, `sum`, `product`,
+//!   `mean`, `std_dev`, `median`, `minimum`, `maximum` skip events without
+//!   a metric; with no metric at all they return None. `count` counts every
+//!   event (an empty list counts 0, as in Riemann).
+//! - `difference` and `quotient` are positional (first against the rest),
+//!   so, as Riemann's, a missing metric gives the event with no metric and
+//!   the description "An event or metric was nil."; a zero divisor gives
+//!   no metric and "Can't divide by zero" (Riemann's `quotient` does the
+//!   same for integer division; its float division gives Infinity).
+//! - Integer metrics stay integers in `sum`, `product`, `difference` while
+//!   they fit in 64 bits; `mean`, `quotient` and `std_dev` are floats.
 
 use std::sync::Arc;
 
-use crate::event::Event;
+use smol_str::SmolStr;
 
-/// One fold: a list of events in, one event (or none) out.
+use crate::event::{Event, Number};
+
+/// One fold: a list of events in, the events it makes out (usually one;
+/// none for an empty list).
 pub struct Fold {
     pub name: &'static str,
     pub summary: &'static str,
-    pub fold: fn(&[Arc<Event>]) -> Option<Event>,
+    pub fold: fn(&[Arc<Event>]) -> Vec<Event>,
 }
 
-pub const FOLDS: &[Fold] = &[];
+pub const FOLDS: &[Fold] = &[
+    Fold {
+        name: "sum",
+        summary: "The last event, with the sum of the metrics.",
+        fold: |es| one(sum(es)),
+    },
+    Fold {
+        name: "product",
+        summary: "The last event, with the product of the metrics.",
+        fold: |es| one(product(es)),
+    },
+    Fold {
+        name: "difference",
+        summary: "The last event, with the first metric minus all the others.",
+        fold: |es| one(difference(es)),
+    },
+    Fold {
+        name: "quotient",
+        summary: "The last event, with the first metric divided by all the others (no metric on a zero divisor).",
+        fold: |es| one(quotient(es)),
+    },
+    Fold {
+        name: "mean",
+        summary: "The last event, with the mean of the metrics.",
+        fold: |es| one(mean(es)),
+    },
+    Fold {
+        name: "std_dev",
+        summary: "The last event, with the (population) standard deviation of the metrics.",
+        fold: |es| one(std_dev(es)),
+    },
+    Fold {
+        name: "count",
+        summary: "The last event, with the number of events as metric.",
+        fold: |es| one(count(es)),
+    },
+    Fold {
+        name: "median",
+        summary: "The median event, by metric.",
+        fold: |es| one(median(es)),
+    },
+    Fold {
+        name: "minimum",
+        summary: "The event with the smallest metric.",
+        fold: |es| one(minimum(es)),
+    },
+    Fold {
+        name: "maximum",
+        summary: "The event with the largest metric.",
+        fold: |es| one(maximum(es)),
+    },
+    Fold {
+        name: "extremes",
+        summary: "Two events: the minimum and the maximum, by metric.",
+        fold: |es| minimum(es).into_iter().chain(maximum(es)).collect(),
+    },
+];
+
+fn one(e: Option<Event>) -> Vec<Event> {
+    e.into_iter().collect()
+}
+
+/// Integer arithmetic while it fits, else floats.
+pub(crate) fn add(a: Number, b: Number) -> Number {
+    match (a, b) {
+        (Number::Int(x), Number::Int(y)) => x
+            .checked_add(y)
+            .map_or(Number::Float(x as f64 + y as f64), Number::Int),
+        _ => Number::Float(a.as_f64() + b.as_f64()),
+    }
+}
+
+pub(crate) fn mul(a: Number, b: Number) -> Number {
+    match (a, b) {
+        (Number::Int(x), Number::Int(y)) => x
+            .checked_mul(y)
+            .map_or(Number::Float(x as f64 * y as f64), Number::Int),
+        _ => Number::Float(a.as_f64() * b.as_f64()),
+    }
+}
+
+fn sub(a: Number, b: Number) -> Number {
+    match (a, b) {
+        (Number::Int(x), Number::Int(y)) => x
+            .checked_sub(y)
+            .map_or(Number::Float(x as f64 - y as f64), Number::Int),
+        _ => Number::Float(a.as_f64() - b.as_f64()),
+    }
+}
+
+fn metrics(events: &[Arc<Event>]) -> impl Iterator<Item = Number> + '_ {
+    events.iter().filter_map(|e| e.metric)
+}
+
+/// A copy of the last event with `metric`.
+fn last_with(events: &[Arc<Event>], metric: Option<Number>) -> Option<Event> {
+    let mut e = Event::clone(events.last()?);
+    e.metric = metric;
+    Some(e)
+}
+
+fn reduce(events: &[Arc<Event>], f: fn(Number, Number) -> Number) -> Option<Event> {
+    let m = metrics(events).reduce(f)?;
+    last_with(events, Some(m))
+}
+
+pub fn sum(events: &[Arc<Event>]) -> Option<Event> {
+    reduce(events, add)
+}
+
+pub fn product(events: &[Arc<Event>]) -> Option<Event> {
+    reduce(events, mul)
+}
+
+/// First against the rest; a missing metric or a zero divisor leaves the
+/// result without a metric and says why, as Riemann's `fold-all`.
+fn positional(
+    events: &[Arc<Event>],
+    f: fn(Number, Number) -> Result<Number, &'static str>,
+) -> Option<Event> {
+    let (first, rest) = events.split_first()?;
+    let result = rest
+        .iter()
+        .try_fold(first.metric, |acc, e| match (acc, e.metric) {
+            (Some(a), Some(b)) => f(a, b).map(Some),
+            _ => Err("An event or metric was nil."),
+        });
+    let result = match result {
+        Ok(None) => Err("An event or metric was nil."),
+        other => other,
+    };
+    match result {
+        Ok(m) => last_with(events, m),
+        Err(why) => {
+            let mut e = last_with(events, None)?;
+            e.description = Some(SmolStr::new_static(why));
+            Some(e)
+        }
+    }
+}
+
+pub fn difference(events: &[Arc<Event>]) -> Option<Event> {
+    positional(events, |a, b| Ok(sub(a, b)))
+}
+
+pub fn quotient(events: &[Arc<Event>]) -> Option<Event> {
+    positional(events, |a, b| {
+        if b.as_f64() == 0.0 {
+            Err("Can't divide by zero")
+        } else {
+            Ok(Number::Float(a.as_f64() / b.as_f64()))
+        }
+    })
+}
+
+pub fn mean(events: &[Arc<Event>]) -> Option<Event> {
+    let (sum, n) = metrics(events).fold((0.0, 0usize), |(s, n), m| (s + m.as_f64(), n + 1));
+    if n == 0 {
+        return None;
+    }
+    last_with(events, Some(Number::Float(sum / n as f64)))
+}
+
+/// Population standard deviation, as Riemann's `std-dev`.
+pub fn std_dev(events: &[Arc<Event>]) -> Option<Event> {
+    let xs: Vec<f64> = metrics(events).map(Number::as_f64).collect();
+    if xs.is_empty() {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    last_with(events, Some(Number::Float(var.sqrt())))
+}
+
+/// Every event counts, with or without a metric; an empty list gives an
+/// event with metric 0 (Riemann's `count`).
+pub fn count(events: &[Arc<Event>]) -> Option<Event> {
+    let n = Number::Int(events.len() as i64);
+    last_with(events, Some(n)).or_else(|| {
+        Some(Event {
+            metric: Some(n),
+            ..Event::default()
+        })
+    })
+}
+
+/// The upper median for an even count, as Riemann's `sorted-sample` at 0.5.
+pub fn median(events: &[Arc<Event>]) -> Option<Event> {
+    let mut with_metric: Vec<&Arc<Event>> = events.iter().filter(|e| e.metric.is_some()).collect();
+    if with_metric.is_empty() {
+        return None;
+    }
+    with_metric.sort_by(|a, b| metric_of(a).total_cmp(&metric_of(b)));
+    let n = with_metric.len();
+    Some(Event::clone(with_metric[(n / 2).min(n - 1)]))
+}
+
+fn metric_of(e: &Event) -> f64 {
+    e.metric.map_or(f64::NAN, Number::as_f64)
+}
+
+/// The extreme event; among equals the last wins (Riemann's `extremum`
+/// with `<=` / `>=`).
+fn extremum(events: &[Arc<Event>], better_or_equal: fn(f64, f64) -> bool) -> Option<Event> {
+    events
+        .iter()
+        .filter(|e| e.metric.is_some())
+        .fold(None::<&Arc<Event>>, |best, e| match best {
+            Some(b) if !better_or_equal(metric_of(e), metric_of(b)) => Some(b),
+            _ => Some(e),
+        })
+        .map(|e| Event::clone(e))
+}
+
+pub fn minimum(events: &[Arc<Event>]) -> Option<Event> {
+    extremum(events, |x, best| x <= best)
+}
+
+pub fn maximum(events: &[Arc<Event>]) -> Option<Event> {
+    extremum(events, |x, best| x >= best)
+}
 
 /// A fold as a [`Function`](super::Function): `smap(folds.mean, …)` runs it
-/// natively on each list.
+/// natively on each list. It returns None for no event, an event for one,
+/// and a list of events for several (`extremes`).
 pub struct NativeFold(pub &'static Fold);
 
 impl super::Function for NativeFold {
@@ -37,7 +295,15 @@ impl super::Function for NativeFold {
                 self.0.name
             ))
         })?;
-        Ok((self.0.fold)(&events).map_or(super::Value::None, |e| super::Value::Event(Arc::new(e))))
+        let mut out: Vec<super::Value> = (self.0.fold)(&events)
+            .into_iter()
+            .map(super::Value::from)
+            .collect();
+        Ok(match out.len() {
+            0 => super::Value::None,
+            1 => out.remove(0),
+            _ => super::Value::List(out),
+        })
     }
     fn describe(&self) -> String {
         format!("folds.{}", self.0.name)
@@ -49,4 +315,114 @@ impl super::Function for NativeFold {
 
 pub fn find(name: &str) -> Option<&'static Fold> {
     FOLDS.iter().find(|f| f.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::{Function, Value};
+    use crate::testing::ev;
+
+    fn events(metrics: &[&str]) -> Vec<Arc<Event>> {
+        metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Arc::new(ev(&format!(r#"{{"host":"h{i}","metric":{m}}}"#))))
+            .collect()
+    }
+
+    fn run(name: &str, metrics: &[&str]) -> Vec<(String, Option<f64>, Option<String>)> {
+        (find(name).unwrap().fold)(&events(metrics))
+            .into_iter()
+            .map(|e| {
+                (
+                    e.host.unwrap_or_default().to_string(),
+                    e.metric.map(Number::as_f64),
+                    e.description.map(|d| d.to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// (host, metric, description) of a fold's result.
+    type Out = (&'static str, Option<f64>, Option<String>);
+
+    #[test]
+    fn folds_follow_riemann() {
+        let nil = || Some("An event or metric was nil.".to_owned());
+        #[rustfmt::skip]
+        let cases: &[(&str, &[&str], &[Out])] = &[
+            ("sum", &["1", "2", "null", "4"], &[("h3", Some(7.0), None)]),
+            ("sum", &["1", "null"], &[("h1", Some(1.0), None)]),
+            ("sum", &["null"], &[]),
+            ("sum", &[], &[]),
+            ("product", &["2", "3", "null", "4"], &[("h3", Some(24.0), None)]),
+            ("difference", &["10", "3", "2"], &[("h2", Some(5.0), None)]),
+            ("difference", &["10"], &[("h0", Some(10.0), None)]),
+            ("difference", &["10", "null"], &[("h1", None, nil())]),
+            ("difference", &["null", "1"], &[("h1", None, nil())]),
+            ("quotient", &["12", "3", "2"], &[("h2", Some(2.0), None)]),
+            ("quotient", &["1", "0"], &[("h1", None, Some("Can't divide by zero".into()))]),
+            ("quotient", &[], &[]),
+            ("mean", &["1", "2", "null", "6"], &[("h3", Some(3.0), None)]),
+            ("mean", &["null"], &[]),
+            ("std_dev", &["2", "4", "4", "4", "5", "5", "7", "9"], &[("h7", Some(2.0), None)]),
+            ("std_dev", &["3"], &[("h0", Some(0.0), None)]),
+            ("count", &["1", "null", "3"], &[("h2", Some(3.0), None)]),
+            ("count", &[], &[("", Some(0.0), None)]),
+            ("median", &["5", "1", "null", "3"], &[("h3", Some(3.0), None)]),
+            ("median", &["4", "1", "3", "2"], &[("h2", Some(3.0), None)]),
+            ("median", &[], &[]),
+            ("minimum", &["3", "1", "null", "1", "2"], &[("h3", Some(1.0), None)]),
+            ("maximum", &["3", "1", "3", "null"], &[("h2", Some(3.0), None)]),
+            ("maximum", &["null"], &[]),
+            ("extremes", &["3", "1", "5", "2"], &[("h1", Some(1.0), None), ("h2", Some(5.0), None)]),
+            ("extremes", &[], &[]),
+        ];
+        for (name, input, want) in cases {
+            let want: Vec<_> = want
+                .iter()
+                .map(|(h, m, d)| (h.to_string(), *m, d.clone()))
+                .collect();
+            assert_eq!(run(name, input), want, "{name}({input:?})");
+        }
+    }
+
+    #[test]
+    fn integers_stay_integers_until_they_overflow() {
+        let sum = sum(&events(&["1", "2"])).unwrap();
+        assert_eq!(sum.metric, Some(Number::Int(3)));
+        let big = product(&events(&["9223372036854775807", "2"])).unwrap();
+        assert!(matches!(big.metric, Some(Number::Float(_))));
+        let mean = mean(&events(&["1", "2"])).unwrap();
+        assert_eq!(mean.metric, Some(Number::Float(1.5)));
+    }
+
+    #[test]
+    fn native_fold_returns_none_an_event_or_a_list() {
+        let call = |name: &str, v: Value| NativeFold(find(name).unwrap()).call(&[v]);
+        assert!(matches!(
+            call("sum", Value::List(vec![])).unwrap(),
+            Value::None
+        ));
+        assert!(matches!(
+            call("sum", Value::events(&events(&["1", "2"]))).unwrap(),
+            Value::Event(e) if e.metric == Some(Number::Int(3))
+        ));
+        assert!(matches!(
+            call("extremes", Value::events(&events(&["1", "2"]))).unwrap(),
+            Value::List(l) if l.len() == 2
+        ));
+        let err = call("mean", Value::Int(3)).err().unwrap();
+        assert_eq!(err.0, "folds.mean takes a list of events, not int");
+    }
+
+    #[test]
+    fn every_fold_is_found_by_name_once() {
+        for f in FOLDS {
+            assert_eq!(FOLDS.iter().filter(|g| g.name == f.name).count(), 1);
+            assert_eq!(find(f.name).unwrap().summary, f.summary);
+            assert!(!f.summary.contains('|'));
+        }
+    }
 }
