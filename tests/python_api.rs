@@ -227,8 +227,10 @@ assert len(names) == len(set(names)), names
 assert sorted(ds.__all__) == sorted(names + ["Event", "Stream", "send", "stream", "StreamFunction", "folds"]), ds.__all__
 for name in names:
     f = getattr(ds, name)
-    sig = f"{name}{inspect.signature(f)}"
-    assert f.__doc__.startswith(sig + "\n\n"), (sig, f.__doc__)
+    first = f.__doc__.split("\n\n")[0]
+    assert first.startswith(name + "(") and first.endswith(")"), first
+    declared = inspect.signature(eval(f"lambda {first[len(name) + 1:-1]}: None"))
+    assert inspect.signature(f) == declared, (name, inspect.signature(f), declared)
     assert "\nExample:\n    " in f.__doc__, f.__doc__
     assert f.__module__ == "dmon.streams", f
 doc = pydoc.render_doc(ds.where)

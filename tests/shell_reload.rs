@@ -62,7 +62,9 @@ fn reload_under_load_loses_and_doubles_no_event() {
         .push(("DMON_RIEMANN_TCP".into(), "127.0.0.1:0".into()));
     let shell = Shell::start(opts);
     assert!(
-        shell.banner.contains("streams: record_stream, count_stream"),
+        shell
+            .banner
+            .contains("streams: record_stream, count_stream"),
         "banner: {}",
         shell.banner
     );

@@ -354,6 +354,22 @@ impl KeyPart {
             other => KeyPart::Other(other.to_string().into()),
         }
     }
+
+    /// The key part for an event's field; the string fields without going
+    /// through a [`Value`] (no allocation for a short host name).
+    fn of_field(event: &Event, name: &str) -> KeyPart {
+        let text = |s: &Option<SmolStr>| {
+            s.as_ref()
+                .map_or(KeyPart::None, |s| KeyPart::Str(s.clone()))
+        };
+        match name {
+            "host" => text(&event.host),
+            "service" => text(&event.service),
+            "state" => text(&event.state),
+            "description" => text(&event.description),
+            other => KeyPart::of(&super::value::field(event, other)),
+        }
+    }
 }
 
 /// A fork's key: one part for one field (no allocation for a short host
@@ -361,6 +377,7 @@ impl KeyPart {
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum Key {
     One(KeyPart),
+    Two(KeyPart, KeyPart),
     Many(Box<[KeyPart]>),
 }
 
@@ -438,12 +455,9 @@ impl By {
     fn key_of(&self, event: &Arc<Event>) -> Result<Key, NodeError> {
         Ok(match &self.key {
             KeyOf::Fields(fields) => match fields.as_slice() {
-                [one] => Key::One(KeyPart::of(&super::value::field(event, one))),
-                many => Key::Many(
-                    many.iter()
-                        .map(|f| KeyPart::of(&super::value::field(event, f)))
-                        .collect(),
-                ),
+                [one] => Key::One(KeyPart::of_field(event, one)),
+                [a, b] => Key::Two(KeyPart::of_field(event, a), KeyPart::of_field(event, b)),
+                many => Key::Many(many.iter().map(|f| KeyPart::of_field(event, f)).collect()),
             },
             KeyOf::Func(f) => match f.call(&[Value::Event(Arc::clone(event))])? {
                 Value::List(parts) => Key::Many(parts.iter().map(KeyPart::of).collect()),
