@@ -89,19 +89,19 @@ impl Run {
 fn the_usual_alerting_runs_on_a_virtual_clock() {
     let run = Run::start();
     let mut indexed_at_90 = None;
-    for s in 0..600 {
-        let s = s as f64;
+    for second in 0..600u64 {
+        let s = second as f64;
         if s == 90.0 {
             indexed_at_90 = run.pipeline.context().index.get("web1", "api latency 0.95");
         }
         // web1: 40 errors a minute (0.67/s), web2: 10 a minute (0.17/s).
-        if s as u64 % 3 != 0 {
+        if !second.is_multiple_of(3) {
             run.send(
                 s,
                 r#"{"host":"web1","service":"requests","state":"error","metric":1}"#,
             );
         }
-        if s as u64 % 6 == 0 {
+        if second.is_multiple_of(6) {
             run.send(
                 s,
                 r#"{"host":"web2","service":"requests","state":"error","metric":1}"#,
@@ -117,7 +117,7 @@ fn the_usual_alerting_runs_on_a_virtual_clock() {
             }
         }
         // The API check: ok, critical from 100 s, ok again from 300 s.
-        if s as u64 % 10 == 0 {
+        if second.is_multiple_of(10) {
             let state = if (100.0..300.0).contains(&s) {
                 "critical"
             } else {
