@@ -7,7 +7,6 @@
 //! | `splitp(pred, field, *clauses)` | `splitp("<", "metric", (0.9, email("ops@example.com")), (0.75, printer("warn: ")), index())` |
 //! | `by(*fields_and_children, idle=300)` | `by("host", "service", average(2, index()), idle=600)` |
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +21,7 @@ use super::{
 use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
+use foldhash::{HashMap, HashMapExt};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -447,6 +447,8 @@ pub struct By {
     key: KeyOf,
     /// Seconds without events after which a fork is dropped; None: never.
     idle: Option<f64>,
+    /// foldhash: fast on short keys, and seeded per process, so senders
+    /// cannot aim for collisions.
     forks: Mutex<HashMap<Key, Fork>>,
     core: NodeCore,
 }
