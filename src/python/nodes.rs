@@ -15,6 +15,7 @@ use super::streams::PyStream;
 use super::value::to_py;
 use crate::context::Context;
 use crate::event::Event;
+use crate::node_core;
 use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef, NodeStats, Value};
 
 /// Turns a Python exception into a node error carrying its traceback.
@@ -279,15 +280,7 @@ impl Node for Coroutine {
     fn describe(&self) -> String {
         self.name.clone()
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     /// A `@stream` coroutine starts a new generator on fresh children; a
     /// plain generator cannot be rebuilt, so its instances share it.
     fn fresh(&self) -> NodeRef {

@@ -22,6 +22,7 @@ use super::value::{Args, BuildError, Function, Value};
 use super::{emit_to, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{now_secs, Event, DEFAULT_TTL};
+use crate::node_core;
 use crate::query::Query;
 
 pub const ENTRIES: &[Entry] = &[
@@ -529,15 +530,7 @@ impl Node for When {
         }
         format!("{}({args}{otherwise})", self.kind)
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &super::NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(When {
             kind: self.kind,

@@ -167,6 +167,10 @@ macro_rules! node_core {
         fn kind(&self) -> &'static str {
             $kind
         }
+        $crate::node_core!();
+    };
+    // For nodes that answer `kind` themselves (one struct, several names).
+    () => {
         fn children(&self) -> &[$crate::streams::NodeRef] {
             &self.core.children
         }

@@ -821,15 +821,7 @@ impl Node for FillIn {
             Value::Map(self.fields.clone())
         )
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &super::NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(FillIn {
             last: self.last,

@@ -23,7 +23,7 @@ use super::filter::{FnPredicate, Predicate};
 use super::folds::{add, mul};
 use super::registry::Entry;
 use super::value::{field, set_field, Args, BuildError, Function, Value};
-use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef, NodeStats};
+use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, Number};
 use crate::query::Query;
@@ -182,15 +182,7 @@ impl Node for Smap {
     fn describe(&self) -> String {
         format!("{}({})", self.kind, self.f.describe())
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(Smap {
             kind: self.kind,
@@ -385,15 +377,7 @@ impl Node for SetFields {
     fn describe(&self) -> String {
         format!("{}({})", self.kind, Value::Map(self.fields.clone()))
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(SetFields {
             kind: self.kind,
@@ -586,15 +570,7 @@ impl Node for Tag {
         let tags: Vec<String> = self.tags.iter().map(|t| format!("{t:?}")).collect();
         format!("{}([{}])", self.kind, tags.join(", "))
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(Tag {
             kind: self.kind,

@@ -126,15 +126,7 @@ impl Node for EventWindow {
     fn describe(&self) -> String {
         format!("{}({})", self.kind(), self.n)
     }
-    fn children(&self) -> &[NodeRef] {
-        &self.core.children
-    }
-    fn stats(&self) -> &super::NodeStats {
-        &self.core.stats
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
+    node_core!();
     fn fresh(&self) -> NodeRef {
         Arc::new(EventWindow {
             moving: self.moving,
