@@ -473,6 +473,46 @@ fn plain_tap_shows_events_leaving_a_node() {
     leave(&shell);
 }
 
+/// A coroutine's output is what it sends on: tapped, and counted as "out".
+#[test]
+fn plain_tap_shows_what_a_coroutine_sends_on() {
+    let dir = TempDir::new();
+    let streams = dir.write(
+        "streams.py",
+        r#"from dmon.streams import *
+
+@stream
+def doubler(*targets):
+    while True:
+        e = yield
+        send(e.replace(metric=e.metric * 2), *targets)
+
+double_stream = doubler(printer("double: "))
+"#,
+    );
+    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    shell.type_at_prompt("tap(double_stream, 1)");
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("tap() to start", |s| {
+        s.lines().any(|l| l.starts_with("tapping coroutine"))
+    });
+    shell.send_datagram(r#"{"host":"doubled","metric":3}"#);
+    let screen = shell.wait_for("the tapped event and the count", |s| {
+        has_line(s, "1 event seen") && shell.at_prompt(s)
+    });
+    let tap = screen
+        .lines()
+        .find(|l| l.starts_with("tap: {"))
+        .unwrap_or_else(|| panic!("no `tap: {{` line:\n{screen}"));
+    let event: serde_json::Value = serde_json::from_str(&tap["tap: ".len()..]).unwrap();
+    assert_eq!(event["host"], "doubled");
+    assert_eq!(event["metric"], 6);
+    let out = shell.type_line("streams()");
+    let row = node_row(&out, "double_stream/coroutine");
+    assert!(row.contains("in 1 out 1 errors 0"), "{row}\n{out}");
+    leave(&shell);
+}
+
 #[test]
 fn plain_index_table() {
     let dir = TempDir::new();

@@ -139,7 +139,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let base = baseline_now();
         let roots = python_roots()?;
         let o = pipelined(roots, &samples, args.events, true);
-        report("(a) decode -> when(python lambda) -> average -> index", &o, base);
+        report(
+            "(a) decode -> when(python lambda) -> average -> index",
+            &o,
+            base,
+        );
     }
     if wants("b") {
         let base = baseline_now();
@@ -153,7 +157,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("f") {
         let base = baseline_now();
         let o = pipelined(by_roots()?, &samples, args.events, false);
-        report("(f) decode -> by(host, service, average -> index)", &o, base);
+        report(
+            "(f) decode -> by(host, service, average -> index)",
+            &o,
+            base,
+        );
     }
     if wants("g") {
         by_memory(100_000)?;
