@@ -239,3 +239,47 @@ for name in folds.__all__:
     assert getattr(folds, name).__doc__.startswith(f"{name}(events)"), name
 "#);
 }
+
+/// `by` gives each key its own copy of a `@stream` coroutine (a new
+/// generator, with its own local state) and of native nodes; user
+/// functions and folds plug into native nodes.
+#[test]
+fn by_forks_coroutines_and_native_nodes_per_key() {
+    run(r#"
+from dmon.streams import *
+from dmon import folds
+seen = []
+def collector():
+    while True:
+        e = yield
+        seen.append((e.host, e.metric))
+sink = collector(); next(sink)
+
+@stream
+def numbered(*targets):
+    n = 0
+    while True:
+        e = yield
+        n += 1
+        send(e.replace(metric=n), *targets)
+
+root = by("host", numbered(sink))
+for h in ["a", "b", "a", "a", "b"]:
+    root.send(Event(host=h))
+assert seen == [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)], seen
+c = root.counters()
+assert (c["in"], c["errors"], c["detail"]) == (5, 0, "forks 2"), c
+
+# A window's list through a native fold, and a user function.
+seen.clear()
+means = fixed_event_window(3, smap(folds.mean, sink))
+for m in [1, 2, 6, 10]:
+    means.send(Event(host="w", metric=m))
+assert seen == [("w", 3.0)], seen
+seen.clear()
+biggest = fixed_event_window(2, smap(lambda events: max(events, key=lambda e: e.metric), sink))
+for m in [5, 1, 2, 7]:
+    biggest.send(Event(host="x", metric=m))
+assert seen == [("x", 5), ("x", 7)], seen
+"#);
+}
