@@ -454,12 +454,25 @@ fn plain_history_persists_across_runs() {
 fn plain_tap_shows_events_leaving_a_node() {
     let dir = TempDir::new();
     let shell = plain(&dir);
-    shell.type_at_prompt("tap(warn_stream, 1)");
+    let event = tap_one(
+        &shell,
+        "warn_stream",
+        r#"{"host":"tapped","state":"warning","metric":3}"#,
+    );
+    assert_eq!(event["host"], "tapped");
+    assert_eq!(event["metric"], 3);
+    leave(&shell);
+}
+
+/// Runs `tap(NODE, 1)`, sends `datagram`, and returns the event the tap
+/// showed once it said "1 event seen".
+fn tap_one(shell: &Shell, node: &str, datagram: &str) -> serde_json::Value {
+    shell.type_at_prompt(&format!("tap({node}, 1)"));
     shell.tmux.keys(&["Enter"]);
     shell.wait_for("tap() to start", |s| {
         s.lines().any(|l| l.starts_with("tapping "))
     });
-    shell.send_datagram(r#"{"host":"tapped","state":"warning","metric":3}"#);
+    shell.send_datagram(datagram);
     let screen = shell.wait_for("the tapped event and the count", |s| {
         has_line(s, "1 event seen") && shell.at_prompt(s)
     });
@@ -467,10 +480,7 @@ fn plain_tap_shows_events_leaving_a_node() {
         .lines()
         .find(|l| l.starts_with("tap: {"))
         .unwrap_or_else(|| panic!("no `tap: {{` line:\n{screen}"));
-    let event: serde_json::Value = serde_json::from_str(&tap["tap: ".len()..]).unwrap();
-    assert_eq!(event["host"], "tapped");
-    assert_eq!(event["metric"], 3);
-    leave(&shell);
+    serde_json::from_str(&tap["tap: ".len()..]).unwrap()
 }
 
 /// A coroutine's output is what it sends on: tapped, and counted as "out".
@@ -491,20 +501,7 @@ double_stream = doubler(printer("double: "))
 "#,
     );
     let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
-    shell.type_at_prompt("tap(double_stream, 1)");
-    shell.tmux.keys(&["Enter"]);
-    shell.wait_for("tap() to start", |s| {
-        s.lines().any(|l| l.starts_with("tapping coroutine"))
-    });
-    shell.send_datagram(r#"{"host":"doubled","metric":3}"#);
-    let screen = shell.wait_for("the tapped event and the count", |s| {
-        has_line(s, "1 event seen") && shell.at_prompt(s)
-    });
-    let tap = screen
-        .lines()
-        .find(|l| l.starts_with("tap: {"))
-        .unwrap_or_else(|| panic!("no `tap: {{` line:\n{screen}"));
-    let event: serde_json::Value = serde_json::from_str(&tap["tap: ".len()..]).unwrap();
+    let event = tap_one(&shell, "double_stream", r#"{"host":"doubled","metric":3}"#);
     assert_eq!(event["host"], "doubled");
     assert_eq!(event["metric"], 6);
     let out = shell.type_line("streams()");
