@@ -249,7 +249,17 @@ impl ShellServer {
             self.note_remote_roots(&found);
             return Ok(None);
         };
-        let mut current = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        // Another thread (watch()) may be syncing and waiting, without the
+        // GIL, for the swap below: wait for it without holding the GIL too.
+        let mut current = loop {
+            match self.roots.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => ns
+                    .py()
+                    .detach(|| std::thread::sleep(std::time::Duration::from_millis(1))),
+            }
+        };
         let unchanged = found.len() == current.len()
             && found
                 .iter()
