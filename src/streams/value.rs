@@ -107,11 +107,11 @@ impl Value {
     pub fn into_events(self) -> Result<Vec<Arc<Event>>, String> {
         match self {
             Value::None => Ok(Vec::new()),
+            // None items are skipped, as a None result is.
             Value::List(items) => items
                 .into_iter()
-                .map(|v| v.into_event())
-                .collect::<Result<Option<Vec<_>>, _>>()
-                .map(Option::unwrap_or_default),
+                .filter_map(|v| v.into_event().transpose())
+                .collect(),
             other => Ok(other.into_event()?.into_iter().collect()),
         }
     }
@@ -564,6 +564,22 @@ mod tests {
             a.positive("interval").unwrap_err().message,
             "rate(interval, *children): `interval` must be a number, not \"x\" (str)"
         );
+    }
+
+    #[test]
+    fn a_functions_list_result_keeps_its_events_and_skips_nones() {
+        let e = |host: &str| {
+            Value::Event(Arc::new(Event {
+                host: Some(host.into()),
+                ..Event::default()
+            }))
+        };
+        let got = Value::List(vec![e("a"), Value::None, e("b")])
+            .into_events()
+            .unwrap();
+        let hosts: Vec<_> = got.iter().map(|e| e.host.as_deref().unwrap()).collect();
+        assert_eq!(hosts, ["a", "b"]);
+        assert!(Value::List(vec![Value::Int(1)]).into_events().is_err());
     }
 
     #[test]
