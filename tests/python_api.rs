@@ -281,5 +281,12 @@ biggest = fixed_event_window(2, smap(lambda events: max(events, key=lambda e: e.
 for m in [5, 1, 2, 7]:
     biggest.send(Event(host="x", metric=m))
 assert seen == [("x", 5), ("x", 7)], seen
+
+# match: a set (or list) of values means any of them.
+seen.clear()
+web = match("host", {"web1", "web2"}, sink)
+for h in ["web1", "db1", "web2"]:
+    web.send(Event(host=h, metric=0))
+assert [h for h, _ in seen] == ["web1", "web2"], seen
 "#);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use super::event::PyEvent;
@@ -50,7 +50,12 @@ pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
             .collect::<PyResult<_>>()
             .map(Value::Map);
     }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+    // A set is a list to stream functions (`match`'s any-of).
+    if obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>()
+    {
         return obj
             .try_iter()?
             .map(|item| to_value(&item?))
