@@ -15,6 +15,7 @@
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`index`] | latest event per host/service, and expiry |
+//! | [`instrument`] | events about dmon itself, streamed into its roots |
 //! | [`outputs`] | services that send events out (mail) |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
@@ -34,6 +35,7 @@ pub mod console;
 pub mod context;
 pub mod event;
 pub mod index;
+pub mod instrument;
 pub mod log_limit;
 pub mod logs;
 pub mod outputs;

@@ -195,6 +195,7 @@ impl Pipeline {
             mails_sent: mail.sent.load(Ordering::Relaxed),
             mail_failures: mail.failures.load(Ordering::Relaxed),
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
+            tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             nodes,
         }
     }

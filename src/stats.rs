@@ -31,7 +31,7 @@ pub struct IngestStats {
 
 /// A snapshot of every counter: `dmon stats: {json}` when `serve` exits, a
 /// short table ([`Stats::summary`]) when the shell does.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub uptime_secs: f64,
     pub datagrams: u64,
@@ -51,6 +51,8 @@ pub struct Stats {
     pub mails_sent: u64,
     pub mail_failures: u64,
     pub mails_dropped: u64,
+    /// Events a `tap()` observer missed because it was too slow.
+    pub tap_drops: u64,
     pub nodes: Vec<NodeSnapshot>,
 }
 
@@ -119,7 +121,7 @@ mod tests {
             mails_sent: 0,
             mail_failures: 1,
             mails_dropped: 0,
-            nodes: Vec::new(),
+            ..Stats::default()
         };
         assert_eq!(
             stats.summary(),

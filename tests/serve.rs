@@ -557,3 +557,47 @@ fn a_bare_name_loads_that_py_file_from_the_current_directory() {
     assert_eq!(text(&event, "host"), "here");
     drop(child);
 }
+
+/// dmon streams events about itself into its roots every
+/// --instrument-interval, tagged "dmon", with this machine's name as host:
+/// rates from successive counters, the index size, and each node's rate.
+#[test]
+fn instrumentation_streams_events_about_dmon_into_the_roots() {
+    let mut s = Server::start_with(
+        "from dmon.streams import *\n\n\
+         index_stream = index()\n\
+         self_stream = where('tagged \"dmon\"', printer(\"self: \"))\n",
+        "py",
+        &["--instrument-interval", "0.5"],
+    );
+    for i in 0..5 {
+        s.send(json!({"host": format!("h{i}"), "service": "s", "metric": i}));
+    }
+    let host = dmon::instrument::Instrumenter::hostname();
+    let mut seen = std::collections::HashMap::new();
+    // The first interval only takes the counters' first reading; the
+    // second streams the events. Each service once per interval.
+    while seen.len() < 4 {
+        let e = s.expect_printed("self: ");
+        assert_eq!(e["host"], host.as_str(), "{e}");
+        assert_eq!(e["tags"], json!(["dmon"]), "{e}");
+        assert_eq!(e["ttl"], 1.0, "{e}");
+        let service = e["service"].as_str().unwrap().to_owned();
+        if [
+            "dmon ingest rate",
+            "dmon index size",
+            "dmon dropped",
+            "dmon node index_stream/index rate",
+        ]
+        .contains(&service.as_str())
+        {
+            seen.insert(service, e["metric"].as_f64().unwrap());
+        }
+    }
+    // The five datagrams arrived before the first reading or after it:
+    // either way the index held them all by the second.
+    assert!(seen["dmon index size"] >= 5.0, "{seen:?}");
+    assert_eq!(seen["dmon dropped"], 0.0, "{seen:?}");
+    let done = s.terminate();
+    assert!(done.status.success());
+}

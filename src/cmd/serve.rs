@@ -51,6 +51,24 @@ pub struct ServerOpts {
         default_value = "localhost:25"
     )]
     pub smtp: SmtpServer,
+    /// Seconds between the events dmon streams about itself into its roots
+    /// (services "dmon ingest rate", "dmon dropped", "dmon index size", …,
+    /// tagged "dmon"); 0 turns them off.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DMON_INSTRUMENT_INTERVAL",
+        default_value_t = 10.0
+    )]
+    pub instrument_interval: f64,
+}
+
+impl ServerOpts {
+    /// How often to instrument, if at all.
+    pub fn instrument_every(&self) -> Option<std::time::Duration> {
+        (self.instrument_interval > 0.0 && self.instrument_interval.is_finite())
+            .then(|| std::time::Duration::from_secs_f64(self.instrument_interval))
+    }
 }
 
 /// A listener address, or none ("off").
@@ -171,9 +189,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Handlers first: once "Listening" is printed, a SIGTERM must already
         // mean a clean shutdown, not the default kill.
         let stop = StopSignals::install()?;
-        let server = Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
-            .await
-            .map_err(cannot_listen)?;
+        let mut server =
+            Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
+                .await
+                .map_err(cannot_listen)?;
+        if let Some(every) = args.server.instrument_every() {
+            server.instrument(every);
+        }
         announce(&server.bound);
         stop.wait().await;
         tracing::info!("shutting down: processing events already received");

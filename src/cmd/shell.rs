@@ -194,13 +194,18 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         Ok(ns.unbind())
     })?;
     let server = if local {
-        let server = runtime
+        let mut server = runtime
             .block_on(Server::start(
                 pipeline,
                 &args.server.listeners(),
                 python::spawn_dispatcher,
             ))
             .map_err(super::serve::cannot_listen)?;
+        if let Some(every) = args.server.instrument_every() {
+            // Spawned inside the runtime the server runs on.
+            let _guard = runtime.enter();
+            server.instrument(every);
+        }
         handle.get().attach_server(server.injector(), &server.bound);
         Some(server)
     } else {

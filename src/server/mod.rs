@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 pub use injector::{Injector, Stopped};
 
+use crate::instrument::Instrumenter;
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
 use crate::stats::Stats;
 
@@ -215,6 +216,31 @@ impl Server {
 }
 
 impl Server {
+    /// Streams events about dmon itself into the roots every `every` (see
+    /// [`crate::instrument`]), until shutdown.
+    pub fn instrument(&mut self, every: Duration) {
+        let tx = self.tx.clone();
+        let pipeline = Arc::clone(&self.pipeline);
+        let mut stop = self.shutdown.subscribe();
+        let mut instrumenter = Instrumenter::new(Instrumenter::hostname(), every.as_secs_f64());
+        self.sources.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = ticks.tick() => {
+                        let now = pipeline.context().now();
+                        let events = instrumenter.events(&pipeline.stats(), now);
+                        if !events.is_empty() && tx.send(Work::Events(events)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
     /// A handle that puts events straight into the pipeline, as the shell's
     /// `inject` does; it stops working when the server shuts down.
     pub fn injector(&self) -> Injector {

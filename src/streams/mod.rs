@@ -98,6 +98,9 @@ impl NodeStats {
     }
 }
 
+/// Events tap observers missed, all nodes together (`Stats::tap_drops`).
+pub static TAP_DROPS: AtomicU64 = AtomicU64::new(0);
+
 /// Observers of one node's events (the shell's `tap`). Costs one relaxed
 /// load per event while nobody watches; a slow observer misses events
 /// rather than slowing the pipeline.
@@ -124,11 +127,13 @@ impl Taps {
             return;
         }
         let mut observers = self.observers.lock().unwrap_or_else(|p| p.into_inner());
-        observers.retain(|tx| {
-            !matches!(
-                tx.try_send(Arc::clone(event)),
-                Err(mpsc::TrySendError::Disconnected(_))
-            )
+        observers.retain(|tx| match tx.try_send(Arc::clone(event)) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                TAP_DROPS.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
         });
         if observers.is_empty() {
             self.active.store(false, Ordering::Release);

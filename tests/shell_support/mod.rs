@@ -368,6 +368,8 @@ impl Shell {
         // Only the JSON UDP listener, on a free port: tests run in parallel.
         argv.push("DMON_RIEMANN_TCP=off".into());
         argv.push("DMON_RIEMANN_UDP=off".into());
+        // No events about dmon itself in the counts and screens tests check.
+        argv.push("DMON_INSTRUMENT_INTERVAL=0".into());
         if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
             argv.push(format!("VIRTUAL_ENV={}", venv.to_string_lossy()));
         }

@@ -1,0 +1,171 @@
+//! Self-instrumentation, as Riemann does it: every interval dmon streams
+//! events about itself into its own roots, so they can be indexed, queried
+//! and alerted on like any other event.
+//!
+//! Each event has `host` = this machine's name, the tag `dmon`, state "ok",
+//! and a ttl of twice the interval (so `index()` drops them soon after dmon
+//! stops). Services:
+//!
+//! | service | metric |
+//! |---|---|
+//! | `dmon ingest rate` | events received per second, all sources |
+//! | `dmon json udp rate`, `dmon riemann rate` | datagrams / Riemann messages per second |
+//! | `dmon processed rate` | events run through the roots per second |
+//! | `dmon bad input rate` | bad datagrams, events and messages per second |
+//! | `dmon dropped queue`, `dmon dropped mail`, `dmon dropped taps` | what each lost during the interval |
+//! | `dmon dropped` | all of the above, together |
+//! | `dmon index size` | events in the index |
+//! | `dmon node PATH rate` | events into that node per second |
+
+use smol_str::SmolStr;
+
+use crate::event::{Event, Number};
+use crate::stats::Stats;
+
+/// Turns successive counter snapshots into events about dmon.
+pub struct Instrumenter {
+    host: SmolStr,
+    interval: f64,
+    previous: Option<Stats>,
+}
+
+impl Instrumenter {
+    pub fn new(host: impl Into<SmolStr>, interval_secs: f64) -> Self {
+        Instrumenter {
+            host: host.into(),
+            interval: interval_secs,
+            previous: None,
+        }
+    }
+
+    /// This machine's name, for `host` (`localhost` if it has none).
+    pub fn hostname() -> String {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The events for `stats`, taken at `now` (unix seconds), against the
+    /// previous call's. The first call only remembers: rates need two.
+    pub fn events(&mut self, stats: &Stats, now: f64) -> Vec<Event> {
+        let Some(before) = self.previous.replace(stats.clone()) else {
+            return Vec::new();
+        };
+        let elapsed = stats.uptime_secs - before.uptime_secs;
+        if elapsed <= 0.0 {
+            return Vec::new();
+        }
+        let rate = |now_count: u64, then: u64| now_count.saturating_sub(then) as f64 / elapsed;
+        let delta = |now_count: u64, then: u64| now_count.saturating_sub(then) as f64;
+        let bad = |s: &Stats| s.bad_datagrams + s.bad_events + s.bad_messages;
+        let dropped = [
+            ("queue", delta(stats.pipeline_full, before.pipeline_full)),
+            ("mail", delta(stats.mails_dropped, before.mails_dropped)),
+            ("taps", delta(stats.tap_drops, before.tap_drops)),
+        ];
+        let mut out = vec![
+            self.event("dmon ingest rate", rate(stats.events, before.events), now),
+            self.event(
+                "dmon json udp rate",
+                rate(stats.datagrams, before.datagrams),
+                now,
+            ),
+            self.event(
+                "dmon riemann rate",
+                rate(stats.messages, before.messages),
+                now,
+            ),
+            self.event(
+                "dmon processed rate",
+                rate(stats.processed, before.processed),
+                now,
+            ),
+            self.event("dmon bad input rate", rate(bad(stats), bad(&before)), now),
+            self.event("dmon dropped", dropped.iter().map(|(_, n)| n).sum(), now),
+            self.event("dmon index size", stats.indexed as f64, now),
+        ];
+        for (what, n) in dropped {
+            out.push(self.event(&format!("dmon dropped {what}"), n, now));
+        }
+        for node in &stats.nodes {
+            let then = before
+                .nodes
+                .iter()
+                .find(|n| n.path == node.path)
+                .map_or(0, |n| n.events_in);
+            out.push(self.event(
+                &format!("dmon node {} rate", node.path),
+                rate(node.events_in, then),
+                now,
+            ));
+        }
+        out
+    }
+
+    fn event(&self, service: &str, metric: f64, now: f64) -> Event {
+        Event {
+            host: Some(self.host.clone()),
+            service: Some(service.into()),
+            state: Some(SmolStr::new_static("ok")),
+            time: Some(Number::Float(now)),
+            ttl: Some(2.0 * self.interval),
+            metric: Some(Number::Float(metric)),
+            tags: vec![SmolStr::new_static("dmon")],
+            ..Event::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::NodeSnapshot;
+
+    fn stats(uptime: f64, events: u64, node_in: u64) -> Stats {
+        Stats {
+            uptime_secs: uptime,
+            events,
+            datagrams: events,
+            indexed: 7,
+            nodes: vec![NodeSnapshot {
+                path: "a_stream/average".into(),
+                kind: "average",
+                describe: "average(2)".into(),
+                events_in: node_in,
+                events_out: 0,
+                errors: 0,
+                kept_state: false,
+                detail: None,
+            }],
+            ..Stats::default()
+        }
+    }
+
+    fn metric(events: &[Event], service: &str) -> f64 {
+        events
+            .iter()
+            .find(|e| e.service.as_deref() == Some(service))
+            .and_then(|e| e.metric)
+            .unwrap_or_else(|| panic!("no {service}"))
+            .as_f64()
+    }
+
+    #[test]
+    fn rates_come_from_two_snapshots() {
+        let mut i = Instrumenter::new("box", 10.0);
+        assert!(i.events(&stats(1.0, 100, 50), 1000.0).is_empty());
+        let events = i.events(&stats(11.0, 1100, 250), 1010.0);
+        assert_eq!(metric(&events, "dmon ingest rate"), 100.0);
+        assert_eq!(metric(&events, "dmon json udp rate"), 100.0);
+        assert_eq!(metric(&events, "dmon index size"), 7.0);
+        assert_eq!(metric(&events, "dmon node a_stream/average rate"), 20.0);
+        assert_eq!(metric(&events, "dmon dropped"), 0.0);
+        let e = &events[0];
+        assert_eq!(e.host.as_deref(), Some("box"));
+        assert_eq!(e.ttl, Some(20.0));
+        assert!(e.has_tag("dmon"));
+        assert_eq!(e.time, Some(Number::Float(1010.0)));
+    }
+}
