@@ -63,8 +63,8 @@ pub struct ServerOpts {
     pub max_connections: usize,
     /// Seconds a Riemann TCP connection may go without sending a complete
     /// message, or without reading a reply, before it is closed.
-    #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value_t = riemann_tcp::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
-    pub idle_timeout: f64,
+    #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
+    pub idle_timeout: Duration,
     /// SMTP server that email() streams send through (plain SMTP, no auth).
     #[arg(
         long,
@@ -87,6 +87,16 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
         .map_err(|e| format!("{e}: expected HOST:PORT or \"off\""))
 }
 
+/// A positive number of seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
+        }
+        _ => Err("expected a positive number of seconds".into()),
+    }
+}
+
 impl ServerOpts {
     pub fn listeners(&self) -> Listeners {
         Listeners {
@@ -100,8 +110,7 @@ impl ServerOpts {
                 max_query_terms: self.max_query_terms,
                 max_query_results: self.max_query_results,
                 max_connections: self.max_connections,
-                idle_timeout: Duration::try_from_secs_f64(self.idle_timeout)
-                    .unwrap_or(riemann_tcp::DEFAULT_IDLE_TIMEOUT),
+                idle_timeout: self.idle_timeout,
             },
         }
     }
