@@ -90,9 +90,7 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
 /// A positive number of seconds.
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
-        Ok(secs) if secs > 0.0 => {
-            Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
-        }
+        Ok(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}")),
         _ => Err("expected a positive number of seconds".into()),
     }
 }

@@ -209,7 +209,10 @@ mod tests {
         let terms = |q: &str| Query::parse(q).unwrap().terms();
         assert_eq!(terms("true"), 0);
         assert_eq!(terms("host = \"a\""), 1);
-        assert_eq!(terms("host = \"a\" or not (tagged \"b\" and metric > 1)"), 3);
+        assert_eq!(
+            terms("host = \"a\" or not (tagged \"b\" and metric > 1)"),
+            3
+        );
         assert_eq!(terms("1 < 2 and service =~ \"x%\""), 1);
     }
 

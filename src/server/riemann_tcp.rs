@@ -198,7 +198,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
 /// memory.
 fn out_of_resources(e: &std::io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) || e.kind() == std::io::ErrorKind::OutOfMemory
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+        || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 async fn serve_connection(
@@ -316,7 +317,16 @@ async fn request<'a>(
     let received = match tokio::time::timeout(deadline, read.read_exact(&mut body)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("not received within {deadline:?}")),
+        Err(_) => {
+            // Idle mid-frame: a connection closed for idleness, too.
+            stats.tcp.idle_closed.fetch_add(1, Ordering::Relaxed);
+            let flag = if deadline == shared.limits.idle_timeout {
+                " (--idle-timeout)"
+            } else {
+                ""
+            };
+            Err(format!("not received within {deadline:?}{flag}"))
+        }
     };
     if let Err(why) = received {
         stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +339,11 @@ async fn request<'a>(
     stats.messages.fetch_add(1, Ordering::Relaxed);
 
     // Counted on the wire, before decoding allocates anything.
-    let shape = Shape::of(&body);
+    let (body, shape) = off_workers(len, body, |body| {
+        let shape = Shape::of(&body);
+        (body, shape)
+    })
+    .await;
     let items = shape.events + shape.states;
     let refuse = |why: String, reply: String| {
         stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -337,31 +351,37 @@ async fn request<'a>(
             .tcp
             .refused_events
             .fetch_add(items as u64, Ordering::Relaxed);
-        warn_limited!(BAD_CLIENT_LOG, "riemann tcp {peer}: refused a message: {why}");
+        warn_limited!(
+            BAD_CLIENT_LOG,
+            "riemann tcp {peer}: refused a message: {why}"
+        );
         // The framing is intact, so the connection stays usable.
-        Ok(Reply::from(Msg::refused(reply)))
+        Reply::from(Msg::refused(reply))
     };
     if items > shared.limits.max_events {
         let why = format!(
             "message holds {items} events; the limit is {} (--max-events-per-message)",
             shared.limits.max_events
         );
-        return refuse(why.clone(), why);
+        return Ok(refuse(why.clone(), why));
     }
     // Held until the events were processed, so several such messages at
     // once cannot multiply memory.
     let decoded = shape.decoded_bytes(len);
     let _decoded = if decoded > SMALL_FRAME {
         let held = _wire.as_ref().map_or(0, |p| p.num_permits() as u32);
-        match shared.budget.try_acquire_many(kib(decoded).saturating_sub(held)) {
+        match shared
+            .budget
+            .try_acquire_many(kib(decoded).saturating_sub(held))
+        {
             Ok(permit) => Some(permit),
             Err(_) => {
                 let mib = decoded >> 20;
                 let budget = FRAME_BUDGET >> 20;
-                return refuse(
+                return Ok(refuse(
                     format!("{items} events decode to about {mib} MiB, more than the {budget} MiB budget for large messages has free"),
                     format!("server busy: {items} events decode to about {mib} MiB, more than the {budget} MiB budget for large messages has free; retry later or send smaller batches"),
-                );
+                ));
             }
         }
     } else {
@@ -369,7 +389,8 @@ async fn request<'a>(
     };
 
     // Decoding from `Bytes` lets string fields borrow the frame, not copy it.
-    let msg = match Msg::decode(bytes::Bytes::from(body)) {
+    let decoded = off_workers(len, body, |body| Msg::decode(bytes::Bytes::from(body))).await;
+    let msg = match decoded {
         Ok(msg) => msg,
         Err(e) => {
             stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -419,6 +440,23 @@ async fn request<'a>(
         .await
         .map(|()| Reply::from(Msg::acknowledged()))
         .map_err(|_| Close(Some(Msg::refused("server is shutting down"))))
+}
+
+/// Runs `f` on a large frame on a blocking thread, so that scanning or
+/// decoding megabytes does not hold up every connection on the two async
+/// workers; small frames are not worth the hop.
+async fn off_workers<T: Send + 'static>(
+    len: usize,
+    body: Vec<u8>,
+    f: impl FnOnce(Vec<u8>) -> T + Send + 'static,
+) -> T {
+    if len <= SMALL_FRAME {
+        return f(body);
+    }
+    match tokio::task::spawn_blocking(move || f(body)).await {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// How many of each repeated field a message holds, counted on the wire.
@@ -553,9 +591,10 @@ async fn answer_query<'a>(shared: &'a Shared, text: String, peer: SocketAddr) ->
     };
     let pipeline = Arc::clone(&shared.pipeline);
     let (max_results, max_bytes) = (limits.max_query_results, shared.max_frame);
-    let found = tokio::task::spawn_blocking(move || search(&pipeline, &query, max_results, max_bytes))
-        .await
-        .unwrap_or_else(|e| Err(format!("query failed: {e}")));
+    let found =
+        tokio::task::spawn_blocking(move || search(&pipeline, &query, max_results, max_bytes))
+            .await
+            .unwrap_or_else(|e| Err(format!("query failed: {e}")));
     let bytes = match found {
         Ok(bytes) => bytes,
         Err(why) => return refuse(why),
