@@ -573,31 +573,31 @@ async fn answer_query<'a>(shared: &'a Shared, text: String, peer: SocketAddr) ->
             limits.max_query_bytes
         ));
     }
-    let query = match Query::parse(&text) {
-        Ok(query) => query,
-        Err(e) => return Reply::from(Msg::refused(e.to_string())),
-    };
-    if query.terms() > limits.max_query_terms {
-        return refuse(format!(
-            "query has {} terms; the limit is {} (--max-query-terms)",
-            query.terms(),
-            limits.max_query_terms
-        ));
-    }
-    // Off the async workers, and off the index lock (see Index::search):
-    // a slow query delays only its own client.
+    // Parsing (regexes compile) and searching run off the async workers,
+    // and the search off the index lock (see Index::search): a slow query
+    // delays only its own client.
     let Ok(_searching) = shared.searches.acquire().await else {
         return Reply::from(Msg::refused("server is shutting down"));
     };
     let pipeline = Arc::clone(&shared.pipeline);
+    let max_terms = limits.max_query_terms;
     let (max_results, max_bytes) = (limits.max_query_results, shared.max_frame);
-    let found =
-        tokio::task::spawn_blocking(move || search(&pipeline, &query, max_results, max_bytes))
-            .await
-            .unwrap_or_else(|e| Err(format!("query failed: {e}")));
-    let bytes = match found {
+    let answered = tokio::task::spawn_blocking(move || {
+        let query = Query::parse(&text).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        if query.terms() > max_terms {
+            return Err(Refusal::Limit(format!(
+                "query has {} terms; the limit is {max_terms} (--max-query-terms)",
+                query.terms()
+            )));
+        }
+        search(&pipeline, &query, max_results, max_bytes).map_err(Refusal::Limit)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Refusal::Invalid(format!("query failed: {e}"))));
+    let bytes = match answered {
         Ok(bytes) => bytes,
-        Err(why) => return refuse(why),
+        Err(Refusal::Invalid(why)) => return Reply::from(Msg::refused(why)),
+        Err(Refusal::Limit(why)) => return refuse(why),
     };
     let budget = if bytes.len() > SMALL_FRAME {
         match shared.budget.try_acquire_many(kib(bytes.len())) {
@@ -617,6 +617,13 @@ async fn answer_query<'a>(shared: &'a Shared, text: String, peer: SocketAddr) ->
         bytes,
         _budget: budget,
     }
+}
+
+/// Why a query gets an error reply: it is invalid, or over a limit
+/// (counted in `refused_queries`).
+enum Refusal {
+    Invalid(String),
+    Limit(String),
 }
 
 /// The encoded reply to `query`, or why it is refused: more than
