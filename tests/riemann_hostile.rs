@@ -890,6 +890,54 @@ fn an_amplifying_frame_is_refused_before_decoding() {
     );
 }
 
+/// One event holding 4,194,302 empty attributes (`0x4a 0x00`), in an 8 MiB
+/// frame: under the events cap, but it would decode to over 500 MiB. It is
+/// charged at its decoded size, which exceeds the 256 MiB budget, so it is
+/// refused before decoding. Bound: RSS stays under 300 MiB.
+#[test]
+fn a_frame_that_decodes_too_large_is_refused_by_the_budget() {
+    let _heavy = heavy();
+    let s = Server::start(INDEX_ONLY);
+    let pid = server_pid(&s.module);
+    let attributes = [0x4au8, 0x00].repeat(4 * 1024 * 1024 - 3);
+    // Field 6, length as a 4-byte varint, then the event's attributes.
+    let n = attributes.len() as u32;
+    let mut body = vec![
+        0x32,
+        (n & 0x7f) as u8 | 0x80,
+        ((n >> 7) & 0x7f) as u8 | 0x80,
+        ((n >> 14) & 0x7f) as u8 | 0x80,
+        (n >> 21) as u8,
+    ];
+    body.extend_from_slice(&attributes);
+    assert!(body.len() <= 8 * 1024 * 1024);
+    let (reply, peak) = peak_rss_during(pid, || {
+        let mut c = Conn::open(s.riemann_tcp);
+        c.send_body(&body).expect("send");
+        let reply = c.read_reply().expect("a reply");
+        // The framing was intact: the connection goes on.
+        assert_ok(
+            &c.request(&events_msg(vec![event("h", "after-budget", 1)])),
+            "the next event",
+        );
+        reply
+    });
+    let why = error_text(&reply);
+    assert!(
+        why.starts_with(&format!(
+            "server busy: the message (1 events, {} bytes) decodes to about",
+            body.len()
+        )) && why.contains("more than the 256 MiB budget"),
+        "{why}"
+    );
+    eprintln!("decoded budget: RSS peak {peak} KiB");
+    assert!(peak < 300 * 1024, "RSS peaked at {peak} KiB");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("bad_messages"), 1, "{:?}", stats.0);
+    assert_eq!(stats.count("refused_events"), 1, "{:?}", stats.0);
+    assert_eq!(stats.count("events"), 1, "{:?}", stats.0);
+}
+
 #[test]
 fn max_events_per_message_is_configurable() {
     let s = Server::start_with(INDEX_ONLY, "py", &["--max-events-per-message", "1000"]);

@@ -379,8 +379,8 @@ async fn request<'a>(
                 let mib = decoded >> 20;
                 let budget = FRAME_BUDGET >> 20;
                 return Ok(refuse(
-                    format!("{items} events decode to about {mib} MiB, more than the {budget} MiB budget for large messages has free"),
-                    format!("server busy: {items} events decode to about {mib} MiB, more than the {budget} MiB budget for large messages has free; retry later or send smaller batches"),
+                    format!("the message ({items} events, {len} bytes) decodes to about {mib} MiB, more than the {budget} MiB budget for large messages has free"),
+                    format!("server busy: the message ({items} events, {len} bytes) decodes to about {mib} MiB, more than the {budget} MiB budget for large messages has free; retry later or send smaller batches"),
                 ));
             }
         }
