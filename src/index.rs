@@ -57,11 +57,21 @@ impl Index {
     }
 
     /// Every indexed event matching `pred`, sorted by host then service.
+    ///
+    /// `pred` runs outside the lock, on a snapshot of the index: a slow
+    /// query must not hold up `insert`, which the dispatch thread calls for
+    /// every event.
     pub fn search(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
-        let mut found: Vec<Arc<Event>> =
-            self.lock().values().filter(|e| pred(e)).cloned().collect();
+        let mut found = self.snapshot();
+        found.retain(|e| pred(e));
         found.sort_by_key(|e| e.key());
         found
+    }
+
+    /// Every indexed event, in no order. The lock is held only to copy the
+    /// pointers.
+    pub fn snapshot(&self) -> Vec<Arc<Event>> {
+        self.lock().values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -113,6 +123,21 @@ mod tests {
         assert_eq!(gone[0].state.as_deref(), Some("expired"));
         assert_eq!(idx.len(), 1);
         assert!(idx.expire(105.0).is_empty());
+    }
+
+    #[test]
+    fn search_does_not_hold_the_lock_while_matching() {
+        let idx = Index::new();
+        idx.insert(&ev("a", 1, None));
+        idx.insert(&ev("b", 1, None));
+        // Inserting from inside the predicate would deadlock if the lock
+        // were held.
+        let found = idx.search(|e| {
+            idx.insert(&ev("c", 1, None));
+            e.host.as_deref() != Some("b")
+        });
+        assert_eq!(found.len(), 1);
+        assert_eq!(idx.len(), 3);
     }
 
     #[test]

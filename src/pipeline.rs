@@ -188,6 +188,7 @@ impl Pipeline {
             connections: self.ingest.connections.load(Ordering::Relaxed),
             queries: self.ingest.queries.load(Ordering::Relaxed),
             pipeline_full: self.ingest.pipeline_full.load(Ordering::Relaxed),
+            tcp: self.ingest.tcp.snapshot(),
             processed: self.processed.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             indexed: self.ctx.index.len() as u64,

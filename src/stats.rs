@@ -27,6 +27,50 @@ pub struct IngestStats {
     pub queries: AtomicU64,
     /// Times a source had to wait because the pipeline was full.
     pub pipeline_full: AtomicU64,
+    /// What the Riemann TCP listener refused or cut off.
+    pub tcp: TcpStats,
+}
+
+/// What the Riemann TCP listener refused or closed to protect itself; each
+/// also gets a rate-limited warning naming the limit.
+#[derive(Default, Debug)]
+pub struct TcpStats {
+    /// Events in messages refused whole (over --max-events-per-message, or
+    /// too large decoded for the frame memory budget).
+    pub refused_events: AtomicU64,
+    /// Connections closed at once: --max-connections were open.
+    pub refused_connections: AtomicU64,
+    /// Connections closed after --idle-timeout without a complete frame, or
+    /// without reading a reply.
+    pub idle_closed: AtomicU64,
+    /// Times accepting failed (e.g. out of file descriptors).
+    pub accept_failures: AtomicU64,
+    /// Queries refused: too long, too many terms, too many results, or too
+    /// large a reply.
+    pub refused_queries: AtomicU64,
+}
+
+impl TcpStats {
+    pub fn snapshot(&self) -> TcpSnapshot {
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        TcpSnapshot {
+            refused_events: get(&self.refused_events),
+            refused_connections: get(&self.refused_connections),
+            idle_closed: get(&self.idle_closed),
+            accept_failures: get(&self.accept_failures),
+            refused_queries: get(&self.refused_queries),
+        }
+    }
+}
+
+/// [`TcpStats`]' values; flattened into the stats JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TcpSnapshot {
+    pub refused_events: u64,
+    pub refused_connections: u64,
+    pub idle_closed: u64,
+    pub accept_failures: u64,
+    pub refused_queries: u64,
 }
 
 /// A snapshot of every counter: `dmon stats: {json}` when `serve` exits, a
@@ -43,6 +87,8 @@ pub struct Stats {
     pub connections: u64,
     pub queries: u64,
     pub pipeline_full: u64,
+    #[serde(flatten)]
+    pub tcp: TcpSnapshot,
     /// Events run through the roots, expired ones included.
     pub processed: u64,
     pub expired: u64,
@@ -72,6 +118,20 @@ impl Stats {
                     self.bad_messages,
                     self.events,
                     self.bad_events
+                ),
+            ),
+            (
+                "riemann",
+                format!(
+                    "{} connections ({} refused, {} closed idle, {} accept failures), \
+                     {} queries ({} refused), {} events refused",
+                    self.connections,
+                    self.tcp.refused_connections,
+                    self.tcp.idle_closed,
+                    self.tcp.accept_failures,
+                    self.queries,
+                    self.tcp.refused_queries,
+                    self.tcp.refused_events
                 ),
             ),
             (
@@ -114,6 +174,11 @@ mod tests {
             connections: 0,
             queries: 0,
             pipeline_full: 0,
+            tcp: TcpSnapshot {
+                refused_connections: 2,
+                idle_closed: 1,
+                ..TcpSnapshot::default()
+            },
             processed: 6,
             expired: 0,
             indexed: 3,
@@ -125,7 +190,7 @@ mod tests {
         };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped"
+            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped"
         );
     }
 }

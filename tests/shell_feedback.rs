@@ -296,15 +296,16 @@ fn plain_shell_says_what_happened() {
     let summary: Vec<&str> = screen
         .lines()
         .skip_while(|l| !l.starts_with("dmon stopped:"))
-        .take(5)
+        .take(6)
         .map(str::trim_end)
         .collect();
-    assert_eq!(summary.len(), 5, "no exit summary:\n{screen}");
+    assert_eq!(summary.len(), 6, "no exit summary:\n{screen}");
     assert!(summary[1].starts_with("  uptime     "), "{summary:?}");
     assert_eq!(
         &summary[2..],
         [
             "  received   0 datagrams (0 bad), 0 Riemann messages (0 bad), 0 events (0 bad)",
+            "  riemann    0 connections (0 refused, 0 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused",
             // bad_stream's two errors, counted on across the reload.
             "  processed  2 events (0 expired), 0 in the index, 2 node errors",
             "  mail       0 queued, 0 sent, 0 failed, 0 dropped",

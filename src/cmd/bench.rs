@@ -457,6 +457,7 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
             riemann_tcp: None,
             riemann_udp: None,
             max_frame: 0,
+            tcp_limits: Default::default(),
         };
         let server = runtime.block_on(Server::start(
             Arc::clone(&pipeline),
@@ -580,6 +581,7 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         riemann_tcp: Some("127.0.0.1:0".parse()?),
         riemann_udp: None,
         max_frame: crate::server::riemann_tcp::DEFAULT_MAX_FRAME,
+        tcp_limits: Default::default(),
     };
     let server = runtime.block_on(Server::start(
         Arc::clone(&pipeline),

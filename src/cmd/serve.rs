@@ -43,6 +43,28 @@ pub struct ServerOpts {
     /// error reply and the connection is closed.
     #[arg(long, value_name = "BYTES", default_value_t = riemann_tcp::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+    /// Most events (and states) in one Riemann message; a message with more
+    /// is refused whole with an error reply naming the limit.
+    #[arg(long, value_name = "N", env = "DMON_MAX_EVENTS_PER_MESSAGE", default_value_t = riemann_tcp::DEFAULT_MAX_EVENTS)]
+    pub max_events_per_message: usize,
+    /// Longest Riemann query accepted, in bytes.
+    #[arg(long, value_name = "BYTES", env = "DMON_MAX_QUERY_BYTES", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_BYTES)]
+    pub max_query_bytes: usize,
+    /// Most simple predicates (`host = "a"`, `tagged "x"`…) in one Riemann
+    /// query.
+    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_TERMS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_TERMS)]
+    pub max_query_terms: usize,
+    /// Most events in one Riemann query's reply; a query matching more gets
+    /// an error reply (replies are also capped at --max-frame bytes).
+    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_RESULTS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_RESULTS)]
+    pub max_query_results: usize,
+    /// Most Riemann TCP connections open at once; one more is closed at once.
+    #[arg(long, value_name = "N", env = "DMON_MAX_CONNECTIONS", default_value_t = riemann_tcp::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a Riemann TCP connection may go without sending a complete
+    /// message, or without reading a reply, before it is closed.
+    #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
+    pub idle_timeout: Duration,
     /// SMTP server that email() streams send through (plain SMTP, no auth).
     #[arg(
         long,
@@ -83,6 +105,14 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
         .map_err(|e| format!("{e}: expected HOST:PORT or \"off\""))
 }
 
+/// A positive number of seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 => Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}")),
+        _ => Err("expected a positive number of seconds".into()),
+    }
+}
+
 impl ServerOpts {
     pub fn listeners(&self) -> Listeners {
         Listeners {
@@ -90,6 +120,14 @@ impl ServerOpts {
             riemann_tcp: self.riemann_tcp,
             riemann_udp: self.riemann_udp,
             max_frame: self.max_frame,
+            tcp_limits: riemann_tcp::Limits {
+                max_events: self.max_events_per_message,
+                max_query_bytes: self.max_query_bytes,
+                max_query_terms: self.max_query_terms,
+                max_query_results: self.max_query_results,
+                max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout,
+            },
         }
     }
 }

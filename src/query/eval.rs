@@ -313,6 +313,17 @@ impl Expr {
         }
     }
 
+    /// How many simple predicates (comparisons, `tagged`, truthiness) are
+    /// left after folding: the work matching one event may take.
+    pub(crate) fn terms(&self) -> usize {
+        match self {
+            Expr::Const(_) => 0,
+            Expr::Not(e) => e.terms(),
+            Expr::And(es) | Expr::Or(es) => es.iter().map(Expr::terms).sum(),
+            _ => 1,
+        }
+    }
+
     pub(crate) fn eval(&self, event: &Event) -> bool {
         match self {
             Expr::Const(b) => *b,

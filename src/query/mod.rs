@@ -147,6 +147,13 @@ impl Query {
         self.expr.eval(event)
     }
 
+    /// How many simple predicates the query holds after folding
+    /// (`host = "a" or not tagged "b"` holds 2): its cost per event, which
+    /// servers cap.
+    pub fn terms(&self) -> usize {
+        self.expr.terms()
+    }
+
     /// The text the query was parsed from.
     pub fn source(&self) -> &str {
         &self.source
@@ -195,6 +202,18 @@ mod tests {
         });
         assert!(q.test(&e).unwrap());
         assert!(!q.matches(&Event::default()));
+    }
+
+    #[test]
+    fn terms_counts_simple_predicates_after_folding() {
+        let terms = |q: &str| Query::parse(q).unwrap().terms();
+        assert_eq!(terms("true"), 0);
+        assert_eq!(terms("host = \"a\""), 1);
+        assert_eq!(
+            terms("host = \"a\" or not (tagged \"b\" and metric > 1)"),
+            3
+        );
+        assert_eq!(terms("1 < 2 and service =~ \"x%\""), 1);
     }
 
     #[test]

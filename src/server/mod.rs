@@ -38,6 +38,8 @@ pub struct Listeners {
     pub riemann_udp: Option<SocketAddr>,
     /// Largest Riemann TCP frame accepted, in bytes.
     pub max_frame: usize,
+    /// What one Riemann TCP client may make the server hold or do.
+    pub tcp_limits: riemann_tcp::Limits,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -150,6 +152,7 @@ impl Server {
                 Arc::clone(&pipeline),
                 tx.clone(),
                 listen.max_frame,
+                listen.tcp_limits.clone(),
             ));
             let stop = shutdown_rx.clone();
             sources.push(tokio::spawn(async move {
