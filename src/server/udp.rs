@@ -12,7 +12,7 @@
 //! `kernel_drops`, so a pipeline that cannot keep up is never silent.
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::{size_of, size_of_val, zeroed};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -40,6 +40,8 @@ const RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// How long a shutdown keeps reading what the kernel already holds: a
 /// sender that never stops must not hold shutdown up.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+/// How often a source waiting on a full pipeline looks at the kernel's drops.
+const DROP_POLL: Duration = Duration::from_millis(250);
 
 static BAD_INPUT_LOG: LogLimiter = LogLimiter::new(10);
 static KERNEL_DROP_LOG: LogLimiter = LogLimiter::new(2);
@@ -118,7 +120,7 @@ pub(crate) async fn receive(
             Err(e) => tracing::warn!("udp receive failed: {e}"),
         }
         rx.drain_ready(&socket, &pipeline, &mut batch, ingest);
-        if !forward(&pipeline, &tx, batch).await {
+        if !rx.forward(&socket, &pipeline, &tx, batch).await {
             return Ok(());
         }
     }
@@ -127,35 +129,11 @@ pub(crate) async fn receive(
     while Instant::now() < until {
         let mut batch = Vec::new();
         rx.drain_ready(&socket, &pipeline, &mut batch, ingest);
-        if batch.is_empty() || !forward(&pipeline, &tx, batch).await {
+        if batch.is_empty() || !rx.forward(&socket, &pipeline, &tx, batch).await {
             break;
         }
     }
     Ok(())
-}
-
-/// Hands a batch to the pipeline once it has room for its events, waiting
-/// when it is full (counted in `pipeline_full`, so overload shows); false
-/// once the pipeline is gone.
-pub(crate) async fn forward(
-    pipeline: &Pipeline,
-    tx: &mpsc::Sender<Work>,
-    batch: Vec<Event>,
-) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let permits = match pipeline.try_reserve(batch.len()) {
-        Some(permits) => permits,
-        None => {
-            pipeline
-                .ingest
-                .pipeline_full
-                .fetch_add(1, Ordering::Relaxed);
-            pipeline.reserve(batch.len()).await
-        }
-    };
-    tx.send(Work::Reserved(batch, permits, None)).await.is_ok()
 }
 
 /// A socket's receive buffer and what it has seen of the kernel's drops.
@@ -209,6 +187,42 @@ impl Receiver {
         }
     }
 
+    /// Hands a batch to the pipeline once it has room for its events,
+    /// waiting when it is full (counted in `pipeline_full`, so overload
+    /// shows); false once the pipeline is gone. While it waits the socket is
+    /// not read, so the kernel's drops are polled (SO_MEMINFO) to show in
+    /// the counters as they happen, not only at the next datagram.
+    async fn forward(
+        &mut self,
+        socket: &UdpSocket,
+        pipeline: &Pipeline,
+        tx: &mpsc::Sender<Work>,
+        batch: Vec<Event>,
+    ) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let permits = match pipeline.try_reserve(batch.len()) {
+            Some(permits) => permits,
+            None => {
+                pipeline
+                    .ingest
+                    .pipeline_full
+                    .fetch_add(1, Ordering::Relaxed);
+                let reserve = pipeline.reserve(batch.len());
+                tokio::pin!(reserve);
+                let mut poll = tokio::time::interval(DROP_POLL);
+                loop {
+                    tokio::select! {
+                        permits = &mut reserve => break permits,
+                        _ = poll.tick() => self.count_drops(pipeline, kernel_drops(socket)),
+                    }
+                }
+            }
+        };
+        tx.send(Work::Reserved(batch, permits, None)).await.is_ok()
+    }
+
     /// Counts the drops the kernel reported since the last datagram.
     fn count_drops(&mut self, pipeline: &Pipeline, drops: Option<u32>) {
         let Some(total) = drops else { return };
@@ -255,6 +269,28 @@ impl Receiver {
             }
         }
     }
+}
+
+/// The kernel's count of datagrams dropped on `socket` (SO_MEMINFO's
+/// SK_MEMINFO_DROPS: the counter SO_RXQ_OVFL reports with each datagram).
+fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
+    /// asm-generic's SO_MEMINFO; the libc crate does not name it.
+    const SO_MEMINFO: libc::c_int = 55;
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at most
+    // that many and says how many in `len`.
+    let got = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let full = size_of_val(&info) as libc::socklen_t;
+    (got == 0 && len >= full).then_some(info[libc::SK_MEMINFO_DROPS as usize])
 }
 
 /// Keeps the first `--max-events-per-datagram` events a datagram decoded
