@@ -227,7 +227,9 @@ impl Receiver {
     fn count_drops(&mut self, pipeline: &Pipeline, drops: Option<u32>) {
         let Some(total) = drops else { return };
         let new = total.wrapping_sub(self.drops_seen);
-        if new == 0 {
+        // A datagram carries the count from when it was queued, which can
+        // be older than the count SO_MEMINFO gave since: not new drops.
+        if new == 0 || new > u32::MAX / 2 {
             return;
         }
         self.drops_seen = total;
@@ -309,6 +311,8 @@ pub(crate) fn limit_events(
         return false;
     }
     batch.truncate(before + max);
+    // The refused events' room would otherwise travel with the batch.
+    batch.shrink_to_fit();
     let refused = decoded - max;
     pipeline
         .ingest
