@@ -90,8 +90,9 @@ impl Event {
     #[inline]
     pub fn clamp_future(&mut self, horizon: f64, now: f64) {
         if let Some(t) = self.time {
-            // `!(t <= horizon)` also catches NaN.
-            if !(t.as_f64() <= horizon) || !t.as_f64().is_finite() {
+            let t = t.as_f64();
+            // NaN is not finite, so it is caught too.
+            if t > horizon || !t.is_finite() {
                 self.time = Some(Number::Float(now));
             }
         }

@@ -325,8 +325,7 @@ impl Pipeline {
             Work::Reserved(events, permits, done) => {
                 self.batch_start
                     .store(self.processed.load(Ordering::Relaxed), Ordering::Relaxed);
-                self.batch_len
-                    .store(events.len() as u64, Ordering::Relaxed);
+                self.batch_len.store(events.len() as u64, Ordering::Relaxed);
                 self.process_received(events, self.ctx.now());
                 // Permits first: the batch is no longer queued.
                 drop(permits);

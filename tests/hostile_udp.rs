@@ -217,9 +217,15 @@ fn slow_stream_flood_counts_kernel_drops_and_a_second_signal_stops_at_once() {
         "took {took:?} to stop after the second signal:\n{}",
         finished.stderr.join("\n")
     );
-    assert!(!finished.status.success(), "a forced stop is not a clean exit");
+    assert!(
+        !finished.status.success(),
+        "a forced stop is not a clean exit"
+    );
     let stats = finished.stats();
-    eprintln!("slow flood: {sent} datagrams sent, stopped in {took:?}; {}", stats.0);
+    eprintln!(
+        "slow flood: {sent} datagrams sent, stopped in {took:?}; {}",
+        stats.0
+    );
     assert!(stats.count("kernel_drops") > 0, "{}", stats.0);
     assert!(stats.count("unprocessed") > 0, "{}", stats.0);
     assert_eq!(stats.count("unprocessed"), stats.count("queued"));

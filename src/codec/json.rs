@@ -585,7 +585,10 @@ mod tests {
         assert_eq!(ev[0].host.as_deref(), Some("\u{fffd}\u{fffd}"));
         assert_eq!(ev[1].host.as_deref(), Some("ok"));
         assert_eq!(
-            decode_event(r#"{"host":"\ud800"}"#).unwrap().host.as_deref(),
+            decode_event(r#"{"host":"\ud800"}"#)
+                .unwrap()
+                .host
+                .as_deref(),
             Some("\u{fffd}")
         );
         // Nothing to replace: the text is left alone.

@@ -173,10 +173,11 @@ impl Receiver {
             let mut drops = None;
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                    && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
                 {
-                    drops = Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
+                    drops = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
                 }
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
