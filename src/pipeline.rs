@@ -161,7 +161,7 @@ impl Pipeline {
             .store(max_per_datagram, Ordering::Relaxed);
     }
 
-    /// Events one datagram may carry (`--max-events-per-datagram`).
+    /// Events one datagram may carry (`--max-datagram-events`).
     pub fn max_per_datagram(&self) -> usize {
         self.max_per_datagram.load(Ordering::Relaxed)
     }

@@ -29,7 +29,7 @@ pub struct IngestStats {
     /// Times a source had to wait because the pipeline was full.
     pub pipeline_full: AtomicU64,
     /// Events decoded but refused: beyond a datagram's limit
-    /// (`--max-events-per-datagram`).
+    /// (`--max-datagram-events`).
     pub refused: AtomicU64,
     /// Datagrams the kernel dropped because the socket's receive buffer was
     /// full (SO_RXQ_OVFL): the pipeline was not keeping up.

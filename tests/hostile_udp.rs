@@ -101,7 +101,7 @@ fn assert_every_event_counted(stats: &Stats) {
 /// Finding 1: 65 KB datagrams of empty objects used to amplify into a
 /// gigabyte (256 batches of 20,000 events each in the channel). Now at most
 /// 100,000 events wait (`--max-in-flight`), a datagram yields at most
-/// 10,000 (`--max-events-per-datagram`), and the rest is refused or dropped
+/// 10,000 (`--max-datagram-events`), and the rest is refused or dropped
 /// by the kernel, and counted. Bound: RSS grows by less than 200 MiB over
 /// the idle server (100,000 queued events take some tens of MiB; the bug
 /// took 1,000 MiB). Every datagram sent is received or counted as a kernel

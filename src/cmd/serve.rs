@@ -55,12 +55,12 @@ pub struct ServerOpts {
     /// Events that may wait in the pipeline at once; when it is full,
     /// sources stop reading (UDP datagrams then overflow the kernel's
     /// buffer, counted as kernel_drops).
-    #[arg(long, value_name = "EVENTS", env = "DMON_MAX_IN_FLIGHT", default_value_t = pipeline::DEFAULT_MAX_IN_FLIGHT, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_IN_FLIGHT", default_value_t = pipeline::DEFAULT_MAX_IN_FLIGHT, value_parser = at_least_one)]
     pub max_in_flight: usize,
     /// Events one UDP datagram (JSON or Riemann) may carry; the rest are
     /// refused and counted.
-    #[arg(long, value_name = "EVENTS", env = "DMON_MAX_EVENTS_PER_DATAGRAM", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM)]
-    pub max_events_per_datagram: usize,
+    #[arg(long, value_name = "N", env = "DMON_MAX_DATAGRAM_EVENTS", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM)]
+    pub max_datagram_events: usize,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -86,7 +86,7 @@ fn parse_listener(s: &str) -> Result<Listener, String> {
 impl ServerOpts {
     /// Gives `pipeline` the limits these options set.
     pub fn apply_limits(&self, pipeline: &Pipeline) {
-        pipeline.set_limits(self.max_in_flight, self.max_events_per_datagram);
+        pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
     }
 
     pub fn listeners(&self) -> Listeners {

@@ -5,7 +5,7 @@
 //! and one wake of the dispatch thread.
 //!
 //! Memory stays bounded under floods: a datagram carries at most
-//! `--max-events-per-datagram` events (the rest are refused and counted),
+//! `--max-datagram-events` events (the rest are refused and counted),
 //! and a batch waits for room in the pipeline ([`Pipeline::reserve`]) while
 //! the socket is not read. Meanwhile the kernel's receive buffer fills and
 //! the kernel drops datagrams; SO_RXQ_OVFL tells how many, counted in
@@ -296,7 +296,7 @@ fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
     (got == 0 && len >= full).then_some(info[libc::SK_MEMINFO_DROPS as usize])
 }
 
-/// Keeps the first `--max-events-per-datagram` events a datagram decoded
+/// Keeps the first `--max-datagram-events` events a datagram decoded
 /// into `batch` (those after `before`), refusing and counting the rest.
 /// True if some were refused.
 pub(crate) fn limit_events(
@@ -322,7 +322,7 @@ pub(crate) fn limit_events(
     warn_limited!(
         BAD_INPUT_LOG,
         "{what} from {peer} holds {decoded} events; the limit is {max} \
-         (--max-events-per-datagram): {refused} refused"
+         (--max-datagram-events): {refused} refused"
     );
     true
 }
