@@ -83,6 +83,21 @@ impl Event {
             .map(|t| t.as_f64() + self.ttl.unwrap_or(DEFAULT_TTL))
     }
 
+    /// Dates `now` an event whose time is not finite or lies beyond
+    /// `horizon`: its sender's clock is broken, and such an event would
+    /// otherwise never expire (`time: 1e308`). Its ttl is kept, so it
+    /// expires `ttl` seconds after `now`.
+    #[inline]
+    pub fn clamp_future(&mut self, horizon: f64, now: f64) {
+        if let Some(t) = self.time {
+            let t = t.as_f64();
+            // NaN is not finite, so it is caught too.
+            if t > horizon || !t.is_finite() {
+                self.time = Some(Number::Float(now));
+            }
+        }
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| &**t == tag)
     }
@@ -144,6 +159,34 @@ mod tests {
         assert_eq!(e.deadline(), Some(160.0));
         e.ttl = Some(1.5);
         assert_eq!(e.deadline(), Some(101.5));
+    }
+
+    #[test]
+    fn absurd_future_times_are_dated_now_and_expire() {
+        let now = 1_000.0;
+        let horizon = now + 86_400.0;
+        for t in [1e308, f64::INFINITY, f64::NAN, horizon + 1.0] {
+            let mut e = Event {
+                time: Some(Number::Float(t)),
+                ttl: Some(5.0),
+                ..Event::default()
+            };
+            e.clamp_future(horizon, now);
+            assert_eq!(e.time, Some(Number::Float(now)), "time {t}");
+            assert_eq!(e.deadline(), Some(now + 5.0), "time {t}");
+            let index = crate::index::Index::new();
+            index.insert(&std::sync::Arc::new(e));
+            assert_eq!(index.expire(now + 6.0).len(), 1, "time {t} never expires");
+        }
+        // A time within the horizon, or in the past, is the sender's to keep.
+        for t in [Number::Int(999), Number::Float(horizon)] {
+            let mut e = Event {
+                time: Some(t),
+                ..Event::default()
+            };
+            e.clamp_future(horizon, now);
+            assert_eq!(e.time, Some(t));
+        }
     }
 
     #[test]

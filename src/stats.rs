@@ -13,7 +13,8 @@ pub struct IngestStats {
     pub datagrams: AtomicU64,
     /// Datagrams with at least one bad part.
     pub bad_datagrams: AtomicU64,
-    /// Events decoded and handed to the pipeline.
+    /// Events decoded (received): each is processed, refused, or left
+    /// unprocessed by a forced stop.
     pub events: AtomicU64,
     /// Objects or fragments that could not become events.
     pub bad_events: AtomicU64,
@@ -27,6 +28,12 @@ pub struct IngestStats {
     pub queries: AtomicU64,
     /// Times a source had to wait because the pipeline was full.
     pub pipeline_full: AtomicU64,
+    /// Events decoded but refused: beyond a datagram's limit
+    /// (`--max-datagram-events`).
+    pub refused: AtomicU64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was
+    /// full (SO_RXQ_OVFL): the pipeline was not keeping up.
+    pub kernel_drops: AtomicU64,
     /// What the Riemann TCP listener refused or cut off.
     pub tcp: TcpStats,
 }
@@ -89,6 +96,17 @@ pub struct Stats {
     pub pipeline_full: u64,
     #[serde(flatten)]
     pub tcp: TcpSnapshot,
+    pub refused: u64,
+    pub kernel_drops: u64,
+    /// Events received and waiting in the pipeline now.
+    pub queued: u64,
+    /// Events received but never processed: left queued by a forced stop
+    /// (a second Ctrl-C or SIGTERM). 0 after a clean stop.
+    pub unprocessed: u64,
+    /// How long the dispatch thread has been inside one root right now
+    /// (0 when idle), and that root's path.
+    pub dispatch_busy_secs: f64,
+    pub dispatch_busy_in: Option<String>,
     /// Events run through the roots, expired ones included.
     pub processed: u64,
     pub expired: u64,
@@ -148,12 +166,27 @@ impl Stats {
                     self.mails_queued, self.mails_sent, self.mail_failures, self.mails_dropped
                 ),
             ),
+            ("pipeline", self.pipeline_row()),
         ];
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
             out.push_str(&format!("\n  {name:<10} {value}"));
         }
         out
+    }
+
+    fn pipeline_row(&self) -> String {
+        let mut row = format!(
+            "{} queued, {} refused, {} kernel drops, {} unprocessed",
+            self.queued, self.refused, self.kernel_drops, self.unprocessed
+        );
+        if let Some(path) = &self.dispatch_busy_in {
+            row.push_str(&format!(
+                "; busy {:.1} s in {path}",
+                self.dispatch_busy_secs
+            ));
+        }
+        row
     }
 }
 
@@ -179,6 +212,12 @@ mod tests {
                 idle_closed: 1,
                 ..TcpSnapshot::default()
             },
+            refused: 2,
+            kernel_drops: 3,
+            queued: 4,
+            unprocessed: 0,
+            dispatch_busy_secs: 1.25,
+            dispatch_busy_in: Some("slow/when".into()),
             processed: 6,
             expired: 0,
             indexed: 3,
@@ -190,7 +229,7 @@ mod tests {
         };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped"
+            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
         );
     }
 }

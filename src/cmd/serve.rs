@@ -12,9 +12,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::console::Stdout;
 use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
+use crate::stats::Stats;
 
 /// Where the server listens and what it runs; shared by every command that
 /// runs a server.
@@ -83,6 +84,15 @@ pub struct ServerOpts {
         default_value_t = 10.0
     )]
     pub instrument_interval: f64,
+    /// Events that may wait in the pipeline at once; when it is full,
+    /// sources stop reading (UDP datagrams then overflow the kernel's
+    /// buffer, counted as kernel_drops).
+    #[arg(long, value_name = "N", env = "DMON_MAX_IN_FLIGHT", default_value_t = pipeline::DEFAULT_MAX_IN_FLIGHT, value_parser = at_least_one)]
+    pub max_in_flight: usize,
+    /// Events one UDP datagram (JSON or Riemann) may carry; the rest are
+    /// refused and counted.
+    #[arg(long, value_name = "N", env = "DMON_MAX_DATAGRAM_EVENTS", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM)]
+    pub max_datagram_events: usize,
 }
 
 impl ServerOpts {
@@ -90,6 +100,14 @@ impl ServerOpts {
     pub fn instrument_every(&self) -> Option<std::time::Duration> {
         (self.instrument_interval > 0.0 && self.instrument_interval.is_finite())
             .then(|| std::time::Duration::from_secs_f64(self.instrument_interval))
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -114,6 +132,11 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl ServerOpts {
+    /// Gives `pipeline` the limits these options set.
+    pub fn apply_limits(&self, pipeline: &Pipeline) {
+        pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
+    }
+
     pub fn listeners(&self) -> Listeners {
         Listeners {
             udp: self.udp,
@@ -184,7 +207,8 @@ pub fn announce(bound: &Addresses) {
 #[command(
     after_help = "Stops cleanly on Ctrl-C or SIGTERM: events already received are \
 processed, queued mail gets a few seconds, and the final counters are logged as \
-`dmon stats: {json}` on stderr."
+`dmon stats: {json}` on stderr. A second Ctrl-C or SIGTERM stops at once (exit \
+status 1), counting what was left unprocessed."
 )]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -208,7 +232,9 @@ pub fn prepare(opts: &ServerOpts) -> anyhow::Result<Arc<Pipeline>> {
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
     let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
     tracing::info!("streams from {}: {}", source.describe(), names.join(", "));
-    Ok(Arc::new(Pipeline::new(ctx, roots)))
+    let pipeline = Pipeline::new(ctx, roots);
+    opts.apply_limits(&pipeline);
+    Ok(Arc::new(pipeline))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -226,7 +252,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         // Handlers first: once "Listening" is printed, a SIGTERM must already
         // mean a clean shutdown, not the default kill.
-        let stop = StopSignals::install()?;
+        let mut stop = StopSignals::install()?;
         let mut server =
             Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
                 .await
@@ -236,11 +262,57 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         announce(&server.bound);
         stop.wait().await;
-        tracing::info!("shutting down: processing events already received");
-        let stats = server.shutdown().await;
-        eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
-        Ok(ExitCode::SUCCESS)
+        tracing::info!(
+            "shutting down: processing events already received (Ctrl-C or SIGTERM again to stop at once)"
+        );
+        let pipeline = Arc::clone(&server.pipeline);
+        tokio::select! {
+            stats = server.shutdown() => {
+                eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            _ = stop.wait() => forced_stop(&pipeline),
+        }
     })
+}
+
+/// How long a forced stop waits for the per-node counters, which a node
+/// stuck in Python may hold up.
+const FORCED_STATS_WAIT: Duration = Duration::from_millis(500);
+
+/// A second signal: exits now, whatever the dispatch thread is stuck in,
+/// with the counters and what was left unprocessed.
+fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = Arc::clone(pipeline);
+    let _ = std::thread::Builder::new()
+        .name("dmon-final-stats".into())
+        .spawn(move || {
+            let _ = tx.send(p.stats());
+        });
+    let mut stats: Stats = rx
+        .recv_timeout(FORCED_STATS_WAIT)
+        .unwrap_or_else(|_| pipeline.counters());
+    stats.unprocessed = stats.queued;
+    let stuck = match &stats.dispatch_busy_in {
+        Some(path) => format!(
+            "; the dispatch thread was {:.1} s into {path}",
+            stats.dispatch_busy_secs
+        ),
+        None => String::new(),
+    };
+    tracing::warn!(
+        "stopped at once: {} events received were not processed{stuck}",
+        stats.unprocessed
+    );
+    match serde_json::to_string(&stats) {
+        Ok(json) => eprintln!("dmon stats: {json}"),
+        Err(e) => eprintln!("dmon stats: unavailable: {e}"),
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    // Not a return: that would wait for the dispatch thread.
+    std::process::exit(1)
 }
 
 /// How often `--watch` looks at the module file.
@@ -309,7 +381,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

@@ -161,7 +161,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let pipeline = Arc::new(Pipeline::new(Arc::clone(&ctx), Vec::new()));
+    let pipeline = Pipeline::new(Arc::clone(&ctx), Vec::new());
+    args.server.apply_limits(&pipeline);
+    let pipeline = Arc::new(pipeline);
     let (target, first_addr) = match args.connect {
         Some(remote) => (
             Target::Remote {

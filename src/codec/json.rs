@@ -42,6 +42,12 @@ pub fn decode(buf: &[u8], now: f64, events: &mut Vec<Event>, errors: &mut Vec<De
     };
     if !fast_ok {
         events.truncate(start);
+        // serde_json rejects lone surrogate escapes (`"\ud800"`); lenient
+        // decoders read them as U+FFFD, and so do we, paying for the
+        // rewrite only when the strict parse has failed.
+        if let Some(fixed) = replace_lone_surrogates(body) {
+            return decode(&fixed, now, events, errors);
+        }
         if body[0] == b'[' {
             decode_array_recovering(body, events, errors);
         } else {
@@ -57,7 +63,58 @@ pub fn decode(buf: &[u8], now: f64, events: &mut Vec<Event>, errors: &mut Vec<De
 
 /// Decodes one JSON object into an event (no receive time is filled in).
 pub fn decode_event(text: &str) -> Result<Event, DecodeError> {
-    serde_json::from_str::<Event>(text).map_err(|e| DecodeError(e.to_string()))
+    serde_json::from_str::<Event>(text).or_else(|e| {
+        match replace_lone_surrogates(text.as_bytes()).map(String::from_utf8) {
+            Some(Ok(fixed)) => serde_json::from_str::<Event>(&fixed),
+            _ => Err(e),
+        }
+        .map_err(|e| DecodeError(e.to_string()))
+    })
+}
+
+/// `text` with each `\uXXXX` escape of a surrogate that is not half of a
+/// pair rewritten as `\ufffd`; `None` if there is none.
+fn replace_lone_surrogates(text: &[u8]) -> Option<Vec<u8>> {
+    fn escape_at(text: &[u8], i: usize) -> Option<u16> {
+        let hex = text.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let lone = match escape_at(text, i) {
+            Some(0xD800..=0xDBFF) => {
+                if matches!(escape_at(text, i + 6), Some(0xDC00..=0xDFFF)) {
+                    i += 12;
+                    continue;
+                }
+                true
+            }
+            Some(0xDC00..=0xDFFF) => true,
+            // Any other escape, `\\` included: skip both characters.
+            _ => false,
+        };
+        if !lone {
+            i += 2;
+            continue;
+        }
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
+        buf.extend_from_slice(&text[copied..i]);
+        buf.extend_from_slice(b"\\ufffd");
+        i += 6;
+        copied = i;
+    }
+    let mut buf = out?;
+    buf.extend_from_slice(&text[copied..]);
+    Some(buf)
 }
 
 /// The event as one line of compact JSON, absent fields left out.
@@ -510,6 +567,32 @@ mod tests {
         assert_eq!(e.attributes["dc"], "eu");
         assert_eq!(e.attributes["team"], "ops");
         assert_eq!(e.attributes["n"], "3");
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_replacement_characters() {
+        let (ev, er) = run(
+            r#"[{"host":"a\ud800b"},{"service":"\udc00","description":"\ud83d\ude00 \\ud800"}]"#,
+        );
+        assert!(er.is_empty(), "{er:?}");
+        assert_eq!(ev[0].host.as_deref(), Some("a\u{fffd}b"));
+        assert_eq!(ev[1].service.as_deref(), Some("\u{fffd}"));
+        // A pair is one character; an escaped backslash is not an escape.
+        assert_eq!(ev[1].description.as_deref(), Some("\u{1f600} \\ud800"));
+        // Two high halves in a row: both lone. Objects per line too.
+        let (ev, er) = run("{\"host\":\"\\uD800\\uD800\"}\n{\"host\":\"ok\"}");
+        assert!(er.is_empty(), "{er:?}");
+        assert_eq!(ev[0].host.as_deref(), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(ev[1].host.as_deref(), Some("ok"));
+        assert_eq!(
+            decode_event(r#"{"host":"\ud800"}"#)
+                .unwrap()
+                .host
+                .as_deref(),
+            Some("\u{fffd}")
+        );
+        // Nothing to replace: the text is left alone.
+        assert_eq!(replace_lone_surrogates(br#"{"a":"\ud83d\ude00\n"}"#), None);
     }
 
     #[test]

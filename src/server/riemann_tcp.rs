@@ -418,7 +418,16 @@ async fn request<'a>(
         return Ok(Reply::from(Msg::acknowledged()));
     }
     let (done, processed) = oneshot::channel();
-    let work = Work::Acked(events, done);
+    // Room in the pipeline first (bounded in events, --max-in-flight), so a
+    // full pipeline slows this client instead of queueing without bound.
+    let permits = match shared.pipeline.try_reserve(events.len()) {
+        Some(permits) => permits,
+        None => {
+            stats.pipeline_full.fetch_add(1, Ordering::Relaxed);
+            shared.pipeline.reserve(events.len()).await
+        }
+    };
+    let work = Work::Reserved(events, permits, Some(done));
     let work = match shared.tx.try_send(work) {
         Ok(()) => None,
         Err(mpsc::error::TrySendError::Full(work)) => {

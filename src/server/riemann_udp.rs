@@ -10,7 +10,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 
-use super::udp::receive;
+use super::udp::{limit_events, receive};
 use crate::codec::riemann::{from_proto, Msg};
 use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
@@ -47,10 +47,12 @@ fn ingest(pipeline: &Pipeline, datagram: &[u8], peer: SocketAddr, batch: &mut Ve
     match Msg::decode(datagram) {
         Ok(msg) => {
             let now = now_secs();
+            let before = batch.len();
             batch.extend(msg.events.iter().map(|e| from_proto(e, now)));
             stats
                 .events
                 .fetch_add(msg.events.len() as u64, Ordering::Relaxed);
+            limit_events(pipeline, batch, before, peer, "riemann udp message");
         }
         Err(e) => {
             stats.bad_messages.fetch_add(1, Ordering::Relaxed);
