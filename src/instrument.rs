@@ -12,7 +12,10 @@
 //! | `dmon json udp rate`, `dmon riemann rate` | datagrams / Riemann messages per second |
 //! | `dmon processed rate` | events run through the roots per second |
 //! | `dmon bad input rate` | bad datagrams, events and messages per second |
-//! | `dmon dropped queue`, `dmon dropped mail`, `dmon dropped taps` | what each lost during the interval |
+//! | `dmon refused rate` | events refused by a limit (per datagram, per message) per second |
+//! | `dmon ingest latency 0.5`, `0.95`, `0.99` | seconds from a source asking the pipeline for room to its events having been through the roots (upper bound of a 12 % bucket) |
+//! | `dmon queue depth` | events waiting in the pipeline now |
+//! | `dmon dropped kernel`, `dmon dropped mail`, `dmon dropped taps` | what each lost during the interval: datagrams the kernel dropped because dmon fell behind, mail that did not fit the mail queue, events a slow `tap()` missed |
 //! | `dmon dropped` | all of the above, together |
 //! | `dmon index size` | events in the index |
 //! | `dmon node PATH rate` | events into that node per second |
@@ -20,13 +23,14 @@
 use smol_str::SmolStr;
 
 use crate::event::{Event, Number};
+use crate::latency::{self, Snapshot};
 use crate::stats::Stats;
 
 /// Turns successive counter snapshots into events about dmon.
 pub struct Instrumenter {
     host: SmolStr,
     interval: f64,
-    previous: Option<Stats>,
+    previous: Option<(Stats, Snapshot)>,
 }
 
 impl Instrumenter {
@@ -47,10 +51,13 @@ impl Instrumenter {
             .unwrap_or_else(|| "localhost".into())
     }
 
-    /// The events for `stats`, taken at `now` (unix seconds), against the
-    /// previous call's. The first call only remembers: rates need two.
-    pub fn events(&mut self, stats: &Stats, now: f64) -> Vec<Event> {
-        let Some(before) = self.previous.replace(stats.clone()) else {
+    /// The events for `stats` and the ingest latencies, taken at `now`
+    /// (unix seconds), against the previous call's. The first call only
+    /// remembers: rates need two.
+    pub fn events(&mut self, stats: &Stats, latencies: &Snapshot, now: f64) -> Vec<Event> {
+        let Some((before, latencies_before)) =
+            self.previous.replace((stats.clone(), latencies.clone()))
+        else {
             return Vec::new();
         };
         let elapsed = stats.uptime_secs - before.uptime_secs;
@@ -60,8 +67,9 @@ impl Instrumenter {
         let rate = |now_count: u64, then: u64| now_count.saturating_sub(then) as f64 / elapsed;
         let delta = |now_count: u64, then: u64| now_count.saturating_sub(then) as f64;
         let bad = |s: &Stats| s.bad_datagrams + s.bad_events + s.bad_messages;
+        let refused = |s: &Stats| s.refused + s.tcp.refused_events;
         let dropped = [
-            ("queue", delta(stats.pipeline_full, before.pipeline_full)),
+            ("kernel", delta(stats.kernel_drops, before.kernel_drops)),
             ("mail", delta(stats.mails_dropped, before.mails_dropped)),
             ("taps", delta(stats.tap_drops, before.tap_drops)),
         ];
@@ -83,11 +91,23 @@ impl Instrumenter {
                 now,
             ),
             self.event("dmon bad input rate", rate(bad(stats), bad(&before)), now),
+            self.event(
+                "dmon refused rate",
+                rate(refused(stats), refused(&before)),
+                now,
+            ),
+            self.event("dmon queue depth", stats.queued as f64, now),
             self.event("dmon dropped", dropped.iter().map(|(_, n)| n).sum(), now),
             self.event("dmon index size", stats.indexed as f64, now),
         ];
         for (what, n) in dropped {
             out.push(self.event(&format!("dmon dropped {what}"), n, now));
+        }
+        for q in ["0.5", "0.95", "0.99"] {
+            let point = q.parse().expect("a quantile");
+            if let Some(secs) = latency::quantile(&latencies_before, latencies, point) {
+                out.push(self.event(&format!("dmon ingest latency {q}"), secs, now));
+            }
         }
         for node in &stats.nodes {
             let then = before
@@ -155,13 +175,19 @@ mod tests {
     #[test]
     fn rates_come_from_two_snapshots() {
         let mut i = Instrumenter::new("box", 10.0);
-        assert!(i.events(&stats(1.0, 100, 50), 1000.0).is_empty());
-        let events = i.events(&stats(11.0, 1100, 250), 1010.0);
+        let h = crate::latency::Histogram::default();
+        assert!(i
+            .events(&stats(1.0, 100, 50), &h.snapshot(), 1000.0)
+            .is_empty());
+        h.record(std::time::Duration::from_millis(2), 1000);
+        let events = i.events(&stats(11.0, 1100, 250), &h.snapshot(), 1010.0);
         assert_eq!(metric(&events, "dmon ingest rate"), 100.0);
         assert_eq!(metric(&events, "dmon json udp rate"), 100.0);
         assert_eq!(metric(&events, "dmon index size"), 7.0);
         assert_eq!(metric(&events, "dmon node a_stream/average rate"), 20.0);
         assert_eq!(metric(&events, "dmon dropped"), 0.0);
+        let p99 = metric(&events, "dmon ingest latency 0.99");
+        assert!((0.002..0.0023).contains(&p99), "{p99}");
         let e = &events[0];
         assert_eq!(e.host.as_deref(), Some("box"));
         assert_eq!(e.ttl, Some(20.0));

@@ -15,7 +15,7 @@
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`index`] | latest event per host/service, and expiry |
-//! | [`instrument`] | events about dmon itself, streamed into its roots |
+//! | [`instrument`], [`latency`] | events about dmon itself, streamed into its roots; a latency histogram |
 //! | [`outputs`] | services that send events out (mail) |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
@@ -36,6 +36,7 @@ pub mod context;
 pub mod event;
 pub mod index;
 pub mod instrument;
+pub mod latency;
 pub mod log_limit;
 pub mod logs;
 pub mod outputs;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::context::Context;
 use crate::event::Event;
+use crate::latency::Histogram;
 use crate::stats::{IngestStats, Stats};
 use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
 
@@ -86,6 +87,9 @@ pub struct Permits {
     flow: Arc<Flow>,
     permits: u32,
     events: u64,
+    /// When the source asked for room: the events' ingest latency runs
+    /// from here until they have been through the roots.
+    since: Instant,
 }
 
 impl Drop for Permits {
@@ -109,6 +113,9 @@ pub struct Pipeline {
     /// When the index was last expired (clock seconds, as f64 bits).
     last_expiry: AtomicU64,
     flow: Arc<Flow>,
+    /// From a source asking for room to its events having been through
+    /// the roots (self-instrumentation's `dmon ingest latency`).
+    pub ingest_latency: Histogram,
     max_per_datagram: AtomicUsize,
     /// The reserved batch being processed: its size, and `processed` when it
     /// began; what it has left is still queued.
@@ -138,6 +145,7 @@ impl Pipeline {
                 limit: AtomicU32::new(DEFAULT_MAX_IN_FLIGHT as u32),
                 queued: AtomicU64::new(0),
             }),
+            ingest_latency: Histogram::default(),
             max_per_datagram: AtomicUsize::new(DEFAULT_MAX_EVENTS_PER_DATAGRAM),
             batch_len: AtomicU64::new(0),
             batch_start: AtomicU64::new(0),
@@ -181,6 +189,7 @@ impl Pipeline {
             flow: Arc::clone(&self.flow),
             permits: want,
             events: n as u64,
+            since: Instant::now(),
         })
     }
 
@@ -194,6 +203,7 @@ impl Pipeline {
             flow: Arc::clone(&self.flow),
             permits: 0,
             events: n as u64,
+            since: Instant::now(),
         };
         let want = self.permits_for(n);
         // The semaphore is never closed.
@@ -327,6 +337,8 @@ impl Pipeline {
                     .store(self.processed.load(Ordering::Relaxed), Ordering::Relaxed);
                 self.batch_len.store(events.len() as u64, Ordering::Relaxed);
                 self.process_received(events, self.ctx.now());
+                self.ingest_latency
+                    .record(permits.since.elapsed(), permits.events);
                 // Permits first: the batch is no longer queued.
                 drop(permits);
                 self.batch_len.store(0, Ordering::Relaxed);

@@ -570,14 +570,30 @@ fn instrumentation_streams_events_about_dmon_into_the_roots() {
         "py",
         &["--instrument-interval", "0.5"],
     );
-    for i in 0..5 {
-        s.send(json!({"host": format!("h{i}"), "service": "s", "metric": i}));
-    }
+    // A sender keeps traffic going, so every interval has latencies to
+    // report, until the test has seen what it looks for.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, port) = (stop.clone(), s.port);
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 400 {
+                let e = json!({"host": format!("h{}", i % 5), "service": "s", "metric": i});
+                socket
+                    .send_to(e.to_string().as_bytes(), ("127.0.0.1", port))
+                    .unwrap();
+                i += 1;
+                // Pacing, not synchronisation: a trickle over the test.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
     let host = dmon::instrument::Instrumenter::hostname();
     let mut seen = std::collections::HashMap::new();
-    // The first interval only takes the counters' first reading; the
-    // second streams the events. Each service once per interval.
-    while seen.len() < 4 {
+    // The first interval only takes the counters' first reading; later
+    // ones stream the events.
+    while seen.len() < 6 {
         let e = s.expect_printed("self: ");
         assert_eq!(e["host"], host.as_str(), "{e}");
         assert_eq!(e["tags"], json!(["dmon"]), "{e}");
@@ -587,6 +603,8 @@ fn instrumentation_streams_events_about_dmon_into_the_roots() {
             "dmon ingest rate",
             "dmon index size",
             "dmon dropped",
+            "dmon queue depth",
+            "dmon ingest latency 0.99",
             "dmon node index_stream/index rate",
         ]
         .contains(&service.as_str())
@@ -594,10 +612,15 @@ fn instrumentation_streams_events_about_dmon_into_the_roots() {
             seen.insert(service, e["metric"].as_f64().unwrap());
         }
     }
-    // The five datagrams arrived before the first reading or after it:
-    // either way the index held them all by the second.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    // Five hosts, one service, and from the second reading on dmon's own
+    // events too (index_stream indexes everything).
     assert!(seen["dmon index size"] >= 5.0, "{seen:?}");
     assert_eq!(seen["dmon dropped"], 0.0, "{seen:?}");
+    // A datagram goes through the roots in well under a second here.
+    let p99 = seen["dmon ingest latency 0.99"];
+    assert!(p99 > 0.0 && p99 < 1.0, "{seen:?}");
     let done = s.terminate();
     assert!(done.status.success());
 }

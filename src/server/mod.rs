@@ -234,7 +234,8 @@ impl Server {
                     _ = stop.changed() => return Ok(()),
                     _ = ticks.tick() => {
                         let now = pipeline.context().now();
-                        let events = instrumenter.events(&pipeline.stats(), now);
+                        let latencies = pipeline.ingest_latency.snapshot();
+                        let events = instrumenter.events(&pipeline.stats(), &latencies, now);
                         if !events.is_empty() && tx.send(Work::Events(events)).await.is_err() {
                             return Ok(());
                         }
