@@ -46,7 +46,42 @@ unset PYTHONHOME
 # --- Checks and tests -------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 log "cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
+
+# --- Fuzzing: a short run of each target ------------------------------------
+# cargo-fuzz pinned, so every machine fuzzes with the same tool. libFuzzer
+# needs unstable rustc flags: the nightly toolchain where rustup has one,
+# else the machine's own toolchain with RUSTC_BOOTSTRAP=1 (no other
+# toolchain can be fetched here).
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_SECONDS=${DMON_FUZZ_SECONDS:-30}
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+fuzz=(cargo fuzz)
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+    fuzz=(cargo +nightly fuzz)
+else
+    export RUSTC_BOOTSTRAP=1
+fi
+fuzz_failed=()
+for target in json riemann query; do
+    log "cargo fuzz run $target (${FUZZ_SECONDS}s)"
+    # New inputs go to a scratch folder, so the committed seeds stay as
+    # they are; a crash leaves its input in fuzz/artifacts/$target/.
+    scratch=$(mktemp -d)
+    if ! (cd fuzz && "${fuzz[@]}" run "$target" "$scratch" "corpus/$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1); then
+        fuzz_failed+=("$target")
+    fi
+    rm -rf "$scratch"
+done
+if ((${#fuzz_failed[@]})); then
+    log "fuzz targets that crashed: ${fuzz_failed[*]} (inputs in fuzz/artifacts/)"
+    exit 1
+fi

@@ -126,15 +126,22 @@ impl Event {
             if !out.is_empty() {
                 out.push(' ');
             }
-            for c in field.chars() {
-                if c.is_control() {
-                    out.extend(c.escape_default());
-                } else {
-                    out.push(c);
-                }
-            }
+            push_escaped(&mut out, field);
         }
         out
+    }
+}
+
+/// Appends `text` with its control characters escaped (`\n`, `\r`,
+/// `\u{1b}`), so text from a sender stays on one line wherever it is
+/// written: a log, a mail header, a line of a mail body.
+pub fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
 }
 

@@ -192,3 +192,110 @@ log_stream = when(lambda e: e.state == "ok", printer("seen: "))
         "a mail failure was logged before the event came out: {stderr:?}"
     );
 }
+
+/// The decoded body, with `\n` line ends: a quoted-printable body decodes
+/// with the `\r\n` of the wire.
+fn body_of(msg: &Value) -> String {
+    msg["body"].as_str().unwrap().replace("\r\n", "\n")
+}
+
+/// Header lines of a raw message: up to the first empty line.
+fn header_lines(raw: &str) -> Vec<&str> {
+    raw.split("\r\n")
+        .flat_map(|l| l.split('\n'))
+        .take_while(|l| !l.is_empty())
+        .collect()
+}
+
+/// Event fields are the sender's: a host of 5,000 characters once made a
+/// subject line over RFC 5322's 998 octets, the server answered `500 Line
+/// too long` and the alert was lost. Each hostile mail below must arrive,
+/// its subject cut to 200 characters but starting with the right text, its
+/// body holding the whole field with control characters escaped, and no
+/// line of it (headers included) longer than 998 octets. A `\r\nBcc:` in a
+/// host must stay text: no Bcc header, no extra recipient. The sink is
+/// aiosmtpd, which refuses lines over 1,000 octets as real servers do.
+#[test]
+fn hostile_fields_neither_lose_nor_forge_a_mail() {
+    let mut sink = SmtpSink::start();
+    let s = Server::start_with(MODULE, "py", &["--smtp", &sink.addr()]);
+    let check_lines = |msg: &Value| {
+        let raw = msg["data"].as_str().unwrap();
+        for line in raw.split("\r\n").flat_map(|l| l.split('\n')) {
+            assert!(line.len() <= 998, "a line of {} octets:\n{raw}", line.len());
+        }
+        assert_eq!(rcpts(msg), ["oncall@example.com", "ops@example.com"]);
+        assert!(msg.get("parse_error").is_none(), "{msg}");
+    };
+
+    // A long ASCII host: one word, nothing lettre could fold at.
+    let long_host = "h".repeat(5000);
+    s.send(json!({"host": long_host, "service": "cpu", "state": "critical"}));
+    let msg = sink.next_message();
+    check_lines(&msg);
+    let subject = msg["subject"].as_str().unwrap();
+    assert_eq!(subject.chars().count(), 200, "{subject}");
+    assert_eq!(subject, format!("{}…", "h".repeat(199)));
+    let body = body_of(&msg);
+    assert!(
+        body.contains(&format!("host: {long_host}\n")),
+        "{:?}",
+        body.replace(&long_host, "<long host>")
+    );
+
+    // A long non-ASCII host: encoded (RFC 2047) as well as cut.
+    let wide_host = "é".repeat(3000);
+    s.send(json!({"host": wide_host, "service": "cpu", "state": "critical"}));
+    let msg = sink.next_message();
+    check_lines(&msg);
+    assert_eq!(msg["subject"], format!("{}…", "é".repeat(199)));
+    assert!(body_of(&msg).contains(&wide_host));
+
+    // A header injection attempt.
+    s.send(json!({"host": "web1\r\nBcc: x@evil", "service": "cpu", "state": "critical"}));
+    let msg = sink.next_message();
+    check_lines(&msg);
+    assert_eq!(msg["subject"], "web1\\r\\nBcc: x@evil cpu critical");
+    let raw = msg["data"].as_str().unwrap();
+    let headers = header_lines(raw);
+    assert!(
+        !headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("bcc")),
+        "a forged header:\n{raw}"
+    );
+    let body = body_of(&msg);
+    assert!(body.contains("host: web1\\r\\nBcc: x@evil\n"), "{body:?}");
+
+    // A description with a 3,000-character line and a line of a single
+    // dot (SMTP's end of data), which would end the mail early if sent raw,
+    // and a line that would pass for another field.
+    let long_line = "x".repeat(3000);
+    let description = format!("{long_line}\n.\nstate: ok\nend");
+    s.send(
+        json!({"host": "web2", "service": "cpu", "state": "critical",
+                  "description": description, "metric": 7}),
+    );
+    let msg = sink.next_message();
+    check_lines(&msg);
+    assert_eq!(msg["subject"], "web2 cpu critical");
+    let body = body_of(&msg);
+    assert!(
+        body.contains(&format!("description: {long_line}\\n.\\nstate: ok\\nend\n")),
+        "{body:?}"
+    );
+    assert!(
+        body.contains("metric: 7\n"),
+        "the mail goes on past the dot: {body:?}"
+    );
+    assert!(
+        !body.lines().any(|l| l == "state: ok"),
+        "a forged field: {body:?}"
+    );
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let stats = done.stats();
+    assert_eq!(stats.count("mails_sent"), 4, "{}", stats.0);
+    assert_eq!(stats.count("mail_failures"), 0, "{}", stats.0);
+}

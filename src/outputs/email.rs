@@ -3,6 +3,14 @@
 //! The `email` stream node only composes a [`Mail`] and queues it. The worker
 //! retries a failed send a few times; a full queue drops the mail. Both are
 //! logged (rate-limited) and counted, and neither ever blocks the event path.
+//!
+//! Event fields come from any peer, so nothing a sender writes may break or
+//! forge a mail: control characters are escaped (a `\r\nBcc:` in a host
+//! stays inside its line), and the subject is cut to [`SUBJECT_MAX_CHARS`] (a
+//! header line over RFC 5322's 998 octets makes servers refuse the mail).
+//! Body lines need no cut: lettre sends a body with any line over 76
+//! characters quoted-printable or base64, whose lines are short, and the
+//! SMTP transport dot-stuffs the data.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +21,7 @@ use std::time::Duration;
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::{Message, SmtpTransport, Transport};
 
-use crate::event::Event;
+use crate::event::{push_escaped, Event};
 use crate::log_limit::LogLimiter;
 use crate::warn_limited;
 
@@ -23,6 +31,11 @@ pub const QUEUE_CAPACITY: usize = 1024;
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
 const SMTP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SENDER: &str = "dmon@localhost";
+/// The longest subject sent, in characters, its ellipsis included: well
+/// inside one header line however lettre encodes it, and more than a mail
+/// client shows.
+pub const SUBJECT_MAX_CHARS: usize = 200;
+const ELLIPSIS: char = '…';
 
 static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
 
@@ -55,7 +68,7 @@ impl Mail {
         Mail {
             from: from.clone(),
             to: to.to_vec(),
-            subject: subject.map_or_else(|| event.summary(), str::to_owned),
+            subject: subject_line(&subject.map_or_else(|| event.summary(), str::to_owned)),
             body: describe_fields(event),
             on_failure: None,
         }
@@ -72,12 +85,17 @@ impl Mail {
         let first = events.first().map(|e| e.summary()).unwrap_or_default();
         let default_subject = match events.len() {
             0 | 1 => first,
-            n => format!("{first} and {} more", n - 1),
+            n => {
+                // The count survives a long first summary.
+                let more = format!(" and {} more", n - 1);
+                let room = SUBJECT_MAX_CHARS - more.chars().count();
+                format!("{}{more}", subject_line_within(&first, room))
+            }
         };
         Mail {
             from: from.clone(),
             to: to.to_vec(),
-            subject: subject.map_or(default_subject, str::to_owned),
+            subject: subject_line(subject.unwrap_or(&default_subject)),
             body: events
                 .iter()
                 .map(|e| describe_fields(e))
@@ -88,9 +106,36 @@ impl Mail {
     }
 }
 
-/// One line per present field: `name: value`.
+/// `text` made fit for a Subject header: control characters escaped, and
+/// cut to [`SUBJECT_MAX_CHARS`] characters ending in an ellipsis if longer.
+/// Applying it twice changes nothing.
+pub fn subject_line(text: &str) -> String {
+    subject_line_within(text, SUBJECT_MAX_CHARS)
+}
+
+fn subject_line_within(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    push_escaped(&mut out, text);
+    if let Some((cut, _)) = out.char_indices().nth(max_chars) {
+        // Room for the ellipsis: the result has exactly `max_chars`.
+        let keep = out[..cut].char_indices().last().map_or(0, |(i, _)| i);
+        out.truncate(keep);
+        out.push(ELLIPSIS);
+    }
+    out
+}
+
+/// One line per present field: `name: value`. Strings from the event have
+/// their control characters escaped, so a field is always one line and
+/// cannot pass for another field.
 pub fn describe_fields(e: &Event) -> String {
     let mut out = String::new();
+    let line = |out: &mut String, name: &str, value: &str| {
+        push_escaped(out, name);
+        out.push_str(": ");
+        push_escaped(out, value);
+        out.push('\n');
+    };
     let strings = [
         ("host", &e.host),
         ("service", &e.service),
@@ -99,7 +144,7 @@ pub fn describe_fields(e: &Event) -> String {
     ];
     for (name, v) in strings {
         if let Some(v) = v {
-            let _ = writeln!(out, "{name}: {v}");
+            line(&mut out, name, v);
         }
     }
     if let Some(t) = e.time {
@@ -113,10 +158,10 @@ pub fn describe_fields(e: &Event) -> String {
     }
     if !e.tags.is_empty() {
         let tags: Vec<&str> = e.tags.iter().map(|t| &**t).collect();
-        let _ = writeln!(out, "tags: {}", tags.join(", "));
+        line(&mut out, "tags", &tags.join(", "));
     }
     for (k, v) in &e.attributes {
-        let _ = writeln!(out, "{k}: {v}");
+        line(&mut out, k, v);
     }
     out
 }
@@ -272,7 +317,8 @@ fn deliver(transport: &SmtpTransport, server: &SmtpServer, mail: &Mail, stats: &
 fn build_message(mail: &Mail) -> Result<Message, lettre::error::Error> {
     let mut builder = Message::builder()
         .from(mail.from.clone())
-        .subject(mail.subject.clone())
+        // Again here: a `Mail` may be built by hand, not through `for_event`.
+        .subject(subject_line(&mail.subject))
         .header(ContentType::TEXT_PLAIN);
     for to in &mail.to {
         builder = builder.to(to.clone());
@@ -302,6 +348,63 @@ mod tests {
         assert!(mail.body.contains("metric: 2.5\n"));
         assert!(mail.body.contains("tags: prod\n"));
         assert!(build_message(&mail).is_ok());
+    }
+
+    #[test]
+    fn subjects_are_cut_and_escaped_once() {
+        assert_eq!(subject_line("web1 cpu ok"), "web1 cpu ok");
+        let exact = "a".repeat(SUBJECT_MAX_CHARS);
+        assert_eq!(subject_line(&exact), exact, "a subject that fits is kept");
+        let cut = subject_line(&"é".repeat(5000));
+        assert_eq!(cut, format!("{}…", "é".repeat(SUBJECT_MAX_CHARS - 1)));
+        assert_eq!(subject_line(&cut), cut, "idempotent");
+        let escaped = subject_line("a\r\nBcc: x@evil");
+        assert_eq!(escaped, "a\\r\\nBcc: x@evil");
+        assert_eq!(subject_line(&escaped), escaped, "idempotent");
+
+        let events: Vec<Arc<Event>> = (0..3)
+            .map(|_| {
+                Arc::new(Event {
+                    host: Some("h".repeat(1000).into()),
+                    ..Event::default()
+                })
+            })
+            .collect();
+        let from = parse_mailbox(DEFAULT_SENDER).unwrap();
+        let mail = Mail::for_events(&events, &from, &[], None);
+        assert_eq!(mail.subject.chars().count(), SUBJECT_MAX_CHARS);
+        assert!(mail.subject.ends_with("h… and 2 more"), "{}", mail.subject);
+    }
+
+    /// What goes on the wire: no line over RFC 5322's 998 octets, whatever
+    /// the fields hold, and no header a field could have added.
+    #[test]
+    fn long_and_hostile_fields_make_a_well_formed_message() {
+        let e = Event {
+            host: Some(format!("{}\r\nBcc: x@evil", "h".repeat(5000)).into()),
+            service: Some("é".repeat(3000).into()),
+            description: Some(format!("{}\n.\n", "x".repeat(3000)).into()),
+            attributes: [("k\r\nTo: y@evil".to_owned(), "v".repeat(2000))].into(),
+            ..Event::default()
+        };
+        let from = parse_mailbox(DEFAULT_SENDER).unwrap();
+        let to = [parse_mailbox("ops@example.com").unwrap()];
+        let mail = Mail::for_event(&e, &from, &to, None);
+        assert_eq!(
+            mail.body.lines().count(),
+            4,
+            "one line per field:\n{}",
+            mail.body
+        );
+        let raw = String::from_utf8(build_message(&mail).unwrap().formatted()).unwrap();
+        for line in raw.split("\r\n") {
+            assert!(line.len() <= 998, "a line of {} octets", line.len());
+            assert_ne!(line, ".", "a bare dot line");
+        }
+        let headers: Vec<&str> = raw.split("\r\n").take_while(|l| !l.is_empty()).collect();
+        assert!(!headers
+            .iter()
+            .any(|h| h.starts_with("Bcc") || h.starts_with("To: y")));
     }
 
     #[test]
