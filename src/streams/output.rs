@@ -35,7 +35,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "email",
         params: "*to, subject=None, sender=None",
         summary: "Mail each event (or each list of events, as one mail) through the SMTP server given by --smtp.",
-        details: "The subject defaults to \"host service state\"; the body lists every field. Mail is queued and sent by a worker; a failure counts as an error of this node.",
+        details: "The subject defaults to \"host service state\" (cut to 200 characters); the body lists every field, one per line, control characters escaped. Mail is queued and sent by a worker; a failure counts as an error of this node.",
         example: r#"email("ops@example.com")"#,
         build: build_email,
     },
