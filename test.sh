@@ -75,11 +75,16 @@ for target in json riemann query; do
     # New inputs go to a scratch folder, so the committed seeds stay as
     # they are; a crash leaves its input in fuzz/artifacts/$target/.
     scratch=$(mktemp -d)
+    # libFuzzer prints a line per new input: keep the log, show its end.
     if ! (cd fuzz && "${fuzz[@]}" run "$target" "$scratch" "corpus/$target" -- \
-        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1); then
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
+        >"$scratch.log" 2>&1; then
         fuzz_failed+=("$target")
+        tail -n 60 "$scratch.log"
+    else
+        grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$scratch.log" || tail -n 5 "$scratch.log"
     fi
-    rm -rf "$scratch"
+    rm -rf "$scratch" "$scratch.log"
 done
 if ((${#fuzz_failed[@]})); then
     log "fuzz targets that crashed: ${fuzz_failed[*]} (inputs in fuzz/artifacts/)"
