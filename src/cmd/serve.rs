@@ -46,21 +46,21 @@ pub struct ServerOpts {
     pub max_frame: usize,
     /// Most events (and states) in one Riemann message; a message with more
     /// is refused whole with an error reply naming the limit.
-    #[arg(long, value_name = "N", env = "DMON_MAX_EVENTS_PER_MESSAGE", default_value_t = riemann_tcp::DEFAULT_MAX_EVENTS)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_EVENTS_PER_MESSAGE", default_value_t = riemann_tcp::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub max_events_per_message: usize,
     /// Longest Riemann query accepted, in bytes.
-    #[arg(long, value_name = "BYTES", env = "DMON_MAX_QUERY_BYTES", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_BYTES)]
+    #[arg(long, value_name = "BYTES", env = "DMON_MAX_QUERY_BYTES", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_BYTES, value_parser = at_least_one)]
     pub max_query_bytes: usize,
     /// Most simple predicates (`host = "a"`, `tagged "x"`…) in one Riemann
     /// query.
-    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_TERMS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_TERMS)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_TERMS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_TERMS, value_parser = at_least_one)]
     pub max_query_terms: usize,
     /// Most events in one Riemann query's reply; a query matching more gets
     /// an error reply (replies are also capped at --max-frame bytes).
-    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_RESULTS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_RESULTS)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_QUERY_RESULTS", default_value_t = riemann_tcp::DEFAULT_MAX_QUERY_RESULTS, value_parser = at_least_one)]
     pub max_query_results: usize,
     /// Most Riemann TCP connections open at once; one more is closed at once.
-    #[arg(long, value_name = "N", env = "DMON_MAX_CONNECTIONS", default_value_t = riemann_tcp::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_CONNECTIONS", default_value_t = riemann_tcp::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub max_connections: usize,
     /// Seconds a Riemann TCP connection may go without sending a complete
     /// message, or without reading a reply, before it is closed.
@@ -91,7 +91,7 @@ pub struct ServerOpts {
     pub max_in_flight: usize,
     /// Events one UDP datagram (JSON or Riemann) may carry; the rest are
     /// refused and counted.
-    #[arg(long, value_name = "N", env = "DMON_MAX_DATAGRAM_EVENTS", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM)]
+    #[arg(long, value_name = "N", env = "DMON_MAX_DATAGRAM_EVENTS", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM, value_parser = at_least_one)]
     pub max_datagram_events: usize,
 }
 
@@ -103,6 +103,7 @@ impl ServerOpts {
     }
 }
 
+/// A limit of 0 would refuse everything: a mistake, said at start-up.
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
