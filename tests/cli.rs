@@ -459,12 +459,17 @@ fn catalog_shows_one_function_and_names_a_missing_one() {
 /// A limit of 0 would refuse everything; dmon says so instead of starting.
 #[test]
 fn a_zero_limit_is_refused_at_start_up() {
-    for flag in ["--max-connections", "--max-in-flight", "--max-datagram-events"] {
+    for flag in [
+        "--max-connections",
+        "--max-in-flight",
+        "--max-datagram-events",
+    ] {
         let r = run_dmon(&["serve", flag, "0"], None);
         assert!(!r.status.success(), "{flag} 0 started");
         assert!(
-            r.stderr
-                .contains(&format!("invalid value '0' for '{flag} <N>': must be at least 1")),
+            r.stderr.contains(&format!(
+                "invalid value '0' for '{flag} <N>': must be at least 1"
+            )),
             "{flag}: {}",
             r.stderr
         );

@@ -208,16 +208,6 @@ fn server_pid(module: &Path) -> u32 {
     found[0]
 }
 
-/// Resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 // ---------------------------------------------------------------------------
 // 6. Garbage inside a valid frame
 // ---------------------------------------------------------------------------
