@@ -21,6 +21,7 @@
 //! | [`console`] | where printed lines go |
 //! | [`stats`], [`log_limit`], [`logs`] | counters, rate-limited logs, and where log records go |
 //! | [`query`] | Riemann's query language: parse once, match events natively |
+//! | [`recent`] | the last minutes of incoming events, for trying a stream on them |
 //! | [`python`] | the embedded interpreter, `dmon.streams`, module loading |
 //! | [`cmd`] | one file per `dmon` subcommand |
 //!
@@ -43,6 +44,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod python;
 pub mod query;
+pub mod recent;
 pub mod server;
 pub mod stats;
 pub mod streams;

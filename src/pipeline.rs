@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::context::Context;
 use crate::event::Event;
 use crate::latency::Histogram;
+use crate::recent::Recent;
 use crate::stats::{IngestStats, Stats};
 use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
 
@@ -126,6 +127,9 @@ pub struct Pipeline {
     /// root per event: cheap enough to always know what it is stuck in.
     busy_since: AtomicU64,
     busy_root: AtomicUsize,
+    /// The last minutes of received events (off until configured:
+    /// `--recent-minutes`).
+    pub recent: Recent,
 }
 
 impl Pipeline {
@@ -151,6 +155,7 @@ impl Pipeline {
             batch_start: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             busy_root: AtomicUsize::new(0),
+            recent: Recent::off(),
         }
     }
 
@@ -275,7 +280,10 @@ impl Pipeline {
 
     /// Runs one event through every root.
     pub fn process(&self, event: Event) {
-        let event = Arc::new(event);
+        self.process_shared(Arc::new(event));
+    }
+
+    fn process_shared(&self, event: Arc<Event>) {
         let roots = self.roots.load();
         for (i, root) in roots.iter().enumerate() {
             self.enter(i);
@@ -293,11 +301,28 @@ impl Pipeline {
 
     /// Runs events from a source: an event dated absurdly far ahead of
     /// `now` is dated `now` (see [`MAX_FUTURE_SECS`]).
+    /// With the recent-traffic ring on, the batch enters it first, under
+    /// one lock (expired events re-injected by the index do not: they were
+    /// not received).
     fn process_received(&self, events: Vec<Event>, now: f64) {
         let horizon = now + MAX_FUTURE_SECS;
-        for mut e in events {
-            e.clamp_future(horizon, now);
-            self.process(e);
+        if !self.recent.is_on() {
+            for mut e in events {
+                e.clamp_future(horizon, now);
+                self.process(e);
+            }
+            return;
+        }
+        let events: Vec<Arc<Event>> = events
+            .into_iter()
+            .map(|mut e| {
+                e.clamp_future(horizon, now);
+                Arc::new(e)
+            })
+            .collect();
+        self.recent.push(now, &events);
+        for e in events {
+            self.process_shared(e);
         }
     }
 
@@ -312,6 +337,7 @@ impl Pipeline {
         if now - last >= EXPIRY_INTERVAL {
             self.last_expiry.store(now.to_bits(), Ordering::Relaxed);
             self.expire(now);
+            self.recent.trim(now);
         }
     }
 
@@ -411,6 +437,8 @@ impl Pipeline {
             mail_failures: mail.failures.load(Ordering::Relaxed),
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
+            recent_events: self.recent.len() as u64,
+            recent_dropped: self.recent.dropped(),
             nodes: Vec::new(),
         }
     }
@@ -435,5 +463,53 @@ fn coarse_nanos() -> u64 {
 fn name_nodes(roots: &[Root]) {
     for root in roots {
         assign_paths(&root.path(), &*root.node);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::index::IndexNode;
+    use crate::testing::{ev, Harness};
+
+    /// Received events enter the ring once, with the receive time; the
+    /// expired copies the index re-injects do not; the tick ages it.
+    #[test]
+    fn received_events_enter_the_recent_ring() {
+        let h = Harness::at(1000.0);
+        let roots = vec![Root {
+            name: "index_stream".into(),
+            node: Arc::new(IndexNode::new()),
+        }];
+        let pipeline = Pipeline::new(Arc::clone(&h.ctx), roots);
+        pipeline.recent.configure(120.0, 1000);
+        pipeline.handle(Work::Events(vec![
+            ev(r#"{"host":"a","ttl":10,"time":1000}"#),
+            ev(r#"{"host":"b","ttl":10,"time":1000}"#),
+        ]));
+        h.clock.advance_by(30.0);
+        pipeline.handle(Work::Tick);
+        let stats = pipeline.stats();
+        assert_eq!(stats.expired, 2, "both expired and were re-injected");
+        assert_eq!(stats.processed, 4);
+        let kept = pipeline.recent.since(0.0);
+        let hosts: Vec<_> = kept.iter().map(|r| r.event.host.as_deref()).collect();
+        assert_eq!(hosts, [Some("a"), Some("b")], "only what was received");
+        assert!(kept.iter().all(|r| r.at == 1000.0));
+        assert_eq!(stats.recent_events, 2);
+        assert_eq!(stats.recent_dropped, 0);
+
+        h.clock.advance_by(91.0);
+        pipeline.handle(Work::Tick);
+        assert_eq!(pipeline.stats().recent_events, 0, "aged out on the tick");
+    }
+
+    #[test]
+    fn the_ring_is_off_unless_configured() {
+        let h = Harness::at(0.0);
+        let pipeline = Pipeline::new(Arc::clone(&h.ctx), Vec::new());
+        pipeline.handle(Work::Events(vec![ev(r#"{"host":"a"}"#)]));
+        assert_eq!(pipeline.stats().processed, 1);
+        assert_eq!(pipeline.stats().recent_events, 0);
     }
 }

@@ -117,6 +117,10 @@ pub struct Stats {
     pub mails_dropped: u64,
     /// Events a `tap()` observer missed because it was too slow.
     pub tap_drops: u64,
+    /// Events in the recent-traffic ring now (`--recent-minutes`), and
+    /// those its cap (`--recent-max-events`) pushed out early.
+    pub recent_events: u64,
+    pub recent_dropped: u64,
     pub nodes: Vec<NodeSnapshot>,
 }
 

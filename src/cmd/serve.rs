@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
+use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
 use crate::stats::Stats;
 
@@ -93,6 +94,16 @@ pub struct ServerOpts {
     /// refused and counted.
     #[arg(long, value_name = "N", env = "DMON_MAX_DATAGRAM_EVENTS", default_value_t = pipeline::DEFAULT_MAX_EVENTS_PER_DATAGRAM, value_parser = at_least_one)]
     pub max_datagram_events: usize,
+    /// Minutes of received events kept in memory for the shell's
+    /// try_stream() to replay (a dry run of a new stream on recent
+    /// traffic); 0 keeps none.
+    #[arg(long, value_name = "MINUTES", env = "DMON_RECENT_MINUTES", default_value_t = recent::DEFAULT_MINUTES, value_parser = parse_minutes)]
+    pub recent_minutes: f64,
+    /// Most events those minutes may hold, whatever the rate, so memory
+    /// stays bounded; past it the oldest go first (counted as
+    /// recent_dropped).
+    #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
+    pub recent_max_events: usize,
 }
 
 impl ServerOpts {
@@ -108,6 +119,15 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Minutes: a finite number, 0 or more.
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m >= 0.0 && m.is_finite() => Ok(m),
+        Ok(_) => Err("expected a number of minutes, 0 or more (0 turns it off)".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -133,9 +153,13 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl ServerOpts {
-    /// Gives `pipeline` the limits these options set.
+    /// Gives `pipeline` the limits these options set, and its ring of
+    /// recent events.
     pub fn apply_limits(&self, pipeline: &Pipeline) {
         pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
+        pipeline
+            .recent
+            .configure(self.recent_minutes * 60.0, self.recent_max_events);
     }
 
     pub fn listeners(&self) -> Listeners {
