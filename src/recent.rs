@@ -7,10 +7,11 @@
 //! the count is reached the oldest events go first, and are counted as
 //! dropped. The pipeline pushes each batch under one lock, not each event.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::codec::json;
 use crate::event::Event;
 use crate::streams::lock;
 
@@ -149,6 +150,119 @@ impl Recent {
     }
 }
 
+/// Differences kept per side by [`compare`]; the totals count them all.
+pub const MAX_DIFFERENCES: usize = 100;
+
+/// What reached one output node in a dry run: `printer("hi: ")`, of kind
+/// `printer`, and its events in order.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputView<'a> {
+    pub node: &'a str,
+    pub kind: &'a str,
+    pub events: &'a [Arc<Event>],
+}
+
+/// Events per output node, candidate beside live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CountRow {
+    pub node: String,
+    pub kind: String,
+    pub candidate: u64,
+    pub live: u64,
+}
+
+/// An event one side sent to an output and the other did not.
+#[derive(Clone, Debug)]
+pub struct Difference {
+    pub node: String,
+    pub kind: String,
+    pub event: Arc<Event>,
+}
+
+/// A candidate's dry run beside the live streams' on the same events.
+#[derive(Clone, Debug, Default)]
+pub struct Comparison {
+    /// Every output node of either side, the candidate's first, each once.
+    pub rows: Vec<CountRow>,
+    /// The first [`MAX_DIFFERENCES`] events only the candidate sent, in
+    /// the order it sent them; the totals count all.
+    pub only_candidate: Vec<Difference>,
+    pub only_candidate_total: u64,
+    pub only_live: Vec<Difference>,
+    pub only_live_total: u64,
+}
+
+/// Compares what two dry runs sent to their outputs. Two outputs of the
+/// same kind are the same destination: an event is a difference when the
+/// other side did not send an equal event (field for field) to an output
+/// of that kind as many times, so a renamed printer prefix is no
+/// difference, and a changed threshold is.
+pub fn compare(candidate: &[OutputView<'_>], live: &[OutputView<'_>]) -> Comparison {
+    let mut rows: Vec<CountRow> = Vec::new();
+    for (side, outputs) in [(0, candidate), (1, live)] {
+        for o in outputs {
+            let at = match rows.iter().position(|r| r.node == o.node) {
+                Some(i) => i,
+                None => {
+                    rows.push(CountRow {
+                        node: o.node.to_owned(),
+                        kind: o.kind.to_owned(),
+                        candidate: 0,
+                        live: 0,
+                    });
+                    rows.len() - 1
+                }
+            };
+            let n = o.events.len() as u64;
+            if side == 0 {
+                rows[at].candidate += n;
+            } else {
+                rows[at].live += n;
+            }
+        }
+    }
+    let (only_candidate, only_candidate_total) = unmatched(candidate, live);
+    let (only_live, only_live_total) = unmatched(live, candidate);
+    Comparison {
+        rows,
+        only_candidate,
+        only_candidate_total,
+        only_live,
+        only_live_total,
+    }
+}
+
+/// The events of `mine` that `theirs` did not send to an output of the
+/// same kind (each of theirs matches one of mine): the first few, and
+/// how many in all.
+fn unmatched(mine: &[OutputView<'_>], theirs: &[OutputView<'_>]) -> (Vec<Difference>, u64) {
+    let mut available: HashMap<(&str, String), u64> = HashMap::new();
+    for o in theirs {
+        for e in o.events {
+            *available.entry((o.kind, json::encode(e))).or_default() += 1;
+        }
+    }
+    let (mut first, mut total) = (Vec::new(), 0);
+    for o in mine {
+        for e in o.events {
+            match available.get_mut(&(o.kind, json::encode(e))) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => {
+                    total += 1;
+                    if first.len() < MAX_DIFFERENCES {
+                        first.push(Difference {
+                            node: o.node.to_owned(),
+                            kind: o.kind.to_owned(),
+                            event: Arc::clone(e),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    (first, total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +348,82 @@ mod tests {
         assert!(ring.is_empty());
         ring.push(2.0, &batch(&["e"]));
         assert!(ring.is_empty());
+    }
+
+    fn out<'a>(node: &'a str, kind: &'a str, events: &'a [Arc<Event>]) -> OutputView<'a> {
+        OutputView { node, kind, events }
+    }
+
+    fn metrics(ds: &[Difference]) -> Vec<(String, Option<f64>)> {
+        ds.iter()
+            .map(|d| (d.node.clone(), d.event.metric.map(|m| m.as_f64())))
+            .collect()
+    }
+
+    #[test]
+    fn compare_counts_per_output_and_finds_what_one_side_alone_sent() {
+        let e = |m: u32| Arc::new(ev(&format!(r#"{{"host":"a","metric":{m},"time":1}}"#)));
+        let (e3, e6, e7, e9) = (e(3), e(6), e(7), e(9));
+        let cand_printed = [e6.clone(), e7.clone(), e9.clone()];
+        let live_printed = [e7.clone(), e9.clone()];
+        let live_indexed = [e3.clone(), e6.clone()];
+        let cmp = compare(
+            &[out("printer(\"hi: \")", "printer", &cand_printed)],
+            &[
+                out("printer(\"high: \")", "printer", &live_printed),
+                out("index()", "index", &live_indexed),
+            ],
+        );
+        let row = |node: &str, candidate, live| CountRow {
+            node: node.into(),
+            kind: node.split('(').next().unwrap().into(),
+            candidate,
+            live,
+        };
+        assert_eq!(
+            cmp.rows,
+            [
+                row("printer(\"hi: \")", 3, 0),
+                row("printer(\"high: \")", 0, 2),
+                row("index()", 0, 2),
+            ]
+        );
+        // 7 and 9 were printed by both (another prefix is no difference);
+        // 6 went to a printer only in the candidate, to the index only live.
+        assert_eq!(
+            metrics(&cmp.only_candidate),
+            [("printer(\"hi: \")".into(), Some(6.0))]
+        );
+        assert_eq!(cmp.only_candidate_total, 1);
+        assert_eq!(
+            metrics(&cmp.only_live),
+            [("index()".into(), Some(3.0)), ("index()".into(), Some(6.0))]
+        );
+        assert_eq!(cmp.only_live_total, 2);
+    }
+
+    #[test]
+    fn compare_matches_repeats_one_for_one_and_keeps_the_first_few() {
+        let e = Arc::new(ev(r#"{"host":"a","metric":1}"#));
+        let many: Vec<Arc<Event>> = (0..MAX_DIFFERENCES + 5).map(|_| e.clone()).collect();
+        let two = [e.clone(), e.clone()];
+        let cmp = compare(
+            &[out("index()", "index", &many)],
+            &[out("index()", "index", &two)],
+        );
+        assert_eq!(cmp.rows.len(), 1, "the same node on both sides is one row");
+        assert_eq!(
+            (cmp.rows[0].candidate, cmp.rows[0].live),
+            (many.len() as u64, 2)
+        );
+        assert_eq!(cmp.only_candidate_total, many.len() as u64 - 2);
+        assert_eq!(cmp.only_candidate.len(), MAX_DIFFERENCES);
+        assert_eq!(cmp.only_live_total, 0);
+
+        let same = compare(
+            &[out("index()", "index", &two)],
+            &[out("index()", "index", &two)],
+        );
+        assert_eq!((same.only_candidate_total, same.only_live_total), (0, 0));
     }
 }

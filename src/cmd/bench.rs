@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// Internal: act as the Riemann TCP load generator against this address.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     pub generate_riemann: Option<SocketAddr>,
+    /// Also run (a) and (b) with the recent-traffic ring on (the serve
+    /// defaults: 5 minutes, at most 1,000,000 events), each right after
+    /// the same scenario with it off, to show what the ring costs.
+    #[arg(long)]
+    pub recent: bool,
     /// Internal: the load generator's rate.
     #[arg(long, hide = true, default_value_t = 100_000)]
     pub rate: u64,
@@ -138,17 +143,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("a") {
         let base = baseline_now();
         let roots = python_roots()?;
-        let o = pipelined(roots, &samples, args.events, true);
+        let o = pipelined(roots, &samples, args.events, true, false);
         report(
             "(a) decode -> when(python lambda) -> average -> index",
             &o,
             base,
         );
+        if args.recent {
+            let base = baseline_now();
+            let o = pipelined(python_roots()?, &samples, args.events, true, true);
+            report("(a) with the recent-traffic ring on", &o, base);
+        }
     }
     if wants("b") {
         let base = baseline_now();
-        let o = pipelined(native_roots(), &samples, args.events, false);
+        let o = pipelined(native_roots(), &samples, args.events, false, false);
         report("(b) decode -> average -> index (native)", &o, base);
+        if args.recent {
+            let base = baseline_now();
+            let o = pipelined(native_roots(), &samples, args.events, false, true);
+            report("(b) with the recent-traffic ring on", &o, base);
+        }
     }
     if wants("c") {
         let base = baseline_now();
@@ -156,7 +171,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("f") {
         let base = baseline_now();
-        let o = pipelined(by_roots()?, &samples, args.events, false);
+        let o = pipelined(by_roots()?, &samples, args.events, false, false);
         report(
             "(f) decode -> by(host, service, average -> index)",
             &o,
@@ -397,10 +412,24 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
     }
 }
 
-/// Decodes on this thread and processes on a dispatch thread, as the server does.
-fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool) -> Outcome {
+/// Decodes on this thread and processes on a dispatch thread, as the server
+/// does; `recent`: with the recent-traffic ring on, as `serve` has it.
+fn pipelined(
+    roots: Vec<Root>,
+    samples: &[Vec<u8>],
+    n: usize,
+    with_python: bool,
+    recent: bool,
+) -> Outcome {
     reset_peak_rss();
-    let pipeline = Arc::new(Pipeline::new(fresh_context(), roots));
+    let pipeline = Pipeline::new(fresh_context(), roots);
+    if recent {
+        pipeline.recent.configure(
+            crate::recent::DEFAULT_MINUTES * 60.0,
+            crate::recent::DEFAULT_MAX_EVENTS,
+        );
+    }
+    let pipeline = Arc::new(pipeline);
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let start = Instant::now();
     let dispatcher = if with_python {
