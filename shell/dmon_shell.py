@@ -166,9 +166,23 @@ def stats(as_json=False):
         f"expired {s['expired']}   indexed {s['indexed']}",
         f"mail: queued {s['mails_queued']}  sent {s['mails_sent']}  "
         f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
+        _recent_line(s),
     ]
     print("\n".join(lines))
     _print_nodes(s["nodes"])
+
+
+def _recent_line(s):
+    """The recent-traffic ring (what try_stream() replays): its size, bounds and drops."""
+    window, cap = _server.recent_bounds()
+    if not window:
+        return "recent: off (--recent-minutes 0), so try_stream() has nothing to replay"
+    return (f"recent: {s['recent_events']} events kept (last {_minutes(window / 60)}, "
+            f"at most {cap:,}), {s['recent_dropped']} dropped by the cap")
+
+
+def _minutes(m):
+    return "1 minute" if m == 1 else f"{m:g} minutes"
 
 
 def _print_nodes(nodes):
@@ -259,6 +273,120 @@ def _table(events):
         out.append(_paint(BOLD, line) if i == 0 else line)
     out.append(_paint(DIM, f"{_count(len(events))} in the index"))
     return "\n".join(out)
+
+
+def try_stream(candidate, minutes=5, against=None):
+    """try_stream(candidate, minutes=5, against=None): dry-run a stream on the last minutes of traffic, beside the live streams.
+
+    Runs a fresh copy of `candidate` over the events received in the last
+    `minutes` (on a clock that follows their times; nothing is printed, mailed
+    or indexed for real), and the same with a fresh copy of the live streams —
+    all of them, or the one `against` names ("average_stream"). Shows the
+    events per output for each, then the first events one sent and the other
+    did not. Returns a TryResult whose attributes hold the same data. To make
+    the candidate live, bind it: `x_stream = candidate`."""
+    data = _server.try_stream(candidate, minutes, against)
+    names = [k for k, v in _ns.items() if v is candidate and not k.startswith("_")]
+    return TryResult(data, names[0] if names else None)
+
+
+class TryResult:
+    """What try_stream() found; shown at the prompt as its report.
+
+    events, first, last (receive times), against, live_streams; counts: a list of
+    (output, candidate, live); only_candidate / only_live: the first (output,
+    event) pairs only that side sent, with only_candidate_total / only_live_total;
+    errors: (candidate's, live's) node errors; same: no differences."""
+
+    SHOWN = 5
+    WIDTH = 80
+
+    def __init__(self, data, name=None):
+        self.events = data["events"]
+        self.first, self.last = data["first"], data["last"]
+        self.minutes, self.kept_minutes = data["minutes"], data["kept_minutes"]
+        self.against = data["against"]
+        self.live_streams = data["live_streams"]
+        self.counts = [(node, c, l) for node, _kind, c, l in data["rows"]]
+        self._kinds = {node: kind for node, kind, _c, _l in data["rows"]}
+        self.only_candidate = [(node, e) for node, _kind, e in data["only_candidate"]]
+        self.only_live = [(node, e) for node, _kind, e in data["only_live"]]
+        self.only_candidate_total = data["only_candidate_total"]
+        self.only_live_total = data["only_live_total"]
+        self.errors = tuple(data["errors"])
+        self.name = name
+
+    @property
+    def same(self):
+        return self.only_candidate_total == 0 and self.only_live_total == 0
+
+    def count(self, output):
+        """(candidate, live) events that reached the output described so: 'printer("hi: ")'."""
+        for node, c, l in self.counts:
+            if node == output:
+                return (c, l)
+        raise KeyError(f"no output {output}; the outputs are {', '.join(n for n, _, _ in self.counts)}")
+
+    def _fit(self, text):
+        return text if len(text) <= self.WIDTH else text[:self.WIDTH - 1] + "…"
+
+    def report(self):
+        span = f"{_clock(self.first)}–{_clock(self.last)} ({_duration(self.last - self.first)})"
+        out = [_paint(BOLD, self._fit(f"try_stream: {_count(self.events)} received {span}"))]
+        if self.against is None:
+            live = ", ".join(self.live_streams) or "(none)"
+            out.append(self._fit(f"candidate vs the live streams: {live}"))
+        else:
+            out.append(self._fit(f"candidate vs {self.against}"))
+        if self.minutes > self.kept_minutes:
+            out.append(_paint(YELLOW, f"(only the last {_minutes(self.kept_minutes)} are kept: "
+                                      "--recent-minutes)"))
+        col = 9
+        node_w = min(max([len("output")] + [len(n) for n, _, _ in self.counts]),
+                     self.WIDTH - 2 * (col + 2))
+        out.append(_paint(DIM, f"{'output':<{node_w}}  {'candidate':>{col}}  {'live':>{col}}"))
+        for node, c, l in self.counts:
+            name = node if len(node) <= node_w else node[:node_w - 1] + "…"
+            out.append(f"{name:<{node_w}}  {c:>{col}}  {l:>{col}}")
+        if not self.counts:
+            out.append(_paint(DIM, "(no output nodes on either side)"))
+        if self.same:
+            out.append(_paint(GREEN, "no differences: the candidate sent what the live streams sent"))
+        else:
+            out.append(
+                f"differences: {self.only_candidate_total} only from the candidate (+), "
+                f"{self.only_live_total} only from live (-); the first:")
+            merged = [("+", GREEN, n, e) for n, e in self.only_candidate] + \
+                     [("-", RED, n, e) for n, e in self.only_live]
+            merged.sort(key=lambda d: d[3].time if d[3].time is not None else float("inf"))
+            for sign, color, node, e in merged[:self.SHOWN]:
+                line = self._fit(f"{sign} {self._kinds.get(node, node):<7} {e.to_json()}")
+                out.append(_paint(color, line[0]) + line[1:])
+        failed = [f"the candidate's nodes failed {self.errors[0]} times"] if self.errors[0] else []
+        failed += [f"the live streams' {self.errors[1]} times"] if self.errors[1] else []
+        if failed:
+            out.append(_paint(RED, f"{' and '.join(failed)} (logs() shows why)"))
+        expr = self.name or "<candidate>"
+        out.append(_paint(DIM, self._fit(f"to make it live: x_stream = {expr}")))
+        if self.against:
+            out.append(_paint(DIM, self._fit(f"or, to replace {self.against}: {self.against} = {expr}")))
+        return "\n".join(out)
+
+    __repr__ = report
+    __str__ = report
+
+
+def _clock(t):
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _duration(secs):
+    secs = int(round(secs))
+    if secs < 60:
+        return f"{secs} s"
+    if secs < 3600:
+        return f"{secs // 60} min {secs % 60} s"
+    return f"{secs // 3600} h {secs % 3600 // 60} min"
 
 
 def reload():
@@ -608,7 +736,7 @@ def set_address(host, port):
 
 
 _HELPERS = (inject, paste, send, event, streams, tap, index, query, stats, logs, log_level,
-            reload, edit, watch, help)
+            try_stream, reload, edit, watch, help)
 
 
 def _put_helpers():

@@ -182,7 +182,7 @@ pub struct Difference {
 /// A candidate's dry run beside the live streams' on the same events.
 #[derive(Clone, Debug, Default)]
 pub struct Comparison {
-    /// Every output node of either side, the candidate's first, each once.
+    /// Every output node of either side (those given first), each once.
     pub rows: Vec<CountRow>,
     /// The first [`MAX_DIFFERENCES`] events only the candidate sent, in
     /// the order it sent them; the totals count all.
@@ -197,22 +197,36 @@ pub struct Comparison {
 /// other side did not send an equal event (field for field) to an output
 /// of that kind as many times, so a renamed printer prefix is no
 /// difference, and a changed threshold is.
-pub fn compare(candidate: &[OutputView<'_>], live: &[OutputView<'_>]) -> Comparison {
+///
+/// `nodes` are the output nodes of the trees, `(describe, kind)`: the
+/// table has a row for each even when nothing reached it.
+pub fn compare(
+    candidate: &[OutputView<'_>],
+    live: &[OutputView<'_>],
+    nodes: &[(String, &str)],
+) -> Comparison {
     let mut rows: Vec<CountRow> = Vec::new();
+    let row = |rows: &mut Vec<CountRow>, node: &str, kind: &str| match rows
+        .iter()
+        .position(|r| r.node == node)
+    {
+        Some(i) => i,
+        None => {
+            rows.push(CountRow {
+                node: node.to_owned(),
+                kind: kind.to_owned(),
+                candidate: 0,
+                live: 0,
+            });
+            rows.len() - 1
+        }
+    };
+    for (node, kind) in nodes {
+        row(&mut rows, node, kind);
+    }
     for (side, outputs) in [(0, candidate), (1, live)] {
         for o in outputs {
-            let at = match rows.iter().position(|r| r.node == o.node) {
-                Some(i) => i,
-                None => {
-                    rows.push(CountRow {
-                        node: o.node.to_owned(),
-                        kind: o.kind.to_owned(),
-                        candidate: 0,
-                        live: 0,
-                    });
-                    rows.len() - 1
-                }
-            };
+            let at = row(&mut rows, o.node, o.kind);
             let n = o.events.len() as u64;
             if side == 0 {
                 rows[at].candidate += n;
@@ -232,20 +246,30 @@ pub fn compare(candidate: &[OutputView<'_>], live: &[OutputView<'_>]) -> Compari
     }
 }
 
+/// An event's fields, as a 64-bit hash of its JSON: a million events' keys
+/// stay small, and two different events share one with a chance of about
+/// 1 in 10^7 even then.
+fn identity(event: &Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json::encode(event).hash(&mut h);
+    h.finish()
+}
+
 /// The events of `mine` that `theirs` did not send to an output of the
 /// same kind (each of theirs matches one of mine): the first few, and
 /// how many in all.
 fn unmatched(mine: &[OutputView<'_>], theirs: &[OutputView<'_>]) -> (Vec<Difference>, u64) {
-    let mut available: HashMap<(&str, String), u64> = HashMap::new();
+    let mut available: HashMap<(&str, u64), u64> = HashMap::new();
     for o in theirs {
         for e in o.events {
-            *available.entry((o.kind, json::encode(e))).or_default() += 1;
+            *available.entry((o.kind, identity(e))).or_default() += 1;
         }
     }
     let (mut first, mut total) = (Vec::new(), 0);
     for o in mine {
         for e in o.events {
-            match available.get_mut(&(o.kind, json::encode(e))) {
+            match available.get_mut(&(o.kind, identity(e))) {
                 Some(n) if *n > 0 => *n -= 1,
                 _ => {
                     total += 1;
@@ -373,6 +397,8 @@ mod tests {
                 out("printer(\"high: \")", "printer", &live_printed),
                 out("index()", "index", &live_indexed),
             ],
+            // An output nothing reached has its row too.
+            &[("email(\"ops\")".into(), "email")],
         );
         let row = |node: &str, candidate, live| CountRow {
             node: node.into(),
@@ -383,6 +409,7 @@ mod tests {
         assert_eq!(
             cmp.rows,
             [
+                row("email(\"ops\")", 0, 0),
                 row("printer(\"hi: \")", 3, 0),
                 row("printer(\"high: \")", 0, 2),
                 row("index()", 0, 2),
@@ -410,6 +437,7 @@ mod tests {
         let cmp = compare(
             &[out("index()", "index", &many)],
             &[out("index()", "index", &two)],
+            &[],
         );
         assert_eq!(cmp.rows.len(), 1, "the same node on both sides is one row");
         assert_eq!(
@@ -423,6 +451,7 @@ mod tests {
         let same = compare(
             &[out("index()", "index", &two)],
             &[out("index()", "index", &two)],
+            &[],
         );
         assert_eq!((same.only_candidate_total, same.only_live_total), (0, 0));
     }

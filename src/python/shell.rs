@@ -16,10 +16,13 @@ use crate::client::{send_datagrams, ClientError, RiemannClient};
 use crate::codec::json;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
+use crate::outputs::capture::Output;
 use crate::pipeline::{Pipeline, Root};
 use crate::query::Query;
+use crate::recent::{self, OutputView, Received};
+use crate::rehearsal::Rehearsal;
 use crate::server::{Addresses, Injector};
-use crate::streams::NodeRef;
+use crate::streams::{walk_tree, Node, NodeRef};
 
 /// The embedded Python half of the shell.
 pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
@@ -358,6 +361,252 @@ impl ShellServer {
     /// Writes a line where server output goes (above the prompt).
     fn console(&self, line: &str) {
         self.console.write_line(line);
+    }
+
+    /// The recent-traffic ring's bounds: seconds kept (0: off) and most
+    /// events; None with --connect.
+    fn recent_bounds(&self) -> Option<(f64, usize)> {
+        match &self.target {
+            Target::Local(p) => Some((p.recent.window_secs(), p.recent.max_events())),
+            Target::Remote { .. } => None,
+        }
+    }
+
+    /// `try_stream()`'s work: runs fresh copies of `candidate` and of the
+    /// live streams (every root, or the one `against` names) over the
+    /// events received in the last `minutes`, each on a virtual clock
+    /// following event times with outputs captured (nothing printed, mailed
+    /// or indexed for real), and compares what reached their outputs.
+    /// Returns plain data; `dmon_shell.TryResult` words it.
+    #[pyo3(signature = (candidate, minutes, against=None))]
+    fn try_stream<'py>(
+        &self,
+        py: Python<'py>,
+        candidate: &Bound<'py, PyAny>,
+        minutes: f64,
+        against: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let Target::Local(pipeline) = &self.target else {
+            return Err(PyRuntimeError::new_err(
+                "try_stream() needs the local server: with --connect, the recent events are \
+                 kept by the remote dmon",
+            ));
+        };
+        if !(minutes > 0.0 && minutes.is_finite()) {
+            return Err(PyValueError::new_err(format!(
+                "try_stream(): minutes must be a positive number, not {minutes}"
+            )));
+        }
+        let node = match to_node(candidate) {
+            Ok(node) => node,
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "try_stream() needs a stream to try, like \
+                     try_stream(where(\"metric > 5\", printer(\"hi: \"))), not {}",
+                    candidate.repr()?
+                )))
+            }
+        };
+        let ring = &pipeline.recent;
+        if !ring.is_on() {
+            return Err(PyRuntimeError::new_err(
+                "no recent events are kept: this dmon runs with --recent-minutes 0; start it \
+                 with --recent-minutes 5 (or DMON_RECENT_MINUTES=5) to try streams on recent \
+                 traffic",
+            ));
+        }
+        let (against_name, live) = live_roots(pipeline, against)?;
+        let now = pipeline.context().now();
+        let received = ring.since(now - minutes * 60.0);
+        let (Some(first), Some(last)) = (received.first(), received.last()) else {
+            return Err(PyRuntimeError::new_err(format!(
+                "no events received in the last {} to try the stream on (the ring keeps {}); \
+                 send some, or inject() them, and try again",
+                plural(minutes, "minute"),
+                plural(ring.window_secs() / 60.0, "minute"),
+            )));
+        };
+        let (first_at, last_at) = (first.at, last.at);
+        let start = start_time(first, ring.window_secs());
+        let mut nodes = output_nodes(&node);
+        for root in &live {
+            nodes.extend(output_nodes(&root.node));
+        }
+        let candidate_roots = vec![Root {
+            name: "try_stream".into(),
+            node,
+        }];
+        let mut runs = [
+            Rehearsal::new(candidate_roots, start, Arc::new(Discard)),
+            Rehearsal::new(live, start, Arc::new(Discard)),
+        ];
+        // In slices, without the GIL: the live server goes on meanwhile,
+        // and Ctrl-C is seen between slices.
+        for slice in received.chunks(TRY_SLICE) {
+            py.detach(|| runs.iter_mut().for_each(|r| feed(r, slice)));
+            py.check_signals()?;
+        }
+        py.detach(|| {
+            for r in runs.iter_mut() {
+                let ctx = Arc::clone(r.ctx());
+                super::with_context(&ctx, || r.advance_to(now));
+            }
+        });
+        let [candidate_run, live_run] = runs;
+        let (candidate_out, live_out) = (candidate_run.take_outputs(), live_run.take_outputs());
+        let nodes: Vec<(String, &str)> = nodes.iter().map(|(d, k)| (d.clone(), *k)).collect();
+        let cmp = recent::compare(&view(&candidate_out), &view(&live_out), &nodes);
+
+        let out = PyDict::new(py);
+        out.set_item("events", received.len())?;
+        out.set_item("first", first_at)?;
+        out.set_item("last", last_at)?;
+        out.set_item("minutes", minutes)?;
+        out.set_item("kept_minutes", ring.window_secs() / 60.0)?;
+        out.set_item("against", against_name)?;
+        out.set_item(
+            "live_streams",
+            live_run
+                .pipeline()
+                .roots()
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let rows: Vec<(String, String, u64, u64)> = cmp
+            .rows
+            .into_iter()
+            .map(|r| (r.node, r.kind, r.candidate, r.live))
+            .collect();
+        out.set_item("rows", rows)?;
+        let differences =
+            |ds: Vec<recent::Difference>| -> PyResult<Vec<(String, String, Py<PyEvent>)>> {
+                ds.into_iter()
+                    .map(|d| Ok((d.node, d.kind, PyEvent::wrap(py, &d.event)?)))
+                    .collect()
+            };
+        out.set_item("only_candidate", differences(cmp.only_candidate)?)?;
+        out.set_item("only_candidate_total", cmp.only_candidate_total)?;
+        out.set_item("only_live", differences(cmp.only_live)?)?;
+        out.set_item("only_live_total", cmp.only_live_total)?;
+        out.set_item(
+            "errors",
+            (node_errors(&candidate_run), node_errors(&live_run)),
+        )?;
+        Ok(out)
+    }
+}
+
+fn view(outputs: &[Output]) -> Vec<OutputView<'_>> {
+    outputs
+        .iter()
+        .map(|o| OutputView {
+            node: &o.node,
+            kind: o.kind,
+            events: &o.events,
+        })
+        .collect()
+}
+
+/// Events fed to a dry run between two looks at Ctrl-C.
+const TRY_SLICE: usize = 4096;
+
+/// Prints nothing: a dry run's printer lines are captured, not shown.
+struct Discard;
+
+impl LineSink for Discard {
+    fn write_line(&self, _line: &str) {}
+}
+
+/// Feeds received events to a dry run, with Python streams (coroutines)
+/// pushing into its context.
+fn feed(run: &mut Rehearsal, events: &[Received]) {
+    let ctx = Arc::clone(run.ctx());
+    super::with_context(&ctx, || {
+        for r in events {
+            run.feed(Event::clone(&r.event));
+        }
+    });
+}
+
+/// The live streams to compare with: every root, or the one `against`
+/// names (a root's name, or a stream: a root, or any other tree).
+fn live_roots(
+    pipeline: &Pipeline,
+    against: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Option<String>, Vec<Root>)> {
+    let roots = pipeline.roots();
+    let Some(against) = against else {
+        return Ok((None, roots.to_vec()));
+    };
+    let names = || {
+        let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
+        if names.is_empty() {
+            "none are running".to_owned()
+        } else {
+            format!("the live streams are {}", names.join(", "))
+        }
+    };
+    if let Ok(name) = against.extract::<String>() {
+        return match roots.iter().find(|r| r.name == name) {
+            Some(root) => Ok((Some(name), vec![root.clone()])),
+            None => Err(PyValueError::new_err(format!(
+                "try_stream(): against={name:?} is not a live stream; {}",
+                names()
+            ))),
+        };
+    }
+    let node = to_node(against).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "try_stream(): against must name a live stream (against=\"average_stream\") or be \
+             a stream, not {}",
+            against.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let root = match roots.iter().find(|r| Arc::ptr_eq(&r.node, &node)) {
+        Some(root) => root.clone(),
+        None => Root {
+            name: "against".into(),
+            node,
+        },
+    };
+    Ok((Some(root.name.clone()), vec![root]))
+}
+
+/// Where the dry runs' clock starts: the first event's time when it lies
+/// in the ring's window before its receipt (a sender's clock a little
+/// behind), else its receive time (a clock far off would make the dry run
+/// cross the gap).
+fn start_time(first: &Received, window_secs: f64) -> f64 {
+    match first.event.time.map(|t| t.as_f64()) {
+        Some(t) if t <= first.at && t >= first.at - window_secs => t,
+        _ => first.at,
+    }
+}
+
+/// The output nodes of a tree (`printer`, `index`, `email`), as
+/// `(describe, kind)`, so each has a row even when nothing reached it.
+fn output_nodes(node: &NodeRef) -> Vec<(String, &'static str)> {
+    let mut found = Vec::new();
+    walk_tree("", &**node, &mut |_, n: &dyn Node| {
+        if matches!(n.kind(), "printer" | "index" | "email") {
+            found.push((n.describe(), n.kind()));
+        }
+    });
+    found
+}
+
+/// Errors the nodes of a dry run counted (a predicate that raised).
+fn node_errors(run: &Rehearsal) -> u64 {
+    run.pipeline().stats().nodes.iter().map(|n| n.errors).sum()
+}
+
+/// `5 minutes`, `1 minute`, `0.5 minutes`.
+fn plural(n: f64, what: &str) -> String {
+    if n == 1.0 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
