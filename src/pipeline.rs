@@ -301,6 +301,7 @@ impl Pipeline {
 
     /// Runs events from a source: an event dated absurdly far ahead of
     /// `now` is dated `now` (see [`MAX_FUTURE_SECS`]).
+    ///
     /// With the recent-traffic ring on, the batch enters it first, under
     /// one lock (expired events re-injected by the index do not: they were
     /// not received).

@@ -205,6 +205,13 @@ fn result_object_default_against_and_stats() {
 fn errors_are_said_plainly() {
     let dir = TempDir::new();
     let shell = start(Kind::Python, &dir, &[]);
+    let out = shell.type_line("help()");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("try_stream()")
+                && l.contains("dry-run a stream on the last minutes of traffic")),
+        "help() does not list try_stream():\n{out}"
+    );
     let out = shell.type_line(r#"try_stream(printer("x: "))"#);
     assert!(
         out.contains(
