@@ -333,11 +333,13 @@ class TryResult:
     def report(self):
         span = f"{_clock(self.first)}–{_clock(self.last)} ({_duration(self.last - self.first)})"
         out = [_paint(BOLD, self._fit(f"try_stream: {_count(self.events)} received {span}"))]
-        if self.against is None:
+        if self.against is not None:
+            out.append(self._fit(f"candidate vs {self.against}"))
+        elif self.live_streams == ["against"]:  # (a root's name has "stream" in it)
+            out.append("candidate vs the stream given as against")
+        else:
             live = ", ".join(self.live_streams) or "(none)"
             out.append(self._fit(f"candidate vs the live streams: {live}"))
-        else:
-            out.append(self._fit(f"candidate vs {self.against}"))
         if self.minutes > self.kept_minutes:
             out.append(_paint(YELLOW, f"(only the last {_minutes(self.kept_minutes)} are kept: "
                                       "--recent-minutes)"))

@@ -180,6 +180,19 @@ fn result_object_default_against_and_stats() {
             .any(|l| l == "to make it live: x_stream = cand"),
         "{out}"
     );
+    // against: a root as an object, or any tree.
+    let out = shell
+        .type_line("print(try_stream(cand, against=warn_stream).count('printer(\"warn: \")'))");
+    assert_eq!(out.trim(), "(0, 1)", "{out}");
+    let out = shell.type_line(r#"try_stream(cand, against=printer("p: "))"#);
+    assert!(
+        has_line(&out, "candidate vs the stream given as against"),
+        "{out}"
+    );
+    assert!(
+        squeezed(&out).iter().any(|l| l == r#"printer("p: ") 0 3"#),
+        "{out}"
+    );
     let out = shell.type_line("stats()");
     assert!(
         has_line(

@@ -530,7 +530,8 @@ fn feed(run: &mut Rehearsal, events: &[Received]) {
 }
 
 /// The live streams to compare with: every root, or the one `against`
-/// names (a root's name, or a stream: a root, or any other tree).
+/// names (a root's name, or a stream: a root, or any other tree); with
+/// the root's name when it is one.
 fn live_roots(
     pipeline: &Pipeline,
     against: Option<&Bound<'_, PyAny>>,
@@ -563,14 +564,17 @@ fn live_roots(
             against.repr().map(|r| r.to_string()).unwrap_or_default()
         ))
     })?;
-    let root = match roots.iter().find(|r| Arc::ptr_eq(&r.node, &node)) {
-        Some(root) => root.clone(),
-        None => Root {
-            name: "against".into(),
-            node,
-        },
-    };
-    Ok((Some(root.name.clone()), vec![root]))
+    match roots.iter().find(|r| Arc::ptr_eq(&r.node, &node)) {
+        Some(root) => Ok((Some(root.name.clone()), vec![root.clone()])),
+        // Any tree will do to compare with; it has no live name.
+        None => Ok((
+            None,
+            vec![Root {
+                name: "against".into(),
+                node,
+            }],
+        )),
+    }
 }
 
 /// Where the dry runs' clock starts: the first event's time when it lies
