@@ -21,7 +21,8 @@
 //!     frames and acknowledges them.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
-//! batches over the bounded channel to the dispatch thread.
+//! batches over the bounded channel to the dispatch thread. With
+//! `--recent`, each runs again with the recent-traffic ring on.
 
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
