@@ -183,15 +183,19 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
     ("", "tests_and_children", Type("_Test | _Child")),
 ];
 
-/// The type of `param` of stream function `function`, if the table has it.
-fn param_type(function: &str, param: &str) -> Option<&'static Typed> {
+/// The row of [`PARAM_TYPES`] that types `param` of stream function
+/// `function`, if there is one.
+fn param_row(function: &str, param: &str) -> Option<usize> {
     let find = |f: &str| {
         PARAM_TYPES
             .iter()
-            .find(|(func, p, _)| *func == f && *p == param)
-            .map(|(_, _, t)| t)
+            .position(|(func, p, _)| *func == f && *p == param)
     };
     find(function).or_else(|| find(""))
+}
+
+fn param_type(function: &str, param: &str) -> Option<&'static Typed> {
+    param_row(function, param).map(|i| &PARAM_TYPES[i].2)
 }
 
 /// What each fold returns: most give None for a list with no metric.
@@ -306,7 +310,10 @@ fn docstring(doc: &str) -> String {
             }
         })
         .collect();
-    format!("    \"\"\"{}\n    \"\"\"\n", indented.join("\n").trim_start())
+    format!(
+        "    \"\"\"{}\n    \"\"\"\n",
+        indented.join("\n").trim_start()
+    )
 }
 
 /// The header of streams.pyi: what `dmon.streams` holds besides the
@@ -334,9 +341,9 @@ class Event:
     # The fields may be None (absent). They are typed `X | Any`, as typeshed
     # does for values that are rarely None in practice: `e.metric > 5` and
     # `e.host.upper()` check, a wrong method or operand is still reported.
-    def __init__(
-        self, fields: Event | Mapping[str, Any] | str | None = None, /, **kwargs: Any
-    ) -> None: ...
+    def __new__(
+        cls, fields: Event | Mapping[str, Any] | str | None = None, **kwargs: Any
+    ) -> Event: ...
     @property
     def host(self) -> str | Any: ...
     @property
@@ -355,16 +362,17 @@ class Event:
     def tags(self) -> list[str]: ...
     @property
     def attributes(self) -> dict[str, str]: ...
-    def __getattr__(self, name: str) -> str:
+    # Not a method at run time (a type slot): stubtest is told so.
+    def __getattr__(self, name: str, /) -> str:
         """An attribute read as a name: `e.region` for attribute "region"."""
-    def __getitem__(self, key: str) -> Any: ...
-    def __contains__(self, key: str) -> bool: ...
+    def __getitem__(self, key: str, /) -> Any: ...
+    def __contains__(self, key: str, /) -> bool: ...
     def get(self, key: str, default: Any = None) -> Any: ...
     def replace(self, **changes: Any) -> Event: ...
     def _replace(self, **changes: Any) -> Event: ...
     def to_dict(self) -> dict[str, Any]: ...
     def to_json(self) -> str: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
 class _Target(Protocol):
@@ -376,7 +384,7 @@ class _Target(Protocol):
 class Stream:
     """A stream node. `node.send(event)` pushes one event in."""
 
-    def send(self, event: Event | Mapping[str, Any] | str, /) -> None: ...
+    def send(self, event: Event | Mapping[str, Any] | str) -> None: ...
     @property
     def kind(self) -> str: ...
     @property
@@ -510,30 +518,28 @@ mod tests {
     #[test]
     fn every_fold_has_a_return_type() {
         folds_stub().expect("every fold typed");
-        assert_eq!(FOLD_RETURNS.len(), FOLDS.len(), "a fold typed twice or gone");
+        assert_eq!(
+            FOLD_RETURNS.len(),
+            FOLDS.len(),
+            "a fold typed twice or gone"
+        );
     }
 
     /// Every row of the table is used, so a renamed parameter does not
     /// leave a stale type behind.
     #[test]
     fn every_type_in_the_table_is_used() {
-        for (function, param, _) in PARAM_TYPES {
+        for (row, (function, param, _)) in PARAM_TYPES.iter().enumerate() {
             let used = registry::entries().any(|e| {
-                (function.is_empty() || e.name == *function)
-                    && parse_params(e.params)
-                        .expect("parses")
-                        .iter()
-                        .any(|p| p.name == *param)
-                    && std::ptr::eq(
-                        param_type(e.name, param).expect("typed"),
-                        &PARAM_TYPES
-                            .iter()
-                            .find(|(f, p, _)| f == function && p == param)
-                            .expect("row")
-                            .2,
-                    )
+                parse_params(e.params)
+                    .expect("parses")
+                    .iter()
+                    .any(|p| param_row(e.name, p.name) == Some(row))
             });
-            assert!(used, "PARAM_TYPES row ({function:?}, {param:?}) types nothing");
+            assert!(
+                used,
+                "PARAM_TYPES row ({function:?}, {param:?}) types nothing"
+            );
         }
     }
 
