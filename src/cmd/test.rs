@@ -15,7 +15,7 @@ const RUNNER_SOURCE: &str = include_str!("../python/test_runner.py");
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Exit status: 0 all passed, 1 a test failed, 2 a usage error or a file that \
-                  failed to import, 5 no tests collected (as pytest)."
+                  failed to import, 3 an internal error, 5 no tests collected (as pytest)."
 )]
 pub struct TestArgs {
     /// Test files and directories. A directory is searched for test_*.py and
@@ -42,26 +42,38 @@ pub struct TestArgs {
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     python::init().context("starting the embedded Python")?;
+    let code = Python::attach(|py| {
+        run_main(py, args).unwrap_or_else(|e| {
+            // A bug of the runner, not of the tests: pytest's "internal
+            // error" status, so CI does not take it for failed tests.
+            e.print(py);
+            eprintln!("dmon test: internal error of the test runner (above)");
+            INTERNAL_ERROR
+        })
+    });
+    Ok(ExitCode::from(code))
+}
+
+/// pytest's exit status for an error of the runner itself.
+const INTERNAL_ERROR: u8 = 3;
+
+fn run_main(py: Python<'_>, args: TestArgs) -> PyResult<u8> {
     let junit = args
         .junit
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|p| !p.is_empty());
-    let code = Python::attach(|py| -> PyResult<u8> {
-        let runner = python::embedded_module(
-            py,
-            "dmon._test_runner",
-            "dmon/_test_runner.py",
-            RUNNER_SOURCE,
-        )?;
-        let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item("junit", junit)?;
-        kwargs.set_item("keyword", args.keyword)?;
-        kwargs.set_item("exitfirst", args.exitfirst)?;
-        kwargs.set_item("capture", !args.no_capture)?;
-        runner
-            .call_method("main", (args.paths,), Some(&kwargs))?
-            .extract()
-    })
-    .context("the test runner failed")?;
-    Ok(ExitCode::from(code))
+    let runner = python::embedded_module(
+        py,
+        "dmon._test_runner",
+        "dmon/_test_runner.py",
+        RUNNER_SOURCE,
+    )?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("junit", junit)?;
+    kwargs.set_item("keyword", args.keyword)?;
+    kwargs.set_item("exitfirst", args.exitfirst)?;
+    kwargs.set_item("capture", !args.no_capture)?;
+    runner
+        .call_method("main", (args.paths,), Some(&kwargs))?
+        .extract()
 }

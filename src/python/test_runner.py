@@ -28,6 +28,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_NO_TESTS = 0, 1, 2, 5
+# (3, an error of the runner itself, is dmon's to report: see src/cmd/test.rs.)
 
 # Directories never searched for tests (as pytest's norecursedirs), besides
 # hidden ones and virtualenvs.
@@ -422,6 +423,8 @@ class Evaluator:
     def __init__(self, frame):
         self.locals = frame.f_locals
         self.globals = frame.f_globals
+        # Names a comprehension binds, innermost last.
+        self.scope = {}
 
     def eval(self, node):
         method = getattr(self, "eval_" + type(node).__name__, None)
@@ -433,7 +436,7 @@ class Evaluator:
         return node.value
 
     def eval_Name(self, node):
-        for scope in (self.locals, self.globals, vars(builtins)):
+        for scope in (self.scope, self.locals, self.globals, vars(builtins)):
             if node.id in scope:
                 return scope[node.id]
         raise Unsafe(node.id)
@@ -508,6 +511,70 @@ class Evaluator:
             if isinstance(node.op, ast.And) != bool(value):
                 return value
         return value
+
+    # Comprehensions over builtin containers or dmon's objects (a run's
+    # events): `[e.metric for e in out.printed_events]`, the usual operand.
+    MAX_ITEMS = 100_000
+
+    def comprehension(self, generators, emit):
+        gen = generators[0]
+        if gen.is_async:
+            raise Unsafe("async for")
+        iterable = self.eval(gen.iter)
+        if not (isinstance(iterable, BUILTIN_TYPES) or is_dmon_object(iterable)):
+            raise Unsafe("iterates a user object")
+        saved = dict(self.scope)
+        try:
+            for n, value in enumerate(iterable):
+                if n >= self.MAX_ITEMS:
+                    raise Unsafe("too many items")
+                self.bind(gen.target, value)
+                if all(self.truth(self.eval(c)) for c in gen.ifs):
+                    if len(generators) > 1:
+                        self.comprehension(generators[1:], emit)
+                    else:
+                        emit()
+        finally:
+            self.scope = saved
+
+    def bind(self, target, value):
+        if isinstance(target, ast.Name):
+            self.scope[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (tuple, list)):
+            if len(target.elts) != len(value) or any(isinstance(t, ast.Starred) for t in target.elts):
+                raise Unsafe("unpacking")
+            for t, v in zip(target.elts, value):
+                self.bind(t, v)
+        else:
+            raise Unsafe("target")
+
+    def truth(self, value):
+        if not (isinstance(value, BUILTIN_TYPES) or is_dmon_object(value)):
+            raise Unsafe("truth of a user object")
+        return bool(value)
+
+    def eval_ListComp(self, node):
+        out = []
+        self.comprehension(node.generators, lambda: out.append(self.eval(node.elt)))
+        return out
+
+    # A generator expression as a list: the builtins it may be given
+    # (all, any, sum, sorted...) give the same result for both.
+    eval_GeneratorExp = eval_ListComp
+
+    def eval_SetComp(self, node):
+        out = set()
+        self.comprehension(node.generators, lambda: out.add(self.eval(node.elt)))
+        return out
+
+    def eval_DictComp(self, node):
+        out = {}
+
+        def emit():
+            out[self.eval(node.key)] = self.eval(node.value)
+
+        self.comprehension(node.generators, emit)
+        return out
 
     def eval_Call(self, node):
         func = self.eval(node.func)
@@ -740,6 +807,16 @@ def fixtures_wanted(test):
 
 def main(paths, junit=None, keyword=None, exitfirst=False, capture=True):
     """Collects the tests under `paths`, runs them, reports; the exit code."""
+    try:
+        return run_tests(paths, junit, keyword, exitfirst, capture)
+    finally:
+        # dmon never finalises the interpreter, which is what would flush
+        # a piped stdout at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def run_tests(paths, junit, keyword, exitfirst, capture):
     start = time.perf_counter()
     colors = Colors(sys.stdout)
     # Ctrl-C stops the run with a summary instead of killing dmon.
