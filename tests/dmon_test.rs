@@ -83,8 +83,8 @@ fn a_failing_assert_shows_the_values_in_it() {
     assert_eq!(code(&r), 1, "{r:?}");
     let file = format!("{FIXTURES}/failing/test_values.py");
     assert_eq!(marked(&r, "PASS"), [format!("{file}::test_passes")]);
-    assert_eq!(marked(&r, "FAIL").len(), 10, "{}", r.stdout);
-    assert_summary(&r, "1 passed, 10 failed");
+    assert_eq!(marked(&r, "FAIL").len(), 12, "{}", r.stdout);
+    assert_summary(&r, "1 passed, 12 failed");
     let out = &r.stdout;
     let section = |test: &str| -> String {
         let head = format!("=== FAIL {file}::{test} ===\n");
@@ -136,6 +136,16 @@ fn a_failing_assert_shows_the_values_in_it() {
         s.contains("AssertionError: assert [1, 2, 3] == [1, 2, 4]\n  where [1, 2, 3] = [e[\"metric\"] for e in seen]\n  at index 2: 3 != 4"),
         "{s}"
     );
+    // `and` stops where Python stopped: what follows is not evaluated (and
+    // not shown evaluated).
+    let s = section("test_and_stops_at_the_first_false");
+    assert!(
+        s.contains("AssertionError: assert False and seen.pop()\n  where False = 5 in [e[\"metric\"] for e in seen]\n    where [1, 2, 3] = [e[\"metric\"] for e in seen]"),
+        "{s}"
+    );
+    assert!(section("test_async_is_refused").ends_with(
+        "test_async_is_refused is async: its body would not run; a test is a plain function"
+    ));
     // User code is not called a second time to show its value.
     let s = section("test_user_code_is_not_called_again");
     assert!(
@@ -268,7 +278,7 @@ fn junit_xml_is_written_for_ci() {
     let parsed = parse_junit(&xml);
     assert_eq!(
         parsed[0],
-        serde_json::json!({"tests": "17", "failures": "10", "errors": "1", "skipped": "0"})
+        serde_json::json!({"tests": "19", "failures": "12", "errors": "1", "skipped": "0"})
     );
     let case = |name: &str| {
         parsed[1..]
@@ -317,7 +327,7 @@ fn k_selects_tests_by_name_and_x_stops_at_the_first_failure() {
             "{FIXTURES}/failing/test_values.py::test_count_is_wrong"
         )]
     );
-    assert_summary(&r, "1 passed, 1 failed, 1 error, 14 deselected");
+    assert_summary(&r, "1 passed, 1 failed, 1 error, 16 deselected");
     // Class and file names match too, case-insensitively.
     let r = dmon_test(&[&format!("{FIXTURES}/passing"), "-k", "testwhere"]);
     assert_eq!(marked(&r, "PASS").len(), 2, "{}", r.stdout);
@@ -332,7 +342,7 @@ fn k_selects_tests_by_name_and_x_stops_at_the_first_failure() {
             "{FIXTURES}/failing/test_values.py::test_count_is_wrong"
         )]
     );
-    assert_summary(&r, "1 passed, 1 failed, 9 not run");
+    assert_summary(&r, "1 passed, 1 failed, 11 not run");
 }
 
 #[test]

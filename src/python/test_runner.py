@@ -632,43 +632,66 @@ def explain_assert(node, source, frame):
     wheres = []
     seen = set()
 
-    def show(n, indent="  "):
-        """The operand's value in the one-line form; its where lines."""
+    def plain(n):
+        """A literal (`4`, `[1, 2]`) or a builtin's name (`len`): its value
+        says nothing its source does not."""
+        if isinstance(n, ast.Name):
+            return n.id not in ev.locals and n.id not in ev.globals and hasattr(builtins, n.id)
+        try:
+            ast.literal_eval(n)
+            return True
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return False
+
+    def where(n, value, indent):
+        src, text = segment(n), short_repr(value)
+        if plain(n) or src == text or src in seen:
+            return
+        seen.add(src)
+        wheres.append(f"{indent}where {text} = {src}")
+
+    def show(n):
+        """The operand's value in the one-line form (its source when it is
+        not evaluated again); its where lines."""
         ok, value = value_of(n)
         if not ok:
-            return segment(n)
-        text = short_repr(value)
-        src = segment(n)
-        if not isinstance(n, ast.Constant) and src != text and src not in seen:
-            seen.add(src)
-            wheres.append(f"{indent}where {text} = {src}")
-            if isinstance(n, ast.Call):
-                for arg in n.args:
-                    if not isinstance(arg, ast.Constant):
-                        aok, avalue = value_of(arg)
-                        asrc = segment(arg)
-                        if aok and asrc not in seen and asrc != short_repr(avalue):
-                            seen.add(asrc)
-                            wheres.append(f"{indent}  where {short_repr(avalue)} = {asrc}")
-        return text
+            return segment(n), False, None
+        where(n, value, "  ")
+        # One level down: a call's arguments, a comparison's operands.
+        inner = n.args if isinstance(n, ast.Call) else []
+        if isinstance(n, ast.Compare):
+            inner = [n.left, *n.comparators]
+        for sub in inner:
+            sok, svalue = value_of(sub)
+            if sok:
+                where(sub, svalue, "    ")
+        return short_repr(value), True, value
 
     test = node.test
+    detail = []
     if isinstance(test, ast.Compare):
-        parts = [show(test.left)]
+        parts = [show(test.left)[0]]
         for op, right in zip(test.ops, test.comparators):
-            parts += [OPS.get(type(op), "?"), show(right)]
+            parts += [OPS.get(type(op), "?"), show(right)[0]]
         line = "assert " + " ".join(parts)
         detail = compare_detail(test, ev)
     elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        line = "assert not " + show(test.operand)
-        detail = []
+        line = "assert not " + show(test.operand)[0]
     elif isinstance(test, ast.BoolOp):
+        # As Python ran it: `and` stops at the first false operand; the
+        # ones after it were not evaluated, so they are shown as written.
+        parts, stopped = [], False
+        for v in test.values:
+            if stopped:
+                parts.append(segment(v))
+                continue
+            text, ok, value = show(v)
+            parts.append(text)
+            stopped = ok and isinstance(test.op, ast.And) and not value
         joiner = " and " if isinstance(test.op, ast.And) else " or "
-        line = "assert " + joiner.join(show(v) for v in test.values)
-        detail = []
+        line = "assert " + joiner.join(parts)
     else:
-        line = "assert " + show(test)
-        detail = []
+        line = "assert " + show(test)[0]
     return [line] + wheres + detail
 
 
@@ -769,7 +792,13 @@ def run_item(item, capture):
         try:
             test = getattr(item.cls(), item.name) if item.cls is not None else item.func
             wanted = fixtures_wanted(test)
-            if wanted:
+            unsupported = unsupported_kind(test)
+            if unsupported:
+                item.outcome = "failed"
+                item.exc_type = "TypeError"
+                item.message = f"{item.name} is {unsupported}: its body would not run; a test is a plain function"
+                item.report = f"{display_path(item.file)}:{item.line}: {item.message}"
+            elif wanted:
                 item.outcome = "failed"
                 item.exc_type = "TypeError"
                 item.message = (
@@ -789,6 +818,16 @@ def run_item(item, capture):
             item.report = "\n".join(lines)
     item.output = out.text
     item.duration = time.perf_counter() - start
+
+
+def unsupported_kind(test):
+    """A test whose call would only create a coroutine or generator (pytest
+    skips or rejects them too)."""
+    if inspect.iscoroutinefunction(test) or inspect.isasyncgenfunction(test):
+        return "async"
+    if inspect.isgeneratorfunction(test):
+        return "a generator (it yields)"
+    return None
 
 
 def fixtures_wanted(test):
