@@ -364,6 +364,14 @@ fn no_tests_exit_5_and_usage_errors_exit_2() {
     let r = dmon_test(&[FIXTURES, "-k", "a and (b"]);
     assert_eq!(code(&r), 2, "{r:?}");
     assert!(r.stderr.contains("missing ')'"), "{r:?}");
+    let missing = format!("{FIXTURES}/passing/test_building.py::test_nope");
+    let r = dmon_test(&[&missing]);
+    assert_eq!(code(&r), 2, "{r:?}");
+    assert_eq!(marked(&r, "ERROR"), [missing.as_str()]);
+    assert!(
+        r.stdout.contains(&format!("no test named {missing}")),
+        "{r:?}"
+    );
     let r = dmon_test(&["--no-such-flag"]);
     assert_eq!(code(&r), 2, "{r:?}");
 }

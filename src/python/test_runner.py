@@ -865,122 +865,146 @@ def run_tests(paths, junit, keyword, exitfirst, capture):
     sys.dont_write_bytecode = True
     try:
         match = parse_keyword_expr(keyword or "")
-        files, seen = [], set()
-        for spec in paths or ["."]:
-            for path, names in find_files(spec):
-                key = os.path.abspath(path)
-                if (key, None) in seen or (key, tuple(names or ())) in seen:
-                    continue
-                seen.add((key, tuple(names) if names else None))
-                files.append((path, names))
+        files = files_to_collect(paths or ["."])
     except UsageError as e:
         print(f"dmon test: {e}", file=sys.stderr)
         return EXIT_ERROR
 
-    items, errors, deselected = [], [], 0
-    interrupted = False
-    seen_files = set()
-    for path, names in files:
-        nodefile = display_path(path)
-        with Capture(capture) as out:
-            try:
-                module = import_file(path)
-                error = None
-            except KeyboardInterrupt:
-                interrupted = True
-                error = None
-            except BaseException as exc:
-                lines = format_traceback(exc)
-                error = CollectError(nodefile, "\n".join(lines), lines[-1] if lines else "", "")
-        if interrupted:
-            break
-        if error is not None:
-            error.output = out.text
-            errors.append(error)
-            print(f"{colors.red('ERROR')} {nodefile}", flush=True)
-            if exitfirst:
-                break
-            continue
-        found = collect_module(module, path, names)
-        if names and not found:
-            error = CollectError(nodefile, f"no test named {'::'.join(names)} in {nodefile}", "not found", "")
-            errors.append(error)
-            print(f"{colors.red('ERROR')} {nodefile}::{'::'.join(names)}", flush=True)
-            continue
-        key = os.path.abspath(path)
-        for item in found:
-            if (key, item.nodeid) in seen_files:
-                continue
-            seen_files.add((key, item.nodeid))
-            if match(item.keywords()):
-                items.append(item)
-            else:
-                deselected += 1
-
-    ran = []
-    if not interrupted and not (exitfirst and errors):
-        for item in items:
-            try:
-                run_item(item, capture)
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            ran.append(item)
-            word = colors.green("PASS") if item.outcome == "passed" else colors.red("FAIL")
-            print(f"{word} {item.nodeid}", flush=True)
-            if exitfirst and item.outcome == "failed":
-                break
-
-    failed = [i for i in ran if i.outcome == "failed"]
-    for e in errors:
-        print()
-        print(colors.bold_red(f"=== ERROR collecting {e.nodeid} ==="))
-        print(e.report)
-        if e.output:
-            print("--- captured output ---")
-            print(e.output.rstrip("\n"))
-    for item in failed:
-        print()
-        print(colors.bold_red(f"=== FAIL {item.nodeid} ==="))
-        print(item.report)
-        if item.output:
-            print("--- captured output ---")
-            print(item.output.rstrip("\n"))
-
-    elapsed = time.perf_counter() - start
-    passed = len(ran) - len(failed)
-    counts = []
-    if passed:
-        counts.append(f"{passed} passed")
-    if failed:
-        counts.append(f"{len(failed)} failed")
-    if errors:
-        counts.append(f"{len(errors)} error{'s' if len(errors) > 1 else ''}")
-    if deselected:
-        counts.append(f"{deselected} deselected")
-    if len(ran) < len(items):
-        counts.append(f"{len(items) - len(ran)} not run")
-    summary = (", ".join(counts) or "no tests collected") + f" in {elapsed:.2f} s"
-    if interrupted:
-        summary = "interrupted: " + summary
-    paint = colors.red if failed or errors or interrupted else colors.green if passed else colors.yellow
-    print()
-    print(paint(summary), flush=True)
+    session = Session(colors, capture, exitfirst)
+    session.collect(files, match)
+    if not session.interrupted and not (exitfirst and session.errors):
+        session.run()
+    session.report(time.perf_counter() - start)
 
     if junit:
         try:
-            write_junit(junit, ran, errors, elapsed)
+            write_junit(junit, session.ran, session.errors, time.perf_counter() - start)
         except OSError as e:
             print(f"dmon test: cannot write --junit {junit}: {e}", file=sys.stderr)
             return EXIT_ERROR
 
-    if errors or interrupted:
+    if session.errors or session.interrupted:
         return EXIT_ERROR
-    if failed:
+    if session.failed():
         return EXIT_FAILED
-    if not ran:
+    if not session.ran:
         return EXIT_NO_TESTS
     return EXIT_OK
+
+
+def files_to_collect(paths):
+    """(file, names) to import, each file once (a file named whole and
+    FILE::NAME both: the whole file)."""
+    files, seen = [], set()
+    for spec in paths:
+        for path, names in find_files(spec):
+            key = os.path.abspath(path)
+            if (key, None) in seen or (key, tuple(names or ())) in seen:
+                continue
+            seen.add((key, tuple(names) if names else None))
+            files.append((path, names))
+    return files
+
+
+class Session:
+    """One run: what was collected, what ran, and the report."""
+
+    def __init__(self, colors, capture, exitfirst):
+        self.colors = colors
+        self.capture = capture
+        self.exitfirst = exitfirst
+        self.items = []  # selected by -k
+        self.errors = []  # files that failed to import
+        self.deselected = 0
+        self.ran = []
+        self.interrupted = False
+
+    def failed(self):
+        return [i for i in self.ran if i.outcome == "failed"]
+
+    def collect(self, files, match):
+        """Imports each file and collects its tests; an ERROR line for a
+        file that fails to import, and on to the next."""
+        seen = set()
+        for path, names in files:
+            nodefile = display_path(path)
+            error = None
+            with Capture(self.capture) as out:
+                try:
+                    module = import_file(path)
+                except KeyboardInterrupt:
+                    self.interrupted = True
+                except BaseException as exc:  # SystemExit at import too
+                    lines = format_traceback(exc)
+                    error = CollectError(nodefile, "\n".join(lines), lines[-1] if lines else "", "")
+            if self.interrupted:
+                return
+            if error is None:
+                found = collect_module(module, path, names)
+                if names and not found:
+                    nodefile = f"{nodefile}::{'::'.join(names)}"
+                    error = CollectError(nodefile, f"no test named {nodefile}", "not found", "")
+            if error is not None:
+                error.output = out.text
+                self.errors.append(error)
+                print(f"{self.colors.red('ERROR')} {nodefile}", flush=True)
+                if self.exitfirst:
+                    return
+                continue
+            for item in found:
+                if item.nodeid in seen:
+                    continue
+                seen.add(item.nodeid)
+                if match(item.keywords()):
+                    self.items.append(item)
+                else:
+                    self.deselected += 1
+
+    def run(self):
+        """Runs the tests, a PASS or FAIL line each as it ends."""
+        for item in self.items:
+            try:
+                run_item(item, self.capture)
+            except KeyboardInterrupt:
+                self.interrupted = True
+                return
+            self.ran.append(item)
+            word = self.colors.green("PASS") if item.outcome == "passed" else self.colors.red("FAIL")
+            print(f"{word} {item.nodeid}", flush=True)
+            if self.exitfirst and item.outcome == "failed":
+                return
+
+    def report(self, elapsed):
+        """Each error's and failure's report, then the summary line."""
+        colors = self.colors
+        failed = self.failed()
+        sections = [("ERROR collecting", e) for e in self.errors] + [("FAIL", i) for i in failed]
+        for title, what in sections:
+            print()
+            print(colors.bold_red(f"=== {title} {what.nodeid} ==="))
+            print(what.report)
+            if what.output:
+                print("--- captured output ---")
+                print(what.output.rstrip("\n"))
+        passed = len(self.ran) - len(failed)
+        counts = []
+        if passed:
+            counts.append(f"{passed} passed")
+        if failed:
+            counts.append(f"{len(failed)} failed")
+        if self.errors:
+            counts.append(f"{len(self.errors)} error{'s' if len(self.errors) > 1 else ''}")
+        if self.deselected:
+            counts.append(f"{self.deselected} deselected")
+        if len(self.ran) < len(self.items):
+            counts.append(f"{len(self.items) - len(self.ran)} not run")
+        summary = (", ".join(counts) or "no tests collected") + f" in {elapsed:.2f} s"
+        if self.interrupted:
+            summary = "interrupted: " + summary
+        bad = failed or self.errors or self.interrupted
+        paint = colors.red if bad else colors.green if passed else colors.yellow
+        print()
+        print(paint(summary), flush=True)
 
 
 # ---------------------------------------------------------------------------
