@@ -6,6 +6,7 @@ pub mod query;
 pub mod send;
 pub mod serve;
 pub mod shell;
+pub mod test;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List the stream functions (or show one's documentation).
     Catalog(catalog::CatalogArgs),
+    /// Run the tests of stream modules (test_*.py files, pytest-style).
+    Test(test::TestArgs),
 }
 
 impl Cli {
@@ -65,6 +68,7 @@ impl Cli {
             Some(Command::Query(args)) => query::run(args),
             Some(Command::Bench(args)) => bench::run(args),
             Some(Command::Catalog(args)) => catalog::run(args),
+            Some(Command::Test(args)) => test::run(args),
         };
         match result {
             Ok(code) => code,
