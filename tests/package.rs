@@ -158,9 +158,9 @@ fn pytest_pins() -> Vec<String> {
 }
 
 /// mypy from PATH's Python, with its cache in `cache`.
-fn mypy(cache: &Path) -> Command {
+fn mypy(cache: &Path, flag: &str) -> Command {
     let mut cmd = python();
-    cmd.args(["-m", "mypy", "--strict", "--no-color-output", "--cache-dir"])
+    cmd.args(["-m", "mypy", flag, "--no-color-output", "--cache-dir"])
         .arg(cache)
         .env_remove("MYPYPATH");
     cmd
@@ -237,20 +237,32 @@ hosts: list[str] = [e.host for e in out.printed_events]
 fn mypy_passes_the_examples_and_reports_type_errors_at_their_lines() {
     let dir = TempDir::new();
     let cache = dir.path().join("mypy-cache");
-    let mut cmd = mypy(&cache);
+    // The example modules and their tests (unannotated, so their bodies
+    // are checked only with --check-untyped-defs).
+    let mut cmd = mypy(&cache, "--check-untyped-defs");
     cmd.env("MYPYPATH", repo().join("python"))
         .arg(repo().join("examples"));
     let clean = run(cmd, TOOL_TIMEOUT).ok("mypy on examples/");
+    let modules = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "py")
+        })
+        .count();
     assert!(
-        clean
-            .stdout
-            .contains("Success: no issues found in 2 source files"),
+        clean.stdout.contains(&format!(
+            "Success: no issues found in {modules} source files"
+        )),
         "{}",
         clean.text()
     );
 
     let bad = dir.write("bad_streams.py", BAD_MODULE);
-    let mut cmd = mypy(&cache);
+    let mut cmd = mypy(&cache, "--strict");
     cmd.env("MYPYPATH", repo().join("python")).arg(&bad);
     let checked = run(cmd, TOOL_TIMEOUT);
     assert_eq!(checked.status.code(), Some(1), "{}", checked.text());
@@ -471,8 +483,32 @@ fn pytest_and_mypy_run_stream_module_tests_in_the_fresh_virtualenv() {
         tested.text()
     );
 
+    // The repository's example tests, which `dmon test examples/` runs,
+    // pass under pytest too.
+    let tests = ["test_streams.py", "test_alerting.py"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(repo().join("examples").join(f))
+                .unwrap()
+                .matches("\ndef test_")
+                .count()
+        })
+        .sum::<usize>();
+    let mut cmd = Command::new(&venv_python);
+    cmd.args(["-m", "pytest", "-p", "no:cacheprovider", "-q"])
+        .arg(repo().join("examples"))
+        // Nothing written into the repository.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(dir.path());
+    let examples = run(cmd, TOOL_TIMEOUT).ok("pytest examples/");
+    assert!(
+        examples.stdout.contains(&format!("{tests} passed")),
+        "{}",
+        examples.text()
+    );
+
     // mypy finds the installed package's stubs (py.typed), no MYPYPATH.
-    let mut cmd = mypy(&dir.path().join("mypy-cache"));
+    let mut cmd = mypy(&dir.path().join("mypy-cache"), "--strict");
     cmd.arg("--python-executable")
         .arg(&venv_python)
         .arg(".")

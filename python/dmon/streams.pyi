@@ -2,12 +2,10 @@
 # functions; a test keeps this file equal to that output. Do not edit.
 """dmon's stream functions: compose them into module-level names containing `stream`."""
 
-from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeAlias, final, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeAlias, final, overload
 
 from dmon import folds as folds
-
-_P = ParamSpec("_P")
 
 @final
 class Event:
@@ -72,23 +70,19 @@ class Stream:
     def counters(self) -> dict[str, Any]: ...
 
 @final
-class StreamFunction(Generic[_P]):
+class StreamFunction:
     """The result of `@stream`: calling it builds a primed coroutine node."""
 
-    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> Stream: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Stream: ...
     @property
     def __name__(self) -> str: ...
 
-class _StreamDecorator(Protocol):
-    def __call__(
-        self, func: Callable[_P, Generator[Any, Any, Any]], /
-    ) -> StreamFunction[_P]: ...
-
-# The decorator; typed `... | Any` because stream modules often name a
-# root `stream` too (`stream = when(...)` after `from dmon.streams import *`),
-# which mypy would otherwise refuse as a redefinition. Uses of `@stream`
-# are still checked.
-stream: _StreamDecorator | Any
+# The decorator `@stream`: make a generator function a stream constructor.
+# Typed Any on purpose: stream modules often name a root `stream` too
+# (`stream = when(...)` after `from dmon.streams import *`), which mypy
+# would refuse as a redefinition of a function, and `mymodule.stream`
+# would then have the decorator's type where tests pass it to `run()`.
+stream: Any
 
 def send(event: Event | Mapping[str, Any] | str, *targets: _Target) -> None:
     """Pass an event on to each target (from inside a coroutine)."""
