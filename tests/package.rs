@@ -103,18 +103,14 @@ fn wheel() -> &'static Path {
         let out = target.join("package-test-wheel");
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = python();
-        cmd.args([
-            "-m",
-            "maturin",
-            "build",
-            "--interpreter",
-            "python3",
-            "--out",
-        ])
-        .arg(&out)
-        .arg("--manifest-path")
-        .arg(repo().join("python/Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target);
+        // --locked: python/Cargo.lock must already hold the root's
+        // versions (see python_cargo_lock_has_the_roots_versions).
+        cmd.args(["-m", "maturin", "build", "--locked"])
+            .args(["--interpreter", "python3", "--out"])
+            .arg(&out)
+            .arg("--manifest-path")
+            .arg(repo().join("python/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target);
         match profile.as_str() {
             "debug" => {}
             "release" => {
@@ -210,6 +206,48 @@ fn catalog_stubs_names_the_modules_it_knows() {
         out.stderr.contains("invalid value 'nope'") && out.stderr.contains("streams, folds"),
         "{}",
         out.stderr
+    );
+}
+
+/// `(name, version)` of every package in a Cargo.lock.
+fn locked_packages(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).expect("Cargo.lock");
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_owned());
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            if let Some(n) = name.take() {
+                out.push((n, v.trim_matches('"').to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// The package builds dmon with the versions the root locks, so it tests
+/// the same code and shares the root's compiled dependencies.
+#[test]
+fn python_cargo_lock_has_the_roots_versions() {
+    let root = locked_packages(&repo().join("Cargo.lock"));
+    let package = locked_packages(&repo().join("python/Cargo.lock"));
+    for needed in ["dmon", "pyo3", "tokio"] {
+        assert!(
+            package.iter().any(|(n, _)| n == needed),
+            "python/Cargo.lock lacks {needed}"
+        );
+    }
+    let stale: Vec<String> = package
+        .iter()
+        .filter(|p| p.0 != "dmon-python" && !root.contains(p))
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "python/Cargo.lock has versions Cargo.lock does not: {stale:?}; \
+         cp Cargo.lock python/Cargo.lock, then \
+         cargo metadata --manifest-path python/Cargo.toml >/dev/null to prune it"
     );
 }
 
