@@ -27,17 +27,12 @@ pub enum StubModule {
 }
 
 pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
-    if let Some(module) = args.stubs {
-        print!(
-            "{}",
-            match module {
-                StubModule::Streams => streams_stub()?,
-                StubModule::Folds => folds_stub()?,
-            }
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(name) = args.name {
+    let text = if let Some(module) = args.stubs {
+        match module {
+            StubModule::Streams => streams_stub()?,
+            StubModule::Folds => folds_stub()?,
+        }
+    } else if let Some(name) = args.name {
         let doc = match registry::find(&name) {
             Some(entry) => entry.doc(),
             None => match crate::streams::folds::find(name.trim_start_matches("folds.")) {
@@ -47,28 +42,35 @@ pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
                 ),
             },
         };
-        println!("{doc}");
-        return Ok(ExitCode::SUCCESS);
+        format!("{doc}\n")
+    } else if args.markdown {
+        registry::markdown()
+    } else {
+        plain_list()
+    };
+    // `dmon catalog | head` closes the pipe early: that is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    if args.markdown {
-        print!("{}", registry::markdown());
-        return Ok(ExitCode::SUCCESS);
-    }
+}
+
+/// Each family's functions, then the folds, one line each.
+fn plain_list() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     for family in FAMILIES {
-        println!("{}:", family.title);
+        let _ = writeln!(out, "{}:", family.title);
         for e in family.entries {
-            println!("  {:<44} {}", e.signature(), e.summary);
+            let _ = writeln!(out, "  {:<44} {}", e.signature(), e.summary);
         }
     }
-    println!("folds (from dmon import folds):");
+    let _ = writeln!(out, "folds (from dmon import folds):");
     for f in FOLDS {
-        println!(
-            "  {:<44} {}",
-            format!("folds.{}(events)", f.name),
-            f.summary
-        );
+        let name = format!("folds.{}(events)", f.name);
+        let _ = writeln!(out, "  {name:<44} {}", f.summary);
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
 // ---------------------------------------------------------------------------
