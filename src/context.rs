@@ -1,11 +1,14 @@
 //! The services stream nodes reach while they handle an event: the clock,
-//! the index, the mailer, and the console. One context per running server.
+//! the index, the mailer, and the console. One context per running server,
+//! and one per rehearsal (replays, `dmon.testing`, `try_stream`), whose
+//! clock is virtual and whose outputs are captured.
 
 use std::sync::Arc;
 
 use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
+use crate::outputs::capture::Capture;
 use crate::outputs::email::Mailer;
 
 pub struct Context {
@@ -15,6 +18,9 @@ pub struct Context {
     pub index: Index,
     pub mailer: Mailer,
     pub console: Arc<dyn LineSink>,
+    /// In a rehearsal: where output nodes report what reached them (and
+    /// `email()` sends nothing).
+    pub capture: Option<Arc<Capture>>,
 }
 
 impl Context {
@@ -28,6 +34,20 @@ impl Context {
             index: Index::new(),
             mailer,
             console,
+            capture: None,
+        }
+    }
+
+    /// A rehearsal's context: virtual time, its own index, outputs
+    /// captured, no mail sent.
+    pub fn rehearsal(
+        clock: Arc<dyn Clock>,
+        console: Arc<dyn LineSink>,
+        capture: Arc<Capture>,
+    ) -> Self {
+        Context {
+            capture: Some(capture),
+            ..Self::with_clock(clock, Mailer::disabled(), console)
         }
     }
 

@@ -14,6 +14,7 @@
 //! | [`pipeline`] | the root set and the dispatch loop |
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
+//! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
 //! | [`index`] | latest event per host/service, and expiry |
 //! | [`instrument`], [`latency`] | events about dmon itself, streamed into its roots; a latency histogram |
 //! | [`outputs`] | services that send events out (mail) |
@@ -43,6 +44,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod python;
 pub mod query;
+pub mod rehearsal;
 pub mod server;
 pub mod stats;
 pub mod streams;

@@ -234,6 +234,16 @@ impl Mailer {
         }
     }
 
+    /// A mailer that sends nothing (a rehearsal's: its `email()` nodes are
+    /// captured before they reach it).
+    pub fn disabled() -> Mailer {
+        Mailer {
+            queue: Mutex::new(None),
+            done: Mutex::new(None),
+            stats: Arc::default(),
+        }
+    }
+
     /// Queues a mail without waiting. A full queue or a stopped mailer drops
     /// it, counted, and says why.
     pub fn enqueue(&self, mail: Mail) -> Result<(), String> {

@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod repl;
 pub mod shell;
 pub mod streams;
+pub mod testing;
 pub mod value;
 
 use std::sync::{Arc, OnceLock};
@@ -34,6 +35,8 @@ fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
     streams::register(&streams)?;
     m.add("streams", &streams)?;
     m.add("folds", streams.getattr("folds")?)?;
+    let testing = testing::module(py)?;
+    m.add("testing", &testing)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py.import("sys")?
         .getattr("modules")?
@@ -196,8 +199,31 @@ pub fn bind_context(ctx: Arc<Context>) {
     let _ = CONTEXT.set(ctx);
 }
 
-pub(crate) fn context() -> PyResult<&'static Arc<Context>> {
-    CONTEXT.get().ok_or_else(streams::no_server)
+thread_local! {
+    /// The context [`with_context`] set on this thread (a rehearsal's).
+    static CURRENT: std::cell::RefCell<Option<Arc<Context>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with Python-side `Stream.send` (coroutines) pushing into `ctx`
+/// on this thread: a rehearsal's streams must not reach the server's.
+pub fn with_context<R>(ctx: &Arc<Context>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<Context>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.set(self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.replace(Some(Arc::clone(ctx))));
+    f()
+}
+
+/// The context streams push into from Python: this thread's rehearsal,
+/// else the server's.
+pub(crate) fn context() -> PyResult<Arc<Context>> {
+    if let Some(ctx) = CURRENT.with_borrow(|c| c.clone()) {
+        return Ok(ctx);
+    }
+    CONTEXT.get().cloned().ok_or_else(streams::no_server)
 }
 
 /// Runs the pipeline's dispatch loop on its own thread, attached to Python

@@ -297,7 +297,7 @@ impl Node for Coroutine {
             } else {
                 NodeCore {
                     children: self.core.children.clone(),
-                    stats: Arc::clone(&self.core.stats),
+                    stats: crate::streams::fresh_stats(&self.core.stats),
                 }
             },
         })

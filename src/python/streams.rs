@@ -34,7 +34,7 @@ impl PyStream {
         let event = event_from_py(event)?;
         let ctx = super::context()?;
         count_sent(&event);
-        push(&*self.node, ctx, &event);
+        push(&*self.node, &ctx, &event);
         Ok(())
     }
 

@@ -53,6 +53,9 @@ impl Node for IndexNode {
         })
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+        }
         ctx.index.insert(event);
         Ok(())
     }

@@ -156,13 +156,70 @@ impl NodeCore {
         }
     }
 
-    /// For [`Node::fresh`]: fresh children, the same counters.
+    /// For [`Node::fresh`]: fresh children, the same counters (new ones
+    /// inside [`detached_copy`]).
     pub fn fresh(&self) -> Self {
         NodeCore {
             children: self.children.iter().map(|c| c.fresh()).collect(),
-            stats: Arc::clone(&self.stats),
+            stats: fresh_stats(&self.stats),
         }
     }
+}
+
+/// Each copied node's counters, by the original's counters' address.
+type StatsCopies = Vec<(usize, Arc<NodeStats>)>;
+
+thread_local! {
+    /// While [`detached_copy`] runs on this thread: the copies so far.
+    static DETACHING: std::cell::RefCell<Option<StatsCopies>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The counters a fresh instance gets: the same as `stats`, except inside
+/// [`detached_copy`], where each node gets new ones.
+pub fn fresh_stats(stats: &Arc<NodeStats>) -> Arc<NodeStats> {
+    DETACHING.with_borrow_mut(|copying| match copying {
+        None => Arc::clone(stats),
+        Some(copied) => {
+            let key = Arc::as_ptr(stats) as usize;
+            if let Some((_, new)) = copied.iter().find(|(k, _)| *k == key) {
+                // Two places in one tree share counters only as forks do.
+                return Arc::clone(new);
+            }
+            let new = Arc::new(NodeStats::default());
+            copied.push((key, Arc::clone(&new)));
+            new
+        }
+    })
+}
+
+/// The counters of a [`detached_copy`], found by the original node's.
+pub struct CopiedStats(StatsCopies);
+
+impl CopiedStats {
+    /// The copy's counters for the node whose counters are `original`.
+    pub fn of(&self, original: &NodeStats) -> Option<&Arc<NodeStats>> {
+        let key = original as *const NodeStats as usize;
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, s)| s)
+    }
+}
+
+/// A fresh instance of `node`'s tree whose counters (and taps) are its own:
+/// a rehearsal of a live tree must not count into the live tree's
+/// `streams()` nor show in its taps.
+pub fn detached_copy(node: &NodeRef) -> (NodeRef, CopiedStats) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DETACHING.set(None);
+        }
+    }
+    DETACHING.set(Some(Vec::new()));
+    let reset = Reset;
+    let copy = node.fresh();
+    let copied = DETACHING.take().unwrap_or_default();
+    drop(reset);
+    (copy, CopiedStats(copied))
 }
 
 /// The [`Node`] methods every node answers from its `core` field.

@@ -111,6 +111,9 @@ impl Node for Printer {
         })
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+        }
         ctx.console
             .write_line(&format!("{}{}", self.prefix, json::encode(event)));
         Ok(())
@@ -148,7 +151,11 @@ impl Email {
         })
     }
 
-    fn send(&self, ctx: &Context, mail: Mail) -> Result<(), NodeError> {
+    fn send(&self, ctx: &Context, mail: Mail, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, events);
+            return Ok(());
+        }
         let stats = Arc::clone(&self.core.stats);
         let mail = Mail {
             on_failure: Some(FailureHook(Arc::new(move || {
@@ -177,13 +184,13 @@ impl Node for Email {
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let mail = Mail::for_event(event, &self.from, &self.to, self.subject.as_deref());
-        self.send(ctx, mail)
+        self.send(ctx, mail, std::slice::from_ref(event))
     }
     fn takes_lists(&self) -> bool {
         true
     }
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
         let mail = Mail::for_events(events, &self.from, &self.to, self.subject.as_deref());
-        self.send(ctx, mail)
+        self.send(ctx, mail, events)
     }
 }
