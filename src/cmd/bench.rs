@@ -19,6 +19,9 @@
 //!     load-generator process, through `where(query) -> index`, beside the
 //!     loopback limit: the same generator against a sink that only reads
 //!     frames and acknowledges them.
+//! (r) `dmon replay` of an NDJSON file of the same events (with times),
+//!     through (a)'s streams on a virtual clock; printed beside (a), which
+//!     runs right before it, as a ratio to (a).
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread.
@@ -56,8 +59,8 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g), comma-separated; the
-    /// baseline always runs.
+    /// Run only these scenarios (a, b, c, d, e, f, g, r), comma-separated;
+    /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: act as the UDP load generator: send to this address.
@@ -135,15 +138,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         base.rate()
     };
-    if wants("a") {
+    if wants("a") || wants("r") {
         let base = baseline_now();
         let roots = python_roots()?;
-        let o = pipelined(roots, &samples, args.events, true);
+        let a = pipelined(roots, &samples, args.events, true);
         report(
             "(a) decode -> when(python lambda) -> average -> index",
-            &o,
+            &a,
             base,
         );
+        if wants("r") {
+            let r = replay_file(&samples, args.events)?;
+            report("(r) replay NDJSON file -> (a)'s streams, virtual clock", &r, base);
+            println!(
+                "    replay = {:.2}x (a) (both beside the same baseline)",
+                r.rate() / a.rate()
+            );
+        }
     }
     if wants("b") {
         let base = baseline_now();
@@ -439,6 +450,49 @@ fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool)
         elapsed,
         peak_rss_kib: peak_rss_kib(),
     }
+}
+
+/// Scenario (r): `n` sample events, dated 10 µs apart, written to an NDJSON
+/// file in the temporary directory (removed after), then replayed as
+/// `dmon replay FILE --streams …` does, through (a)'s streams. The clock
+/// runs from opening the file to the last event through the streams.
+fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
+    use super::replay::{replay, Reader, Speed};
+    use std::io::Write as _;
+    /// Removes the file however the scenario ends.
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("dmon-bench-replay-{}.ndjson", std::process::id()));
+    let file = Remove(path.clone());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file.0)?);
+    let t0 = 1_700_000_000.0;
+    for i in 0..n {
+        let sample = &samples[i % samples.len()];
+        // `{…}` becomes `{…,"time":T}`.
+        out.write_all(&sample[..sample.len() - 1])?;
+        writeln!(out, r#","time":{}}}"#, t0 + i as f64 * 1e-5)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let roots = python_roots()?;
+    reset_peak_rss();
+    let reader = Reader::open(&path)?;
+    let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false)?;
+    if replayed.events as usize != n || replayed.bad != 0 {
+        bail!(
+            "the replay read {} events ({} bad) of {n}",
+            replayed.events,
+            replayed.bad
+        );
+    }
+    Ok(Outcome {
+        events: n,
+        elapsed: replayed.elapsed,
+        peak_rss_kib: peak_rss_kib(),
+    })
 }
 
 /// Scenario (d): an in-process server, a load-generator child process per rate.
