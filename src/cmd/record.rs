@@ -15,7 +15,8 @@ use crate::server::recorder::{Format, Recorded, Recorder};
 use crate::server::Server;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Runs the server exactly as `dmon serve` does (same flags, same \
+#[command(
+    after_help = "Runs the server exactly as `dmon serve` does (same flags, same \
 defaults, the stream module included) and writes every event a sender delivers (JSON or \
 Riemann, over UDP or TCP) to FILE as it arrives, with the time it carried, or its receive \
 time if it had none, so `dmon replay FILE` keeps the pace. dmon's own events \
@@ -30,7 +31,8 @@ output go to stderr.
 
 Examples:
   dmon record events.ndjson --streams streams.py
-  dmon record --format riemann capture.riemann")]
+  dmon record --format riemann capture.riemann"
+)]
 pub struct RecordArgs {
     /// Where to write: a file (created, or truncated), or `-` for stdout.
     #[arg(value_name = "FILE")]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use prost::Message;
 use pyo3::Python;
 
@@ -35,9 +35,11 @@ use crate::server::recorder::Format;
 use crate::server::udp::MAX_DATAGRAM;
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "The format is told from the content: a first byte `{` (or `[`) \
-means NDJSON (one event, or an array of events, per line), anything else Riemann TCP \
-frames (a 4-byte big-endian length, then a protobuf Msg), as `dmon record` writes them.
+#[command(
+    after_help = "The format is told from the content: Riemann TCP frames (a \
+4-byte big-endian length, then a protobuf Msg) start with a byte from 0 to 3 (a length \
+under 64 MiB); anything else is NDJSON (one event, or an array of events, per line). \
+`dmon record` writes both.
 
 Locally, the stream module's roots run on a virtual clock that follows the events' \
 times, ticking and expiring the index as the server does, so time-driven streams \
@@ -57,7 +59,8 @@ Examples:
   dmon replay events.ndjson --streams candidate.py
   dmon replay capture.riemann --speed 10 --streams streams.py
   dmon replay events.ndjson --to 127.0.0.1:7689
-  dmon replay events.ndjson --to 127.0.0.1:5555 --riemann --speed max")]
+  dmon replay events.ndjson --to 127.0.0.1:5555 --riemann --speed max"
+)]
 pub struct ReplayArgs {
     /// The recording, or `-` for stdin.
     #[arg(value_name = "FILE")]
@@ -109,7 +112,12 @@ impl std::str::FromStr for Speed {
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let reader = Reader::open(&args.file)?;
     let summary = match args.to {
-        Some(to) => send(reader, to, args.riemann, args.speed.unwrap_or(Speed::Times(1.0)))?,
+        Some(to) => send(
+            reader,
+            to,
+            args.riemann,
+            args.speed.unwrap_or(Speed::Times(1.0)),
+        )?,
         None => {
             python::init().context("starting the embedded Python")?;
             let source = loader::StreamSource::parse(args.streams.as_deref());
@@ -203,44 +211,27 @@ impl Reader {
         }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let name = path.display().to_string();
-        Reader::new(Box::new(BufReader::with_capacity(1 << 18, file)), name.clone())
-            .with_context(|| format!("reading {name}"))
+        Reader::new(
+            Box::new(BufReader::with_capacity(1 << 18, file)),
+            name.clone(),
+        )
+        .with_context(|| format!("reading {name}"))
     }
 
-    /// Reads from `input`, telling the format from its first bytes.
+    /// Reads from `input`, telling the format from its first byte.
     pub fn new(mut input: Box<dyn BufRead + Send>, name: String) -> io::Result<Reader> {
-        let mut position = 0;
-        // Leading blank lines are skipped (and counted, for line numbers).
-        let format = loop {
-            let buf = input.fill_buf()?;
-            if buf.is_empty() {
-                break Format::Ndjson;
-            }
-            match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-                Some(i) => {
-                    let ndjson = matches!(buf[i], b'{' | b'[');
-                    if ndjson {
-                        let skipped = &buf[..i];
-                        position += skipped.iter().filter(|&&b| b == b'\n').count() as u64;
-                        // Whole lines only, so the next read starts a line.
-                        let cut = skipped.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
-                        input.consume(cut);
-                        break Format::Ndjson;
-                    }
-                    break Format::Riemann;
-                }
-                None => {
-                    let n = buf.len();
-                    position += buf.iter().filter(|&&b| b == b'\n').count() as u64;
-                    input.consume(n);
-                }
-            }
+        // A Riemann frame starts with its length, under MAX_FRAME: a first
+        // byte of 0 to 3. Anything else is text, read as NDJSON lines
+        // (bad ones reported), whatever its first line holds.
+        let format = match input.fill_buf()?.first() {
+            Some(&b) if (b as usize) < MAX_FRAME >> 24 => Format::Riemann,
+            _ => Format::Ndjson,
         };
         Ok(Reader {
             input,
             name,
             format,
-            position,
+            position: 0,
             offset: 0,
             buf: Vec::with_capacity(4096),
             errors: Vec::new(),
@@ -354,7 +345,10 @@ impl Reader {
             return;
         };
         if suppressed > 0 {
-            eprintln!("dmon replay: ({suppressed} more bad {} not shown)", self.unit());
+            eprintln!(
+                "dmon replay: ({suppressed} more bad {} not shown)",
+                self.unit()
+            );
         }
         match self.format {
             Format::Ndjson => eprintln!("dmon replay: {}:{}: {reason}", self.name, self.position),
@@ -373,7 +367,12 @@ impl Reader {
     }
 
     /// Reads batches on a thread of its own, up to [`READ_AHEAD`] ahead.
-    fn spawn(mut self) -> (crossbeam_channel::Receiver<Vec<Event>>, thread::JoinHandle<Reader>) {
+    fn spawn(
+        mut self,
+    ) -> (
+        crossbeam_channel::Receiver<Vec<Event>>,
+        thread::JoinHandle<Reader>,
+    ) {
         let (tx, rx) = crossbeam_channel::bounded(READ_AHEAD);
         let reading = thread::Builder::new()
             .name("dmon-replay-read".into())
@@ -470,8 +469,8 @@ impl Replayed {
 
     fn summary(&self) -> Summary {
         let mut text = format!(
-            "dmon replay: {} events read from {} ({}), {} bad {}, in {:.2} s: {:.0} events/s\n",
-            self.events,
+            "dmon replay: {} read from {} ({}), {} bad {}, in {:.2} s: {:.0} events/s\n",
+            plural(self.events, "event"),
             self.name,
             self.format.name(),
             self.bad,
@@ -481,13 +480,22 @@ impl Replayed {
         );
         let width = self.counts.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         for (node, n) in &self.counts {
-            text.push_str(&format!("  {node:<width$}  {n:>10} events\n"));
+            let events = if *n == 1 { "event" } else { "events" };
+            text.push_str(&format!("  {node:<width$}  {n:>10} {events}\n"));
         }
         if self.counts.is_empty() {
             text.push_str("  no event reached an output node\n");
         }
-        Summary { text, bad: self.bad }
+        Summary {
+            text,
+            bad: self.bad,
+        }
     }
+}
+
+/// `1 event`, `2 events`.
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn unit(format: Format, n: u64) -> &'static str {
@@ -540,10 +548,13 @@ pub fn replay(
         .join()
         .map_err(|_| anyhow::anyhow!("the reading thread panicked"))?;
     let elapsed = started.elapsed();
-    let counts = rehearsal.as_ref().map(Rehearsal::counts).unwrap_or_default();
+    let counts = rehearsal
+        .as_ref()
+        .map(Rehearsal::counts)
+        .unwrap_or_default();
     if let (true, Some(r)) = (show_index, &rehearsal) {
         let mut events = r.ctx().index.snapshot();
-        events.sort_by(|a, b| a.key().cmp(&b.key()));
+        events.sort_by_key(|e| e.key());
         for e in events {
             console.write_line(&format!("index: {}", json::encode(&e)));
         }
@@ -707,16 +718,15 @@ fn send(reader: Reader, to: SocketAddr, riemann: bool, speed: Speed) -> anyhow::
     outcome?;
     let elapsed = pace.started.elapsed().as_secs_f64();
     let how = match outbox {
-        Outbox::Udp { sent, .. } => format!("JSON over UDP, {sent} datagrams"),
-        Outbox::Riemann { sent, .. } => format!("Riemann TCP, {sent} messages acknowledged"),
+        Outbox::Udp { sent, .. } => format!("JSON over UDP, {}", plural(sent, "datagram")),
+        Outbox::Riemann { sent, .. } => {
+            format!("Riemann TCP, {} acknowledged", plural(sent, "message"))
+        }
     };
-    if reader.events == 0 && reader.bad == 0 {
-        bail!("{name} holds no events");
-    }
     Ok(Summary {
         text: format!(
-            "dmon replay: {} events read from {name} ({}), {} bad {}, sent to {to} ({how}) in {elapsed:.2} s\n",
-            reader.events,
+            "dmon replay: {} read from {name} ({}), {} bad {}, sent to {to} ({how}) in {elapsed:.2} s\n",
+            plural(reader.events, "event"),
             format.name(),
             reader.bad,
             unit(format, reader.bad),
@@ -783,6 +793,14 @@ mod tests {
         let hosts: Vec<_> = events.iter().map(|e| e.host.as_deref().unwrap()).collect();
         assert_eq!(hosts, ["a", "b", "c"]);
         assert_eq!(r.bad, 2);
+    }
+
+    #[test]
+    fn text_that_starts_badly_is_still_ndjson() {
+        let mut r = reader(b"oops\n{\"host\":\"a\"}\n");
+        assert_eq!(r.format, Format::Ndjson);
+        assert_eq!(read_all(&mut r).len(), 1);
+        assert_eq!(r.bad, 1);
     }
 
     #[test]

@@ -153,9 +153,8 @@ impl Recorder {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let error = writer.and_then(|w| {
-            w.join().unwrap_or_else(|_| {
-                Some(io::Error::other("the recording thread panicked"))
-            })
+            w.join()
+                .unwrap_or_else(|_| Some(io::Error::other("the recording thread panicked")))
         });
         Recorded {
             written: self.written(),
@@ -308,7 +307,10 @@ mod tests {
     fn events(n: usize) -> Vec<Arc<Event>> {
         (0..n)
             .map(|i| {
-                Arc::new(json::decode_event(&format!(r#"{{"host":"h{i}","time":{i},"metric":1.5}}"#)).unwrap())
+                Arc::new(
+                    json::decode_event(&format!(r#"{{"host":"h{i}","time":{i},"metric":1.5}}"#))
+                        .unwrap(),
+                )
             })
             .collect()
     }
@@ -322,8 +324,14 @@ mod tests {
         let done = r.finish();
         assert_eq!((done.written, done.dropped), (3, 0));
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        let back: Vec<Event> = text.lines().map(|l| json::decode_event(l).unwrap()).collect();
-        assert_eq!(back, sent.iter().map(|e| Event::clone(e)).collect::<Vec<_>>());
+        let back: Vec<Event> = text
+            .lines()
+            .map(|l| json::decode_event(l).unwrap())
+            .collect();
+        assert_eq!(
+            back,
+            sent.iter().map(|e| Event::clone(e)).collect::<Vec<_>>()
+        );
         // After finish, batches are ignored, not written.
         r.observe(&events(1));
         assert_eq!(r.finish().written, 3);
@@ -362,7 +370,11 @@ mod tests {
         }
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
-        let r = Recorder::start(Box::new(Gate(Arc::clone(&gate))), Format::Ndjson, "test".into());
+        let r = Recorder::start(
+            Box::new(Gate(Arc::clone(&gate))),
+            Format::Ndjson,
+            "test".into(),
+        );
         let batch = events(MAX_PENDING / 2);
         r.observe(&batch);
         r.observe(&batch);
