@@ -487,3 +487,78 @@ fn name_nodes(roots: &[Root]) {
         assign_paths(&root.path(), &*root.node);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::VirtualClock;
+    use crate::outputs::email::Mailer;
+    use crate::testing::{ev, Harness};
+
+    /// Keeps the hosts of what it observes.
+    #[derive(Default)]
+    struct Hosts(Mutex<Vec<String>>);
+    impl Observer for Hosts {
+        fn observe(&self, events: &[Arc<Event>]) {
+            let mut hosts = lock(&self.0);
+            hosts.extend(
+                events
+                    .iter()
+                    .map(|e| e.host.as_deref().unwrap_or("").to_owned()),
+            );
+        }
+    }
+
+    struct Discard;
+    impl crate::console::LineSink for Discard {
+        fn write_line(&self, _: &str) {}
+    }
+
+    #[test]
+    fn the_observer_sees_what_sources_deliver_and_nothing_else() {
+        let clock = VirtualClock::starting_at(1_000.0);
+        let ctx = Arc::new(Context::with_clock(
+            clock.clone(),
+            Mailer::disabled(),
+            Arc::new(Discard),
+        ));
+        let h = Harness::new();
+        let out = h.sink("out");
+        let index = h.build("index", vec![], vec![], vec![]);
+        let tree = h.build("sdo", vec![], vec![], vec![out.node(), index]);
+        let pipeline = Pipeline::new(
+            ctx,
+            vec![Root {
+                name: "stream".into(),
+                node: tree,
+            }],
+        );
+        let hosts = Arc::new(Hosts::default());
+        assert!(pipeline.set_observer(Some(hosts.clone())).is_none());
+        let (done, _) = oneshot::channel();
+        // An absurd future time is clamped before the observer sees it.
+        pipeline.handle(Work::Acked(
+            vec![ev(r#"{"host":"acked","time":1e300,"ttl":1}"#)],
+            done,
+        ));
+        let permits = pipeline.try_reserve(1).unwrap();
+        pipeline.handle(Work::Reserved(
+            vec![ev(r#"{"host":"reserved","time":1000}"#)],
+            permits,
+            None,
+        ));
+        // dmon's own events, and events expiring from the index: not a source's.
+        pipeline.handle(Work::Events(vec![ev(r#"{"host":"own","time":1000}"#)]));
+        clock.advance_to(1_500.0);
+        pipeline.handle(Work::Tick);
+        assert_eq!(*lock(&hosts.0), ["acked", "reserved"]);
+        let seen = out.events();
+        assert_eq!(seen[0].time.map(|t| t.as_f64()), Some(1_000.0));
+        assert!(seen.iter().any(|e| e.state.as_deref() == Some("expired")));
+
+        assert!(pipeline.set_observer(None).is_some());
+        let (done, _) = oneshot::channel();
+        pipeline.handle(Work::Acked(vec![ev(r#"{"host":"after"}"#)], done));
+        assert_eq!(lock(&hosts.0).len(), 2, "not observed once removed");
+    }
+}

@@ -22,9 +22,9 @@ Riemann, over UDP or TCP) to FILE as it arrives, with the time it carried, or it
 time if it had none, so `dmon replay FILE` keeps the pace. dmon's own events \
 (--instrument-interval) and expired events are not recorded. The file is flushed within \
 a fraction of a second, and on Ctrl-C or SIGTERM, which stop the server cleanly; the \
-number of events recorded is printed on exit. A recording never slows the server: when \
-its writer falls behind, events are left out of the file (not out of the streams) and \
-counted as dropped.
+number of events recorded is printed on exit. The file is written by a thread of its \
+own, off the event path: when it falls behind, events are left out of the file (not \
+out of the streams) and counted as dropped.
 
 With FILE `-` the recording goes to stdout, and the \"Listening\" lines and printer \
 output go to stderr.
@@ -123,8 +123,13 @@ fn report(recorder: &Recorder, recorded: Recorded) -> ExitCode {
         0 => String::new(),
         n => format!(", {n} dropped (the writer fell behind)"),
     };
+    let events = if recorded.written == 1 {
+        "event"
+    } else {
+        "events"
+    };
     eprintln!(
-        "dmon record: {} events recorded to {}{dropped}",
+        "dmon record: {} {events} recorded to {}{dropped}",
         recorded.written, recorder.target
     );
     match recorded.error {
