@@ -8,6 +8,7 @@ pub mod replay;
 pub mod send;
 pub mod serve;
 pub mod shell;
+pub mod test;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List the stream functions (or show one's documentation).
     Catalog(catalog::CatalogArgs),
+    /// Run the tests of stream modules (test_*.py files, pytest-style).
+    Test(test::TestArgs),
 }
 
 impl Cli {
@@ -73,6 +76,7 @@ impl Cli {
             Some(Command::Replay(args)) => replay::run(args),
             Some(Command::Bench(args)) => bench::run(args),
             Some(Command::Catalog(args)) => catalog::run(args),
+            Some(Command::Test(args)) => test::run(args),
         };
         match result {
             Ok(code) => code,
