@@ -279,15 +279,9 @@ impl Reader {
             if let Some(t) = out[first..].last().and_then(|e| e.time) {
                 self.last_time = t.as_f64();
             }
-            if !self.errors.is_empty() {
-                let errors = std::mem::take(&mut self.errors);
-                for e in &errors {
-                    // A line decoded alone: its errors say "line 1".
-                    let reason = e.0.strip_prefix("line 1: ").unwrap_or(&e.0);
-                    self.bad(reason);
-                }
-                self.errors = errors;
-                self.errors.clear();
+            for e in std::mem::take(&mut self.errors) {
+                // A line decoded alone: its errors say "line 1".
+                self.bad(e.0.strip_prefix("line 1: ").unwrap_or(&e.0));
             }
         }
         Ok(true)
