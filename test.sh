@@ -47,6 +47,7 @@ unset PYTHONHOME
 log "cargo fmt --check"
 cargo fmt --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
+cargo fmt --check --manifest-path python/Cargo.toml
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 log "cargo test --all-targets --no-fail-fast"

@@ -154,6 +154,19 @@ def send(*events, **fields):
     _report(f"{_count(len(evs))} sent to {addr[0]}:{addr[1]}")
 
 
+def record(path=None, format="ndjson"):
+    """record(path, format="ndjson"): write every event the server receives to a file, for dmon replay; record() stops."""
+    if path is None:
+        done = _server.record_stop()
+        _report(done if done is not None else "not recording")
+        return
+    path = os.fspath(path)
+    previous = _server.record_start(path, format)
+    if previous is not None:
+        _report(previous)
+    _report(f"recording every event received to {path} ({format}); record() stops")
+
+
 def stats(as_json=False):
     """stats(as_json=False): received, decoded, bad, per-node counters, uptime (as_json: the JSON line)."""
     if as_json:
@@ -737,8 +750,8 @@ def set_address(host, port):
     _ns["addr"] = addr
 
 
-_HELPERS = (inject, paste, send, event, streams, tap, index, query, stats, logs, log_level,
-            try_stream, reload, edit, watch, help)
+_HELPERS = (inject, paste, send, event, streams, tap, index, query, record, stats, logs,
+            log_level, try_stream, reload, edit, watch, help)
 
 
 def _put_helpers():

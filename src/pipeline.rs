@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::context::Context;
@@ -41,6 +41,17 @@ pub const MAX_FUTURE_SECS: f64 = 86_400.0;
 /// How often the index is expired, in seconds of the context's clock.
 pub const EXPIRY_INTERVAL: f64 = 1.0;
 
+/// Sees every event sources deliver (network sources and injected events,
+/// not dmon's own instrumentation nor expired events), once per batch,
+/// before the roots do: a recording. Runs on the dispatch thread, so it
+/// must only hand the events on (a bounded queue), never wait.
+pub trait Observer: Send + Sync {
+    fn observe(&self, events: &[Arc<Event>]);
+}
+
+/// An observer behind a thin pointer, which `ArcSwapOption` needs.
+struct Observing(Arc<dyn Observer>);
+
 /// A named top-level stream: every event goes to every root.
 #[derive(Clone)]
 pub struct Root {
@@ -58,6 +69,7 @@ impl Root {
 
 /// What the dispatch thread receives.
 pub enum Work {
+    /// Events from no source: dmon's own (instrumentation), benchmarks.
     Events(Vec<Event>),
     /// Events whose sender waits until they have been through every root
     /// (the shell's `inject`, and acknowledged protocols).
@@ -127,6 +139,9 @@ pub struct Pipeline {
     /// root per event: cheap enough to always know what it is stuck in.
     busy_since: AtomicU64,
     busy_root: AtomicUsize,
+    /// What sees received events, if anything: one load per batch when
+    /// nothing does.
+    observer: ArcSwapOption<Observing>,
     /// The last minutes of received events (off until configured:
     /// `--recent-minutes`).
     pub recent: Recent,
@@ -155,6 +170,7 @@ impl Pipeline {
             batch_start: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             busy_root: AtomicUsize::new(0),
+            observer: ArcSwapOption::empty(),
             recent: Recent::off(),
         }
     }
@@ -278,6 +294,15 @@ impl Pipeline {
         self.roots.store(Arc::new(roots));
     }
 
+    /// Makes `observer` see every event sources deliver from the next batch
+    /// on (`None`: nothing does); returns the previous one. A batch already
+    /// in progress may still reach the previous observer.
+    pub fn set_observer(&self, observer: Option<Arc<dyn Observer>>) -> Option<Arc<dyn Observer>> {
+        self.observer
+            .swap(observer.map(|o| Arc::new(Observing(o))))
+            .map(|o| Arc::clone(&o.0))
+    }
+
     /// Runs one event through every root.
     pub fn process(&self, event: Event) {
         self.process_shared(Arc::new(event));
@@ -299,15 +324,21 @@ impl Pipeline {
         self.busy_since.store(coarse_nanos(), Ordering::Relaxed);
     }
 
-    /// Runs events from a source: an event dated absurdly far ahead of
-    /// `now` is dated `now` (see [`MAX_FUTURE_SECS`]).
-    ///
-    /// With the recent-traffic ring on, the batch enters it first, under
-    /// one lock (expired events re-injected by the index do not: they were
-    /// not received).
-    fn process_received(&self, events: Vec<Event>, now: f64) {
+    /// Runs events: an event dated absurdly far ahead of `now` is dated
+    /// `now` (see [`MAX_FUTURE_SECS`]). Events `from_source` are shown to
+    /// the observer first, as the roots will see them, and enter the
+    /// recent-traffic ring when it is on, a batch under one lock (dmon's
+    /// own events and the expired ones the index re-injects were not
+    /// received: neither enters).
+    fn process_received(&self, events: Vec<Event>, now: f64, from_source: bool) {
         let horizon = now + MAX_FUTURE_SECS;
-        if !self.recent.is_on() {
+        let observing = if from_source {
+            self.observer.load_full()
+        } else {
+            None
+        };
+        let recent = from_source && self.recent.is_on();
+        if observing.is_none() && !recent {
             for mut e in events {
                 e.clamp_future(horizon, now);
                 self.process(e);
@@ -321,7 +352,12 @@ impl Pipeline {
                 Arc::new(e)
             })
             .collect();
-        self.recent.push(now, &events);
+        if let Some(observing) = observing {
+            observing.0.observe(&events);
+        }
+        if recent {
+            self.recent.push(now, &events);
+        }
         for e in events {
             self.process_shared(e);
         }
@@ -354,16 +390,18 @@ impl Pipeline {
     fn handle(&self, work: Work) -> bool {
         let _busy = lock(&self.dispatching);
         match work {
-            Work::Events(events) => self.process_received(events, self.ctx.now()),
+            // In a server only dmon's own events (instrumentation) come
+            // this way: not something a recording should replay.
+            Work::Events(events) => self.process_received(events, self.ctx.now(), false),
             Work::Acked(events, done) => {
-                self.process_received(events, self.ctx.now());
+                self.process_received(events, self.ctx.now(), true);
                 let _ = done.send(());
             }
             Work::Reserved(events, permits, done) => {
                 self.batch_start
                     .store(self.processed.load(Ordering::Relaxed), Ordering::Relaxed);
                 self.batch_len.store(events.len() as u64, Ordering::Relaxed);
-                self.process_received(events, self.ctx.now());
+                self.process_received(events, self.ctx.now(), true);
                 self.ingest_latency
                     .record(permits.since.elapsed(), permits.events);
                 // Permits first: the batch is no longer queued.
@@ -470,29 +508,106 @@ fn name_nodes(roots: &[Root]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streams::index::IndexNode;
+    use crate::clock::VirtualClock;
+    use crate::outputs::email::Mailer;
     use crate::testing::{ev, Harness};
 
-    /// Received events enter the ring once, with the receive time; the
-    /// expired copies the index re-injects do not; the tick ages it.
+    /// Keeps the hosts of what it observes.
+    #[derive(Default)]
+    struct Hosts(Mutex<Vec<String>>);
+    impl Observer for Hosts {
+        fn observe(&self, events: &[Arc<Event>]) {
+            let mut hosts = lock(&self.0);
+            hosts.extend(
+                events
+                    .iter()
+                    .map(|e| e.host.as_deref().unwrap_or("").to_owned()),
+            );
+        }
+    }
+
+    struct Discard;
+    impl crate::console::LineSink for Discard {
+        fn write_line(&self, _: &str) {}
+    }
+
+    #[test]
+    fn the_observer_sees_what_sources_deliver_and_nothing_else() {
+        let clock = VirtualClock::starting_at(1_000.0);
+        let ctx = Arc::new(Context::with_clock(
+            clock.clone(),
+            Mailer::disabled(),
+            Arc::new(Discard),
+        ));
+        let h = Harness::new();
+        let out = h.sink("out");
+        let index = h.build("index", vec![], vec![], vec![]);
+        let tree = h.build("sdo", vec![], vec![], vec![out.node(), index]);
+        let pipeline = Pipeline::new(
+            ctx,
+            vec![Root {
+                name: "stream".into(),
+                node: tree,
+            }],
+        );
+        let hosts = Arc::new(Hosts::default());
+        assert!(pipeline.set_observer(Some(hosts.clone())).is_none());
+        let (done, _) = oneshot::channel();
+        // An absurd future time is clamped before the observer sees it.
+        pipeline.handle(Work::Acked(
+            vec![ev(r#"{"host":"acked","time":1e300,"ttl":1}"#)],
+            done,
+        ));
+        let permits = pipeline.try_reserve(1).unwrap();
+        pipeline.handle(Work::Reserved(
+            vec![ev(r#"{"host":"reserved","time":1000}"#)],
+            permits,
+            None,
+        ));
+        // dmon's own events, and events expiring from the index: not a source's.
+        pipeline.handle(Work::Events(vec![ev(r#"{"host":"own","time":1000}"#)]));
+        clock.advance_to(1_500.0);
+        pipeline.handle(Work::Tick);
+        assert_eq!(*lock(&hosts.0), ["acked", "reserved"]);
+        let seen = out.events();
+        assert_eq!(seen[0].time.map(|t| t.as_f64()), Some(1_000.0));
+        assert!(seen.iter().any(|e| e.state.as_deref() == Some("expired")));
+
+        assert!(pipeline.set_observer(None).is_some());
+        let (done, _) = oneshot::channel();
+        pipeline.handle(Work::Acked(vec![ev(r#"{"host":"after"}"#)], done));
+        assert_eq!(lock(&hosts.0).len(), 2, "not observed once removed");
+    }
+
+    /// Received events enter the ring once, with the receive time; dmon's
+    /// own and the expired copies the index re-injects do not; the tick
+    /// ages it.
     #[test]
     fn received_events_enter_the_recent_ring() {
         let h = Harness::at(1000.0);
         let roots = vec![Root {
             name: "index_stream".into(),
-            node: Arc::new(IndexNode::new()),
+            node: Arc::new(crate::streams::index::IndexNode::new()),
         }];
         let pipeline = Pipeline::new(Arc::clone(&h.ctx), roots);
         pipeline.recent.configure(120.0, 1000);
-        pipeline.handle(Work::Events(vec![
-            ev(r#"{"host":"a","ttl":10,"time":1000}"#),
-            ev(r#"{"host":"b","ttl":10,"time":1000}"#),
-        ]));
+        let (done, _) = oneshot::channel();
+        pipeline.handle(Work::Acked(
+            vec![
+                ev(r#"{"host":"a","ttl":10,"time":1000}"#),
+                ev(r#"{"host":"b","ttl":10,"time":1000}"#),
+            ],
+            done,
+        ));
+        // dmon's own events do not enter.
+        pipeline.handle(Work::Events(vec![ev(
+            r#"{"host":"own","ttl":10,"time":1000}"#,
+        )]));
         h.clock.advance_by(30.0);
         pipeline.handle(Work::Tick);
         let stats = pipeline.stats();
-        assert_eq!(stats.expired, 2, "both expired and were re-injected");
-        assert_eq!(stats.processed, 4);
+        assert_eq!(stats.expired, 3, "all expired and were re-injected");
+        assert_eq!(stats.processed, 6);
         let kept = pipeline.recent.since(0.0);
         let hosts: Vec<_> = kept.iter().map(|r| r.event.host.as_deref()).collect();
         assert_eq!(hosts, [Some("a"), Some("b")], "only what was received");
@@ -509,7 +624,8 @@ mod tests {
     fn the_ring_is_off_unless_configured() {
         let h = Harness::at(0.0);
         let pipeline = Pipeline::new(Arc::clone(&h.ctx), Vec::new());
-        pipeline.handle(Work::Events(vec![ev(r#"{"host":"a"}"#)]));
+        let (done, _) = oneshot::channel();
+        pipeline.handle(Work::Acked(vec![ev(r#"{"host":"a"}"#)], done));
         assert_eq!(pipeline.stats().processed, 1);
         assert_eq!(pipeline.stats().recent_events, 0);
     }

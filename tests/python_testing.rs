@@ -61,6 +61,10 @@ events = [{"host": "a", "metric": 10, "time": t} for t in (1, 2, 3, 4)]
 assert run(tree, events).printed == []          # the interval ends at 6
 out = run(tree, events, until=6)
 assert [e.metric for e in out.printed_events] == [8.0] and out.now == 6
+# at(t) moves the clock between events: the first interval reports alone.
+from dmon.testing import at
+out = run(tree, events[:2] + [at(6)] + [{"host": "a", "metric": 50, "time": 7}], until=11)
+assert [e.metric for e in out.printed_events] == [4.0, 10.0], out.printed
 # Index expiry follows the virtual clock too.
 out = run(index(), [{"host": "a", "service": "x", "ttl": 10, "time": 100}], until=200)
 # The expired event comes back through the roots, as in the server.

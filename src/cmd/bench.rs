@@ -19,6 +19,11 @@
 //!     load-generator process, through `where(query) -> index`, beside the
 //!     loopback limit: the same generator against a sink that only reads
 //!     frames and acknowledges them.
+//! (r) `dmon replay` of an NDJSON file of the same events (with times),
+//!     through (a)'s streams on a virtual clock; printed beside (a), which
+//!     runs right before it, as a ratio to (a). Then (a) again while a
+//!     recording (`dmon record`, the shell's `record()`) writes every event
+//!     to a file: what recording costs dispatch.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
@@ -57,8 +62,8 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g), comma-separated; the
-    /// baseline always runs.
+    /// Run only these scenarios (a, b, c, d, e, f, g, r), comma-separated;
+    /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: act as the UDP load generator: send to this address.
@@ -141,28 +146,41 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         base.rate()
     };
-    if wants("a") {
+    if wants("a") || wants("r") {
         let base = baseline_now();
         let roots = python_roots()?;
-        let o = pipelined(roots, &samples, args.events, true, false);
+        let a = pipelined(roots, &samples, args.events, true);
         report(
             "(a) decode -> when(python lambda) -> average -> index",
-            &o,
+            &a,
             base,
         );
         if args.recent {
             let base = baseline_now();
-            let o = pipelined(python_roots()?, &samples, args.events, true, true);
+            let o = pipelined_with(python_roots()?, &samples, args.events, true, None, true);
             report("(a) with the recent-traffic ring on", &o, base);
+        }
+        if wants("r") {
+            let r = replay_file(&samples, args.events)?;
+            report(
+                "(r) replay NDJSON file -> (a)'s streams, virtual clock",
+                &r,
+                base,
+            );
+            println!(
+                "    replay = {:.2}x (a) (both beside the same baseline)",
+                r.rate() / a.rate()
+            );
+            recording(&samples, args.events, a.rate(), base)?;
         }
     }
     if wants("b") {
         let base = baseline_now();
-        let o = pipelined(native_roots(), &samples, args.events, false, false);
+        let o = pipelined(native_roots(), &samples, args.events, false);
         report("(b) decode -> average -> index (native)", &o, base);
         if args.recent {
             let base = baseline_now();
-            let o = pipelined(native_roots(), &samples, args.events, false, true);
+            let o = pipelined_with(native_roots(), &samples, args.events, false, None, true);
             report("(b) with the recent-traffic ring on", &o, base);
         }
     }
@@ -172,7 +190,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("f") {
         let base = baseline_now();
-        let o = pipelined(by_roots()?, &samples, args.events, false, false);
+        let o = pipelined(by_roots()?, &samples, args.events, false);
         report(
             "(f) decode -> by(host, service, average -> index)",
             &o,
@@ -413,13 +431,21 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
     }
 }
 
-/// Decodes on this thread and processes on a dispatch thread, as the server
-/// does; `recent`: with the recent-traffic ring on, as `serve` has it.
-fn pipelined(
+/// Decodes on this thread and processes on a dispatch thread, as the server does.
+fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool) -> Outcome {
+    pipelined_with(roots, samples, n, with_python, None, false)
+}
+
+/// [`pipelined`], with `recorder` (if any) seeing every event as a
+/// source's would, and with the recent-traffic ring on (as `serve` has it)
+/// when `recent`: both take the events as a source's, sent as acknowledged
+/// work.
+fn pipelined_with(
     roots: Vec<Root>,
     samples: &[Vec<u8>],
     n: usize,
     with_python: bool,
+    recorder: Option<Arc<crate::server::recorder::Recorder>>,
     recent: bool,
 ) -> Outcome {
     reset_peak_rss();
@@ -431,6 +457,10 @@ fn pipelined(
         );
     }
     let pipeline = Arc::new(pipeline);
+    let as_source = recorder.is_some() || recent;
+    if let Some(r) = recorder {
+        pipeline.set_observer(Some(r));
+    }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let start = Instant::now();
     let dispatcher = if with_python {
@@ -455,7 +485,13 @@ fn pipelined(
             );
             sent += 1;
         }
-        if tx.blocking_send(Work::Events(batch)).is_err() {
+        let work = if as_source {
+            // Nobody waits for the acknowledgement.
+            Work::Acked(batch, tokio::sync::oneshot::channel().0)
+        } else {
+            Work::Events(batch)
+        };
+        if tx.blocking_send(work).is_err() {
             break;
         }
     }
@@ -469,6 +505,84 @@ fn pipelined(
         elapsed,
         peak_rss_kib: peak_rss_kib(),
     }
+}
+
+/// Scenario (r): `n` sample events, dated 10 µs apart, written to an NDJSON
+/// file in the temporary directory (removed after), then replayed as
+/// `dmon replay FILE --streams …` does, through (a)'s streams. The clock
+/// runs from opening the file to the last event through the streams.
+fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
+    use super::replay::{replay, Reader, Speed};
+    use std::io::Write as _;
+    /// Removes the file however the scenario ends.
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let path =
+        std::env::temp_dir().join(format!("dmon-bench-replay-{}.ndjson", std::process::id()));
+    let file = Remove(path.clone());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file.0)?);
+    let t0 = 1_700_000_000.0;
+    for i in 0..n {
+        let sample = &samples[i % samples.len()];
+        // `{…}` becomes `{…,"time":T}`.
+        out.write_all(&sample[..sample.len() - 1])?;
+        writeln!(out, r#","time":{}}}"#, t0 + i as f64 * 1e-5)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let roots = python_roots()?;
+    reset_peak_rss();
+    let reader = Reader::open(&path)?;
+    let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false)?;
+    if replayed.events as usize != n || replayed.bad != 0 {
+        bail!(
+            "the replay read {} events ({} bad) of {n}",
+            replayed.events,
+            replayed.bad
+        );
+    }
+    Ok(Outcome {
+        events: n,
+        elapsed: replayed.elapsed,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// With (r): (a) again while a recorder writes every event to an NDJSON
+/// file in the temporary directory (removed after), as `dmon record` and
+/// the shell's `record()` do; its rate beside (a)'s, and what the
+/// recorder wrote and dropped.
+fn recording(samples: &[Vec<u8>], n: usize, a_rate: f64, base: f64) -> anyhow::Result<()> {
+    use crate::server::recorder::{Format, Recorder};
+    let path =
+        std::env::temp_dir().join(format!("dmon-bench-record-{}.ndjson", std::process::id()));
+    let recorder = Recorder::create(&path, Format::Ndjson)?;
+    let o = pipelined_with(
+        python_roots()?,
+        samples,
+        n,
+        true,
+        Some(Arc::clone(&recorder)),
+        false,
+    );
+    let writing = Instant::now();
+    let done = recorder.finish();
+    let _ = std::fs::remove_file(&path);
+    if let Some(e) = done.error {
+        bail!("recording to {}: {e}", path.display());
+    }
+    report("(a) while recording every event to a file", &o, base);
+    println!(
+        "    recording = {:.2}x (a); {} events written, {} dropped; the writer finished {:.2} s after the last event",
+        o.rate() / a_rate,
+        done.written,
+        done.dropped,
+        writing.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Scenario (d): an in-process server, a load-generator child process per rate.

@@ -3,9 +3,12 @@
 pub mod bench;
 pub mod catalog;
 pub mod query;
+pub mod record;
+pub mod replay;
 pub mod send;
 pub mod serve;
 pub mod shell;
+pub mod test;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -48,10 +51,16 @@ enum Command {
     Send(send::SendArgs),
     /// Ask a running dmon's index, in Riemann's query language.
     Query(query::QueryArgs),
+    /// Run the server and write every event it receives to a file, for replay.
+    Record(record::RecordArgs),
+    /// Run a recording through a stream module on a virtual clock, or send it to a running dmon.
+    Replay(replay::ReplayArgs),
     /// Measure throughput and memory of the decode and stream paths.
     Bench(bench::BenchArgs),
     /// List the stream functions (or show one's documentation).
     Catalog(catalog::CatalogArgs),
+    /// Run the tests of stream modules (test_*.py files, pytest-style).
+    Test(test::TestArgs),
 }
 
 impl Cli {
@@ -63,8 +72,11 @@ impl Cli {
             Some(Command::Serve(args)) => serve::run(args),
             Some(Command::Send(args)) => send::run(args),
             Some(Command::Query(args)) => query::run(args),
+            Some(Command::Record(args)) => record::run(args),
+            Some(Command::Replay(args)) => replay::run(args),
             Some(Command::Bench(args)) => bench::run(args),
             Some(Command::Catalog(args)) => catalog::run(args),
+            Some(Command::Test(args)) => test::run(args),
         };
         match result {
             Ok(code) => code,

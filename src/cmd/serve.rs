@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use pyo3::Python;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::console::Stdout;
+use crate::console::{LineSink, Stdout};
 use crate::context::Context;
 use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::{self, Pipeline};
@@ -207,25 +207,34 @@ pub fn cannot_listen(e: ListenError) -> anyhow::Error {
 /// Prints where the server listens; the JSON UDP line comes last, as the
 /// readiness signal scripts wait for.
 pub fn announce(bound: &Addresses) {
+    for line in announcements(bound) {
+        println!("{line}");
+    }
+}
+
+/// The lines [`announce`] prints.
+pub fn announcements(bound: &Addresses) -> Vec<String> {
+    let mut lines = Vec::new();
     if let Some(addr) = bound.riemann_tcp {
-        println!(
+        lines.push(format!(
             "Listening for Riemann TCP on: {} {}",
             addr.ip(),
             addr.port()
-        );
+        ));
     }
     if let Some(addr) = bound.riemann_udp {
-        println!(
+        lines.push(format!(
             "Listening for Riemann UDP on: {} {}",
             addr.ip(),
             addr.port()
-        );
+        ));
     }
-    println!(
+    lines.push(format!(
         "Listening for event datagrams on: {} {}",
         bound.udp.ip(),
         bound.udp.port()
-    );
+    ));
+    lines
 }
 
 #[derive(clap::Args, Debug)]
@@ -247,11 +256,16 @@ pub struct ServeArgs {
 /// Starts Python, loads the stream module and builds the pipeline; the
 /// module's errors come back worded for the user.
 pub fn prepare(opts: &ServerOpts) -> anyhow::Result<Arc<Pipeline>> {
+    prepare_with(opts, Arc::new(Stdout))
+}
+
+/// [`prepare`], with printed lines going to `console`.
+pub fn prepare_with(
+    opts: &ServerOpts,
+    console: Arc<dyn LineSink>,
+) -> anyhow::Result<Arc<Pipeline>> {
     python::init().context("starting the embedded Python")?;
-    let ctx = Arc::new(Context::new(
-        Mailer::start(opts.smtp.clone()),
-        Arc::new(Stdout),
-    ));
+    let ctx = Arc::new(Context::new(Mailer::start(opts.smtp.clone()), console));
     python::bind_context(Arc::clone(&ctx));
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
@@ -307,7 +321,7 @@ const FORCED_STATS_WAIT: Duration = Duration::from_millis(500);
 
 /// A second signal: exits now, whatever the dispatch thread is stuck in,
 /// with the counters and what was left unprocessed.
-fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
+pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = Arc::clone(pipeline);
     let _ = std::thread::Builder::new()
@@ -393,20 +407,20 @@ fn watch(source: loader::StreamSource, pipeline: Arc<Pipeline>) -> anyhow::Resul
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, caught from the moment they are installed.
-struct StopSignals {
+pub(crate) struct StopSignals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl StopSignals {
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         })
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

@@ -246,6 +246,10 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     logs::to_stderr();
     if let Some(server) = server {
         let stats = runtime.block_on(server.shutdown());
+        // After the shutdown: everything received is in the recording.
+        if let Some(recorded) = handle.get().stop_recording() {
+            eprintln!("{recorded}");
+        }
         if args.stats_json {
             eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
         } else {

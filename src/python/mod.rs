@@ -30,11 +30,20 @@ static CONTEXT: OnceLock<Arc<Context>> = OnceLock::new();
 
 #[pymodule]
 fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fill_module(m)
+}
+
+/// Fills the `dmon` module: `dmon.streams`, `dmon.folds`, `dmon.testing`,
+/// `Event`, `__version__`. The binary's built-in module and the pip package's
+/// extension (python/src/lib.rs) both call this, so they offer the same
+/// names, backed by the same native nodes.
+pub fn fill_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let streams = PyModule::new(py, "dmon.streams")?;
     streams::register(&streams)?;
     m.add("streams", &streams)?;
     m.add("folds", streams.getattr("folds")?)?;
+    m.add("Event", streams.getattr("Event")?)?;
     let testing = testing::module(py)?;
     m.add("testing", &testing)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

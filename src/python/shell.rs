@@ -17,10 +17,12 @@ use crate::codec::json;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
 use crate::outputs::capture::Output;
+use crate::pipeline::Observer;
 use crate::pipeline::{Pipeline, Root};
 use crate::query::Query;
 use crate::recent::{self, OutputView, Received};
 use crate::rehearsal::Rehearsal;
+use crate::server::recorder::{Format, Recorder};
 use crate::server::{Addresses, Injector};
 use crate::streams::{walk_tree, Node, NodeRef};
 
@@ -52,6 +54,8 @@ pub struct ShellServer {
     not_streams: Mutex<Vec<String>>,
     /// Roots defined at the prompt under --connect, last told about.
     remote_roots: Mutex<Vec<String>>,
+    /// The recording `record(path)` started, if one is on.
+    recording: Mutex<Option<Arc<Recorder>>>,
 }
 
 impl ShellServer {
@@ -71,7 +75,39 @@ impl ShellServer {
             roots: Mutex::new(Vec::new()),
             not_streams: Mutex::new(Vec::new()),
             remote_roots: Mutex::new(Vec::new()),
+            recording: Mutex::new(None),
         }
+    }
+
+    /// Stops the recording in progress, if any: the pipeline stops handing
+    /// it events, and its writer writes what it holds and closes the file.
+    /// Says what it wrote.
+    pub fn stop_recording(&self) -> Option<String> {
+        let recorder = self
+            .recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        if let Target::Local(pipeline) = &self.target {
+            pipeline.set_observer(None);
+        }
+        let done = recorder.finish();
+        let mut said = format!(
+            "{} event{} recorded to {}",
+            done.written,
+            if done.written == 1 { "" } else { "s" },
+            recorder.target
+        );
+        if done.dropped > 0 {
+            said.push_str(&format!(
+                "; {} dropped (the writer fell behind)",
+                done.dropped
+            ));
+        }
+        if let Some(e) = done.error {
+            said.push_str(&format!("; writing failed: {e}"));
+        }
+        Some(said)
     }
 
     /// Writes each `(name, note)` above the prompt whose name the previous
@@ -186,6 +222,25 @@ impl ShellServer {
             .map(|e| PyEvent::wrap(py, &Arc::new(e)))
             .collect::<PyResult<_>>()?;
         Ok((events, errors.into_iter().map(|e| e.0).collect()))
+    }
+
+    /// Starts writing every event the server receives to `path` (ndjson or
+    /// riemann format), stopping the recording in progress first; returns
+    /// what that one wrote, if there was one.
+    fn record_start(&self, py: Python<'_>, path: &str, format: &str) -> PyResult<Option<String>> {
+        let pipeline = self.local()?;
+        let format: Format = format.parse().map_err(PyValueError::new_err)?;
+        let recorder = Recorder::create(std::path::Path::new(path), format)
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot record to {path}: {e}")))?;
+        let previous = py.detach(|| self.stop_recording());
+        pipeline.set_observer(Some(Arc::clone(&recorder) as Arc<dyn Observer>));
+        *self.recording.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder);
+        Ok(previous)
+    }
+
+    /// Stops recording; what it wrote, or None when nothing was recording.
+    fn record_stop(&self, py: Python<'_>) -> Option<String> {
+        py.detach(|| self.stop_recording())
     }
 
     fn stats_json(&self) -> PyResult<String> {

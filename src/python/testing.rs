@@ -35,9 +35,11 @@ const WATCH_CAPACITY: usize = 65_536;
 pub fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new(py, "dmon.testing")?;
     m.add_function(wrap_pyfunction!(run, &m)?)?;
+    m.add_function(wrap_pyfunction!(at, &m)?)?;
     m.add_class::<Run>()?;
+    m.add_class::<At>()?;
     m.add_class::<PyEvent>()?;
-    m.setattr("__all__", vec!["run", "Run", "Event"])?;
+    m.setattr("__all__", vec!["run", "at", "Run", "Event"])?;
     m.setattr(
         "__doc__",
         "Run streams over events with a virtual clock, outputs captured: run(tree, events, until=...).",
@@ -58,6 +60,42 @@ impl LineSink for Printed {
     }
 }
 
+/// A step of the clock among `run()`'s events: `at(60)`.
+#[pyclass(name = "At", module = "dmon.testing", frozen)]
+pub struct At {
+    #[pyo3(get)]
+    time: f64,
+}
+
+#[pymethods]
+impl At {
+    fn __repr__(&self) -> String {
+        format!("at({})", self.time)
+    }
+}
+
+/// Moves the clock to `time` at this place in `run()`'s events, ticking
+/// the tree (windows flush, rates report, the index expires).
+///
+/// Example: run(tree, [{"metric": 1, "time": 1}, at(60), {"metric": 2, "time": 61}])
+#[pyfunction]
+fn at(time: f64) -> At {
+    At { time }
+}
+
+/// One item of `run()`'s events: an event, or a step of the clock.
+enum Step {
+    Event(Arc<Event>),
+    To(f64),
+}
+
+fn step(item: &Bound<'_, PyAny>) -> PyResult<Step> {
+    match item.cast::<At>() {
+        Ok(at) => Ok(Step::To(at.get().time)),
+        Err(_) => event_from_py(item).map(Step::Event),
+    }
+}
+
 /// Runs `tree` over `events` with a virtual clock and returns what reached
 /// its outputs.
 ///
@@ -67,7 +105,8 @@ impl LineSink for Printed {
 /// It runs as a fresh copy: its state and counters are left as they were,
 /// so one tree serves many tests. `events` are Events or dicts; the clock
 /// starts at `start` (default: the first event's time, else 0), follows
-/// event times, and ends at `until` (default: the last event's time) —
+/// event times and `at(t)` steps among the events, and ends at `until`
+/// (default: where the events left it) —
 /// windows, rates and expiry fire as time passes. `email()` sends nothing:
 /// its mails are in `.mailed`. `watch` lists nodes of the tree whose
 /// emitted events `.leaving(node)` returns.
@@ -83,13 +122,17 @@ fn run(
     watch: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Run> {
     let roots = roots_from(tree)?;
-    let events = events
+    let steps = events
         .try_iter()
         .map_err(|_| PyTypeError::new_err("run(): `events` must be a list of events or dicts"))?
-        .map(|e| event_from_py(&e?))
-        .collect::<PyResult<Vec<Arc<Event>>>>()?;
+        .map(|e| step(&e?))
+        .collect::<PyResult<Vec<Step>>>()?;
     let start = start
-        .or_else(|| events.first().and_then(|e| e.time).map(|t| t.as_f64()))
+        .or_else(|| match steps.first() {
+            Some(Step::Event(e)) => e.time.map(|t| t.as_f64()),
+            Some(Step::To(t)) => Some(*t),
+            None => None,
+        })
         .unwrap_or(0.0);
     let watched: Vec<NodeRef> = match watch {
         None => Vec::new(),
@@ -117,8 +160,11 @@ fn run(
     let drops_before = TAP_DROPS.load(Ordering::Relaxed);
     let ctx = Arc::clone(rehearsal.ctx());
     super::with_context(&ctx, || {
-        for event in events {
-            rehearsal.feed(Arc::unwrap_or_clone(event));
+        for step in steps {
+            match step {
+                Step::Event(event) => rehearsal.feed(Arc::unwrap_or_clone(event)),
+                Step::To(t) => rehearsal.advance_to(t),
+            }
             drain(&mut taps);
         }
         if let Some(t) = until {

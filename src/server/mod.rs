@@ -3,6 +3,7 @@
 //! batches to the pipeline; and [`Server`], which runs them all.
 
 pub mod injector;
+pub mod recorder;
 pub mod riemann_tcp;
 pub mod riemann_udp;
 pub mod udp;
