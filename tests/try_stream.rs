@@ -295,3 +295,42 @@ fn flags_are_documented_and_checked() {
         "{err}"
     );
 }
+
+/// Ctrl-C stops a long dry run at once, as a KeyboardInterrupt at the
+/// prompt (not as a failure of the candidate's lambda), and the shell and
+/// the server go on.
+#[test]
+fn ctrl_c_stops_a_long_dry_run() {
+    let dir = TempDir::new();
+    let shell = start(Kind::Python, &dir, &[]);
+    shell.run_expect(
+        r#"inject([{"host": f"h{i}", "metric": i} for i in range(2000)])"#,
+        "2000 events injected",
+    );
+    // 10 ms per event: 20 s for the candidate alone. It says when it has
+    // begun.
+    shell.type_line("import time");
+    let call = r#"try_stream(where(lambda e: (e.host == "h0" and print("dry run begun")) or time.sleep(0.01) or True, printer("x: ")), against="warn_stream")"#;
+    shell.type_at_prompt(call);
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("the dry run to begin", |s| has_line(s, "dry run begun"));
+    let pressed = std::time::Instant::now();
+    shell.tmux.keys(&["C-c"]);
+    let screen = shell.wait_for("KeyboardInterrupt and a prompt", |s| {
+        has_line(s, "KeyboardInterrupt") && shell.at_prompt(s)
+    });
+    assert!(
+        pressed.elapsed() < std::time::Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        pressed.elapsed()
+    );
+    assert!(
+        !screen.contains("failed on event"),
+        "the interrupt reached the lambda:\n{screen}"
+    );
+    let out = shell.type_line("print(6 * 7)");
+    assert_eq!(out.trim(), "42");
+    shell.send_datagram(r#"{"host":"after","state":"warning"}"#);
+    shell.wait_for_line_starting(r#"warn: {"host":"after""#);
+    leave(&shell);
+}

@@ -2,6 +2,7 @@
 //! `shell/dmon_shell.py` see it: inject, counters, index, taps, root swaps.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -495,18 +496,38 @@ impl ShellServer {
             Rehearsal::new(candidate_roots, start, Arc::new(Discard)),
             Rehearsal::new(live, start, Arc::new(Discard)),
         ];
-        // In slices, without the GIL: the live server goes on meanwhile,
-        // and Ctrl-C is seen between slices.
-        for slice in received.chunks(TRY_SLICE) {
-            py.detach(|| runs.iter_mut().for_each(|r| feed(r, slice)));
-            py.check_signals()?;
-        }
-        py.detach(|| {
-            for r in runs.iter_mut() {
-                let ctx = Arc::clone(r.ctx());
-                super::with_context(&ctx, || r.advance_to(now));
+        // On a thread of its own: Python there (the candidate's lambdas)
+        // never receives Ctrl-C, which this thread turns into a cancel
+        // instead of a lambda's failure; and this thread waits without the
+        // GIL, so the live server goes on meanwhile.
+        let cancel = AtomicBool::new(false);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        std::thread::scope(|scope| -> PyResult<()> {
+            let (runs, received, cancel) = (&mut runs, &received, &cancel);
+            let worker = scope.spawn(move || {
+                let _done = done_tx; // hung up when the dry run ends, however
+                dry_run(runs, received, now, cancel);
+            });
+            loop {
+                let waiting = py.detach(|| {
+                    matches!(
+                        done_rx.recv_timeout(Duration::from_millis(50)),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    )
+                });
+                if !waiting {
+                    break;
+                }
+                if let Err(interrupt) = py.check_signals() {
+                    cancel.store(true, Ordering::Relaxed);
+                    let _ = py.detach(|| worker.join());
+                    return Err(interrupt);
+                }
             }
-        });
+            py.detach(|| worker.join()).map_err(|_| {
+                PyRuntimeError::new_err("try_stream(): the dry run failed (see logs())")
+            })
+        })?;
         let [candidate_run, live_run] = runs;
         let (candidate_out, live_out) = (candidate_run.take_outputs(), live_run.take_outputs());
         let nodes: Vec<(String, &str)> = nodes.iter().map(|(d, k)| (d.clone(), *k)).collect();
@@ -563,9 +584,6 @@ fn view(outputs: &[Output]) -> Vec<OutputView<'_>> {
         .collect()
 }
 
-/// Events fed to a dry run between two looks at Ctrl-C.
-const TRY_SLICE: usize = 4096;
-
 /// Prints nothing: a dry run's printer lines are captured, not shown.
 struct Discard;
 
@@ -573,15 +591,22 @@ impl LineSink for Discard {
     fn write_line(&self, _line: &str) {}
 }
 
-/// Feeds received events to a dry run, with Python streams (coroutines)
-/// pushing into its context.
-fn feed(run: &mut Rehearsal, events: &[Received]) {
-    let ctx = Arc::clone(run.ctx());
-    super::with_context(&ctx, || {
-        for r in events {
-            run.feed(Event::clone(&r.event));
-        }
-    });
+/// Feeds the received events to each dry run, then moves its clock to
+/// `now`, with Python streams (coroutines) pushing into the run's context;
+/// stops early when `cancel` is set.
+fn dry_run(runs: &mut [Rehearsal], received: &[Received], now: f64, cancel: &AtomicBool) {
+    for run in runs {
+        let ctx = Arc::clone(run.ctx());
+        super::with_context(&ctx, || {
+            for r in received {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                run.feed(Event::clone(&r.event));
+            }
+            run.advance_to(now);
+        });
+    }
 }
 
 /// The live streams to compare with: every root, or the one `against`
