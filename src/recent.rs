@@ -19,7 +19,7 @@ use crate::streams::lock;
 pub const DEFAULT_MINUTES: f64 = 5.0;
 
 /// Most events kept, by default, whatever the rate.
-pub const DEFAULT_MAX_EVENTS: usize = 1_000_000;
+pub const DEFAULT_MAX_EVENTS: usize = 200_000;
 
 /// An event as it was received, and when (the pipeline clock's seconds).
 #[derive(Clone, Debug)]

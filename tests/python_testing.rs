@@ -132,6 +132,17 @@ module = types.ModuleType("mystreams")
 exec('from dmon.streams import *\nprint_stream = printer("p: ")\nindex_stream = index()\nhelper = 1', module.__dict__)
 out = run(module, [{"host": "h", "metric": 1, "time": 1}])
 assert sorted(out.counts) == ['index()', 'printer("p: ")'], out.counts
+# A plain primed generator cannot be copied: the run says so per event
+# and the generator itself is never driven by it.
+def plain(*targets):
+    while True:
+        e = yield
+        send(e, *targets)
+gen = plain(printer("g: "))
+next(gen)
+out = run(gen, [{"metric": 1, "time": 1}])
+assert out.errors == 1 and out.printed == [], out
+assert gen.gi_frame is not None
 out = run([printer("x: "), printer("y: ")], [{"metric": 1}])
 assert out.printed == ['x: {"time":0.0,"metric":1}', 'y: {"time":0.0,"metric":1}'], out.printed
 "#);

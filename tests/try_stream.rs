@@ -280,7 +280,7 @@ fn flags_are_documented_and_checked() {
         "--recent-minutes <MINUTES>",
         "[env: DMON_RECENT_MINUTES=] [default: 5]",
         "--recent-max-events <N>",
-        "[env: DMON_RECENT_MAX_EVENTS=] [default: 1000000]",
+        "[env: DMON_RECENT_MAX_EVENTS=] [default: 200000]",
     ] {
         assert!(flat.contains(want), "no {want:?} in:\n{help}");
     }

@@ -76,7 +76,7 @@ pub struct BenchArgs {
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     pub generate_riemann: Option<SocketAddr>,
     /// Also run (a) and (b) with the recent-traffic ring on (the serve
-    /// defaults: 5 minutes, at most 1,000,000 events), each right after
+    /// defaults: 5 minutes, at most 200,000 events), each right after
     /// the same scenario with it off, to show what the ring costs.
     #[arg(long)]
     pub recent: bool,

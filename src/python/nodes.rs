@@ -211,10 +211,12 @@ impl Coroutine {
         if let Some(t) = &*target {
             return Ok(t.bind(py).clone());
         }
-        let recipe = self
-            .recipe
-            .as_ref()
-            .expect("only @stream coroutines start lazily");
+        let recipe = self.recipe.as_ref().ok_or_else(|| {
+            NodeError(format!(
+                "{}: a plain primed generator cannot be copied for a rehearsal (dmon.testing, replay, try_stream); build it with @stream",
+                self.name
+            ))
+        })?;
         let started = recipe
             .start_with(py, &self.core.children)
             .map_err(|err| node_error(py, err))?;
@@ -286,6 +288,9 @@ impl Node for Coroutine {
     fn fresh(&self) -> NodeRef {
         let target = match &self.recipe {
             Some(_) => None,
+            // A rehearsal's copy must not drive the live generator (from
+            // another thread, even): it has none, and says why per event.
+            None if crate::streams::detaching() => None,
             None => Python::attach(|py| lock(&self.target).as_ref().map(|t| t.clone_ref(py))),
         };
         Arc::new(Coroutine {

@@ -193,6 +193,12 @@ pub fn fresh_stats(stats: &Arc<NodeStats>) -> Arc<NodeStats> {
     })
 }
 
+/// Whether a [`detached_copy`] is being made on this thread (a node that
+/// cannot be copied, like a plain Python generator, must not be shared).
+pub fn detaching() -> bool {
+    DETACHING.with_borrow(|d| d.is_some())
+}
+
 /// The counters of a [`detached_copy`], found by the original node's.
 pub struct CopiedStats(StatsCopies);
 
