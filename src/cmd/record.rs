@@ -7,12 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::serve::{self, ServerOpts, StopSignals};
+use super::serve::{self, ServerOpts};
 use crate::console::{LineSink, Stdout};
 use crate::pipeline::Observer;
-use crate::python;
 use crate::server::recorder::{Format, Recorded, Recorder};
-use crate::server::Server;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -71,50 +69,25 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let recorder = Recorder::create(&args.file, args.format)
         .with_context(|| format!("cannot record to {}", args.file.display()))?;
     pipeline.set_observer(Some(Arc::clone(&recorder) as Arc<dyn Observer>));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut stop = StopSignals::install()?;
-        let mut server =
-            Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
-                .await
-                .map_err(serve::cannot_listen)?;
-        if let Some(every) = args.server.instrument_every() {
-            server.instrument(every);
-        }
-        for line in serve::announcements(&server.bound) {
+    let observed = Arc::clone(&pipeline);
+    let target = recorder.target.clone();
+    let format = args.format.name();
+    let announce = |bound: &_| {
+        for line in serve::announcements(bound) {
             if to_stdout {
                 eprintln!("{line}");
             } else {
                 println!("{line}");
             }
         }
-        tracing::info!(
-            "recording every event received to {} ({})",
-            recorder.target,
-            args.format.name()
-        );
-        stop.wait().await;
-        tracing::info!(
-            "shutting down: processing and recording events already received (Ctrl-C or SIGTERM again to stop at once)"
-        );
-        let pipeline = Arc::clone(&server.pipeline);
-        tokio::select! {
-            stats = server.shutdown() => {
-                pipeline.set_observer(None);
-                let recorded = recorder.finish();
-                eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
-                Ok(report(&recorder, recorded))
-            }
-            _ = stop.wait() => {
-                // What the writer has is still worth keeping.
-                report(&recorder, recorder.finish());
-                serve::forced_stop(&pipeline)
-            }
-        }
-    })
+        tracing::info!("recording every event received to {target} ({format})");
+    };
+    // At a forced stop too: what the writer has is still worth keeping.
+    let finish = |_forced| {
+        observed.set_observer(None);
+        report(&recorder, recorder.finish())
+    };
+    serve::serve_until_stopped(pipeline, &args.server, announce, " and recording", finish)
 }
 
 /// Says how many events were recorded; a write error fails the command.

@@ -284,6 +284,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&pipeline),
         )?;
     }
+    serve_until_stopped(pipeline, &args.server, announce, "", |_| ExitCode::SUCCESS)
+}
+
+/// Serves until Ctrl-C or SIGTERM (what `serve` and `record` share): opens
+/// the listeners, calls `announce` once they are bound, and on a signal
+/// processes the events already received, prints the final counters and
+/// returns what `finish(false)` says; a second signal stops at once, after
+/// `finish(true)`. `also` names what the clean stop also finishes, for its
+/// log line.
+pub(crate) fn serve_until_stopped(
+    pipeline: Arc<Pipeline>,
+    opts: &ServerOpts,
+    announce: impl FnOnce(&Addresses),
+    also: &str,
+    finish: impl FnOnce(bool) -> ExitCode,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -292,25 +308,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Handlers first: once "Listening" is printed, a SIGTERM must already
         // mean a clean shutdown, not the default kill.
         let mut stop = StopSignals::install()?;
-        let mut server =
-            Server::start(pipeline, &args.server.listeners(), python::spawn_dispatcher)
-                .await
-                .map_err(cannot_listen)?;
-        if let Some(every) = args.server.instrument_every() {
+        let mut server = Server::start(pipeline, &opts.listeners(), python::spawn_dispatcher)
+            .await
+            .map_err(cannot_listen)?;
+        if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }
         announce(&server.bound);
         stop.wait().await;
         tracing::info!(
-            "shutting down: processing events already received (Ctrl-C or SIGTERM again to stop at once)"
+            "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
         );
         let pipeline = Arc::clone(&server.pipeline);
         tokio::select! {
             stats = server.shutdown() => {
                 eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
-                Ok(ExitCode::SUCCESS)
+                Ok(finish(false))
             }
-            _ = stop.wait() => forced_stop(&pipeline),
+            _ = stop.wait() => {
+                finish(true);
+                forced_stop(&pipeline)
+            }
         }
     })
 }
