@@ -268,6 +268,14 @@ impl Run {
         self.outputs.iter().filter(move |o| o.kind == kind)
     }
 
+    /// The events that reached outputs of `kind`, in order.
+    fn events_of_kind(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<Py<PyEvent>>> {
+        self.of_kind(kind)
+            .flat_map(|o| o.events.iter())
+            .map(|e| PyEvent::wrap(py, e))
+            .collect()
+    }
+
     fn flat(&self) -> impl Iterator<Item = &Arc<Event>> {
         self.outputs.iter().flat_map(|o| o.events.iter())
     }
@@ -300,11 +308,7 @@ impl Run {
     /// The events `printer()` nodes received.
     #[getter]
     fn printed_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyEvent>>> {
-        let events: Vec<Arc<Event>> = self
-            .of_kind("printer")
-            .flat_map(|o| o.events.iter().cloned())
-            .collect();
-        events_list(py, &events)
+        self.events_of_kind(py, "printer")
     }
 
     /// The mails `email()` would have sent: one list of events per mail.
@@ -318,11 +322,7 @@ impl Run {
     /// The events `index()` nodes received, in order.
     #[getter]
     fn indexed(&self, py: Python<'_>) -> PyResult<Vec<Py<PyEvent>>> {
-        let events: Vec<Arc<Event>> = self
-            .of_kind("index")
-            .flat_map(|o| o.events.iter().cloned())
-            .collect();
-        events_list(py, &events)
+        self.events_of_kind(py, "index")
     }
 
     /// The index at the end of the run (expired events removed).
