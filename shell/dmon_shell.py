@@ -288,6 +288,82 @@ def _table(events):
     return "\n".join(out)
 
 
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _sparkline(points, start, end, width):
+    """One character per time slice of [start, end]: the slice's mean metric,
+    scaled between the lowest and highest slice; a space where nothing came."""
+    slices = [[] for _ in range(width)]
+    span = max(end - start, 1e-9)
+    for t, m in points:
+        slices[min(width - 1, max(0, int((t - start) / span * width)))].append(m)
+    means = [sum(s) / len(s) if s else None for s in slices]
+    known = [m for m in means if m is not None]
+    lo, hi = min(known), max(known)
+    top = len(_BARS) - 1
+    return "".join(
+        " " if m is None else _BARS[top // 2 if hi == lo else round((m - lo) / (hi - lo) * top)]
+        for m in means
+    )
+
+
+def spark(host, service, minutes=5, width=60):
+    """spark(host, service, minutes=5, width=60): a sparkline of a series' metrics received in the last minutes.
+
+    Reads the recent-traffic ring (--recent-minutes), so it shows what was
+    received, one character per time slice: spark("web1", "cpu")."""
+    if not (isinstance(width, int) and 1 <= width <= 500):
+        raise ValueError(f"spark(): width must be an int from 1 to 500, not {width!r}")
+    now, points = _server.series(host, service, minutes * 60)
+    if not points:
+        _report(f"spark: no metric from {host} {service} in the last {minutes:g} min")
+        return
+    metrics = [m for _, m in points]
+    print(f"{host} {service}, last {minutes:g} min: {_count(len(metrics), 'point')}, "
+          f"min {min(metrics):g}, max {max(metrics):g}, last {metrics[-1]:g}")
+    print(_sparkline(points, now - minutes * 60, now, width))
+
+
+def _fit(text, width):
+    """`text` cut from the left to `width` characters (a path's end says most)."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def top(n=10, interval=2, rounds=None):
+    """top(n=10, interval=2): the busiest nodes and series, every `interval` seconds until Ctrl-C.
+
+    Nodes by events in per second (from their counters); series (host,
+    service) by events received per second, with their last metric, from the
+    recent-traffic ring. `rounds` stops after that many views."""
+    if not interval > 0:
+        raise ValueError(f"top(): interval must be a positive number of seconds, not {interval!r}")
+
+    def node_counts():
+        return {nd["path"]: nd["in"] for nd in json.loads(_server.stats_json())["nodes"]}
+
+    before, shown = node_counts(), 0
+    try:
+        while rounds is None or shown < rounds:
+            time.sleep(interval)
+            after = node_counts()
+            nodes = sorted(((after[p] - before.get(p, 0)) / interval, p) for p in after)[::-1][:n]
+            series = _server.busiest(interval, n)
+            before = after
+            shown += 1
+            lines = [_paint(DIM, f"top: the last {interval:g} s (Ctrl-C stops)"),
+                     f"{'node':<64}{'events/s':>12}"]
+            lines += [f"{_fit(p, 63):<64}{rate:>12.1f}" for rate, p in nodes]
+            lines.append(f"{'series (host service)':<52}{'events/s':>12}{'last metric':>14}")
+            for host, service, count, last in series:
+                name = _fit(f"{host or '-'} {service or '-'}", 51)
+                metric = "-" if last is None else f"{last:g}"
+                lines.append(f"{name:<52}{count / interval:>12.1f}{metric:>14}")
+            print("\n".join(lines))
+    except KeyboardInterrupt:
+        pass
+
+
 def try_stream(candidate, minutes=5, against=None):
     """try_stream(candidate, minutes=5, against=None): dry-run a stream on the last minutes of traffic, beside the live streams.
 
@@ -751,7 +827,7 @@ def set_address(host, port):
 
 
 _HELPERS = (inject, paste, send, event, streams, tap, index, query, record, stats, logs,
-            log_level, try_stream, reload, edit, watch, help)
+            log_level, try_stream, spark, top, reload, edit, watch, help)
 
 
 def _put_helpers():

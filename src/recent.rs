@@ -134,6 +134,56 @@ impl Recent {
         events.iter().filter(|r| r.at >= since).cloned().collect()
     }
 
+    /// One series' metrics received at `since` or later, oldest first:
+    /// (receive time, metric). Events without a finite metric are left out.
+    pub fn series(&self, host: &str, service: &str, since: f64) -> Vec<(f64, f64)> {
+        let events = lock(&self.events);
+        events
+            .iter()
+            .filter(|r| r.at >= since)
+            .filter(|r| {
+                r.event.host.as_deref() == Some(host) && r.event.service.as_deref() == Some(service)
+            })
+            .filter_map(|r| {
+                let m = r.event.metric?.as_f64();
+                m.is_finite().then_some((r.at, m))
+            })
+            .collect()
+    }
+
+    /// The `n` series with the most events received at `since` or later,
+    /// busiest first (ties by host and service), with their last metric.
+    pub fn busiest(&self, since: f64, n: usize) -> Vec<SeriesCount> {
+        // (host, service) → (events, last metric)
+        type Key<'a> = (Option<&'a str>, Option<&'a str>);
+        let mut counts: HashMap<Key, (u64, Option<f64>)> = HashMap::new();
+        let events = lock(&self.events);
+        for r in events.iter().filter(|r| r.at >= since) {
+            let key = (r.event.host.as_deref(), r.event.service.as_deref());
+            let entry = counts.entry(key).or_default();
+            entry.0 += 1;
+            if let Some(m) = r.event.metric {
+                entry.1 = Some(m.as_f64());
+            }
+        }
+        let mut rows: Vec<SeriesCount> = counts
+            .into_iter()
+            .map(|((host, service), (events, last_metric))| SeriesCount {
+                host: host.map(str::to_owned),
+                service: service.map(str::to_owned),
+                events,
+                last_metric,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.events
+                .cmp(&a.events)
+                .then_with(|| (&a.host, &a.service).cmp(&(&b.host, &b.service)))
+        });
+        rows.truncate(n);
+        rows
+    }
+
     fn forget_before(&self, events: &mut VecDeque<Received>, oldest: f64) {
         while events.front().is_some_and(|r| r.at < oldest) {
             events.pop_front();
@@ -148,6 +198,15 @@ impl Recent {
             self.dropped.fetch_add(over as u64, Ordering::Relaxed);
         }
     }
+}
+
+/// One (host, service) series' traffic in the ring ([`Recent::busiest`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesCount {
+    pub host: Option<String>,
+    pub service: Option<String>,
+    pub events: u64,
+    pub last_metric: Option<f64>,
 }
 
 /// Differences kept per side by [`compare`]; the totals count them all.
@@ -304,6 +363,40 @@ mod tests {
         got.iter()
             .map(|r| r.event.host.as_deref().unwrap_or("").to_owned())
             .collect()
+    }
+
+    fn metric(host: &str, service: &str, m: &str) -> Arc<Event> {
+        Arc::new(ev(&format!(
+            r#"{{"host":"{host}","service":"{service}","metric":{m}}}"#
+        )))
+    }
+
+    #[test]
+    fn a_series_and_the_busiest_series_since_a_time() {
+        let ring = Recent::off();
+        ring.configure(300.0, 100);
+        ring.push(10.0, &[metric("a", "cpu", "1"), metric("b", "cpu", "5")]);
+        ring.push(20.0, &[metric("a", "cpu", "2"), metric("a", "mem", "7")]);
+        let mut infinite = Event::clone(&metric("a", "cpu", "0"));
+        infinite.metric = Some(crate::event::Number::Float(f64::INFINITY));
+        ring.push(30.0, &[metric("a", "cpu", "3"), Arc::new(infinite)]);
+        // The infinite metric is no point of the series.
+        assert_eq!(
+            ring.series("a", "cpu", 0.0),
+            [(10.0, 1.0), (20.0, 2.0), (30.0, 3.0)]
+        );
+        assert_eq!(ring.series("a", "cpu", 15.0), [(20.0, 2.0), (30.0, 3.0)]);
+        assert!(ring.series("nobody", "cpu", 0.0).is_empty());
+        let busiest = ring.busiest(15.0, 2);
+        let rows: Vec<(Option<&str>, Option<&str>, u64)> = busiest
+            .iter()
+            .map(|r| (r.host.as_deref(), r.service.as_deref(), r.events))
+            .collect();
+        assert_eq!(
+            rows,
+            [(Some("a"), Some("cpu"), 3), (Some("a"), Some("mem"), 1)]
+        );
+        assert_eq!(busiest[1].last_metric, Some(7.0));
     }
 
     #[test]

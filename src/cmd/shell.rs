@@ -34,7 +34,7 @@ pub enum ShellKind {
 #[derive(clap::Args, Debug, Clone)]
 #[command(
     after_help = "In the shell, help() lists the commands: inject(), paste(), send(), \
-streams(), tap(), index(), stats(), reload(), edit(), watch(), try_stream(), record(). Rebinding a name containing \
+streams(), tap(), index(), stats(), reload(), edit(), watch(), try_stream(), spark(), top(), record(). Rebinding a name containing \
 \"stream\" changes the running streams when the statement finishes. Ctrl-D or exit() stops \
 the server and leaves."
 )]

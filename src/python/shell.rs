@@ -37,6 +37,9 @@ pub enum Target {
     Remote { riemann_tcp: Option<SocketAddr> },
 }
 
+/// A row of `top()`'s series: host, service, events, last metric.
+type SeriesRow = (Option<String>, Option<String>, u64, Option<f64>);
+
 #[pyclass(name = "ShellServer", module = "dmon._shell", frozen)]
 pub struct ShellServer {
     target: Target,
@@ -158,6 +161,21 @@ impl ShellServer {
 
     fn udp_addr(&self) -> SocketAddr {
         *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ring, for the helpers that read recent traffic (`spark`, `top`).
+    fn ring(&self, helper: &str) -> PyResult<(&Arc<Pipeline>, f64)> {
+        let Target::Local(pipeline) = &self.target else {
+            return Err(PyRuntimeError::new_err(format!(
+                "{helper}() needs the local server: with --connect, the recent events are kept by the remote dmon"
+            )));
+        };
+        if !pipeline.recent.is_on() {
+            return Err(PyRuntimeError::new_err(format!(
+                "{helper}() reads the recent traffic, and this dmon keeps none (--recent-minutes 0)"
+            )));
+        }
+        Ok((pipeline, pipeline.context().now()))
     }
 
     fn local(&self) -> PyResult<&Arc<Pipeline>> {
@@ -417,6 +435,25 @@ impl ShellServer {
     /// Writes a line where server output goes (above the prompt).
     fn console(&self, line: &str) {
         self.console.write_line(line);
+    }
+
+    /// `spark()`'s data: the clock's now, and the (host, service) series'
+    /// (receive time, metric) points of the last `seconds`.
+    fn series(&self, host: &str, service: &str, seconds: f64) -> PyResult<(f64, Vec<(f64, f64)>)> {
+        let (pipeline, now) = self.ring("spark")?;
+        Ok((now, pipeline.recent.series(host, service, now - seconds)))
+    }
+
+    /// `top()`'s series: the `n` busiest of the last `seconds`, as
+    /// (host, service, events, last metric).
+    fn busiest(&self, seconds: f64, n: usize) -> PyResult<Vec<SeriesRow>> {
+        let (pipeline, now) = self.ring("top")?;
+        Ok(pipeline
+            .recent
+            .busiest(now - seconds, n)
+            .into_iter()
+            .map(|r| (r.host, r.service, r.events, r.last_metric))
+            .collect())
     }
 
     /// The recent-traffic ring's bounds: seconds kept (0: off) and most
