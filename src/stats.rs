@@ -36,6 +36,56 @@ pub struct IngestStats {
     pub kernel_drops: AtomicU64,
     /// What the Riemann TCP listener refused or cut off.
     pub tcp: TcpStats,
+    /// What the HTTP listener (`--http`) served, refused or dropped.
+    pub http: HttpStats,
+}
+
+/// The HTTP listener's counters; those that refuse or drop also get a
+/// rate-limited warning.
+#[derive(Default, Debug)]
+pub struct HttpStats {
+    /// Requests answered (an upgrade to a WebSocket counts once).
+    pub requests: AtomicU64,
+    /// Requests answered with an error status (bad query, unknown path,
+    /// over a limit).
+    pub bad_requests: AtomicU64,
+    /// Connections closed at once: --http-max-connections were open.
+    pub refused_connections: AtomicU64,
+    /// Subscriptions refused: --http-max-subscribers were open.
+    pub subscribers_refused: AtomicU64,
+    /// Subscribers disconnected for falling behind.
+    pub subscribers_dropped: AtomicU64,
+    /// Events sent to subscribers.
+    pub subscription_events: AtomicU64,
+}
+
+impl HttpStats {
+    /// Values now; `subscribers` is how many are open.
+    pub fn snapshot(&self, subscribers: usize) -> HttpSnapshot {
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        HttpSnapshot {
+            http_requests: get(&self.requests),
+            http_bad_requests: get(&self.bad_requests),
+            http_refused_connections: get(&self.refused_connections),
+            http_subscribers: subscribers as u64,
+            http_subscribers_refused: get(&self.subscribers_refused),
+            http_subscribers_dropped: get(&self.subscribers_dropped),
+            http_subscription_events: get(&self.subscription_events),
+        }
+    }
+}
+
+/// [`HttpStats`]' values; flattened into the stats JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HttpSnapshot {
+    pub http_requests: u64,
+    pub http_bad_requests: u64,
+    pub http_refused_connections: u64,
+    /// Open now (a gauge).
+    pub http_subscribers: u64,
+    pub http_subscribers_refused: u64,
+    pub http_subscribers_dropped: u64,
+    pub http_subscription_events: u64,
 }
 
 /// What the Riemann TCP listener refused or closed to protect itself; each
@@ -96,6 +146,8 @@ pub struct Stats {
     pub pipeline_full: u64,
     #[serde(flatten)]
     pub tcp: TcpSnapshot,
+    #[serde(flatten)]
+    pub http: HttpSnapshot,
     pub refused: u64,
     pub kernel_drops: u64,
     /// Events received and waiting in the pipeline now.
@@ -154,6 +206,20 @@ impl Stats {
                     self.queries,
                     self.tcp.refused_queries,
                     self.tcp.refused_events
+                ),
+            ),
+            (
+                "http",
+                format!(
+                    "{} requests ({} bad), {} connections refused, {} subscribers \
+                     ({} refused, {} dropped), {} events sent",
+                    self.http.http_requests,
+                    self.http.http_bad_requests,
+                    self.http.http_refused_connections,
+                    self.http.http_subscribers,
+                    self.http.http_subscribers_refused,
+                    self.http.http_subscribers_dropped,
+                    self.http.http_subscription_events
                 ),
             ),
             (
@@ -233,7 +299,7 @@ mod tests {
         };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
+            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  http       0 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 0 dropped), 0 events sent\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
         );
     }
 }

@@ -602,6 +602,8 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
             riemann_udp: None,
             max_frame: 0,
             tcp_limits: Default::default(),
+            http: None,
+            http_limits: Default::default(),
         };
         let server = runtime.block_on(Server::start(
             Arc::clone(&pipeline),
@@ -726,6 +728,8 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         riemann_udp: None,
         max_frame: crate::server::riemann_tcp::DEFAULT_MAX_FRAME,
         tcp_limits: Default::default(),
+        http: None,
+        http_limits: Default::default(),
     };
     let server = runtime.block_on(Server::start(
         Arc::clone(&pipeline),
