@@ -76,7 +76,7 @@ impl HttpStats {
 }
 
 /// [`HttpStats`]' values; flattened into the stats JSON.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct HttpSnapshot {
     pub http_requests: u64,
     pub http_bad_requests: u64,
@@ -86,6 +86,13 @@ pub struct HttpSnapshot {
     pub http_subscribers_refused: u64,
     pub http_subscribers_dropped: u64,
     pub http_subscription_events: u64,
+}
+
+impl HttpSnapshot {
+    /// Whether the HTTP listener did anything at all.
+    pub fn any(&self) -> bool {
+        *self != HttpSnapshot::default()
+    }
 }
 
 /// What the Riemann TCP listener refused or closed to protect itself; each
@@ -240,6 +247,10 @@ impl Stats {
         ];
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
+            // HTTP is off by default: its row only once it served something.
+            if name == "http" && !self.http.any() {
+                continue;
+            }
             out.push_str(&format!("\n  {name:<10} {value}"));
         }
         out
@@ -263,6 +274,17 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_row_shows_once_http_served() {
+        let mut stats = Stats::default();
+        assert!(!stats.summary().contains("http"));
+        stats.http.http_requests = 3;
+        stats.http.http_subscribers_dropped = 1;
+        assert!(stats.summary().contains(
+            "\n  http       3 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 1 dropped), 0 events sent\n"
+        ));
+    }
 
     #[test]
     fn summary_is_a_short_table() {
@@ -299,7 +321,7 @@ mod tests {
         };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  http       0 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 0 dropped), 0 events sent\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
+            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
         );
     }
 }
