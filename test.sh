@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of dmon: formatting, clippy, and `cargo test`.
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
-# it creates ./.venv with the test-only Python packages and installs tmux
-# if it is missing.
+# it creates ./.venv with the test-only Python packages and installs tmux,
+# riemann-c-client, prometheus and curl if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +31,9 @@ command -v tmux >/dev/null 2>&1 || apt_missing+=(tmux)
 # Debian's C client; not `command -v`: the PyPI riemann-client in .venv has
 # a command of the same name.
 [[ -x /usr/bin/riemann-client ]] || apt_missing+=(riemann-c-client)
+# tests/http.rs: a real Prometheus scrapes dmon; curl reads SSE.
+command -v prometheus >/dev/null 2>&1 || apt_missing+=(prometheus)
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -3,8 +3,15 @@
 //! As in Riemann, inserting an event whose state is "expired" deletes its key,
 //! and an event lives until `time + ttl` (ttl 60 s when absent). One index is
 //! shared by every `index()` node, so it survives stream reloads.
+//!
+//! Subscribers (the HTTP server's WebSocket and SSE clients) see each event
+//! as it is indexed, and each expired event, through a broadcast channel
+//! that costs one atomic load per insert while nobody subscribes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
 
 // foldhash: several times faster than SipHash on short keys, and seeded
 // per process, so senders cannot aim for collisions.
@@ -12,9 +19,41 @@ use foldhash::HashMap;
 
 use crate::event::{Event, EventKey};
 
-#[derive(Default)]
+/// Events a subscriber may fall behind by before it is dropped: a slow
+/// subscriber must never slow the dispatch thread, and a broadcast channel
+/// overwrites what its slowest reader has not read yet.
+pub const SUBSCRIBER_BACKLOG: usize = 16 * 1024;
+
 pub struct Index {
     events: Mutex<HashMap<EventKey, Arc<Event>>>,
+    /// Open [`Subscription`]s: `insert` publishes only when there are some.
+    subscribers: Arc<AtomicUsize>,
+    published: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            events: Mutex::default(),
+            subscribers: Arc::default(),
+            published: broadcast::channel(SUBSCRIBER_BACKLOG).0,
+        }
+    }
+}
+
+/// A live feed of what the index receives: each event indexed, and each
+/// event expired or deleted (state "expired"), as Riemann's subscriptions
+/// send them. Lagging more than [`SUBSCRIBER_BACKLOG`] events behind shows
+/// as `RecvError::Lagged`.
+pub struct Subscription {
+    pub events: broadcast::Receiver<Arc<Event>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Index {
@@ -25,9 +64,41 @@ impl Index {
     pub fn insert(&self, event: &Arc<Event>) {
         let mut events = self.lock();
         if event.state.as_deref() == Some("expired") {
-            events.remove(&event.key());
+            // Published only when it deleted something: expire() already
+            // published the copies it returns, which come back here when
+            // the streams index them.
+            if events.remove(&event.key()).is_some() {
+                drop(events);
+                self.publish(event);
+            }
         } else {
             events.insert(event.key(), Arc::clone(event));
+            drop(events);
+            self.publish(event);
+        }
+    }
+
+    /// Starts a feed of every event indexed from now on.
+    pub fn subscribe(&self) -> Subscription {
+        // Receiver first, then the count: an insert that sees the count
+        // has a receiver to send to.
+        let events = self.published.subscribe();
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            events,
+            count: Arc::clone(&self.subscribers),
+        }
+    }
+
+    /// Open subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, event: &Arc<Event>) {
+        if self.subscribers.load(Ordering::Relaxed) > 0 {
+            // Err only when the last subscriber just left.
+            let _ = self.published.send(Arc::clone(event));
         }
     }
 
@@ -47,7 +118,13 @@ impl Index {
                 .partial_cmp(&b.deadline())
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
-        gone.iter().map(|e| e.expired_copy(now)).collect()
+        let expired: Vec<Event> = gone.iter().map(|e| e.expired_copy(now)).collect();
+        if self.subscribers() > 0 {
+            for e in &expired {
+                self.publish(&Arc::new(e.clone()));
+            }
+        }
+        expired
     }
 
     pub fn get(&self, host: &str, service: &str) -> Option<Arc<Event>> {
@@ -138,6 +215,35 @@ mod tests {
         });
         assert_eq!(found.len(), 1);
         assert_eq!(idx.len(), 3);
+    }
+
+    #[test]
+    fn subscribers_see_inserts_and_expiry_once() {
+        let idx = Index::new();
+        idx.insert(&ev("before", 1, None));
+        let mut sub = idx.subscribe();
+        assert_eq!(idx.subscribers(), 1);
+        idx.insert(&ev("a", 100, Some(1.0)));
+        let gone = idx.expire(200.0);
+        assert_eq!(gone.len(), 2);
+        // The streams index the expired copies again: no second publish.
+        for e in gone {
+            idx.insert(&Arc::new(e));
+        }
+        let mut seen = Vec::new();
+        while let Ok(e) = sub.events.try_recv() {
+            seen.push((e.host.clone().unwrap(), e.state.clone()));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), None),
+                ("before".into(), Some("expired".into())),
+                ("a".into(), Some("expired".into())),
+            ]
+        );
+        drop(sub);
+        assert_eq!(idx.subscribers(), 0);
     }
 
     #[test]

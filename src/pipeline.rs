@@ -462,6 +462,7 @@ impl Pipeline {
             queries: self.ingest.queries.load(Ordering::Relaxed),
             pipeline_full: self.ingest.pipeline_full.load(Ordering::Relaxed),
             tcp: self.ingest.tcp.snapshot(),
+            http: self.ingest.http.snapshot(self.ctx.index.subscribers()),
             refused: self.ingest.refused.load(Ordering::Relaxed),
             kernel_drops: self.ingest.kernel_drops.load(Ordering::Relaxed),
             queued: self.queued(),

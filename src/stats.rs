@@ -36,6 +36,63 @@ pub struct IngestStats {
     pub kernel_drops: AtomicU64,
     /// What the Riemann TCP listener refused or cut off.
     pub tcp: TcpStats,
+    /// What the HTTP listener (`--http`) served, refused or dropped.
+    pub http: HttpStats,
+}
+
+/// The HTTP listener's counters; those that refuse or drop also get a
+/// rate-limited warning.
+#[derive(Default, Debug)]
+pub struct HttpStats {
+    /// Requests answered (an upgrade to a WebSocket counts once).
+    pub requests: AtomicU64,
+    /// Requests answered with an error status (bad query, unknown path,
+    /// over a limit).
+    pub bad_requests: AtomicU64,
+    /// Connections closed at once: --http-max-connections were open.
+    pub refused_connections: AtomicU64,
+    /// Subscriptions refused: --http-max-subscribers were open.
+    pub subscribers_refused: AtomicU64,
+    /// Subscribers disconnected for falling behind.
+    pub subscribers_dropped: AtomicU64,
+    /// Events sent to subscribers.
+    pub subscription_events: AtomicU64,
+}
+
+impl HttpStats {
+    /// Values now; `subscribers` is how many are open.
+    pub fn snapshot(&self, subscribers: usize) -> HttpSnapshot {
+        let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        HttpSnapshot {
+            http_requests: get(&self.requests),
+            http_bad_requests: get(&self.bad_requests),
+            http_refused_connections: get(&self.refused_connections),
+            http_subscribers: subscribers as u64,
+            http_subscribers_refused: get(&self.subscribers_refused),
+            http_subscribers_dropped: get(&self.subscribers_dropped),
+            http_subscription_events: get(&self.subscription_events),
+        }
+    }
+}
+
+/// [`HttpStats`]' values; flattened into the stats JSON.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HttpSnapshot {
+    pub http_requests: u64,
+    pub http_bad_requests: u64,
+    pub http_refused_connections: u64,
+    /// Open now (a gauge).
+    pub http_subscribers: u64,
+    pub http_subscribers_refused: u64,
+    pub http_subscribers_dropped: u64,
+    pub http_subscription_events: u64,
+}
+
+impl HttpSnapshot {
+    /// Whether the HTTP listener did anything at all.
+    pub fn any(&self) -> bool {
+        *self != HttpSnapshot::default()
+    }
 }
 
 /// What the Riemann TCP listener refused or closed to protect itself; each
@@ -96,6 +153,8 @@ pub struct Stats {
     pub pipeline_full: u64,
     #[serde(flatten)]
     pub tcp: TcpSnapshot,
+    #[serde(flatten)]
+    pub http: HttpSnapshot,
     pub refused: u64,
     pub kernel_drops: u64,
     /// Events received and waiting in the pipeline now.
@@ -157,6 +216,20 @@ impl Stats {
                 ),
             ),
             (
+                "http",
+                format!(
+                    "{} requests ({} bad), {} connections refused, {} subscribers \
+                     ({} refused, {} dropped), {} events sent",
+                    self.http.http_requests,
+                    self.http.http_bad_requests,
+                    self.http.http_refused_connections,
+                    self.http.http_subscribers,
+                    self.http.http_subscribers_refused,
+                    self.http.http_subscribers_dropped,
+                    self.http.http_subscription_events
+                ),
+            ),
+            (
                 "processed",
                 format!(
                     "{} events ({} expired), {} in the index, {} node errors",
@@ -174,6 +247,10 @@ impl Stats {
         ];
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
+            // HTTP is off by default: its row only once it served something.
+            if name == "http" && !self.http.any() {
+                continue;
+            }
             out.push_str(&format!("\n  {name:<10} {value}"));
         }
         out
@@ -197,6 +274,17 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_row_shows_once_http_served() {
+        let mut stats = Stats::default();
+        assert!(!stats.summary().contains("http"));
+        stats.http.http_requests = 3;
+        stats.http.http_subscribers_dropped = 1;
+        assert!(stats.summary().contains(
+            "\n  http       3 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 1 dropped), 0 events sent\n"
+        ));
+    }
 
     #[test]
     fn summary_is_a_short_table() {

@@ -62,7 +62,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, r), comma-separated;
+    /// Run only these scenarios (a, b, c, d, e, f, g, r, s), comma-separated;
     /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -182,6 +182,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let base = baseline_now();
             let o = pipelined_with(native_roots(), &samples, args.events, false, None, true);
             report("(b) with the recent-traffic ring on", &o, base);
+        }
+    }
+    if wants("s") {
+        for subscribers in [0, 4] {
+            let base = baseline_now();
+            let (o, matched, lagged) = subscribed(&samples, args.events, subscribers);
+            report(
+                &format!("(s) (b) with {subscribers} index subscribers (HTTP's feed)"),
+                &o,
+                base,
+            );
+            if subscribers > 0 {
+                println!("    each subscriber matched {matched} events, fell {lagged} behind");
+            }
         }
     }
     if wants("c") {
@@ -507,6 +521,74 @@ fn pipelined_with(
     }
 }
 
+/// Scenario (s): (b)'s native streams with `subscribers` threads reading
+/// the index's feed, as `--http` subscribers' pumps do, each filtering with
+/// a query that matches a tenth of the events. Returns the outcome, and
+/// what the first subscriber matched and missed for lagging.
+fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u64, u64) {
+    use tokio::sync::broadcast::error::RecvError;
+    reset_peak_rss();
+    let pipeline = Arc::new(Pipeline::new(fresh_context(), native_roots()));
+    let query = Arc::new(crate::query::Query::parse(r#"service = "service-1""#).expect("a query"));
+    let readers: Vec<_> = (0..subscribers)
+        .map(|_| {
+            let mut sub = pipeline.context().index.subscribe();
+            let query = Arc::clone(&query);
+            thread::spawn(move || {
+                let (mut matched, mut lagged) = (0u64, 0u64);
+                loop {
+                    match sub.events.blocking_recv() {
+                        Ok(e) if e.host.as_deref() == Some(STOP) => break,
+                        Ok(e) => matched += u64::from(query.matches(&e)),
+                        Err(RecvError::Lagged(k)) => lagged += k,
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+                (matched, lagged)
+            })
+        })
+        .collect();
+    const STOP: &str = "bench: stop";
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let start = Instant::now();
+    let p = Arc::clone(&pipeline);
+    let dispatcher = thread::spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()));
+    let (mut errors, mut sent) = (Vec::new(), 0);
+    while sent < n {
+        let mut batch: Vec<Event> = Vec::with_capacity(256);
+        while batch.len() < 256 && sent < n {
+            json::decode(
+                &samples[sent % samples.len()],
+                now_secs(),
+                &mut batch,
+                &mut errors,
+            );
+            sent += 1;
+        }
+        if tx.blocking_send(Work::Events(batch)).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    dispatcher.join().expect("dispatcher");
+    let elapsed = start.elapsed();
+    pipeline.context().index.insert(&Arc::new(Event {
+        host: Some(STOP.into()),
+        ..Event::default()
+    }));
+    let counts: Vec<(u64, u64)> = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or((0, 0)))
+        .collect();
+    let (matched, lagged) = counts.first().copied().unwrap_or((0, 0));
+    let o = Outcome {
+        events: pipeline.stats().processed as usize,
+        elapsed,
+        peak_rss_kib: peak_rss_kib(),
+    };
+    (o, matched, lagged)
+}
+
 /// Scenario (r): `n` sample events, dated 10 µs apart, written to an NDJSON
 /// file in the temporary directory (removed after), then replayed as
 /// `dmon replay FILE --streams …` does, through (a)'s streams. The clock
@@ -602,6 +684,8 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
             riemann_udp: None,
             max_frame: 0,
             tcp_limits: Default::default(),
+            http: None,
+            http_limits: Default::default(),
         };
         let server = runtime.block_on(Server::start(
             Arc::clone(&pipeline),
@@ -726,6 +810,8 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         riemann_udp: None,
         max_frame: crate::server::riemann_tcp::DEFAULT_MAX_FRAME,
         tcp_limits: Default::default(),
+        http: None,
+        http_limits: Default::default(),
     };
     let server = runtime.block_on(Server::start(
         Arc::clone(&pipeline),

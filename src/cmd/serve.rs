@@ -67,6 +67,18 @@ pub struct ServerOpts {
     /// message, or without reading a reply, before it is closed.
     #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
     pub idle_timeout: Duration,
+    /// Address for HTTP: index queries and subscriptions (`/index`,
+    /// WebSocket or SSE) and Prometheus `/metrics` ("off", the default, to
+    /// disable); port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", env = "DMON_HTTP", default_value = "off", value_parser = parse_listener)]
+    pub http: Listener,
+    /// Most HTTP connections open at once; one more is closed at once.
+    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
+    pub http_max_connections: usize,
+    /// Most HTTP subscriptions (WebSocket or SSE) open at once; one more
+    /// gets 503.
+    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
+    pub http_max_subscribers: usize,
     /// SMTP server that email() streams send through (plain SMTP, no auth).
     #[arg(
         long,
@@ -176,6 +188,14 @@ impl ServerOpts {
                 max_connections: self.max_connections,
                 idle_timeout: self.idle_timeout,
             },
+            http: self.http,
+            http_limits: crate::http::Limits {
+                max_query_bytes: self.max_query_bytes,
+                max_query_terms: self.max_query_terms,
+                max_query_results: self.max_query_results,
+                max_connections: self.http_max_connections,
+                max_subscribers: self.http_max_subscribers,
+            },
         }
     }
 }
@@ -187,6 +207,7 @@ pub fn cannot_listen(e: ListenError) -> anyhow::Error {
         ListenerKind::JsonUdp => ("--udp", false, "another dmon?"),
         ListenerKind::RiemannTcp => ("--riemann-tcp", true, "another dmon or Riemann?"),
         ListenerKind::RiemannUdp => ("--riemann-udp", true, "another dmon or Riemann?"),
+        ListenerKind::Http => ("--http", true, "another dmon?"),
     };
     let mut hint = format!("choose another with {flag} HOST:PORT");
     if can_be_off {
@@ -225,6 +246,13 @@ pub fn announcements(bound: &Addresses) -> Vec<String> {
     if let Some(addr) = bound.riemann_udp {
         lines.push(format!(
             "Listening for Riemann UDP on: {} {}",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    if let Some(addr) = bound.http {
+        lines.push(format!(
+            "Listening for HTTP on: {} {}",
             addr.ip(),
             addr.port()
         ));

@@ -41,6 +41,9 @@ pub struct Listeners {
     pub max_frame: usize,
     /// What one Riemann TCP client may make the server hold or do.
     pub tcp_limits: riemann_tcp::Limits,
+    /// Index queries, subscriptions and `/metrics` over HTTP.
+    pub http: Option<SocketAddr>,
+    pub http_limits: crate::http::Limits,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -49,6 +52,7 @@ pub struct Addresses {
     pub udp: SocketAddr,
     pub riemann_tcp: Option<SocketAddr>,
     pub riemann_udp: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
 }
 
 /// One of the server's listeners.
@@ -57,6 +61,7 @@ pub enum ListenerKind {
     JsonUdp,
     RiemannTcp,
     RiemannUdp,
+    Http,
 }
 
 impl ListenerKind {
@@ -65,6 +70,7 @@ impl ListenerKind {
             ListenerKind::JsonUdp => "JSON UDP",
             ListenerKind::RiemannTcp => "Riemann TCP",
             ListenerKind::RiemannUdp => "Riemann UDP",
+            ListenerKind::Http => "HTTP",
         }
     }
 }
@@ -133,10 +139,20 @@ impl Server {
             }
             None => (None, None),
         };
+        let (http_listener, http) = match listen.http {
+            Some(addr) => {
+                let on_http = ListenError::on(Http, addr);
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(on_http)?;
+                let bound = listener.local_addr().map_err(on_http)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
+        };
         let bound = Addresses {
             udp: udp_addr,
             riemann_tcp,
             riemann_udp,
+            http,
         };
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -168,6 +184,18 @@ impl Server {
                 tx.clone(),
                 shutdown_rx.clone(),
             )));
+        }
+        if let Some(listener) = http_listener {
+            let shared = Arc::new(crate::http::Shared::new(
+                Arc::clone(&pipeline),
+                listen.http_limits.clone(),
+                shutdown_rx.clone(),
+            ));
+            let stop = shutdown_rx.clone();
+            sources.push(tokio::spawn(async move {
+                crate::http::run(listener, shared, stop).await;
+                Ok(())
+            }));
         }
         let clock = tx.clone();
         let stop = shutdown_rx.clone();

@@ -478,6 +478,8 @@ pub struct Server {
     /// Riemann TCP and UDP ports (0 when turned off).
     pub riemann_tcp: u16,
     pub riemann_udp: u16,
+    /// HTTP port (0 unless `--http` was given).
+    pub http: u16,
     pub stdout: Lines,
     pub stderr: Lines,
     pub module: PathBuf,
@@ -526,6 +528,9 @@ impl Server {
             if let Some(p) = port("Listening for Riemann UDP on: ") {
                 server.riemann_udp = p;
             }
+            if let Some(p) = port("Listening for HTTP on: ") {
+                server.http = p;
+            }
         }
         server
     }
@@ -560,6 +565,7 @@ impl Server {
             port: 0,
             riemann_tcp: 0,
             riemann_udp: 0,
+            http: 0,
             stdout,
             stderr,
             module: path,

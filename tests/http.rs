@@ -1,0 +1,401 @@
+//! `--http`: index queries, WebSocket and SSE subscriptions, Prometheus
+//! `/metrics`, driven by real clients: curl, the Python `websockets`
+//! library (pinned in tests/requirements.txt) and a real Prometheus server
+//! (./test.sh installs curl and prometheus).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Indexes every event, then prints it: once "seen: " is out, the index
+/// has it.
+const INDEX_THEN_PRINT: &str = r#"
+from dmon.streams import *
+
+stream = index()
+print_stream = printer("seen: ")
+"#;
+
+/// Every client command and poll is bounded by this.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Indexes every event and prints only those of host "late": for a flood.
+const INDEX_PRINT_LATE: &str = r#"
+from dmon.streams import *
+
+stream = index()
+print_stream = when(lambda e: e['host'] == "late", printer("seen: "))
+"#;
+
+fn start(extra: &[&str]) -> Server {
+    start_module(INDEX_THEN_PRINT, extra)
+}
+
+fn start_module(module: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let s = Server::start_with(module, "py", &args);
+    assert_ne!(s.http, 0, "no \"Listening for HTTP on:\" line");
+    s
+}
+
+/// Sends `event` and waits until it is indexed.
+fn index(s: &mut Server, event: Value) {
+    s.send(event);
+    s.expect_printed("seen: ");
+}
+
+/// Percent-encodes a query-string value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `curl` of `path` on the server: (status, body).
+fn curl(port: u16, path: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl (./test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn query(port: u16, q: &str) -> (u16, String) {
+    curl(port, &format!("/index?query={}", encode(q)), &[])
+}
+
+/// The value of one sample in `/metrics`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = curl(port, "/metrics", &[]);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn index_queries_answer_once_as_json_and_bad_requests_get_a_status() {
+    let mut s = start(&["--max-query-bytes", "200", "--max-query-results", "2"]);
+    index(
+        &mut s,
+        json!({"host": "web1", "service": "cpu", "metric": 0.5}),
+    );
+    index(
+        &mut s,
+        json!({"host": "web2", "service": "cpu", "metric": 0.9}),
+    );
+    index(
+        &mut s,
+        json!({"host": "web2", "service": "disk", "state": "ok"}),
+    );
+
+    let (status, body) = query(s.http, r#"service = "cpu" and metric > 0.6"#);
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(found[0]["host"], "web2");
+    assert_eq!(found[0]["metric"], 0.9);
+
+    let (status, body) = query(s.http, r#"host = "web1" and"#);
+    assert_eq!(status, 400);
+    assert!(body.starts_with("parse error at column"), "{body}");
+    let (status, body) = query(s.http, &format!("host = \"{}\"", "x".repeat(300)));
+    assert_eq!(status, 414);
+    assert!(body.contains("--max-query-bytes"), "{body}");
+    let (status, body) = query(s.http, "true");
+    assert_eq!(status, 413);
+    assert!(body.contains("matches 3 events") && body.contains("--max-query-results"));
+    let (status, body) = curl(s.http, "/index", &[]);
+    assert_eq!(status, 400);
+    assert!(body.contains("query=Q"), "{body}");
+    let (status, _) = curl(s.http, "/no/such/path", &[]);
+    assert_eq!(status, 404);
+    let (status, _) = curl(s.http, "/metrics", &["-X", "POST"]);
+    assert_eq!(status, 405);
+
+    // Still serving after all that.
+    let (status, body) = query(s.http, r#"host = "web1""#);
+    assert_eq!((status, body.contains("web1")), (200, true), "{body}");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_requests"), 8);
+    assert_eq!(stats.count("http_bad_requests"), 6);
+}
+
+/// The Python `websockets` client: prints each message received (up to
+/// `n`), or `status: N` when the upgrade is refused.
+const WS_CLIENT: &str = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+async def main(url, n):
+    try:
+        async with connect(url) as ws:
+            print("connected", flush=True)
+            for _ in range(n):
+                print(await ws.recv(), flush=True)
+    except InvalidStatus as e:
+        print(f"status: {e.response.status_code}", flush=True)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"#;
+
+fn ws_client(dir: &TempDir, url: &str, n: usize) -> (KillOnDrop, Lines) {
+    let script = dir.write("ws_client.py", WS_CLIENT);
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([url, &n.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python3 (the test venv on PATH; ./test.sh sets it up)");
+    let lines = Lines::spawn("ws client", child.stdout.take().unwrap());
+    (KillOnDrop(child), lines)
+}
+
+fn next_json(lines: &mut Lines) -> Value {
+    let line = lines
+        .wait_for(IO_TIMEOUT, |l| l.starts_with('{'))
+        .unwrap_or_else(|why| panic!("no event from the subscriber: {why}"));
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn websocket_subscription_sends_current_matches_then_new_and_expired_events() {
+    let mut s = start(&["--http-max-subscribers", "1"]);
+    index(
+        &mut s,
+        json!({"host": "old", "service": "cpu", "metric": 1}),
+    );
+    index(
+        &mut s,
+        json!({"host": "old", "service": "mem", "metric": 1}),
+    );
+    let dir = TempDir::new();
+    let url = format!(
+        "ws://127.0.0.1:{}/index?subscribe=true&query={}",
+        s.http,
+        encode(r#"service = "cpu""#)
+    );
+    let (_client, mut lines) = ws_client(&dir, &url, 3);
+    // The current match first: subscribed from then on.
+    assert_eq!(next_json(&mut lines)["host"], "old");
+
+    // The cap: a second subscriber is refused while the first is open.
+    let (_second, mut refused) = ws_client(&dir, &url, 1);
+    refused
+        .wait_for(IO_TIMEOUT, |l| l == "status: 503")
+        .expect("a second subscriber is refused with 503");
+
+    index(
+        &mut s,
+        json!({"host": "new", "service": "mem", "metric": 2}),
+    );
+    index(
+        &mut s,
+        json!({"host": "new", "service": "cpu", "metric": 3, "ttl": 0.5}),
+    );
+    let e = next_json(&mut lines);
+    assert_eq!((&e["host"], &e["metric"]), (&json!("new"), &json!(3)));
+    // Expired from the index a little later, as Riemann sends it.
+    let e = next_json(&mut lines);
+    assert_eq!(
+        (&e["host"], &e["state"]),
+        (&json!("new"), &json!("expired"))
+    );
+
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscription_events"), 3);
+    assert_eq!(stats.count("http_subscribers_refused"), 1);
+}
+
+/// `curl -N` on an SSE URL: its stdout lines, read as they come.
+fn sse(port: u16, path: &str, extra: &[&str]) -> (KillOnDrop, Lines) {
+    let mut child = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "60"])
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let lines = Lines::spawn("curl -N", child.stdout.take().unwrap());
+    (KillOnDrop(child), lines)
+}
+
+fn next_data(lines: &mut Lines) -> Value {
+    let line = lines
+        .wait_for(IO_TIMEOUT, |l| l.starts_with("data: "))
+        .unwrap_or_else(|why| panic!("no SSE event: {why}"));
+    serde_json::from_str(&line["data: ".len()..]).unwrap()
+}
+
+#[test]
+fn sse_by_accept_header_or_path_streams_matches() {
+    let mut s = start(&[]);
+    index(&mut s, json!({"host": "a", "service": "cpu", "metric": 1}));
+    let q = encode(r#"host = "a""#);
+    let (_by_header, mut header) = sse(
+        s.http,
+        &format!("/index?subscribe=true&query={q}"),
+        &["-H", "Accept: text/event-stream"],
+    );
+    assert_eq!(next_data(&mut header)["service"], "cpu");
+    // Without subscribe=true: only what is indexed from now on.
+    let (_by_path, mut path) = sse(s.http, &format!("/index/sse?query={q}"), &[]);
+    poll_until("the second subscriber", || {
+        (metric(s.http, "dmon_http_subscribers") == Some(2.0)).then_some(())
+    });
+    index(&mut s, json!({"host": "b", "service": "cpu"}));
+    index(&mut s, json!({"host": "a", "service": "disk", "metric": 7}));
+    for lines in [&mut header, &mut path] {
+        let e = next_data(lines);
+        assert_eq!((&e["service"], &e["metric"]), (&json!("disk"), &json!(7)));
+    }
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_dropped_and_ingest_goes_on() {
+    let mut s = start_module(INDEX_PRINT_LATE, &["--http-max-subscribers", "1"]);
+    // A client that asks for everything and never reads, with a small
+    // receive buffer so the server's writes back up soon.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", s.http).parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled
+        .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
+        .unwrap();
+    poll_until("the stalled subscriber", || {
+        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
+    });
+    let udp = s.udp();
+    let description = "x".repeat(1000);
+    let mut sent = 0;
+    poll_until("the stalled subscriber to be dropped", || {
+        for _ in 0..20 {
+            let batch: Vec<Value> = (0..50)
+                .map(|i| json!({"host": format!("h{i}"), "service": "load", "metric": sent, "description": description}))
+                .collect();
+            udp.send_json(&json!(batch));
+            sent += 1;
+        }
+        (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
+    });
+    // Its slot is free again for a reader.
+    let (_reader, mut lines) = sse(s.http, "/index/sse?query=host%20%3D%20%22late%22", &[]);
+    poll_until("the new subscriber", || {
+        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
+    });
+    index(&mut s, json!({"host": "late", "service": "cpu"}));
+    assert_eq!(next_data(&mut lines)["host"], "late");
+    drop(stalled);
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscribers_dropped"), 1);
+    assert!(stats.count("processed") > 1000, "ingest went on");
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_once() {
+    let s = start(&["--http-max-connections", "2"]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", s.http)).unwrap())
+        .collect();
+    let mut third = TcpStream::connect(("127.0.0.1", s.http)).unwrap();
+    third.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let _ = third.write_all(b"GET /metrics HTTP/1.1\r\nHost: dmon\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match third.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the third connection was served: {other:?}"),
+    }
+    drop(held);
+    poll_until("a served request once the held connections closed", || {
+        (curl(s.http, "/metrics", &[]).0 == 200).then_some(())
+    });
+    assert_eq!(s.terminate().stats().count("http_refused_connections"), 1);
+}
+
+#[test]
+fn prometheus_scrapes_the_index_and_counters() {
+    let mut s = start(&[]);
+    index(
+        &mut s,
+        json!({"host": "web 1", "service": "cpu \"user\"", "metric": 2.5}),
+    );
+    index(&mut s, json!({"host": "web 1", "service": "no metric"}));
+    let dir = TempDir::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = dir.write(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: dmon\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            s.http
+        ),
+    );
+    let _prometheus = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run prometheus (./test.sh installs it)"),
+    );
+    let ask = |promql: &str| -> Option<Vec<Value>> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-G"])
+            .arg(format!("http://127.0.0.1:{port}/api/v1/query"))
+            .args(["--data-urlencode", &format!("query={promql}")])
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let result = v["data"]["result"].as_array()?.clone();
+        (!result.is_empty()).then_some(result)
+    };
+    let found = poll_until("prometheus to have scraped dmon_metric", || {
+        ask(r#"dmon_metric{host="web 1"}"#)
+    });
+    assert_eq!(found.len(), 1, "the event without a metric is skipped");
+    assert_eq!(found[0]["metric"]["service"], "cpu \"user\"");
+    assert_eq!(found[0]["value"][1], "2.5");
+    let events = ask("dmon_events_total").expect("dmon's counters");
+    assert_eq!(events[0]["value"][1], "2");
+    let up = ask(r#"up{job="dmon"}"#).expect("the target's health");
+    assert_eq!(up[0]["value"][1], "1");
+}
