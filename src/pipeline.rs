@@ -408,8 +408,9 @@ impl Pipeline {
             indexed: self.ctx.index.len() as u64,
             mails_queued: mail.queued.load(Ordering::Relaxed),
             mails_sent: mail.sent.load(Ordering::Relaxed),
-            mail_failures: mail.failures.load(Ordering::Relaxed),
+            mail_failures: mail.failed.load(Ordering::Relaxed),
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
+            sinks: self.ctx.sink_snapshots(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             nodes: Vec::new(),
         }

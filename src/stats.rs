@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 
 use serde::Serialize;
 
+use crate::sinks::SinkSnapshot;
 use crate::streams::NodeSnapshot;
 
 /// Counted by every source (UDP today).
@@ -117,6 +118,9 @@ pub struct Stats {
     pub mails_dropped: u64,
     /// Events a `tap()` observer missed because it was too slow.
     pub tap_drops: u64,
+    /// Every sink (the mailer, each `forward` and `graphite` target):
+    /// queued, sent, retried, failed, dropped, waiting, connections.
+    pub sinks: Vec<SinkSnapshot>,
     pub nodes: Vec<NodeSnapshot>,
 }
 
@@ -171,6 +175,10 @@ impl Stats {
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
             out.push_str(&format!("\n  {name:<10} {value}"));
+        }
+        // The mailer has its row above.
+        for s in self.sinks.iter().filter(|s| s.kind != "email") {
+            out.push_str(&format!("\n  {:<10} {}: {}", s.kind, s.target, s.counts()));
         }
         out
     }

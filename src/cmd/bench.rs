@@ -38,10 +38,10 @@ use crate::codec::json;
 use crate::console::LineSink;
 use crate::context::Context;
 use crate::event::{now_secs, Event};
-use crate::outputs::email::Mailer;
 use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
 use crate::server::{Listeners, Server};
+use crate::sinks::email::Mailer;
 use crate::streams::aggregate::Average;
 use crate::streams::index::IndexNode;
 

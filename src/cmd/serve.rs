@@ -11,10 +11,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::console::Stdout;
 use crate::context::Context;
-use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
+use crate::sinks::email::{Mailer, SmtpServer};
 use crate::stats::Stats;
 
 /// Where the server listens and what it runs; shared by every command that
