@@ -18,9 +18,13 @@
 //! (e) Riemann TCP, 100 events per message, acknowledged, from a
 //!     load-generator process, through `where(query) -> index`, beside the
 //!     loopback limit: the same generator against a sink that only reads
-//!     frames and acknowledges them.
+//!     frames and acknowledges them;
+//! (h) decode -> sdo(average -> index, forward, graphite), the outputs
+//!     sending to local sinks that read and discard (and acknowledge, for
+//!     forward), beside the same tree without the outputs, measured right
+//!     before it: the cost of sending events on.
 //!
-//! (a) and (b) run like the server does: one thread decodes and hands
+//! (a), (b), (f) and (h) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread.
 
 use std::net::SocketAddr;
@@ -56,7 +60,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g), comma-separated; the
+    /// Run only these scenarios (a, b, c, d, e, f, g, h), comma-separated; the
     /// baseline always runs.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -165,6 +169,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("g") {
         by_memory(100_000)?;
+    }
+    if wants("h") {
+        outputs(&samples, args.events, baseline_now)?;
     }
     if wants("d") {
         udp(&args)?;
@@ -399,8 +406,19 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
 
 /// Decodes on this thread and processes on a dispatch thread, as the server does.
 fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool) -> Outcome {
+    pipelined_in(fresh_context(), roots, samples, n, with_python)
+}
+
+/// [`pipelined`] in a given context (whose sinks the caller looks at).
+fn pipelined_in(
+    ctx: Arc<Context>,
+    roots: Vec<Root>,
+    samples: &[Vec<u8>],
+    n: usize,
+    with_python: bool,
+) -> Outcome {
     reset_peak_rss();
-    let pipeline = Arc::new(Pipeline::new(fresh_context(), roots));
+    let pipeline = Arc::new(Pipeline::new(ctx, roots));
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let start = Instant::now();
     let dispatcher = if with_python {
@@ -438,6 +456,101 @@ fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool)
         events: processed,
         elapsed,
         peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+/// A stream function built through the registry, as `dmon.streams` does.
+fn build(
+    name: &str,
+    positional: Vec<crate::streams::Value>,
+    children: Vec<crate::streams::NodeRef>,
+) -> anyhow::Result<crate::streams::NodeRef> {
+    crate::streams::registry::find(name)
+        .with_context(|| format!("no stream function {name}"))?
+        .build(positional, vec![], children)
+        .map_err(anyhow::Error::msg)
+}
+
+/// Scenario (h): `sdo(average(2, index()))` alone, then with `forward` and
+/// `graphite` beside `average`, each sending to a local sink that reads
+/// and discards (acknowledging each message, for `forward`); both as
+/// ratios to the baseline and the second to the first. What the sinks sent
+/// and dropped is printed too: the event path never waits for them, so a
+/// sink slower than the pipeline drops.
+fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> anyhow::Result<()> {
+    use crate::streams::Value;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let forward_sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let forward_port = forward_sink.local_addr()?.port();
+    runtime.spawn(frame_sink(forward_sink));
+    let graphite_sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let graphite_port = graphite_sink.local_addr()?.port();
+    runtime.spawn(discard_sink(graphite_sink));
+
+    let tree = |outputs: bool| -> anyhow::Result<Vec<Root>> {
+        let index = build("index", vec![], vec![])?;
+        let mut children = vec![build("average", vec![Value::Int(2)], vec![index])?];
+        if outputs {
+            let target = |port: u16| vec![Value::from("127.0.0.1"), Value::Int(port.into())];
+            children.push(build("forward", target(forward_port), vec![])?);
+            children.push(build("graphite", target(graphite_port), vec![])?);
+        }
+        Ok(vec![Root {
+            name: "bench_stream".into(),
+            node: build("sdo", vec![], children)?,
+        }])
+    };
+    let base = baseline_now();
+    let cpu = cpu_secs();
+    let without = pipelined(tree(false)?, samples, n, false);
+    let cpu_without = cpu_secs() - cpu;
+    report("(h) decode -> sdo(average -> index)", &without, base);
+    let ctx = fresh_context();
+    let cpu = cpu_secs();
+    let with = pipelined_in(Arc::clone(&ctx), tree(true)?, samples, n, false);
+    report("(h) ... + forward + graphite", &with, base);
+    let ratio = with.rate() / without.rate();
+    ctx.drain_sinks(Duration::from_secs(30));
+    // Until the sinks are drained: what sending cost, the local sinks'
+    // reading included (they run in this process).
+    let cpu_with = cpu_secs() - cpu;
+    let sinks: Vec<String> = ctx
+        .sinks
+        .snapshots()
+        .iter()
+        .map(|s| format!("{} {} sent, {} dropped", s.kind, s.sent, s.dropped))
+        .collect();
+    println!(
+        "(h) with outputs: {:.0} % of the rate without (target 80 %), {:.2}x the CPU time ({:.2} s vs {:.2} s); {}",
+        100.0 * ratio,
+        cpu_with / cpu_without,
+        cpu_with,
+        cpu_without,
+        sinks.join("; ")
+    );
+    Ok(())
+}
+
+/// CPU time this process has used, user and system, in seconds.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Reads and discards: a carbon that stores nothing.
+async fn discard_sink(listener: tokio::net::TcpListener) {
+    use tokio::io::AsyncReadExt;
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
     }
 }
 

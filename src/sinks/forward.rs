@@ -1,5 +1,6 @@
 //! `forward`: events to another dmon or a Riemann server, over Riemann's
-//! protocol on TCP.
+//! protocol on TCP. The node encodes each event (Riemann's `Event`
+//! message) on the event path; the sink puts them into messages.
 //!
 //! Events go in messages of up to [`BATCH`] events, each acknowledged
 //! before the next is sent; a batch that fails (no connection, no ack, a
@@ -8,15 +9,10 @@
 //! everything that fits the queue: a receiver that processed a message but
 //! died before acknowledging it gets it twice.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use prost::Message;
 
 use super::{Failure, Policy, Retry, Sink};
 use crate::client::{ClientError, RiemannClient};
-use crate::codec::riemann::{to_proto, Msg};
-use crate::event::Event;
 
 pub const DEFAULT_PORT: u16 = 5555;
 /// Events waiting for the target at most; more are dropped.
@@ -44,6 +40,8 @@ const POLICY: Policy = Policy {
 pub struct ForwardSink {
     host: String,
     port: u16,
+    /// The message being sent, reused.
+    buf: Vec<u8>,
 }
 
 impl ForwardSink {
@@ -51,12 +49,14 @@ impl ForwardSink {
         ForwardSink {
             host: host.to_owned(),
             port,
+            buf: Vec::new(),
         }
     }
 }
 
 impl Sink for ForwardSink {
-    type Item = Arc<Event>;
+    /// One event, encoded.
+    type Item = Vec<u8>;
     type Conn = RiemannClient;
 
     fn kind(&self) -> &'static str {
@@ -73,11 +73,12 @@ impl Sink for ForwardSink {
         RiemannClient::connect(addr, TIMEOUT)
             .map_err(|e| Failure::retry(format!("cannot connect: {e}")))
     }
-    fn send(&mut self, client: &mut RiemannClient, batch: &[Arc<Event>]) -> Result<(), Failure> {
+    fn send(&mut self, client: &mut RiemannClient, batch: &[Vec<u8>]) -> Result<(), Failure> {
         let mut done = 0;
         while done < batch.len() {
-            let (msg, n) = message(&batch[done..]);
-            match client.request(&msg) {
+            let n = message(&batch[done..], &mut self.buf);
+            let sent = client.send_raw(&self.buf).map_err(ClientError::from);
+            match sent.and_then(|()| client.read_reply()) {
                 Ok(_) => done += n,
                 // The receiver read the message and refused it (a limit of
                 // its own): sending it again would be refused again. The
@@ -90,47 +91,85 @@ impl Sink for ForwardSink {
         }
         Ok(())
     }
-    fn give_up_message(&self, _: &[Arc<Event>], _: u32, failure: &Failure) -> String {
+    fn give_up_message(&self, _: &[Vec<u8>], _: u32, failure: &Failure) -> String {
         format!("forward {}: {}", self.target(), failure.message)
     }
 }
 
-/// The message for the first events of `events`, up to [`MESSAGE_BYTES`]
-/// (at least one event), and how many it holds.
-fn message(events: &[Arc<Event>]) -> (Msg, usize) {
-    let mut msg = Msg::default();
-    let mut bytes = 0;
+/// Puts into `out` the message (`Msg`, its repeated `events` field) for
+/// the first of `events` (each one encoded), up to [`MESSAGE_BYTES`] (at
+/// least one event); returns how many it holds.
+fn message(events: &[Vec<u8>], out: &mut Vec<u8>) -> usize {
+    out.clear();
+    let mut n = 0;
     for e in events {
-        let p = to_proto(e);
-        let len = p.encoded_len() + 8;
-        if !msg.events.is_empty() && bytes + len > MESSAGE_BYTES {
+        let mut head = [0u8; 11];
+        head[0] = 6 << 3 | 2;
+        let len = 1 + varint(e.len() as u64, &mut head[1..]);
+        if n > 0 && out.len() + len + e.len() > MESSAGE_BYTES {
             break;
         }
-        bytes += len;
-        msg.events.push(p);
+        out.extend_from_slice(&head[..len]);
+        out.extend_from_slice(e);
+        n += 1;
     }
-    let n = msg.events.len();
-    (msg, n)
+    n
+}
+
+/// Writes `v` as a protobuf varint; returns its length.
+fn varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = v as u8 | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::codec::riemann::{encode_event, to_proto, Msg};
+    use crate::event::Event;
+    use prost::Message;
+
+    fn encoded(e: &Event) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_event(e, &mut out);
+        out
+    }
+
     #[test]
-    fn large_events_are_split_into_messages_under_the_limit() {
-        let big = Arc::new(Event {
+    fn messages_hold_the_events_and_stay_under_the_limit() {
+        let small: Vec<Event> = (0..3)
+            .map(|i| Event {
+                host: Some(format!("h{i}").into()),
+                ..Event::default()
+            })
+            .collect();
+        let mut out = Vec::new();
+        let items: Vec<Vec<u8>> = small.iter().map(encoded).collect();
+        assert_eq!(message(&items, &mut out), 3);
+        let msg = Msg {
+            events: small.iter().map(to_proto).collect(),
+            ..Msg::default()
+        };
+        assert_eq!(out, msg.encode_to_vec());
+
+        let big = encoded(&Event {
             description: Some("x".repeat(300_000).into()),
             ..Event::default()
         });
-        let events = vec![big; 7];
-        let (first, n) = message(&events);
-        assert_eq!(n, 3);
-        assert!(first.encoded_len() <= MESSAGE_BYTES);
-        let huge = Arc::new(Event {
+        assert_eq!(message(&vec![big; 7], &mut out), 3);
+        assert!(out.len() <= MESSAGE_BYTES);
+        assert_eq!(Msg::decode(&out[..]).unwrap().events.len(), 3);
+        let huge = encoded(&Event {
             description: Some("x".repeat(2 * MESSAGE_BYTES).into()),
             ..Event::default()
         });
-        assert_eq!(message(&[huge]).1, 1, "one event always goes");
+        assert_eq!(message(&[huge], &mut out), 1, "one event always goes");
     }
 }

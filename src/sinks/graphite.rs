@@ -20,11 +20,10 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Failure, Policy, Retry, Sink};
-use crate::event::{now_secs, Event, Number};
+use crate::event::{Event, Number};
 
 pub const DEFAULT_PORT: u16 = 2003;
 /// Points waiting for carbon at most; more are dropped.
@@ -45,9 +44,10 @@ const POLICY: Policy = Policy {
 /// Riemann's default path: `graphite-path-percentiles`.
 pub const DEFAULT_PATH: &str = "{host_reversed}.{service}";
 
-/// A point for carbon: the event and the path template of the node that
-/// sent it (nodes with different templates share one connection).
-pub type Point = (Arc<Event>, Arc<GraphitePath>);
+/// A point for carbon: its plaintext line, made on the event path (the
+/// event is at hand there; nodes with different paths share one
+/// connection).
+pub type Point = String;
 
 /// How an event's graphite path is made: text with placeholders.
 /// `{host}` is the host as it is, `{host_reversed}` its dot-separated parts
@@ -139,23 +139,36 @@ impl GraphitePath {
 
     /// The path for `e`; empty when every part of it is.
     pub fn render(&self, e: &Event) -> String {
-        let mut raw = String::new();
+        let mut out = String::new();
+        self.render_into(e, &mut out);
+        out
+    }
+
+    /// Appends the path for `e` to `out`: its parts joined, with
+    /// [`clean`] characters and no empty component.
+    fn render_into(&self, e: &Event, out: &mut String) {
+        let mut path = PathWriter {
+            out,
+            start: 0,
+            dot: false,
+        };
+        path.start = path.out.len();
         for part in &self.parts {
             match part {
-                Part::Text(t) => raw.push_str(t),
-                Part::Host => push_clean(&mut raw, e.host.as_deref().unwrap_or("")),
+                Part::Text(t) => path.push_str(t),
+                Part::Host => path.push_str(e.host.as_deref().unwrap_or("")),
                 Part::HostReversed => {
                     let host = e.host.as_deref().unwrap_or("");
                     for (i, p) in host.rsplit('.').enumerate() {
                         if i > 0 {
-                            raw.push('.');
+                            path.separate();
                         }
-                        push_clean(&mut raw, p);
+                        path.push_str(p);
                     }
                 }
                 Part::Service => {
                     let service = percentiles(e.service.as_deref().unwrap_or(""));
-                    push_clean(&mut raw, &service.replace(' ', "."));
+                    path.push_service(&service);
                 }
                 Part::Field(name) => {
                     let value = match name.as_str() {
@@ -163,12 +176,70 @@ impl GraphitePath {
                         "description" => e.description.as_deref(),
                         _ => e.attributes.get(name).map(String::as_str),
                     };
-                    push_clean(&mut raw, value.unwrap_or(""));
+                    path.push_str(value.unwrap_or(""));
                 }
             }
         }
-        let parts: Vec<&str> = raw.split('.').filter(|p| !p.is_empty()).collect();
-        parts.join(".")
+    }
+}
+
+/// Writes a path: a `.` separates components, and only between two
+/// non-empty ones.
+struct PathWriter<'a> {
+    out: &'a mut String,
+    /// Where this path starts in `out`.
+    start: usize,
+    /// A separator is due before the next character.
+    dot: bool,
+}
+
+impl PathWriter<'_> {
+    fn push(&mut self, c: char) {
+        if c == '.' {
+            self.separate();
+            return;
+        }
+        if self.dot {
+            self.out.push('.');
+            self.dot = false;
+        }
+        self.out.push(clean(c));
+    }
+
+    /// Text whose dots separate components.
+    fn push_str(&mut self, s: &str) {
+        self.push_text(s, false);
+    }
+
+    /// A service: spaces separate components too.
+    fn push_service(&mut self, s: &str) {
+        self.push_text(s, true);
+    }
+
+    fn push_text(&mut self, s: &str, spaces_separate: bool) {
+        let mut rest = s;
+        while let Some(c) = rest.chars().next() {
+            // Runs of characters that stand as they are, at once.
+            let plain = rest
+                .bytes()
+                .position(|b| !b.is_ascii_graphic() || b == b'.' || b == b'/')
+                .unwrap_or(rest.len());
+            if plain > 0 {
+                if self.dot {
+                    self.out.push('.');
+                    self.dot = false;
+                }
+                self.out.push_str(&rest[..plain]);
+                rest = &rest[plain..];
+                continue;
+            }
+            self.push(if spaces_separate && c == ' ' { '.' } else { c });
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+
+    fn separate(&mut self) {
+        self.dot = self.out.len() > self.start;
     }
 }
 
@@ -179,10 +250,6 @@ fn clean(c: char) -> char {
     } else {
         c
     }
-}
-
-fn push_clean(out: &mut String, text: &str) {
-    out.extend(text.chars().map(clean));
 }
 
 /// Riemann's `graphite-path-percentiles`: a service ending in a decimal
@@ -214,14 +281,15 @@ pub fn push_line(out: &mut String, e: &Event, path: &GraphitePath, now: f64) -> 
         Some(m) => m,
         None => return false,
     };
-    let path = path.render(e);
-    if path.is_empty() {
+    let start = out.len();
+    path.render_into(e, out);
+    if out.len() == start {
         return false;
     }
     let time = e.time.map_or(now, Number::as_f64);
     let time = if time.is_finite() { time } else { now };
     // Whole seconds, truncated, as Riemann's `(int time)`.
-    let _ = writeln!(out, "{path} {value} {}", time as i64);
+    let _ = writeln!(out, " {value} {}", time as i64);
     true
 }
 
@@ -270,10 +338,9 @@ impl Sink for GraphiteSink {
         if closed_by_peer(conn) {
             return Err(Failure::retry("carbon closed the connection"));
         }
-        let now = now_secs();
         self.buf.clear();
-        for (event, path) in batch {
-            push_line(&mut self.buf, event, path, now);
+        for line in batch {
+            self.buf.push_str(line);
         }
         conn.write_all(self.buf.as_bytes())
             .map_err(|e| Failure::retry(format!("write failed: {e}")))

@@ -22,6 +22,7 @@ use super::registry::Entry;
 use super::value::{Args, BuildError, Value};
 use super::{quote, Node, NodeCore, NodeError, NodeRef};
 use crate::codec::json;
+use crate::codec::riemann::encode_event;
 use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
@@ -145,19 +146,23 @@ fn build_forward(mut args: Args) -> Result<NodeRef, BuildError> {
 fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
     let host = host(&mut args)?;
     let port = port(&mut args, graphite::DEFAULT_PORT)?;
-    let path = match args.opt("path") {
+    let template = match args.opt("path") {
         None | Some(Value::None) => None,
-        Some(Value::Str(t)) => Some(GraphitePath::parse(&t).map_err(|e| args.error(e))?),
+        Some(Value::Str(t)) => Some(t),
         Some(v) => {
             return Err(args.type_error(format_args!("`path` must be a str, not {}", v.type_name())))
         }
+    };
+    let path = match &template {
+        Some(t) => GraphitePath::parse(t).map_err(|e| args.error(e))?,
+        None => GraphitePath::default(),
     };
     args.finish()?;
     Ok(Arc::new(Graphite {
         host,
         port,
-        custom_path: path.is_some(),
-        path: Arc::new(path.unwrap_or_default()),
+        custom_path: template.is_some(),
+        path: Arc::new(path),
         sink: OnceLock::new(),
         core: NodeCore::new(Vec::new()),
     }))
@@ -191,7 +196,7 @@ fn sink_detail<I: Send + 'static>(cell: &OnceLock<Arc<SinkHandle<I>>>) -> Option
 pub struct Forward {
     host: String,
     port: u16,
-    sink: OnceLock<Arc<SinkHandle<Arc<Event>>>>,
+    sink: OnceLock<Arc<SinkHandle<Vec<u8>>>>,
     core: NodeCore,
 }
 
@@ -214,8 +219,10 @@ impl Node for Forward {
             capture.record(self, std::slice::from_ref(event));
             return Ok(());
         }
-        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?
-            .offer_or_log(Arc::clone(event));
+        // Encoded here, where the event is at hand (see `Graphite`).
+        let mut bytes = Vec::with_capacity(256);
+        encode_event(event, &mut bytes);
+        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?.offer_or_log(bytes);
         Ok(())
     }
     fn detail(&self) -> Option<String> {
@@ -260,12 +267,13 @@ impl Node for Graphite {
             capture.record(self, std::slice::from_ref(event));
             return Ok(());
         }
-        // As Riemann: a point needs a value.
-        if event.metric.is_none() {
+        // The line is made here, where the event is at hand: a worker on
+        // another core would have to fetch it, and free it there.
+        let mut line = String::with_capacity(96);
+        if !graphite::push_line(&mut line, event, &self.path, ctx.now()) {
             return Ok(());
         }
-        sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?
-            .offer_or_log((Arc::clone(event), Arc::clone(&self.path)));
+        sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
         Ok(())
     }
     fn detail(&self) -> Option<String> {
