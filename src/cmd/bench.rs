@@ -46,6 +46,7 @@ use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
 use crate::server::{Listeners, Server};
 use crate::sinks::email::Mailer;
+use crate::sinks::SinkSnapshot;
 use crate::streams::aggregate::Average;
 use crate::streams::index::IndexNode;
 
@@ -474,9 +475,10 @@ fn build(
 /// Scenario (h): `sdo(average(2, index()))` alone, then with `forward` and
 /// `graphite` beside `average`, each sending to a local sink that reads
 /// and discards (acknowledging each message, for `forward`); both as
-/// ratios to the baseline and the second to the first. What the sinks sent
-/// and dropped is printed too: the event path never waits for them, so a
-/// sink slower than the pipeline drops.
+/// ratios to the baseline, and the second to the first, best of
+/// [`OUTPUT_ROUNDS`]; and the process's CPU time for each (the least of
+/// the rounds). What the sinks sent and dropped is printed too: the event
+/// path never waits for them, so a sink slower than the pipeline drops.
 fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> anyhow::Result<()> {
     use crate::streams::Value;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -503,36 +505,48 @@ fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> any
             node: build("sdo", vec![], children)?,
         }])
     };
-    let base = baseline_now();
-    let cpu = cpu_secs();
-    let without = pipelined(tree(false)?, samples, n, false);
-    let cpu_without = cpu_secs() - cpu;
-    report("(h) decode -> sdo(average -> index)", &without, base);
-    let ctx = fresh_context();
-    let cpu = cpu_secs();
-    let with = pipelined_in(Arc::clone(&ctx), tree(true)?, samples, n, false);
-    report("(h) ... + forward + graphite", &with, base);
-    let ratio = with.rate() / without.rate();
-    ctx.drain_sinks(Duration::from_secs(30));
-    // Until the sinks are drained: what sending cost, the local sinks'
-    // reading included (they run in this process).
-    let cpu_with = cpu_secs() - cpu;
-    let sinks: Vec<String> = ctx
-        .sinks
-        .snapshots()
-        .iter()
-        .map(|s| format!("{} {} sent, {} dropped", s.kind, s.sent, s.dropped))
-        .collect();
+    // On a shared machine one run says little: rounds of baseline,
+    // without, with, and the best of each compared.
+    let (mut best_without, mut best_with) = (0f64, 0f64);
+    let (mut cpu_without, mut cpu_with) = (f64::MAX, f64::MAX);
+    let mut sinks = Vec::new();
+    for _ in 0..OUTPUT_ROUNDS {
+        let base = baseline_now();
+        let cpu = cpu_secs();
+        let without = pipelined(tree(false)?, samples, n, false);
+        cpu_without = cpu_without.min(cpu_secs() - cpu);
+        report("(h) decode -> sdo(average -> index)", &without, base);
+        let ctx = fresh_context();
+        let cpu = cpu_secs();
+        let with = pipelined_in(Arc::clone(&ctx), tree(true)?, samples, n, false);
+        report("(h) ... + forward + graphite", &with, base);
+        ctx.drain_sinks(Duration::from_secs(30));
+        // Until the sinks are drained: all that sending cost, the local
+        // sinks' reading included (they run in this process).
+        cpu_with = cpu_with.min(cpu_secs() - cpu);
+        best_without = best_without.max(without.rate());
+        best_with = best_with.max(with.rate());
+        sinks.extend(ctx.sinks.snapshots());
+    }
+    let sent = |kind: &str, f: fn(&SinkSnapshot) -> u64| -> u64 {
+        sinks.iter().filter(|s| s.kind == kind).map(f).sum()
+    };
     println!(
-        "(h) with outputs: {:.0} % of the rate without (target 80 %), {:.2}x the CPU time ({:.2} s vs {:.2} s); {}",
-        100.0 * ratio,
+        "(h) best of {OUTPUT_ROUNDS}: with outputs {:.0} % of the rate without (target 80 %); \
+         CPU time {:.2}x ({cpu_with:.2} s vs {cpu_without:.2} s); \
+         forward {} sent, {} dropped; graphite {} sent, {} dropped",
+        100.0 * best_with / best_without,
         cpu_with / cpu_without,
-        cpu_with,
-        cpu_without,
-        sinks.join("; ")
+        sent("forward", |s| s.sent),
+        sent("forward", |s| s.dropped),
+        sent("graphite", |s| s.sent),
+        sent("graphite", |s| s.dropped),
     );
     Ok(())
 }
+
+/// Rounds of scenario (h).
+const OUTPUT_ROUNDS: usize = 3;
 
 /// CPU time this process has used, user and system, in seconds.
 fn cpu_secs() -> f64 {

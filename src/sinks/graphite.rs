@@ -274,7 +274,13 @@ fn percentiles(service: &str) -> Cow<'_, str> {
 
 /// Appends the plaintext line for `e` (`path value time\n`); false, and
 /// nothing appended, for an event without a finite metric or a path.
-pub fn push_line(out: &mut String, e: &Event, path: &GraphitePath, now: f64) -> bool {
+/// `now` is asked only for an event without a (finite) time.
+pub fn push_line(
+    out: &mut String,
+    e: &Event,
+    path: &GraphitePath,
+    now: impl FnOnce() -> f64,
+) -> bool {
     use std::fmt::Write as _;
     let value = match e.metric {
         Some(Number::Float(f)) if !f.is_finite() => return false,
@@ -286,8 +292,10 @@ pub fn push_line(out: &mut String, e: &Event, path: &GraphitePath, now: f64) -> 
     if out.len() == start {
         return false;
     }
-    let time = e.time.map_or(now, Number::as_f64);
-    let time = if time.is_finite() { time } else { now };
+    let time = match e.time.map(Number::as_f64) {
+        Some(t) if t.is_finite() => t,
+        _ => now(),
+    };
     // Whole seconds, truncated, as Riemann's `(int time)`.
     let _ = writeln!(out, " {value} {}", time as i64);
     true
@@ -435,15 +443,20 @@ mod tests {
     fn lines_are_path_value_and_whole_seconds() {
         let p = GraphitePath::default();
         let mut out = String::new();
-        assert!(push_line(&mut out, &event(Some("a.b"), Some("s")), &p, 5.0));
+        assert!(push_line(
+            &mut out,
+            &event(Some("a.b"), Some("s")),
+            &p,
+            || 5.0
+        ));
         let mut e = event(Some("a"), Some("n"));
         e.metric = Some(Number::Int(3));
         e.time = None;
-        assert!(push_line(&mut out, &e, &p, 1_700_000_001.7));
+        assert!(push_line(&mut out, &e, &p, || 1_700_000_001.7));
         e.metric = None;
-        assert!(!push_line(&mut out, &e, &p, 5.0));
+        assert!(!push_line(&mut out, &e, &p, || 5.0));
         e.metric = Some(Number::Float(f64::NAN));
-        assert!(!push_line(&mut out, &e, &p, 5.0));
+        assert!(!push_line(&mut out, &e, &p, || 5.0));
         assert_eq!(out, "b.a.s 2.5 1700000000\na.n 3 1700000001\n");
     }
 }

@@ -270,7 +270,7 @@ impl Node for Graphite {
         // The line is made here, where the event is at hand: a worker on
         // another core would have to fetch it, and free it there.
         let mut line = String::with_capacity(96);
-        if !graphite::push_line(&mut line, event, &self.path, ctx.now()) {
+        if !graphite::push_line(&mut line, event, &self.path, || ctx.now()) {
             return Ok(());
         }
         sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
