@@ -186,6 +186,13 @@ mod tests {
             events,
             datagrams: events,
             indexed: 7,
+            sinks: vec![crate::sinks::SinkSnapshot {
+                kind: "forward".into(),
+                target: "127.0.0.1:5555".into(),
+                sent: events / 2,
+                waiting: 7,
+                ..Default::default()
+            }],
             nodes: vec![NodeSnapshot {
                 path: "a_stream/average".into(),
                 kind: "average",
@@ -223,6 +230,14 @@ mod tests {
         assert_eq!(metric(&events, "dmon index size"), 7.0);
         assert_eq!(metric(&events, "dmon node a_stream/average rate"), 20.0);
         assert_eq!(metric(&events, "dmon dropped"), 0.0);
+        assert_eq!(
+            metric(&events, "dmon sink forward 127.0.0.1:5555 sent rate"),
+            50.0
+        );
+        assert_eq!(
+            metric(&events, "dmon sink forward 127.0.0.1:5555 queue depth"),
+            7.0
+        );
         let p99 = metric(&events, "dmon ingest latency 0.99");
         assert!((0.002..0.0023).contains(&p99), "{p99}");
         let e = &events[0];

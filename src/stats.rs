@@ -235,9 +235,25 @@ mod tests {
             mails_dropped: 0,
             ..Stats::default()
         };
+        let table = "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when";
+        assert_eq!(stats.summary(), table);
+        // A row per sink but the mailer, which has its own.
+        let sink = |kind: &str| SinkSnapshot {
+            kind: kind.into(),
+            target: "127.0.0.1:5555".into(),
+            sent: 10,
+            retried: 2,
+            dropped: 1,
+            waiting: 3,
+            ..SinkSnapshot::default()
+        };
+        let stats = Stats {
+            sinks: vec![sink("email"), sink("forward")],
+            ..stats
+        };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
+            format!("{table}\n  forward    127.0.0.1:5555: 10 sent, 2 retried, 0 failed, 1 dropped, 3 waiting")
         );
     }
 }

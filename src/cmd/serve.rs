@@ -207,7 +207,7 @@ pub fn announce(bound: &Addresses) {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Stops cleanly on Ctrl-C or SIGTERM: events already received are \
-processed, queued mail gets a few seconds, and the final counters are logged as \
+processed, what sinks hold (mail, forward, graphite) gets a few seconds, and the final counters are logged as \
 `dmon stats: {json}` on stderr. A second Ctrl-C or SIGTERM stops at once (exit \
 status 1), counting what was left unprocessed."
 )]
