@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::{Failure, Policy, Retry, Sink};
+use super::{Encoded, Failure, Policy, Retry, Sink};
 use crate::client::{ClientError, RiemannClient};
 
 pub const DEFAULT_PORT: u16 = 5555;
@@ -56,7 +56,7 @@ impl ForwardSink {
 
 impl Sink for ForwardSink {
     /// One event, encoded.
-    type Item = Vec<u8>;
+    type Item = Encoded;
     type Conn = RiemannClient;
 
     fn kind(&self) -> &'static str {
@@ -73,7 +73,7 @@ impl Sink for ForwardSink {
         RiemannClient::connect(addr, TIMEOUT)
             .map_err(|e| Failure::retry(format!("cannot connect: {e}")))
     }
-    fn send(&mut self, client: &mut RiemannClient, batch: &[Vec<u8>]) -> Result<(), Failure> {
+    fn send(&mut self, client: &mut RiemannClient, batch: &[Encoded]) -> Result<(), Failure> {
         let mut done = 0;
         while done < batch.len() {
             let n = message(&batch[done..], &mut self.buf);
@@ -91,7 +91,7 @@ impl Sink for ForwardSink {
         }
         Ok(())
     }
-    fn give_up_message(&self, _: &[Vec<u8>], _: u32, failure: &Failure) -> String {
+    fn give_up_message(&self, _: &[Encoded], _: u32, failure: &Failure) -> String {
         format!("forward {}: {}", self.target(), failure.message)
     }
 }
@@ -99,10 +99,11 @@ impl Sink for ForwardSink {
 /// Puts into `out` the message (`Msg`, its repeated `events` field) for
 /// the first of `events` (each one encoded), up to [`MESSAGE_BYTES`] (at
 /// least one event); returns how many it holds.
-fn message(events: &[Vec<u8>], out: &mut Vec<u8>) -> usize {
+fn message(events: &[Encoded], out: &mut Vec<u8>) -> usize {
     out.clear();
     let mut n = 0;
     for e in events {
+        let e = e.as_bytes();
         let mut head = [0u8; 11];
         head[0] = 6 << 3 | 2;
         let len = 1 + varint(e.len() as u64, &mut head[1..]);
@@ -136,10 +137,8 @@ mod tests {
     use crate::event::Event;
     use prost::Message;
 
-    fn encoded(e: &Event) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_event(e, &mut out);
-        out
+    fn encoded(e: &Event) -> Encoded {
+        Encoded::with(|buf| encode_event(e, buf))
     }
 
     #[test]
@@ -151,7 +150,7 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        let items: Vec<Vec<u8>> = small.iter().map(encoded).collect();
+        let items: Vec<Encoded> = small.iter().map(encoded).collect();
         assert_eq!(message(&items, &mut out), 3);
         let msg = Msg {
             events: small.iter().map(to_proto).collect(),
@@ -163,7 +162,8 @@ mod tests {
             description: Some("x".repeat(300_000).into()),
             ..Event::default()
         });
-        assert_eq!(message(&vec![big; 7], &mut out), 3);
+        let bigs: Vec<Encoded> = (0..7).map(|_| Encoded::new(big.as_bytes())).collect();
+        assert_eq!(message(&bigs, &mut out), 3);
         assert!(out.len() <= MESSAGE_BYTES);
         assert_eq!(Msg::decode(&out[..]).unwrap().events.len(), 3);
         let huge = encoded(&Event {

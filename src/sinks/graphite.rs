@@ -22,7 +22,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::{Failure, Policy, Retry, Sink};
+use super::{Encoded, Failure, Policy, Retry, Sink};
 use crate::event::{Event, Number};
 
 pub const DEFAULT_PORT: u16 = 2003;
@@ -47,7 +47,7 @@ pub const DEFAULT_PATH: &str = "{host_reversed}.{service}";
 /// A point for carbon: its plaintext line, made on the event path (the
 /// event is at hand there; nodes with different paths share one
 /// connection).
-pub type Point = String;
+pub type Point = Encoded;
 
 /// How an event's graphite path is made: text with placeholders.
 /// `{host}` is the host as it is, `{host_reversed}` its dot-separated parts
@@ -139,14 +139,14 @@ impl GraphitePath {
 
     /// The path for `e`; empty when every part of it is.
     pub fn render(&self, e: &Event) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
         self.render_into(e, &mut out);
-        out
+        String::from_utf8(out).expect("a path is made of whole characters")
     }
 
     /// Appends the path for `e` to `out`: its parts joined, with
     /// [`clean`] characters and no empty component.
-    fn render_into(&self, e: &Event, out: &mut String) {
+    fn render_into(&self, e: &Event, out: &mut Vec<u8>) {
         let mut path = PathWriter {
             out,
             start: 0,
@@ -186,7 +186,7 @@ impl GraphitePath {
 /// Writes a path: a `.` separates components, and only between two
 /// non-empty ones.
 struct PathWriter<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
     /// Where this path starts in `out`.
     start: usize,
     /// A separator is due before the next character.
@@ -200,10 +200,12 @@ impl PathWriter<'_> {
             return;
         }
         if self.dot {
-            self.out.push('.');
+            self.out.push(b'.');
             self.dot = false;
         }
-        self.out.push(clean(c));
+        let mut utf8 = [0; 4];
+        self.out
+            .extend_from_slice(clean(c).encode_utf8(&mut utf8).as_bytes());
     }
 
     /// Text whose dots separate components.
@@ -226,10 +228,10 @@ impl PathWriter<'_> {
                 .unwrap_or(rest.len());
             if plain > 0 {
                 if self.dot {
-                    self.out.push('.');
+                    self.out.push(b'.');
                     self.dot = false;
                 }
-                self.out.push_str(&rest[..plain]);
+                self.out.extend_from_slice(&rest.as_bytes()[..plain]);
                 rest = &rest[plain..];
                 continue;
             }
@@ -276,28 +278,35 @@ fn percentiles(service: &str) -> Cow<'_, str> {
 /// nothing appended, for an event without a finite metric or a path.
 /// `now` is asked only for an event without a (finite) time.
 pub fn push_line(
-    out: &mut String,
+    out: &mut Vec<u8>,
     e: &Event,
     path: &GraphitePath,
     now: impl FnOnce() -> f64,
 ) -> bool {
-    use std::fmt::Write as _;
-    let value = match e.metric {
-        Some(Number::Float(f)) if !f.is_finite() => return false,
-        Some(m) => m,
-        None => return false,
-    };
     let start = out.len();
     path.render_into(e, out);
     if out.len() == start {
         return false;
     }
+    out.push(b' ');
+    match e.metric {
+        Some(Number::Int(i)) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        Some(Number::Float(f)) if f.is_finite() => {
+            out.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes())
+        }
+        _ => {
+            out.truncate(start);
+            return false;
+        }
+    }
     let time = match e.time.map(Number::as_f64) {
         Some(t) if t.is_finite() => t,
         _ => now(),
     };
+    out.push(b' ');
     // Whole seconds, truncated, as Riemann's `(int time)`.
-    let _ = writeln!(out, " {value} {}", time as i64);
+    out.extend_from_slice(itoa::Buffer::new().format(time as i64).as_bytes());
+    out.push(b'\n');
     true
 }
 
@@ -306,7 +315,7 @@ pub struct GraphiteSink {
     host: String,
     port: u16,
     /// The batch's lines, reused.
-    buf: String,
+    buf: Vec<u8>,
 }
 
 impl GraphiteSink {
@@ -314,7 +323,7 @@ impl GraphiteSink {
         GraphiteSink {
             host: host.to_owned(),
             port,
-            buf: String::new(),
+            buf: Vec::new(),
         }
     }
 }
@@ -348,9 +357,9 @@ impl Sink for GraphiteSink {
         }
         self.buf.clear();
         for line in batch {
-            self.buf.push_str(line);
+            self.buf.extend_from_slice(line.as_bytes());
         }
-        conn.write_all(self.buf.as_bytes())
+        conn.write_all(&self.buf)
             .map_err(|e| Failure::retry(format!("write failed: {e}")))
     }
 }
@@ -442,7 +451,7 @@ mod tests {
     #[test]
     fn lines_are_path_value_and_whole_seconds() {
         let p = GraphitePath::default();
-        let mut out = String::new();
+        let mut out = Vec::new();
         assert!(push_line(
             &mut out,
             &event(Some("a.b"), Some("s")),
@@ -457,6 +466,11 @@ mod tests {
         assert!(!push_line(&mut out, &e, &p, || 5.0));
         e.metric = Some(Number::Float(f64::NAN));
         assert!(!push_line(&mut out, &e, &p, || 5.0));
-        assert_eq!(out, "b.a.s 2.5 1700000000\na.n 3 1700000001\n");
+        e.metric = Some(Number::Float(1e21));
+        assert!(push_line(&mut out, &e, &p, || 7.0));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "b.a.s 2.5 1700000000\na.n 3 1700000001\na.n 1e+21 7\n"
+        );
     }
 }

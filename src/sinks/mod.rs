@@ -425,7 +425,7 @@ impl<I> Drop for SinkHandle<I> {
 impl<I> Shared<I> {
     /// Waits for the next batch and moves it into `batch`; false when the
     /// sink is closed and drained, or abandoned.
-    fn next_batch(&self, batch: &mut Vec<I>) -> bool {
+    fn next_batch(&self, batch: &mut VecDeque<I>) -> bool {
         let mut q = lock(&self.queue);
         let mut due = None;
         loop {
@@ -443,8 +443,14 @@ impl<I> Shared<I> {
             let due = *due.get_or_insert_with(|| Instant::now() + self.policy.linger);
             let now = Instant::now();
             if q.items.len() >= self.policy.batch || q.closing || now >= due {
-                let n = q.items.len().min(self.policy.batch);
-                batch.extend(q.items.drain(..n));
+                if q.items.len() <= self.policy.batch {
+                    // The whole queue, in O(1): the event path is never
+                    // held up while items are moved. `batch` is empty
+                    // and gives its room back to the queue.
+                    std::mem::swap(&mut q.items, batch);
+                } else {
+                    batch.extend(q.items.drain(..self.policy.batch));
+                }
                 q.worker = Worker::Busy;
                 return true;
             }
@@ -489,7 +495,7 @@ impl<I> Shared<I> {
 /// The worker: batches, sends, retries, until closed and drained.
 fn work<S: Sink>(mut sink: S, shared: &Shared<S::Item>) {
     let mut conn = None;
-    let mut batch = Vec::with_capacity(shared.policy.batch);
+    let mut batch = VecDeque::with_capacity(shared.policy.batch);
     while shared.next_batch(&mut batch) {
         deliver(&mut sink, shared, &mut conn, &mut batch);
         batch.clear();
@@ -502,17 +508,17 @@ fn deliver<S: Sink>(
     sink: &mut S,
     shared: &Shared<S::Item>,
     conn: &mut Option<S::Conn>,
-    batch: &mut Vec<S::Item>,
+    batch: &mut VecDeque<S::Item>,
 ) {
     let stats = &shared.stats;
     let mut failures = 0;
     loop {
         let result = match conn {
-            Some(c) => sink.send(c, batch),
+            Some(c) => sink.send(c, batch.make_contiguous()),
             None => match sink.connect() {
                 Ok(c) => {
                     stats.connections.fetch_add(1, Ordering::Relaxed);
-                    sink.send(conn.insert(c), batch)
+                    sink.send(conn.insert(c), batch.make_contiguous())
                 }
                 Err(f) => Err(f),
             },
@@ -542,9 +548,9 @@ fn deliver<S: Sink>(
             warn_limited!(
                 shared.fail_log,
                 "{}",
-                sink.give_up_message(batch, failures, &failure)
+                sink.give_up_message(batch.make_contiguous(), failures, &failure)
             );
-            sink.gave_up(batch);
+            sink.gave_up(batch.make_contiguous());
             shared.settle(batch.len(), &stats.failed);
             return;
         };
@@ -677,6 +683,59 @@ impl Sinks {
             }
         }
         drained
+    }
+}
+
+/// What a node encoded for its sink (a carbon line, a Riemann event): short
+/// ones are kept inline, so handing one over allocates nothing (the
+/// queue's ring is reused) and nothing is freed on the worker's thread.
+// Large inline on purpose: that is the point of it.
+#[allow(clippy::large_enum_variant)]
+pub enum Encoded {
+    Inline {
+        len: u8,
+        bytes: [u8; ENCODED_INLINE],
+    },
+    Heap(Box<[u8]>),
+}
+
+/// Bytes an [`Encoded`] keeps inline: a typical event or line.
+pub const ENCODED_INLINE: usize = 230;
+
+impl Encoded {
+    pub fn new(b: &[u8]) -> Self {
+        match u8::try_from(b.len()) {
+            Ok(len) if b.len() <= ENCODED_INLINE => {
+                let mut bytes = [0; ENCODED_INLINE];
+                bytes[..b.len()].copy_from_slice(b);
+                Encoded::Inline { len, bytes }
+            }
+            _ => Encoded::Heap(b.into()),
+        }
+    }
+
+    /// Encodes with `encode` into a buffer reused by the thread (the event
+    /// path's), then keeps the result.
+    pub fn with(encode: impl FnOnce(&mut Vec<u8>)) -> Self {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            encode(buf);
+            Encoded::new(buf)
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Encoded::Inline { len, bytes } => &bytes[..*len as usize],
+            Encoded::Heap(b) => b,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
     }
 }
 
@@ -879,6 +938,16 @@ mod tests {
         assert!(Sinks::disabled().get_or_start(Memory::default()).is_none());
         sinks.close();
         assert!(sinks.finish(Instant::now() + Duration::from_secs(5), Duration::ZERO));
+    }
+
+    #[test]
+    fn encoded_items_keep_their_bytes_inline_or_not() {
+        for len in [0, 1, ENCODED_INLINE, ENCODED_INLINE + 1, 10_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let e = Encoded::with(|buf| buf.extend_from_slice(&bytes));
+            assert_eq!(e.as_bytes(), &bytes[..]);
+            assert_eq!(matches!(e, Encoded::Inline { .. }), len <= ENCODED_INLINE);
+        }
     }
 
     #[test]

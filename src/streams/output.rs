@@ -29,7 +29,7 @@ use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
 use crate::sinks::forward::{self, ForwardSink};
 use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
-use crate::sinks::{Sink, SinkHandle};
+use crate::sinks::{Encoded, Sink, SinkHandle};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -196,7 +196,7 @@ fn sink_detail<I: Send + 'static>(cell: &OnceLock<Arc<SinkHandle<I>>>) -> Option
 pub struct Forward {
     host: String,
     port: u16,
-    sink: OnceLock<Arc<SinkHandle<Vec<u8>>>>,
+    sink: OnceLock<Arc<SinkHandle<Encoded>>>,
     core: NodeCore,
 }
 
@@ -220,8 +220,7 @@ impl Node for Forward {
             return Ok(());
         }
         // Encoded here, where the event is at hand (see `Graphite`).
-        let mut bytes = Vec::with_capacity(256);
-        encode_event(event, &mut bytes);
+        let bytes = Encoded::with(|buf| encode_event(event, buf));
         sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?.offer_or_log(bytes);
         Ok(())
     }
@@ -269,8 +268,10 @@ impl Node for Graphite {
         }
         // The line is made here, where the event is at hand: a worker on
         // another core would have to fetch it, and free it there.
-        let mut line = String::with_capacity(96);
-        if !graphite::push_line(&mut line, event, &self.path, || ctx.now()) {
+        let line = Encoded::with(|buf| {
+            graphite::push_line(buf, event, &self.path, || ctx.now());
+        });
+        if line.is_empty() {
             return Ok(());
         }
         sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
