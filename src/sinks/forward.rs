@@ -1,6 +1,6 @@
 //! `forward`: events to another dmon or a Riemann server, over Riemann's
-//! protocol on TCP. The node encodes each event (Riemann's `Event`
-//! message) on the event path; the sink puts them into messages.
+//! protocol on TCP. The node only queues the event; the sink's worker
+//! encodes it (Riemann's `Event`, written directly) into a message.
 //!
 //! Events go in messages of up to [`BATCH`] events, each acknowledged
 //! before the next is sent; a batch that fails (no connection, no ack, a
@@ -11,8 +11,12 @@
 
 use std::time::Duration;
 
-use super::{Encoded, Failure, Policy, Retry, Sink};
+use std::sync::Arc;
+
+use super::{Failure, Policy, Retry, Sink};
 use crate::client::{ClientError, RiemannClient};
+use crate::codec::riemann::encode_event;
+use crate::event::Event;
 
 pub const DEFAULT_PORT: u16 = 5555;
 /// Events waiting for the target at most; more are dropped.
@@ -40,8 +44,9 @@ const POLICY: Policy = Policy {
 pub struct ForwardSink {
     host: String,
     port: u16,
-    /// The message being sent, reused.
+    /// The message being sent, and one event of it, reused.
     buf: Vec<u8>,
+    one: Vec<u8>,
 }
 
 impl ForwardSink {
@@ -50,13 +55,13 @@ impl ForwardSink {
             host: host.to_owned(),
             port,
             buf: Vec::new(),
+            one: Vec::new(),
         }
     }
 }
 
 impl Sink for ForwardSink {
-    /// One event, encoded.
-    type Item = Encoded;
+    type Item = Arc<Event>;
     type Conn = RiemannClient;
 
     fn kind(&self) -> &'static str {
@@ -73,10 +78,10 @@ impl Sink for ForwardSink {
         RiemannClient::connect(addr, TIMEOUT)
             .map_err(|e| Failure::retry(format!("cannot connect: {e}")))
     }
-    fn send(&mut self, client: &mut RiemannClient, batch: &[Encoded]) -> Result<(), Failure> {
+    fn send(&mut self, client: &mut RiemannClient, batch: &[Arc<Event>]) -> Result<(), Failure> {
         let mut done = 0;
         while done < batch.len() {
-            let n = message(&batch[done..], &mut self.buf);
+            let n = message(&batch[done..], &mut self.buf, &mut self.one);
             let sent = client.send_raw(&self.buf).map_err(ClientError::from);
             match sent.and_then(|()| client.read_reply()) {
                 Ok(_) => done += n,
@@ -91,19 +96,21 @@ impl Sink for ForwardSink {
         }
         Ok(())
     }
-    fn give_up_message(&self, _: &[Encoded], _: u32, failure: &Failure) -> String {
+    fn give_up_message(&self, _: &[Arc<Event>], _: u32, failure: &Failure) -> String {
         format!("forward {}: {}", self.target(), failure.message)
     }
 }
 
 /// Puts into `out` the message (`Msg`, its repeated `events` field) for
-/// the first of `events` (each one encoded), up to [`MESSAGE_BYTES`] (at
-/// least one event); returns how many it holds.
-fn message(events: &[Encoded], out: &mut Vec<u8>) -> usize {
+/// the first of `events`, up to [`MESSAGE_BYTES`] (at least one event),
+/// each encoded through `one`; returns how many it holds.
+fn message(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize {
     out.clear();
     let mut n = 0;
     for e in events {
-        let e = e.as_bytes();
+        one.clear();
+        encode_event(e, one);
+        let e = &one[..];
         let mut head = [0u8; 11];
         head[0] = 6 << 3 | 2;
         let len = 1 + varint(e.len() as u64, &mut head[1..]);
@@ -133,43 +140,42 @@ fn varint(mut v: u64, out: &mut [u8]) -> usize {
 mod tests {
     use super::*;
 
-    use crate::codec::riemann::{encode_event, to_proto, Msg};
-    use crate::event::Event;
+    use crate::codec::riemann::{to_proto, Msg};
     use prost::Message;
-
-    fn encoded(e: &Event) -> Encoded {
-        Encoded::with(|buf| encode_event(e, buf))
-    }
 
     #[test]
     fn messages_hold_the_events_and_stay_under_the_limit() {
-        let small: Vec<Event> = (0..3)
-            .map(|i| Event {
-                host: Some(format!("h{i}").into()),
-                ..Event::default()
+        let small: Vec<Arc<Event>> = (0..3)
+            .map(|i| {
+                Arc::new(Event {
+                    host: Some(format!("h{i}").into()),
+                    ..Event::default()
+                })
             })
             .collect();
-        let mut out = Vec::new();
-        let items: Vec<Encoded> = small.iter().map(encoded).collect();
-        assert_eq!(message(&items, &mut out), 3);
+        let (mut out, mut one) = (Vec::new(), Vec::new());
+        assert_eq!(message(&small, &mut out, &mut one), 3);
         let msg = Msg {
-            events: small.iter().map(to_proto).collect(),
+            events: small.iter().map(|e| to_proto(e)).collect(),
             ..Msg::default()
         };
         assert_eq!(out, msg.encode_to_vec());
 
-        let big = encoded(&Event {
+        let big = Arc::new(Event {
             description: Some("x".repeat(300_000).into()),
             ..Event::default()
         });
-        let bigs: Vec<Encoded> = (0..7).map(|_| Encoded::new(big.as_bytes())).collect();
-        assert_eq!(message(&bigs, &mut out), 3);
+        assert_eq!(message(&vec![big; 7], &mut out, &mut one), 3);
         assert!(out.len() <= MESSAGE_BYTES);
         assert_eq!(Msg::decode(&out[..]).unwrap().events.len(), 3);
-        let huge = encoded(&Event {
+        let huge = Arc::new(Event {
             description: Some("x".repeat(2 * MESSAGE_BYTES).into()),
             ..Event::default()
         });
-        assert_eq!(message(&[huge], &mut out), 1, "one event always goes");
+        assert_eq!(
+            message(&[huge], &mut out, &mut one),
+            1,
+            "one event always goes"
+        );
     }
 }

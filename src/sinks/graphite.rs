@@ -22,7 +22,9 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::{Encoded, Failure, Policy, Retry, Sink};
+use std::sync::{Arc, Mutex};
+
+use super::{Failure, Policy, Retry, Sink};
 use crate::event::{Event, Number};
 
 pub const DEFAULT_PORT: u16 = 2003;
@@ -44,10 +46,10 @@ const POLICY: Policy = Policy {
 /// Riemann's default path: `graphite-path-percentiles`.
 pub const DEFAULT_PATH: &str = "{host_reversed}.{service}";
 
-/// A point for carbon: its plaintext line, made on the event path (the
-/// event is at hand there; nodes with different paths share one
-/// connection).
-pub type Point = Encoded;
+/// A point for carbon: the event and the path of the node that sent it
+/// (nodes with different paths share one connection); the worker makes
+/// the line.
+pub type Point = (Arc<Event>, &'static GraphitePath);
 
 /// How an event's graphite path is made: text with placeholders.
 /// `{host}` is the host as it is, `{host_reversed}` its dot-separated parts
@@ -135,6 +137,22 @@ impl GraphitePath {
     /// The template as written.
     pub fn template(&self) -> &str {
         &self.template
+    }
+
+    /// The one shared copy of the path for `template` (Riemann's for
+    /// `None`): points carry it as a plain reference, which costs no
+    /// reference count whose cache line the event path and the worker
+    /// would pass back and forth. One is kept per template ever written.
+    pub fn interned(template: Option<&str>) -> Result<&'static GraphitePath, String> {
+        static PATHS: Mutex<Vec<&'static GraphitePath>> = Mutex::new(Vec::new());
+        let template = template.unwrap_or(DEFAULT_PATH);
+        let mut paths = PATHS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = paths.iter().find(|p| p.template == template) {
+            return Ok(p);
+        }
+        let path: &'static GraphitePath = Box::leak(Box::new(GraphitePath::parse(template)?));
+        paths.push(path);
+        Ok(path)
     }
 
     /// The path for `e`; empty when every part of it is.
@@ -356,8 +374,9 @@ impl Sink for GraphiteSink {
             return Err(Failure::retry("carbon closed the connection"));
         }
         self.buf.clear();
-        for line in batch {
-            self.buf.extend_from_slice(line.as_bytes());
+        let now = crate::event::now_secs();
+        for (e, path) in batch {
+            push_line(&mut self.buf, e, path, || now);
         }
         conn.write_all(&self.buf)
             .map_err(|e| Failure::retry(format!("write failed: {e}")))

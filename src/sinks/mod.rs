@@ -686,59 +686,6 @@ impl Sinks {
     }
 }
 
-/// What a node encoded for its sink (a carbon line, a Riemann event): short
-/// ones are kept inline, so handing one over allocates nothing (the
-/// queue's ring is reused) and nothing is freed on the worker's thread.
-// Large inline on purpose: that is the point of it.
-#[allow(clippy::large_enum_variant)]
-pub enum Encoded {
-    Inline {
-        len: u8,
-        bytes: [u8; ENCODED_INLINE],
-    },
-    Heap(Box<[u8]>),
-}
-
-/// Bytes an [`Encoded`] keeps inline: a typical event or line.
-pub const ENCODED_INLINE: usize = 230;
-
-impl Encoded {
-    pub fn new(b: &[u8]) -> Self {
-        match u8::try_from(b.len()) {
-            Ok(len) if b.len() <= ENCODED_INLINE => {
-                let mut bytes = [0; ENCODED_INLINE];
-                bytes[..b.len()].copy_from_slice(b);
-                Encoded::Inline { len, bytes }
-            }
-            _ => Encoded::Heap(b.into()),
-        }
-    }
-
-    /// Encodes with `encode` into a buffer reused by the thread (the event
-    /// path's), then keeps the result.
-    pub fn with(encode: impl FnOnce(&mut Vec<u8>)) -> Self {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            encode(buf);
-            Encoded::new(buf)
-        })
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Encoded::Inline { len, bytes } => &bytes[..*len as usize],
-            Encoded::Heap(b) => b,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.as_bytes().is_empty()
-    }
-}
-
 /// `host:port`, with an IPv6 address in brackets.
 pub fn target(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -938,16 +885,6 @@ mod tests {
         assert!(Sinks::disabled().get_or_start(Memory::default()).is_none());
         sinks.close();
         assert!(sinks.finish(Instant::now() + Duration::from_secs(5), Duration::ZERO));
-    }
-
-    #[test]
-    fn encoded_items_keep_their_bytes_inline_or_not() {
-        for len in [0, 1, ENCODED_INLINE, ENCODED_INLINE + 1, 10_000] {
-            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let e = Encoded::with(|buf| buf.extend_from_slice(&bytes));
-            assert_eq!(e.as_bytes(), &bytes[..]);
-            assert_eq!(matches!(e, Encoded::Inline { .. }), len <= ENCODED_INLINE);
-        }
     }
 
     #[test]

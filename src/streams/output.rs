@@ -22,14 +22,13 @@ use super::registry::Entry;
 use super::value::{Args, BuildError, Value};
 use super::{quote, Node, NodeCore, NodeError, NodeRef};
 use crate::codec::json;
-use crate::codec::riemann::encode_event;
 use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
 use crate::sinks::forward::{self, ForwardSink};
 use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
-use crate::sinks::{Encoded, Sink, SinkHandle};
+use crate::sinks::{Sink, SinkHandle};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -153,16 +152,13 @@ fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
             return Err(args.type_error(format_args!("`path` must be a str, not {}", v.type_name())))
         }
     };
-    let path = match &template {
-        Some(t) => GraphitePath::parse(t).map_err(|e| args.error(e))?,
-        None => GraphitePath::default(),
-    };
+    let path = GraphitePath::interned(template.as_deref()).map_err(|e| args.error(e))?;
     args.finish()?;
     Ok(Arc::new(Graphite {
         host,
         port,
         custom_path: template.is_some(),
-        path: Arc::new(path),
+        path,
         sink: OnceLock::new(),
         core: NodeCore::new(Vec::new()),
     }))
@@ -196,7 +192,7 @@ fn sink_detail<I: Send + 'static>(cell: &OnceLock<Arc<SinkHandle<I>>>) -> Option
 pub struct Forward {
     host: String,
     port: u16,
-    sink: OnceLock<Arc<SinkHandle<Encoded>>>,
+    sink: OnceLock<Arc<SinkHandle<Arc<Event>>>>,
     core: NodeCore,
 }
 
@@ -219,9 +215,8 @@ impl Node for Forward {
             capture.record(self, std::slice::from_ref(event));
             return Ok(());
         }
-        // Encoded here, where the event is at hand (see `Graphite`).
-        let bytes = Encoded::with(|buf| encode_event(event, buf));
-        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?.offer_or_log(bytes);
+        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?
+            .offer_or_log(Arc::clone(event));
         Ok(())
     }
     fn detail(&self) -> Option<String> {
@@ -234,7 +229,7 @@ impl Node for Forward {
 pub struct Graphite {
     host: String,
     port: u16,
-    path: Arc<GraphitePath>,
+    path: &'static GraphitePath,
     custom_path: bool,
     sink: OnceLock<Arc<SinkHandle<Point>>>,
     core: NodeCore,
@@ -255,7 +250,7 @@ impl Node for Graphite {
         Arc::new(Graphite {
             host: self.host.clone(),
             port: self.port,
-            path: Arc::clone(&self.path),
+            path: self.path,
             custom_path: self.custom_path,
             sink: OnceLock::new(),
             core: self.core.fresh(),
@@ -268,12 +263,12 @@ impl Node for Graphite {
         }
         // The line is made here, where the event is at hand: a worker on
         // another core would have to fetch it, and free it there.
-        let line = Encoded::with(|buf| {
-            graphite::push_line(buf, event, &self.path, || ctx.now());
-        });
-        if line.is_empty() {
+        // As Riemann: a point needs a value.
+        if event.metric.is_none() {
             return Ok(());
         }
+        // Only queued here: the worker makes the line, off the event path.
+        let line = (Arc::clone(event), self.path);
         sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
         Ok(())
     }
