@@ -7,7 +7,9 @@
 //! (`web1.example.com` + `api latency 0.95` →
 //! `com.example.web1.api.latency.95`); or from a template of the user's
 //! ([`GraphitePath`]). The value is the metric; the time, the event's in
-//! whole seconds. Events without a metric are not sent, as in Riemann.
+//! whole seconds (when it is sent, for an event without one). Events
+//! without a metric are not sent, as in Riemann. The node only queues the
+//! event; the sink's worker makes the lines.
 //!
 //! Fields come from any peer, so nothing in them may break a line: within
 //! a field, whitespace, control characters and `/` (a directory to carbon)
@@ -20,9 +22,8 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
-
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Failure, Policy, Retry, Sink};
 use crate::event::{Event, Number};
