@@ -388,3 +388,39 @@ impl Node for Email {
         self.send(ctx, mail, events)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Harness;
+    use crate::vals;
+
+    #[test]
+    fn forward_and_graphite_check_their_arguments() {
+        let h = Harness::new();
+        let describe = |name, args, named| h.build(name, args, named, vec![]).describe();
+        assert_eq!(
+            describe("forward", vals!["riemann.example.com"], vec![]),
+            r#"forward("riemann.example.com", 5555)"#
+        );
+        assert_eq!(
+            describe("graphite", vals!["carbon", 2004], vec![]),
+            r#"graphite("carbon", 2004)"#
+        );
+        let path = vec![("path".to_owned(), "servers.{host}.{service}".into())];
+        assert_eq!(
+            describe("graphite", vals!["carbon"], path),
+            r#"graphite("carbon", 2003, path="servers.{host}.{service}")"#
+        );
+        let refused = |name, args, named| {
+            h.try_build(name, args, named, vec![])
+                .err()
+                .unwrap_or_else(|| panic!("{name} built"))
+                .message
+        };
+        assert!(refused("forward", vals![""], vec![]).contains("`host` must not be empty"));
+        assert!(refused("forward", vals!["h", 70000], vec![]).contains("1 to 65535"));
+        assert!(refused("forward", vals!["h", "x"], vec![]).contains("must be an int"));
+        let bad_path = vec![("path".to_owned(), "a b.{host}".into())];
+        assert!(refused("graphite", vals!["h"], bad_path).contains("whitespace"));
+    }
+}
