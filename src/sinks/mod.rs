@@ -231,8 +231,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A started sink: the event path's end of its queue, and its counters.
-/// Dropping the last handle closes the queue; the worker sends what is
-/// left and stops.
+/// Dropping it stops the worker (after [`SinkHandle::shutdown`], which
+/// drains it first).
 pub struct SinkHandle<I> {
     kind: &'static str,
     target: String,
@@ -416,8 +416,14 @@ impl<I: Send + 'static> SinkHandle<I> {
 }
 
 impl<I> Drop for SinkHandle<I> {
+    /// Nobody is left to hand it items or to wait for it: a server drains
+    /// its sinks ([`SinkHandle::shutdown`]) before letting go of them, so
+    /// the worker stops at its next step rather than retrying for ever.
     fn drop(&mut self) {
-        lock(&self.shared.queue).closing = true;
+        let mut q = lock(&self.shared.queue);
+        q.closing = true;
+        q.abandoned = true;
+        drop(q);
         self.shared.wake.notify_all();
     }
 }
