@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of dmon: formatting, clippy, and `cargo test`.
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
-# it creates ./.venv with the test-only Python packages and installs tmux,
-# riemann-c-client, prometheus and curl if they are missing.
+# it creates ./.venv with the test-only Python packages and installs the
+# system packages tests drive (tmux, riemann-c-client, prometheus, curl,
+# graphite-carbon) if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,6 +35,10 @@ command -v tmux >/dev/null 2>&1 || apt_missing+=(tmux)
 # tests/http.rs: a real Prometheus scrapes dmon; curl reads SSE.
 command -v prometheus >/dev/null 2>&1 || apt_missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+# A real carbon for graphite() (tests/graphite.rs), and whisper-fetch to read
+# what it stored.
+command -v carbon-cache >/dev/null 2>&1 || apt_missing+=(graphite-carbon)
+command -v whisper-fetch >/dev/null 2>&1 || apt_missing+=(python3-whisper)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

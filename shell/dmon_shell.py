@@ -168,7 +168,7 @@ def record(path=None, format="ndjson"):
 
 
 def stats(as_json=False):
-    """stats(as_json=False): received, decoded, bad, per-node counters, uptime (as_json: the JSON line)."""
+    """stats(as_json=False): received, decoded, bad, mail and other sinks, per-node counters, uptime (as_json: the JSON line)."""
     if as_json:
         print(_server.stats_json())
         return
@@ -181,6 +181,13 @@ def stats(as_json=False):
         f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
         _recent_line(s),
     ]
+    # forward(), graphite(): one line per target (the mailer has its line above).
+    for k in s.get("sinks", []):
+        if k["kind"] != "email":
+            lines.append(
+                f"{k['kind']} {k['target']}: sent {k['sent']}  retried {k['retried']}  "
+                f"failed {k['failed']}  dropped {k['dropped']}  waiting {k['waiting']}"
+            )
     print("\n".join(lines))
     _print_nodes(s["nodes"])
 

@@ -32,6 +32,8 @@ impl RiemannClient {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
+        // A server that stops reading must not hold a writer for ever.
+        stream.set_write_timeout(Some(timeout))?;
         Ok(RiemannClient { stream })
     }
 

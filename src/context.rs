@@ -1,15 +1,17 @@
 //! The services stream nodes reach while they handle an event: the clock,
-//! the index, the mailer, and the console. One context per running server,
+//! the index, the mailer and the other sinks, and the console. One context per running server,
 //! and one per rehearsal (replays, `dmon.testing`, `try_stream`), whose
 //! clock is virtual and whose outputs are captured.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
 use crate::outputs::capture::Capture;
-use crate::outputs::email::Mailer;
+use crate::sinks::email::Mailer;
+use crate::sinks::{SinkSnapshot, Sinks};
 
 pub struct Context {
     /// What "now" is for time-driven nodes: the wall clock in a server, a
@@ -17,6 +19,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub index: Index,
     pub mailer: Mailer,
+    /// The sinks of `forward`, `graphite`…, started as nodes first need them.
+    pub sinks: Sinks,
     pub console: Arc<dyn LineSink>,
     /// In a rehearsal: where output nodes report what reached them (and
     /// `email()` sends nothing).
@@ -33,6 +37,7 @@ impl Context {
             clock,
             index: Index::new(),
             mailer,
+            sinks: Sinks::new(),
             console,
             capture: None,
         }
@@ -47,8 +52,30 @@ impl Context {
     ) -> Self {
         Context {
             capture: Some(capture),
+            sinks: Sinks::disabled(),
             ..Self::with_clock(clock, Mailer::disabled(), console)
         }
+    }
+
+    /// Every sink's counters, the mailer's first.
+    pub fn sink_snapshots(&self) -> Vec<SinkSnapshot> {
+        let mut all: Vec<SinkSnapshot> = self.mailer.snapshot().into_iter().collect();
+        all.extend(self.sinks.snapshots());
+        all
+    }
+
+    /// Stops every sink taking events and gives them all, together, up to
+    /// `grace` to send what they hold; logs what was left. True when
+    /// everything went.
+    pub fn drain_sinks(&self, grace: Duration) -> bool {
+        self.mailer.close();
+        self.sinks.close();
+        let deadline = Instant::now() + grace;
+        let mail_left = self.mailer.finish(deadline);
+        if mail_left > 0 {
+            tracing::warn!("mail still queued after {grace:?} was not sent");
+        }
+        self.sinks.finish(deadline, grace) && mail_left == 0
     }
 
     /// The clock's time.

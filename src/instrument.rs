@@ -15,10 +15,11 @@
 //! | `dmon refused rate` | events refused by a limit (per datagram, per message) per second |
 //! | `dmon ingest latency 0.5`, `0.95`, `0.99` | seconds from a source asking the pipeline for room to its events having been through the roots (upper bound of a 12 % bucket) |
 //! | `dmon queue depth` | events waiting in the pipeline now |
-//! | `dmon dropped kernel`, `dmon dropped mail`, `dmon dropped taps` | what each lost during the interval: datagrams the kernel dropped because dmon fell behind, mail that did not fit the mail queue, events a slow `tap()` missed |
+//! | `dmon dropped kernel`, `dmon dropped mail`, `dmon dropped sinks`, `dmon dropped taps` | what each lost during the interval: datagrams the kernel dropped because dmon fell behind, mail that did not fit the mail queue, events `forward` and `graphite` dropped (queue full), events a slow `tap()` missed |
 //! | `dmon dropped` | all of the above, together |
 //! | `dmon index size` | events in the index |
 //! | `dmon node PATH rate` | events into that node per second |
+//! | `dmon sink KIND TARGET sent rate`, `… queue depth`, `… dropped`, `… retried` | per sink (`email`, `forward`, `graphite` and its `host:port`): items sent per second, items waiting now, items dropped and attempts retried during the interval |
 
 use smol_str::SmolStr;
 
@@ -68,9 +69,18 @@ impl Instrumenter {
         let delta = |now_count: u64, then: u64| now_count.saturating_sub(then) as f64;
         let bad = |s: &Stats| s.bad_datagrams + s.bad_events + s.bad_messages;
         let refused = |s: &Stats| s.refused + s.tcp.refused_events;
+        // The mailer has its own line.
+        let sink_drops = |s: &Stats| -> u64 {
+            s.sinks
+                .iter()
+                .filter(|k| k.kind != "email")
+                .map(|k| k.dropped)
+                .sum()
+        };
         let dropped = [
             ("kernel", delta(stats.kernel_drops, before.kernel_drops)),
             ("mail", delta(stats.mails_dropped, before.mails_dropped)),
+            ("sinks", delta(sink_drops(stats), sink_drops(&before))),
             ("taps", delta(stats.tap_drops, before.tap_drops)),
         ];
         let mut out = vec![
@@ -108,6 +118,33 @@ impl Instrumenter {
             if let Some(secs) = latency::quantile(&latencies_before, latencies, point) {
                 out.push(self.event(&format!("dmon ingest latency {q}"), secs, now));
             }
+        }
+        for sink in &stats.sinks {
+            let then = before
+                .sinks
+                .iter()
+                .find(|s| s.kind == sink.kind && s.target == sink.target)
+                .cloned()
+                .unwrap_or_default();
+            let name = format!("dmon sink {} {}", sink.kind, sink.target);
+            out.extend([
+                self.event(
+                    &format!("{name} sent rate"),
+                    rate(sink.sent, then.sent),
+                    now,
+                ),
+                self.event(&format!("{name} queue depth"), sink.waiting as f64, now),
+                self.event(
+                    &format!("{name} dropped"),
+                    delta(sink.dropped, then.dropped),
+                    now,
+                ),
+                self.event(
+                    &format!("{name} retried"),
+                    delta(sink.retried, then.retried),
+                    now,
+                ),
+            ]);
         }
         for node in &stats.nodes {
             let then = before
@@ -149,6 +186,13 @@ mod tests {
             events,
             datagrams: events,
             indexed: 7,
+            sinks: vec![crate::sinks::SinkSnapshot {
+                kind: "forward".into(),
+                target: "127.0.0.1:5555".into(),
+                sent: events / 2,
+                waiting: 7,
+                ..Default::default()
+            }],
             nodes: vec![NodeSnapshot {
                 path: "a_stream/average".into(),
                 kind: "average",
@@ -186,6 +230,14 @@ mod tests {
         assert_eq!(metric(&events, "dmon index size"), 7.0);
         assert_eq!(metric(&events, "dmon node a_stream/average rate"), 20.0);
         assert_eq!(metric(&events, "dmon dropped"), 0.0);
+        assert_eq!(
+            metric(&events, "dmon sink forward 127.0.0.1:5555 sent rate"),
+            50.0
+        );
+        assert_eq!(
+            metric(&events, "dmon sink forward 127.0.0.1:5555 queue depth"),
+            7.0
+        );
         let p99 = metric(&events, "dmon ingest latency 0.99");
         assert!((0.002..0.0023).contains(&p99), "{p99}");
         let e = &events[0];

@@ -18,7 +18,8 @@
 //! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
 //! | [`index`] | latest event per host/service, and expiry |
 //! | [`instrument`], [`latency`] | events about dmon itself, streamed into its roots; a latency histogram |
-//! | [`outputs`] | services that send events out (mail) |
+//! | [`sinks`] | where output nodes send events out (mail, `forward`, `graphite`): one queue, batching, retry and counters machinery |
+//! | [`outputs`] | outputs captured instead of sent, in rehearsals |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
 //! | [`stats`], [`log_limit`], [`logs`] | counters, rate-limited logs, and where log records go |
@@ -50,6 +51,7 @@ pub mod query;
 pub mod recent;
 pub mod rehearsal;
 pub mod server;
+pub mod sinks;
 pub mod stats;
 pub mod streams;
 pub mod testing;

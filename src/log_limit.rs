@@ -5,10 +5,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Lets at most `per_window` messages through each second and remembers how
-/// many it held back, so the next message that passes can say so.
+/// Lets at most `per_window` messages through each window (a second unless
+/// told otherwise) and remembers how many it held back, so the next message
+/// that passes can say so.
 pub struct LogLimiter {
     per_window: u32,
+    window: Duration,
     state: Mutex<Window>,
 }
 
@@ -22,8 +24,14 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 impl LogLimiter {
     pub const fn new(per_window: u32) -> Self {
+        Self::per(per_window, WINDOW)
+    }
+
+    /// At most `per_window` messages each `window`.
+    pub const fn per(per_window: u32, window: Duration) -> Self {
         LogLimiter {
             per_window,
+            window,
             state: Mutex::new(Window {
                 started: None,
                 passed: 0,
@@ -37,7 +45,9 @@ impl LogLimiter {
     pub fn check(&self) -> Option<u64> {
         let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if w.started.is_none_or(|s| now.duration_since(s) >= WINDOW) {
+        if w.started
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
             w.started = Some(now);
             w.passed = 0;
         }

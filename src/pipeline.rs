@@ -474,8 +474,9 @@ impl Pipeline {
             indexed: self.ctx.index.len() as u64,
             mails_queued: mail.queued.load(Ordering::Relaxed),
             mails_sent: mail.sent.load(Ordering::Relaxed),
-            mail_failures: mail.failures.load(Ordering::Relaxed),
+            mail_failures: mail.failed.load(Ordering::Relaxed),
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
+            sinks: self.ctx.sink_snapshots(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_dropped: self.recent.dropped(),
@@ -510,7 +511,7 @@ fn name_nodes(roots: &[Root]) {
 mod tests {
     use super::*;
     use crate::clock::VirtualClock;
-    use crate::outputs::email::Mailer;
+    use crate::sinks::email::Mailer;
     use crate::testing::{ev, Harness};
 
     /// Keeps the hosts of what it observes.

@@ -200,6 +200,20 @@ mod tests {
         assert_eq!(r.ctx().mailer.stats().queued.load(Relaxed), 0);
     }
 
+    #[test]
+    fn forward_and_graphite_are_captured_and_start_no_sink() {
+        let h = Harness::new();
+        // Port 1: nothing listens, and nothing may try.
+        let forward = h.build("forward", vals!["127.0.0.1", 1], vec![], vec![]);
+        let graphite = h.build("graphite", vals!["127.0.0.1", 1], vec![], vec![]);
+        let tree = h.build("sdo", vec![], vec![], vec![forward, graphite]);
+        let mut r = Rehearsal::new(root("stream", tree), 0.0, Arc::new(Discard));
+        r.feed(ev(r#"{"host":"a","metric":1,"time":1}"#));
+        let kinds: Vec<&str> = r.take_outputs().iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, ["forward", "graphite"]);
+        assert!(r.ctx().sinks.snapshots().is_empty(), "a sink was started");
+    }
+
     use std::sync::atomic::Ordering::Relaxed;
 
     #[test]

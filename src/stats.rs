@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 
 use serde::Serialize;
 
+use crate::sinks::SinkSnapshot;
 use crate::streams::NodeSnapshot;
 
 /// Counted by every source (UDP today).
@@ -180,6 +181,9 @@ pub struct Stats {
     /// those its cap (`--recent-max-events`) pushed out early.
     pub recent_events: u64,
     pub recent_dropped: u64,
+    /// Every sink (the mailer, each `forward` and `graphite` target):
+    /// queued, sent, retried, failed, dropped, waiting, connections.
+    pub sinks: Vec<SinkSnapshot>,
     pub nodes: Vec<NodeSnapshot>,
 }
 
@@ -253,6 +257,10 @@ impl Stats {
             }
             out.push_str(&format!("\n  {name:<10} {value}"));
         }
+        // The mailer has its row above.
+        for s in self.sinks.iter().filter(|s| s.kind != "email") {
+            out.push_str(&format!("\n  {:<10} {}: {}", s.kind, s.target, s.counts()));
+        }
         out
     }
 
@@ -319,9 +327,25 @@ mod tests {
             mails_dropped: 0,
             ..Stats::default()
         };
+        let table = "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when";
+        assert_eq!(stats.summary(), table);
+        // A row per sink but the mailer, which has its own.
+        let sink = |kind: &str| SinkSnapshot {
+            kind: kind.into(),
+            target: "127.0.0.1:5555".into(),
+            sent: 10,
+            retried: 2,
+            dropped: 1,
+            waiting: 3,
+            ..SinkSnapshot::default()
+        };
+        let stats = Stats {
+            sinks: vec![sink("email"), sink("forward")],
+            ..stats
+        };
         assert_eq!(
             stats.summary(),
-            "dmon stopped:\n  uptime     12.3 s\n  received   5 datagrams (1 bad), 0 Riemann messages (0 bad), 7 events (1 bad)\n  riemann    0 connections (2 refused, 1 closed idle, 0 accept failures), 0 queries (0 refused), 0 events refused\n  processed  6 events (0 expired), 3 in the index, 0 node errors\n  mail       1 queued, 0 sent, 1 failed, 0 dropped\n  pipeline   4 queued, 2 refused, 3 kernel drops, 0 unprocessed; busy 1.2 s in slow/when"
+            format!("{table}\n  forward    127.0.0.1:5555: 10 sent, 2 retried, 0 failed, 1 dropped, 3 waiting")
         );
     }
 }

@@ -23,7 +23,7 @@ use crate::codec::json;
 use crate::console::LineSink;
 use crate::context::Context;
 use crate::event::Event;
-use crate::outputs::email::{Mailer, SmtpServer};
+use crate::sinks::email::{Mailer, SmtpServer};
 use crate::streams::value::{BuildError, Function, Value};
 use crate::streams::{lock, push, registry, Node, NodeCore, NodeError, NodeRef};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use dmon::console::LineSink;
 use dmon::context::Context;
-use dmon::outputs::email::Mailer;
 use dmon::python::{self, loader};
+use dmon::sinks::email::Mailer;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

@@ -702,6 +702,28 @@ def email(*to: str, subject: str | None = None, sender: str | None = None) -> St
         email("ops@example.com")
     """
 
+def forward(host: str, port: int = 5555) -> Stream:
+    """forward(host, port=5555)
+
+    Send each event to another dmon or a Riemann server, over Riemann's protocol on TCP, in acknowledged batches.
+
+    Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`.
+
+    Example:
+        forward("riemann.example.com", 5555)
+    """
+
+def graphite(host: str, port: int = 2003, path: str | None = None) -> Stream:
+    """graphite(host, port=2003, path=None)
+
+    Send each event's metric to carbon, one plaintext `path value time` line per event.
+
+    The path is Riemann's: the host's dot-separated parts reversed, then the service with spaces as dots and a trailing decimal like `0.95` as `95` (`web1.example.com` and `api latency 0.95` make `com.example.web1.api.latency.95`). A `path` template replaces it: `{host}`, `{host_reversed}`, `{service}` (made as above), or any other field or attribute in braces, e.g. `"servers.{host}.{service}"`. In fields, whitespace, control characters and `/` become `_`. The time is the event's, in whole seconds; events without a metric are skipped. Queued, batched and retried as `forward` does.
+
+    Example:
+        graphite("carbon.example.com", 2003)
+    """
+
 __all__ = [
     "Event",
     "Stream",
@@ -760,4 +782,6 @@ __all__ = [
     "printer",
     "index",
     "email",
+    "forward",
+    "graphite",
 ]

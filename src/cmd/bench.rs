@@ -19,6 +19,10 @@
 //!     load-generator process, through `where(query) -> index`, beside the
 //!     loopback limit: the same generator against a sink that only reads
 //!     frames and acknowledges them.
+//! (h) decode -> sdo(average -> index, forward, graphite), the outputs
+//!     sending to local sinks that read and discard (and acknowledge, for
+//!     forward), beside the same tree without the outputs, measured right
+//!     before it: the cost of sending events on.
 //! (r) `dmon replay` of an NDJSON file of the same events (with times),
 //!     through (a)'s streams on a virtual clock; printed beside (a), which
 //!     runs right before it, as a ratio to (a). Then (a) again while a
@@ -44,10 +48,11 @@ use crate::codec::json;
 use crate::console::LineSink;
 use crate::context::Context;
 use crate::event::{now_secs, Event};
-use crate::outputs::email::Mailer;
 use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
 use crate::server::{Listeners, Server};
+use crate::sinks::email::Mailer;
+use crate::sinks::SinkSnapshot;
 use crate::streams::aggregate::Average;
 use crate::streams::index::IndexNode;
 
@@ -62,7 +67,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, r, s), comma-separated;
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, r, s), comma-separated;
     /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -157,7 +162,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         if args.recent {
             let base = baseline_now();
-            let o = pipelined_with(python_roots()?, &samples, args.events, true, None, true);
+            let o = pipelined_with(
+                fresh_context(),
+                python_roots()?,
+                &samples,
+                args.events,
+                true,
+                None,
+                true,
+            );
             report("(a) with the recent-traffic ring on", &o, base);
         }
         if wants("r") {
@@ -180,7 +193,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report("(b) decode -> average -> index (native)", &o, base);
         if args.recent {
             let base = baseline_now();
-            let o = pipelined_with(native_roots(), &samples, args.events, false, None, true);
+            let o = pipelined_with(
+                fresh_context(),
+                native_roots(),
+                &samples,
+                args.events,
+                false,
+                None,
+                true,
+            );
             report("(b) with the recent-traffic ring on", &o, base);
         }
     }
@@ -213,6 +234,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("g") {
         by_memory(100_000)?;
+    }
+    if wants("h") {
+        outputs(&samples, args.events, baseline_now)?;
     }
     if wants("d") {
         udp(&args)?;
@@ -447,7 +471,7 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
 
 /// Decodes on this thread and processes on a dispatch thread, as the server does.
 fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool) -> Outcome {
-    pipelined_with(roots, samples, n, with_python, None, false)
+    pipelined_with(fresh_context(), roots, samples, n, with_python, None, false)
 }
 
 /// [`pipelined`], with `recorder` (if any) seeing every event as a
@@ -455,6 +479,7 @@ fn pipelined(roots: Vec<Root>, samples: &[Vec<u8>], n: usize, with_python: bool)
 /// when `recent`: both take the events as a source's, sent as acknowledged
 /// work.
 fn pipelined_with(
+    ctx: Arc<Context>,
     roots: Vec<Root>,
     samples: &[Vec<u8>],
     n: usize,
@@ -463,7 +488,7 @@ fn pipelined_with(
     recent: bool,
 ) -> Outcome {
     reset_peak_rss();
-    let pipeline = Pipeline::new(fresh_context(), roots);
+    let pipeline = Pipeline::new(ctx, roots);
     if recent {
         pipeline.recent.configure(
             crate::recent::DEFAULT_MINUTES * 60.0,
@@ -643,6 +668,7 @@ fn recording(samples: &[Vec<u8>], n: usize, a_rate: f64, base: f64) -> anyhow::R
         std::env::temp_dir().join(format!("dmon-bench-record-{}.ndjson", std::process::id()));
     let recorder = Recorder::create(&path, Format::Ndjson)?;
     let o = pipelined_with(
+        fresh_context(),
         python_roots()?,
         samples,
         n,
@@ -665,6 +691,125 @@ fn recording(samples: &[Vec<u8>], n: usize, a_rate: f64, base: f64) -> anyhow::R
         writing.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A stream function built through the registry, as `dmon.streams` does.
+fn build(
+    name: &str,
+    positional: Vec<crate::streams::Value>,
+    children: Vec<crate::streams::NodeRef>,
+) -> anyhow::Result<crate::streams::NodeRef> {
+    crate::streams::registry::find(name)
+        .with_context(|| format!("no stream function {name}"))?
+        .build(positional, vec![], children)
+        .map_err(anyhow::Error::msg)
+}
+
+/// Scenario (h): `sdo(average(2, index()))` alone, then with `forward` and
+/// `graphite` beside `average`, each sending to a local sink that reads
+/// and discards (acknowledging each message, for `forward`); both as
+/// ratios to the baseline, and the second to the first (the median of
+/// [`OUTPUT_ROUNDS`] rounds); and the process's CPU time, with to without. What the sinks sent and dropped is printed too: the event
+/// path never waits for them, so a sink slower than the pipeline drops.
+fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> anyhow::Result<()> {
+    use crate::streams::Value;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let forward_sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let forward_port = forward_sink.local_addr()?.port();
+    runtime.spawn(frame_sink(forward_sink));
+    let graphite_sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let graphite_port = graphite_sink.local_addr()?.port();
+    runtime.spawn(discard_sink(graphite_sink));
+
+    let tree = |outputs: bool| -> anyhow::Result<Vec<Root>> {
+        let index = build("index", vec![], vec![])?;
+        let mut children = vec![build("average", vec![Value::Int(2)], vec![index])?];
+        if outputs {
+            let target = |port: u16| vec![Value::from("127.0.0.1"), Value::Int(port.into())];
+            children.push(build("forward", target(forward_port), vec![])?);
+            children.push(build("graphite", target(graphite_port), vec![])?);
+        }
+        Ok(vec![Root {
+            name: "bench_stream".into(),
+            node: build("sdo", vec![], children)?,
+        }])
+    };
+    // On a shared machine one run says little: rounds of baseline,
+    // without, with, each pair compared, and the median ratio reported.
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut sinks = Vec::new();
+    for _ in 0..OUTPUT_ROUNDS {
+        let base = baseline_now();
+        let cpu = cpu_secs();
+        let without = pipelined(tree(false)?, samples, n, false);
+        let cpu_without = cpu_secs() - cpu;
+        report("(h) decode -> sdo(average -> index)", &without, base);
+        let ctx = fresh_context();
+        let cpu = cpu_secs();
+        let with = pipelined_with(
+            Arc::clone(&ctx),
+            tree(true)?,
+            samples,
+            n,
+            false,
+            None,
+            false,
+        );
+        report("(h) ... + forward + graphite", &with, base);
+        ctx.drain_sinks(Duration::from_secs(30));
+        // Until the sinks are drained: all that sending cost, the local
+        // sinks' reading included (they run in this process).
+        cpu_ratios.push((cpu_secs() - cpu) / cpu_without);
+        ratios.push(with.rate() / without.rate());
+        sinks.extend(ctx.sinks.snapshots());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let count = |kind: &str, f: fn(&SinkSnapshot) -> u64| -> u64 {
+        sinks.iter().filter(|s| s.kind == kind).map(f).sum()
+    };
+    let percents: Vec<String> = ratios.iter().map(|r| format!("{:.0}", 100.0 * r)).collect();
+    println!(
+        "(h) with outputs: {:.0} % of the rate without, median of {OUTPUT_ROUNDS} rounds ({} %; target 80 %); \
+         CPU time {:.2}x; forward {} sent, {} dropped; graphite {} sent, {} dropped",
+        100.0 * median(&mut ratios),
+        percents.join(", "),
+        median(&mut cpu_ratios),
+        count("forward", |s| s.sent),
+        count("forward", |s| s.dropped),
+        count("graphite", |s| s.sent),
+        count("graphite", |s| s.dropped),
+    );
+    Ok(())
+}
+
+/// Rounds of scenario (h).
+const OUTPUT_ROUNDS: usize = 5;
+
+/// CPU time this process has used, user and system, in seconds.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Reads and discards: a carbon that stores nothing.
+async fn discard_sink(listener: tokio::net::TcpListener) {
+    use tokio::io::AsyncReadExt;
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+    }
 }
 
 /// Scenario (d): an in-process server, a load-generator child process per rate.

@@ -169,6 +169,9 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
     ("", "to", Type("str")),
     ("", "subject", Type("str | None")),
     ("", "sender", Type("str | None")),
+    ("", "host", Type("str")),
+    ("", "port", Type("int")),
+    ("graphite", "path", Type("str | None")),
     (
         "",
         "tags_and_children",

@@ -11,11 +11,11 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::console::{LineSink, Stdout};
 use crate::context::Context;
-use crate::outputs::email::{Mailer, SmtpServer};
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
+use crate::sinks::email::{Mailer, SmtpServer};
 use crate::stats::Stats;
 
 /// Where the server listens and what it runs; shared by every command that
@@ -268,7 +268,7 @@ pub fn announcements(bound: &Addresses) -> Vec<String> {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Stops cleanly on Ctrl-C or SIGTERM: events already received are \
-processed, queued mail gets a few seconds, and the final counters are logged as \
+processed, what sinks hold (mail, forward, graphite) gets a few seconds, and the final counters are logged as \
 `dmon stats: {json}` on stderr. A second Ctrl-C or SIGTERM stops at once (exit \
 status 1), counting what was left unprocessed."
 )]

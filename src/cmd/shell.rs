@@ -15,11 +15,11 @@ use super::serve::ServerOpts;
 use crate::console::{LineSink, Stdout};
 use crate::context::Context;
 use crate::logs;
-use crate::outputs::email::Mailer;
 use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
+use crate::sinks::email::Mailer;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShellKind {

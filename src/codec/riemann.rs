@@ -222,6 +222,86 @@ pub fn to_proto(e: &Event) -> ProtoEvent {
     }
 }
 
+/// Appends `e` as Riemann's `Event` message: the bytes `to_proto(e)`
+/// encodes to, without building it (no copy of each string into its own
+/// buffer): `forward` encodes every event it sends, on the event path.
+pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
+    const VARINT: u32 = 0;
+    const FIXED64: u32 = 1;
+    const LEN: u32 = 2;
+    const FIXED32: u32 = 5;
+    let key = |tag: u32, wire: u32, out: &mut Vec<u8>| varint((tag << 3 | wire) as u64, out);
+    let bytes = |tag: u32, b: &[u8], out: &mut Vec<u8>| {
+        key(tag, LEN, out);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    };
+    let (time, time_micros) = match e.time {
+        Some(Number::Int(s)) => (Some(s), None),
+        Some(Number::Float(s)) => (Some(s.floor() as i64), Some((s * 1e6).round() as i64)),
+        None => (None, None),
+    };
+    if let Some(t) = time {
+        key(1, VARINT, out);
+        varint(t as u64, out);
+    }
+    for (tag, field) in [
+        (2, &e.state),
+        (3, &e.service),
+        (4, &e.host),
+        (5, &e.description),
+    ] {
+        if let Some(s) = field {
+            bytes(tag, s.as_bytes(), out);
+        }
+    }
+    for t in &e.tags {
+        bytes(7, t.as_bytes(), out);
+    }
+    if let Some(ttl) = e.ttl {
+        key(8, FIXED32, out);
+        out.extend_from_slice(&(ttl as f32).to_le_bytes());
+    }
+    for (k, v) in &e.attributes {
+        let len = |n: usize| 1 + varint_len(n as u64) + n;
+        key(9, LEN, out);
+        varint((len(k.len()) + len(v.len())) as u64, out);
+        bytes(1, k.as_bytes(), out);
+        bytes(2, v.as_bytes(), out);
+    }
+    if let Some(us) = time_micros {
+        key(10, VARINT, out);
+        varint(us as u64, out);
+    }
+    match e.metric {
+        Some(Number::Int(i)) => {
+            key(13, VARINT, out);
+            varint(((i << 1) ^ (i >> 63)) as u64, out);
+        }
+        Some(Number::Float(f)) => {
+            key(14, FIXED64, out);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        None => {}
+    }
+    if let Some(m) = e.metric {
+        key(15, FIXED32, out);
+        out.extend_from_slice(&(m.as_f64() as f32).to_le_bytes());
+    }
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +362,43 @@ mod tests {
         assert_eq!(e.ttl, None);
         assert_eq!(e.metric, None);
         assert!(e.attributes.is_empty());
+    }
+
+    #[test]
+    fn encode_event_writes_what_prost_writes() {
+        let events = [
+            Event::default(),
+            Event {
+                host: Some("web1".into()),
+                service: Some("é".repeat(100).into()),
+                state: Some("ok".into()),
+                description: Some("x".repeat(300).into()),
+                time: Some(Number::Float(1_700_000_000.25)),
+                ttl: Some(60.0),
+                metric: Some(Number::Int(-3)),
+                tags: vec!["a".into(), "".into()],
+                attributes: [("k".to_string(), "v".repeat(200)), ("e".into(), "".into())].into(),
+            },
+            Event {
+                time: Some(Number::Int(-5)),
+                metric: Some(Number::Float(2.5)),
+                ..Event::default()
+            },
+            Event {
+                metric: Some(Number::Int(i64::MIN)),
+                ..Event::default()
+            },
+        ];
+        for e in &events {
+            let mut out = Vec::new();
+            encode_event(e, &mut out);
+            assert_eq!(out, to_proto(e).encode_to_vec(), "{e:?}");
+        }
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut b = Vec::new();
+            varint(v, &mut b);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+        }
     }
 
     #[test]

@@ -1,7 +1,5 @@
-//! Outputs: services that carry events out of dmon (mail today). They run off
-//! the event path, behind bounded queues, so a slow or down peer never blocks
-//! or loses other events. In a rehearsal they are captured instead
-//! ([`capture`]).
+//! Outputs captured instead of sent: in a rehearsal every output node
+//! reports what reached it to a [`capture::Capture`], and no sink (see
+//! [`crate::sinks`]) is started.
 
 pub mod capture;
-pub mod email;

@@ -27,8 +27,9 @@ use crate::stats::Stats;
 /// `coalesce`) fire at this resolution when no event arrives.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How long shutdown waits for queued mail.
-const MAIL_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for sinks (mail, `forward`, `graphite`) to send
+/// what they hold.
+const SINK_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a server listens. `None` turns a listener off.
 #[derive(Debug, Clone)]
@@ -217,7 +218,8 @@ impl Server {
     }
 
     /// Stops receiving, processes everything already received, waits a
-    /// little for queued mail, and returns the final counters.
+    /// little for sinks to send what they hold, and returns the final
+    /// counters.
     pub async fn shutdown(self) -> Stats {
         let _ = self.shutdown.send(true);
         self.injector.close();
@@ -234,15 +236,9 @@ impl Server {
         drop(self.tx);
         let dispatcher = self.dispatcher;
         let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
-        let mailer_done = {
-            let pipeline = Arc::clone(&self.pipeline);
-            tokio::task::spawn_blocking(move || pipeline.context().mailer.shutdown(MAIL_GRACE))
-                .await
-                .unwrap_or(false)
-        };
-        if !mailer_done {
-            tracing::warn!("mail still queued after {MAIL_GRACE:?} was not sent");
-        }
+        let pipeline = Arc::clone(&self.pipeline);
+        let _ =
+            tokio::task::spawn_blocking(move || pipeline.context().drain_sinks(SINK_GRACE)).await;
         self.pipeline.stats()
     }
 }

@@ -6,9 +6,15 @@
 //! | `printer(prefix="")` | `printer("high average: ")` |
 //! | `index()` | `index_stream = index()` |
 //! | `email(*to, subject=None, sender=None)` | `email("ops@example.com")` |
+//! | `forward(host, port=5555)` | `forward("riemann.example.com")` |
+//! | `graphite(host, port=2003, path=None)` | `graphite("carbon.example.com")` |
+//!
+//! `email`, `forward` and `graphite` hand what they send to a sink (see
+//! [`crate::sinks`]) without waiting; in a rehearsal they are captured
+//! instead.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use lettre::message::Mailbox;
 
@@ -19,7 +25,10 @@ use crate::codec::json;
 use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
-use crate::outputs::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
+use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
+use crate::sinks::forward::{self, ForwardSink};
+use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
+use crate::sinks::{Sink, SinkHandle};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -38,6 +47,22 @@ pub const ENTRIES: &[Entry] = &[
         details: "The subject defaults to \"host service state\" (cut to 200 characters); the body lists every field, one per line, control characters escaped. Mail is queued and sent by a worker; a failure counts as an error of this node.",
         example: r#"email("ops@example.com")"#,
         build: build_email,
+    },
+    Entry {
+        name: "forward",
+        params: "host, port=5555",
+        summary: "Send each event to another dmon or a Riemann server, over Riemann's protocol on TCP, in acknowledged batches.",
+        details: "Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`.",
+        example: r#"forward("riemann.example.com", 5555)"#,
+        build: build_forward,
+    },
+    Entry {
+        name: "graphite",
+        params: "host, port=2003, path=None",
+        summary: "Send each event's metric to carbon, one plaintext `path value time` line per event.",
+        details: "The path is Riemann's: the host's dot-separated parts reversed, then the service with spaces as dots and a trailing decimal like `0.95` as `95` (`web1.example.com` and `api latency 0.95` make `com.example.web1.api.latency.95`). A `path` template replaces it: `{host}`, `{host_reversed}`, `{service}` (made as above), or any other field or attribute in braces, e.g. `\"servers.{host}.{service}\"`. In fields, whitespace, control characters and `/` become `_`. The time is the event's, in whole seconds; events without a metric are skipped. Queued, batched and retried as `forward` does.",
+        example: r#"graphite("carbon.example.com", 2003)"#,
+        build: build_graphite,
     },
 ];
 
@@ -81,6 +106,175 @@ fn build_email(mut args: Args) -> Result<NodeRef, BuildError> {
     let email = Email::new(&to, subject, sender.as_deref()).map_err(|e| args.error(e))?;
     args.finish()?;
     Ok(Arc::new(email))
+}
+
+/// The target host: a non-empty str.
+fn host(args: &mut Args) -> Result<String, BuildError> {
+    let host = args.string("host")?;
+    if host.trim().is_empty() {
+        return Err(args.error("`host` must not be empty"));
+    }
+    Ok(host)
+}
+
+fn port(args: &mut Args, default: u16) -> Result<u16, BuildError> {
+    match args.opt("port") {
+        None | Some(Value::None) => Ok(default),
+        Some(Value::Int(p)) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| args.error(format_args!("`port` must be 1 to 65535, not {p}"))),
+        Some(v) => {
+            Err(args.type_error(format_args!("`port` must be an int, not {}", v.type_name())))
+        }
+    }
+}
+
+fn build_forward(mut args: Args) -> Result<NodeRef, BuildError> {
+    let host = host(&mut args)?;
+    let port = port(&mut args, forward::DEFAULT_PORT)?;
+    args.finish()?;
+    Ok(Arc::new(Forward {
+        host,
+        port,
+        sink: OnceLock::new(),
+        core: NodeCore::new(Vec::new()),
+    }))
+}
+
+fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
+    let host = host(&mut args)?;
+    let port = port(&mut args, graphite::DEFAULT_PORT)?;
+    let template = match args.opt("path") {
+        None | Some(Value::None) => None,
+        Some(Value::Str(t)) => Some(t),
+        Some(v) => {
+            return Err(args.type_error(format_args!("`path` must be a str, not {}", v.type_name())))
+        }
+    };
+    let path = GraphitePath::interned(template.as_deref()).map_err(|e| args.error(e))?;
+    args.finish()?;
+    Ok(Arc::new(Graphite {
+        host,
+        port,
+        custom_path: template.is_some(),
+        path,
+        sink: OnceLock::new(),
+        core: NodeCore::new(Vec::new()),
+    }))
+}
+
+/// The sink a node sends to: found (or started) in the context's sinks on
+/// its first event, then kept. Forks and reloaded copies find the same one.
+fn sink_of<'a, S: Sink>(
+    cell: &'a OnceLock<Arc<SinkHandle<S::Item>>>,
+    ctx: &Context,
+    sink: impl FnOnce() -> S,
+) -> Result<&'a Arc<SinkHandle<S::Item>>, NodeError> {
+    if let Some(handle) = cell.get() {
+        return Ok(handle);
+    }
+    let handle = ctx
+        .sinks
+        .get_or_start(sink())
+        .ok_or_else(|| NodeError("nothing is sent from here: sinks are off".into()))?;
+    Ok(cell.get_or_init(|| handle))
+}
+
+/// `streams()`' detail of a sink node: its sink's target and counters.
+fn sink_detail<I: Send + 'static>(cell: &OnceLock<Arc<SinkHandle<I>>>) -> Option<String> {
+    let s = cell.get()?.snapshot();
+    Some(format!("{}: {}", s.target, s.counts()))
+}
+
+/// `forward(host, port=5555)`: queues each event for the Riemann server at
+/// `host:port`.
+pub struct Forward {
+    host: String,
+    port: u16,
+    sink: OnceLock<Arc<SinkHandle<Arc<Event>>>>,
+    core: NodeCore,
+}
+
+impl Node for Forward {
+    node_core!("forward");
+
+    fn describe(&self) -> String {
+        format!("forward({}, {})", quote(&self.host), self.port)
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Forward {
+            host: self.host.clone(),
+            port: self.port,
+            sink: OnceLock::new(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+            return Ok(());
+        }
+        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?
+            .offer_or_log(Arc::clone(event));
+        Ok(())
+    }
+    fn detail(&self) -> Option<String> {
+        sink_detail(&self.sink)
+    }
+}
+
+/// `graphite(host, port=2003, path=None)`: queues each event with a metric
+/// for the carbon at `host:port`.
+pub struct Graphite {
+    host: String,
+    port: u16,
+    path: &'static GraphitePath,
+    custom_path: bool,
+    sink: OnceLock<Arc<SinkHandle<Point>>>,
+    core: NodeCore,
+}
+
+impl Node for Graphite {
+    node_core!("graphite");
+
+    fn describe(&self) -> String {
+        let mut d = format!("graphite({}, {}", quote(&self.host), self.port);
+        if self.custom_path {
+            d.push_str(&format!(", path={}", quote(self.path.template())));
+        }
+        d.push(')');
+        d
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Graphite {
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path,
+            custom_path: self.custom_path,
+            sink: OnceLock::new(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+            return Ok(());
+        }
+        // The line is made here, where the event is at hand: a worker on
+        // another core would have to fetch it, and free it there.
+        // As Riemann: a point needs a value.
+        if event.metric.is_none() {
+            return Ok(());
+        }
+        // Only queued here: the worker makes the line, off the event path.
+        let line = (Arc::clone(event), self.path);
+        sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
+        Ok(())
+    }
+    fn detail(&self) -> Option<String> {
+        sink_detail(&self.sink)
+    }
 }
 
 /// `printer(prefix="")`: writes `prefix` and the event as one JSON line.
@@ -192,5 +386,41 @@ impl Node for Email {
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
         let mail = Mail::for_events(events, &self.from, &self.to, self.subject.as_deref());
         self.send(ctx, mail, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::Harness;
+    use crate::vals;
+
+    #[test]
+    fn forward_and_graphite_check_their_arguments() {
+        let h = Harness::new();
+        let describe = |name, args, named| h.build(name, args, named, vec![]).describe();
+        assert_eq!(
+            describe("forward", vals!["riemann.example.com"], vec![]),
+            r#"forward("riemann.example.com", 5555)"#
+        );
+        assert_eq!(
+            describe("graphite", vals!["carbon", 2004], vec![]),
+            r#"graphite("carbon", 2004)"#
+        );
+        let path = vec![("path".to_owned(), "servers.{host}.{service}".into())];
+        assert_eq!(
+            describe("graphite", vals!["carbon"], path),
+            r#"graphite("carbon", 2003, path="servers.{host}.{service}")"#
+        );
+        let refused = |name, args, named| {
+            h.try_build(name, args, named, vec![])
+                .err()
+                .unwrap_or_else(|| panic!("{name} built"))
+                .message
+        };
+        assert!(refused("forward", vals![""], vec![]).contains("`host` must not be empty"));
+        assert!(refused("forward", vals!["h", 70000], vec![]).contains("1 to 65535"));
+        assert!(refused("forward", vals!["h", "x"], vec![]).contains("must be an int"));
+        let bad_path = vec![("path".to_owned(), "a b.{host}".into())];
+        assert!(refused("graphite", vals!["h"], bad_path).contains("whitespace"));
     }
 }

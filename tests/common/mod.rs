@@ -348,6 +348,21 @@ impl Stats {
             .unwrap_or_else(|| panic!("stats have no node {path:?}: {}", self.0))
     }
 
+    /// The sink of this kind (`forward`, `graphite`, `email`) and target
+    /// (`127.0.0.1:5555`), from `sinks`.
+    pub fn sink(&self, kind: &str, target: &str) -> Value {
+        self.0
+            .get("sinks")
+            .and_then(Value::as_array)
+            .and_then(|sinks| {
+                sinks
+                    .iter()
+                    .find(|s| s["kind"] == kind && s["target"] == target)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("stats have no {kind} sink {target:?}: {}", self.0))
+    }
+
     /// One counter (`in`, `out`, `errors`) of a node.
     pub fn node_count(&self, path: &str, field: &str) -> u64 {
         let node = self.node(path);

@@ -1,8 +1,10 @@
-//! Mail over SMTP, through lettre, on a worker thread fed by a bounded queue.
+//! Mail over SMTP, through lettre: the `email` sink.
 //!
-//! The `email` stream node only composes a [`Mail`] and queues it. The worker
-//! retries a failed send a few times; a full queue drops the mail. Both are
-//! logged (rate-limited) and counted, and neither ever blocks the event path.
+//! The `email` stream node only composes a [`Mail`] and queues it in the
+//! server's [`Mailer`]. The sink machinery ([`super`]) sends it on its own
+//! thread, trying each mail three times; a full queue drops the mail. Both
+//! are logged (rate-limited) and counted, and neither ever blocks the event
+//! path.
 //!
 //! Event fields come from any peer, so nothing a sender writes may break or
 //! forge a mail: control characters are escaped (a `\r\nBcc:` in a host
@@ -13,17 +15,14 @@
 //! SMTP transport dot-stuffs the data.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::{Message, SmtpTransport, Transport};
 
+use super::{Failure, Policy, Refused, Retry, Sink, SinkHandle, SinkSnapshot, SinkStats};
 use crate::event::{push_escaped, Event};
-use crate::log_limit::LogLimiter;
-use crate::warn_limited;
 
 /// Mails waiting for the SMTP worker; beyond this they are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -36,8 +35,6 @@ pub const DEFAULT_SENDER: &str = "dmon@localhost";
 /// client shows.
 pub const SUBJECT_MAX_CHARS: usize = 200;
 const ELLIPSIS: char = '…';
-
-static FAILURE_LOG: LogLimiter = LogLimiter::new(5);
 
 /// A composed mail, ready for the worker.
 #[derive(Debug, Clone)]
@@ -172,14 +169,6 @@ pub fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
         .map_err(|e| format!("invalid mail address {text:?}: {e}"))
 }
 
-#[derive(Default, Debug)]
-pub struct MailerStats {
-    pub queued: AtomicU64,
-    pub sent: AtomicU64,
-    pub failures: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
 /// Where to send mail: an SMTP relay, plain SMTP (no TLS), as a local relay is.
 #[derive(Debug, Clone)]
 pub struct SmtpServer {
@@ -201,36 +190,78 @@ impl std::str::FromStr for SmtpServer {
     }
 }
 
+/// One mail per batch, three attempts: a mail is an alert someone reads,
+/// so a lost one is reported as such rather than retried for ever.
+const POLICY: Policy = Policy {
+    capacity: QUEUE_CAPACITY,
+    batch: 1,
+    linger: Duration::ZERO,
+    retry: Retry::After(&RETRY_DELAYS),
+};
+
+/// SMTP through lettre, as a [`Sink`].
+struct EmailSink {
+    server: SmtpServer,
+}
+
+impl Sink for EmailSink {
+    type Item = Mail;
+    type Conn = SmtpTransport;
+
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+    fn target(&self) -> String {
+        super::target(&self.server.host, self.server.port)
+    }
+    fn policy(&self) -> Policy {
+        POLICY
+    }
+    fn connect(&mut self) -> Result<SmtpTransport, Failure> {
+        // lettre connects on each send.
+        Ok(SmtpTransport::builder_dangerous(self.server.host.clone())
+            .port(self.server.port)
+            .timeout(Some(SMTP_TIMEOUT))
+            .build())
+    }
+    fn send(&mut self, transport: &mut SmtpTransport, batch: &[Mail]) -> Result<(), Failure> {
+        for mail in batch {
+            let message = build_message(mail).map_err(Failure::fatal)?;
+            transport.send(&message).map_err(Failure::retry)?;
+        }
+        Ok(())
+    }
+    fn gave_up(&mut self, mails: &[Mail]) {
+        for hook in mails.iter().filter_map(|m| m.on_failure.as_ref()) {
+            (hook.0)();
+        }
+    }
+    fn give_up_message(&self, mails: &[Mail], attempts: u32, failure: &Failure) -> String {
+        let subject = mails.first().map(|m| m.subject.as_str()).unwrap_or("");
+        let e = &failure.message;
+        if failure.retryable {
+            format!(
+                "email: sending {subject:?} via SMTP {}:{} failed after {attempts} attempts: {e}",
+                self.server.host, self.server.port,
+            )
+        } else {
+            format!("email: cannot build mail {subject:?}: {e}")
+        }
+    }
+}
+
+/// The mail sink of a server: `email()` nodes queue mail here.
 pub struct Mailer {
-    queue: Mutex<Option<mpsc::SyncSender<Mail>>>,
-    done: Mutex<Option<mpsc::Receiver<()>>>,
-    stats: Arc<MailerStats>,
+    handle: SinkHandle<Mail>,
+    started: bool,
 }
 
 impl Mailer {
     /// Starts the worker thread. Nothing connects until the first mail.
     pub fn start(server: SmtpServer) -> Mailer {
-        let (tx, rx) = mpsc::sync_channel::<Mail>(QUEUE_CAPACITY);
-        let (done_tx, done_rx) = mpsc::channel();
-        let stats = Arc::new(MailerStats::default());
-        let worker_stats = Arc::clone(&stats);
-        thread::Builder::new()
-            .name("dmon-mailer".into())
-            .spawn(move || {
-                let transport = SmtpTransport::builder_dangerous(server.host.clone())
-                    .port(server.port)
-                    .timeout(Some(SMTP_TIMEOUT))
-                    .build();
-                for mail in rx {
-                    deliver(&transport, &server, &mail, &worker_stats);
-                }
-                let _ = done_tx.send(());
-            })
-            .expect("spawn mailer thread");
         Mailer {
-            queue: Mutex::new(Some(tx)),
-            done: Mutex::new(Some(done_rx)),
-            stats,
+            handle: SinkHandle::start(EmailSink { server }),
+            started: true,
         }
     }
 
@@ -238,89 +269,46 @@ impl Mailer {
     /// captured before they reach it).
     pub fn disabled() -> Mailer {
         Mailer {
-            queue: Mutex::new(None),
-            done: Mutex::new(None),
-            stats: Arc::default(),
+            handle: SinkHandle::disabled("email", POLICY),
+            started: false,
         }
     }
 
     /// Queues a mail without waiting. A full queue or a stopped mailer drops
     /// it, counted, and says why.
     pub fn enqueue(&self, mail: Mail) -> Result<(), String> {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let result = match queue.as_ref() {
-            None => Err("mailer is shut down; mail dropped".to_owned()),
-            Some(tx) => tx.try_send(mail).map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => {
-                    format!("mail queue full ({QUEUE_CAPACITY} waiting); mail dropped")
-                }
-                mpsc::TrySendError::Disconnected(_) => "mailer stopped; mail dropped".to_owned(),
-            }),
-        };
-        match &result {
-            Ok(()) => self.stats.queued.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
-        };
-        result
+        self.handle.offer(mail).map_err(|why| match why {
+            Refused::Full => format!("mail queue full ({QUEUE_CAPACITY} waiting); mail dropped"),
+            Refused::Closed => "mailer is shut down; mail dropped".to_owned(),
+        })
     }
 
-    pub fn stats(&self) -> &MailerStats {
-        &self.stats
+    /// `queued` (accepted), `sent`, `failed` (given up), `dropped` (queue
+    /// full or shut down), …
+    pub fn stats(&self) -> &SinkStats {
+        self.handle.stats()
+    }
+
+    /// The counters with the sink's name; `None` for a disabled mailer.
+    pub fn snapshot(&self) -> Option<SinkSnapshot> {
+        self.started.then(|| self.handle.snapshot())
+    }
+
+    /// Stops taking mail; see [`Mailer::finish`].
+    pub fn close(&self) {
+        self.handle.close();
+    }
+
+    /// After [`Mailer::close`]: waits until `deadline` for the queue to
+    /// drain; returns the mails still unsent then.
+    pub fn finish(&self, deadline: Instant) -> u64 {
+        self.handle.finish(deadline)
     }
 
     /// Stops taking mail and waits up to `grace` for the queue to drain.
     /// Returns false when mails were still pending at the deadline.
     pub fn shutdown(&self, grace: Duration) -> bool {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match self.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(done) => done.recv_timeout(grace).is_ok(),
-            None => true,
-        }
-    }
-}
-
-fn deliver(transport: &SmtpTransport, server: &SmtpServer, mail: &Mail, stats: &MailerStats) {
-    let failed = || {
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        if let Some(hook) = &mail.on_failure {
-            (hook.0)();
-        }
-    };
-    let message = match build_message(mail) {
-        Ok(m) => m,
-        Err(e) => {
-            failed();
-            warn_limited!(
-                FAILURE_LOG,
-                "email: cannot build mail {:?}: {e}",
-                mail.subject
-            );
-            return;
-        }
-    };
-    let mut delays = RETRY_DELAYS.iter();
-    loop {
-        match transport.send(&message) {
-            Ok(_) => {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => match delays.next() {
-                Some(delay) => thread::sleep(*delay),
-                None => {
-                    failed();
-                    warn_limited!(
-                        FAILURE_LOG,
-                        "email: sending {:?} via SMTP {}:{} failed after {} attempts: {e}",
-                        mail.subject,
-                        server.host,
-                        server.port,
-                        RETRY_DELAYS.len() + 1
-                    );
-                    return;
-                }
-            },
-        }
+        self.handle.shutdown(grace)
     }
 }
 
@@ -340,6 +328,7 @@ fn build_message(mail: &Mail) -> Result<Message, lettre::error::Error> {
 mod tests {
     use super::*;
     use crate::event::Number;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn subject_and_body_describe_the_event() {
@@ -445,7 +434,7 @@ mod tests {
         };
         mailer.enqueue(mail).unwrap();
         assert!(mailer.shutdown(Duration::from_secs(10)));
-        assert_eq!(mailer.stats().failures.load(Ordering::Relaxed), 1);
+        assert_eq!(mailer.stats().failed.load(Ordering::Relaxed), 1);
         assert_eq!(hook_calls.load(Ordering::Relaxed), 1, "the sender is told");
         assert!(mailer
             .enqueue(Mail::for_event(&Event::default(), &from, &[], None))

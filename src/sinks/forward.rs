@@ -1,0 +1,181 @@
+//! `forward`: events to another dmon or a Riemann server, over Riemann's
+//! protocol on TCP. The node only queues the event; the sink's worker
+//! encodes it (Riemann's `Event`, written directly) into a message.
+//!
+//! Events go in messages of up to [`BATCH`] events, each acknowledged
+//! before the next is sent; a batch that fails (no connection, no ack, a
+//! reset) is sent again, whole or from its first unacknowledged message,
+//! after a backoff, on a new connection. Delivery is at-least-once for
+//! everything that fits the queue: a receiver that processed a message but
+//! died before acknowledging it gets it twice.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use super::{Failure, Policy, Retry, Sink};
+use crate::client::{ClientError, RiemannClient};
+use crate::codec::riemann::encode_event;
+use crate::event::Event;
+
+pub const DEFAULT_PORT: u16 = 5555;
+/// Events waiting for the target at most; more are dropped.
+pub const CAPACITY: usize = 10_000;
+/// Most events in one batch.
+pub const BATCH: usize = 500;
+/// Most bytes in one message, well under a receiver's `--max-frame`
+/// (8 MiB by default), so a batch of large events still goes.
+const MESSAGE_BYTES: usize = 1 << 20;
+/// For connecting, and for each acknowledgement.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+const POLICY: Policy = Policy {
+    capacity: CAPACITY,
+    batch: BATCH,
+    linger: Duration::from_millis(10),
+    retry: Retry::Backoff {
+        first: Duration::from_millis(100),
+        // Riemann's clients reconnect every 5 s.
+        max: Duration::from_secs(5),
+    },
+};
+
+/// A Riemann TCP server to forward to.
+pub struct ForwardSink {
+    host: String,
+    port: u16,
+    /// The message being sent, and one event of it, reused.
+    buf: Vec<u8>,
+    one: Vec<u8>,
+}
+
+impl ForwardSink {
+    pub fn new(host: &str, port: u16) -> Self {
+        ForwardSink {
+            host: host.to_owned(),
+            port,
+            buf: Vec::new(),
+            one: Vec::new(),
+        }
+    }
+}
+
+impl Sink for ForwardSink {
+    type Item = Arc<Event>;
+    type Conn = RiemannClient;
+
+    fn kind(&self) -> &'static str {
+        "forward"
+    }
+    fn target(&self) -> String {
+        super::target(&self.host, self.port)
+    }
+    fn policy(&self) -> Policy {
+        POLICY
+    }
+    fn connect(&mut self) -> Result<RiemannClient, Failure> {
+        let addr = super::resolve(&self.host, self.port)?;
+        RiemannClient::connect(addr, TIMEOUT)
+            .map_err(|e| Failure::retry(format!("cannot connect: {e}")))
+    }
+    fn send(&mut self, client: &mut RiemannClient, batch: &[Arc<Event>]) -> Result<(), Failure> {
+        let mut done = 0;
+        while done < batch.len() {
+            let n = message(&batch[done..], &mut self.buf, &mut self.one);
+            let sent = client.send_raw(&self.buf).map_err(ClientError::from);
+            match sent.and_then(|()| client.read_reply()) {
+                Ok(_) => done += n,
+                // The receiver read the message and refused it (a limit of
+                // its own): sending it again would be refused again. The
+                // rest of the batch is given up with it.
+                Err(ClientError::Refused(why)) => {
+                    return Err(Failure::fatal(format!("events refused: {why}")).after(done))
+                }
+                Err(e) => return Err(Failure::retry(e).after(done)),
+            }
+        }
+        Ok(())
+    }
+    fn give_up_message(&self, _: &[Arc<Event>], _: u32, failure: &Failure) -> String {
+        format!("forward {}: {}", self.target(), failure.message)
+    }
+}
+
+/// Puts into `out` the message (`Msg`, its repeated `events` field) for
+/// the first of `events`, up to [`MESSAGE_BYTES`] (at least one event),
+/// each encoded through `one`; returns how many it holds.
+fn message(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize {
+    out.clear();
+    let mut n = 0;
+    for e in events {
+        one.clear();
+        encode_event(e, one);
+        let e = &one[..];
+        let mut head = [0u8; 11];
+        head[0] = 6 << 3 | 2;
+        let len = 1 + varint(e.len() as u64, &mut head[1..]);
+        if n > 0 && out.len() + len + e.len() > MESSAGE_BYTES {
+            break;
+        }
+        out.extend_from_slice(&head[..len]);
+        out.extend_from_slice(e);
+        n += 1;
+    }
+    n
+}
+
+/// Writes `v` as a protobuf varint; returns its length.
+fn varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = v as u8 | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::codec::riemann::{to_proto, Msg};
+    use prost::Message;
+
+    #[test]
+    fn messages_hold_the_events_and_stay_under_the_limit() {
+        let small: Vec<Arc<Event>> = (0..3)
+            .map(|i| {
+                Arc::new(Event {
+                    host: Some(format!("h{i}").into()),
+                    ..Event::default()
+                })
+            })
+            .collect();
+        let (mut out, mut one) = (Vec::new(), Vec::new());
+        assert_eq!(message(&small, &mut out, &mut one), 3);
+        let msg = Msg {
+            events: small.iter().map(|e| to_proto(e)).collect(),
+            ..Msg::default()
+        };
+        assert_eq!(out, msg.encode_to_vec());
+
+        let big = Arc::new(Event {
+            description: Some("x".repeat(300_000).into()),
+            ..Event::default()
+        });
+        assert_eq!(message(&vec![big; 7], &mut out, &mut one), 3);
+        assert!(out.len() <= MESSAGE_BYTES);
+        assert_eq!(Msg::decode(&out[..]).unwrap().events.len(), 3);
+        let huge = Arc::new(Event {
+            description: Some("x".repeat(2 * MESSAGE_BYTES).into()),
+            ..Event::default()
+        });
+        assert_eq!(
+            message(&[huge], &mut out, &mut one),
+            1,
+            "one event always goes"
+        );
+    }
+}
