@@ -97,14 +97,7 @@ fn spark_and_top(kind: Kind) {
     for line in view.lines() {
         assert!(line.trim_end().chars().count() <= 80, "{line:?}");
     }
-    match kind {
-        Kind::Ipython => {
-            shell.type_at_prompt("exit()");
-            shell.tmux.keys(&["Enter"]);
-        }
-        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
-    }
-    shell.assert_clean_exit();
+    shell.leave();
 }
 
 #[test]

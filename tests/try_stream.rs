@@ -46,17 +46,6 @@ fn send_traffic(shell: &Shell) {
     shell.wait_for_line_starting(r#"warn: {"host":"c""#);
 }
 
-fn leave(shell: &Shell) {
-    match shell.kind {
-        Kind::Ipython => {
-            shell.type_at_prompt("exit()");
-            shell.tmux.keys(&["Enter"]);
-        }
-        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
-    }
-    shell.assert_clean_exit();
-}
-
 /// The report's lines, columns joined by single spaces.
 fn squeezed(out: &str) -> Vec<String> {
     out.lines()
@@ -130,7 +119,7 @@ fn against_one_root(kind: Kind) {
         r#"warn_stream/when/printer printer("warn: ") in 2 out 0 errors 0"#,
         "{out}"
     );
-    leave(&shell);
+    shell.leave();
 }
 
 #[test]
@@ -210,7 +199,7 @@ fn result_object_default_against_and_stats() {
         node_row(&out, "x_stream/where").contains(" in 1 out 1 "),
         "the dry run counted into the candidate:\n{out}"
     );
-    leave(&shell);
+    shell.leave();
 }
 
 /// Clear errors: no events yet, a non-stream, an unknown root, the ring off.
@@ -243,7 +232,7 @@ fn errors_are_said_plainly() {
         out.contains(r#"ValueError: try_stream(): against="nope_stream" is not a live stream; the live streams are warn_stream, index_stream"#),
         "{out}"
     );
-    leave(&shell);
+    shell.leave();
 
     let dir = TempDir::new();
     let shell = start(Kind::Python, &dir, &["--recent-minutes", "0"]);
@@ -263,7 +252,7 @@ fn errors_are_said_plainly() {
         ),
         "{out}"
     );
-    leave(&shell);
+    shell.leave();
 }
 
 /// The two flags explain themselves, with their defaults and variables,
@@ -332,5 +321,5 @@ fn ctrl_c_stops_a_long_dry_run() {
     assert_eq!(out.trim(), "42");
     shell.send_datagram(r#"{"host":"after","state":"warning"}"#);
     shell.wait_for_line_starting(r#"warn: {"host":"after""#);
-    leave(&shell);
+    shell.leave();
 }

@@ -588,6 +588,19 @@ impl Shell {
         (exit_code(&screen).unwrap(), screen)
     }
 
+    /// Leaves the shell as a user does (Ctrl-D, or `exit()` in IPython,
+    /// where Ctrl-D asks first) and checks it stopped cleanly.
+    pub fn leave(&self) -> Value {
+        match self.kind {
+            Kind::Ipython => {
+                self.type_at_prompt("exit()");
+                self.tmux.keys(&["Enter"]);
+            }
+            Kind::Python | Kind::Bpython => self.tmux.keys(&["C-d"]),
+        }
+        self.assert_clean_exit()
+    }
+
     /// Asserts dmon exited with 0, printed its stats, and released its port;
     /// returns the stats.
     pub fn assert_clean_exit(&self) -> Value {
