@@ -1,6 +1,7 @@
 //! Sinks: where output nodes send events out of dmon — an SMTP relay
 //! ([`email`]), another dmon or a Riemann server ([`forward`]), carbon
-//! ([`graphite`]).
+//! ([`graphite`]), InfluxDB ([`influxdb`]), any HTTP endpoint
+//! ([`webhook`]).
 //!
 //! A sink is one file implementing [`Sink`]: how to connect, how to send a
 //! batch, and which failures are worth another try. Everything else is
@@ -24,6 +25,8 @@
 pub mod email;
 pub mod forward;
 pub mod graphite;
+pub mod influxdb;
+pub mod webhook;
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -756,6 +759,58 @@ pub fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, Failure> {
         .map_err(|e| Failure::retry(format!("cannot resolve {host}: {e}")))?
         .next()
         .ok_or_else(|| Failure::retry(format!("{host} resolves to no address")))
+}
+
+/// How long one HTTP request may take, connecting included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An HTTP client for one connection's worth of requests: a sink's
+/// [`Sink::Conn`], dropped (with the connection it keeps alive) after a
+/// failure, so the next attempt connects anew.
+pub fn http_agent() -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        // Statuses are read here, to tell what is worth a retry.
+        .http_status_as_error(false)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// POSTs `body` to `url`. A status other than 2xx fails: 5xx, 404 (an
+/// InfluxDB database not created yet), 408 and 429 may pass later and are
+/// retried, like a refused connection or a timeout; any other 4xx is about
+/// the body, which no retry changes.
+pub fn http_post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, String)],
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), Failure> {
+    let mut request = agent.post(url).header("Content-Type", content_type);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let mut response = request
+        .send(body)
+        .map_err(|e| Failure::retry(format!("POST failed: {e}")))?;
+    let status = response.status().as_u16();
+    // Read to the end, so the connection can carry the next request.
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text: String = text.trim().chars().take(200).collect();
+    let message = format!("HTTP {status}: {text}");
+    match status {
+        404 | 408 | 429 | 500..=599 => Err(Failure::retry(message)),
+        _ => Err(Failure::fatal(message)),
+    }
 }
 
 #[cfg(test)]
