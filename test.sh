@@ -3,7 +3,7 @@
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
 # it creates ./.venv with the test-only Python packages and installs the
 # system packages tests drive (tmux, riemann-c-client, prometheus, curl,
-# graphite-carbon) if they are missing.
+# graphite-carbon, influxdb) if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -39,6 +39,8 @@ command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 # what it stored.
 command -v carbon-cache >/dev/null 2>&1 || apt_missing+=(graphite-carbon)
 command -v whisper-fetch >/dev/null 2>&1 || apt_missing+=(python3-whisper)
+# A real InfluxDB 1.x for influxdb() (tests/influxdb.rs).
+command -v influxd >/dev/null 2>&1 || apt_missing+=(influxdb)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

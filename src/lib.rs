@@ -18,7 +18,7 @@
 //! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
 //! | [`index`] | latest event per host/service, and expiry |
 //! | [`instrument`], [`latency`] | events about dmon itself, streamed into its roots; a latency histogram |
-//! | [`sinks`] | where output nodes send events out (mail, `forward`, `graphite`): one queue, batching, retry and counters machinery |
+//! | [`sinks`] | where output nodes send events out (mail, `forward`, `graphite`, `influxdb`, `webhook`): one queue, batching, retry and counters machinery |
 //! | [`outputs`] | outputs captured instead of sent, in rehearsals |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |

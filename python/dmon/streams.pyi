@@ -724,6 +724,28 @@ def graphite(host: str, port: int = 2003, path: str | None = None) -> Stream:
         graphite("carbon.example.com", 2003)
     """
 
+def influxdb(url: str, db: str, measurement: str | None = None, tags: str | Sequence[str] | None = None, precision: str = 's') -> Stream:
+    """influxdb(url, db, measurement=None, tags=None, precision='s')
+
+    Write each event with a metric to InfluxDB 1.x as a point, in its line protocol over HTTP, in batches.
+
+    As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` ("s", "ms", "us" or "ns"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue.
+
+    Example:
+        influxdb("http://influx.example.com:8086", "metrics")
+    """
+
+def webhook(url: str, template: str | None = None, batch: int | None = None, headers: Mapping[str, str] | None = None) -> Stream:
+    """webhook(url, template=None, batch=None, headers=None)
+
+    POST each event to an HTTP endpoint as JSON, or up to `batch` events as one JSON array, or a body made from `template`.
+
+    A `template` is JSON with placeholders: `{host}`, `{service}`, `{state}`, `{description}`, `{tags}` (joined by ", ") and attributes by name are put in JSON-escaped, to sit inside a JSON string; `{metric}`, `{time}` and `{ttl}` are numbers (null when absent), e.g. `'{"text": "{host} {service} is {state}"}'`. Only letters, digits and `_` between braces make a placeholder, so JSON's own braces stand; a template that does not make JSON is refused. `headers` is a dict of extra request headers (Content-Type is application/json). A 2xx answer is success; 5xx, 408, 429 or no answer are retried with backoff (0.1 s doubling to 5 s) on a new connection; another 4xx gives the request up, counted as failed. Requests wait in a queue (1,000 at most; beyond that events are dropped, counted and logged).
+
+    Example:
+        webhook("https://hooks.example.com/alerts", batch=50)
+    """
+
 __all__ = [
     "Event",
     "Stream",
@@ -784,4 +806,6 @@ __all__ = [
     "email",
     "forward",
     "graphite",
+    "influxdb",
+    "webhook",
 ]

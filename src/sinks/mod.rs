@@ -1,6 +1,7 @@
 //! Sinks: where output nodes send events out of dmon — an SMTP relay
 //! ([`email`]), another dmon or a Riemann server ([`forward`]), carbon
-//! ([`graphite`]).
+//! ([`graphite`]), InfluxDB ([`influxdb`]), any HTTP endpoint
+//! ([`webhook`]).
 //!
 //! A sink is one file implementing [`Sink`]: how to connect, how to send a
 //! batch, and which failures are worth another try. Everything else is
@@ -24,6 +25,8 @@
 pub mod email;
 pub mod forward;
 pub mod graphite;
+pub mod influxdb;
+pub mod webhook;
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -692,6 +695,59 @@ impl Sinks {
     }
 }
 
+/// What a node encoded for its sink (an InfluxDB line, a webhook body): short
+/// ones are kept inline, so handing one over allocates nothing (the
+/// queue's ring is reused) and nothing is freed on the worker's thread.
+// Large inline on purpose: that is the point of it.
+#[allow(clippy::large_enum_variant)]
+pub enum Encoded {
+    Inline {
+        len: u8,
+        bytes: [u8; ENCODED_INLINE],
+    },
+    Heap(Box<[u8]>),
+}
+
+/// Bytes an [`Encoded`] keeps inline: a typical event or line.
+pub const ENCODED_INLINE: usize = 230;
+
+impl Encoded {
+    pub fn new(b: &[u8]) -> Self {
+        match u8::try_from(b.len()) {
+            Ok(len) if b.len() <= ENCODED_INLINE => {
+                let mut bytes = [0; ENCODED_INLINE];
+                bytes[..b.len()].copy_from_slice(b);
+                Encoded::Inline { len, bytes }
+            }
+            _ => Encoded::Heap(b.into()),
+        }
+    }
+
+    /// Encodes with `encode` into a buffer reused by the thread (the event
+    /// path's), then keeps the result.
+    pub fn with(encode: impl FnOnce(&mut Vec<u8>)) -> Self {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            encode(buf);
+            Encoded::new(buf)
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Encoded::Inline { len, bytes } => &bytes[..*len as usize],
+            Encoded::Heap(b) => b,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+}
+
 /// `host:port`, with an IPv6 address in brackets.
 pub fn target(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -709,6 +765,58 @@ pub fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, Failure> {
         .map_err(|e| Failure::retry(format!("cannot resolve {host}: {e}")))?
         .next()
         .ok_or_else(|| Failure::retry(format!("{host} resolves to no address")))
+}
+
+/// How long one HTTP request may take, connecting included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An HTTP client for one connection's worth of requests: a sink's
+/// [`Sink::Conn`], dropped (with the connection it keeps alive) after a
+/// failure, so the next attempt connects anew.
+pub fn http_agent() -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        // Statuses are read here, to tell what is worth a retry.
+        .http_status_as_error(false)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// POSTs `body` to `url`. A status other than 2xx fails: 5xx, 404 (an
+/// InfluxDB database not created yet), 408 and 429 may pass later and are
+/// retried, like a refused connection or a timeout; any other 4xx is about
+/// the body, which no retry changes.
+pub fn http_post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, String)],
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), Failure> {
+    let mut request = agent.post(url).header("Content-Type", content_type);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let mut response = request
+        .send(body)
+        .map_err(|e| Failure::retry(format!("POST failed: {e}")))?;
+    let status = response.status().as_u16();
+    // Read to the end, so the connection can carry the next request.
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text: String = text.trim().chars().take(200).collect();
+    let message = format!("HTTP {status}: {text}");
+    match status {
+        404 | 408 | 429 | 500..=599 => Err(Failure::retry(message)),
+        _ => Err(Failure::fatal(message)),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! | `email(*to, subject=None, sender=None)` | `email("ops@example.com")` |
 //! | `forward(host, port=5555)` | `forward("riemann.example.com")` |
 //! | `graphite(host, port=2003, path=None)` | `graphite("carbon.example.com")` |
+//! | `influxdb(url, db, measurement=None, tags=None, precision="s")` | `influxdb("http://influx:8086", "metrics")` |
+//! | `webhook(url, template=None, batch=None, headers=None)` | `webhook("https://hooks.example.com/x")` |
 //!
-//! `email`, `forward` and `graphite` hand what they send to a sink (see
+//! `email`, `forward`, `graphite`, `influxdb` and `webhook` hand what they send to a sink (see
 //! [`crate::sinks`]) without waiting; in a rehearsal they are captured
 //! instead.
 
@@ -28,7 +30,9 @@ use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
 use crate::sinks::forward::{self, ForwardSink};
 use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
-use crate::sinks::{Sink, SinkHandle};
+use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
+use crate::sinks::webhook::{self, Template, WebhookSink};
+use crate::sinks::{Encoded, Sink, SinkHandle};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -63,6 +67,22 @@ pub const ENTRIES: &[Entry] = &[
         details: "The path is Riemann's: the host's dot-separated parts reversed, then the service with spaces as dots and a trailing decimal like `0.95` as `95` (`web1.example.com` and `api latency 0.95` make `com.example.web1.api.latency.95`). A `path` template replaces it: `{host}`, `{host_reversed}`, `{service}` (made as above), or any other field or attribute in braces, e.g. `\"servers.{host}.{service}\"`. In fields, whitespace, control characters and `/` become `_`. The time is the event's, in whole seconds; events without a metric are skipped. Queued, batched and retried as `forward` does.",
         example: r#"graphite("carbon.example.com", 2003)"#,
         build: build_graphite,
+    },
+    Entry {
+        name: "influxdb",
+        params: "url, db, measurement=None, tags=None, precision='s'",
+        summary: "Write each event with a metric to InfluxDB 1.x as a point, in its line protocol over HTTP, in batches.",
+        details: "As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` (\"s\", \"ms\", \"us\" or \"ns\"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue.",
+        example: r#"influxdb("http://influx.example.com:8086", "metrics")"#,
+        build: build_influxdb,
+    },
+    Entry {
+        name: "webhook",
+        params: "url, template=None, batch=None, headers=None",
+        summary: "POST each event to an HTTP endpoint as JSON, or up to `batch` events as one JSON array, or a body made from `template`.",
+        details: "A `template` is JSON with placeholders: `{host}`, `{service}`, `{state}`, `{description}`, `{tags}` (joined by \", \") and attributes by name are put in JSON-escaped, to sit inside a JSON string; `{metric}`, `{time}` and `{ttl}` are numbers (null when absent), e.g. `'{\"text\": \"{host} {service} is {state}\"}'`. Only letters, digits and `_` between braces make a placeholder, so JSON's own braces stand; a template that does not make JSON is refused. `headers` is a dict of extra request headers (Content-Type is application/json). A 2xx answer is success; 5xx, 408, 429 or no answer are retried with backoff (0.1 s doubling to 5 s) on a new connection; another 4xx gives the request up, counted as failed. Requests wait in a queue (1,000 at most; beyond that events are dropped, counted and logged).",
+        example: r#"webhook("https://hooks.example.com/alerts", batch=50)"#,
+        build: build_webhook,
     },
 ];
 
@@ -159,6 +179,140 @@ fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
         port,
         custom_path: template.is_some(),
         path,
+        sink: OnceLock::new(),
+        core: NodeCore::new(Vec::new()),
+    }))
+}
+
+/// An optional str argument.
+fn opt_string(args: &mut Args, name: &str) -> Result<Option<String>, BuildError> {
+    match args.opt(name) {
+        None | Some(Value::None) => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s)),
+        Some(v) => Err(args.type_error(format_args!(
+            "`{name}` must be a str, not {}",
+            v.type_name()
+        ))),
+    }
+}
+
+/// An http:// or https:// URL.
+fn url(args: &mut Args) -> Result<String, BuildError> {
+    let url = args.string("url")?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        return Err(args.error(format_args!(
+            "`url` must be an http:// or https:// URL, not {url:?}"
+        )));
+    }
+    Ok(url)
+}
+
+fn build_influxdb(mut args: Args) -> Result<NodeRef, BuildError> {
+    let url = url(&mut args)?;
+    let db = args.string("db")?;
+    if db.is_empty() {
+        return Err(args.error("`db` must not be empty"));
+    }
+    let measurement = opt_string(&mut args, "measurement")?;
+    let tags = match args.opt("tags") {
+        None | Some(Value::None) => influxdb::DEFAULT_TAGS.map(String::from).to_vec(),
+        Some(Value::Str(s)) => vec![s],
+        Some(Value::List(items)) => {
+            let mut tags = Vec::new();
+            for v in items {
+                match v {
+                    Value::Str(s) => tags.push(s),
+                    v => {
+                        return Err(args.type_error(format_args!(
+                            "`tags` must hold str, not {}",
+                            v.type_name()
+                        )))
+                    }
+                }
+            }
+            tags
+        }
+        Some(v) => {
+            return Err(args.type_error(format_args!(
+                "`tags` must be a list of str, not {}",
+                v.type_name()
+            )))
+        }
+    };
+    let precision = match opt_string(&mut args, "precision")? {
+        None => Precision::S,
+        Some(p) => Precision::parse(&p).map_err(|e| args.error(e))?,
+    };
+    let points = Points::new(measurement, &tags, precision).map_err(|e| args.error(e))?;
+    args.finish()?;
+    Ok(Arc::new(Influx {
+        url,
+        db,
+        points: Arc::new(points),
+        sink: OnceLock::new(),
+        core: NodeCore::new(Vec::new()),
+    }))
+}
+
+fn build_webhook(mut args: Args) -> Result<NodeRef, BuildError> {
+    let url = url(&mut args)?;
+    let template = match opt_string(&mut args, "template")? {
+        Some(t) => Some(Template::parse(&t).map_err(|e| args.error(e))?),
+        None => None,
+    };
+    let batch = match args.opt("batch") {
+        None | Some(Value::None) => None,
+        Some(Value::Int(n)) if (1..=100_000).contains(&n) => Some(n as usize),
+        Some(Value::Int(n)) => {
+            return Err(args.error(format_args!("`batch` must be 1 to 100000, not {n}")))
+        }
+        Some(v) => {
+            return Err(args.type_error(format_args!(
+                "`batch` must be an int, not {}",
+                v.type_name()
+            )))
+        }
+    };
+    if batch.is_some() && template.is_some() {
+        return Err(args.error(
+            "`batch` and `template` do not go together: a template makes one request's body",
+        ));
+    }
+    let headers = match args.opt("headers") {
+        None | Some(Value::None) => Vec::new(),
+        Some(Value::Map(pairs)) => {
+            let mut headers = Vec::new();
+            for (k, v) in pairs {
+                let Value::Str(v) = v else {
+                    return Err(args.type_error(format_args!(
+                        "header {k:?} must be a str, not {}",
+                        v.type_name()
+                    )));
+                };
+                let bad = |s: &str| s.chars().any(|c| c.is_control());
+                if k.is_empty() || k.contains([':', ' ']) || bad(&k) || bad(&v) {
+                    return Err(args.error(format_args!("bad header {k:?}: {v:?}")));
+                }
+                headers.push((k, v));
+            }
+            headers
+        }
+        Some(v) => {
+            return Err(args.type_error(format_args!(
+                "`headers` must be a dict of str, not {}",
+                v.type_name()
+            )))
+        }
+    };
+    args.finish()?;
+    Ok(Arc::new(Webhook {
+        url,
+        template: template.map(Arc::new),
+        batch,
+        headers: Arc::new(headers),
         sink: OnceLock::new(),
         core: NodeCore::new(Vec::new()),
     }))
@@ -270,6 +424,105 @@ impl Node for Graphite {
         // Only queued here: the worker makes the line, off the event path.
         let line = (Arc::clone(event), self.path);
         sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
+        Ok(())
+    }
+    fn detail(&self) -> Option<String> {
+        sink_detail(&self.sink)
+    }
+}
+
+/// `influxdb(url, db, ...)`: queues a point for each event with a metric.
+pub struct Influx {
+    url: String,
+    db: String,
+    points: Arc<Points>,
+    sink: OnceLock<Arc<SinkHandle<influxdb::Point>>>,
+    core: NodeCore,
+}
+
+impl Node for Influx {
+    node_core!("influxdb");
+
+    fn describe(&self) -> String {
+        format!("influxdb({}, {})", quote(&self.url), quote(&self.db))
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Influx {
+            url: self.url.clone(),
+            db: self.db.clone(),
+            points: Arc::clone(&self.points),
+            sink: OnceLock::new(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+            return Ok(());
+        }
+        // Made here, where the event is at hand (see `Graphite`).
+        let line = Encoded::with(|buf| {
+            self.points.push_line(buf, event, || ctx.now());
+        });
+        if line.is_empty() {
+            return Ok(());
+        }
+        let precision = self.points.precision;
+        sink_of(&self.sink, ctx, || {
+            InfluxSink::new(&self.url, &self.db, precision)
+        })?
+        .offer_or_log(line);
+        Ok(())
+    }
+    fn detail(&self) -> Option<String> {
+        sink_detail(&self.sink)
+    }
+}
+
+/// `webhook(url, ...)`: queues each event's body for the endpoint.
+pub struct Webhook {
+    url: String,
+    template: Option<Arc<Template>>,
+    batch: Option<usize>,
+    headers: Arc<Vec<(String, String)>>,
+    sink: OnceLock<Arc<SinkHandle<webhook::Body>>>,
+    core: NodeCore,
+}
+
+impl Node for Webhook {
+    node_core!("webhook");
+
+    fn describe(&self) -> String {
+        let mut d = format!("webhook({}", quote(&self.url));
+        if let Some(t) = &self.template {
+            d.push_str(&format!(", template={}", quote(t.text())));
+        }
+        if let Some(n) = self.batch {
+            d.push_str(&format!(", batch={n}"));
+        }
+        d.push(')');
+        d
+    }
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Webhook {
+            url: self.url.clone(),
+            template: self.template.clone(),
+            batch: self.batch,
+            headers: Arc::clone(&self.headers),
+            sink: OnceLock::new(),
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        if let Some(capture) = &ctx.capture {
+            capture.record(self, std::slice::from_ref(event));
+            return Ok(());
+        }
+        let body = Encoded::with(|buf| webhook::push_body(buf, event, self.template.as_deref()));
+        sink_of(&self.sink, ctx, || {
+            WebhookSink::new(&self.url, &self.headers, self.batch)
+        })?
+        .offer_or_log(body);
         Ok(())
     }
     fn detail(&self) -> Option<String> {
