@@ -349,23 +349,28 @@ def top(n=10, interval=2, rounds=None):
     def node_counts():
         return {nd["path"]: nd["in"] for nd in json.loads(_server.stats_json())["nodes"]}
 
-    before, shown = node_counts(), 0
+    # Each view covers the time since the last one started, measured: taking
+    # the counters can wait for the event in flight, and a window counted
+    # from after that wait would miss the events it waited for.
+    started, before, shown = time.monotonic(), node_counts(), 0
     try:
         while rounds is None or shown < rounds:
             time.sleep(interval)
+            now = time.monotonic()
+            span, started = now - started, now
+            series = _server.busiest(span, n)
             after = node_counts()
-            nodes = sorted(((after[p] - before.get(p, 0)) / interval, p) for p in after)[::-1][:n]
-            series = _server.busiest(interval, n)
+            nodes = sorted(((after[p] - before.get(p, 0)) / span, p) for p in after)[::-1][:n]
             before = after
             shown += 1
-            lines = [_paint(DIM, f"top: the last {interval:g} s (Ctrl-C stops)"),
+            lines = [_paint(DIM, f"top: the last {span:.1f} s (Ctrl-C stops)"),
                      f"{'node':<64}{'events/s':>12}"]
             lines += [f"{_fit(p, 63):<64}{rate:>12.1f}" for rate, p in nodes]
             lines.append(f"{'series (host service)':<52}{'events/s':>12}{'last metric':>14}")
             for host, service, count, last in series:
                 name = _fit(f"{host or '-'} {service or '-'}", 51)
                 metric = "-" if last is None else f"{last:g}"
-                lines.append(f"{name:<52}{count / interval:>12.1f}{metric:>14}")
+                lines.append(f"{name:<52}{count / span:>12.1f}{metric:>14}")
             print("\n".join(lines))
     except KeyboardInterrupt:
         pass
