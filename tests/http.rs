@@ -399,3 +399,61 @@ fn prometheus_scrapes_the_index_and_counters() {
     let up = ask(r#"up{job="dmon"}"#).expect("the target's health");
     assert_eq!(up[0]["value"][1], "1");
 }
+
+/// A client that holds a connection without finishing its request, or
+/// without reading its answer, loses it after `--idle-timeout`: with one
+/// connection allowed, the next client is served only once the server has
+/// closed the stuck one.
+#[test]
+fn clients_that_stall_are_closed_after_the_idle_timeout() {
+    let s = start_module(
+        INDEX_PRINT_LATE,
+        &["--http-max-connections", "1", "--idle-timeout", "1"],
+    );
+    let served = |s: &Server| curl(s.http, "/metrics", &[]).0 == 200;
+
+    // Half a request, then silence.
+    let mut half = TcpStream::connect(("127.0.0.1", s.http)).unwrap();
+    half.write_all(b"GET /index?query=true HTTP/1.1\r\nHo")
+        .unwrap();
+    half.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut answer = Vec::new();
+    // Closed by the server (hyper may say 408 first), not by our timeout.
+    let _ = half.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    poll_until("the slot of the half request", || served(&s).then_some(()));
+
+    // An SSE subscriber that never reads, with a small receive buffer so
+    // the server's writes stall soon.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", s.http).parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled
+        .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
+        .unwrap();
+    let udp = s.udp();
+    let description = "x".repeat(1000);
+    let mut sent = 0;
+    poll_until("the stalled subscriber to be closed", || {
+        for _ in 0..20 {
+            let batch: Vec<Value> = (0..50)
+                .map(|i| json!({"host": format!("h{i}"), "service": "load", "metric": sent, "description": description}))
+                .collect();
+            udp.send_json(&json!(batch));
+            sent += 1;
+        }
+        served(&s).then_some(())
+    });
+    drop(stalled);
+    let stats = s.terminate().stats();
+    assert!(
+        stats.count("http_refused_connections") > 0,
+        "the slot was held"
+    );
+}

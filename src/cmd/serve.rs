@@ -64,7 +64,9 @@ pub struct ServerOpts {
     #[arg(long, value_name = "N", env = "DMON_MAX_CONNECTIONS", default_value_t = riemann_tcp::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub max_connections: usize,
     /// Seconds a Riemann TCP connection may go without sending a complete
-    /// message, or without reading a reply, before it is closed.
+    /// message, or without reading a reply, before it is closed; also how
+    /// long an HTTP request's headers may take, and an HTTP client may go
+    /// without reading what it is sent (a stalled subscriber).
     #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
     pub idle_timeout: Duration,
     /// Address for HTTP: index queries and subscriptions (`/index`,
@@ -195,6 +197,7 @@ impl ServerOpts {
                 max_query_results: self.max_query_results,
                 max_connections: self.http_max_connections,
                 max_subscribers: self.http_max_subscribers,
+                idle_timeout: self.idle_timeout,
             },
         }
     }

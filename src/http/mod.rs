@@ -11,7 +11,9 @@
 //! | `GET /metrics` | the index's metrics and dmon's counters, Prometheus text format ([`metrics`]) |
 //!
 //! Hostile clients stay bounded: at most `max_connections` connections (one
-//! more is closed at once), queries capped in bytes, terms and results as
+//! more is closed at once), a request's headers read within `idle_timeout`
+//! and no write to a client stalled longer than that (a client that stops
+//! reading is closed), queries capped in bytes, terms and results as
 //! over Riemann TCP, searches run off the async workers on a snapshot of the
 //! index, at most `max_subscribers` subscriptions, and a subscriber that
 //! falls behind is disconnected and counted, never waited for.
@@ -19,11 +21,12 @@
 pub mod metrics;
 pub mod subscribe;
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -31,9 +34,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::event::Event;
 use crate::log_limit::LogLimiter;
@@ -63,6 +69,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Subscriptions open at once (`--http-max-subscribers`).
     pub max_subscribers: usize,
+    /// How long a request's headers may take to arrive, and a write to a
+    /// client may stall, before the connection is closed (`--idle-timeout`,
+    /// shared with Riemann TCP).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +83,7 @@ impl Default for Limits {
             max_query_results: riemann_tcp::DEFAULT_MAX_QUERY_RESULTS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            idle_timeout: riemann_tcp::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -107,20 +118,42 @@ impl Shared {
 }
 
 /// Serves HTTP on `listener` until `shutdown` fires.
+///
+/// hyper serves each connection itself (rather than `axum::serve`) for
+/// what a hostile client needs bounded and axum's loop does not set: a
+/// deadline on a request's headers, and on a stalled write ([`Slotted`]).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let capped = Capped {
+    let mut capped = Capped {
         slots: Arc::new(Semaphore::new(shared.limits.max_connections)),
         listener,
         shared: Arc::clone(&shared),
     };
-    let serve = axum::serve(capped, router(shared));
-    tokio::select! {
-        _ = shutdown.changed() => {}
-        result = serve => {
-            if let Err(e) = result {
-                tracing::warn!("the HTTP listener stopped: {e}");
+    let service = TowerToHyperService::new(router(Arc::clone(&shared)));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.idle_timeout);
+    loop {
+        let io = tokio::select! {
+            _ = shutdown.changed() => return,
+            io = capped.accept() => io,
+        };
+        let connection = http1
+            .serve_connection(TokioIo::new(io), service.clone())
+            .with_upgrades();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                // A client that closes, times out or breaks the protocol
+                // ends here; there is nothing to tell it.
+                _ = connection.as_mut() => {}
+                _ = shutdown.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
             }
-        }
+        });
     }
 }
 
@@ -274,11 +307,8 @@ struct Capped {
     shared: Arc<Shared>,
 }
 
-impl axum::serve::Listener for Capped {
-    type Io = Slotted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Slotted, SocketAddr) {
+impl Capped {
+    async fn accept(&mut self) -> Slotted {
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -294,13 +324,12 @@ impl axum::serve::Listener for Capped {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(slot) => {
                     let _ = stream.set_nodelay(true);
-                    return (
-                        Slotted {
-                            stream,
-                            _slot: slot,
-                        },
-                        peer,
-                    );
+                    return Slotted {
+                        stream,
+                        _slot: slot,
+                        stall_limit: self.shared.limits.idle_timeout,
+                        stalled: None,
+                    };
                 }
                 Err(_) => {
                     self.shared
@@ -316,17 +345,44 @@ impl axum::serve::Listener for Capped {
             }
         }
     }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
 }
 
 /// A connection and its slot, released when hyper (or the WebSocket it
-/// became) drops it.
+/// became) drops it. A write that cannot go on for `stall_limit` (a client
+/// that stopped reading: an SSE or WebSocket subscriber, a huge answer)
+/// fails, which closes the connection, so no client holds a slot and its
+/// buffers by not reading.
 struct Slotted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    stall_limit: Duration,
+    /// Since the first write that could not go on.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Slotted {
+    /// What a write's `poll` returned, with the stall deadline applied.
+    fn watch_stall<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.stall_limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {limit:?} (--idle-timeout)"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Slotted {
@@ -345,11 +401,13 @@ impl AsyncWrite for Slotted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch_stall(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch_stall(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -361,7 +419,8 @@ impl AsyncWrite for Slotted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch_stall(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
