@@ -60,7 +60,7 @@ fn serve_help_explains_its_flags() {
         "--riemann-udp <HOST:PORT> Address for Riemann protocol clients over UDP (\"off\" to disable)",
         "--max-frame <BYTES> Largest Riemann TCP message accepted, in bytes;",
         "--max-events-per-message <N> Most events (and states) in one Riemann message; a message with more is refused whole with an error reply naming the limit [env: DMON_MAX_EVENTS_PER_MESSAGE=] [default: 100000]",
-        "--idle-timeout <SECS> Seconds a Riemann TCP connection may go without sending a complete message, or without reading a reply, before it is closed [env: DMON_IDLE_TIMEOUT=] [default: 120]",
+        "--idle-timeout <SECS> Seconds a Riemann TCP connection may go without sending a complete message, or without reading a reply, before it is closed; also how long an HTTP request's headers may take, and an HTTP client may go without reading what it is sent (a stalled subscriber) [env: DMON_IDLE_TIMEOUT=] [default: 120]",
         "--smtp <HOST:PORT> SMTP server that email() streams send through (plain SMTP, no auth)",
         "--watch Reload the stream module whenever its file changes;",
     ] {

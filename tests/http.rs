@@ -282,30 +282,13 @@ fn sse_by_accept_header_or_path_streams_matches() {
 #[test]
 fn a_subscriber_that_does_not_read_is_dropped_and_ingest_goes_on() {
     let mut s = start_module(INDEX_PRINT_LATE, &["--http-max-subscribers", "1"]);
-    // A client that asks for everything and never reads, with a small
-    // receive buffer so the server's writes back up soon.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", s.http).parse().unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stalled: TcpStream = socket.into();
-    stalled
-        .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
-        .unwrap();
+    let stalled = stalled_subscriber(s.http);
     poll_until("the stalled subscriber", || {
         (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
     });
-    let udp = s.udp();
-    let description = "x".repeat(1000);
-    let mut sent = 0;
+    let mut flood = Flood::new(&s);
     poll_until("the stalled subscriber to be dropped", || {
-        for _ in 0..20 {
-            let batch: Vec<Value> = (0..50)
-                .map(|i| json!({"host": format!("h{i}"), "service": "load", "metric": sent, "description": description}))
-                .collect();
-            udp.send_json(&json!(batch));
-            sent += 1;
-        }
+        flood.send();
         (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
     });
     // Its slot is free again for a reader.
@@ -427,27 +410,10 @@ fn clients_that_stall_are_closed_after_the_idle_timeout() {
     );
     poll_until("the slot of the half request", || served(&s).then_some(()));
 
-    // An SSE subscriber that never reads, with a small receive buffer so
-    // the server's writes stall soon.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", s.http).parse().unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut stalled: TcpStream = socket.into();
-    stalled
-        .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
-        .unwrap();
-    let udp = s.udp();
-    let description = "x".repeat(1000);
-    let mut sent = 0;
+    let stalled = stalled_subscriber(s.http);
+    let mut flood = Flood::new(&s);
     poll_until("the stalled subscriber to be closed", || {
-        for _ in 0..20 {
-            let batch: Vec<Value> = (0..50)
-                .map(|i| json!({"host": format!("h{i}"), "service": "load", "metric": sent, "description": description}))
-                .collect();
-            udp.send_json(&json!(batch));
-            sent += 1;
-        }
+        flood.send();
         served(&s).then_some(())
     });
     drop(stalled);
@@ -456,4 +422,46 @@ fn clients_that_stall_are_closed_after_the_idle_timeout() {
         stats.count("http_refused_connections") > 0,
         "the slot was held"
     );
+}
+
+/// An SSE subscriber to everything that never reads, with a small receive
+/// buffer so the server's writes back up soon.
+fn stalled_subscriber(port: u16) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled
+        .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
+        .unwrap();
+    stalled
+}
+
+/// Indexed events of 1 kB, sent a thousand at a time, to fill what a
+/// subscriber does not read.
+struct Flood {
+    udp: Udp,
+    description: String,
+    sent: u64,
+}
+
+impl Flood {
+    fn new(s: &Server) -> Self {
+        Flood {
+            udp: s.udp(),
+            description: "x".repeat(1000),
+            sent: 0,
+        }
+    }
+
+    fn send(&mut self) {
+        for _ in 0..20 {
+            let batch: Vec<Value> = (0..50)
+                .map(|i| json!({"host": format!("h{i}"), "service": "load", "metric": self.sent, "description": self.description}))
+                .collect();
+            self.udp.send_json(&json!(batch));
+            self.sent += 1;
+        }
+    }
 }

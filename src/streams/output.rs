@@ -154,12 +154,7 @@ fn build_forward(mut args: Args) -> Result<NodeRef, BuildError> {
     let host = host(&mut args)?;
     let port = port(&mut args, forward::DEFAULT_PORT)?;
     args.finish()?;
-    Ok(Arc::new(Forward {
-        host,
-        port,
-        sink: OnceLock::new(),
-        core: NodeCore::new(Vec::new()),
-    }))
+    Ok(SinkNode::node(Forward { host, port }))
 }
 
 fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -174,13 +169,11 @@ fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
     };
     let path = GraphitePath::interned(template.as_deref()).map_err(|e| args.error(e))?;
     args.finish()?;
-    Ok(Arc::new(Graphite {
+    Ok(SinkNode::node(Graphite {
         host,
         port,
         custom_path: template.is_some(),
         path,
-        sink: OnceLock::new(),
-        core: NodeCore::new(Vec::new()),
     }))
 }
 
@@ -248,13 +241,7 @@ fn build_influxdb(mut args: Args) -> Result<NodeRef, BuildError> {
     };
     let points = Points::new(measurement, &tags, precision).map_err(|e| args.error(e))?;
     args.finish()?;
-    Ok(Arc::new(Influx {
-        url,
-        db,
-        points: Arc::new(points),
-        sink: OnceLock::new(),
-        core: NodeCore::new(Vec::new()),
-    }))
+    Ok(SinkNode::node(Influx { url, db, points }))
 }
 
 fn build_webhook(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -308,58 +295,72 @@ fn build_webhook(mut args: Args) -> Result<NodeRef, BuildError> {
         }
     };
     args.finish()?;
-    Ok(Arc::new(Webhook {
+    Ok(SinkNode::node(Webhook {
         url,
-        template: template.map(Arc::new),
+        template,
         batch,
-        headers: Arc::new(headers),
-        sink: OnceLock::new(),
-        core: NodeCore::new(Vec::new()),
+        headers,
     }))
 }
 
-/// The sink a node sends to: found (or started) in the context's sinks on
-/// its first event, then kept. Forks and reloaded copies find the same one.
-fn sink_of<'a, S: Sink>(
-    cell: &'a OnceLock<Arc<SinkHandle<S::Item>>>,
-    ctx: &Context,
-    sink: impl FnOnce() -> S,
-) -> Result<&'a Arc<SinkHandle<S::Item>>, NodeError> {
-    if let Some(handle) = cell.get() {
-        return Ok(handle);
-    }
-    let handle = ctx
-        .sinks
-        .get_or_start(sink())
-        .ok_or_else(|| NodeError("nothing is sent from here: sinks are off".into()))?;
-    Ok(cell.get_or_init(|| handle))
+/// What an output node that sends through a sink is made of: where it
+/// sends and what it queues for an event. [`SinkNode`] is the node itself,
+/// written once for every such output.
+pub trait SinkOutput: Send + Sync + 'static {
+    /// The Python name: `forward`, `graphite`, ….
+    const KIND: &'static str;
+    type Sink: Sink;
+    fn describe(&self) -> String;
+    /// The sink for this target, started by the first node sending there.
+    fn sink(&self) -> Self::Sink;
+    /// What goes into the sink's queue for `event`; `None` skips it (a
+    /// graphite or InfluxDB point needs a metric).
+    fn item(&self, ctx: &Context, event: &Arc<Event>) -> Option<<Self::Sink as Sink>::Item>;
 }
 
-/// `streams()`' detail of a sink node: its sink's target and counters.
-fn sink_detail<I: Send + 'static>(cell: &OnceLock<Arc<SinkHandle<I>>>) -> Option<String> {
-    let s = cell.get()?.snapshot();
-    Some(format!("{}: {}", s.target, s.counts()))
-}
-
-/// `forward(host, port=5555)`: queues each event for the Riemann server at
-/// `host:port`.
-pub struct Forward {
-    host: String,
-    port: u16,
-    sink: OnceLock<Arc<SinkHandle<Arc<Event>>>>,
+/// An output node handing events to a sink without waiting: captured
+/// instead in a rehearsal; its sink found (or started) in the context's
+/// sinks on its first event, then kept, so forks and reloaded copies find
+/// the same one.
+pub struct SinkNode<O: SinkOutput> {
+    output: Arc<O>,
+    sink: OnceLock<Arc<SinkHandle<<O::Sink as Sink>::Item>>>,
     core: NodeCore,
 }
 
-impl Node for Forward {
-    node_core!("forward");
+impl<O: SinkOutput> SinkNode<O> {
+    pub fn node(output: O) -> NodeRef {
+        Arc::new(SinkNode {
+            output: Arc::new(output),
+            sink: OnceLock::new(),
+            core: NodeCore::new(Vec::new()),
+        })
+    }
+
+    fn sink(&self, ctx: &Context) -> Result<&Arc<SinkHandle<<O::Sink as Sink>::Item>>, NodeError> {
+        if let Some(handle) = self.sink.get() {
+            return Ok(handle);
+        }
+        let handle = ctx
+            .sinks
+            .get_or_start(self.output.sink())
+            .ok_or_else(|| NodeError("nothing is sent from here: sinks are off".into()))?;
+        Ok(self.sink.get_or_init(|| handle))
+    }
+}
+
+impl<O: SinkOutput> Node for SinkNode<O> {
+    fn kind(&self) -> &'static str {
+        O::KIND
+    }
+    node_core!();
 
     fn describe(&self) -> String {
-        format!("forward({}, {})", quote(&self.host), self.port)
+        self.output.describe()
     }
     fn fresh(&self) -> NodeRef {
-        Arc::new(Forward {
-            host: self.host.clone(),
-            port: self.port,
+        Arc::new(SinkNode {
+            output: Arc::clone(&self.output),
             sink: OnceLock::new(),
             core: self.core.fresh(),
         })
@@ -369,28 +370,52 @@ impl Node for Forward {
             capture.record(self, std::slice::from_ref(event));
             return Ok(());
         }
-        sink_of(&self.sink, ctx, || ForwardSink::new(&self.host, self.port))?
-            .offer_or_log(Arc::clone(event));
+        if let Some(item) = self.output.item(ctx, event) {
+            self.sink(ctx)?.offer_or_log(item);
+        }
         Ok(())
     }
+    /// The sink's target and counters, for `streams()`.
     fn detail(&self) -> Option<String> {
-        sink_detail(&self.sink)
+        let s = self.sink.get()?.snapshot();
+        Some(format!("{}: {}", s.target, s.counts()))
     }
 }
 
-/// `graphite(host, port=2003, path=None)`: queues each event with a metric
-/// for the carbon at `host:port`.
+/// `forward(host, port=5555)`: each event, to the Riemann server at
+/// `host:port`.
+pub struct Forward {
+    host: String,
+    port: u16,
+}
+
+impl SinkOutput for Forward {
+    const KIND: &'static str = "forward";
+    type Sink = ForwardSink;
+
+    fn describe(&self) -> String {
+        format!("forward({}, {})", quote(&self.host), self.port)
+    }
+    fn sink(&self) -> ForwardSink {
+        ForwardSink::new(&self.host, self.port)
+    }
+    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<Arc<Event>> {
+        Some(Arc::clone(event))
+    }
+}
+
+/// `graphite(host, port=2003, path=None)`: each event with a metric, to the
+/// carbon at `host:port`.
 pub struct Graphite {
     host: String,
     port: u16,
     path: &'static GraphitePath,
     custom_path: bool,
-    sink: OnceLock<Arc<SinkHandle<Point>>>,
-    core: NodeCore,
 }
 
-impl Node for Graphite {
-    node_core!("graphite");
+impl SinkOutput for Graphite {
+    const KIND: &'static str = "graphite";
+    type Sink = GraphiteSink;
 
     fn describe(&self) -> String {
         let mut d = format!("graphite({}, {}", quote(&self.host), self.port);
@@ -400,97 +425,57 @@ impl Node for Graphite {
         d.push(')');
         d
     }
-    fn fresh(&self) -> NodeRef {
-        Arc::new(Graphite {
-            host: self.host.clone(),
-            port: self.port,
-            path: self.path,
-            custom_path: self.custom_path,
-            sink: OnceLock::new(),
-            core: self.core.fresh(),
-        })
+    fn sink(&self) -> GraphiteSink {
+        GraphiteSink::new(&self.host, self.port)
     }
-    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        if let Some(capture) = &ctx.capture {
-            capture.record(self, std::slice::from_ref(event));
-            return Ok(());
-        }
-        // The line is made here, where the event is at hand: a worker on
-        // another core would have to fetch it, and free it there.
-        // As Riemann: a point needs a value.
-        if event.metric.is_none() {
-            return Ok(());
-        }
-        // Only queued here: the worker makes the line, off the event path.
-        let line = (Arc::clone(event), self.path);
-        sink_of(&self.sink, ctx, || GraphiteSink::new(&self.host, self.port))?.offer_or_log(line);
-        Ok(())
-    }
-    fn detail(&self) -> Option<String> {
-        sink_detail(&self.sink)
+    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<Point> {
+        // As Riemann: a point needs a value. Only queued here: the worker
+        // makes the line, off the event path.
+        event
+            .metric
+            .is_some()
+            .then(|| (Arc::clone(event), self.path))
     }
 }
 
-/// `influxdb(url, db, ...)`: queues a point for each event with a metric.
+/// `influxdb(url, db, ...)`: a point for each event with a metric.
 pub struct Influx {
     url: String,
     db: String,
-    points: Arc<Points>,
-    sink: OnceLock<Arc<SinkHandle<influxdb::Point>>>,
-    core: NodeCore,
+    points: Points,
 }
 
-impl Node for Influx {
-    node_core!("influxdb");
+impl SinkOutput for Influx {
+    const KIND: &'static str = "influxdb";
+    type Sink = InfluxSink;
 
     fn describe(&self) -> String {
         format!("influxdb({}, {})", quote(&self.url), quote(&self.db))
     }
-    fn fresh(&self) -> NodeRef {
-        Arc::new(Influx {
-            url: self.url.clone(),
-            db: self.db.clone(),
-            points: Arc::clone(&self.points),
-            sink: OnceLock::new(),
-            core: self.core.fresh(),
-        })
+    fn sink(&self) -> InfluxSink {
+        InfluxSink::new(&self.url, &self.db, self.points.precision)
     }
-    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        if let Some(capture) = &ctx.capture {
-            capture.record(self, std::slice::from_ref(event));
-            return Ok(());
-        }
-        // Made here, where the event is at hand (see `Graphite`).
+    fn item(&self, ctx: &Context, event: &Arc<Event>) -> Option<influxdb::Point> {
+        // The line is made here: nodes with other measurements or tags may
+        // share the sink (one per URL and database).
         let line = Encoded::with(|buf| {
             self.points.push_line(buf, event, || ctx.now());
         });
-        if line.is_empty() {
-            return Ok(());
-        }
-        let precision = self.points.precision;
-        sink_of(&self.sink, ctx, || {
-            InfluxSink::new(&self.url, &self.db, precision)
-        })?
-        .offer_or_log(line);
-        Ok(())
-    }
-    fn detail(&self) -> Option<String> {
-        sink_detail(&self.sink)
+        (!line.is_empty()).then_some(line)
     }
 }
 
-/// `webhook(url, ...)`: queues each event's body for the endpoint.
+/// `webhook(url, ...)`: each event's body, to the endpoint.
 pub struct Webhook {
     url: String,
-    template: Option<Arc<Template>>,
+    template: Option<Template>,
     batch: Option<usize>,
-    headers: Arc<Vec<(String, String)>>,
-    sink: OnceLock<Arc<SinkHandle<webhook::Body>>>,
-    core: NodeCore,
+    headers: Vec<(String, String)>,
 }
 
-impl Node for Webhook {
-    node_core!("webhook");
+impl SinkOutput for Webhook {
+    const KIND: &'static str = "webhook";
+    type Sink = WebhookSink;
 
     fn describe(&self) -> String {
         let mut d = format!("webhook({}", quote(&self.url));
@@ -503,30 +488,13 @@ impl Node for Webhook {
         d.push(')');
         d
     }
-    fn fresh(&self) -> NodeRef {
-        Arc::new(Webhook {
-            url: self.url.clone(),
-            template: self.template.clone(),
-            batch: self.batch,
-            headers: Arc::clone(&self.headers),
-            sink: OnceLock::new(),
-            core: self.core.fresh(),
-        })
+    fn sink(&self) -> WebhookSink {
+        WebhookSink::new(&self.url, &self.headers, self.batch)
     }
-    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        if let Some(capture) = &ctx.capture {
-            capture.record(self, std::slice::from_ref(event));
-            return Ok(());
-        }
-        let body = Encoded::with(|buf| webhook::push_body(buf, event, self.template.as_deref()));
-        sink_of(&self.sink, ctx, || {
-            WebhookSink::new(&self.url, &self.headers, self.batch)
-        })?
-        .offer_or_log(body);
-        Ok(())
-    }
-    fn detail(&self) -> Option<String> {
-        sink_detail(&self.sink)
+    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<webhook::Body> {
+        Some(Encoded::with(|buf| {
+            webhook::push_body(buf, event, self.template.as_ref())
+        }))
     }
 }
 
