@@ -300,6 +300,10 @@
     if (!row) {
       row = createRow(key, event);
       if (!row) return;
+    } else if (event.state === 'expired') {
+      // The index's expired event may carry little: the row keeps what it
+      // showed, marked expired.
+      event = { ...row.event, state: 'expired' };
     }
     row.event = event;
     const state = text(event.state);
@@ -382,7 +386,10 @@
       if (m > hi) hi = m;
     }
     const span = hi - lo || 1;
-    const x = (t) => (((t - oldest) / windowSecs) * SPARK_W).toFixed(1);
+    // From the first point kept to now: a young series spans the width too.
+    const start = pts[0][0];
+    const width = Math.max(now - start, 1);
+    const x = (t) => (((t - start) / width) * SPARK_W).toFixed(1);
     const y = (m) => (SPARK_H - 2 - ((m - lo) / span) * (SPARK_H - 4)).toFixed(1);
     if (pts.length === 1) {
       const dot = document.createElementNS(SVG, 'circle');
@@ -467,10 +474,9 @@
       if (rErr > 0) tr.classList.add('failing');
       const label = element('td', 'node');
       label.style.paddingLeft = `${0.5 + depth * 1.2}em`;
-      const name = depth === 0 ? `${segments[0]}: ` : '';
-      const describe = text(n.describe);
-      label.append(element('span', 'kind', name + text(n.kind)));
-      label.append(' ');
+      // A root is named by its variable; every node by its call.
+      if (depth === 0) label.append(element('span', 'root', `${segments[0]}: `));
+      const describe = text(n.describe) || text(n.kind);
       label.append(
         element('span', 'describe', describe.length > 60 ? describe.slice(0, 59) + '…' : describe),
       );
