@@ -2,13 +2,16 @@
 //! selenium (tests/support/dashboard_check.py; Debian's chromium and
 //! chromium-driver, selenium pinned in tests/requirements.txt: ./test.sh
 //! installs them), and the JSON routes it reads, `/stats` and `/series`,
-//! with curl. Leaves a screenshot in `target/test-artifacts/dashboard.png`.
+//! with curl; then dmon restarts on the same port and the page must
+//! resubscribe by itself. Leaves a screenshot in
+//! `target/test-artifacts/dashboard.png`.
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -60,7 +63,7 @@ fn artifacts() -> PathBuf {
 }
 
 #[test]
-fn the_dashboard_shows_live_events_states_sparklines_streams_and_query_errors() {
+fn the_dashboard_shows_live_events_states_sparklines_streams_query_errors_and_reconnects() {
     let mut s = Server::start_with(MODULE, "py", &["--http", "127.0.0.1:0"]);
     assert_ne!(s.http, 0, "no \"Listening for HTTP on:\" line");
 
@@ -108,35 +111,81 @@ fn the_dashboard_shows_live_events_states_sparklines_streams_and_query_errors() 
         .arg(&script)
         .args([s.http.to_string(), s.port.to_string()])
         .arg(&screenshot)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run python3 (the test venv on PATH, with selenium; ./test.sh sets it up)");
-    let mut stdout = Lines::spawn("dashboard_check stdout", child.stdout.take().unwrap());
-    let mut stderr = Lines::spawn("dashboard_check stderr", child.stderr.take().unwrap());
-    let mut child = KillOnDrop(child);
-    let exit = wait_timeout(&mut child.0, SCRIPT_TIMEOUT);
-    let out = stdout.read_to_eof(Duration::from_secs(5)).join("\n");
-    let err = stderr.read_to_eof(Duration::from_secs(5)).join("\n");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut browser = Browser {
+        stdout: Lines::spawn("dashboard_check stdout", child.stdout.take().unwrap()),
+        stderr: Lines::spawn("dashboard_check stderr", child.stderr.take().unwrap()),
+        child: KillOnDrop(child),
+        deadline: Instant::now() + SCRIPT_TIMEOUT,
+    };
+    if let Err(why) = browser.stdout.wait_for(SCRIPT_TIMEOUT, |l| l == "RESTART") {
+        let output = browser.output();
+        s.fail(&format!("the browser checks stopped ({why}):\n{output}"));
+    }
+
+    // The browser waits: the JSON routes, on what it sent.
+    check_json_routes(&s);
+    let http = s.http;
+    let finished = s.terminate();
+    assert_eq!(finished.printed("critical: ").len(), 2);
+
+    // dmon again on the same HTTP port: the page must reconnect.
+    let listen = format!("127.0.0.1:{http}");
+    let mut s = Server::start_with(MODULE, "py", &["--http", &listen]);
+    assert_eq!(s.http, http);
+    writeln!(stdin, "{}", s.port).expect("tell the browser script the new UDP port");
+    let left = browser.deadline.saturating_duration_since(Instant::now());
+    let exit = wait_timeout(&mut browser.child.0, left);
+    let output = browser.output();
     match exit {
         Some(st) if st.success() => {}
-        Some(st) => s.fail(&format!(
-            "the browser checks failed ({st}):\n{out}\nstderr:\n{err}"
-        )),
+        Some(st) => s.fail(&format!("the browser checks failed ({st}):\n{output}")),
         None => s.fail(&format!(
-            "the browser checks took over {SCRIPT_TIMEOUT:?}:\n{out}\nstderr:\n{err}"
+            "the browser checks took over {SCRIPT_TIMEOUT:?}:\n{output}"
         )),
     }
-    println!("{out}");
-    assert!(out.contains("dashboard checks passed"), "{out}");
+    println!("{output}");
+    assert!(output.contains("dashboard checks passed"), "{output}");
     assert!(
         screenshot.is_file(),
         "no screenshot at {}",
         screenshot.display()
     );
     println!("screenshot: {}", screenshot.display());
+    s.terminate();
+}
 
+/// The selenium script, running.
+struct Browser {
+    child: KillOnDrop,
+    stdout: Lines,
+    stderr: Lines,
+    deadline: Instant,
+}
+
+impl Browser {
+    /// What it printed so far (all of it once it has exited).
+    fn output(&mut self) -> String {
+        let out = self
+            .stdout
+            .read_to_eof(Duration::from_millis(500))
+            .join("\n");
+        let err = self
+            .stderr
+            .read_to_eof(Duration::from_millis(500))
+            .join("\n");
+        format!("{out}\nstderr:\n{err}")
+    }
+}
+
+/// `/series` and `/stats` answer as the README says, after the browser
+/// script's events.
+fn check_json_routes(s: &Server) {
     // /series: the recent points of each matching series, oldest first.
     let series = curl_json(s.http, "/series?query=service%20%3D%20%22cpu%22");
     assert_eq!(series["window_secs"], 300.0, "{series}");
@@ -216,7 +265,4 @@ fn the_dashboard_shows_live_events_states_sparklines_streams_and_query_errors() 
     // web1's and web3's critical events.
     assert_eq!(node("stream/sdo/where/printer")["in"], 2, "{stats}");
     assert_eq!(node("stream/sdo/where")["kind"], "where");
-
-    let finished = s.terminate();
-    assert_eq!(finished.printed("critical: ").len(), 2);
 }

@@ -2,6 +2,9 @@
 
     python3 dashboard_check.py HTTP_PORT UDP_PORT SCREENSHOT_PATH
 
+Near the end it prints RESTART and reads a line: the UDP port of the dmon
+that the test has restarted on the same HTTP port.
+
 The server runs a stream module that indexes every event (root "stream":
 sdo(index(), where(...)))). Events go to it as JSON datagrams over UDP;
 the page must show them within a second. Every wait has a deadline
@@ -17,7 +20,11 @@ import time
 from urllib.parse import quote
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -56,7 +63,10 @@ def row(driver, host, service):
 
 def wait(driver, seconds, what, condition):
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.02).until(
+        # A row read while the table is rebuilt (a new query) is read again.
+        return WebDriverWait(
+            driver, seconds, poll_frequency=0.02, ignored_exceptions=[StaleElementReferenceException]
+        ).until(
             lambda d: condition(d), message=what
         )
     except TimeoutException:
@@ -93,13 +103,23 @@ def status(driver):
 
 
 def node_rate(driver, path):
-    cells = driver.find_elements(By.CSS_SELECTOR, f'#nodes tr[data-path="{path}"] td.rate-in')
-    if not cells:
-        return None
+    # Read in one script call: the tree's rows may be replaced between two
+    # WebDriver calls.
+    text = driver.execute_script(
+        "const c = document.querySelector(`#nodes tr[data-path=\"${arguments[0]}\"] td.rate-in`);"
+        "return c ? c.textContent : null;",
+        path,
+    )
     try:
-        return float(cells[0].text)
-    except ValueError:
+        return float(text)
+    except (TypeError, ValueError):
         return None
+
+
+def node_paths(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#nodes tr')].map((r) => r.dataset.path);"
+    )
 
 
 def submit_query(driver, text):
@@ -167,9 +187,7 @@ def check(driver):
         return rate is not None and rate > 0
 
     wait(driver, SLOW, "the index node's rate > 0 in the stream tree", busy)
-    paths = [
-        r.get_attribute("data-path") for r in driver.find_elements(By.CSS_SELECTOR, "#nodes tr")
-    ]
+    paths = node_paths(driver)
     assert paths == [
         "stream/sdo",
         "stream/sdo/index",
@@ -261,6 +279,33 @@ def check(driver):
     ]
     assert not problems, problems
     ok("no script error or Content-Security-Policy violation in the console")
+
+    # dmon restarts on the same HTTP port (and a new UDP port, read from
+    # stdin): the page reconnects by itself, and its table goes on.
+    opened = int(driver.find_element(By.ID, "status").get_attribute("data-opened"))
+    print("RESTART", flush=True)
+    global udp_port
+    udp_port = int(sys.stdin.readline())
+    wait(
+        driver,
+        SLOW,
+        "the page resubscribes after the restart",
+        lambda d: status(d) == "live"
+        and int(d.find_element(By.ID, "status").get_attribute("data-opened")) > opened,
+    )
+    wait(
+        driver,
+        WITHIN,
+        "no error left once resubscribed",
+        lambda d: not d.find_element(By.ID, "error").is_displayed(),
+    )
+    ok("resubscribed after the server restarted")
+    sent_and_shown(
+        driver,
+        "an event sent to the restarted server appears",
+        lambda d: state_of(d, "web2", "mem") == "ok",
+        host="web2", service="mem", state="ok", metric=40, ttl=120,
+    )
 
 
 def main():

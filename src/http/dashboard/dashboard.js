@@ -38,6 +38,7 @@
   let socket = null;
   let backoff = BACKOFF_FIRST_MS;
   let reconnectTimer = null;
+  let subscriptions = 0;
   let windowSecs = DEFAULT_WINDOW_SECS;
   let clockOffset = 0; // the server's clock minus the browser's, in seconds
   let seriesNow = -Infinity; // the server's time of the last /series answer
@@ -64,15 +65,20 @@
     s.textContent = text;
   }
 
-  function showError(text) {
+  // `kind` "connection" errors clear themselves once a subscription opens;
+  // a query's error stays until a query is applied.
+  function showError(text, kind = 'query') {
     const e = $('error');
     e.textContent = text;
+    e.dataset.kind = kind;
     e.hidden = false;
   }
 
   function hideError() {
-    $('error').hidden = true;
-    $('error').textContent = '';
+    const e = $('error');
+    e.hidden = true;
+    e.textContent = '';
+    delete e.dataset.kind;
   }
 
   // --- The query -----------------------------------------------------------
@@ -199,6 +205,9 @@
       opened = true;
       backoff = BACKOFF_FIRST_MS;
       setStatus('live', 'live');
+      if ($('error').dataset.kind === 'connection') hideError();
+      // Subscriptions opened so far, reconnections included.
+      $('status').dataset.opened = String(++subscriptions);
     };
     ws.onmessage = (message) => {
       if (socket === ws) receive(message.data);
@@ -221,12 +230,12 @@
       const resp = await fetch('/index?query=' + encodeURIComponent(text), { cache: 'no-store' });
       if (gen !== generation) return;
       if (!resp.ok) {
-        showError((await resp.text()).trim());
+        showError((await resp.text()).trim(), 'connection');
       } else if (resp.body) {
         resp.body.cancel().catch(() => {});
       }
     } catch (err) {
-      if (gen === generation) showError('cannot reach dmon: ' + err.message);
+      if (gen === generation) showError('cannot reach dmon: ' + err.message, 'connection');
     }
   }
 
@@ -452,45 +461,64 @@
     return r < 10 ? r.toFixed(1) : r.toFixed(0);
   }
 
+  // The tree's rows by path, kept while the module's tree stays the same
+  // (cells are updated in place; a reload rebuilds them).
+  let treeRows = new Map();
+
+  function nodeRow(n, path) {
+    const segments = path.split('/');
+    const depth = Math.max(0, segments.length - 2);
+    const tr = element('tr');
+    tr.dataset.path = path;
+    const label = element('td', 'node');
+    label.style.paddingLeft = `${0.5 + depth * 1.2}em`;
+    // A root is named by its variable; every node by its call.
+    if (depth === 0) label.append(element('span', 'root', `${segments[0]}: `));
+    const describe = text(n.describe) || text(n.kind);
+    label.append(
+      element('span', 'describe', describe.length > 60 ? describe.slice(0, 59) + '…' : describe),
+    );
+    label.title = describe;
+    const cells = {
+      label,
+      rIn: element('td', 'rate-in num'),
+      rOut: element('td', 'rate-out num'),
+      rErr: element('td', 'rate-errors num'),
+      count: element('td', 'count-in num'),
+    };
+    tr.append(...Object.values(cells));
+    return { tr, cells, describe };
+  }
+
   function showStats(stats) {
     if (!stats || !Array.isArray(stats.nodes)) return;
     const uptime = Number(stats.uptime_secs);
     const dt = previous ? uptime - previous.uptime : 0;
+    const list = stats.nodes.slice(0, MAX_NODES);
+    const paths = list.map((n) => text(n.path));
+    const shown = [...treeRows.keys()];
+    const same = paths.length === shown.length && paths.every((p, i) => shown[i] === p);
+    if (!same) {
+      treeRows = new Map(paths.map((p, i) => [p, nodeRow(list[i], p)]));
+      $('nodes').replaceChildren(...[...treeRows.values()].map((r) => r.tr));
+    }
     const nodes = new Map();
-    const body = [];
-    for (const n of stats.nodes.slice(0, MAX_NODES)) {
-      const path = text(n.path);
+    list.forEach((n, i) => {
+      const path = paths[i];
       const counts = { in: Number(n.in) || 0, out: Number(n.out) || 0, errors: Number(n.errors) || 0 };
       nodes.set(path, counts);
       const was = previous ? previous.nodes.get(path) : undefined;
       const rIn = rate(counts.in, was && was.in, dt);
-      const rOut = rate(counts.out, was && was.out, dt);
       const rErr = rate(counts.errors, was && was.errors, dt);
-      const segments = path.split('/');
-      const depth = Math.max(0, segments.length - 2);
-      const tr = element('tr');
-      tr.dataset.path = path;
-      if (rIn > 0) tr.classList.add('busy');
-      if (rErr > 0) tr.classList.add('failing');
-      const label = element('td', 'node');
-      label.style.paddingLeft = `${0.5 + depth * 1.2}em`;
-      // A root is named by its variable; every node by its call.
-      if (depth === 0) label.append(element('span', 'root', `${segments[0]}: `));
-      const describe = text(n.describe) || text(n.kind);
-      label.append(
-        element('span', 'describe', describe.length > 60 ? describe.slice(0, 59) + '…' : describe),
-      );
-      label.title = describe + (n.detail ? ` (${text(n.detail)})` : '');
-      tr.append(
-        label,
-        element('td', 'rate-in num', formatRate(rIn)),
-        element('td', 'rate-out num', formatRate(rOut)),
-        element('td', 'rate-errors num', formatRate(rErr)),
-        element('td', 'count-in num', String(counts.in)),
-      );
-      body.push(tr);
-    }
-    $('nodes').replaceChildren(...body);
+      const row = treeRows.get(path);
+      row.tr.classList.toggle('busy', rIn > 0);
+      row.tr.classList.toggle('failing', rErr > 0);
+      row.cells.rIn.textContent = formatRate(rIn);
+      row.cells.rOut.textContent = formatRate(rate(counts.out, was && was.out, dt));
+      row.cells.rErr.textContent = formatRate(rErr);
+      row.cells.count.textContent = String(counts.in);
+      row.cells.label.title = row.describe + (n.detail ? ` (${text(n.detail)})` : '');
+    });
     const events = Number(stats.events) || 0;
     const eventsRate = previous ? rate(events, previous.events, dt) : null;
     $('streams-summary').textContent =
