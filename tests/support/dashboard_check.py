@@ -307,6 +307,31 @@ def check(driver):
         host="web2", service="mem", state="ok", metric=40, ttl=120,
     )
 
+    # A flood of new series: the table stops at its bound, says so, and
+    # keeps updating the rows it shows.
+    driver.get(base + "/")
+    wait(driver, SLOW, "the subscription is live", lambda d: status(d) == "live")
+    for batch in range(7):
+        flood = [
+            {"host": f"flood{batch * 100 + i:03}", "service": "x", "metric": i, "ttl": 120}
+            for i in range(100)
+        ]
+        udp.sendto(json.dumps(flood).encode(), ("127.0.0.1", udp_port))
+    wait(
+        driver,
+        SLOW,
+        "the table stops at 500 rows and says so",
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == 500
+        and d.find_element(By.ID, "rows-note").is_displayed(),
+    )
+    ok("a flood of 700 series shows 500 rows and a note: " + driver.find_element(By.ID, "rows-note").text)
+    sent_and_shown(
+        driver,
+        "after the flood, a shown row still updates",
+        lambda d: state_of(d, "web2", "mem") == "critical",
+        host="web2", service="mem", state="critical", metric=99, ttl=120,
+    )
+
 
 def main():
     options = webdriver.ChromeOptions()
