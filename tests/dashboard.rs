@@ -106,6 +106,8 @@ fn the_dashboard_shows_live_events_states_sparklines_streams_query_errors_and_re
     // sparklines, the stream tree's rates, a bad query's error.
     let screenshot = artifacts().join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
+    // The script's screenshot on failure, from an earlier run.
+    let _ = std::fs::remove_file(screenshot.with_file_name("dashboard-failed.png"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/dashboard_check.py");
     let mut child = Command::new("python3")
         .arg(&script)
