@@ -3,7 +3,7 @@
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
 # it creates ./.venv with the test-only Python packages and installs the
 # system packages tests drive (tmux, riemann-c-client, prometheus, curl,
-# graphite-carbon, influxdb) if they are missing.
+# graphite-carbon, influxdb, chromium) if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,6 +41,10 @@ command -v carbon-cache >/dev/null 2>&1 || apt_missing+=(graphite-carbon)
 command -v whisper-fetch >/dev/null 2>&1 || apt_missing+=(python3-whisper)
 # A real InfluxDB 1.x for influxdb() (tests/influxdb.rs).
 command -v influxd >/dev/null 2>&1 || apt_missing+=(influxdb)
+# A real headless Chromium, driven by selenium, for the dashboard
+# (tests/dashboard.rs); the driver must be Debian's, matching the browser.
+[[ -x /usr/bin/chromium ]] || apt_missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || apt_missing+=(chromium-driver)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

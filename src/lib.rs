@@ -10,7 +10,7 @@
 //! | [`clock`] | time as nodes see it: the wall clock, or a virtual one |
 //! | [`codec`] | wire formats: JSON, Riemann's protocol buffers |
 //! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
-//! | [`http`] | the HTTP listener: index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
+//! | [`http`] | the HTTP listener: the dashboard, index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
 //! | [`client`] | a Riemann TCP client (`dmon send --riemann`, `dmon query`, benchmarks) |
 //! | [`pipeline`] | the root set and the dispatch loop |
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |

@@ -151,6 +151,61 @@ impl Recent {
             .collect()
     }
 
+    /// The series of the events received at `since` or later that `keep`
+    /// accepts, each (host, service) with its finite metrics, oldest first
+    /// (for the dashboard's sparklines). Bounded both ways: the
+    /// `max_series` series most recently heard from, each with its last
+    /// `max_points` points; `truncated` says whether series were left out.
+    /// The ring is copied under its lock and filtered outside it, so a slow
+    /// filter does not hold up the pipeline's pushes.
+    pub fn series_matching(
+        &self,
+        since: f64,
+        max_series: usize,
+        max_points: usize,
+        keep: impl Fn(&Event) -> bool,
+    ) -> SeriesSet {
+        let received = self.since(since);
+        let mut series: Vec<Series> = Vec::new();
+        let mut at: HashMap<(Option<&str>, Option<&str>), usize> = HashMap::new();
+        let mut truncated = false;
+        // Newest first: the series kept are those heard from last, and each
+        // keeps its newest points.
+        for r in received.iter().rev() {
+            let Some(metric) = r.event.metric.map(|m| m.as_f64()) else {
+                continue;
+            };
+            if !metric.is_finite() || !keep(&r.event) {
+                continue;
+            }
+            let key = (r.event.host.as_deref(), r.event.service.as_deref());
+            let i = match at.get(&key) {
+                Some(&i) => i,
+                None if series.len() < max_series => {
+                    at.insert(key, series.len());
+                    series.push(Series {
+                        host: key.0.map(str::to_owned),
+                        service: key.1.map(str::to_owned),
+                        points: Vec::new(),
+                    });
+                    series.len() - 1
+                }
+                None => {
+                    truncated = true;
+                    continue;
+                }
+            };
+            if series[i].points.len() < max_points {
+                series[i].points.push((r.at, metric));
+            }
+        }
+        for s in &mut series {
+            s.points.reverse();
+        }
+        series.sort_by(|a, b| (&a.host, &a.service).cmp(&(&b.host, &b.service)));
+        SeriesSet { series, truncated }
+    }
+
     /// The `n` series with the most events received at `since` or later,
     /// busiest first (ties by host and service), with their last metric.
     pub fn busiest(&self, since: f64, n: usize) -> Vec<SeriesCount> {
@@ -207,6 +262,23 @@ pub struct SeriesCount {
     pub service: Option<String>,
     pub events: u64,
     pub last_metric: Option<f64>,
+}
+
+/// One (host, service)'s recent metrics ([`Recent::series_matching`]):
+/// (receive time, metric), oldest first.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Series {
+    pub host: Option<String>,
+    pub service: Option<String>,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The series [`Recent::series_matching`] found, sorted by host and service.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SeriesSet {
+    pub series: Vec<Series>,
+    /// Some matching series were left out: more than the cap.
+    pub truncated: bool,
 }
 
 /// Differences kept per side by [`compare`]; the totals count them all.
@@ -397,6 +469,59 @@ mod tests {
             [(Some("a"), Some("cpu"), 3), (Some("a"), Some("mem"), 1)]
         );
         assert_eq!(busiest[1].last_metric, Some(7.0));
+    }
+
+    #[test]
+    fn series_matching_groups_filters_and_bounds() {
+        let ring = Recent::off();
+        ring.configure(300.0, 100);
+        ring.push(10.0, &[metric("a", "cpu", "1"), metric("b", "cpu", "5")]);
+        ring.push(20.0, &[metric("a", "cpu", "2"), metric("a", "mem", "7")]);
+        let mut no_metric = Event::clone(&metric("a", "cpu", "0"));
+        no_metric.metric = None;
+        let mut nan = Event::clone(&metric("a", "cpu", "0"));
+        nan.metric = Some(crate::event::Number::Float(f64::NAN));
+        ring.push(
+            30.0,
+            &[metric("a", "cpu", "3"), Arc::new(no_metric), Arc::new(nan)],
+        );
+        ring.push(40.0, &[metric("c", "cpu", "9")]);
+        let cpu = |e: &Event| e.service.as_deref() == Some("cpu");
+        let key = |s: &Series| (s.host.clone().unwrap(), s.points.clone());
+
+        let all = ring.series_matching(0.0, 10, 10, cpu);
+        assert!(!all.truncated);
+        assert_eq!(
+            all.series.iter().map(key).collect::<Vec<_>>(),
+            [
+                ("a".into(), vec![(10.0, 1.0), (20.0, 2.0), (30.0, 3.0)]),
+                ("b".into(), vec![(10.0, 5.0)]),
+                ("c".into(), vec![(40.0, 9.0)]),
+            ],
+            "sorted by host, points oldest first, no missing or NaN metric"
+        );
+        assert_eq!(all.series[0].service.as_deref(), Some("cpu"));
+
+        // Since a time; each series keeps its newest points.
+        let newest = ring.series_matching(15.0, 10, 1, cpu);
+        assert_eq!(
+            newest.series.iter().map(key).collect::<Vec<_>>(),
+            [
+                ("a".into(), vec![(30.0, 3.0)]),
+                ("c".into(), vec![(40.0, 9.0)])
+            ]
+        );
+
+        // Capped in series: those heard from last are kept, and it says so.
+        let capped = ring.series_matching(0.0, 2, 10, cpu);
+        assert!(capped.truncated);
+        let hosts: Vec<_> = capped.series.iter().map(|s| key(s).0).collect();
+        assert_eq!(hosts, ["a", "c"]);
+
+        assert_eq!(
+            Recent::off().series_matching(0.0, 10, 10, |_| true),
+            SeriesSet::default()
+        );
     }
 
     #[test]

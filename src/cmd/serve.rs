@@ -69,9 +69,9 @@ pub struct ServerOpts {
     /// without reading what it is sent (a stalled subscriber).
     #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
     pub idle_timeout: Duration,
-    /// Address for HTTP: index queries and subscriptions (`/index`,
-    /// WebSocket or SSE) and Prometheus `/metrics` ("off", the default, to
-    /// disable); port 0 picks a free port.
+    /// Address for HTTP: the dashboard (`/`), index queries and
+    /// subscriptions (`/index`, WebSocket or SSE) and Prometheus `/metrics`
+    /// ("off", the default, to disable); port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT", env = "DMON_HTTP", default_value = "off", value_parser = parse_listener)]
     pub http: Listener,
     /// Most HTTP connections open at once; one more is closed at once.

@@ -1,10 +1,13 @@
-//! The HTTP listener (`--http HOST:PORT`, off by default): index queries,
-//! live subscriptions (WebSocket and SSE, as Riemann's), and Prometheus
-//! `/metrics`.
+//! The HTTP listener (`--http HOST:PORT`, off by default): a dashboard,
+//! index queries, live subscriptions (WebSocket and SSE, as Riemann's), and
+//! Prometheus `/metrics`.
 //!
 //! | route | what it answers |
 //! |---|---|
-//! | `GET /` | a short text naming the routes; the place for a dashboard's embedded assets |
+//! | `GET /` | the dashboard: one page, its assets embedded (`/dashboard.js`, `/dashboard.css`) ([`dashboard`]) |
+//! | `GET /routes` | a short text naming the routes |
+//! | `GET /stats` | dmon's counters and every stream node's, as JSON (`dmon stats`'s) |
+//! | `GET /series?query=Q&minutes=M` | recent (time, metric) points of each matching host and service, as JSON |
 //! | `GET /index?query=Q` | the index's matches once, as a JSON array |
 //! | `GET /index?query=Q` upgraded to a WebSocket | each matching event as it is indexed, one JSON text message each ([`subscribe`]) |
 //! | `GET /index?query=Q` with `Accept: text/event-stream`, or `GET /index/sse?query=Q` | the same as server-sent events |
@@ -18,6 +21,7 @@
 //! index, at most `max_subscribers` subscriptions, and a subscriber that
 //! falls behind is disconnected and counted, never waited for.
 
+pub mod dashboard;
 pub mod metrics;
 pub mod subscribe;
 
@@ -160,9 +164,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
 /// Every route, with requests and error answers counted.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        // The dashboard (a later addition) replaces this handler with its
-        // embedded assets.
-        .route("/", get(root))
+        .merge(dashboard::router())
         .route("/index", get(subscribe::index))
         .route("/index/sse", get(subscribe::index_sse))
         .route("/metrics", get(metrics::metrics))
@@ -179,14 +181,6 @@ async fn count(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         stats.bad_requests.fetch_add(1, Ordering::Relaxed);
     }
     response
-}
-
-async fn root() -> &'static str {
-    "dmon\n\
-     GET /index?query=Q                       the index's events matching Q, as JSON\n\
-     GET /index?subscribe=true&query=Q        (WebSocket) current matches, then each match as it is indexed\n\
-     GET /index/sse?subscribe=true&query=Q    the same as server-sent events (or /index with Accept: text/event-stream)\n\
-     GET /metrics                             Prometheus metrics\n"
 }
 
 async fn not_found(request: Request) -> HttpError {
