@@ -43,6 +43,11 @@ impl RiemannClient {
         self.read_reply()
     }
 
+    /// Sends a whole frame: the 4-byte big-endian length, then the message.
+    pub fn send_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.stream.write_all(frame)
+    }
+
     /// Writes one frame of already encoded bytes.
     pub fn send_raw(&mut self, body: &[u8]) -> io::Result<()> {
         let mut frame = Vec::with_capacity(4 + body.len());

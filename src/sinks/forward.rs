@@ -81,8 +81,8 @@ impl Sink for ForwardSink {
     fn send(&mut self, client: &mut RiemannClient, batch: &[Arc<Event>]) -> Result<(), Failure> {
         let mut done = 0;
         while done < batch.len() {
-            let n = message(&batch[done..], &mut self.buf, &mut self.one);
-            let sent = client.send_raw(&self.buf).map_err(ClientError::from);
+            let n = frame(&batch[done..], &mut self.buf, &mut self.one);
+            let sent = client.send_frame(&self.buf).map_err(ClientError::from);
             match sent.and_then(|()| client.read_reply()) {
                 Ok(_) => done += n,
                 // The receiver read the message and refused it (a limit of
@@ -101,11 +101,14 @@ impl Sink for ForwardSink {
     }
 }
 
-/// Puts into `out` the message (`Msg`, its repeated `events` field) for
-/// the first of `events`, up to [`MESSAGE_BYTES`] (at least one event),
-/// each encoded through `one`; returns how many it holds.
-fn message(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize {
+/// Puts into `out` the frame (the length, then the `Msg` with its repeated
+/// `events` field) for the first of `events`, up to [`MESSAGE_BYTES`] (at
+/// least one event), each encoded through `one`; returns how many it
+/// holds. The length is written last, in place: the frame is sent as it
+/// is, not copied behind a length.
+fn frame(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize {
     out.clear();
+    out.extend_from_slice(&[0; 4]);
     let mut n = 0;
     for e in events {
         one.clear();
@@ -121,6 +124,8 @@ fn message(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize
         out.extend_from_slice(e);
         n += 1;
     }
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
     n
 }
 
@@ -154,26 +159,28 @@ mod tests {
             })
             .collect();
         let (mut out, mut one) = (Vec::new(), Vec::new());
-        assert_eq!(message(&small, &mut out, &mut one), 3);
+        assert_eq!(frame(&small, &mut out, &mut one), 3);
         let msg = Msg {
             events: small.iter().map(|e| to_proto(e)).collect(),
             ..Msg::default()
         };
-        assert_eq!(out, msg.encode_to_vec());
+        let body = msg.encode_to_vec();
+        assert_eq!(out[..4], (body.len() as u32).to_be_bytes());
+        assert_eq!(out[4..], body);
 
         let big = Arc::new(Event {
             description: Some("x".repeat(300_000).into()),
             ..Event::default()
         });
-        assert_eq!(message(&vec![big; 7], &mut out, &mut one), 3);
+        assert_eq!(frame(&vec![big; 7], &mut out, &mut one), 3);
         assert!(out.len() <= MESSAGE_BYTES);
-        assert_eq!(Msg::decode(&out[..]).unwrap().events.len(), 3);
+        assert_eq!(Msg::decode(&out[4..]).unwrap().events.len(), 3);
         let huge = Arc::new(Event {
             description: Some("x".repeat(2 * MESSAGE_BYTES).into()),
             ..Event::default()
         });
         assert_eq!(
-            message(&[huge], &mut out, &mut one),
+            frame(&[huge], &mut out, &mut one),
             1,
             "one event always goes"
         );
