@@ -3,7 +3,7 @@
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
 # it creates ./.venv with the test-only Python packages and installs the
 # system packages tests drive (tmux, riemann-c-client, prometheus, curl,
-# graphite-carbon, influxdb, chromium) if they are missing.
+# graphite-carbon, influxdb, chromium, nats-server) if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -45,6 +45,8 @@ command -v influxd >/dev/null 2>&1 || apt_missing+=(influxdb)
 # (tests/dashboard.rs); the driver must be Debian's, matching the browser.
 [[ -x /usr/bin/chromium ]] || apt_missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || apt_missing+=(chromium-driver)
+# A real NATS JetStream server for clustering (tests/cluster*.rs).
+command -v nats-server >/dev/null 2>&1 || apt_missing+=(nats-server)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

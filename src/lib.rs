@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`event`] | the event and its fields |
 //! | [`clock`] | time as nodes see it: the wall clock, or a virtual one |
+//! | [`cluster`] | several nodes through NATS JetStream: partitions, gateways, workers, leases, checkpoints, cluster queries |
 //! | [`codec`] | wire formats: JSON, Riemann's protocol buffers |
 //! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
 //! | [`http`] | the HTTP listener: the dashboard, index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
@@ -33,6 +34,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod codec;
 pub mod console;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod cluster_opts;
 pub mod query;
 pub mod record;
 pub mod replay;

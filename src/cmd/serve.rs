@@ -118,6 +118,9 @@ pub struct ServerOpts {
     /// recent_dropped).
     #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub recent_max_events: usize,
+    /// Clustering: gateway (--publish) or worker (--consume) through NATS.
+    #[command(flatten)]
+    pub cluster: super::cluster_opts::ClusterOpts,
 }
 
 impl ServerOpts {

@@ -7,6 +7,8 @@
 //! Nothing sleeps to synchronise: every wait is on a line that must arrive.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
