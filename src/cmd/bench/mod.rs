@@ -23,6 +23,9 @@
 //!     sending to local sinks that read and discard (and acknowledge, for
 //!     forward), beside the same tree without the outputs, measured right
 //!     before it: the cost of sending events on.
+//! (n) workers (`serve --consume`) draining NATS JetStream, 1, 2 and 3 of
+//!     them, after the stream was loaded as a gateway publishes
+//!     ([`cluster`]); skipped without `nats-server`.
 //! (r) `dmon replay` of an NDJSON file of the same events (with times),
 //!     through (a)'s streams on a virtual clock; printed beside (a), which
 //!     runs right before it, as a ratio to (a). Then (a) again while a
@@ -32,6 +35,8 @@
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
 //! `--recent`, each runs again with the recent-traffic ring on.
+
+mod cluster;
 
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
@@ -67,7 +72,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, r, s), comma-separated;
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, r, s), comma-separated;
     /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -237,6 +242,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("h") {
         outputs(&samples, args.events, baseline_now)?;
+    }
+    if wants("n") {
+        cluster::workers(args.events, baseline_now)?;
     }
     if wants("d") {
         udp(&args)?;
