@@ -4,13 +4,15 @@
 //! Real nats-server, real dmon processes, loopback only.
 
 mod common;
+mod shell_support;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::nats::Nats;
-use common::{dmon_bin, Server};
+use common::{dmon_bin, Server, TempDir};
 use serde_json::json;
+use shell_support::{Kind, Shell, Start};
 
 const MODULE: &str = r#"from dmon.streams import *
 
@@ -97,7 +99,9 @@ fn query_merges_every_node_and_reports_the_silent_one() {
     assert!(stdout.ends_with("6 event(s)\n"), "{stdout}");
     for n in ["n1", "n2", "n3"] {
         assert!(
-            stderr.lines().any(|l| l == format!("{n}: answered: 2 events")),
+            stderr
+                .lines()
+                .any(|l| l == format!("{n}: answered: 2 events")),
             "{stderr}"
         );
     }
@@ -140,7 +144,11 @@ fn query_merges_every_node_and_reports_the_silent_one() {
         stderr.lines().any(|l| l == "n3: did not answer"),
         "{stderr}"
     );
-    assert_eq!(rows(&stdout).len(), 4, "the others' events still come: {stdout}");
+    assert_eq!(
+        rows(&stdout).len(),
+        4,
+        "the others' events still come: {stdout}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     // …until its registration lapses.
     let deadline = Instant::now() + LAPSE;
@@ -164,7 +172,11 @@ fn query_merges_every_node_and_reports_the_silent_one() {
     // node answered.
     let n2 = nodes.pop().unwrap();
     let stats = n2.terminate().stats();
-    assert!(stats.count("cluster_queries_answered") >= 5, "{:?}", stats.0);
+    assert!(
+        stats.count("cluster_queries_answered") >= 5,
+        "{:?}",
+        stats.0
+    );
     assert_eq!(stats.count("cluster_query_errors"), 0);
     let out = query(&nats, &["--timeout", "5", "true"]);
     let stderr = text(&out.stderr);
@@ -196,7 +208,8 @@ fn limits_are_each_nodes_and_nats_down_is_named() {
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("small: error: query matches 2 events; the limit is 1 (--max-query-results)"),
+        stderr
+            .contains("small: error: query matches 2 events; the limit is 1 (--max-query-results)"),
         "{stderr}"
     );
     let stats = n1.terminate().stats();
@@ -211,10 +224,64 @@ fn limits_are_each_nodes_and_nats_down_is_named() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&url) && stderr.contains("--cluster"), "{stderr}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("--cluster"),
+        "{stderr}"
+    );
     let mut server = Server::spawn(MODULE, "py", &["--cluster", &url]);
     let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
     assert!(!status.success());
     let err = server.stderr.dump();
     assert!(err.contains(&url) && err.contains("--cluster"), "{err}");
+}
+
+/// The python shell on a `--cluster` node: index(), query(), stats() and
+/// streams() show every node, this one first.
+#[test]
+fn the_shell_in_cluster_mode_asks_every_node() {
+    let nats = Nats::start();
+    let mut far = node(&nats, "far");
+    feed(&mut far, "web9", 9.0);
+
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", MODULE);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.args = ["--cluster", &nats.url(), "--node-name", "here"]
+        .map(String::from)
+        .to_vec();
+    let shell = Shell::start(opts);
+    shell.send_datagram(r#"{"host":"web1","service":"cpu","metric":1}"#);
+    shell.wait_for_line_starting(r#"seen: {"host":"web1""#);
+
+    let out = shell.run_expect(r#"query('service = "cpu"')"#, "far: answered");
+    let hosts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("web"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(hosts, ["web1", "web9"], "{out}");
+    assert!(out.contains("here: answered: 1 event"), "{out}");
+    assert!(out.contains("far: answered: 1 event"), "{out}");
+
+    let out = shell.run_expect("index()", "far: answered");
+    assert!(out.contains("3 events in the index"), "{out}");
+
+    let out = shell.run_expect("streams()", "== far ==");
+    let here = out.find("== here ==").expect("this node's section");
+    let there = out.find("== far ==").unwrap();
+    assert!(here < there, "this node first: {out}");
+    assert_eq!(out.matches("index_stream/index").count(), 2, "{out}");
+
+    let out = shell.run_expect("stats()", "== far ==");
+    assert!(
+        out.find("== here ==").unwrap() < out.find("== far ==").unwrap(),
+        "{out}"
+    );
+    assert!(out.contains("processed 2"), "far's counters: {out}");
+
+    far.signal("KILL");
+    let out = shell.run_expect(r#"query('service = "cpu"')"#, "far: did not answer");
+    assert!(out.contains("here: answered: 1 event"), "{out}");
+    assert!(out.contains("1 event in the index"), "{out}");
+    shell.exit();
 }

@@ -195,7 +195,10 @@ async fn renew_loop(
             _ = stopped.changed() => return,
         }
         if let Err(e) = store.put(&key, value.clone()).await {
-            crate::warn_limited!(NATS_LOG, "NATS {url}: renewing this node's registration: {e}");
+            crate::warn_limited!(
+                NATS_LOG,
+                "NATS {url}: renewing this node's registration: {e}"
+            );
         }
     }
 }
@@ -429,13 +432,7 @@ pub async fn query(
     text: &str,
     timeout: Duration,
 ) -> Result<Merged, ClusterError> {
-    let gathered = ask(
-        conn,
-        QUERY_SUBJECT,
-        Bytes::from(text.to_owned()),
-        timeout,
-    )
-    .await?;
+    let gathered = ask(conn, QUERY_SUBJECT, Bytes::from(text.to_owned()), timeout).await?;
     Ok(merge(gathered, now_secs()))
 }
 
@@ -470,7 +467,12 @@ pub fn merge(gathered: Gathered, now: f64) -> Merged {
         }
     }
     nodes.sort_by(|a, b| a.0.cmp(&b.0));
-    nodes.extend(gathered.missing.into_iter().map(|n| (n, NodeResult::Missing)));
+    nodes.extend(
+        gathered
+            .missing
+            .into_iter()
+            .map(|n| (n, NodeResult::Missing)),
+    );
     let sorted: BTreeMap<_, _> = latest.into_iter().collect();
     Merged {
         events: sorted.into_values().collect(),

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::RiemannTarget;
 use crate::client::ClientError;
 use crate::cluster::{self, query::NodeResult};
-use crate::query::Query;
 use crate::codec::json;
 use crate::event::{now_secs, Event};
+use crate::query::Query;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -29,7 +29,12 @@ pub struct QueryArgs {
     /// Ask every node of the cluster through NATS at URL instead of one
     /// dmon over Riemann TCP, and merge their answers; then one line per
     /// node on stderr (answered, or did not answer).
-    #[arg(long, value_name = "URL", env = "DMON_CLUSTER", conflicts_with = "riemann_tcp")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DMON_CLUSTER",
+        conflicts_with = "riemann_tcp"
+    )]
     pub cluster: Option<String>,
     /// With --cluster: seconds to wait for the nodes' answers.
     #[arg(long, value_name = "SECS", default_value = "2", requires = "cluster", value_parser = parse_timeout)]
