@@ -285,3 +285,29 @@ fn the_shell_in_cluster_mode_asks_every_node() {
     assert!(out.contains("1 event in the index"), "{out}");
     shell.exit();
 }
+
+/// nats-server restarted under a node: the node reconnects, is registered
+/// again and answers.
+#[test]
+fn a_node_answers_again_after_nats_restarts() {
+    let mut nats = Nats::start();
+    let mut n1 = node(&nats, "n1");
+    feed(&mut n1, "web1", 1.0);
+    nats.restart();
+    let deadline = Instant::now() + LAPSE;
+    loop {
+        let out = query(&nats, &["--timeout", "1", "true"]);
+        let stderr = text(&out.stderr);
+        if stderr.contains("n1: answered: 2 events") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1 not answering after the restart: {stderr}\n{}",
+            n1.stderr.dump()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let err = n1.stderr.dump();
+    assert!(err.contains("disconnected; reconnecting"), "{err}");
+}
