@@ -482,6 +482,8 @@ impl Pipeline {
             recent_dropped: self.recent.dropped(),
             cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
             cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
+            cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES
+                .load(Ordering::Relaxed),
             nodes: Vec::new(),
         }
     }

@@ -188,6 +188,9 @@ pub struct Stats {
     /// those it answered with an error (`dmon query --cluster`).
     pub cluster_queries_answered: u64,
     pub cluster_query_errors: u64,
+    /// Renewals of this node's cluster registration that failed (NATS
+    /// down), each retried.
+    pub cluster_query_renew_failures: u64,
     pub nodes: Vec<NodeSnapshot>,
 }
 

@@ -48,6 +48,9 @@ const MAX_SEARCHES: usize = 4;
 /// error (a bad or over-limit query, a reply too large for NATS).
 pub static ANSWERED: AtomicU64 = AtomicU64::new(0);
 pub static ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Registration renewals that failed (NATS unreachable); each is retried
+/// at the next renewal.
+pub static RENEW_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 static NATS_LOG: LogLimiter = LogLimiter::per(1, Duration::from_secs(10));
 static QUERY_LOG: LogLimiter = LogLimiter::new(5);
@@ -195,6 +198,7 @@ async fn renew_loop(
             _ = stopped.changed() => return,
         }
         if let Err(e) = store.put(&key, value.clone()).await {
+            RENEW_FAILURES.fetch_add(1, Ordering::Relaxed);
             crate::warn_limited!(
                 NATS_LOG,
                 "NATS {url}: renewing this node's registration: {e}"
