@@ -168,18 +168,40 @@ def record(path=None, format="ndjson"):
 
 
 def stats(as_json=False):
-    """stats(as_json=False): received, decoded, bad, mail and other sinks, per-node counters, uptime (as_json: the JSON line)."""
+    """stats(as_json=False): received, decoded, bad, mail and other sinks, per-node counters, uptime (as_json: the JSON line).
+
+    In cluster mode, a section per node of the cluster, this node first."""
+    if _server.in_cluster():
+        for i, (node, body) in enumerate(_server.cluster_counters(False)):
+            if as_json:
+                print(json.dumps({"node": node, "stats": None if body is None else json.loads(body)}))
+            elif _cluster_section(node, body):
+                _print_stats(json.loads(body), local=i == 0)
+        return
     if as_json:
         print(_server.stats_json())
         return
-    s = json.loads(_server.stats_json())
+    _print_stats(json.loads(_server.stats_json()), local=True)
+
+
+def _cluster_section(node, body):
+    """A node's section header; False when it did not answer."""
+    if body is None:
+        print(_paint(RED, f"== {node}: did not answer =="))
+        return False
+    print(_paint(BOLD, f"== {node} =="))
+    return True
+
+
+def _print_stats(s, local):
     lines = [
         f"uptime {s['uptime_secs']:.1f} s   datagrams {s['datagrams']} (bad {s['bad_datagrams']})   "
         f"events {s['events']} (bad {s['bad_events']})   processed {s['processed']}   "
         f"expired {s['expired']}   indexed {s['indexed']}",
         f"mail: queued {s['mails_queued']}  sent {s['mails_sent']}  "
         f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
-        _recent_line(s),
+        _recent_line(s) if local else
+        f"recent: {s['recent_events']} events kept, {s['recent_dropped']} dropped by the cap",
     ]
     # forward(), graphite(): one line per target (the mailer has its line above).
     for k in s.get("sinks", []):
@@ -224,7 +246,12 @@ def _print_nodes(nodes):
 
 
 def streams():
-    """streams(): the stream tree, each node with events in / out / errors."""
+    """streams(): the stream tree, each node with events in / out / errors (in cluster mode, per dmon node)."""
+    if _server.in_cluster():
+        for node, body in _server.cluster_counters(True):
+            if _cluster_section(node, body):
+                _print_nodes(json.loads(body))
+        return
     _print_nodes(json.loads(_server.stats_json())["nodes"])
 
 
@@ -257,26 +284,41 @@ def index(filter=None):
 
 
 def query(text):
-    """query(text): the index's events matching a Riemann query, e.g. query('service =~ "cpu%"')."""
+    """query(text): the index's events matching a Riemann query, e.g. query('service =~ "cpu%"')
+    (in cluster mode, every node's, merged)."""
+    if _server.in_cluster():
+        events, report = _server.cluster_query(text)
+        return _IndexTable(events=events, report=report)
     return _IndexTable(events=_server.query_events(text))
 
 
 class _IndexTable(list):
-    """Events from the index; shown at the prompt as a table."""
+    """Events from the index; shown at the prompt as a table (in cluster mode,
+    every node's, then what each node answered)."""
 
-    def __init__(self, pred=None, events=None):
-        super().__init__(events if events is not None else
-                         [e for e in _server.index_events() if pred is None or pred(e)])
+    def __init__(self, pred=None, events=None, report=None):
+        if events is None:
+            events, report = _all_events()
+            events = [e for e in events if pred is None or pred(e)]
+        super().__init__(events)
+        self.report = report or []
 
     def __repr__(self):
-        return _table(self)
+        return _table(self, self.report)
+
+
+def _all_events():
+    """The index (in cluster mode, every node's, and a line per node)."""
+    if _server.in_cluster():
+        return _server.cluster_query("true")
+    return _server.index_events(), []
 
 
 def _index_table():
-    return _table(_server.index_events())
+    return _table(*_all_events())
 
 
-def _table(events):
+def _table(events, report=()):
     now = time.time()
     rows = [("host", "service", "state", "metric", "age", "ttl")]
     for e in events:
@@ -292,6 +334,7 @@ def _table(events):
         line = "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
         out.append(_paint(BOLD, line) if i == 0 else line)
     out.append(_paint(DIM, f"{_count(len(events))} in the index"))
+    out.extend(_paint(RED if line.endswith("did not answer") else DIM, line) for line in report)
     return "\n".join(out)
 
 

@@ -480,6 +480,10 @@ impl Pipeline {
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_dropped: self.recent.dropped(),
+            cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
+            cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
+            cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES
+                .load(Ordering::Relaxed),
             nodes: Vec::new(),
         }
     }

@@ -184,6 +184,13 @@ pub struct Stats {
     /// Every sink (the mailer, each `forward` and `graphite` target):
     /// queued, sent, retried, failed, dropped, waiting, connections.
     pub sinks: Vec<SinkSnapshot>,
+    /// Cluster requests (queries, stats, streams) this node answered, and
+    /// those it answered with an error (`dmon query --cluster`).
+    pub cluster_queries_answered: u64,
+    pub cluster_query_errors: u64,
+    /// Renewals of this node's cluster registration that failed (NATS
+    /// down), each retried.
+    pub cluster_query_renew_failures: u64,
     pub nodes: Vec<NodeSnapshot>,
 }
 

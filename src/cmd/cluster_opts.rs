@@ -55,6 +55,11 @@ pub struct ClusterOpts {
     /// forks' aggregates) to NATS, which a standby restores on takeover.
     #[arg(long, value_name = "SECS", env = "DMON_CHECKPOINT_SECS", default_value_t = DEFAULT_CHECKPOINT_SECS, value_parser = positive_secs)]
     pub checkpoint_secs: f64,
+    /// Register in the cluster and answer cluster queries, stats and
+    /// streams (`dmon query --cluster`) through NATS at URL; implied by
+    /// --publish and --consume.
+    #[arg(long, value_name = "URL", env = "DMON_CLUSTER")]
+    pub cluster: Option<String>,
     /// This node's name in cluster queries, stats and NATS' monitoring
     /// (default: the host name and process id).
     #[arg(long, value_name = "NAME", env = "DMON_NODE_NAME")]
@@ -69,6 +74,27 @@ impl ClusterOpts {
             Some(text) => Partitions::parse(text, self.partition_count)
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("--partitions: {e}")),
+        }
+    }
+
+    /// The NATS URL this node answers cluster queries through: --cluster,
+    /// else --publish's or --consume's.
+    pub fn view_url(&self) -> Option<&str> {
+        self.cluster
+            .as_deref()
+            .or(self.publish.as_deref())
+            .or(self.consume.as_deref())
+    }
+
+    /// How this node registers: "gateway" (--publish), "worker"
+    /// (--consume), else "node".
+    pub fn role(&self) -> &'static str {
+        if self.publish.is_some() {
+            "gateway"
+        } else if self.consume.is_some() {
+            "worker"
+        } else {
+            "node"
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod catalog;
 pub mod cluster_opts;
+pub mod cluster_view;
 pub mod query;
 pub mod record;
 pub mod replay;

@@ -2,33 +2,62 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use super::RiemannTarget;
 use crate::client::ClientError;
+use crate::cluster::{self, query::NodeResult};
 use crate::codec::json;
 use crate::event::{now_secs, Event};
+use crate::query::Query;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   dmon query 'service =~ \"cpu%\" and metric > 0.9'
   dmon query --json 'tagged \"prod\" and not state = \"ok\"'
   dmon query true            # everything in the index
+  dmon query --cluster nats://127.0.0.1:4222 'service = \"cpu\"'   # every node's
 
 Fields: host service state description metric metric_f time ttl, and any
 attribute name. Operators: = != < <= > >= =~ (% wildcards) ~= (regex),
 tagged \"x\", null/nil, true/false, and, or, not, parentheses.")]
 pub struct QueryArgs {
-    /// The query.
-    pub query: String,
+    /// The query (default: true, everything).
+    pub query: Option<String>,
     #[command(flatten)]
     pub target: RiemannTarget,
+    /// Ask every node of the cluster through NATS at URL instead of one
+    /// dmon over Riemann TCP, and merge their answers; then one line per
+    /// node on stderr (answered, or did not answer).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DMON_CLUSTER",
+        conflicts_with = "riemann_tcp"
+    )]
+    pub cluster: Option<String>,
+    /// With --cluster: seconds to wait for the nodes' answers.
+    #[arg(long, value_name = "SECS", default_value = "2", requires = "cluster", value_parser = parse_timeout)]
+    pub timeout: f64,
     /// Print the events as NDJSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t.is_finite() => Ok(t),
+        _ => Err("expected a positive number of seconds".into()),
+    }
+}
+
 pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let text = args.query.as_deref().unwrap_or("true");
+    if let Some(url) = &args.cluster {
+        return run_cluster(url, text, args.timeout, args.json);
+    }
     let mut client = args.target.connect()?;
-    let events = match client.query(&args.query) {
+    let events = match client.query(text) {
         Ok(events) => events,
         Err(ClientError::Refused(reason)) => {
             eprintln!("dmon query: {reason}");
@@ -36,14 +65,55 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    if args.json {
-        for e in &events {
+    print_events(&events, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_events(events: &[Event], as_json: bool) {
+    if as_json {
+        for e in events {
             println!("{}", json::encode(e));
         }
     } else {
-        print!("{}", table(&events, now_secs()));
+        print!("{}", table(events, now_secs()));
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `--cluster`: every node's matches, merged, then a line per node.
+fn run_cluster(url: &str, text: &str, timeout: f64, as_json: bool) -> anyhow::Result<ExitCode> {
+    // Checked here, so a bad query is said once rather than once per node.
+    if let Err(e) = Query::parse(text) {
+        eprintln!("dmon query: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    // The NATS client's connection notices would bury the answer.
+    let _ = crate::logs::set_level("warn");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let merged = runtime.block_on(async {
+        let conn = cluster::connect(url, "dmon query")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} (given by --cluster)"))?;
+        let merged = cluster::query::query(&conn, text, Duration::from_secs_f64(timeout)).await?;
+        anyhow::Ok(merged)
+    })?;
+    print_events(&merged.events, as_json);
+    for line in merged.report() {
+        eprintln!("{line}");
+    }
+    if merged.nodes.is_empty() {
+        eprintln!("no node is registered in the cluster at {url}");
+    }
+    let failed = merged
+        .nodes
+        .iter()
+        .any(|(_, r)| matches!(r, NodeResult::Error(_)));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Events as an aligned table: host, service, state, metric, age, ttl,

@@ -348,8 +348,14 @@ pub(crate) fn serve_until_stopped(
         if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }
+        // One view of the cluster: register and answer cluster queries.
+        let cluster_view =
+            super::cluster_view::ClusterView::start(opts, Arc::clone(&server.pipeline)).await?;
         announce(&server.bound);
         stop.wait().await;
+        if let Some(view) = cluster_view {
+            view.stop().await;
+        }
         tracing::info!(
             "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
         );

@@ -16,7 +16,7 @@ use crate::console::{LineSink, Stdout};
 use crate::context::Context;
 use crate::logs;
 use crate::pipeline::Pipeline;
-use crate::python::shell::{shell_module, ShellServer, Target};
+use crate::python::shell::{shell_module, ShellCluster, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
 use crate::sinks::email::Mailer;
@@ -213,6 +213,21 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // One view of the cluster: register, answer, and ask the cluster.
+    let cluster_view = match &server {
+        Some(server) => runtime.block_on(super::cluster_view::ClusterView::start(
+            &args.server,
+            Arc::clone(&server.pipeline),
+        ))?,
+        None => None,
+    };
+    if let Some(view) = &cluster_view {
+        handle.get().attach_cluster(ShellCluster {
+            conn: view.conn.clone(),
+            runtime: runtime.handle().clone(),
+            name: view.name.clone(),
+        });
+    }
     let udp_addr = server.as_ref().map_or(first_addr, |s| s.udp_addr);
     Python::attach(|py| {
         shell_module(py)?
@@ -244,6 +259,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     };
     drop(namespace);
     logs::to_stderr();
+    if let Some(view) = cluster_view {
+        runtime.block_on(view.stop());
+    }
     if let Some(server) = server {
         let stats = runtime.block_on(server.shutdown());
         // After the shutdown: everything received is in the recording.

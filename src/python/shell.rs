@@ -60,6 +60,17 @@ pub struct ShellServer {
     remote_roots: Mutex<Vec<String>>,
     /// The recording `record(path)` started, if one is on.
     recording: Mutex<Option<Arc<Recorder>>>,
+    /// In cluster mode (--cluster, --publish, --consume): where index(),
+    /// query(), stats() and streams() ask every node.
+    cluster: Mutex<Option<ShellCluster>>,
+}
+
+/// The shell's way to the cluster: this node's NATS connection, the
+/// runtime to ask on, and this node's name (shown first).
+pub struct ShellCluster {
+    pub conn: crate::cluster::Connection,
+    pub runtime: tokio::runtime::Handle,
+    pub name: String,
 }
 
 impl ShellServer {
@@ -80,7 +91,20 @@ impl ShellServer {
             not_streams: Mutex::new(Vec::new()),
             remote_roots: Mutex::new(Vec::new()),
             recording: Mutex::new(None),
+            cluster: Mutex::new(None),
         }
+    }
+
+    /// Puts the shell in cluster mode.
+    pub fn attach_cluster(&self, cluster: ShellCluster) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
+    }
+
+    /// The connection, runtime and name, if in cluster mode.
+    fn cluster(&self) -> Option<(crate::cluster::Connection, tokio::runtime::Handle, String)> {
+        let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        c.as_ref()
+            .map(|c| (c.conn.clone(), c.runtime.clone(), c.name.clone()))
     }
 
     /// Stops the recording in progress, if any: the pipeline stops handing
@@ -301,6 +325,68 @@ impl ShellServer {
             }
         };
         events.iter().map(|e| PyEvent::wrap(py, e)).collect()
+    }
+
+    /// Whether index(), query(), stats() and streams() ask the cluster.
+    fn in_cluster(&self) -> bool {
+        self.cluster().is_some()
+    }
+
+    /// Every node's events matching a query, merged, and a line per node
+    /// (answered: N events, or did not answer).
+    fn cluster_query(
+        &self,
+        py: Python<'_>,
+        text: &str,
+    ) -> PyResult<(Vec<Py<PyEvent>>, Vec<String>)> {
+        let (conn, runtime, _) = self
+            .cluster()
+            .ok_or_else(|| PyRuntimeError::new_err("not in cluster mode"))?;
+        // Said once here rather than once per node.
+        Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let text = text.to_owned();
+        let merged = py
+            .detach(move || {
+                runtime.block_on(crate::cluster::query::query(
+                    &conn,
+                    &text,
+                    crate::cluster::query::DEFAULT_TIMEOUT,
+                ))
+            })
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let events = merged
+            .events
+            .iter()
+            .map(|e| PyEvent::wrap(py, &Arc::new(e.clone())))
+            .collect::<PyResult<_>>()?;
+        Ok((events, merged.report()))
+    }
+
+    /// Every node's `dmon stats` JSON (`streams`: its stream node
+    /// counters), this node first: (node, JSON, or None when it did not
+    /// answer).
+    fn cluster_counters(
+        &self,
+        py: Python<'_>,
+        streams: bool,
+    ) -> PyResult<Vec<(String, Option<String>)>> {
+        let (conn, runtime, name) = self
+            .cluster()
+            .ok_or_else(|| PyRuntimeError::new_err("not in cluster mode"))?;
+        let found = py
+            .detach(move || {
+                runtime.block_on(crate::cluster::query::counters(
+                    &conn,
+                    streams,
+                    crate::cluster::query::DEFAULT_TIMEOUT,
+                    Some(&name),
+                ))
+            })
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(found
+            .into_iter()
+            .map(|(node, body)| (node, body.map(|b| b.get().to_owned())))
+            .collect())
     }
 
     /// Starts observing what `node` lets through.

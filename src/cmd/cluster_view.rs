@@ -1,0 +1,70 @@
+//! A node's part in the one view of the cluster, from its flags: with
+//! --cluster, --publish or --consume it registers and answers cluster
+//! queries (see [`crate::cluster::query`]).
+
+use std::sync::Arc;
+
+use super::serve::ServerOpts;
+use crate::cluster::query::{Limits, Member, Responder};
+use crate::cluster::{self, Connection};
+use crate::event::now_secs;
+use crate::pipeline::Pipeline;
+
+/// A registered, answering node.
+pub struct ClusterView {
+    pub conn: Connection,
+    pub name: String,
+    responder: Responder,
+}
+
+impl ClusterView {
+    /// Starts answering on the current runtime, if a NATS URL was given;
+    /// NATS unreachable is an error naming the URL and its flag.
+    pub async fn start(
+        opts: &ServerOpts,
+        pipeline: Arc<Pipeline>,
+    ) -> anyhow::Result<Option<ClusterView>> {
+        let c = &opts.cluster;
+        let Some(url) = c.view_url() else {
+            return Ok(None);
+        };
+        let flag = if c.cluster.is_some() {
+            "--cluster"
+        } else if c.publish.is_some() {
+            "--publish"
+        } else {
+            "--consume"
+        };
+        let name = c.node_name();
+        let fail = |e: cluster::ClusterError| anyhow::anyhow!("{e} (given by {flag})");
+        let conn = cluster::connect(url, &name).await.map_err(fail)?;
+        let member = Member {
+            name: name.clone(),
+            role: c.role().to_owned(),
+            partitions: c
+                .partitions()?
+                .map(|p| p.iter().collect())
+                .unwrap_or_default(),
+            started: now_secs(),
+        };
+        let limits = Limits {
+            max_query_bytes: opts.max_query_bytes,
+            max_query_terms: opts.max_query_terms,
+            max_query_results: opts.max_query_results,
+        };
+        let responder = Responder::start(&conn, member, pipeline, limits)
+            .await
+            .map_err(fail)?;
+        tracing::info!("cluster: answering queries as {name} through {url}");
+        Ok(Some(ClusterView {
+            conn,
+            name,
+            responder,
+        }))
+    }
+
+    /// Stops answering and deregisters.
+    pub async fn stop(self) {
+        self.responder.stop().await;
+    }
+}
