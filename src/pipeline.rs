@@ -450,6 +450,7 @@ impl Pipeline {
     pub fn counters(&self) -> Stats {
         let mail = self.ctx.mailer.stats();
         let busy = self.busy();
+        let publishing = &crate::cluster::publish::COUNTERS;
         Stats {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             datagrams: self.ingest.datagrams.load(Ordering::Relaxed),
@@ -480,6 +481,11 @@ impl Pipeline {
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_dropped: self.recent.dropped(),
+            cluster_published: publishing.published.load(Ordering::Relaxed),
+            cluster_publish_batches: publishing.batches.load(Ordering::Relaxed),
+            cluster_publish_retries: publishing.retries.load(Ordering::Relaxed),
+            cluster_publish_failed: publishing.failed.load(Ordering::Relaxed),
+            cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
         }
     }

@@ -1,0 +1,486 @@
+//! The gateway (`serve --publish URL`): what the sources receive goes to
+//! JetStream, to its host's partition, instead of (or, with
+//! `--also-process`, as well as) through this node's streams.
+//!
+//! The publisher is a task between the sources and the dispatch thread
+//! ([`Gateway::in_front_of`]): events are grouped by partition and batched
+//! (up to [`BATCH_EVENTS`] events or [`BATCH_BYTES`], or [`LINGER`] after
+//! the first), each batch published with a `Nats-Msg-Id` unique to it, many
+//! at once ([`MAX_BATCHES_IN_FLIGHT`]). A source's unit of work (a UDP
+//! read, a Riemann message) is released, its permits given back and its
+//! `done` told, only once JetStream acknowledged every batch holding its
+//! events: a Riemann TCP client's `ok` means "stored in JetStream".
+//!
+//! Bounded: the pipeline's permits (`--max-in-flight`) are held until
+//! JetStream's ack, so while NATS is unreachable the sources back up (UDP
+//! overflows the kernel's buffer, counted as kernel drops; Riemann TCP
+//! clients wait) instead of memory growing. A publish that times out or
+//! finds no JetStream is retried, same batch and same Msg-Id (JetStream
+//! stores it once), with backoff, for as long as it takes; a batch
+//! JetStream refuses (the stream is full) is dropped, counted, and its
+//! Riemann TCP senders get an error reply.
+//!
+//! Per-host order is kept while NATS answers; a batch retried after an
+//! outage may land after a later batch of its partition.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{connect, encode_batch, partition_of, subject, ClusterError, Connection};
+use crate::event::{Event, Number};
+use crate::log_limit::LogLimiter;
+use crate::pipeline::{Permits, Pipeline, Work, CHANNEL_CAPACITY};
+use crate::warn_limited;
+
+/// Most events in one published batch.
+pub const BATCH_EVENTS: usize = 500;
+
+/// Most bytes in one published batch: well under nats-server's default
+/// 1 MiB message limit, whatever the events carry.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// How long a partition's batch may wait for more events.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+/// Batches published and not yet acknowledged, at most.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 64;
+
+/// Backoff between retries of one batch.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long a clean stop waits for JetStream to acknowledge what is still
+/// held; past it the rest is counted as failed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The gateway's counters (one gateway per process), in [`crate::stats::Stats`]
+/// as `cluster_published`, `cluster_publish_*`.
+pub struct PublishCounters {
+    /// Events JetStream acknowledged.
+    pub published: AtomicU64,
+    /// Batches JetStream acknowledged.
+    pub batches: AtomicU64,
+    /// Publishes retried (timed out, NATS or JetStream unreachable).
+    pub retries: AtomicU64,
+    /// Events JetStream refused, or still unacknowledged when a stop's
+    /// grace ran out.
+    pub failed: AtomicU64,
+    /// Events received and not yet acknowledged by JetStream (a gauge).
+    pub waiting: AtomicU64,
+}
+
+pub static COUNTERS: PublishCounters = PublishCounters {
+    published: AtomicU64::new(0),
+    batches: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    waiting: AtomicU64::new(0),
+};
+
+static RETRY_LOG: LogLimiter = LogLimiter::per(1, Duration::from_secs(5));
+static REFUSED_LOG: LogLimiter = LogLimiter::per(1, Duration::from_secs(5));
+
+/// A connected gateway, ready to sit in front of a dispatcher.
+pub struct Gateway {
+    conn: Connection,
+    count: u32,
+    /// Msg-Ids are this, `-`, a sequence: the node's name and when it
+    /// started, so a restarted gateway of the same name does not reuse ids
+    /// JetStream still remembers (and would drop as duplicates).
+    id_prefix: String,
+    also_process: bool,
+}
+
+impl Gateway {
+    /// Connects to `url` as `node`, and makes sure the events stream exists
+    /// with `count` partitions.
+    pub async fn start(
+        url: &str,
+        node: &str,
+        count: u32,
+        also_process: bool,
+    ) -> Result<Gateway, ClusterError> {
+        let conn = connect(url, node).await?;
+        conn.prepare(count).await?;
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        tracing::info!(
+            "gateway: publishing received events to {url} ({count} partitions){}",
+            if also_process {
+                ", and processing them here"
+            } else {
+                ""
+            }
+        );
+        Ok(Gateway {
+            conn,
+            count,
+            id_prefix: format!("{node}-{boot:x}"),
+            also_process,
+        })
+    }
+
+    /// Wraps `spawn` (which starts the dispatch thread on the channel it is
+    /// given) so that the sources' channel goes through the publisher
+    /// first. Must be called within a Tokio runtime (as `Server::start`
+    /// does).
+    pub fn in_front_of<D>(
+        self,
+        spawn: D,
+    ) -> impl FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> JoinHandle<()>
+    where
+        D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> JoinHandle<()>,
+    {
+        move |pipeline, rx| {
+            let (local, local_rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let dispatcher = spawn(Arc::clone(&pipeline), local_rx);
+            tokio::spawn(Publisher::new(self, pipeline, local).run(rx));
+            dispatcher
+        }
+    }
+}
+
+/// `spawn` behind `gateway`'s publisher, or `spawn` itself without one.
+pub fn through<D>(
+    gateway: Option<Gateway>,
+    spawn: D,
+) -> impl FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> JoinHandle<()>
+where
+    D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> JoinHandle<()>,
+{
+    move |pipeline, rx| match gateway {
+        Some(gateway) => gateway.in_front_of(spawn)(pipeline, rx),
+        None => spawn(pipeline, rx),
+    }
+}
+
+/// A source's unit of work, held by every batch holding its events: when
+/// the last lets go, its permits go back and its sender is told (or, if a
+/// batch failed, `done` is dropped unanswered: a Riemann TCP client gets
+/// an error reply).
+struct Ticket {
+    permits: Option<Permits>,
+    done: Option<oneshot::Sender<()>>,
+    failed: AtomicBool,
+}
+
+impl Ticket {
+    fn new(permits: Option<Permits>, done: Option<oneshot::Sender<()>>) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            permits,
+            done,
+            failed: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Permits first, as the dispatch thread does: no longer queued.
+        drop(self.permits.take());
+        if let Some(done) = self.done.take() {
+            if !self.failed.load(Ordering::Relaxed) {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// A partition's batch being filled: its events already encoded (a
+/// Riemann `Msg` is its events' encodings one after the other).
+#[derive(Default)]
+struct Pending {
+    payload: Vec<u8>,
+    events: u64,
+    tickets: Vec<Arc<Ticket>>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Gives up on what it holds (a stop whose grace ran out).
+    fn abandon(&mut self) {
+        if self.events > 0 {
+            COUNTERS.failed.fetch_add(self.events, Ordering::Relaxed);
+            COUNTERS.waiting.fetch_sub(self.events, Ordering::Relaxed);
+        }
+        for t in self.tickets.drain(..) {
+            t.failed.store(true, Ordering::Relaxed);
+        }
+        *self = Pending::default();
+    }
+}
+
+/// A batch being published: until JetStream acknowledged it, dropping it
+/// (refused, or abandoned at stop) fails its tickets.
+struct Batch {
+    subject: String,
+    id: String,
+    payload: Bytes,
+    events: u64,
+    tickets: Vec<Arc<Ticket>>,
+    stored: bool,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        COUNTERS.waiting.fetch_sub(self.events, Ordering::Relaxed);
+        if !self.stored {
+            COUNTERS.failed.fetch_add(self.events, Ordering::Relaxed);
+            for t in &self.tickets {
+                t.failed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct Publisher {
+    gateway: Gateway,
+    pipeline: Arc<Pipeline>,
+    local: mpsc::Sender<Work>,
+    pending: Vec<Pending>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    seq: u64,
+}
+
+impl Publisher {
+    fn new(gateway: Gateway, pipeline: Arc<Pipeline>, local: mpsc::Sender<Work>) -> Self {
+        let pending = (0..gateway.count).map(|_| Pending::default()).collect();
+        Publisher {
+            gateway,
+            pipeline,
+            local,
+            pending,
+            slots: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
+            tasks: JoinSet::new(),
+            seq: 0,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        loop {
+            let due = self.pending.iter().filter_map(|p| p.since).min();
+            let work = tokio::select! {
+                work = rx.recv() => work,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now) + LINGER), if due.is_some() => {
+                    self.flush_due().await;
+                    continue;
+                }
+            };
+            // Reap finished publishes (their results are in the counters).
+            while self.tasks.try_join_next().is_some() {}
+            match work {
+                None => {
+                    // Every sender is gone: the dispatcher's channel closes
+                    // when this returns.
+                    self.finish().await;
+                    return;
+                }
+                Some(Work::Stop) => {
+                    self.finish().await;
+                    let _ = self.local.send(Work::Stop).await;
+                    return;
+                }
+                Some(Work::Tick) => {
+                    let _ = self.local.send(Work::Tick).await;
+                }
+                Some(Work::Events(events)) => {
+                    let local = self.gateway.also_process.then(|| events.clone());
+                    self.take(events, Ticket::new(None, None)).await;
+                    if let Some(events) = local {
+                        let _ = self.local.send(Work::Events(events)).await;
+                    }
+                }
+                Some(Work::Acked(events, done)) => {
+                    let ticket = Ticket::new(None, Some(done));
+                    self.take_received(events, ticket).await;
+                }
+                Some(Work::Reserved(events, permits, done)) => {
+                    let ticket = Ticket::new(Some(permits), done);
+                    self.take_received(events, ticket).await;
+                }
+            }
+        }
+    }
+
+    /// Received events: published, and with `--also-process` run here as
+    /// well, the ticket then also waiting for that.
+    async fn take_received(&mut self, events: Vec<Event>, ticket: Arc<Ticket>) {
+        let local = self.gateway.also_process.then(|| events.clone());
+        self.take(events, Arc::clone(&ticket)).await;
+        if let Some(events) = local {
+            let (done, processed) = oneshot::channel();
+            tokio::spawn(async move {
+                let _ = processed.await;
+                drop(ticket);
+            });
+            let _ = self.local.send(Work::Acked(events, done)).await;
+        }
+    }
+
+    /// Puts events into their partitions' batches, publishing those that
+    /// fill up.
+    async fn take(&mut self, events: Vec<Event>, ticket: Arc<Ticket>) {
+        COUNTERS
+            .waiting
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        // Workers see the receive time, not the time they get the event.
+        let now = self.pipeline.context().now();
+        for mut event in events {
+            if event.time.is_none() {
+                event.time = Some(Number::Float(now));
+            }
+            let p = partition_of(event.host.as_deref(), self.gateway.count) as usize;
+            let pending = &mut self.pending[p];
+            pending
+                .payload
+                .extend_from_slice(&encode_batch(std::slice::from_ref(&event)));
+            pending.events += 1;
+            if !pending
+                .tickets
+                .last()
+                .is_some_and(|t| Arc::ptr_eq(t, &ticket))
+            {
+                pending.tickets.push(Arc::clone(&ticket));
+            }
+            pending.since.get_or_insert_with(Instant::now);
+            if pending.events as usize >= BATCH_EVENTS || pending.payload.len() >= BATCH_BYTES {
+                self.flush(p).await;
+            }
+        }
+    }
+
+    /// Publishes the batches that have waited [`LINGER`].
+    async fn flush_due(&mut self) {
+        let now = Instant::now();
+        for p in 0..self.pending.len() {
+            if self.pending[p].since.is_some_and(|s| now >= s + LINGER) {
+                self.flush(p).await;
+            }
+        }
+    }
+
+    /// Publishes partition `p`'s batch, once a slot is free.
+    async fn flush(&mut self, p: usize) {
+        if self.pending[p].events == 0 {
+            return;
+        }
+        // The semaphore is never closed.
+        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.pending[p]);
+        self.seq += 1;
+        let batch = Batch {
+            subject: subject(p as u32),
+            id: format!("{}-{}", self.gateway.id_prefix, self.seq),
+            payload: Bytes::from(pending.payload),
+            events: pending.events,
+            tickets: pending.tickets,
+            stored: false,
+        };
+        let conn = self.gateway.conn.clone();
+        self.tasks.spawn(publish(conn, batch, slot));
+    }
+
+    /// Publishes everything held and waits (at most [`STOP_GRACE`]) for
+    /// JetStream to acknowledge it; the rest is counted as failed.
+    async fn finish(&mut self) {
+        let held = COUNTERS.waiting.load(Ordering::Relaxed);
+        if held > 0 {
+            tracing::info!("gateway: waiting for JetStream to acknowledge {held} events");
+        }
+        let flushed = tokio::time::timeout(STOP_GRACE, async {
+            for p in 0..self.pending.len() {
+                self.flush(p).await;
+            }
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if flushed.is_err() {
+            let left = COUNTERS.waiting.load(Ordering::Relaxed);
+            tracing::warn!(
+                "gateway: {left} events were not acknowledged by JetStream ({}) within {STOP_GRACE:?}; counted as failed",
+                self.gateway.conn.url
+            );
+            for pending in &mut self.pending {
+                pending.abandon();
+            }
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Publishes `batch` until JetStream stores it or refuses it.
+async fn publish(conn: Connection, mut batch: Batch, _slot: OwnedSemaphorePermit) {
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let message = PublishMessage::build()
+            .payload(batch.payload.clone())
+            .message_id(&batch.id);
+        let result = match conn.js.send_publish(batch.subject.clone(), message).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                batch.stored = true;
+                COUNTERS
+                    .published
+                    .fetch_add(batch.events, Ordering::Relaxed);
+                COUNTERS.batches.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) if refused(&e) => {
+                warn_limited!(
+                    REFUSED_LOG,
+                    "NATS {}: JetStream refused a batch of {} events for {}: {e}; not stored (Riemann TCP senders get an error)",
+                    conn.url,
+                    batch.events,
+                    batch.subject
+                );
+                // Dropping the batch counts it and fails its tickets.
+                return;
+            }
+            Err(e) => {
+                COUNTERS.retries.fetch_add(1, Ordering::Relaxed);
+                warn_limited!(
+                    RETRY_LOG,
+                    "NATS {}: publishing to {} failed ({e}); retrying ({} events waiting)",
+                    conn.url,
+                    batch.subject,
+                    COUNTERS.waiting.load(Ordering::Relaxed)
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Whether JetStream answered no (the stream is full, the message too
+/// large), as opposed to not answering: only the latter is worth a retry.
+fn refused(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => true,
+        PublishErrorKind::Other => e
+            .source()
+            .is_some_and(|s| s.downcast_ref::<async_nats::jetstream::Error>().is_some()),
+        _ => false,
+    }
+}
