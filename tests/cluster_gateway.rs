@@ -120,8 +120,11 @@ fn assert_stored_once(stored: &[(String, Event)], expected: &[(String, i64)]) {
 }
 
 fn riemann(port: u16) -> RiemannClient {
-    RiemannClient::connect(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(60))
-        .unwrap()
+    RiemannClient::connect(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 fn gateway(nats: &Nats, extra: &[&str]) -> Server {
@@ -146,7 +149,11 @@ fn a_riemann_ok_means_the_events_are_in_jetstream() {
             })
             .collect();
         client.send_events(&events).unwrap();
-        sent.extend(events.iter().map(|e| (e.host.as_deref().unwrap().to_owned(), seq_of(e))));
+        sent.extend(
+            events
+                .iter()
+                .map(|e| (e.host.as_deref().unwrap().to_owned(), seq_of(e))),
+        );
         // No waiting: the ok came after JetStream's ack.
         assert_stored_once(&store.all(), &sent);
     }
@@ -224,7 +231,11 @@ fn events_sent_while_nats_is_down_are_acked_once_it_is_back_and_stored_once() {
     };
     let mut sent = Vec::new();
     let mut note = |events: &[Event]| {
-        sent.extend(events.iter().map(|e| (e.host.as_deref().unwrap().to_owned(), seq_of(e))));
+        sent.extend(
+            events
+                .iter()
+                .map(|e| (e.host.as_deref().unwrap().to_owned(), seq_of(e))),
+        );
     };
     let first = batch(0);
     client.send_events(&first).unwrap();
@@ -241,10 +252,7 @@ fn events_sent_while_nats_is_down_are_acked_once_it_is_back_and_stored_once() {
         "the client got its reply while NATS was down"
     );
     nats.restart();
-    let mut client = sender
-        .join()
-        .unwrap()
-        .expect("acked once NATS is back");
+    let mut client = sender.join().unwrap().expect("acked once NATS is back");
     let after = batch(2);
     client.send_events(&after).unwrap();
     note(&after);

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{connect, encode_batch, partition_of, subject, ClusterError, Connection};
+use super::{connect, partition_of, subject, ClusterError, Connection};
 use crate::event::{Event, Number};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Permits, Pipeline, Work, CHANNEL_CAPACITY};
@@ -252,6 +252,8 @@ struct Publisher {
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
     seq: u64,
+    /// One event's encoding, reused.
+    scratch: Vec<u8>,
 }
 
 impl Publisher {
@@ -265,6 +267,7 @@ impl Publisher {
             slots: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
             tasks: JoinSet::new(),
             seq: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -343,9 +346,7 @@ impl Publisher {
             }
             let p = partition_of(event.host.as_deref(), self.gateway.count) as usize;
             let pending = &mut self.pending[p];
-            pending
-                .payload
-                .extend_from_slice(&encode_batch(std::slice::from_ref(&event)));
+            append_event(&mut self.scratch, &mut pending.payload, &event);
             pending.events += 1;
             if !pending
                 .tickets
@@ -423,6 +424,18 @@ impl Publisher {
     }
 }
 
+/// Appends `event` to a batch's payload as [`super::encode_batch`] frames
+/// it (field 6 of a Riemann `Msg`, length-delimited), so a batch is
+/// encoded as it fills, with no copy of its events kept.
+fn append_event(scratch: &mut Vec<u8>, payload: &mut Vec<u8>, event: &Event) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    scratch.clear();
+    crate::codec::riemann::encode_event(event, scratch);
+    encode_key(6, WireType::LengthDelimited, payload);
+    encode_varint(scratch.len() as u64, payload);
+    payload.extend_from_slice(scratch);
+}
+
 /// Publishes `batch` until JetStream stores it or refuses it.
 async fn publish(conn: Connection, mut batch: Batch, _slot: OwnedSemaphorePermit) {
     let mut backoff = RETRY_FIRST;
@@ -482,5 +495,49 @@ fn refused(e: &async_nats::jetstream::context::PublishError) -> bool {
             .source()
             .is_some_and(|s| s.downcast_ref::<async_nats::jetstream::Error>().is_some()),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{decode_batch, encode_batch};
+
+    #[test]
+    fn a_batch_filled_event_by_event_is_what_encode_batch_makes() {
+        let events: Vec<Event> = (0..3)
+            .map(|i| Event {
+                host: Some(format!("h{i}").into()),
+                metric: Some(Number::Int(i)),
+                time: Some(Number::Float(1.5)),
+                ..Event::default()
+            })
+            .collect();
+        let (mut scratch, mut payload) = (Vec::new(), Vec::new());
+        for e in &events {
+            append_event(&mut scratch, &mut payload, e);
+        }
+        assert_eq!(payload, encode_batch(&events));
+        assert_eq!(decode_batch(&payload, 0.0).unwrap(), events);
+    }
+
+    #[test]
+    fn a_ticket_answers_when_its_last_batch_lets_go_and_not_if_one_failed() {
+        let (done, mut told) = oneshot::channel();
+        let ticket = Ticket::new(None, Some(done));
+        let held = Arc::clone(&ticket);
+        drop(ticket);
+        assert!(told.try_recv().is_err(), "a batch still holds it");
+        drop(held);
+        assert!(told.try_recv().is_ok());
+
+        let (done, mut told) = oneshot::channel();
+        let ticket = Ticket::new(None, Some(done));
+        ticket.failed.store(true, Ordering::Relaxed);
+        drop(ticket);
+        assert!(
+            matches!(told.try_recv(), Err(oneshot::error::TryRecvError::Closed)),
+            "dropped unanswered"
+        );
     }
 }

@@ -372,7 +372,9 @@ pub(crate) fn serve_until_stopped(
 
 /// The gateway `--publish` asks for, connected, or why not (naming the
 /// URL and the flag).
-async fn gateway(opts: &ServerOpts) -> anyhow::Result<Option<crate::cluster::publish::Gateway>> {
+pub(crate) async fn gateway(
+    opts: &ServerOpts,
+) -> anyhow::Result<Option<crate::cluster::publish::Gateway>> {
     let cluster = &opts.cluster;
     let Some(url) = &cluster.publish else {
         return Ok(None);
