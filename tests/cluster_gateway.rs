@@ -97,7 +97,8 @@ fn seq_of(e: &Event) -> i64 {
 }
 
 /// Checks that `stored` holds each of `expected` (host, sequence) exactly
-/// once, each on its host's partition, with a time set.
+/// once, each on its host's partition, with a time set, and each host's
+/// in the order sent.
 fn assert_stored_once(stored: &[(String, Event)], expected: &[(String, i64)]) {
     let mut seen: Vec<(String, i64)> = stored
         .iter()
@@ -112,6 +113,13 @@ fn assert_stored_once(stored: &[(String, Event)], expected: &[(String, i64)]) {
             (host.to_owned(), seq_of(e))
         })
         .collect();
+    // Per-host order: a host's sequence numbers rise in stream order.
+    let mut last = std::collections::HashMap::new();
+    for (host, seq) in &seen {
+        if let Some(before) = last.insert(host.clone(), *seq) {
+            assert!(before < *seq, "{host}: {seq} stored after {before}");
+        }
+    }
     seen.sort();
     let mut expected = expected.to_vec();
     expected.sort();

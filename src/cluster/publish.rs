@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -392,7 +392,11 @@ impl Publisher {
             stored: false,
         };
         let conn = self.gateway.conn.clone();
-        self.tasks.spawn(publish(conn, batch, slot));
+        // Sent from here, in order, so a partition's batches reach
+        // JetStream in the order received (per-host order); only the wait
+        // for the ack, and retries, go to their own task.
+        let sent = send(&conn, &batch).await;
+        self.tasks.spawn(publish(conn, batch, slot, sent));
     }
 
     /// Publishes everything held and waits (at most [`STOP_GRACE`]) for
@@ -437,13 +441,30 @@ fn append_event(scratch: &mut Vec<u8>, payload: &mut Vec<u8>, event: &Event) {
 }
 
 /// Publishes `batch` until JetStream stores it or refuses it.
-async fn publish(conn: Connection, mut batch: Batch, _slot: OwnedSemaphorePermit) {
+/// Hands `batch` to the client, for JetStream to acknowledge.
+async fn send(conn: &Connection, batch: &Batch) -> Result<PublishAckFuture, PublishError> {
+    let message = PublishMessage::build()
+        .payload(batch.payload.clone())
+        .message_id(&batch.id);
+    conn.js.send_publish(batch.subject.clone(), message).await
+}
+
+/// Waits for JetStream's answer to `batch` (first `sent`), publishing it
+/// again until JetStream stores it or refuses it.
+async fn publish(
+    conn: Connection,
+    mut batch: Batch,
+    _slot: OwnedSemaphorePermit,
+    sent: Result<PublishAckFuture, PublishError>,
+) {
     let mut backoff = RETRY_FIRST;
+    let mut sent = Some(sent);
     loop {
-        let message = PublishMessage::build()
-            .payload(batch.payload.clone())
-            .message_id(&batch.id);
-        let result = match conn.js.send_publish(batch.subject.clone(), message).await {
+        let sent = match sent.take() {
+            Some(sent) => sent,
+            None => send(&conn, &batch).await,
+        };
+        let result = match sent {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
@@ -485,7 +506,7 @@ async fn publish(conn: Connection, mut batch: Batch, _slot: OwnedSemaphorePermit
 
 /// Whether JetStream answered no (the stream is full, the message too
 /// large), as opposed to not answering: only the latter is worth a retry.
-fn refused(e: &async_nats::jetstream::context::PublishError) -> bool {
+fn refused(e: &PublishError) -> bool {
     use std::error::Error as _;
     match e.kind() {
         PublishErrorKind::MaxPayloadExceeded
