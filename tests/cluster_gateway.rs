@@ -351,3 +351,28 @@ fn without_nats_at_start_up_serve_publish_exits_with_one_line_naming_the_url() {
     );
     assert!(!run.stdout.contains("Listening"), "{}", run.stdout);
 }
+
+#[test]
+fn a_clean_stop_while_nats_is_down_waits_its_grace_then_counts_the_rest_as_failed() {
+    let mut nats = Nats::start();
+    let mut gw = gateway(&nats, &[]);
+    nats.kill();
+    gw.udp()
+        .send_json(&json!([{"host": "a", "metric": 1}, {"host": "b", "metric": 2}]));
+    gw.expect_stderr("a publish retried", |l| l.contains("retrying"));
+    let finished = gw.terminate();
+    assert!(finished.status.success());
+    let stats = finished.stats();
+    assert_eq!(stats.count("events"), 2);
+    assert_eq!(stats.count("cluster_published"), 0);
+    assert_eq!(stats.count("cluster_publish_failed"), 2);
+    assert_eq!(stats.count("cluster_publish_waiting"), 0);
+    assert!(
+        finished
+            .stderr
+            .iter()
+            .any(|l| l.contains("2 events were not acknowledged")),
+        "{}",
+        finished.stderr.join("\n")
+    );
+}

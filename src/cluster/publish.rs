@@ -23,6 +23,7 @@
 //! Per-host order is kept while NATS answers; a batch retried after an
 //! outage may land after a later batch of its partition.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -207,20 +208,6 @@ struct Pending {
     since: Option<Instant>,
 }
 
-impl Pending {
-    /// Gives up on what it holds (a stop whose grace ran out).
-    fn abandon(&mut self) {
-        if self.events > 0 {
-            COUNTERS.failed.fetch_add(self.events, Ordering::Relaxed);
-            COUNTERS.waiting.fetch_sub(self.events, Ordering::Relaxed);
-        }
-        for t in self.tickets.drain(..) {
-            t.failed.store(true, Ordering::Relaxed);
-        }
-        *self = Pending::default();
-    }
-}
-
 /// A batch being published: until JetStream acknowledged it, dropping it
 /// (refused, or abandoned at stop) fails its tickets.
 struct Batch {
@@ -249,6 +236,11 @@ struct Publisher {
     pipeline: Arc<Pipeline>,
     local: mpsc::Sender<Work>,
     pending: Vec<Pending>,
+    /// Full batches waiting for a slot, in the order made. Not bounded
+    /// in batches: their events hold the sources' permits, which are.
+    /// Never waiting for a slot elsewhere keeps the loop reading its
+    /// channel during an outage (ticks go on, a stop is seen).
+    ready: VecDeque<Batch>,
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
     seq: u64,
@@ -264,6 +256,7 @@ impl Publisher {
             pipeline,
             local,
             pending,
+            ready: VecDeque::new(),
             slots: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
             tasks: JoinSet::new(),
             seq: 0,
@@ -274,10 +267,20 @@ impl Publisher {
     async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         loop {
             let due = self.pending.iter().filter_map(|p| p.since).min();
+            let slots = Arc::clone(&self.slots);
             let work = tokio::select! {
                 work = rx.recv() => work,
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now) + LINGER), if due.is_some() => {
-                    self.flush_due().await;
+                    self.flush_due();
+                    self.launch().await;
+                    continue;
+                }
+                // The semaphore is never closed.
+                Ok(slot) = slots.acquire_owned(), if !self.ready.is_empty() => {
+                    if let Some(batch) = self.ready.pop_front() {
+                        self.send(batch, slot).await;
+                    }
+                    self.launch().await;
                     continue;
                 }
             };
@@ -357,30 +360,27 @@ impl Publisher {
             }
             pending.since.get_or_insert_with(Instant::now);
             if pending.events as usize >= BATCH_EVENTS || pending.payload.len() >= BATCH_BYTES {
-                self.flush(p).await;
+                self.flush(p);
             }
         }
+        self.launch().await;
     }
 
-    /// Publishes the batches that have waited [`LINGER`].
-    async fn flush_due(&mut self) {
+    /// Closes the batches that have waited [`LINGER`].
+    fn flush_due(&mut self) {
         let now = Instant::now();
         for p in 0..self.pending.len() {
             if self.pending[p].since.is_some_and(|s| now >= s + LINGER) {
-                self.flush(p).await;
+                self.flush(p);
             }
         }
     }
 
-    /// Publishes partition `p`'s batch, once a slot is free.
-    async fn flush(&mut self, p: usize) {
+    /// Closes partition `p`'s batch: it waits for a slot.
+    fn flush(&mut self, p: usize) {
         if self.pending[p].events == 0 {
             return;
         }
-        // The semaphore is never closed.
-        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
-            return;
-        };
         let pending = std::mem::take(&mut self.pending[p]);
         self.seq += 1;
         let batch = Batch {
@@ -391,6 +391,22 @@ impl Publisher {
             tickets: pending.tickets,
             stored: false,
         };
+        self.ready.push_back(batch);
+    }
+
+    /// Sends the ready batches there are free slots for.
+    async fn launch(&mut self) {
+        while !self.ready.is_empty() {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                return;
+            };
+            if let Some(batch) = self.ready.pop_front() {
+                self.send(batch, slot).await;
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: Batch, slot: OwnedSemaphorePermit) {
         let conn = self.gateway.conn.clone();
         // Sent from here, in order, so a partition's batches reach
         // JetStream in the order received (per-host order); only the wait
@@ -406,9 +422,15 @@ impl Publisher {
         if held > 0 {
             tracing::info!("gateway: waiting for JetStream to acknowledge {held} events");
         }
+        for p in 0..self.pending.len() {
+            self.flush(p);
+        }
         let flushed = tokio::time::timeout(STOP_GRACE, async {
-            for p in 0..self.pending.len() {
-                self.flush(p).await;
+            while let Some(batch) = self.ready.pop_front() {
+                // The semaphore is never closed.
+                if let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await {
+                    self.send(batch, slot).await;
+                }
             }
             while self.tasks.join_next().await.is_some() {}
         })
@@ -419,9 +441,8 @@ impl Publisher {
                 "gateway: {left} events were not acknowledged by JetStream ({}) within {STOP_GRACE:?}; counted as failed",
                 self.gateway.conn.url
             );
-            for pending in &mut self.pending {
-                pending.abandon();
-            }
+            // Dropped unsent or unacknowledged: counted as failed.
+            self.ready.clear();
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
