@@ -5,7 +5,8 @@
 //! The publisher is a task between the sources and the dispatch thread
 //! ([`Gateway::in_front_of`]): events are grouped by partition and batched
 //! (up to [`BATCH_EVENTS`] events or [`BATCH_BYTES`], or [`LINGER`] after
-//! the first), each batch published with a `Nats-Msg-Id` unique to it, many
+//! the first; at once when a sender waits for its ack and nothing more is
+//! queued), each batch published with a `Nats-Msg-Id` unique to it, many
 //! at once ([`MAX_BATCHES_IN_FLIGHT`]). A source's unit of work (a UDP
 //! read, a Riemann message) is released, its permits given back and its
 //! `done` told, only once JetStream acknowledged every batch holding its
@@ -206,6 +207,9 @@ struct Pending {
     events: u64,
     tickets: Vec<Arc<Ticket>>,
     since: Option<Instant>,
+    /// A sender waits for its ack (Riemann TCP, `inject`): not worth
+    /// lingering for once nothing more is queued.
+    awaited: bool,
 }
 
 /// A batch being published: until JetStream acknowledged it, dropping it
@@ -317,6 +321,16 @@ impl Publisher {
                     self.take_received(events, ticket).await;
                 }
             }
+            if rx.is_empty() {
+                // Nothing more to batch with for now: a waiting sender
+                // gets its ack without the linger.
+                for p in 0..self.pending.len() {
+                    if self.pending[p].awaited {
+                        self.flush(p);
+                    }
+                }
+                self.launch().await;
+            }
         }
     }
 
@@ -357,6 +371,7 @@ impl Publisher {
                 .is_some_and(|t| Arc::ptr_eq(t, &ticket))
             {
                 pending.tickets.push(Arc::clone(&ticket));
+                pending.awaited |= ticket.done.is_some();
             }
             pending.since.get_or_insert_with(Instant::now);
             if pending.events as usize >= BATCH_EVENTS || pending.payload.len() >= BATCH_BYTES {
