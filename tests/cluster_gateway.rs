@@ -376,3 +376,61 @@ fn a_clean_stop_while_nats_is_down_waits_its_grace_then_counts_the_rest_as_faile
         finished.stderr.join("\n")
     );
 }
+
+/// The gateway's counters now, from `/stats` on `--http`.
+fn live_stats(http: u16) -> serde_json::Value {
+    let body = ureq::get(&format!("http://127.0.0.1:{http}/stats"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn while_nats_is_down_what_the_gateway_holds_is_bounded_by_max_in_flight() {
+    let mut nats = Nats::start();
+    // Above a UDP read's largest batch (1,024 events and a datagram):
+    // a batch larger than the budget would take the whole of it.
+    let gw = gateway(&nats, &["--max-in-flight", "1500", "--http", "127.0.0.1:0"]);
+    nats.kill();
+    let udp = gw.udp();
+    let mut sent = Vec::new();
+    for d in (0..3_000).step_by(50) {
+        let events: Vec<_> = (d..d + 50)
+            .map(|i| json!({"host": format!("h-{}", i % 40), "metric": i}))
+            .collect();
+        sent.extend((d..d + 50).map(|i| (format!("h-{}", i % 40), i as i64)));
+        udp.send_json(&json!(events));
+    }
+    // The budget fills, then the source waits and stops reading (the
+    // kernel's buffer holds the rest of these few datagrams).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let stats = live_stats(gw.http);
+        let count = |key: &str| stats[key].as_u64().unwrap();
+        let waiting = count("cluster_publish_waiting");
+        assert!(
+            waiting <= 1500,
+            "holds {waiting} events, over --max-in-flight: {stats}"
+        );
+        if count("pipeline_full") > 0 && count("cluster_publish_retries") > 0 {
+            assert!(waiting > 0 && count("cluster_published") == 0, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget never filled: {stats}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    nats.restart();
+    let store = Store::new(&nats.url());
+    assert_stored_once(&store.wait_for(sent.len()), &sent);
+    let finished = gw.terminate();
+    let stats = finished.stats();
+    assert_eq!(stats.count("cluster_published"), 3_000);
+    assert_eq!(stats.count("cluster_publish_waiting"), 0);
+    assert_eq!(stats.count("kernel_drops"), 0);
+}
