@@ -450,6 +450,7 @@ impl Pipeline {
     pub fn counters(&self) -> Stats {
         let mail = self.ctx.mailer.stats();
         let busy = self.busy();
+        let publishing = &crate::cluster::publish::COUNTERS;
         Stats {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             datagrams: self.ingest.datagrams.load(Ordering::Relaxed),
@@ -484,6 +485,11 @@ impl Pipeline {
             cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
             cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES
                 .load(Ordering::Relaxed),
+            cluster_published: publishing.published.load(Ordering::Relaxed),
+            cluster_publish_batches: publishing.batches.load(Ordering::Relaxed),
+            cluster_publish_retries: publishing.retries.load(Ordering::Relaxed),
+            cluster_publish_failed: publishing.failed.load(Ordering::Relaxed),
+            cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
         }
     }

@@ -181,6 +181,15 @@ pub struct Stats {
     /// those its cap (`--recent-max-events`) pushed out early.
     pub recent_events: u64,
     pub recent_dropped: u64,
+    /// A gateway's (`serve --publish`, [`crate::cluster::publish`]): events
+    /// and batches JetStream acknowledged, publishes retried, events
+    /// refused (or unacknowledged when a stop gave up), events waiting for
+    /// JetStream's ack now.
+    pub cluster_published: u64,
+    pub cluster_publish_batches: u64,
+    pub cluster_publish_retries: u64,
+    pub cluster_publish_failed: u64,
+    pub cluster_publish_waiting: u64,
     /// Every sink (the mailer, each `forward` and `graphite` target):
     /// queued, sent, retried, failed, dropped, waiting, connections.
     pub sinks: Vec<SinkSnapshot>,

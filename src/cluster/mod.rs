@@ -24,6 +24,7 @@
 //! with another count is refused, since it would put hosts elsewhere.
 
 pub mod partition;
+pub mod publish;
 pub mod query;
 
 use std::time::Duration;

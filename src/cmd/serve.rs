@@ -342,7 +342,10 @@ pub(crate) fn serve_until_stopped(
         // Handlers first: once "Listening" is printed, a SIGTERM must already
         // mean a clean shutdown, not the default kill.
         let mut stop = StopSignals::install()?;
-        let mut server = Server::start(pipeline, &opts.listeners(), python::spawn_dispatcher)
+        // Gateway (--publish): received events go to JetStream first.
+        let spawn_dispatcher =
+            crate::cluster::publish::through(gateway(opts).await?, python::spawn_dispatcher);
+        let mut server = Server::start(pipeline, &opts.listeners(), spawn_dispatcher)
             .await
             .map_err(cannot_listen)?;
         if let Some(every) = opts.instrument_every() {
@@ -371,6 +374,26 @@ pub(crate) fn serve_until_stopped(
             }
         }
     })
+}
+
+/// The gateway `--publish` asks for, connected, or why not (naming the
+/// URL and the flag).
+pub(crate) async fn gateway(
+    opts: &ServerOpts,
+) -> anyhow::Result<Option<crate::cluster::publish::Gateway>> {
+    let cluster = &opts.cluster;
+    let Some(url) = &cluster.publish else {
+        return Ok(None);
+    };
+    crate::cluster::publish::Gateway::start(
+        url,
+        &cluster.node_name(),
+        cluster.partition_count,
+        cluster.also_process,
+    )
+    .await
+    .map(Some)
+    .map_err(|e| anyhow::anyhow!("{e} (--publish)"))
 }
 
 /// How long a forced stop waits for the per-node counters, which a node

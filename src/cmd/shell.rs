@@ -196,11 +196,14 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         Ok(ns.unbind())
     })?;
     let server = if local {
+        // Gateway (--publish): received events go to JetStream first.
+        let gateway = runtime.block_on(super::serve::gateway(&args.server))?;
+        let spawn_dispatcher = crate::cluster::publish::through(gateway, python::spawn_dispatcher);
         let mut server = runtime
             .block_on(Server::start(
                 pipeline,
                 &args.server.listeners(),
-                python::spawn_dispatcher,
+                spawn_dispatcher,
             ))
             .map_err(super::serve::cannot_listen)?;
         if let Some(every) = args.server.instrument_every() {

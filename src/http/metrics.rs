@@ -36,6 +36,7 @@ const GAUGES: &[&str] = &[
     "indexed",
     "recent_events",
     "http_subscribers",
+    "cluster_publish_waiting",
 ];
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

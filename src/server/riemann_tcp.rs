@@ -445,10 +445,15 @@ async fn request<'a>(
             .await
             .map_err(|_| Close(Some(Msg::refused("server is shutting down"))))?;
     }
-    processed
-        .await
-        .map(|()| Reply::from(Msg::acknowledged()))
-        .map_err(|_| Close(Some(Msg::refused("server is shutting down"))))
+    match processed.await {
+        Ok(()) => Ok(Reply::from(Msg::acknowledged())),
+        Err(_) if shared.tx.is_closed() => Err(Close(Some(Msg::refused("server is shutting down")))),
+        // Dropped unanswered while the server runs: a gateway's JetStream
+        // refused the events (counted there; see `cluster::publish`).
+        Err(_) => Ok(Reply::from(Msg::refused(
+            "the events were not stored: NATS JetStream refused them (see the gateway's log); retry later",
+        ))),
+    }
 }
 
 /// Runs `f` on a large frame on a blocking thread, so that scanning or
