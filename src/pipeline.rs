@@ -294,6 +294,14 @@ impl Pipeline {
         self.roots.store(Arc::new(roots));
     }
 
+    /// Runs `f` between two units of work, nothing being processed (a
+    /// cluster checkpoint's snapshot and restore). Blocks like
+    /// [`Pipeline::swap_roots`]: not from an async task.
+    pub fn while_quiet<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _quiet = lock(&self.dispatching);
+        f()
+    }
+
     /// Makes `observer` see every event sources deliver from the next batch
     /// on (`None`: nothing does); returns the previous one. A batch already
     /// in progress may still reach the previous observer.
@@ -481,6 +489,7 @@ impl Pipeline {
             recent_events: self.recent.len() as u64,
             recent_dropped: self.recent.dropped(),
             nodes: Vec::new(),
+            cluster_worker: None,
         }
     }
 }

@@ -185,6 +185,11 @@ pub struct Stats {
     /// queued, sent, retried, failed, dropped, waiting, connections.
     pub sinks: Vec<SinkSnapshot>,
     pub nodes: Vec<NodeSnapshot>,
+    /// A cluster worker's counters (`serve --consume`): its group and
+    /// role, events consumed and redelivered, bad messages, checkpoints,
+    /// takeovers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_worker: Option<crate::cluster::consume::WorkerSnapshot>,
 }
 
 impl Stats {

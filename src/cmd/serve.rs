@@ -348,14 +348,22 @@ pub(crate) fn serve_until_stopped(
         if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }
+        // Cluster worker (--consume): stands by for or consumes its partitions.
+        let worker = start_worker(&opts.cluster, &server).await?;
         announce(&server.bound);
         stop.wait().await;
         tracing::info!(
             "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
         );
         let pipeline = Arc::clone(&server.pipeline);
+        // Cluster worker: its last batches, checkpoint and lease go first.
+        let worker_stats = match worker {
+            Some(worker) => Some(worker.stop().await),
+            None => None,
+        };
         tokio::select! {
             stats = server.shutdown() => {
+                let stats = Stats { cluster_worker: worker_stats, ..stats };
                 eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
                 Ok(finish(false))
             }
@@ -365,6 +373,41 @@ pub(crate) fn serve_until_stopped(
             }
         }
     })
+}
+
+/// Cluster worker: with --consume, connects to NATS and starts the worker
+/// (see [`crate::cluster::consume`]); a NATS it cannot reach is an error
+/// naming the URL and the flag.
+async fn start_worker(
+    opts: &super::cluster_opts::ClusterOpts,
+    server: &Server,
+) -> anyhow::Result<Option<crate::cluster::consume::Worker>> {
+    let Some(url) = &opts.consume else {
+        return Ok(None);
+    };
+    let Some(partitions) = opts.partitions()? else {
+        anyhow::bail!("--consume needs --partitions");
+    };
+    let node = opts.node_name();
+    let config = crate::cluster::consume::WorkerConfig {
+        partitions,
+        partition_count: opts.partition_count,
+        node: node.clone(),
+        lease: opts.lease(),
+        checkpoint_every: opts.checkpoint_every(),
+    };
+    let start = async {
+        let conn = crate::cluster::connect(url, &node).await?;
+        crate::cluster::consume::Worker::start(
+            conn,
+            config,
+            Arc::clone(&server.pipeline),
+            server.sender(),
+        )
+        .await
+    };
+    let worker = start.await.map_err(|e| anyhow::anyhow!("--consume: {e}"))?;
+    Ok(Some(worker))
 }
 
 /// How long a forced stop waits for the per-node counters, which a node

@@ -631,6 +631,13 @@ impl Node for Counter {
     fn describe(&self) -> String {
         format!("counter(init={})", self.init)
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        Some(super::number_to_json(*lock(&self.count)))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        *lock(&self.count) = super::number_from_json(&state)?;
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         Arc::new(Counter {
             init: self.init,
