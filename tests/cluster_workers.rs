@@ -213,6 +213,12 @@ fn three_workers_process_every_event_once_in_order_per_host() {
     let mut load = Load::default();
     let events = load.add(200, 30_000);
     publish(&url, &events, 16);
+    // Not a batch of events: counted, terminated, skipped.
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let ack = js.publish(subject(3), "not protobuf \u{ff}\u{ff}".into());
+        ack.await.unwrap().await.unwrap();
+    });
 
     let mut finished = Vec::new();
     for (mut w, (_, range)) in workers.drain(..).zip(groups.iter().cloned()) {
@@ -251,7 +257,12 @@ fn three_workers_process_every_event_once_in_order_per_host() {
         let s = worker_stats(f);
         assert_eq!(s["role"], "standby", "released at the end: {s}");
         assert_eq!(s["redelivered"], 0, "{s}");
-        assert_eq!(s["bad_messages"], 0, "{s}");
+        let bad = if mine.iter().any(|h| partition_of(Some(h), 16) == 3) {
+            1
+        } else {
+            0
+        };
+        assert_eq!(s["bad_messages"], bad, "{s}");
         assert!(s["checkpoints"].as_u64().unwrap() >= 1, "{s}");
         everyone.extend(mine.iter().cloned());
     }
@@ -260,6 +271,8 @@ fn three_workers_process_every_event_once_in_order_per_host() {
         .map(|(f, _)| worker_stats(f)["consumed"].as_u64().unwrap())
         .sum();
     assert_eq!(consumed, 30_000);
+    // All acknowledged (or terminated): the work queue is empty.
+    assert_eq!(pending(&url, 16), (0, 0));
     assert_eq!(total, 30_000, "every event printed once across the workers");
     assert_eq!(everyone.len(), 200);
 }
@@ -421,4 +434,53 @@ fn a_worker_without_nats_says_which_url_and_flag() {
     assert!(!status.success());
     let line = w.expect_stderr("the error", |l| l.contains("--consume"));
     assert!(line.contains(&url), "{line}");
+}
+
+#[test]
+fn an_owner_whose_lease_is_taken_stops_consuming_and_stands_by() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let flags = ["--partition-count", "4", "--lease-secs", "3"];
+    let mut w = worker(&url, "0-1,3", "W", &flags);
+    w.expect_stderr("W owns", |l| l.contains("took over partitions 0-1,3"));
+    // Someone else writes the lease (key: the group, `,` as `_`).
+    let kv = |op: &'static str| {
+        runtime().block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+            let kv = js.get_key_value("dmon_leases").await.unwrap();
+            match op {
+                "take" => {
+                    kv.put("0-1_3", "intruder".into()).await.unwrap();
+                }
+                _ => kv.delete("0-1_3").await.unwrap(),
+            }
+        })
+    };
+    kv("take");
+    w.expect_stderr("W loses it", |l| l.contains("the lease is now intruder's"));
+    w.expect_stderr("W stands by", |l| {
+        l.contains("standing by for partitions 0-1,3 (held by intruder)")
+    });
+    // Released: W takes it again, and works.
+    kv("release");
+    w.expect_stderr("W owns again", |l| l.contains("took over partitions 0-1,3"));
+    let mut load = Load::default();
+    let events: Vec<Event> = load
+        .add(40, 1_000)
+        .into_iter()
+        .filter(|e| partition_of(e.host.as_deref(), 4) != 2)
+        .collect();
+    let hosts: Vec<String> = load
+        .hosts
+        .keys()
+        .filter(|h| partition_of(Some(h), 4) != 2)
+        .cloned()
+        .collect();
+    publish(&url, &events, 4);
+    until_done(&mut w, &load, &hosts);
+    let f = w.terminate();
+    let s = worker_stats(&f);
+    assert_eq!(s["takeovers"], 2, "{s}");
+    assert_eq!(s["consumed"].as_u64().unwrap(), events.len() as u64, "{s}");
+    assert_single_node_results(&load, &finals(&f), &hosts);
 }
