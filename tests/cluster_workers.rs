@@ -192,7 +192,10 @@ fn assert_single_node_results(load: &Load, got: &HashMap<String, (i64, f64)>, ho
             .get(host)
             .unwrap_or_else(|| panic!("{host} printed nothing"));
         assert_eq!(*c, sum, "{host}: counter");
-        assert!((a - avg).abs() < 1e-9, "{host}: average {a}, expected {avg}");
+        assert!(
+            (a - avg).abs() < 1e-9,
+            "{host}: average {a}, expected {avg}"
+        );
     }
 }
 
@@ -366,7 +369,10 @@ fn a_clean_stop_hands_over_at_once() {
         handover < Duration::from_secs(4),
         "{handover:?}: not at once (the lease is 10 s)"
     );
-    assert!(fa.stderr.iter().any(|l| l.contains("released partitions 0-3")));
+    assert!(fa
+        .stderr
+        .iter()
+        .any(|l| l.contains("released partitions 0-3")));
     let sa = worker_stats(&fa);
     assert_eq!(sa["consumed"], 3_000, "{sa}");
 

@@ -279,7 +279,11 @@ async fn own(
         })
         .collect();
     let revision = Arc::new(AtomicU64::new(revision));
-    let mut renewing = std::pin::pin!(keep_lease(lease, Arc::clone(&revision), shared.config.lease));
+    let mut renewing = std::pin::pin!(keep_lease(
+        lease,
+        Arc::clone(&revision),
+        shared.config.lease
+    ));
     let mut checkpoints = tokio::time::interval(shared.config.checkpoint_every);
     checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checkpoints.tick().await;
@@ -479,9 +483,9 @@ async fn consume_partition(
         for m in messages {
             match decode_batch(&m.payload, now) {
                 Ok(decoded) => {
-                    let seen_before = m.info().is_ok_and(|i| {
-                        i.delivered > 1 || i.stream_sequence <= delivered_before
-                    });
+                    let seen_before = m
+                        .info()
+                        .is_ok_and(|i| i.delivered > 1 || i.stream_sequence <= delivered_before);
                     if seen_before {
                         shared
                             .counters

@@ -75,7 +75,8 @@ impl Node for Average {
         Some(serde_json::json!([sum, count]))
     }
     fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
-        let (sum, count) = serde_json::from_value::<(f64, u64)>(state).map_err(|e| e.to_string())?;
+        let (sum, count) =
+            serde_json::from_value::<(f64, u64)>(state).map_err(|e| e.to_string())?;
         *lock(&self.totals) = (sum, count);
         Ok(())
     }

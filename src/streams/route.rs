@@ -691,8 +691,17 @@ impl Node for By {
                     return Err(e.clone());
                 }
             }
-            let last_seen = fork.get("last_seen").and_then(|v| v.as_f64()).unwrap_or(0.0);
-            forks.insert(key, Fork { children, last_seen });
+            let last_seen = fork
+                .get("last_seen")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            forks.insert(
+                key,
+                Fork {
+                    children,
+                    last_seen,
+                },
+            );
         }
         *lock(&self.forks) = forks;
         Ok(())
@@ -1106,7 +1115,12 @@ mod tests {
             let count = h.build("counter", vals![], vec![], vec![out.node()]);
             let win = h.build("fixed_time_window", vals![100], vec![], vec![]);
             let rate = h.build("rate", vals![10], vec![], vec![]);
-            h.build("by", vals!["host", "metric"], vec![], vec![avg, count, win, rate])
+            h.build(
+                "by",
+                vals!["host", "metric"],
+                vec![],
+                vec![avg, count, win, rate],
+            )
         };
         let old = build(&h);
         for e in [
@@ -1127,14 +1141,14 @@ mod tests {
         assert!(loaded >= 1);
         assert_eq!(new.detail().as_deref(), Some("forks 3"));
         out.take();
-        for e in [r#"{"host":"a","metric":1,"time":5}"#, r#"{"metric":7,"time":6}"#] {
+        for e in [
+            r#"{"host":"a","metric":1,"time":5}"#,
+            r#"{"metric":7,"time":6}"#,
+        ] {
             h.send(&new, ev(e));
         }
         // average, then counter, per event: the old forks' totals go on.
-        assert_eq!(
-            out.metrics(),
-            [Some(1.0), Some(3.0), Some(7.0), Some(14.0)]
-        );
+        assert_eq!(out.metrics(), [Some(1.0), Some(3.0), Some(7.0), Some(14.0)]);
         // Another tree: nothing loads where the description differs.
         let avg1 = h.build("average", vals![1], vec![], vec![]);
         let other = h.build("by", vals!["host"], vec![], vec![avg1]);
