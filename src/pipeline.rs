@@ -82,6 +82,11 @@ pub enum Work {
     /// Events holding their permits (from [`Pipeline::reserve`]), released
     /// once processed; `done`, if any, is told then (as with `Acked`).
     Reserved(Vec<Event>, Permits, Option<oneshot::Sender<()>>),
+    /// A job for the dispatch thread, between two units of work (a cluster
+    /// checkpoint's snapshot and restore): it sees the state every earlier
+    /// unit left and no later one, on the thread (and, embedded, with the
+    /// lock) nodes expect.
+    Call(Box<dyn FnOnce(&Pipeline) + Send>),
 }
 
 /// The pipeline's event budget, shared with the [`Permits`] it hands out.
@@ -294,14 +299,6 @@ impl Pipeline {
         self.roots.store(Arc::new(roots));
     }
 
-    /// Runs `f` between two units of work, nothing being processed (a
-    /// cluster checkpoint's snapshot and restore). Blocks like
-    /// [`Pipeline::swap_roots`]: not from an async task.
-    pub fn while_quiet<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _quiet = lock(&self.dispatching);
-        f()
-    }
-
     /// Makes `observer` see every event sources deliver from the next batch
     /// on (`None`: nothing does); returns the previous one. A batch already
     /// in progress may still reach the previous observer.
@@ -420,6 +417,7 @@ impl Pipeline {
                 }
             }
             Work::Tick => self.tick(self.ctx.now()),
+            Work::Call(job) => job(self),
             Work::Stop => return false,
         }
         self.busy_since.store(0, Ordering::Relaxed);

@@ -9,14 +9,14 @@
 //! is written last under `<group>`. Slots alternate (0, 1), so a worker
 //! killed while writing chunks leaves the previous checkpoint whole.
 
-use std::sync::Arc;
-
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterError, Connection};
-use crate::pipeline::Pipeline;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pipeline::{Pipeline, Work};
 use crate::streams::{event_from_json, event_to_json, load_tree, save_tree, SavedState};
 
 /// The bucket holding every group's checkpoint.
@@ -52,8 +52,8 @@ pub struct Restored {
 }
 
 impl Checkpoint {
-    /// The pipeline's state now. Call with nothing being processed
-    /// ([`Pipeline::while_quiet`]), or the state may hold half a batch.
+    /// The pipeline's state now. Call on the dispatch thread ([`take`]),
+    /// or the state may hold half a batch.
     pub fn take(pipeline: &Pipeline, node: &str) -> Checkpoint {
         let ctx = pipeline.context();
         Checkpoint {
@@ -183,21 +183,26 @@ impl Store {
     }
 }
 
-/// Takes a checkpoint of `pipeline` off the async threads, with nothing
-/// being processed.
-pub async fn take(pipeline: &Arc<Pipeline>, node: &str) -> Checkpoint {
-    let p = Arc::clone(pipeline);
+/// Takes a checkpoint on the dispatch thread, after the work sent before
+/// it; `None` once the pipeline has stopped.
+pub async fn take(tx: &mpsc::Sender<Work>, node: &str) -> Option<Checkpoint> {
     let node = node.to_owned();
-    tokio::task::spawn_blocking(move || p.while_quiet(|| Checkpoint::take(&p, &node)))
-        .await
-        .unwrap_or_default()
+    let (done, taken) = oneshot::channel();
+    let job = move |p: &Pipeline| {
+        let _ = done.send(Checkpoint::take(p, &node));
+    };
+    tx.send(Work::Call(Box::new(job))).await.ok()?;
+    taken.await.ok()
 }
 
-/// Restores `checkpoint` into `pipeline` off the async threads, with
-/// nothing being processed.
-pub async fn restore(pipeline: &Arc<Pipeline>, checkpoint: Checkpoint) -> Restored {
-    let p = Arc::clone(pipeline);
-    tokio::task::spawn_blocking(move || p.while_quiet(|| checkpoint.restore(&p)))
-        .await
-        .unwrap_or_default()
+/// Restores `checkpoint` on the dispatch thread (where a node's fresh
+/// copies, which `by` makes, may need the embedder's lock); `None` once
+/// the pipeline has stopped.
+pub async fn restore(tx: &mpsc::Sender<Work>, checkpoint: Checkpoint) -> Option<Restored> {
+    let (done, restored) = oneshot::channel();
+    let job = move |p: &Pipeline| {
+        let _ = done.send(checkpoint.restore(p));
+    };
+    tx.send(Work::Call(Box::new(job))).await.ok()?;
+    restored.await.ok()
 }

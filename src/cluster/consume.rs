@@ -226,7 +226,9 @@ async fn run(
         match store.read().await {
             Ok(Some(saved)) => {
                 let from = saved.node.clone();
-                let done = checkpoint::restore(&shared.pipeline, saved).await;
+                let Some(done) = checkpoint::restore(&shared.tx, saved).await else {
+                    return;
+                };
                 tracing::info!(
                     "restored the checkpoint of partitions {group} from {from}: {} index events, {} node states",
                     done.index_events,
@@ -349,7 +351,10 @@ async fn write_checkpoint(
     unacked: &Mutex<Vec<jetstream::Message>>,
 ) {
     let _quiet = gate.write().await;
-    let taken: Checkpoint = checkpoint::take(&shared.pipeline, &shared.config.node).await;
+    let Some(taken): Option<Checkpoint> = checkpoint::take(&shared.tx, &shared.config.node).await
+    else {
+        return;
+    };
     match store.write(&taken).await {
         Ok(bytes) => {
             shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);

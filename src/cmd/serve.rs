@@ -356,14 +356,19 @@ pub(crate) fn serve_until_stopped(
             "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
         );
         let pipeline = Arc::clone(&server.pipeline);
-        // Cluster worker: its last batches, checkpoint and lease go first.
-        let worker_stats = match worker {
-            Some(worker) => Some(worker.stop().await),
-            None => None,
+        let finishing = async {
+            // Cluster worker: its last batches, checkpoint and lease go first.
+            let worker_stats = match worker {
+                Some(worker) => Some(worker.stop().await),
+                None => None,
+            };
+            Stats {
+                cluster_worker: worker_stats,
+                ..server.shutdown().await
+            }
         };
         tokio::select! {
-            stats = server.shutdown() => {
-                let stats = Stats { cluster_worker: worker_stats, ..stats };
+            stats = finishing => {
                 eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
                 Ok(finish(false))
             }
