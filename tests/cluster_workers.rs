@@ -490,3 +490,41 @@ fn an_owner_whose_lease_is_taken_stops_consuming_and_stands_by() {
     assert_eq!(s["consumed"].as_u64().unwrap(), events.len() as u64, "{s}");
     assert_single_node_results(&load, &finals(&f), &hosts);
 }
+
+/// A checkpoint bigger than nats-server's 1 MiB payload limit is cut into
+/// chunks and reads back whole; the next one goes to the other slot and
+/// the manifest names it.
+#[test]
+fn a_large_checkpoint_is_chunked_and_reads_back_whole() {
+    use dmon::cluster::checkpoint::{Checkpoint, Store, CHUNK_BYTES};
+    let nats = Nats::start();
+    runtime().block_on(async {
+        let conn = dmon::cluster::connect(&nats.url(), "t").await.unwrap();
+        let mut store = Store::open(&conn, "0-2,5").await.unwrap();
+        assert!(store.read().await.unwrap().is_none());
+        let index: Vec<Value> = (0..4_000)
+            .map(|i| serde_json::json!({"host": format!("h{i}"), "description": "x".repeat(600)}))
+            .collect();
+        let big = Checkpoint {
+            node: "n1".into(),
+            at: 1.0,
+            index,
+            roots: Vec::new(),
+        };
+        let bytes = store.write(&big).await.unwrap();
+        assert!(bytes > 2 * CHUNK_BYTES as u64, "{bytes}");
+        let back = store.read().await.unwrap().unwrap();
+        assert_eq!(back.node, "n1");
+        assert_eq!(back.index, big.index);
+        // A smaller one after it, in the other slot: the manifest moves.
+        let small = Checkpoint {
+            node: "n2".into(),
+            ..Checkpoint::default()
+        };
+        store.write(&small).await.unwrap();
+        let mut other = Store::open(&conn, "0-2,5").await.unwrap();
+        let back = other.read().await.unwrap().unwrap();
+        assert_eq!(back.node, "n2");
+        assert!(back.index.is_empty());
+    });
+}
