@@ -150,6 +150,8 @@ pub struct Pipeline {
     /// The last minutes of received events (off until configured:
     /// `--recent-minutes`).
     pub recent: Recent,
+    /// A cluster worker's counters, once one runs (`serve --consume`).
+    pub cluster_worker: std::sync::OnceLock<Arc<crate::cluster::consume::WorkerCounters>>,
 }
 
 impl Pipeline {
@@ -177,6 +179,7 @@ impl Pipeline {
             busy_root: AtomicUsize::new(0),
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
+            cluster_worker: std::sync::OnceLock::new(),
         }
     }
 
@@ -487,7 +490,7 @@ impl Pipeline {
             recent_events: self.recent.len() as u64,
             recent_dropped: self.recent.dropped(),
             nodes: Vec::new(),
-            cluster_worker: None,
+            cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
         }
     }
 }

@@ -138,6 +138,7 @@ impl Worker {
             group: group.clone(),
             ..WorkerCounters::default()
         });
+        let _ = pipeline.cluster_worker.set(Arc::clone(&counters));
         let (stop, stopped) = watch::channel(false);
         let shared = Shared {
             config,

@@ -358,14 +358,10 @@ pub(crate) fn serve_until_stopped(
         let pipeline = Arc::clone(&server.pipeline);
         let finishing = async {
             // Cluster worker: its last batches, checkpoint and lease go first.
-            let worker_stats = match worker {
-                Some(worker) => Some(worker.stop().await),
-                None => None,
-            };
-            Stats {
-                cluster_worker: worker_stats,
-                ..server.shutdown().await
+            if let Some(worker) = worker {
+                worker.stop().await;
             }
+            server.shutdown().await
         };
         tokio::select! {
             stats = finishing => {
