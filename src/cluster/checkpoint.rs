@@ -34,6 +34,29 @@ pub struct Checkpoint {
     /// The index's events.
     pub index: Vec<serde_json::Value>,
     pub roots: Vec<RootState>,
+    /// Per partition, the stream sequence of the last message the state
+    /// includes: a message at or below it, delivered again (its ack was
+    /// lost, or the checkpoint landed though its write seemed to fail), is
+    /// acknowledged without being processed twice.
+    #[serde(default)]
+    pub done: std::collections::BTreeMap<u32, u64>,
+}
+
+/// Why a checkpoint could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// NATS did not answer: try again.
+    Nats(String),
+    /// What is stored is not a checkpoint.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Nats(e) | ReadError::Corrupt(e) => f.write_str(e),
+        }
+    }
 }
 
 /// The saved node states of one root, by root name.
@@ -73,6 +96,7 @@ impl Checkpoint {
                     states: save_tree(&r.path(), &*r.node),
                 })
                 .collect(),
+            done: Default::default(),
         }
     }
 
@@ -113,6 +137,7 @@ struct Manifest {
 }
 
 /// A group's checkpoints in the bucket.
+#[derive(Clone)]
 pub struct Store {
     kv: kv::Store,
     key: String,
@@ -131,26 +156,29 @@ impl Store {
 
     /// The last checkpoint written, if any (and points the next write at
     /// the other slot).
-    pub async fn read(&mut self) -> Result<Option<Checkpoint>, String> {
-        let Some(manifest) = self.kv.get(&self.key).await.map_err(|e| e.to_string())? else {
+    pub async fn read(&mut self) -> Result<Option<Checkpoint>, ReadError> {
+        let nats = |e: kv::EntryError| ReadError::Nats(e.to_string());
+        let Some(manifest) = self.kv.get(&self.key).await.map_err(nats)? else {
             return Ok(None);
         };
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest).map_err(|e| format!("bad manifest: {e}"))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest)
+            .map_err(|e| ReadError::Corrupt(format!("bad manifest: {e}")))?;
         let mut bytes = Vec::with_capacity(manifest.bytes as usize);
         for i in 0..manifest.chunks {
             let chunk = self
                 .kv
                 .get(format!("{}.{}.{i}", self.key, manifest.slot))
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("chunk {i} of {} is missing", manifest.chunks))?;
+                .map_err(nats)?
+                .ok_or_else(|| {
+                    ReadError::Corrupt(format!("chunk {i} of {} is missing", manifest.chunks))
+                })?;
             bytes.extend_from_slice(&chunk);
         }
         self.next_slot = 1 - manifest.slot.min(1);
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("bad checkpoint: {e}"))
+            .map_err(|e| ReadError::Corrupt(format!("bad checkpoint: {e}")))
     }
 
     /// Writes a checkpoint; its size in bytes.

@@ -13,6 +13,7 @@
 //! are counted as `redelivered`), so no acknowledged event is missing from
 //! its state.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +48,16 @@ const MAX_ACK_PENDING: i64 = 20_000;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 static NATS_LOG: LogLimiter = LogLimiter::new(10);
+
+/// Counts a failure talking to NATS, and logs it (rate-limited): the
+/// caller retries.
+macro_rules! nats_failed {
+    ($counters:expr, $($arg:tt)+) => {{
+        $counters.nats_errors.fetch_add(1, Ordering::Relaxed);
+        warn_limited!(NATS_LOG, $($arg)+);
+    }};
+}
+
 static BAD_LOG: LogLimiter = LogLimiter::new(10);
 
 /// What a worker is asked to do.
@@ -70,6 +81,9 @@ pub struct WorkerCounters {
     /// Of those, events of messages delivered before (to this worker or
     /// the previous owner): the duplicates at-least-once allows.
     pub redelivered: AtomicU64,
+    /// Of the redelivered, events the state already had (from the
+    /// checkpoint, or processed since): acknowledged, not processed again.
+    pub skipped: AtomicU64,
     /// Messages that did not decode, terminated (not redelivered).
     pub bad_messages: AtomicU64,
     pub checkpoints: AtomicU64,
@@ -77,6 +91,9 @@ pub struct WorkerCounters {
     pub checkpoint_bytes: AtomicU64,
     /// Times this worker took the group's lease.
     pub takeovers: AtomicU64,
+    /// Failures talking to NATS (fetches, the lease, checkpoints, acks),
+    /// each retried.
+    pub nats_errors: AtomicU64,
 }
 
 /// [`WorkerCounters`]' values, in `dmon stats` as `cluster_worker`.
@@ -87,10 +104,12 @@ pub struct WorkerSnapshot {
     pub role: &'static str,
     pub consumed: u64,
     pub redelivered: u64,
+    pub skipped: u64,
     pub bad_messages: u64,
     pub checkpoints: u64,
     pub checkpoint_bytes: u64,
     pub takeovers: u64,
+    pub nats_errors: u64,
 }
 
 impl WorkerCounters {
@@ -105,10 +124,12 @@ impl WorkerCounters {
             },
             consumed: get(&self.consumed),
             redelivered: get(&self.redelivered),
+            skipped: get(&self.skipped),
             bad_messages: get(&self.bad_messages),
             checkpoints: get(&self.checkpoints),
             checkpoint_bytes: get(&self.checkpoint_bytes),
             takeovers: get(&self.takeovers),
+            nats_errors: get(&self.nats_errors),
         }
     }
 }
@@ -147,6 +168,7 @@ impl Worker {
             pipeline,
             tx,
             counters: Arc::clone(&counters),
+            done: Arc::default(),
         };
         let task = tokio::spawn(run(shared, lease, store, stopped));
         Ok(Worker {
@@ -181,6 +203,9 @@ struct Shared {
     pipeline: Arc<Pipeline>,
     tx: mpsc::Sender<Work>,
     counters: Arc<WorkerCounters>,
+    /// Per partition, the stream sequence of the last message the state
+    /// includes (see [`Checkpoint::done`]).
+    done: Arc<Mutex<BTreeMap<u32, u64>>>,
 }
 
 /// How a turn as owner ended.
@@ -196,6 +221,7 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let group = shared.group.clone();
+    let lease = Arc::new(lease);
     let retry = shared.config.lease / 5;
     loop {
         // Standing by.
@@ -213,7 +239,10 @@ async fn run(
                     }
                 }
                 Err(LeaseError::Nats(e)) => {
-                    warn_limited!(NATS_LOG, "cluster worker {group}: taking the lease: {e}")
+                    nats_failed!(
+                        shared.counters,
+                        "cluster worker {group}: taking the lease: {e}"
+                    )
                 }
             }
             tokio::select! {
@@ -221,11 +250,45 @@ async fn run(
                 _ = stopped.changed() => {}
             }
         };
+        // Without the checkpoint, this node's state may be another's past:
+        // no consuming until it is read.
+        let saved = match store.read().await {
+            Ok(saved) => saved,
+            Err(checkpoint::ReadError::Nats(e)) => {
+                nats_failed!(
+                    shared.counters,
+                    "cannot read the checkpoint of partitions {group}: {e}; standing by"
+                );
+                let _ = lease.release(revision).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = stopped.changed() => {}
+                }
+                continue;
+            }
+            Err(checkpoint::ReadError::Corrupt(e)) => {
+                tracing::warn!(
+                    "the checkpoint of partitions {group} is unreadable ({e}); starting afresh"
+                );
+                None
+            }
+        };
         shared.counters.takeovers.fetch_add(1, Ordering::Relaxed);
         shared.counters.owner.store(true, Ordering::Relaxed);
         tracing::info!("took over partitions {group}");
-        match store.read().await {
-            Ok(Some(saved)) => {
+        // Taking the lease back (NATS was away): when nobody checkpointed
+        // since this node did, nobody acknowledged anything either, and
+        // this node's state (all of it, Python's too) is the newest.
+        let mine = !crate::streams::lock(&shared.done).is_empty()
+            && saved.as_ref().is_none_or(|s| s.node == shared.config.node);
+        match saved {
+            _ if mine => {
+                tracing::info!(
+                    "partitions {group}: taken back, nobody checkpointed since this node: state kept"
+                )
+            }
+            Some(saved) => {
+                *crate::streams::lock(&shared.done) = saved.done.clone();
                 let from = saved.node.clone();
                 let Some(done) = checkpoint::restore(&shared.tx, saved).await else {
                     return;
@@ -239,12 +302,9 @@ async fn run(
                     tracing::warn!("restoring the checkpoint of partitions {group}: {e}");
                 }
             }
-            Ok(None) => tracing::info!("no checkpoint of partitions {group} yet: starting afresh"),
-            Err(e) => tracing::warn!(
-                "cannot read the checkpoint of partitions {group}: {e}; starting afresh"
-            ),
+            None => tracing::info!("no checkpoint of partitions {group} yet: starting afresh"),
         }
-        let ended = own(&shared, &lease, revision, &mut store, &mut stopped).await;
+        let ended = own(&shared, &lease, revision, &store, &mut stopped).await;
         shared.counters.owner.store(false, Ordering::Relaxed);
         match ended {
             Ended::Stopped => return,
@@ -258,9 +318,9 @@ async fn run(
 /// Works while holding the lease: consumes, renews, checkpoints.
 async fn own(
     shared: &Shared,
-    lease: &Lease,
+    lease: &Arc<Lease>,
     revision: u64,
-    store: &mut checkpoint::Store,
+    store: &checkpoint::Store,
     stopped: &mut watch::Receiver<bool>,
 ) -> Ended {
     let group = &shared.group;
@@ -281,28 +341,33 @@ async fn own(
             ))
         })
         .collect();
+    // Renewals and checkpoints each on their own task: a checkpoint NATS
+    // is slow to take must not delay a renewal, nor the news of a lost
+    // lease.
     let revision = Arc::new(AtomicU64::new(revision));
-    let mut renewing = std::pin::pin!(keep_lease(
-        lease,
+    let mut renewing = tokio::spawn(keep_lease(
+        Arc::clone(lease),
         Arc::clone(&revision),
-        shared.config.lease
+        shared.config.lease,
+        Arc::clone(&shared.counters),
     ));
-    let mut checkpoints = tokio::time::interval(shared.config.checkpoint_every);
-    checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    checkpoints.tick().await;
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            holder = &mut renewing => {
-                tracing::warn!("partitions {group}: the lease is now {holder}'s");
-                // At once: another worker consumes these partitions now.
-                // What was processed and not acknowledged goes to it again.
-                tasks.iter().for_each(|t| t.abort());
-                return Ended::Lost;
-            }
-            _ = checkpoints.tick() => {
-                write_checkpoint(shared, store, &gate, &unacked).await;
-            }
+    let checkpointer = tokio::spawn(checkpoint_loop(
+        shared.clone(),
+        store.clone(),
+        Arc::clone(&gate),
+        Arc::clone(&unacked),
+        halted.clone(),
+    ));
+    tokio::select! {
+        _ = stopped.changed() => {}
+        holder = &mut renewing => {
+            let holder = holder.unwrap_or_else(|_| "unknown".into());
+            tracing::warn!("partitions {group}: the lease is now {holder}'s");
+            // At once: another worker consumes these partitions now. What
+            // was processed and not acknowledged goes to it again.
+            tasks.iter().for_each(|t| t.abort());
+            checkpointer.abort();
+            return Ended::Lost;
         }
     }
     // A clean stop: the tasks finish their batch, then a last checkpoint.
@@ -310,7 +375,9 @@ async fn own(
     for task in tasks {
         let _ = task.await;
     }
-    write_checkpoint(shared, store, &gate, &unacked).await;
+    let mut store = checkpointer.await.unwrap_or_else(|_| store.clone());
+    write_checkpoint(shared, &mut store, &gate, &unacked).await;
+    renewing.abort();
     match lease.release(revision.load(Ordering::Relaxed)).await {
         Ok(()) => tracing::info!("released partitions {group}"),
         Err(e) => tracing::warn!("releasing the lease of partitions {group}: {e}"),
@@ -321,7 +388,12 @@ async fn own(
 /// Renews the lease every lease/3; returns who holds it once this node
 /// no longer does: taken by another, or not renewed for a whole lease
 /// (NATS away), after which another may have taken it.
-async fn keep_lease(lease: &Lease, revision: Arc<AtomicU64>, every: Duration) -> String {
+async fn keep_lease(
+    lease: Arc<Lease>,
+    revision: Arc<AtomicU64>,
+    every: Duration,
+    counters: Arc<WorkerCounters>,
+) -> String {
     let mut last_renewed = Instant::now();
     let mut ticks = tokio::time::interval(every / 3);
     ticks.tick().await;
@@ -334,11 +406,31 @@ async fn keep_lease(lease: &Lease, revision: Arc<AtomicU64>, every: Duration) ->
             }
             Err(LeaseError::Held(holder)) => return holder,
             Err(LeaseError::Nats(e)) => {
-                warn_limited!(NATS_LOG, "renewing the lease: {e}");
+                nats_failed!(counters, "renewing the lease: {e}");
                 if last_renewed.elapsed() >= every {
                     return "unknown (not renewed for a whole lease)".to_owned();
                 }
             }
+        }
+    }
+}
+
+/// Writes a checkpoint every `--checkpoint-secs` until halted; gives the
+/// store back.
+async fn checkpoint_loop(
+    shared: Shared,
+    mut store: checkpoint::Store,
+    gate: Arc<RwLock<()>>,
+    unacked: Arc<Mutex<Vec<jetstream::Message>>>,
+    mut halted: watch::Receiver<bool>,
+) -> checkpoint::Store {
+    let mut ticks = tokio::time::interval(shared.config.checkpoint_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => write_checkpoint(&shared, &mut store, &gate, &unacked).await,
+            _ = halted.changed() => return store,
         }
     }
 }
@@ -352,10 +444,12 @@ async fn write_checkpoint(
     unacked: &Mutex<Vec<jetstream::Message>>,
 ) {
     let _quiet = gate.write().await;
-    let Some(taken): Option<Checkpoint> = checkpoint::take(&shared.tx, &shared.config.node).await
+    let Some(mut taken): Option<Checkpoint> =
+        checkpoint::take(&shared.tx, &shared.config.node).await
     else {
         return;
     };
+    taken.done = crate::streams::lock(&shared.done).clone();
     match store.write(&taken).await {
         Ok(bytes) => {
             shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -365,8 +459,8 @@ async fn write_checkpoint(
                 .store(bytes, Ordering::Relaxed);
         }
         Err(e) => {
-            warn_limited!(
-                NATS_LOG,
+            nats_failed!(
+                shared.counters,
                 "checkpoint of partitions {}: {e}; acknowledging later",
                 shared.group
             );
@@ -377,7 +471,7 @@ async fn write_checkpoint(
     for m in messages {
         if let Err(e) = m.ack().await {
             // Not acknowledged: JetStream redelivers it (a duplicate).
-            warn_limited!(NATS_LOG, "acknowledging a message: {e}");
+            nats_failed!(shared.counters, "acknowledging a message: {e}");
         }
     }
 }
@@ -445,7 +539,7 @@ async fn consume_partition(
         match fresh_consumer(&shared.stream, &name, config.clone()).await {
             Ok(c) => break c,
             Err(e) => {
-                warn_limited!(NATS_LOG, "partition {p}: consumer {name}: {e}");
+                nats_failed!(shared.counters, "partition {p}: consumer {name}: {e}");
                 pause(&mut halted).await;
             }
         }
@@ -463,7 +557,7 @@ async fn consume_partition(
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                warn_limited!(NATS_LOG, "partition {p}: fetching: {e}");
+                nats_failed!(shared.counters, "partition {p}: fetching: {e}");
                 pause(&mut halted).await;
                 continue;
             }
@@ -473,7 +567,7 @@ async fn consume_partition(
             match m {
                 Ok(m) => messages.push(m),
                 Err(e) => {
-                    warn_limited!(NATS_LOG, "partition {p}: fetching: {e}");
+                    nats_failed!(shared.counters, "partition {p}: fetching: {e}");
                     break;
                 }
             }
@@ -484,21 +578,32 @@ async fn consume_partition(
         // Between here and the stash, a checkpoint waits.
         let _batch = gate.read().await;
         let now = shared.pipeline.context().now();
+        let done = crate::streams::lock(&shared.done)
+            .get(&p)
+            .copied()
+            .unwrap_or(0);
+        let mut last = done;
         let mut events = Vec::new();
         let mut keep = Vec::with_capacity(messages.len());
         for m in messages {
+            let (seq, delivered) = m
+                .info()
+                .map(|i| (i.stream_sequence, i.delivered))
+                .unwrap_or((0, 1));
             match decode_batch(&m.payload, now) {
                 Ok(decoded) => {
-                    let seen_before = m
-                        .info()
-                        .is_ok_and(|i| i.delivered > 1 || i.stream_sequence <= delivered_before);
-                    if seen_before {
-                        shared
-                            .counters
-                            .redelivered
-                            .fetch_add(decoded.len() as u64, Ordering::Relaxed);
+                    let n = decoded.len() as u64;
+                    if delivered > 1 || seq <= delivered_before {
+                        shared.counters.redelivered.fetch_add(n, Ordering::Relaxed);
                     }
-                    events.extend(decoded);
+                    if seq != 0 && seq <= done {
+                        // Already in the state: acknowledged with the next
+                        // checkpoint, not processed twice.
+                        shared.counters.skipped.fetch_add(n, Ordering::Relaxed);
+                    } else {
+                        events.extend(decoded);
+                        last = last.max(seq);
+                    }
                     keep.push(m);
                 }
                 Err(e) => {
@@ -510,7 +615,7 @@ async fn consume_partition(
                     );
                     // Terminated: never delivered again.
                     if let Err(e) = m.ack_with(AckKind::Term).await {
-                        warn_limited!(NATS_LOG, "terminating a bad message: {e}");
+                        nats_failed!(shared.counters, "terminating a bad message: {e}");
                     }
                 }
             }
@@ -525,6 +630,7 @@ async fn consume_partition(
             }
             shared.counters.consumed.fetch_add(n, Ordering::Relaxed);
         }
+        crate::streams::lock(&shared.done).insert(p, last);
         crate::streams::lock(&unacked).extend(keep);
     }
 }
