@@ -82,6 +82,11 @@ pub enum Work {
     /// Events holding their permits (from [`Pipeline::reserve`]), released
     /// once processed; `done`, if any, is told then (as with `Acked`).
     Reserved(Vec<Event>, Permits, Option<oneshot::Sender<()>>),
+    /// A job for the dispatch thread, between two units of work (a cluster
+    /// checkpoint's snapshot and restore): it sees the state every earlier
+    /// unit left and no later one, on the thread (and, embedded, with the
+    /// lock) nodes expect.
+    Call(Box<dyn FnOnce(&Pipeline) + Send>),
 }
 
 /// The pipeline's event budget, shared with the [`Permits`] it hands out.
@@ -145,6 +150,8 @@ pub struct Pipeline {
     /// The last minutes of received events (off until configured:
     /// `--recent-minutes`).
     pub recent: Recent,
+    /// A cluster worker's counters, once one runs (`serve --consume`).
+    pub cluster_worker: std::sync::OnceLock<Arc<crate::cluster::consume::WorkerCounters>>,
 }
 
 impl Pipeline {
@@ -172,6 +179,7 @@ impl Pipeline {
             busy_root: AtomicUsize::new(0),
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
+            cluster_worker: std::sync::OnceLock::new(),
         }
     }
 
@@ -412,6 +420,7 @@ impl Pipeline {
                 }
             }
             Work::Tick => self.tick(self.ctx.now()),
+            Work::Call(job) => job(self),
             Work::Stop => return false,
         }
         self.busy_since.store(0, Ordering::Relaxed);
@@ -491,6 +500,7 @@ impl Pipeline {
             cluster_publish_failed: publishing.failed.load(Ordering::Relaxed),
             cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
+            cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
         }
     }
 }

@@ -201,6 +201,11 @@ pub struct Stats {
     /// down), each retried.
     pub cluster_query_renew_failures: u64,
     pub nodes: Vec<NodeSnapshot>,
+    /// A cluster worker's counters (`serve --consume`): its group and
+    /// role, events consumed and redelivered, bad messages, checkpoints,
+    /// takeovers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_worker: Option<crate::cluster::consume::WorkerSnapshot>,
 }
 
 impl Stats {

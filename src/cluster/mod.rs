@@ -23,6 +23,9 @@
 //! `dmon_cluster` bucket by the first node that connects; a node started
 //! with another count is refused, since it would put hosts elsewhere.
 
+pub mod checkpoint;
+pub mod consume;
+pub mod lease;
 pub mod partition;
 pub mod publish;
 pub mod query;

@@ -305,6 +305,11 @@ impl Publisher {
                 Some(Work::Tick) => {
                     let _ = self.local.send(Work::Tick).await;
                 }
+                // A job for the streams' side (a worker's checkpoint): it
+                // goes where the streams run.
+                Some(Work::Call(job)) => {
+                    let _ = self.local.send(Work::Call(job)).await;
+                }
                 Some(Work::Events(events)) => {
                     let local = self.gateway.also_process.then(|| events.clone());
                     self.take(events, Ticket::new(None, None)).await;

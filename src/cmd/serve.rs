@@ -354,6 +354,8 @@ pub(crate) fn serve_until_stopped(
         // One view of the cluster: register and answer cluster queries.
         let cluster_view =
             super::cluster_view::ClusterView::start(opts, Arc::clone(&server.pipeline)).await?;
+        // Cluster worker (--consume): stands by for or consumes its partitions.
+        let worker = start_worker(&opts.cluster, &server).await?;
         announce(&server.bound);
         stop.wait().await;
         if let Some(view) = cluster_view {
@@ -363,8 +365,15 @@ pub(crate) fn serve_until_stopped(
             "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
         );
         let pipeline = Arc::clone(&server.pipeline);
+        let finishing = async {
+            // Cluster worker: its last batches, checkpoint and lease go first.
+            if let Some(worker) = worker {
+                worker.stop().await;
+            }
+            server.shutdown().await
+        };
         tokio::select! {
-            stats = server.shutdown() => {
+            stats = finishing => {
                 eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
                 Ok(finish(false))
             }
@@ -394,6 +403,41 @@ pub(crate) async fn gateway(
     .await
     .map(Some)
     .map_err(|e| anyhow::anyhow!("{e} (--publish)"))
+}
+
+/// Cluster worker: with --consume, connects to NATS and starts the worker
+/// (see [`crate::cluster::consume`]); a NATS it cannot reach is an error
+/// naming the URL and the flag.
+async fn start_worker(
+    opts: &super::cluster_opts::ClusterOpts,
+    server: &Server,
+) -> anyhow::Result<Option<crate::cluster::consume::Worker>> {
+    let Some(url) = &opts.consume else {
+        return Ok(None);
+    };
+    let Some(partitions) = opts.partitions()? else {
+        anyhow::bail!("--consume needs --partitions");
+    };
+    let node = opts.node_name();
+    let config = crate::cluster::consume::WorkerConfig {
+        partitions,
+        partition_count: opts.partition_count,
+        node: node.clone(),
+        lease: opts.lease(),
+        checkpoint_every: opts.checkpoint_every(),
+    };
+    let start = async {
+        let conn = crate::cluster::connect(url, &node).await?;
+        crate::cluster::consume::Worker::start(
+            conn,
+            config,
+            Arc::clone(&server.pipeline),
+            server.sender(),
+        )
+        .await
+    };
+    let worker = start.await.map_err(|e| anyhow::anyhow!("--consume: {e}"))?;
+    Ok(Some(worker))
 }
 
 /// How long a forced stop waits for the per-node counters, which a node

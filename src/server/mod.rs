@@ -270,6 +270,12 @@ impl Server {
         }));
     }
 
+    /// The dispatch thread's channel, for sources outside this module (a
+    /// cluster worker's consumers).
+    pub fn sender(&self) -> mpsc::Sender<Work> {
+        self.tx.clone()
+    }
+
     /// A handle that puts events straight into the pipeline, as the shell's
     /// `inject` does; it stops working when the server shuts down.
     pub fn injector(&self) -> Injector {

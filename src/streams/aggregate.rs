@@ -70,6 +70,16 @@ impl Node for Average {
     fn describe(&self) -> String {
         format!("average({})", self.places)
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let (sum, count) = *lock(&self.totals);
+        Some(serde_json::json!([sum, count]))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let (sum, count) =
+            serde_json::from_value::<(f64, u64)>(state).map_err(|e| e.to_string())?;
+        *lock(&self.totals) = (sum, count);
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         Arc::new(Average {
             places: self.places,

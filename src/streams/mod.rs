@@ -325,6 +325,17 @@ pub trait Node: Send + Sync + 'static {
     fn detail(&self) -> Option<String> {
         None
     }
+    /// The node's own state (not its children's) as JSON, for a cluster
+    /// checkpoint ([`save_tree`]); `None`: nothing worth keeping, the node
+    /// starts afresh on the worker that takes over.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Replaces the node's state with one [`Node::save_state`] gave, by a
+    /// node with the same place and description.
+    fn load_state(&self, _state: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -456,7 +467,7 @@ fn for_matching_children(new: &dyn Node, old: &dyn Node, f: fn(&dyn Node, &dyn N
 
 /// Each child with its path segment: its kind, with `#i` when siblings
 /// share the kind.
-fn segments(children: &[NodeRef]) -> impl Iterator<Item = (String, &NodeRef)> {
+pub(crate) fn segments(children: &[NodeRef]) -> impl Iterator<Item = (String, &NodeRef)> {
     children.iter().enumerate().map(move |(i, child)| {
         let same_kind = children.iter().filter(|c| c.kind() == child.kind()).count();
         let segment = if same_kind > 1 {
@@ -519,6 +530,79 @@ pub fn snapshot_tree(path: &str, node: &dyn Node, out: &mut Vec<NodeSnapshot>) {
             detail: n.detail(),
         });
     });
+}
+
+/// One node's saved state in a checkpoint, found again by its path and
+/// description (as reload matches nodes).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct SavedState {
+    pub path: String,
+    pub describe: String,
+    pub state: serde_json::Value,
+}
+
+/// The state of every node of a tree that has some ([`Node::save_state`]),
+/// with its path below `path`.
+pub fn save_tree(path: &str, node: &dyn Node) -> Vec<SavedState> {
+    let mut out = Vec::new();
+    walk_tree(path, node, &mut |path, n| {
+        if let Some(state) = n.save_state() {
+            out.push(SavedState {
+                path: path.to_owned(),
+                describe: n.describe(),
+                state,
+            });
+        }
+    });
+    out
+}
+
+/// Gives each node of a tree the state saved at its path by a node built
+/// the same way; returns how many took one, and the errors of those that
+/// refused theirs (they keep their own state).
+pub fn load_tree(path: &str, node: &dyn Node, saved: &[SavedState]) -> (usize, Vec<String>) {
+    let by_path: std::collections::HashMap<&str, &SavedState> =
+        saved.iter().map(|s| (s.path.as_str(), s)).collect();
+    let (mut loaded, mut errors) = (0, Vec::new());
+    walk_tree(path, node, &mut |path, n| {
+        let Some(s) = by_path.get(path) else { return };
+        if s.describe != n.describe() {
+            return;
+        }
+        match n.load_state(s.state.clone()) {
+            Ok(()) => loaded += 1,
+            Err(e) => errors.push(format!("{path}: {e}")),
+        }
+    });
+    (loaded, errors)
+}
+
+/// An event as checkpoints keep it: its JSON.
+pub fn event_to_json(e: &Event) -> serde_json::Value {
+    serde_json::to_value(e).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn event_from_json(v: serde_json::Value) -> Result<Arc<Event>, String> {
+    serde_json::from_value::<Event>(v)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// A metric as checkpoints keep it: an integer stays one.
+pub fn number_to_json(n: crate::event::Number) -> serde_json::Value {
+    match n {
+        crate::event::Number::Int(i) => i.into(),
+        crate::event::Number::Float(f) => f.into(),
+    }
+}
+
+pub fn number_from_json(v: &serde_json::Value) -> Result<crate::event::Number, String> {
+    if let Some(i) = v.as_i64() {
+        return Ok(crate::event::Number::Int(i));
+    }
+    v.as_f64()
+        .map(crate::event::Number::Float)
+        .ok_or_else(|| format!("not a number: {v}"))
 }
 
 /// Quotes a string argument for `describe` strings.

@@ -242,6 +242,31 @@ impl Node for Rate {
     fn describe(&self) -> String {
         format!("rate({})", self.interval)
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({
+            "start": s.start,
+            "sum": s.sum,
+            "seen": s.seen,
+            "last": s.last.as_deref().map(super::event_to_json),
+            "expires": s.expires,
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let last = match state.get("last") {
+            Some(serde_json::Value::Null) | None => None,
+            Some(e) => Some(super::event_from_json(e.clone())?),
+        };
+        let f = |k: &str| state.get(k).and_then(|v| v.as_f64());
+        *lock(&self.state) = RateState {
+            start: f("start"),
+            sum: f("sum").unwrap_or(0.0),
+            seen: state.get("seen").and_then(|v| v.as_bool()).unwrap_or(false),
+            last,
+            expires: f("expires").unwrap_or(0.0),
+        };
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         Arc::new(Rate {
             interval: self.interval,

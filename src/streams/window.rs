@@ -158,6 +158,15 @@ impl Node for EventWindow {
     }
 }
 
+/// A saved window's time (`newest`) and its events' JSON.
+fn window_state(state: serde_json::Value) -> Result<(Option<f64>, Vec<serde_json::Value>), String> {
+    let newest = state.get("newest").and_then(|v| v.as_f64());
+    match state.get("events") {
+        Some(serde_json::Value::Array(events)) => Ok((newest, events.clone())),
+        _ => Err("no events in the saved window".into()),
+    }
+}
+
 /// `moving_time_window(dt)`; state: the newest event time and the events
 /// within `dt` of it, oldest first.
 ///
@@ -180,6 +189,29 @@ impl Node for MovingTimeWindow {
 
     fn describe(&self) -> String {
         format!("moving_time_window({})", self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        let events: Vec<_> = s
+            .events
+            .iter()
+            .map(|(t, e)| serde_json::json!([t, super::event_to_json(e)]))
+            .collect();
+        Some(serde_json::json!({"newest": s.newest, "events": events}))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let (newest, events) = window_state(state)?;
+        let mut loaded = VecDeque::new();
+        for item in events {
+            let (t, e): (f64, serde_json::Value) =
+                serde_json::from_value(item).map_err(|e| e.to_string())?;
+            loaded.push_back((t, super::event_from_json(e)?));
+        }
+        *lock(&self.state) = MovingState {
+            newest,
+            events: loaded,
+        };
+        Ok(())
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(MovingTimeWindow {
@@ -239,6 +271,22 @@ impl Node for FixedTimeWindow {
 
     fn describe(&self) -> String {
         format!("fixed_time_window({})", self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        let events: Vec<_> = s.events.iter().map(|e| super::event_to_json(e)).collect();
+        Some(serde_json::json!({"start": s.start, "events": events}))
+    }
+    fn load_state(&self, mut state: serde_json::Value) -> Result<(), String> {
+        let start = state.get("start").and_then(|v| v.as_f64());
+        state["newest"] = start.into();
+        let (_, events) = window_state(state)?;
+        let events = events
+            .into_iter()
+            .map(super::event_from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        *lock(&self.state) = FixedState { start, events };
+        Ok(())
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(FixedTimeWindow {
