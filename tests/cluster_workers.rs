@@ -292,7 +292,7 @@ fn a_standby_takes_over_from_a_killed_owner_and_resumes_from_the_checkpoint() {
         "--lease-secs",
         "2",
         "--checkpoint-secs",
-        "5",
+        "10",
     ];
     let mut a = worker(&url, "0-3", "A", &flags);
     a.expect_stderr("A owns", |l| l.contains("took over partitions 0-3"));
