@@ -537,3 +537,72 @@ fn a_large_checkpoint_is_chunked_and_reads_back_whole() {
         assert!(back.index.is_empty());
     });
 }
+
+/// The whole path: Riemann TCP into a gateway, JetStream, three workers;
+/// beside it the same events into one plain `dmon serve` with the same
+/// module. Per host, the workers end where the single node ends.
+#[test]
+fn a_gateway_and_three_workers_end_as_a_single_node_does() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let groups = [("0-5", 0..=5), ("6-10", 6..=10), ("11-15", 11..=15)];
+    let mut workers: Vec<Server> = groups
+        .iter()
+        .map(|(g, _)| worker(&url, g, &format!("e2e{g}"), &[]))
+        .collect();
+    for (w, (g, _)) in workers.iter_mut().zip(&groups) {
+        let took = format!("took over partitions {g}");
+        w.expect_stderr(&took, |l| l.contains(&took));
+    }
+    let gateway = Server::start_with(MODULE, "py", &["--publish", &url, "--node-name", "gw"]);
+    let mut single = Server::start_with(MODULE, "py", &[]);
+
+    let mut load = Load::default();
+    let events = load.add(100, 10_000);
+    let send = |port: u16| {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut client = dmon::client::RiemannClient::connect(addr, WAIT).unwrap();
+        for chunk in events.chunks(500) {
+            let msg = dmon::codec::riemann::Msg {
+                events: chunk.iter().map(dmon::codec::riemann::to_proto).collect(),
+                ..Default::default()
+            };
+            client.request(&msg).expect("acknowledged");
+        }
+    };
+    send(gateway.riemann_tcp);
+    send(single.riemann_tcp);
+
+    let hosts: Vec<String> = load.hosts.keys().cloned().collect();
+    until_done(&mut single, &load, &hosts);
+    let single = single.terminate();
+    let expected = finals(&single);
+    assert_eq!(expected.len(), 100);
+    let mut got = HashMap::new();
+    let mut printed = 0;
+    for (mut w, (_, range)) in workers.drain(..).zip(groups.iter().cloned()) {
+        let mine: Vec<String> = hosts
+            .iter()
+            .filter(|h| range.contains(&partition_of(Some(h), 16)))
+            .cloned()
+            .collect();
+        until_done(&mut w, &load, &mine);
+        let f = w.terminate();
+        printed += f.printed("c: ").len();
+        got.extend(finals(&f));
+    }
+    assert_eq!(
+        printed, 10_000,
+        "every event processed once across the workers"
+    );
+    assert_eq!(
+        got, expected,
+        "per host: the single node's counter and average"
+    );
+    let gateway = gateway.terminate();
+    assert!(
+        gateway.printed("c: ").is_empty(),
+        "the gateway only publishes"
+    );
+    assert_eq!(gateway.stats().count("cluster_published"), 10_000);
+}
