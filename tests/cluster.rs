@@ -76,13 +76,7 @@ fn the_first_node_sets_the_partition_count_and_others_must_agree() {
 
 #[test]
 fn a_node_says_clearly_when_nats_is_not_there() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = common::nats::nowhere();
     let e = runtime()
         .block_on(cluster::connect(&url, "x"))
         .err()

@@ -317,12 +317,7 @@ fn a_batch_jetstream_refuses_gets_the_riemann_client_an_error() {
 
 #[test]
 fn without_nats_at_start_up_serve_publish_exits_with_one_line_naming_the_url() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = common::nats::nowhere();
     let run = run_dmon(
         &[
             "serve",

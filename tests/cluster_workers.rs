@@ -144,6 +144,23 @@ fn worker(url: &str, partitions: &str, name: &str, extra: &[&str]) -> Server {
     Server::start_with(MODULE, "py", &args)
 }
 
+/// The three groups of 16 partitions, and a worker for each (named
+/// `<prefix><group>`), each owning its group.
+type Groups = [(&'static str, std::ops::RangeInclusive<u32>); 3];
+
+fn three_workers(url: &str, prefix: &str) -> (Groups, Vec<Server>) {
+    let groups = [("0-5", 0..=5), ("6-10", 6..=10), ("11-15", 11..=15)];
+    let mut workers: Vec<Server> = groups
+        .iter()
+        .map(|(g, _)| worker(url, g, &format!("{prefix}{g}"), &[]))
+        .collect();
+    for (w, (g, _)) in workers.iter_mut().zip(&groups) {
+        let took = format!("took over partitions {g}");
+        w.expect_stderr(&took, |l| l.contains(&took));
+    }
+    (groups, workers)
+}
+
 fn attr_seq(e: &Value) -> u64 {
     e["attributes"]["seq"].as_str().unwrap().parse().unwrap()
 }
@@ -203,15 +220,7 @@ fn assert_single_node_results(load: &Load, got: &HashMap<String, (i64, f64)>, ho
 fn three_workers_process_every_event_once_in_order_per_host() {
     let nats = Nats::start();
     let url = nats.url();
-    let groups = [("0-5", 0..=5), ("6-10", 6..=10), ("11-15", 11..=15)];
-    let mut workers: Vec<Server> = groups
-        .iter()
-        .map(|(g, _)| worker(&url, g, &format!("w{g}"), &[]))
-        .collect();
-    for (w, (g, _)) in workers.iter_mut().zip(&groups) {
-        let took = format!("took over partitions {g}");
-        w.expect_stderr(&took, |l| l.contains(&took));
-    }
+    let (groups, mut workers) = three_workers(&url, "w");
 
     let mut load = Load::default();
     let events = load.add(200, 30_000);
@@ -438,12 +447,7 @@ fn a_worker_carries_on_across_a_nats_restart() {
 
 #[test]
 fn a_worker_without_nats_says_which_url_and_flag() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = common::nats::nowhere();
     let mut w = Server::spawn(MODULE, "py", &["--consume", &url, "--partitions", "0-3"]);
     let status = w.wait_exit(WAIT).expect("exits");
     assert!(!status.success());
@@ -545,15 +549,7 @@ fn a_large_checkpoint_is_chunked_and_reads_back_whole() {
 fn a_gateway_and_three_workers_end_as_a_single_node_does() {
     let nats = Nats::start();
     let url = nats.url();
-    let groups = [("0-5", 0..=5), ("6-10", 6..=10), ("11-15", 11..=15)];
-    let mut workers: Vec<Server> = groups
-        .iter()
-        .map(|(g, _)| worker(&url, g, &format!("e2e{g}"), &[]))
-        .collect();
-    for (w, (g, _)) in workers.iter_mut().zip(&groups) {
-        let took = format!("took over partitions {g}");
-        w.expect_stderr(&took, |l| l.contains(&took));
-    }
+    let (groups, mut workers) = three_workers(&url, "e2e");
     let gateway = Server::start_with(MODULE, "py", &["--publish", &url, "--node-name", "gw"]);
     let mut single = Server::start_with(MODULE, "py", &[]);
 

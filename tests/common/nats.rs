@@ -17,14 +17,23 @@ pub struct Nats {
     pub log: Lines,
 }
 
+/// A NATS URL nothing listens on (a port just free).
+pub fn nowhere() -> String {
+    format!("nats://127.0.0.1:{}", free_port())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Nats {
     /// Starts a server and waits until it accepts clients.
     pub fn start() -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = TempDir::new();
         let (child, log) = spawn(port, &dir);
         Nats {
