@@ -544,16 +544,31 @@ async fn consume_partition(
             }
         }
     };
+    // Whether the last fetch found nothing: then the next one waits for a
+    // message; otherwise it takes what is there at once.
+    let mut idle = true;
     loop {
         if *halted.borrow() {
             return;
         }
-        let batch = consumer
-            .batch()
-            .max_messages(FETCH_MESSAGES)
-            .expires(FETCH_WAIT)
-            .messages()
-            .await;
+        // A waiting fetch returns only when it is full or expires, so under
+        // a backlog smaller than a full fetch each would wait out
+        // FETCH_WAIT: with a backlog, take what is there (no wait); when
+        // idle, wait for the first message and return with it.
+        let batch = if idle {
+            consumer
+                .batch()
+                .max_messages(1)
+                .expires(FETCH_WAIT)
+                .messages()
+                .await
+        } else {
+            consumer
+                .fetch()
+                .max_messages(FETCH_MESSAGES)
+                .messages()
+                .await
+        };
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -572,7 +587,8 @@ async fn consume_partition(
                 }
             }
         }
-        if messages.is_empty() {
+        idle = messages.is_empty();
+        if idle {
             continue;
         }
         // Between here and the stash, a checkpoint waits.
