@@ -161,6 +161,17 @@ fn three_workers(url: &str, prefix: &str) -> (Groups, Vec<Server>) {
     (groups, workers)
 }
 
+/// Worker A owning partitions 0-3, then B standing by for them.
+fn owner_and_standby(url: &str, flags: &[&str]) -> (Server, Server) {
+    let mut a = worker(url, "0-3", "A", flags);
+    a.expect_stderr("A owns", |l| l.contains("took over partitions 0-3"));
+    let mut b = worker(url, "0-3", "B", flags);
+    b.expect_stderr("B stands by", |l| {
+        l.contains("standing by for partitions 0-3 (held by A)")
+    });
+    (a, b)
+}
+
 fn attr_seq(e: &Value) -> u64 {
     e["attributes"]["seq"].as_str().unwrap().parse().unwrap()
 }
@@ -303,12 +314,7 @@ fn a_standby_takes_over_from_a_killed_owner_and_resumes_from_the_checkpoint() {
         "--checkpoint-secs",
         "10",
     ];
-    let mut a = worker(&url, "0-3", "A", &flags);
-    a.expect_stderr("A owns", |l| l.contains("took over partitions 0-3"));
-    let mut b = worker(&url, "0-3", "B", &flags);
-    b.expect_stderr("B stands by", |l| {
-        l.contains("standing by for partitions 0-3 (held by A)")
-    });
+    let (mut a, mut b) = owner_and_standby(&url, &flags);
 
     let mut load = Load::default();
     let first = load.add(50, 5_000);
@@ -360,12 +366,7 @@ fn a_clean_stop_hands_over_at_once() {
     let nats = Nats::start();
     let url = nats.url();
     let flags = ["--partition-count", "4", "--lease-secs", "10"];
-    let mut a = worker(&url, "0-3", "A", &flags);
-    a.expect_stderr("A owns", |l| l.contains("took over partitions 0-3"));
-    let mut b = worker(&url, "0-3", "B", &flags);
-    b.expect_stderr("B stands by", |l| {
-        l.contains("standing by for partitions 0-3 (held by A)")
-    });
+    let (mut a, mut b) = owner_and_standby(&url, &flags);
     let mut load = Load::default();
     let first = load.add(40, 3_000);
     publish(&url, &first, 4);
