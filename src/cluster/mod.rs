@@ -209,14 +209,11 @@ impl Connection {
 
 /// A batch of events as published: a Riemann `Msg`.
 pub fn encode_batch(events: &[Event]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let (mut out, mut one) = (Vec::new(), Vec::new());
     for e in events {
-        let mut one = Vec::new();
+        one.clear();
         crate::codec::riemann::encode_event(e, &mut one);
-        // Field 6 (events), length-delimited.
-        prost::encoding::encode_key(6, prost::encoding::WireType::LengthDelimited, &mut out);
-        prost::encoding::encode_varint(one.len() as u64, &mut out);
-        out.extend_from_slice(&one);
+        crate::codec::riemann::push_msg_event(&mut out, &one);
     }
     out
 }

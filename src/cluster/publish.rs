@@ -473,12 +473,9 @@ impl Publisher {
 /// it (field 6 of a Riemann `Msg`, length-delimited), so a batch is
 /// encoded as it fills, with no copy of its events kept.
 fn append_event(scratch: &mut Vec<u8>, payload: &mut Vec<u8>, event: &Event) {
-    use prost::encoding::{encode_key, encode_varint, WireType};
     scratch.clear();
     crate::codec::riemann::encode_event(event, scratch);
-    encode_key(6, WireType::LengthDelimited, payload);
-    encode_varint(scratch.len() as u64, payload);
-    payload.extend_from_slice(scratch);
+    crate::codec::riemann::push_msg_event(payload, scratch);
 }
 
 /// Publishes `batch` until JetStream stores it or refuses it.

@@ -290,6 +290,20 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `event`, the bytes [`encode_event`] made, as one entry of a
+/// `Msg`'s repeated `events` field (field 6, length-delimited): how
+/// `forward`'s frames and the cluster's batches are built, event by event.
+pub fn push_msg_event(out: &mut Vec<u8>, event: &[u8]) {
+    varint(6 << 3 | 2, out);
+    varint(event.len() as u64, out);
+    out.extend_from_slice(event);
+}
+
+/// The bytes [`push_msg_event`] appends for an event of `len` bytes.
+pub fn msg_event_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);

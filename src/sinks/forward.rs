@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::{Failure, Policy, Retry, Sink};
 use crate::client::{ClientError, RiemannClient};
-use crate::codec::riemann::encode_event;
+use crate::codec::riemann::{encode_event, msg_event_len, push_msg_event};
 use crate::event::Event;
 
 pub const DEFAULT_PORT: u16 = 5555;
@@ -113,32 +113,15 @@ fn frame(events: &[Arc<Event>], out: &mut Vec<u8>, one: &mut Vec<u8>) -> usize {
     for e in events {
         one.clear();
         encode_event(e, one);
-        let e = &one[..];
-        let mut head = [0u8; 11];
-        head[0] = 6 << 3 | 2;
-        let len = 1 + varint(e.len() as u64, &mut head[1..]);
-        if n > 0 && out.len() + len + e.len() > MESSAGE_BYTES {
+        if n > 0 && out.len() + msg_event_len(one.len()) > MESSAGE_BYTES {
             break;
         }
-        out.extend_from_slice(&head[..len]);
-        out.extend_from_slice(e);
+        push_msg_event(out, one);
         n += 1;
     }
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     n
-}
-
-/// Writes `v` as a protobuf varint; returns its length.
-fn varint(mut v: u64, out: &mut [u8]) -> usize {
-    let mut i = 0;
-    while v >= 0x80 {
-        out[i] = v as u8 | 0x80;
-        v >>= 7;
-        i += 1;
-    }
-    out[i] = v as u8;
-    i + 1
 }
 
 #[cfg(test)]
