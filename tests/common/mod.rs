@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
