@@ -1,6 +1,7 @@
 //! Clients of a running dmon: JSON datagrams over UDP, and the Riemann
 //! protocol over TCP (what `dmon send`, `dmon query`, the shell's
-//! `--connect` and the benchmark's load generators speak).
+//! `--connect` and the benchmark's load generators speak), in plain text or
+//! over TLS ([`ClientTls`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -12,9 +13,41 @@ use crate::codec::json;
 use crate::codec::riemann::{from_proto, to_proto, Msg, Query};
 use crate::event::{now_secs, Event};
 use crate::server::udp::MAX_DATAGRAM;
+use crate::tls::ClientTls;
 
 pub struct RiemannClient {
-    stream: TcpStream,
+    stream: Connection,
+    timeout: Duration,
+}
+
+/// A connection, in plain text or TLS.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.read(buf),
+            Connection::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.write(buf),
+            Connection::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Connection::Plain(s) => s.flush(),
+            Connection::Tls(s) => s.flush(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +62,37 @@ pub enum ClientError {
 
 impl RiemannClient {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
+        Self::connect_with(addr, timeout, None)
+    }
+
+    /// Connects, over TLS when `tls` is given: the handshake is done here,
+    /// so a server that is not TLS, or a certificate that is not trusted,
+    /// is an error of `connect`, not of the first request.
+    pub fn connect_with(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> io::Result<Self> {
+        let mut tcp = TcpStream::connect_timeout(&addr, timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(timeout))?;
         // A server that stops reading must not hold a writer for ever.
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(RiemannClient { stream })
+        tcp.set_write_timeout(Some(timeout))?;
+        let stream = match tls {
+            None => Connection::Plain(tcp),
+            Some(tls) => {
+                let mut session =
+                    rustls::ClientConnection::new(tls.config(), tls.server_name(addr))
+                        .map_err(io::Error::other)?;
+                while session.is_handshaking() {
+                    session.complete_io(&mut tcp).map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS handshake with {addr}: {e}"))
+                    })?;
+                }
+                Connection::Tls(Box::new(rustls::StreamOwned::new(session, tcp)))
+            }
+        };
+        Ok(RiemannClient { stream, timeout })
     }
 
     /// Sends one message and reads its reply.
@@ -60,11 +118,11 @@ impl RiemannClient {
         let mut len = [0u8; 4];
         self.stream
             .read_exact(&mut len)
-            .map_err(|e| self.timeout_error(e))?;
+            .map_err(|e| self.read_error(e))?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         self.stream
             .read_exact(&mut body)
-            .map_err(|e| self.timeout_error(e))?;
+            .map_err(|e| self.read_error(e))?;
         let reply = Msg::decode(bytes::Bytes::from(body))?;
         match reply.ok {
             Some(false) => Err(ClientError::Refused(reply.error_text().unwrap_or_default())),
@@ -73,19 +131,21 @@ impl RiemannClient {
     }
 
     /// A read that timed out says so, instead of "resource temporarily
-    /// unavailable".
-    fn timeout_error(&self, e: io::Error) -> io::Error {
+    /// unavailable"; one cut short says the server closed the connection.
+    fn read_error(&self, e: io::Error) -> io::Error {
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                let after = self
-                    .stream
-                    .read_timeout()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no reply within {:?}", self.timeout),
+            ),
+            io::ErrorKind::UnexpectedEof => {
+                let hint = match self.stream {
+                    Connection::Plain(_) => " (a TLS port? then pass --tls-ca)",
+                    Connection::Tls(_) => "",
+                };
                 io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no reply within {after:?}"),
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the server closed the connection without replying{hint}"),
                 )
             }
             _ => e,

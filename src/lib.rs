@@ -13,6 +13,7 @@
 //! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
 //! | [`http`] | the HTTP listener: the dashboard, index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
 //! | [`client`] | a Riemann TCP client (`dmon send --riemann`, `dmon query`, benchmarks) |
+//! | [`tls`] | TLS for the Riemann TCP and HTTP listeners (reloadable, mutual) and for the client |
 //! | [`pipeline`] | the root set and the dispatch loop |
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
@@ -57,3 +58,4 @@ pub mod sinks;
 pub mod stats;
 pub mod streams;
 pub mod testing;
+pub mod tls;

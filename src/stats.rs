@@ -58,6 +58,10 @@ pub struct HttpStats {
     pub subscribers_dropped: AtomicU64,
     /// Events sent to subscribers.
     pub subscription_events: AtomicU64,
+    /// TLS handshakes that failed (as [`TcpStats::tls_failures`]).
+    pub tls_failures: AtomicU64,
+    /// Requests refused for a missing or wrong token (`--http-token-file`).
+    pub unauthorized: AtomicU64,
 }
 
 impl HttpStats {
@@ -72,6 +76,8 @@ impl HttpStats {
             http_subscribers_refused: get(&self.subscribers_refused),
             http_subscribers_dropped: get(&self.subscribers_dropped),
             http_subscription_events: get(&self.subscription_events),
+            http_tls_failures: get(&self.tls_failures),
+            http_unauthorized: get(&self.unauthorized),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct HttpSnapshot {
     pub http_subscribers_refused: u64,
     pub http_subscribers_dropped: u64,
     pub http_subscription_events: u64,
+    pub http_tls_failures: u64,
+    pub http_unauthorized: u64,
 }
 
 impl HttpSnapshot {
@@ -113,6 +121,9 @@ pub struct TcpStats {
     /// Queries refused: too long, too many terms, too many results, or too
     /// large a reply.
     pub refused_queries: AtomicU64,
+    /// TLS handshakes that failed: a plain-text client, a client
+    /// certificate missing or refused, a handshake not finished in time.
+    pub tls_failures: AtomicU64,
 }
 
 impl TcpStats {
@@ -124,6 +135,7 @@ impl TcpStats {
             idle_closed: get(&self.idle_closed),
             accept_failures: get(&self.accept_failures),
             refused_queries: get(&self.refused_queries),
+            riemann_tls_failures: get(&self.tls_failures),
         }
     }
 }
@@ -136,6 +148,7 @@ pub struct TcpSnapshot {
     pub idle_closed: u64,
     pub accept_failures: u64,
     pub refused_queries: u64,
+    pub riemann_tls_failures: u64,
 }
 
 /// A snapshot of every counter: `dmon stats: {json}` when `serve` exits, a

@@ -13,6 +13,7 @@ pub mod shell;
 pub mod test;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::client::RiemannClient;
+use crate::tls::{ClientTls, Identity, PemFile};
 
 /// dmon: a monitoring event stream processor with Python streams.
 ///
@@ -101,13 +103,51 @@ pub struct RiemannTarget {
         default_value = "127.0.0.1:5555"
     )]
     pub riemann_tcp: SocketAddr,
+    /// Speak TLS, trusting server certificates signed by this CA (PEM).
+    #[arg(long, value_name = "FILE", env = "DMON_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM) to present; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the IP
+    /// address of --riemann-tcp).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 }
 
 impl RiemannTarget {
     pub fn connect(&self) -> anyhow::Result<RiemannClient> {
-        RiemannClient::connect(self.riemann_tcp, Duration::from_secs(10))
+        let tls = client_tls(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref().zip(self.tls_key.as_deref()),
+            self.tls_server_name.as_deref(),
+        )?;
+        RiemannClient::connect_with(self.riemann_tcp, Duration::from_secs(10), tls.as_ref())
             .with_context(|| format!("cannot connect to {}", self.riemann_tcp))
     }
+}
+
+/// A client's TLS from its flags: none without `--tls-ca`.
+pub fn client_tls(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
+) -> anyhow::Result<Option<ClientTls>> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let identity = identity.map(|(cert, key)| Identity {
+        cert: PemFile::new("--tls-cert", cert),
+        key: PemFile::new("--tls-key", key),
+    });
+    Ok(Some(ClientTls::load(
+        &PemFile::new("--tls-ca", ca),
+        identity.as_ref(),
+        server_name,
+    )?))
 }
 
 /// Logs go to stderr (the shell moves them above its prompt); `DMON_LOG`

@@ -1,6 +1,7 @@
 //! `dmon serve`: the server, headless.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
 use crate::sinks::email::{Mailer, SmtpServer};
 use crate::stats::Stats;
+use crate::tls::{Identity, PemFile, ServerTls};
 
 /// Where the server listens and what it runs; shared by every command that
 /// runs a server.
@@ -81,6 +83,30 @@ pub struct ServerOpts {
     /// gets 503.
     #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
     pub http_max_subscribers: usize,
+    /// PEM certificate (or chain) for TLS on Riemann TCP and --http (HTTPS,
+    /// WSS); needs --tls-key. On SIGHUP both files are read again: new
+    /// connections get the new certificate, open ones keep theirs. With the
+    /// shell's --connect: the client certificate to present (mutual TLS).
+    #[arg(long, value_name = "FILE", env = "DMON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "DMON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: Riemann TCP and --http clients must present a
+    /// certificate signed by this CA (PEM); others are refused at the
+    /// handshake.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DMON_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// A file whose first line is a token every --http request must carry,
+    /// as `Authorization: Bearer TOKEN` or as the password of HTTP Basic
+    /// authentication (browsers ask for it); at least 16 bytes.
+    #[arg(long, value_name = "FILE", env = "DMON_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// SMTP server that email() streams send through (plain SMTP, no auth).
     #[arg(
         long,
@@ -179,8 +205,20 @@ impl ServerOpts {
             .configure(self.recent_minutes * 60.0, self.recent_max_events);
     }
 
-    pub fn listeners(&self) -> Listeners {
-        Listeners {
+    /// The listeners these options describe, their TLS files and token
+    /// read and checked (an error names the flag and the file).
+    pub fn listeners(&self) -> anyhow::Result<Listeners> {
+        if self.http_token_file.is_some() && self.http.is_none() {
+            anyhow::bail!("--http-token-file needs --http HOST:PORT");
+        }
+        let http_token = self
+            .http_token_file
+            .as_deref()
+            .map(crate::http::token::HttpToken::from_file)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
+        Ok(Listeners {
             udp: self.udp,
             riemann_tcp: self.riemann_tcp,
             riemann_udp: self.riemann_udp,
@@ -202,7 +240,61 @@ impl ServerOpts {
                 max_subscribers: self.http_max_subscribers,
                 idle_timeout: self.idle_timeout,
             },
+            tls: self.server_tls()?.map(Arc::new),
+            http_token,
+        })
+    }
+
+    /// The listeners' TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    fn server_tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity = Identity {
+            cert: PemFile::new("--tls-cert", cert),
+            key: PemFile::new("--tls-key", key),
+        };
+        let client_ca = self
+            .tls_client_ca
+            .as_ref()
+            .map(|ca| PemFile::new("--tls-client-ca", ca));
+        Ok(Some(ServerTls::load(identity, client_ca)?))
+    }
+
+    /// What these options leave in plain text although TLS was asked for:
+    /// UDP listeners reachable from the network (UDP cannot be encrypted),
+    /// and an HTTP token sent over plain HTTP. One line each, naming the
+    /// flag that changes it.
+    pub fn plaintext_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.tls_cert.is_some() {
+            let mut exposed = Vec::new();
+            if !self.udp.ip().is_loopback() {
+                exposed.push(format!(
+                    "JSON UDP on {} (bind it to loopback with --udp 127.0.0.1:{})",
+                    self.udp,
+                    self.udp.port()
+                ));
+            }
+            if let Some(addr) = self.riemann_udp.filter(|a| !a.ip().is_loopback()) {
+                exposed.push(format!(
+                    "Riemann UDP on {addr} (turn it off with --riemann-udp off)"
+                ));
+            }
+            if !exposed.is_empty() {
+                warnings.push(format!(
+                    "TLS is on, but UDP cannot be encrypted: anyone who reaches {} can send events in plain text",
+                    exposed.join(" and ")
+                ));
+            }
+        } else if let (Some(_), Some(http)) = (&self.http_token_file, self.http) {
+            if !http.ip().is_loopback() {
+                warnings.push(format!(
+                    "--http-token-file without --tls-cert: the token crosses the network in plain text to {http}"
+                ));
+            }
         }
+        warnings
     }
 }
 
@@ -342,10 +434,17 @@ pub(crate) fn serve_until_stopped(
         // Handlers first: once "Listening" is printed, a SIGTERM must already
         // mean a clean shutdown, not the default kill.
         let mut stop = StopSignals::install()?;
+        let listeners = opts.listeners()?;
+        for warning in opts.plaintext_warnings() {
+            tracing::warn!("{warning}");
+        }
+        if let Some(tls) = &listeners.tls {
+            reload_on_hangup(Arc::clone(tls))?;
+        }
         // Gateway (--publish): received events go to JetStream first.
         let spawn_dispatcher =
             crate::cluster::publish::through(gateway(opts).await?, python::spawn_dispatcher);
-        let mut server = Server::start(pipeline, &opts.listeners(), spawn_dispatcher)
+        let mut server = Server::start(pipeline, &listeners, spawn_dispatcher)
             .await
             .map_err(cannot_listen)?;
         if let Some(every) = opts.instrument_every() {
@@ -383,6 +482,32 @@ pub(crate) fn serve_until_stopped(
             }
         }
     })
+}
+
+/// Reads the TLS files again on every SIGHUP (certificates are renewed
+/// while the server runs); a reload that fails keeps the files in use.
+fn reload_on_hangup(tls: Arc<ServerTls>) -> std::io::Result<()> {
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let tls = Arc::clone(&tls);
+            // File reads and key parsing, off the async workers.
+            let reloaded = tokio::task::spawn_blocking(move || {
+                tls.reload().map(|()| tls.cert_path().display().to_string())
+            })
+            .await;
+            match reloaded {
+                Ok(Ok(cert)) => tracing::info!(
+                    "SIGHUP: reloaded the TLS certificate and key ({cert}); new connections use them"
+                ),
+                Ok(Err(e)) => tracing::error!(
+                    "SIGHUP: TLS reload failed, still using the previous certificate: {e}"
+                ),
+                Err(e) => tracing::error!("SIGHUP: TLS reload failed: {e}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The gateway `--publish` asks for, connected, or why not (naming the

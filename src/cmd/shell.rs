@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -51,6 +52,15 @@ pub struct ShellArgs {
     /// index() and query() ask its --riemann-tcp address.
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<SocketAddr>,
+    /// With --connect: query over TLS, trusting server certificates signed
+    /// by this CA (PEM); --tls-cert and --tls-key then name the client
+    /// certificate to present, for mutual TLS.
+    #[arg(long, value_name = "FILE", env = "DMON_TLS_CA", requires = "connect")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry
+    /// (default: the IP address of --riemann-tcp).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
     #[command(flatten)]
     pub server: ServerOpts,
 }
@@ -121,6 +131,23 @@ fn check_installed(kind: ShellKind) -> anyhow::Result<()> {
 pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     python::init().context("starting the embedded Python")?;
     check_installed(args.kind)?;
+    // TLS files are checked before anything starts.
+    let (listeners, client_tls) = match args.connect {
+        None => (Some(args.server.listeners()?), None),
+        Some(_) => {
+            let identity = args
+                .server
+                .tls_cert
+                .as_deref()
+                .zip(args.server.tls_key.as_deref());
+            let tls = super::client_tls(
+                args.tls_ca.as_deref(),
+                identity,
+                args.tls_server_name.as_deref(),
+            )?;
+            (None, tls)
+        }
+    };
     Python::attach(|py| -> PyResult<()> {
         // Ctrl-C while code runs raises KeyboardInterrupt instead of killing dmon.
         let signal = py.import("signal")?;
@@ -168,6 +195,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         Some(remote) => (
             Target::Remote {
                 riemann_tcp: args.server.riemann_tcp,
+                tls: client_tls,
             },
             remote,
         ),
@@ -195,16 +223,15 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ns.unbind())
     })?;
-    let server = if local {
+    let server = if let Some(listeners) = listeners {
+        for warning in args.server.plaintext_warnings() {
+            tracing::warn!("{warning}");
+        }
         // Gateway (--publish): received events go to JetStream first.
         let gateway = runtime.block_on(super::serve::gateway(&args.server))?;
         let spawn_dispatcher = crate::cluster::publish::through(gateway, python::spawn_dispatcher);
         let mut server = runtime
-            .block_on(Server::start(
-                pipeline,
-                &args.server.listeners(),
-                spawn_dispatcher,
-            ))
+            .block_on(Server::start(pipeline, &listeners, spawn_dispatcher))
             .map_err(super::serve::cannot_listen)?;
         if let Some(every) = args.server.instrument_every() {
             // Spawned inside the runtime the server runs on.

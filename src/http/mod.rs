@@ -20,10 +20,15 @@
 //! over Riemann TCP, searches run off the async workers on a snapshot of the
 //! index, at most `max_subscribers` subscriptions, and a subscriber that
 //! falls behind is disconnected and counted, never waited for.
+//!
+//! With `--tls-cert` every connection is HTTPS (WSS for subscriptions),
+//! its handshake bounded by `idle_timeout` like a request's headers; with
+//! `--http-token-file` every request must carry the token ([`token`]).
 
 pub mod dashboard;
 pub mod metrics;
 pub mod subscribe;
+pub mod token;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,7 +55,9 @@ use crate::log_limit::LogLimiter;
 use crate::pipeline::Pipeline;
 use crate::query::Query;
 use crate::server::riemann_tcp::{self, ACCEPT_BACKOFF, MAX_SEARCHES};
+use crate::tls::ServerTls;
 use crate::warn_limited;
+use token::HttpToken;
 
 /// Defaults of [`Limits`] that are the HTTP listener's own.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -103,6 +110,10 @@ pub struct Shared {
     searches: Semaphore,
     /// Fires at shutdown, so subscriptions end instead of holding it up.
     shutdown: watch::Receiver<bool>,
+    /// HTTPS (`--tls-cert`), if set.
+    pub tls: Option<Arc<ServerTls>>,
+    /// The token requests must carry (`--http-token-file`), if set.
+    pub token: Option<Arc<HttpToken>>,
 }
 
 impl Shared {
@@ -113,7 +124,16 @@ impl Shared {
             searches: Semaphore::new(MAX_SEARCHES),
             limits,
             shutdown,
+            tls: None,
+            token: None,
         }
+    }
+
+    /// HTTPS, and a token every request must carry.
+    pub fn secured(mut self, tls: Option<Arc<ServerTls>>, token: Option<Arc<HttpToken>>) -> Self {
+        self.tls = tls;
+        self.token = token;
+        self
     }
 
     fn stats(&self) -> &crate::stats::HttpStats {
@@ -138,26 +158,54 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.idle_timeout);
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = shutdown.changed() => return,
             io = capped.accept() => io,
         };
-        let connection = http1
-            .serve_connection(TokioIo::new(io), service.clone())
-            .with_upgrades();
+        let service = service.clone();
+        let http1 = http1.clone();
         let mut shutdown = shutdown.clone();
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                // A client that closes, times out or breaks the protocol
-                // ends here; there is nothing to tell it.
-                _ = connection.as_mut() => {}
-                _ = shutdown.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            let Some(tls) = &shared.tls else {
+                return serve_connection(io, &http1, service, shutdown).await;
+            };
+            let handshake = tokio::select! {
+                _ = shutdown.changed() => return,
+                handshake = tls.accept(io, shared.limits.idle_timeout) => handshake,
+            };
+            match handshake {
+                Ok(io) => serve_connection(io, &http1, service, shutdown).await,
+                Err(why) => {
+                    shared.stats().tls_failures.fetch_add(1, Ordering::Relaxed);
+                    warn_limited!(LOG, "http {peer}: {why}");
                 }
             }
         });
+    }
+}
+
+/// Serves one connection's requests until it closes or the server stops.
+async fn serve_connection<IO>(
+    io: IO,
+    http1: &hyper::server::conn::http1::Builder,
+    service: TowerToHyperService<Router>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        // A client that closes, times out or breaks the protocol ends
+        // here; there is nothing to tell it.
+        _ = connection.as_mut() => {}
+        _ = shutdown.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 
@@ -169,6 +217,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/index/sse", get(subscribe::index_sse))
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            token::require,
+        ))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), count))
         .with_state(shared)
 }
@@ -302,7 +354,7 @@ struct Capped {
 }
 
 impl Capped {
-    async fn accept(&mut self) -> Slotted {
+    async fn accept(&mut self) -> (Slotted, std::net::SocketAddr) {
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -318,12 +370,13 @@ impl Capped {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(slot) => {
                     let _ = stream.set_nodelay(true);
-                    return Slotted {
+                    let slotted = Slotted {
                         stream,
                         _slot: slot,
                         stall_limit: self.shared.limits.idle_timeout,
                         stalled: None,
                     };
+                    return (slotted, peer);
                 }
                 Err(_) => {
                     self.shared

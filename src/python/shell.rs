@@ -34,7 +34,12 @@ pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
 /// (its JSON UDP address, and its Riemann TCP address for queries).
 pub enum Target {
     Local(Arc<Pipeline>),
-    Remote { riemann_tcp: Option<SocketAddr> },
+    /// A dmon elsewhere (`--connect`): datagrams to its UDP address,
+    /// queries to its Riemann TCP address, over TLS if `tls`.
+    Remote {
+        riemann_tcp: Option<SocketAddr>,
+        tls: Option<crate::tls::ClientTls>,
+    },
 }
 
 /// A row of `top()`'s series: host, service, events, last metric.
@@ -303,15 +308,16 @@ impl ShellServer {
                 let query = Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
                 pipeline.context().index.search(|e| query.matches(e))
             }
-            Target::Remote { riemann_tcp } => {
+            Target::Remote { riemann_tcp, tls } => {
                 let addr = riemann_tcp.ok_or_else(|| {
                     PyRuntimeError::new_err(
                         "no Riemann TCP address to query (--riemann-tcp is off)",
                     )
                 })?;
                 let text = text.to_owned();
+                let tls = tls.clone();
                 py.detach(move || {
-                    RiemannClient::connect(addr, Duration::from_secs(10))
+                    RiemannClient::connect_with(addr, Duration::from_secs(10), tls.as_ref())
                         .map_err(ClientError::from)
                         .and_then(|mut client| client.query(&text))
                 })
@@ -489,13 +495,17 @@ impl ShellServer {
             },
             Target::Remote {
                 riemann_tcp: Some(tcp),
+                ref tls,
             } => {
+                let over = if tls.is_some() { " over TLS" } else { "" };
                 format!(
-                    "connected to {} (UDP), queries to {tcp} (Riemann TCP)",
+                    "connected to {} (UDP), queries to {tcp} (Riemann TCP{over})",
                     self.udp_addr()
                 )
             }
-            Target::Remote { riemann_tcp: None } => {
+            Target::Remote {
+                riemann_tcp: None, ..
+            } => {
                 format!("connected to {} (UDP)", self.udp_addr())
             }
         }

@@ -45,6 +45,10 @@ pub struct Listeners {
     /// Index queries, subscriptions and `/metrics` over HTTP.
     pub http: Option<SocketAddr>,
     pub http_limits: crate::http::Limits,
+    /// TLS on Riemann TCP and HTTP (`--tls-cert`), if set.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// The token HTTP requests must carry (`--http-token-file`), if set.
+    pub http_token: Option<Arc<crate::http::token::HttpToken>>,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -166,12 +170,15 @@ impl Server {
             shutdown_rx.clone(),
         ))];
         if let Some(listener) = tcp_listener {
-            let shared = Arc::new(riemann_tcp::Shared::new(
-                Arc::clone(&pipeline),
-                tx.clone(),
-                listen.max_frame,
-                listen.tcp_limits.clone(),
-            ));
+            let shared = Arc::new(
+                riemann_tcp::Shared::new(
+                    Arc::clone(&pipeline),
+                    tx.clone(),
+                    listen.max_frame,
+                    listen.tcp_limits.clone(),
+                )
+                .with_tls(listen.tls.clone()),
+            );
             let stop = shutdown_rx.clone();
             sources.push(tokio::spawn(async move {
                 riemann_tcp::run(listener, shared, stop).await;
@@ -187,11 +194,14 @@ impl Server {
             )));
         }
         if let Some(listener) = http_listener {
-            let shared = Arc::new(crate::http::Shared::new(
-                Arc::clone(&pipeline),
-                listen.http_limits.clone(),
-                shutdown_rx.clone(),
-            ));
+            let shared = Arc::new(
+                crate::http::Shared::new(
+                    Arc::clone(&pipeline),
+                    listen.http_limits.clone(),
+                    shutdown_rx.clone(),
+                )
+                .secured(listen.tls.clone(), listen.http_token.clone()),
+            );
             let stop = shutdown_rx.clone();
             sources.push(tokio::spawn(async move {
                 crate::http::run(listener, shared, stop).await;

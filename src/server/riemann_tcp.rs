@@ -22,6 +22,9 @@
 //!   large frames, charged at their decoded size and held until their events
 //!   were processed; one that does not fit is refused at once rather than
 //!   queued (so idle senders of huge frames cannot starve small ones);
+//! - with TLS ([`Shared::tls`]), the handshake must finish within
+//!   `idle_timeout`; a failed one (a plain-text client, no or a refused
+//!   client certificate) is logged and counted;
 //! - a query is capped in bytes and terms, runs on a snapshot of the index
 //!   off the async workers (so ingest never waits on it), at most
 //!   [`MAX_SEARCHES`] at once, and its reply is capped in events and bytes;
@@ -34,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
@@ -43,6 +46,7 @@ use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Pipeline, Work};
 use crate::query::Query;
+use crate::tls::ServerTls;
 use crate::warn_limited;
 
 /// Default largest frame accepted.
@@ -118,6 +122,8 @@ pub struct Shared {
     /// One permit per open connection.
     connections: Arc<Semaphore>,
     searches: Semaphore,
+    /// TLS on every connection (`--tls-cert`), if set.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Shared {
@@ -135,7 +141,14 @@ impl Shared {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             searches: Semaphore::new(MAX_SEARCHES),
             limits,
+            tls: None,
         }
+    }
+
+    /// Every connection speaks TLS first.
+    pub fn with_tls(mut self, tls: Option<Arc<ServerTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -206,10 +219,47 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (read, write) = stream.into_split();
+    let Some(tls) = shared.tls.clone() else {
+        let (read, write) = stream.into_split();
+        return serve_frames(read, write, peer, shared, slot, shutdown).await;
+    };
+    let handshake = tokio::select! {
+        _ = shutdown.changed() => return,
+        handshake = tls.accept(stream, shared.limits.idle_timeout) => handshake,
+    };
+    match handshake {
+        Ok(stream) => {
+            let (read, write) = tokio::io::split(stream);
+            serve_frames(read, write, peer, shared, slot, shutdown).await
+        }
+        Err(why) => {
+            shared
+                .pipeline
+                .ingest
+                .tcp
+                .tls_failures
+                .fetch_add(1, Ordering::Relaxed);
+            warn_limited!(BAD_CLIENT_LOG, "riemann tcp {peer}: {why}");
+        }
+    }
+}
+
+/// Answers a connection's frames, one at a time, until it closes, breaks a
+/// limit or the server stops.
+async fn serve_frames<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // Small buffers: a thousand idle connections cost little; large frames
     // are read straight into their own buffer.
     let mut read = BufReader::with_capacity(8 * 1024, read);
@@ -279,8 +329,8 @@ fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).try_into().unwrap_or(u32::MAX)
 }
 
-async fn request<'a>(
-    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+async fn request<'a, R: AsyncRead + Unpin>(
+    read: &mut BufReader<R>,
     len: usize,
     peer: SocketAddr,
     shared: &'a Shared,

@@ -746,8 +746,16 @@ pub struct Run {
 
 /// Runs `dmon ARGS…` with `stdin` (or /dev/null), waiting at most TIMEOUT.
 pub fn run_dmon(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(dmon_bin())
-        .args(args)
+    let mut cmd = Command::new(dmon_bin());
+    cmd.args(args);
+    run_bounded(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` (or /dev/null), waiting at most TIMEOUT (then
+/// it is killed and the test fails with what it printed).
+pub fn run_bounded(mut cmd: Command, stdin: Option<&str>) -> Run {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -756,7 +764,7 @@ pub fn run_dmon(args: &[&str], stdin: Option<&str>) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn dmon");
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     if let Some(input) = stdin {
         let mut pipe: ChildStdin = child.stdin.take().unwrap();
         let input = input.to_string();
@@ -772,7 +780,7 @@ pub fn run_dmon(args: &[&str], stdin: Option<&str>) -> Run {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "dmon {args:?} did not finish within {TIMEOUT:?}\n stdout:\n{} stderr:\n{}",
+                "{what} did not finish within {TIMEOUT:?}\n stdout:\n{} stderr:\n{}",
                 out.dump(),
                 err.dump()
             );

@@ -891,6 +891,8 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
             tcp_limits: Default::default(),
             http: None,
             http_limits: Default::default(),
+            tls: None,
+            http_token: None,
         };
         let server = runtime.block_on(Server::start(
             Arc::clone(&pipeline),
@@ -1017,6 +1019,8 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         tcp_limits: Default::default(),
         http: None,
         http_limits: Default::default(),
+        tls: None,
+        http_token: None,
     };
     let server = runtime.block_on(Server::start(
         Arc::clone(&pipeline),
