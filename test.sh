@@ -3,7 +3,8 @@
 # Works from a fresh clone as root and non-interactively (CI=true, no stdin):
 # it creates ./.venv with the test-only Python packages and installs the
 # system packages tests drive (tmux, riemann-c-client, prometheus, curl,
-# graphite-carbon, influxdb, chromium, nats-server) if they are missing.
+# graphite-carbon, influxdb, chromium, nats-server, openssl) if they are
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -47,6 +48,8 @@ command -v influxd >/dev/null 2>&1 || apt_missing+=(influxdb)
 [[ -x /usr/bin/chromedriver ]] || apt_missing+=(chromium-driver)
 # A real NATS JetStream server for clustering (tests/cluster*.rs).
 command -v nats-server >/dev/null 2>&1 || apt_missing+=(nats-server)
+# tests/tls.rs: `openssl s_client` checks the listeners' handshake.
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 if ((${#apt_missing[@]})); then
     log "installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
