@@ -23,6 +23,8 @@
 //!     sending to local sinks that read and discard (and acknowledge, for
 //!     forward), beside the same tree without the outputs, measured right
 //!     before it: the cost of sending events on.
+//! (t) (e)'s server and load in plain text and over TLS, alternately,
+//!     beside the baseline ([`tls`]);
 //! (n) workers (`serve --consume`) draining NATS JetStream, 1, 2 and 3 of
 //!     them, after the stream was loaded as a gateway publishes
 //!     ([`cluster`]); skipped without `nats-server`.
@@ -37,6 +39,7 @@
 //! `--recent`, each runs again with the recent-traffic ring on.
 
 mod cluster;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode, Stdio};
@@ -72,7 +75,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, r, s), comma-separated;
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, r, s, t), comma-separated;
     /// the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -85,6 +88,9 @@ pub struct BenchArgs {
     /// Internal: act as the Riemann TCP load generator against this address.
     #[arg(long, hide = true, value_name = "HOST:PORT")]
     pub generate_riemann: Option<SocketAddr>,
+    /// Internal: the Riemann load generator speaks TLS, trusting this CA.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub generate_tls_ca: Option<std::path::PathBuf>,
     /// Also run (a) and (b) with the recent-traffic ring on (the serve
     /// defaults: 5 minutes, at most 200,000 events), each right after
     /// the same scenario with it off, to show what the ring costs.
@@ -130,7 +136,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(to) = args.generate_riemann {
-        generate_riemann(to, args.events, args.connections)?;
+        let tls = crate::cmd::client_tls(args.generate_tls_ca.as_deref(), None, None)?;
+        generate_riemann(to, args.events, args.connections, tls.as_ref())?;
         return Ok(ExitCode::SUCCESS);
     }
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
@@ -251,6 +258,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("e") {
         riemann_tcp(&args)?;
+    }
+    if wants("t") {
+        tls::riemann_tls(&args, baseline_now)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -968,37 +978,69 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let exe = std::env::current_exe()?;
-    let run_generator = |to: SocketAddr| -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        let status = Command::new(&exe)
-            .args(["bench", "--generate-riemann", &to.to_string()])
-            .args([
-                "--events",
-                &args.events.to_string(),
-                "--connections",
-                &args.connections.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .context("running the Riemann load generator")?;
-        if !status.success() {
-            bail!("Riemann load generator failed: {status}");
-        }
-        Ok(start.elapsed())
-    };
-
+    let run_generator = |to: SocketAddr| run_riemann_generator(args, to, None);
     let sink = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let sink_addr = sink.local_addr()?;
     runtime.spawn(frame_sink(sink));
-    // What the generator sends: whole messages, evenly over the connections.
-    let connections = args.connections.max(1);
-    let total =
-        args.events.div_ceil(RIEMANN_BATCH).div_ceil(connections) * connections * RIEMANN_BATCH;
+    let total = riemann_total(args);
     let sink_time = run_generator(sink_addr)?;
     let sink_rate = total as f64 / sink_time.as_secs_f64();
 
     reset_peak_rss();
+    let dmon_rate = riemann_server_rate(&runtime, None, total, run_generator)?;
+    println!(
+        "(e) Riemann TCP, {RIEMANN_BATCH}/msg, {} connections, where(query) -> index {:>10.0} events/s  peak RSS {:>7.1} MiB  \
+         (loopback limit, frame-reading sink: {:.0} events/s; dmon = {:.0} % of it)",
+        args.connections,
+        dmon_rate,
+        peak_rss_kib() as f64 / 1024.0,
+        sink_rate,
+        100.0 * dmon_rate / sink_rate,
+    );
+    Ok(())
+}
+
+/// Events (e)'s generator sends in all: whole messages, evenly over the
+/// connections.
+fn riemann_total(args: &BenchArgs) -> usize {
+    let connections = args.connections.max(1);
+    args.events.div_ceil(RIEMANN_BATCH).div_ceil(connections) * connections * RIEMANN_BATCH
+}
+
+/// Runs the Riemann load generator process against `to` (over TLS,
+/// trusting `tls_ca`, if given) and returns how long it took.
+fn run_riemann_generator(
+    args: &BenchArgs,
+    to: SocketAddr,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<Duration> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "--generate-riemann", &to.to_string()])
+        .args(["--events", &args.events.to_string()])
+        .args(["--connections", &args.connections.to_string()]);
+    if let Some(ca) = tls_ca {
+        cmd.arg("--generate-tls-ca").arg(ca);
+    }
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .status()
+        .context("running the Riemann load generator")?;
+    if !status.success() {
+        bail!("Riemann load generator failed: {status}");
+    }
+    Ok(start.elapsed())
+}
+
+/// (e)'s server, `where(query) -> index`, on Riemann TCP (with `tls`, if
+/// given), fed by `run_generator`: its rate in events/s, once every event
+/// was processed.
+fn riemann_server_rate(
+    runtime: &tokio::runtime::Runtime,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    total: usize,
+    run_generator: impl FnOnce(SocketAddr) -> anyhow::Result<Duration>,
+) -> anyhow::Result<f64> {
     let query = crate::query::Query::parse(r#"service =~ "service-%" and metric >= 0"#)
         .map_err(anyhow::Error::msg)?;
     let roots = vec![Root {
@@ -1019,7 +1061,7 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
         tcp_limits: Default::default(),
         http: None,
         http_limits: Default::default(),
-        tls: None,
+        tls,
         http_token: None,
     };
     let server = runtime.block_on(Server::start(
@@ -1033,17 +1075,7 @@ fn riemann_tcp(args: &BenchArgs) -> anyhow::Result<()> {
     if stats.processed as usize != total {
         bail!("dmon processed {} of {total} events", stats.processed);
     }
-    let dmon_rate = total as f64 / dmon_time.as_secs_f64();
-    println!(
-        "(e) Riemann TCP, {RIEMANN_BATCH}/msg, {} connections, where(query) -> index {:>10.0} events/s  peak RSS {:>7.1} MiB  \
-         (loopback limit, frame-reading sink: {:.0} events/s; dmon = {:.0} % of it)",
-        args.connections,
-        dmon_rate,
-        peak_rss_kib() as f64 / 1024.0,
-        sink_rate,
-        100.0 * dmon_rate / sink_rate,
-    );
-    Ok(())
+    Ok(total as f64 / dmon_time.as_secs_f64())
 }
 
 /// Reads frames and acknowledges each without decoding it: the most any
@@ -1073,7 +1105,12 @@ async fn frame_sink(listener: tokio::net::TcpListener) {
 /// The Riemann load generator: `count` events in messages of
 /// [`RIEMANN_BATCH`], spread over `connections`, each waiting for its ack
 /// as real clients do.
-fn generate_riemann(to: SocketAddr, count: usize, connections: usize) -> anyhow::Result<()> {
+fn generate_riemann(
+    to: SocketAddr,
+    count: usize,
+    connections: usize,
+    tls: Option<&crate::tls::ClientTls>,
+) -> anyhow::Result<()> {
     use crate::client::RiemannClient;
     let messages: Vec<Vec<u8>> = (0..100)
         .map(|m| {
@@ -1095,7 +1132,7 @@ fn generate_riemann(to: SocketAddr, count: usize, connections: usize) -> anyhow:
             .map(|c| {
                 let messages = &messages;
                 scope.spawn(move || -> anyhow::Result<()> {
-                    let mut client = RiemannClient::connect(to, Duration::from_secs(30))?;
+                    let mut client = RiemannClient::connect_with(to, Duration::from_secs(30), tls)?;
                     for n in 0..per_connection {
                         client.send_raw(&messages[(c + n * connections) % messages.len()])?;
                         client.read_reply()?;
