@@ -138,6 +138,15 @@ impl RiemannClient {
                 io::ErrorKind::TimedOut,
                 format!("no reply within {:?}", self.timeout),
             ),
+            _ if tls_alert(&e).is_some() => {
+                let why = match tls_alert(&e) {
+                    Some(rustls::AlertDescription::CertificateRequired) => {
+                        "the server requires a client certificate (pass --tls-cert and --tls-key)"
+                    }
+                    _ => "the server refused this client's certificate",
+                };
+                io::Error::new(io::ErrorKind::PermissionDenied, format!("{why}: {e}"))
+            }
             io::ErrorKind::UnexpectedEof => {
                 let hint = match self.stream {
                     Connection::Plain(_) => " (a TLS port? then pass --tls-ca)",
@@ -176,6 +185,18 @@ impl RiemannClient {
             .iter()
             .map(|e| from_proto(e, now))
             .collect())
+    }
+}
+
+/// The alert a TLS server sent about this client's certificate, if that
+/// is what `e` is.
+fn tls_alert(e: &io::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription::*;
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(
+            alert @ (CertificateRequired | BadCertificate | UnknownCA | CertificateUnknown),
+        ) => Some(*alert),
+        _ => None,
     }
 }
 

@@ -268,3 +268,48 @@ fn check_json_routes(s: &Server) {
     assert_eq!(node("stream/sdo/where/printer")["in"], 2, "{stats}");
     assert_eq!(node("stream/sdo/where")["kind"], "where");
 }
+
+#[test]
+fn the_dashboard_works_behind_the_http_token() {
+    let dir = TempDir::new();
+    let token = "dashboard-token-0123456789";
+    let file = dir.write("token", token);
+    let file = file.display().to_string();
+    let mut s = Server::start_with(
+        MODULE,
+        "py",
+        &["--http", "127.0.0.1:0", "--http-token-file", &file],
+    );
+    let (status, _, _) = curl(s.http, "/");
+    assert_eq!(status, 401);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/dashboard_check.py");
+    let screenshot = artifacts().join("dashboard-token.png");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .args([s.http.to_string(), s.port.to_string()])
+        .arg(&screenshot)
+        .arg(token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("run python3 (the test venv on PATH, with selenium; ./test.sh sets it up)");
+    let mut browser = Browser {
+        stdout: Lines::spawn("dashboard_check stdout", child.stdout.take().unwrap()),
+        stderr: Lines::spawn("dashboard_check stderr", child.stderr.take().unwrap()),
+        child: KillOnDrop(child),
+        deadline: Instant::now() + SCRIPT_TIMEOUT,
+    };
+    let exit = wait_timeout(&mut browser.child.0, SCRIPT_TIMEOUT);
+    let output = browser.output();
+    match exit {
+        Some(st) if st.success() => {}
+        _ => s.fail(&format!("the browser's token check failed:\n{output}")),
+    }
+    assert!(output.contains("dashboard checks passed"), "{output}");
+    let stats = s.terminate().stats();
+    // The browser's first request, unanswered until it sent the
+    // credentials, and the test's curl.
+    assert!(stats.count("http_unauthorized") >= 1, "{stats:?}");
+}

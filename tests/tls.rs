@@ -246,6 +246,12 @@ fn client_certificates_are_required_with_tls_client_ca() {
     // No certificate: refused at the handshake.
     let bare = dmon_query(s.riemann_tcp, "true", &["--tls-ca", &ca]);
     assert!(!bare.status.success(), "{bare:?}");
+    assert!(
+        bare.stderr
+            .contains("the server requires a client certificate (pass --tls-cert and --tls-key)"),
+        "{}",
+        bare.stderr
+    );
     s.expect_stderr("the refusal of a client without a certificate", |l| {
         l.contains("the client presented no certificate, and --tls-client-ca requires one")
     });
@@ -257,6 +263,13 @@ fn client_certificates_are_required_with_tls_client_ca() {
         &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key],
     );
     assert!(!foreign.status.success(), "{foreign:?}");
+    assert!(
+        foreign
+            .stderr
+            .contains("the server refused this client's certificate"),
+        "{}",
+        foreign.stderr
+    );
     s.expect_stderr("the refusal of a foreign certificate", |l| {
         l.contains("the client's certificate was refused")
     });

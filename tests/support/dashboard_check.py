@@ -1,6 +1,10 @@
 """Drives dmon's dashboard in real headless Chromium (tests/dashboard.rs).
 
-    python3 dashboard_check.py HTTP_PORT UDP_PORT SCREENSHOT_PATH
+    python3 dashboard_check.py HTTP_PORT UDP_PORT SCREENSHOT_PATH [TOKEN]
+
+With TOKEN (dmon runs with --http-token-file), only the token check runs:
+the page, opened with the token as HTTP Basic credentials, must subscribe
+and show a new event, as a browser sends those credentials on.
 
 Near the end it prints RESTART and reads a line: the UDP port of the dmon
 that the test has restarted on the same HTTP port.
@@ -40,6 +44,7 @@ WITHIN = 1.0
 SLOW = 20.0
 
 http_port, udp_port, screenshot = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+token = sys.argv[4] if len(sys.argv) > 4 else None
 base = f"http://127.0.0.1:{http_port}"
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
@@ -333,6 +338,19 @@ def check(driver):
     )
 
 
+def check_token(driver):
+    """The page and its requests and WebSocket, with Basic credentials."""
+    driver.get(f"http://dmon:{token}@127.0.0.1:{http_port}/")
+    wait(driver, SLOW, "the subscription is live with the token", lambda d: status(d) == "live")
+    ok("page loaded with the token, subscription live")
+    sent_and_shown(
+        driver,
+        "a new event is shown through the token-guarded WebSocket",
+        lambda d: row(d, "tok1", "cpu") is not None,
+        host="tok1", service="cpu", state="ok", metric=1, ttl=60,
+    )
+
+
 def main():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -343,7 +361,7 @@ def main():
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(SLOW)
     try:
-        check(driver)
+        check_token(driver) if token else check(driver)
     except (AssertionError, WebDriverException) as e:
         print(f"FAILED: {e}", flush=True)
         try:

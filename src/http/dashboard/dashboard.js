@@ -23,6 +23,10 @@
   const SVG = 'http://www.w3.org/2000/svg'; // a namespace's name, never fetched
 
   const $ = (id) => document.getElementById(id);
+  // Absolute, from the origin: a page opened as http://user:token@host/
+  // (--http-token-file) cannot fetch relative URLs, which would carry the
+  // credentials; the browser sends them on by itself.
+  const api = (path) => location.origin + path;
 
   function element(tag, className, text) {
     const e = document.createElement(tag);
@@ -88,7 +92,7 @@
     const asked = ++requested;
     let resp;
     try {
-      resp = await fetch('/index?query=' + encodeURIComponent(text), { cache: 'no-store' });
+      resp = await fetch(api('/index?query=' + encodeURIComponent(text)), { cache: 'no-store' });
     } catch (err) {
       if (asked === requested) showError('cannot reach dmon: ' + err.message);
       return;
@@ -147,7 +151,7 @@
   async function loadSeries(text, gen) {
     let answer;
     try {
-      const resp = await fetch('/series?query=' + encodeURIComponent(text), { cache: 'no-store' });
+      const resp = await fetch(api('/series?query=' + encodeURIComponent(text)), { cache: 'no-store' });
       if (!resp.ok) return; // sparklines then start with the live events
       answer = await resp.json();
     } catch (err) {
@@ -227,7 +231,7 @@
   // knows (too many matches, say).
   async function explainRefusal(text, gen) {
     try {
-      const resp = await fetch('/index?query=' + encodeURIComponent(text), { cache: 'no-store' });
+      const resp = await fetch(api('/index?query=' + encodeURIComponent(text)), { cache: 'no-store' });
       if (gen !== generation) return;
       if (!resp.ok) {
         showError((await resp.text()).trim(), 'connection');
@@ -440,7 +444,7 @@
 
   async function pollStats() {
     try {
-      const resp = await fetch('/stats', { cache: 'no-store' });
+      const resp = await fetch(api('/stats'), { cache: 'no-store' });
       if (!resp.ok) throw new Error((await resp.text()).trim() || `HTTP ${resp.status}`);
       showStats(await resp.json());
       $('streams-error').hidden = true;
