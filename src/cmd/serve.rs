@@ -15,7 +15,6 @@ use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
-use crate::sinks::email::{Mailer, SmtpServer};
 use crate::stats::Stats;
 
 /// Where the server listens and what it runs; shared by every command that
@@ -81,14 +80,9 @@ pub struct ServerOpts {
     /// gets 503.
     #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
     pub http_max_subscribers: usize,
-    /// SMTP server that email() streams send through (plain SMTP, no auth).
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "DMON_SMTP",
-        default_value = "localhost:25"
-    )]
-    pub smtp: SmtpServer,
+    /// The SMTP relay email() sends through: address, TLS, login.
+    #[command(flatten)]
+    pub smtp: super::smtp_opts::SmtpOpts,
     /// Seconds between the events dmon streams about itself into its roots
     /// (services "dmon ingest rate", "dmon dropped", "dmon index size", …,
     /// tagged "dmon"); 0 turns them off.
@@ -298,8 +292,10 @@ pub fn prepare_with(
     opts: &ServerOpts,
     console: Arc<dyn LineSink>,
 ) -> anyhow::Result<Arc<Pipeline>> {
+    // First: a relay's flags that do not add up stop dmon before anything starts.
+    let mailer = opts.smtp.start_mailer()?;
     python::init().context("starting the embedded Python")?;
-    let ctx = Arc::new(Context::new(Mailer::start(opts.smtp.clone()), console));
+    let ctx = Arc::new(Context::new(mailer, console));
     python::bind_context(Arc::clone(&ctx));
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
