@@ -61,7 +61,11 @@ fn serve_help_explains_its_flags() {
         "--max-frame <BYTES> Largest Riemann TCP message accepted, in bytes;",
         "--max-events-per-message <N> Most events (and states) in one Riemann message; a message with more is refused whole with an error reply naming the limit [env: DMON_MAX_EVENTS_PER_MESSAGE=] [default: 100000]",
         "--idle-timeout <SECS> Seconds a Riemann TCP connection may go without sending a complete message, or without reading a reply, before it is closed; also how long an HTTP request's headers may take, and an HTTP client may go without reading what it is sent (a stalled subscriber) [env: DMON_IDLE_TIMEOUT=] [default: 120]",
-        "--smtp <HOST:PORT> SMTP server that email() streams send through (plain SMTP, no auth)",
+        "--smtp <HOST:PORT> SMTP relay that email() streams send through (localhost:25 when not given) [env: DMON_SMTP=]",
+        "--smtp-tls <MODE> How the connection to the relay is secured: auto (STARTTLS when the relay offers it, plain otherwise, but never a login in the clear), starttls (STARTTLS required: no mail to a relay without it), tls (TLS from the first byte, as on port 465) or none (plain SMTP).",
+        "--smtp-user <USER> User to log in to the relay as (SMTP AUTH). The password comes from the environment variable DMON_SMTP_PASSWORD or from --smtp-password-file, never from the command line",
+        "--smtp-password-file <FILE> File whose first line is the password of --smtp-user (instead of DMON_SMTP_PASSWORD)",
+        "--smtp-ca <FILE> PEM file of a CA to trust, besides the system's roots, for the relay's certificate",
         "--watch Reload the stream module whenever its file changes;",
     ] {
         assert_help_entry(&r.stdout, entry);
@@ -91,6 +95,7 @@ fn shell_help_explains_its_flags() {
         "-s, --shell <KIND> Which shell to run [default: python]",
         "--stats-json At exit, print the counters as one `dmon stats: {json}` line (as `serve` does) instead of a short table",
         "--connect <HOST:PORT> Open the shell against a dmon already running at HOST:PORT",
+        "--smtp-tls <MODE> How the connection to the relay is secured:",
     ] {
         assert_help_entry(&r.stdout, entry);
     }

@@ -94,10 +94,10 @@ fn background_output_above_an_intact_prompt(kind: Kind) {
         kind.is_prompt(prompt) && prompt.ends_with(typed)
     };
     let screen = shell.wait_for("the mail failure above the intact prompt", |s| {
-        s.lines().any(|l| l.starts_with("WARN email: ")) && intact(s)
+        s.lines().any(|l| l.starts_with("WARN email: sending ")) && intact(s)
     });
     assert_eq!(
-        line_starting(&screen, "WARN email: "),
+        line_starting(&screen, "WARN email: sending "),
         "WARN email: sending \"ext warning\" via SMTP 127.0.0.1:1 failed after 3 attempts: \
          Connection error: Connection refused (os error 111)"
     );

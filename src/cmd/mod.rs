@@ -10,6 +10,7 @@ pub mod replay;
 pub mod send;
 pub mod serve;
 pub mod shell;
+pub mod smtp_opts;
 pub mod test;
 
 use std::net::SocketAddr;

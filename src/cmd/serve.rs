@@ -16,7 +16,6 @@ use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
-use crate::sinks::email::{Mailer, SmtpServer};
 use crate::stats::Stats;
 use crate::tls::{Identity, PemFile, ServerTls};
 
@@ -107,14 +106,9 @@ pub struct ServerOpts {
     /// authentication (browsers ask for it); at least 16 bytes.
     #[arg(long, value_name = "FILE", env = "DMON_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<PathBuf>,
-    /// SMTP server that email() streams send through (plain SMTP, no auth).
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "DMON_SMTP",
-        default_value = "localhost:25"
-    )]
-    pub smtp: SmtpServer,
+    /// The SMTP relay email() sends through: address, TLS, login.
+    #[command(flatten)]
+    pub smtp: super::smtp_opts::SmtpOpts,
     /// Seconds between the events dmon streams about itself into its roots
     /// (services "dmon ingest rate", "dmon dropped", "dmon index size", …,
     /// tagged "dmon"); 0 turns them off.
@@ -390,8 +384,10 @@ pub fn prepare_with(
     opts: &ServerOpts,
     console: Arc<dyn LineSink>,
 ) -> anyhow::Result<Arc<Pipeline>> {
+    // First: a relay's flags that do not add up stop dmon before anything starts.
+    let mailer = opts.smtp.start_mailer()?;
     python::init().context("starting the embedded Python")?;
-    let ctx = Arc::new(Context::new(Mailer::start(opts.smtp.clone()), console));
+    let ctx = Arc::new(Context::new(mailer, console));
     python::bind_context(Arc::clone(&ctx));
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;

@@ -20,7 +20,6 @@ use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellCluster, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
-use crate::sinks::email::Mailer;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShellKind {
@@ -174,11 +173,15 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         ShellKind::Ipython => Arc::new(PythonStdout),
         ShellKind::Bpython => Arc::new(BpythonQueue),
     };
+    // Loaded now, on this thread: BpythonQueue loads it for the first log
+    // line, and a background thread's line (the SMTP relay's check) loading
+    // it meanwhile could leave setup() to find a half-run module.
+    Python::attach(|py| shell_module(py).map(drop))?;
     // Log records go above the prompt too, in their short form (logs()
     // shows them whole).
     logs::to_console(Arc::clone(&console), color());
     let ctx = Arc::new(Context::new(
-        Mailer::start(args.server.smtp.clone()),
+        args.server.smtp.start_mailer()?,
         Arc::clone(&console),
     ));
     python::bind_context(Arc::clone(&ctx));

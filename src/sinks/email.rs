@@ -13,13 +13,24 @@
 //! Body lines need no cut: lettre sends a body with any line over 76
 //! characters quoted-printable or base64, whose lines are short, and the
 //! SMTP transport dot-stuffs the data.
+//!
+//! The relay ([`Relay`]) may want TLS and a login: STARTTLS or TLS from the
+//! first byte ([`SmtpTls`]), then AUTH. What the user asked for is never
+//! weakened: a relay that cannot give it gets no mail (and no password),
+//! and such a refusal, like a rejected login, is given up at once rather
+//! than retried. [`spawn_check`] tries all of it once at start-up, without
+//! sending mail, so a wrong password shows before the first alert is lost.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::message::{header::ContentType, Mailbox};
-use lettre::{Message, SmtpTransport, Transport};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::{ClientId, Extension};
+use lettre::Message;
 
 use super::{Failure, Policy, Refused, Retry, Sink, SinkHandle, SinkSnapshot, SinkStats};
 use crate::event::{push_escaped, Event};
@@ -169,8 +180,8 @@ pub fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
         .map_err(|e| format!("invalid mail address {text:?}: {e}"))
 }
 
-/// Where to send mail: an SMTP relay, plain SMTP (no TLS), as a local relay is.
-#[derive(Debug, Clone)]
+/// Where to send mail: an SMTP relay's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpServer {
     pub host: String,
     pub port: u16,
@@ -190,6 +201,410 @@ impl std::str::FromStr for SmtpServer {
     }
 }
 
+impl Default for SmtpServer {
+    /// A relay on this machine, as a local MTA is.
+    fn default() -> Self {
+        SmtpServer {
+            host: "localhost".into(),
+            port: 25,
+        }
+    }
+}
+
+/// How the connection to the relay is secured (`--smtp-tls`).
+// Plain comments on the variants: doc comments would become clap's help
+// for each value, which turns all of `--help` into its long form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SmtpTls {
+    // STARTTLS when the relay offers it, plain otherwise; a login is never
+    // sent in the clear.
+    #[default]
+    Auto,
+    // Plain SMTP, no TLS: a relay on this machine.
+    None,
+    // STARTTLS, required: a relay that does not offer it gets no mail.
+    Starttls,
+    // TLS from the first byte (implicit TLS, "SMTPS", port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    /// As `--smtp-tls` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SmtpTls::Auto => "auto",
+            SmtpTls::None => "none",
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+        }
+    }
+}
+
+/// A password: shown by `Debug` as hidden, so no log or error prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// `None` for an empty one: an empty password is a mistake, not a login.
+    pub fn new(text: String) -> Option<Password> {
+        (!text.is_empty()).then_some(Password(text))
+    }
+
+    /// The first line of `path`'s contents, without its line end: what
+    /// `echo secret > file` writes.
+    pub fn from_file(path: &Path) -> Result<Password, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let line = text.lines().next().unwrap_or("");
+        Password::new(line.to_owned())
+            .ok_or_else(|| format!("{} has an empty first line", path.display()))
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(hidden)")
+    }
+}
+
+/// The user and password the relay wants (SMTP AUTH, PLAIN or LOGIN).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: Password,
+}
+
+/// The certificates of a PEM file, to trust besides the system's roots: a
+/// relay whose certificate a private CA signed.
+pub fn load_ca(path: &Path) -> Result<Certificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // lettre takes a file without any certificate, and trusts nothing more.
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Everything needed to hand mail to the relay: its address, how to secure
+/// the connection, and the login.
+#[derive(Clone)]
+pub struct Relay {
+    pub server: SmtpServer,
+    pub tls: SmtpTls,
+    login: Option<Login>,
+    /// Roots and certificate checks, built once; `None` with [`SmtpTls::None`].
+    tls_parameters: Option<TlsParameters>,
+    /// `auto` with no login to protect and no `--smtp-ca`: STARTTLS when
+    /// offered, the certificate not checked.
+    opportunistic: bool,
+    /// What EHLO says dmon is: this machine's name, looked up once.
+    hello: ClientId,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("server", &self.server)
+            .field("tls", &self.tls)
+            .field("user", &self.login.as_ref().map(|l| &l.user))
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<SmtpServer> for Relay {
+    /// Plain SMTP without a login, as before TLS: what tests and benchmarks
+    /// point at a port nothing listens on.
+    fn from(server: SmtpServer) -> Relay {
+        Relay {
+            server,
+            tls: SmtpTls::None,
+            login: None,
+            tls_parameters: None,
+            opportunistic: false,
+            hello: ClientId::default(),
+        }
+    }
+}
+
+/// Why the relay did not take a mail (or, at start-up, would not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayError {
+    /// What happened: mostly what the relay did, worded to follow "SMTP
+    /// relay HOST:PORT" (`rejected the login for user "alerts" (535 5.7.8
+    /// Authentication credentials invalid)`); else lettre's words for a
+    /// network failure (`Connection error: Connection refused …`).
+    pub message: String,
+    /// Whether `message` follows the relay's name, as a predicate.
+    pub of_relay: bool,
+    /// No retry can help: the relay refused for good (a 5xx reply), or the
+    /// connection cannot be secured as asked.
+    pub permanent: bool,
+}
+
+impl RelayError {
+    fn permanent(message: String) -> RelayError {
+        RelayError {
+            message,
+            of_relay: true,
+            permanent: true,
+        }
+    }
+
+    /// `message` as a sentence of its own: `the relay rejected the login…`.
+    pub fn sentence(&self) -> String {
+        match self.of_relay {
+            true => format!("the relay {}", self.message),
+            false => self.message.clone(),
+        }
+    }
+}
+
+/// What a session with the relay went through, for the start-up line:
+/// `STARTTLS, logged in as "alerts"`.
+fn describe_session(secured: &str, login: Option<&Login>) -> String {
+    match login {
+        Some(l) => format!("{secured}, logged in as {:?}", l.user),
+        None => format!("{secured}, no login"),
+    }
+}
+
+/// Which step of a session failed: its errors read differently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// TCP, TLS from the first byte, the greeting and EHLO.
+    Connect,
+    Starttls,
+    Login,
+    Send,
+}
+
+impl Relay {
+    /// A relay secured as `tls` says, trusting the system's roots and
+    /// `ca`'s certificates.
+    pub fn new(
+        server: SmtpServer,
+        tls: SmtpTls,
+        login: Option<Login>,
+        ca: Option<Certificate>,
+    ) -> Result<Relay, String> {
+        // As an MTA's opportunistic TLS (Postfix's `may`): with no password
+        // to protect and no CA named, `auto` encrypts what it can without
+        // insisting on a certificate it can check (a local relay's is often
+        // self-signed); the plain SMTP it would otherwise use checks
+        // nothing either.
+        let opportunistic = tls == SmtpTls::Auto && login.is_none() && ca.is_none();
+        let tls_parameters = match tls {
+            SmtpTls::None => {
+                if ca.is_some() {
+                    return Err("a CA to trust makes no sense without TLS".into());
+                }
+                None
+            }
+            SmtpTls::Auto | SmtpTls::Starttls | SmtpTls::Tls => {
+                let mut builder = TlsParameters::builder(server.host.clone());
+                if opportunistic {
+                    builder = builder.dangerous_accept_invalid_certs(true);
+                }
+                if let Some(ca) = ca {
+                    builder = builder.add_root_certificate(ca);
+                }
+                Some(builder.build().map_err(|e| format!("TLS set-up: {e}"))?)
+            }
+        };
+        Ok(Relay {
+            server,
+            tls,
+            login,
+            tls_parameters,
+            opportunistic,
+            hello: ClientId::default(),
+        })
+    }
+
+    /// `host:port`, as logs and `stats` name the relay.
+    pub fn target(&self) -> String {
+        super::target(&self.server.host, self.server.port)
+    }
+
+    /// The login's user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.login.as_ref().map(|l| l.user.as_str())
+    }
+
+    /// Connects, secures the connection as asked and logs in: a session
+    /// ready for mail, and how it was secured.
+    fn open(&self) -> Result<(SmtpConnection, &'static str), RelayError> {
+        let tls = self.tls_parameters.as_ref();
+        let wrapper = tls.filter(|_| self.tls == SmtpTls::Tls);
+        let mut conn = SmtpConnection::connect(
+            (self.server.host.as_str(), self.server.port),
+            Some(SMTP_TIMEOUT),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .map_err(|e| self.failed(Step::Connect, &e))?;
+        let offers_starttls = conn.server_info().supports_feature(Extension::StartTls);
+        let secured = match (self.tls, tls) {
+            (SmtpTls::Tls, _) => "TLS",
+            (SmtpTls::Auto | SmtpTls::Starttls, Some(tls)) if offers_starttls => {
+                conn.starttls(tls, &self.hello)
+                    .map_err(|e| self.failed(Step::Starttls, &e))?;
+                match self.opportunistic {
+                    true => "STARTTLS, certificate not checked",
+                    false => "STARTTLS",
+                }
+            }
+            (SmtpTls::Starttls, _) => {
+                conn.abort();
+                return Err(RelayError::permanent(
+                    "does not offer STARTTLS, and --smtp-tls starttls was asked for: \
+                     refusing to send mail in the clear"
+                        .into(),
+                ));
+            }
+            (SmtpTls::Auto, _) if self.login.is_some() => {
+                conn.abort();
+                return Err(RelayError::permanent(format!(
+                    "does not offer STARTTLS: refusing to send the password of {:?} in the \
+                     clear (--smtp-tls none would allow it)",
+                    self.user().unwrap_or_default()
+                )));
+            }
+            _ => "plain SMTP",
+        };
+        if let Some(login) = &self.login {
+            if conn
+                .server_info()
+                .get_auth_mechanism(DEFAULT_MECHANISMS)
+                .is_none()
+            {
+                conn.abort();
+                // Relays commonly offer AUTH only once TLS is up.
+                let hint = match offers_starttls && self.tls == SmtpTls::None {
+                    true => " (it offers STARTTLS, after which it may: drop --smtp-tls none)",
+                    false => "",
+                };
+                return Err(RelayError::permanent(format!(
+                    "offers no login (AUTH PLAIN or LOGIN) over {secured}, and --smtp-user {:?} \
+                     was given{hint}",
+                    login.user
+                )));
+            }
+            let credentials = Credentials::new(login.user.clone(), login.password.0.clone());
+            conn.auth(DEFAULT_MECHANISMS, &credentials)
+                .map_err(|e| self.failed(Step::Login, &e))?;
+        }
+        Ok((conn, secured))
+    }
+
+    /// Tries a session without sending mail: how it went (`STARTTLS,
+    /// logged in as "alerts"`), or why it failed.
+    pub fn check(&self) -> Result<String, RelayError> {
+        let (mut conn, secured) = self.open()?;
+        let _ = conn.quit();
+        Ok(describe_session(secured, self.login.as_ref()))
+    }
+
+    /// Sends one message in a session of its own.
+    fn send(&self, message: &Message) -> Result<(), RelayError> {
+        let (mut conn, _) = self.open()?;
+        let sent = conn.send(message.envelope(), &message.formatted());
+        // As lettre's transport does: QUIT, without waiting for the reply.
+        conn.abort();
+        sent.map(drop).map_err(|e| self.failed(Step::Send, &e))
+    }
+
+    /// `e`, at `step`, worded for people, and whether it is for good.
+    fn failed(&self, step: Step, e: &lettre::transport::smtp::Error) -> RelayError {
+        if let Some(code) = e.status() {
+            // lettre's Display adds "permanent error (535): "; the reply is
+            // clearer as the relay wrote it.
+            let reply = std::error::Error::source(e).map_or(String::new(), |s| format!(" {s}"));
+            let reply = format!("{code}{reply}");
+            let message = match step {
+                Step::Login => format!(
+                    "rejected the login for user {:?} ({reply})",
+                    self.user().unwrap_or_default()
+                ),
+                Step::Starttls => format!("refused STARTTLS ({reply})"),
+                Step::Connect => format!("refused the connection ({reply})"),
+                Step::Send => format!("refused the mail ({reply})"),
+            };
+            return RelayError {
+                message,
+                of_relay: true,
+                permanent: e.is_permanent(),
+            };
+        }
+        // rustls' errors come through as InvalidData I/O errors, which a
+        // plain connection does not give.
+        let tls_in_play = step == Step::Starttls || self.tls == SmtpTls::Tls;
+        if let Some(tls_error) =
+            io_error(e).filter(|io| tls_in_play && io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            let hint = if self.tls == SmtpTls::Tls && step == Step::Connect {
+                " (is it a plain SMTP port? --smtp-tls tls is TLS from the first byte, as on \
+                 port 465; a relay on port 587 or 25 takes --smtp-tls starttls)"
+            } else if tls_error.to_string().contains("certificate") {
+                " (if a private CA signed it, trust that CA with --smtp-ca FILE)"
+            } else {
+                ""
+            };
+            return RelayError::permanent(format!("failed the TLS handshake: {tls_error}{hint}"));
+        }
+        // A read timeout is WouldBlock on Unix, which lettre's
+        // is_timeout() does not count.
+        let timed_out = e.is_timeout()
+            || io_error(e).is_some_and(|io| io.kind() == std::io::ErrorKind::WouldBlock);
+        RelayError {
+            message: match timed_out {
+                true => format!("did not answer within {} s", SMTP_TIMEOUT.as_secs()),
+                false => e.to_string(),
+            },
+            of_relay: timed_out,
+            permanent: false,
+        }
+    }
+}
+
+/// The I/O error under a lettre error, if any.
+fn io_error(e: &lettre::transport::smtp::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// Checks `relay` once, on a thread of its own (a relay that does not
+/// answer takes [`SMTP_TIMEOUT`]), sending no mail, and logs one line:
+/// that it is fine and how, or what is wrong. Nothing stops for it: mail
+/// that then fails is counted as ever.
+pub fn spawn_check(relay: Relay) {
+    let spawned = std::thread::Builder::new()
+        .name("dmon-smtp-check".into())
+        .spawn(move || match relay.check() {
+            Ok(how) => tracing::info!("email: SMTP relay {} ok ({how})", relay.target()),
+            Err(e) if e.permanent => tracing::warn!(
+                "email: SMTP relay {} {}; mail will fail until this is fixed",
+                relay.target(),
+                e.message
+            ),
+            Err(e) => tracing::warn!(
+                "email: SMTP relay {} is not taking mail now: {}; each mail will still be tried",
+                relay.target(),
+                e.sentence()
+            ),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("email: cannot check the SMTP relay: {e}");
+    }
+}
+
 /// One mail per batch, three attempts: a mail is an alert someone reads,
 /// so a lost one is reported as such rather than retried for ever.
 const POLICY: Policy = Policy {
@@ -201,33 +616,34 @@ const POLICY: Policy = Policy {
 
 /// SMTP through lettre, as a [`Sink`].
 struct EmailSink {
-    server: SmtpServer,
+    relay: Relay,
 }
 
 impl Sink for EmailSink {
     type Item = Mail;
-    type Conn = SmtpTransport;
+    type Conn = ();
 
     fn kind(&self) -> &'static str {
         "email"
     }
     fn target(&self) -> String {
-        super::target(&self.server.host, self.server.port)
+        self.relay.target()
     }
     fn policy(&self) -> Policy {
         POLICY
     }
-    fn connect(&mut self) -> Result<SmtpTransport, Failure> {
-        // lettre connects on each send.
-        Ok(SmtpTransport::builder_dangerous(self.server.host.clone())
-            .port(self.server.port)
-            .timeout(Some(SMTP_TIMEOUT))
-            .build())
+    fn connect(&mut self) -> Result<(), Failure> {
+        // A session of its own for each mail: see `send`.
+        Ok(())
     }
-    fn send(&mut self, transport: &mut SmtpTransport, batch: &[Mail]) -> Result<(), Failure> {
+    fn send(&mut self, _: &mut (), batch: &[Mail]) -> Result<(), Failure> {
         for mail in batch {
-            let message = build_message(mail).map_err(Failure::fatal)?;
-            transport.send(&message).map_err(Failure::retry)?;
+            let message = build_message(mail)
+                .map_err(|e| Failure::fatal(format!("cannot build the mail: {e}")))?;
+            self.relay.send(&message).map_err(|e| match e.permanent {
+                true => Failure::fatal(e.sentence()),
+                false => Failure::retry(e.sentence()),
+            })?;
         }
         Ok(())
     }
@@ -238,14 +654,13 @@ impl Sink for EmailSink {
     }
     fn give_up_message(&self, mails: &[Mail], attempts: u32, failure: &Failure) -> String {
         let subject = mails.first().map(|m| m.subject.as_str()).unwrap_or("");
-        let e = &failure.message;
+        let (e, target) = (&failure.message, self.relay.target());
         if failure.retryable {
             format!(
-                "email: sending {subject:?} via SMTP {}:{} failed after {attempts} attempts: {e}",
-                self.server.host, self.server.port,
+                "email: sending {subject:?} via SMTP {target} failed after {attempts} attempts: {e}"
             )
         } else {
-            format!("email: cannot build mail {subject:?}: {e}")
+            format!("email: sending {subject:?} via SMTP {target} failed, not retried: {e}")
         }
     }
 }
@@ -257,10 +672,17 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// Starts the worker thread. Nothing connects until the first mail.
+    /// Starts the worker thread for plain SMTP to `server`, without a
+    /// login. Nothing connects until the first mail.
     pub fn start(server: SmtpServer) -> Mailer {
+        Mailer::start_relay(server.into())
+    }
+
+    /// Starts the worker thread for `relay`. Nothing connects until the
+    /// first mail.
+    pub fn start_relay(relay: Relay) -> Mailer {
         Mailer {
-            handle: SinkHandle::start(EmailSink { server }),
+            handle: SinkHandle::start(EmailSink { relay }),
             started: true,
         }
     }
@@ -411,6 +833,103 @@ mod tests {
         assert!(parse_mailbox("not an address").is_err());
         assert!("localhost".parse::<SmtpServer>().is_err());
         assert_eq!("localhost:25".parse::<SmtpServer>().unwrap().port, 25);
+    }
+
+    #[test]
+    fn a_password_file_gives_its_first_line() {
+        let dir = std::env::temp_dir().join(format!("dmon-email-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            Password::from_file(&path)
+        };
+        let secret = |p: Password| p.0;
+        assert_eq!(secret(file("lf", "s3cret\n").unwrap()), "s3cret");
+        assert_eq!(secret(file("crlf", "s3cret\r\n").unwrap()), "s3cret");
+        assert_eq!(secret(file("bare", "s3 cret").unwrap()), "s3 cret");
+        assert_eq!(
+            secret(file("more", "s3cret\nnot this\n").unwrap()),
+            "s3cret"
+        );
+        assert!(file("empty", "").unwrap_err().contains("empty first line"));
+        assert!(file("blank", "\nlater\n")
+            .unwrap_err()
+            .contains("empty first line"));
+        let missing = Password::from_file(&dir.join("missing")).unwrap_err();
+        assert!(missing.starts_with("cannot read "), "{missing}");
+        assert!(Password::new(String::new()).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_debug_output_shows_the_password() {
+        let login = Login {
+            user: "alerts".into(),
+            password: Password::new("s3cret".into()).unwrap(),
+        };
+        let server: SmtpServer = "127.0.0.1:2525".parse().unwrap();
+        let relay = Relay::new(server, SmtpTls::None, Some(login.clone()), None).unwrap();
+        for shown in [
+            format!("{login:?}"),
+            format!("{relay:?}"),
+            format!("{relay:#?}"),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert!(
+            format!("{relay:?}").contains("alerts"),
+            "the user is no secret"
+        );
+    }
+
+    #[test]
+    fn tls_modes_and_their_checks() {
+        use clap::ValueEnum as _;
+        // --smtp-tls spells them as name() does, which messages use.
+        for mode in SmtpTls::value_variants() {
+            let value = mode.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), mode.name());
+            assert_eq!(SmtpTls::from_str(mode.name(), false), Ok(*mode));
+        }
+        assert_eq!(SmtpTls::default(), SmtpTls::Auto);
+
+        let server: SmtpServer = "localhost:587".parse().unwrap();
+        for mode in [SmtpTls::Auto, SmtpTls::Starttls, SmtpTls::Tls] {
+            let relay = Relay::new(server.clone(), mode, None, None).unwrap();
+            assert!(relay.tls_parameters.is_some(), "{mode:?}");
+            assert_eq!(relay.target(), "localhost:587");
+        }
+        let plain = Relay::new(server.clone(), SmtpTls::None, None, None).unwrap();
+        assert!(plain.tls_parameters.is_none());
+        assert_eq!(SmtpServer::default(), "localhost:25".parse().unwrap());
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("dmon-email-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = |text: &str| {
+            let path = dir.join("ca.pem");
+            std::fs::write(&path, text).unwrap();
+            load_ca(&path).map(drop)
+        };
+        assert!(ca("").unwrap_err().ends_with("holds no PEM certificate"));
+        assert!(
+            ca("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .unwrap_err()
+                .ends_with("holds no PEM certificate")
+        );
+        assert!(load_ca(&dir.join("missing")).is_err());
+        // Well-formed PEM around a certificate that is not one: refused
+        // when the roots are built, at start-up.
+        let bad = Certificate::from_pem(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("PEM, however wrong its contents");
+        let server: SmtpServer = "localhost:587".parse().unwrap();
+        assert!(Relay::new(server, SmtpTls::Starttls, None, Some(bad)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

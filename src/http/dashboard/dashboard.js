@@ -23,7 +23,7 @@
   const SVG = 'http://www.w3.org/2000/svg'; // a namespace's name, never fetched
 
   const $ = (id) => document.getElementById(id);
-  // Absolute, from the origin: a page opened as http://user:token@host/
+  // Absolute, from the origin: a page opened as user:token@host/
   // (--http-token-file) cannot fetch relative URLs, which would carry the
   // credentials; the browser sends them on by itself.
   const api = (path) => location.origin + path;
