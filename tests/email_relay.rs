@@ -308,24 +308,7 @@ fn starttls_and_login_deliver() {
 /// one takes nothing before it.
 #[test]
 fn auto_uses_starttls_when_offered() {
-    let mut relay = Relay::start(Mode::Starttls);
-    let ca = relay.ca();
-    let mut dmon = Dmon::start(
-        &[
-            "--smtp",
-            &relay.addr(),
-            "--smtp-user",
-            USER,
-            "--smtp-ca",
-            &ca,
-        ],
-        &[("DMON_SMTP_PASSWORD", PASSWORD)],
-    );
-    dmon.expect_stderr(&ok_line(&relay, "STARTTLS, logged in as \"alerts\""));
-    dmon.send(critical("web2"));
-    assert_delivered(&relay.next_message(), "web2");
-    let done = dmon.terminate();
-    assert_eq!(done.stats().count("mails_sent"), 1);
+    logs_in_and_delivers(Mode::Starttls, None, "STARTTLS", "web2");
 }
 
 /// Without a login to protect, auto encrypts what it can as an MTA does:
@@ -475,24 +458,26 @@ fn starttls_against_a_relay_without_it_sends_nothing() {
 
 #[test]
 fn implicit_tls_delivers() {
-    let mut relay = Relay::start(Mode::Tls);
-    let ca = relay.ca();
-    let mut dmon = Dmon::start(
-        &[
-            "--smtp",
-            &relay.addr(),
-            "--smtp-tls",
-            "tls",
-            "--smtp-user",
-            USER,
-            "--smtp-ca",
-            &ca,
-        ],
-        &[("DMON_SMTP_PASSWORD", PASSWORD)],
-    );
-    dmon.expect_stderr(&ok_line(&relay, "TLS, logged in as \"alerts\""));
-    dmon.send(critical("web7"));
-    assert_delivered(&relay.next_message(), "web7");
+    logs_in_and_delivers(Mode::Tls, Some("tls"), "TLS", "web7");
+}
+
+/// Mail for `host` through a relay in `mode`, with `--smtp-tls` set to
+/// `tls` (none: auto), the test CA and the login: the start-up line says
+/// `secured`, and the mail arrives encrypted from the user.
+fn logs_in_and_delivers(mode: Mode, tls: Option<&str>, secured: &str, host: &str) {
+    let mut relay = Relay::start(mode);
+    let (addr, ca) = (relay.addr(), relay.ca());
+    let mut args = vec!["--smtp", &addr, "--smtp-user", USER, "--smtp-ca", &ca];
+    if let Some(tls) = tls {
+        args.extend(["--smtp-tls", tls]);
+    }
+    let mut dmon = Dmon::start(&args, &[("DMON_SMTP_PASSWORD", PASSWORD)]);
+    dmon.expect_stderr(&ok_line(
+        &relay,
+        &format!("{secured}, logged in as \"alerts\""),
+    ));
+    dmon.send(critical(host));
+    assert_delivered(&relay.next_message(), host);
     let done = dmon.terminate();
     assert_eq!(done.stats().count("mails_sent"), 1);
 }

@@ -29,15 +29,13 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import ssl
 import sys
-import threading
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult
 
-from smtp_sink import decode, stdin_is_pipe
+from smtp_sink import decode, serve_until_stdin_closes
 
 
 def emit(record):
@@ -116,21 +114,7 @@ async def main():
         port=0,
         ssl=context if args.mode == "tls" else None,
     )
-    bound = server.sockets[0].getsockname()[1]
-    sys.stdout.write(f"READY {bound}\n")
-    sys.stdout.flush()
-
-    done = asyncio.Event()
-    if stdin_is_pipe():
-
-        def watch_stdin():
-            while os.read(0, 65536):
-                pass
-            loop.call_soon_threadsafe(done.set)
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-    async with server:
-        await done.wait()
+    await serve_until_stdin_closes(loop, server)
 
 
 if __name__ == "__main__":

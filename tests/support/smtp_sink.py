@@ -76,6 +76,12 @@ async def main():
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="localhost"), host="127.0.0.1", port=port
     )
+    await serve_until_stdin_closes(loop, server)
+
+
+async def serve_until_stdin_closes(loop, server):
+    """Prints ``READY <port>``, then serves until stdin, when it is a pipe,
+    reaches end of file (or for ever)."""
     bound = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"READY {bound}\n")
     sys.stdout.flush()
