@@ -66,6 +66,9 @@ fn serve_help_explains_its_flags() {
         "--smtp-user <USER> User to log in to the relay as (SMTP AUTH). The password comes from the environment variable DMON_SMTP_PASSWORD or from --smtp-password-file, never from the command line",
         "--smtp-password-file <FILE> File whose first line is the password of --smtp-user (instead of DMON_SMTP_PASSWORD)",
         "--smtp-ca <FILE> PEM file of a CA to trust, besides the system's roots, for the relay's certificate",
+        "--tls-cert <FILE> PEM certificate (or chain) for TLS on Riemann TCP and --http (HTTPS, WSS); needs --tls-key. On SIGHUP both files are read again: new connections get the new certificate, open ones keep theirs.",
+        "--tls-client-ca <FILE> Mutual TLS: Riemann TCP and --http clients must present a certificate signed by this CA (PEM); others are refused at the handshake [env: DMON_TLS_CLIENT_CA=]",
+        "--http-token-file <FILE> A file whose first line is a token every --http request must carry, as `Authorization: Bearer TOKEN` or as the password of HTTP Basic authentication (browsers ask for it); at least 16 bytes [env: DMON_HTTP_TOKEN_FILE=]",
         "--watch Reload the stream module whenever its file changes;",
     ] {
         assert_help_entry(&r.stdout, entry);
@@ -96,6 +99,7 @@ fn shell_help_explains_its_flags() {
         "--stats-json At exit, print the counters as one `dmon stats: {json}` line (as `serve` does) instead of a short table",
         "--connect <HOST:PORT> Open the shell against a dmon already running at HOST:PORT",
         "--smtp-tls <MODE> How the connection to the relay is secured:",
+        "--tls-ca <FILE> With --connect: query over TLS, trusting server certificates signed by this CA (PEM); --tls-cert and --tls-key then name the client certificate to present, for mutual TLS [env: DMON_TLS_CA=]",
     ] {
         assert_help_entry(&r.stdout, entry);
     }

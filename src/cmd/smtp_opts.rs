@@ -23,7 +23,8 @@ pub struct SmtpOpts {
     /// starttls (STARTTLS required: no mail to a relay without it), tls
     /// (TLS from the first byte, as on port 465) or none (plain SMTP). The
     /// relay's certificate is checked against the system's roots and
-    /// --smtp-ca.
+    /// --smtp-ca, except by auto with neither --smtp-user nor --smtp-ca
+    /// (opportunistic, as an MTA's: encrypted rather than plain).
     #[arg(
         long,
         value_name = "MODE",
