@@ -396,6 +396,8 @@ def top(n=10, interval=2, rounds=None):
     # the counters can wait for the event in flight, and a window counted
     # from after that wait would miss the events it waited for.
     started, before, shown = time.monotonic(), node_counts(), 0
+    # Said once the first window has begun: what arrives from now on counts.
+    print(_paint(DIM, f"top: a view every {interval:g} s (Ctrl-C stops)"))
     try:
         while rounds is None or shown < rounds:
             time.sleep(interval)

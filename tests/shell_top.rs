@@ -60,10 +60,11 @@ fn spark_and_top(kind: Kind) {
         "{out}"
     );
 
-    // top(): a marker first, so the events are sent once it has started.
-    shell.type_at_prompt(r#"print("top starts"); top(n=5, interval=2, rounds=1)"#);
+    // top() says when its first window has begun: the events are sent
+    // after that, so they fall inside it however busy the machine is.
+    shell.type_at_prompt("top(n=5, interval=2, rounds=1)");
     shell.tmux.keys(&["Enter"]);
-    shell.wait_for_line_starting("top starts");
+    shell.wait_for_line_starting("top: a view every 2 s (Ctrl-C stops)");
     for m in [7, 8] {
         shell.send_datagram(&format!(
             r#"{{"host":"web2","service":"cpu","metric":{m}}}"#
