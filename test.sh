@@ -96,7 +96,7 @@ for target in json riemann query; do
     # they are; a crash leaves its input in fuzz/artifacts/$target/.
     scratch=$(mktemp -d)
     # libFuzzer prints a line per new input: keep the log, show its end.
-    if ! (cd fuzz && "${fuzz[@]}" run "$target" "$scratch" "corpus/$target" -- \
+    if ! (cd fuzz && "${fuzz[@]}" run --dev "$target" "$scratch" "corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
         >"$scratch.log" 2>&1; then
         fuzz_failed+=("$target")
