@@ -101,6 +101,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The files `--tls-cert` and `--tls-key` name.
+    pub fn from_flags(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Identity {
+            cert: PemFile::new("--tls-cert", cert),
+            key: PemFile::new("--tls-key", key),
+        }
+    }
+
     fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         Ok((self.cert.certificates()?, self.key.private_key()?))
     }

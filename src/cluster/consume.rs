@@ -609,10 +609,15 @@ async fn consume_partition(
             match decode_batch(&m.payload, now) {
                 Ok(decoded) => {
                     let n = decoded.len() as u64;
-                    if delivered > 1 || seq <= delivered_before {
+                    let in_state = seq != 0 && seq <= done;
+                    // Events the state has were delivered before, whatever
+                    // the (recreated) consumer's counts say: after NATS
+                    // restarts, the old consumer's delivered sequence can
+                    // be behind what this node processed.
+                    if delivered > 1 || seq <= delivered_before || in_state {
                         shared.counters.redelivered.fetch_add(n, Ordering::Relaxed);
                     }
-                    if seq != 0 && seq <= done {
+                    if in_state {
                         // Already in the state: acknowledged with the next
                         // checkpoint, not processed twice.
                         shared.counters.skipped.fetch_add(n, Ordering::Relaxed);

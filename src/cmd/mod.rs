@@ -140,10 +140,7 @@ pub fn client_tls(
     let Some(ca) = ca else {
         return Ok(None);
     };
-    let identity = identity.map(|(cert, key)| Identity {
-        cert: PemFile::new("--tls-cert", cert),
-        key: PemFile::new("--tls-key", key),
-    });
+    let identity = identity.map(|(cert, key)| Identity::from_flags(cert, key));
     Ok(Some(ClientTls::load(
         &PemFile::new("--tls-ca", ca),
         identity.as_ref(),

@@ -244,10 +244,7 @@ impl ServerOpts {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let identity = Identity {
-            cert: PemFile::new("--tls-cert", cert),
-            key: PemFile::new("--tls-key", key),
-        };
+        let identity = Identity::from_flags(cert, key);
         let client_ca = self
             .tls_client_ca
             .as_ref()

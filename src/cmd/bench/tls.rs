@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{riemann_server_rate, riemann_total, run_riemann_generator, BenchArgs};
-use crate::tls::{Identity, PemFile, ServerTls};
+use crate::tls::{Identity, ServerTls};
 
 /// Rounds of each kind; alternating them spreads the machine's drift over
 /// both.
@@ -68,11 +68,10 @@ fn self_signed(dir: &Path, ca: &Path) -> anyhow::Result<ServerTls> {
     std::fs::write(&cert_file, cert.pem())?;
     std::fs::write(&key_file, key.serialize_pem())?;
     std::fs::write(ca, cert.pem())?;
-    let identity = Identity {
-        cert: PemFile::new("--tls-cert", cert_file),
-        key: PemFile::new("--tls-key", key_file),
-    };
-    Ok(ServerTls::load(identity, None)?)
+    Ok(ServerTls::load(
+        Identity::from_flags(cert_file, key_file),
+        None,
+    )?)
 }
 
 /// A directory for the run's certificate, removed after.
