@@ -12,11 +12,14 @@ use crate::index::Index;
 use crate::outputs::capture::Capture;
 use crate::sinks::email::Mailer;
 use crate::sinks::{SinkSnapshot, Sinks};
+use crate::timers::Timers;
 
 pub struct Context {
     /// What "now" is for time-driven nodes: the wall clock in a server, a
     /// virtual clock in tests and replays.
     pub clock: Arc<dyn Clock>,
+    /// The wake-ups time-driven nodes asked for.
+    pub timers: Timers,
     pub index: Index,
     pub mailer: Mailer,
     /// The sinks of `forward`, `graphite`…, started as nodes first need them.
@@ -35,6 +38,7 @@ impl Context {
     pub fn with_clock(clock: Arc<dyn Clock>, mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
         Context {
             clock,
+            timers: Timers::default(),
             index: Index::new(),
             mailer,
             sinks: Sinks::new(),

@@ -4,20 +4,22 @@
 //! and an event lives until `time + ttl` (ttl 60 s when absent). One index is
 //! shared by every `index()` node, so it survives stream reloads.
 //!
+//! Expiry follows deadlines: each key is looked at when its event may have
+//! gone stale, not at every sweep.
+//!
 //! Subscribers (the HTTP server's WebSocket and SSE clients) see each event
 //! as it is indexed, and each expired event, through a broadcast channel
 //! that costs one atomic load per insert while nobody subscribes.
 
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hashbrown::hash_table::{Entry, HashTable};
 use tokio::sync::broadcast;
 
-// foldhash: several times faster than SipHash on short keys, and seeded
-// per process, so senders cannot aim for collisions.
-use foldhash::HashMap;
-
-use crate::event::{Event, EventKey};
+use crate::event::Event;
 
 /// Events a subscriber may fall behind by before it is dropped: a slow
 /// subscriber must never slow the dispatch thread, and a broadcast channel
@@ -25,16 +27,163 @@ use crate::event::{Event, EventKey};
 pub const SUBSCRIBER_BACKLOG: usize = 16 * 1024;
 
 pub struct Index {
-    events: Mutex<HashMap<EventKey, Arc<Event>>>,
+    table: Mutex<Table>,
     /// Open [`Subscription`]s: `insert` publishes only when there are some.
     subscribers: Arc<AtomicUsize>,
     published: broadcast::Sender<Arc<Event>>,
 }
 
+/// The events by key, and when to look at each key again.
+///
+/// Sized for a million keys: the table holds only the event and the
+/// deadline it is queued at (16 bytes a key; the key is the event's own
+/// host and service), and the queue at most one entry per key plus one per
+/// deadline moved earlier, as (deadline, the key's hash). A key is queued
+/// at its event's deadline; a newer event with a later deadline does not
+/// queue it again: when the old deadline comes, the key is queued at the
+/// new one. So expiry costs the keys due, not the keys held.
+#[derive(Default)]
+struct Table {
+    slots: HashTable<Slot>,
+    queue: BinaryHeap<Due>,
+    /// foldhash: several times faster than SipHash on short keys, and
+    /// seeded per process, so senders cannot aim for collisions.
+    hasher: foldhash::fast::RandomState,
+}
+
+struct Slot {
+    event: Arc<Event>,
+    /// The deadline this key is queued at; infinite when not queued (an
+    /// event without a time never expires).
+    queued_at: f64,
+}
+
+/// A key to look at: ordered earliest first (a min-heap).
+#[derive(PartialEq)]
+struct Due {
+    at: f64,
+    hash: u64,
+}
+
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .at
+            .total_cmp(&self.at)
+            .then(other.hash.cmp(&self.hash))
+    }
+}
+
+fn same_key(a: &Event, host: Option<&str>, service: Option<&str>) -> bool {
+    a.host.as_deref() == host && a.service.as_deref() == service
+}
+
+impl Table {
+    fn hash(&self, host: Option<&str>, service: Option<&str>) -> u64 {
+        self.hasher.hash_one((host, service))
+    }
+
+    fn hash_of(&self, e: &Event) -> u64 {
+        self.hash(e.host.as_deref(), e.service.as_deref())
+    }
+
+    fn insert(&mut self, event: &Arc<Event>) {
+        let hash = self.hash_of(event);
+        let (host, service) = (event.host.as_deref(), event.service.as_deref());
+        let deadline = event.deadline().filter(|d| !d.is_nan());
+        let hasher = &self.hasher;
+        let entry = self.slots.entry(
+            hash,
+            |s| same_key(&s.event, host, service),
+            |s| hasher.hash_one((s.event.host.as_deref(), s.event.service.as_deref())),
+        );
+        let queue = match entry {
+            Entry::Occupied(mut slot) => {
+                let slot = slot.get_mut();
+                slot.event = Arc::clone(event);
+                match deadline {
+                    Some(d) if d < slot.queued_at => {
+                        slot.queued_at = d;
+                        Some(d)
+                    }
+                    _ => None,
+                }
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Slot {
+                    event: Arc::clone(event),
+                    queued_at: deadline.unwrap_or(f64::INFINITY),
+                });
+                deadline
+            }
+        };
+        if let Some(at) = queue {
+            self.queue.push(Due { at, hash });
+        }
+    }
+
+    fn remove(&mut self, host: Option<&str>, service: Option<&str>) -> bool {
+        let hash = self.hash(host, service);
+        match self
+            .slots
+            .find_entry(hash, |s| same_key(&s.event, host, service))
+        {
+            Ok(slot) => {
+                slot.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes the events whose deadline is before `now`, earliest first.
+    fn expire(&mut self, now: f64) -> Vec<Arc<Event>> {
+        let mut gone = Vec::new();
+        while let Some(due) = self.queue.peek() {
+            if due.at >= now {
+                break;
+            }
+            let Due { at, hash } = self.queue.pop().expect("peeked");
+            // The key this entry was queued for, if it is still queued at
+            // `at` (else it was removed, or queued again earlier).
+            let Ok(slot) = self
+                .slots
+                .find_entry(hash, |s| s.queued_at.to_bits() == at.to_bits())
+            else {
+                continue;
+            };
+            match slot.get().event.deadline().filter(|d| !d.is_nan()) {
+                Some(d) if d < now => gone.push(slot.remove().0.event),
+                Some(d) => {
+                    slot.into_mut().queued_at = d;
+                    self.queue.push(Due { at: d, hash });
+                }
+                None => slot.into_mut().queued_at = f64::INFINITY,
+            }
+        }
+        if self.queue.capacity() > 1024 && self.queue.len() * 4 < self.queue.capacity() {
+            self.queue.shrink_to_fit();
+        }
+        // A key found through an earlier deadline it was queued at may
+        // come before one whose event went stale first.
+        gone.sort_by(|a, b| {
+            let deadline = |e: &Event| e.deadline().unwrap_or(f64::INFINITY);
+            deadline(a).total_cmp(&deadline(b))
+        });
+        gone
+    }
+}
+
 impl Default for Index {
     fn default() -> Self {
         Index {
-            events: Mutex::default(),
+            table: Mutex::default(),
             subscribers: Arc::default(),
             published: broadcast::channel(SUBSCRIBER_BACKLOG).0,
         }
@@ -62,18 +211,18 @@ impl Index {
     }
 
     pub fn insert(&self, event: &Arc<Event>) {
-        let mut events = self.lock();
+        let mut table = self.lock();
         if event.state.as_deref() == Some("expired") {
             // Published only when it deleted something: expire() already
             // published the copies it returns, which come back here when
             // the streams index them.
-            if events.remove(&event.key()).is_some() {
-                drop(events);
+            if table.remove(event.host.as_deref(), event.service.as_deref()) {
+                drop(table);
                 self.publish(event);
             }
         } else {
-            events.insert(event.key(), Arc::clone(event));
-            drop(events);
+            table.insert(event);
+            drop(table);
             self.publish(event);
         }
     }
@@ -103,21 +252,10 @@ impl Index {
     }
 
     /// Removes every event whose deadline is before `now` and returns the
-    /// expired copies to re-inject, oldest deadline first.
+    /// expired copies to re-inject, oldest deadline first. Costs the keys
+    /// due, not the keys held.
     pub fn expire(&self, now: f64) -> Vec<Event> {
-        let mut gone: Vec<Arc<Event>> = Vec::new();
-        self.lock().retain(|_, e| match e.deadline() {
-            Some(d) if d < now => {
-                gone.push(Arc::clone(e));
-                false
-            }
-            _ => true,
-        });
-        gone.sort_by(|a, b| {
-            a.deadline()
-                .partial_cmp(&b.deadline())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
+        let gone = self.lock().expire(now);
         let expired: Vec<Event> = gone.iter().map(|e| e.expired_copy(now)).collect();
         if self.subscribers() > 0 {
             for e in &expired {
@@ -127,10 +265,21 @@ impl Index {
         expired
     }
 
+    /// The earliest time an event may be due to expire (expiry at any
+    /// later time may find one).
+    pub fn next_deadline(&self) -> Option<f64> {
+        self.lock().queue.peek().map(|d| d.at)
+    }
+
     pub fn get(&self, host: &str, service: &str) -> Option<Arc<Event>> {
-        self.lock()
-            .get(&(Some(host.into()), Some(service.into())))
-            .cloned()
+        let table = self.lock();
+        let (host, service) = (Some(host), Some(service));
+        table
+            .slots
+            .find(table.hash(host, service), |s| {
+                same_key(&s.event, host, service)
+            })
+            .map(|s| Arc::clone(&s.event))
     }
 
     /// Every indexed event matching `pred`, sorted by host then service.
@@ -141,26 +290,30 @@ impl Index {
     pub fn search(&self, pred: impl Fn(&Event) -> bool) -> Vec<Arc<Event>> {
         let mut found = self.snapshot();
         found.retain(|e| pred(e));
-        found.sort_by_key(|e| e.key());
+        found.sort_by(|a, b| (&a.host, &a.service).cmp(&(&b.host, &b.service)));
         found
     }
 
     /// Every indexed event, in no order. The lock is held only to copy the
     /// pointers.
     pub fn snapshot(&self) -> Vec<Arc<Event>> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .slots
+            .iter()
+            .map(|s| Arc::clone(&s.event))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventKey, Arc<Event>>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`tls`] | TLS for the Riemann TCP and HTTP listeners (reloadable, mutual) and for the client |
 //! | [`pipeline`] | the root set and the dispatch loop |
 //! | [`streams`] | the node contract, the registry, and the native stream nodes, one family per file |
+//! | [`timers`] | wake-ups at deadlines for time-driven nodes, and the virtual-time driver |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
 //! | [`index`] | latest event per host/service, and expiry |
@@ -58,4 +59,5 @@ pub mod sinks;
 pub mod stats;
 pub mod streams;
 pub mod testing;
+pub mod timers;
 pub mod tls;

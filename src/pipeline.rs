@@ -23,6 +23,7 @@ use crate::latency::Histogram;
 use crate::recent::Recent;
 use crate::stats::{IngestStats, Stats};
 use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
+use crate::timers::Schedule;
 
 /// Batches in flight between sources and the dispatch thread.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -74,8 +75,9 @@ pub enum Work {
     /// Events whose sender waits until they have been through every root
     /// (the shell's `inject`, and acknowledged protocols).
     Acked(Vec<Event>, oneshot::Sender<()>),
-    /// Time to run the nodes' timers, and to expire the index when
-    /// [`EXPIRY_INTERVAL`] has passed (see `server::TICK_INTERVAL`).
+    /// Time to run the nodes' wake-ups that are due, and to expire the
+    /// index when [`EXPIRY_INTERVAL`] has passed (see
+    /// `server::TICK_INTERVAL`).
     Tick,
     /// Shutdown: everything queued before this has been processed.
     Stop,
@@ -128,8 +130,9 @@ pub struct Pipeline {
     /// roots are swapped: a reload moves state out of the old nodes only
     /// when no event is inside them, so none is lost or counted twice.
     dispatching: Mutex<()>,
-    /// When the index was last expired (clock seconds, as f64 bits).
-    last_expiry: AtomicU64,
+    /// When the index is next expired, at the earliest (clock seconds, as
+    /// f64 bits).
+    next_expiry: AtomicU64,
     flow: Arc<Flow>,
     /// From a source asking for room to its events having been through
     /// the roots (self-instrumentation's `dmon ingest latency`).
@@ -155,8 +158,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline running `roots`: their timers start now.
     pub fn new(ctx: Arc<Context>, roots: Vec<Root>) -> Self {
         name_nodes(&roots);
+        for root in &roots {
+            root.node.start(&ctx);
+        }
         Pipeline {
             ctx,
             roots: ArcSwap::from_pointee(roots),
@@ -165,7 +172,7 @@ impl Pipeline {
             expired: AtomicU64::new(0),
             started: Instant::now(),
             dispatching: Mutex::new(()),
-            last_expiry: AtomicU64::new(0f64.to_bits()),
+            next_expiry: AtomicU64::new(0f64.to_bits()),
             flow: Arc::new(Flow {
                 permits: Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
                 limit: AtomicU32::new(DEFAULT_MAX_IN_FLIGHT as u32),
@@ -298,6 +305,15 @@ impl Pipeline {
                 carry_over(&*root.node, &*previous.node);
             }
         }
+        // The old trees' alarms must not fire into trees nobody runs; then
+        // the new trees set theirs from the state they took over (a node
+        // in both trees is stopped, then started again).
+        for root in old.iter() {
+            root.node.stop();
+        }
+        for root in &roots {
+            root.node.start(&self.ctx);
+        }
         name_nodes(&roots);
         self.roots.store(Arc::new(roots));
     }
@@ -371,19 +387,27 @@ impl Pipeline {
         }
     }
 
-    /// Runs the roots' timers at `now`, and expires the index when its
-    /// interval has passed.
+    /// Wakes the nodes due at `now`, and expires the index when its
+    /// interval has passed. Costs what is due, not what the roots hold.
     pub fn tick(&self, now: f64) {
-        for (i, root) in self.roots.load().iter().enumerate() {
-            self.enter(i);
-            root.node.tick(&self.ctx, now);
-        }
-        let last = f64::from_bits(self.last_expiry.load(Ordering::Relaxed));
-        if now - last >= EXPIRY_INTERVAL {
-            self.last_expiry.store(now.to_bits(), Ordering::Relaxed);
+        self.ctx.timers.run_due(&self.ctx, now);
+        let next = f64::from_bits(self.next_expiry.load(Ordering::Relaxed));
+        if now >= next {
+            self.next_expiry
+                .store((now + EXPIRY_INTERVAL).to_bits(), Ordering::Relaxed);
             self.expire(now);
             self.recent.trim(now);
         }
+    }
+
+    /// When the index's expiry may next find an event, on the grid of
+    /// [`EXPIRY_INTERVAL`]s from the last expiry (as a server's ticks
+    /// would expire it): strictly after the earliest deadline.
+    fn next_expiry_due(&self) -> Option<f64> {
+        let deadline = self.ctx.index.next_deadline()?;
+        let next = f64::from_bits(self.next_expiry.load(Ordering::Relaxed));
+        let intervals = ((deadline - next) / EXPIRY_INTERVAL).floor() + 1.0;
+        Some(next + intervals.max(0.0) * EXPIRY_INTERVAL)
     }
 
     /// Expires the index at `now`, re-injecting each expired event.
@@ -502,6 +526,20 @@ impl Pipeline {
             nodes: Vec::new(),
             cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
         }
+    }
+}
+
+/// A virtual clock steps a pipeline through its nodes' wake-ups and its
+/// index's expiries.
+impl Schedule for Pipeline {
+    fn next_due(&self) -> Option<f64> {
+        match (self.ctx.timers.next_due(), self.next_expiry_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn run_due(&self, now: f64) {
+        self.tick(now);
     }
 }
 

@@ -11,9 +11,10 @@
 //!
 //! The roots are copied ([`detached_copy`]) so the rehearsal starts from
 //! fresh state and counts nothing into the trees it was given (which may be
-//! running live). Time moves as in the server: the tree is ticked every
-//! [`TICK_INTERVAL`] of virtual time crossed and the index expires every
-//! second, so a replay at any speed emits what the event times dictate.
+//! running live). Time moves as in the server, but exactly: the clock steps
+//! through every node's wake-up and the index's expiries on the way to the
+//! next event ([`timers::advance`]), so a replay at any speed emits what the
+//! event times dictate.
 
 use std::sync::Arc;
 
@@ -23,14 +24,8 @@ use crate::context::Context;
 use crate::event::{Event, Number};
 use crate::outputs::capture::{Capture, Output};
 use crate::pipeline::{Pipeline, Root};
-use crate::server::TICK_INTERVAL;
 use crate::streams::{detached_copy, CopiedStats, NodeRef, NodeStats};
-
-/// Ticks one jump of the clock runs at most. A gap longer than this many
-/// tick intervals (hours of silence in a recording) is crossed with one
-/// tick at its end: each tick walks the whole tree, and no node needs
-/// thousands of ticks in a row to be right — each tick sees the time.
-const MAX_TICKS_PER_JUMP: u32 = 10_000;
+use crate::timers;
 
 pub struct Rehearsal {
     clock: Arc<VirtualClock>,
@@ -38,7 +33,6 @@ pub struct Rehearsal {
     capture: Arc<Capture>,
     /// Each root's copy's counters, by the original nodes' counters.
     copies: Vec<CopiedStats>,
-    next_tick: f64,
 }
 
 impl Rehearsal {
@@ -81,7 +75,6 @@ impl Rehearsal {
             pipeline: Pipeline::new(ctx, roots),
             capture,
             copies,
-            next_tick: start + TICK_INTERVAL.as_secs_f64(),
         }
     }
 
@@ -109,27 +102,10 @@ impl Rehearsal {
         self.pipeline.process(event);
     }
 
-    /// Moves the clock to `t` (never back), ticking the roots at each tick
-    /// interval crossed and expiring the index as the server would.
+    /// Moves the clock to `t` (never back), waking each node at its
+    /// deadlines on the way and expiring the index as the server would.
     pub fn advance_to(&mut self, t: f64) {
-        let step = TICK_INTERVAL.as_secs_f64();
-        let mut ticks = 0;
-        while self.next_tick <= t && ticks < MAX_TICKS_PER_JUMP {
-            self.tick_at(self.next_tick);
-            self.next_tick += step;
-            ticks += 1;
-        }
-        if self.next_tick <= t {
-            // A long silence: one tick at its end, then the usual steps.
-            self.tick_at(t);
-            self.next_tick = t + step;
-        }
-        self.clock.advance_to(t);
-    }
-
-    fn tick_at(&self, now: f64) {
-        self.clock.advance_to(now);
-        self.pipeline.tick(now);
+        timers::advance(&self.clock, t, &self.pipeline);
     }
 
     /// The outputs kept so far, in order; forgets them.
@@ -247,17 +223,26 @@ mod tests {
         assert_eq!(copy.events_in.load(Relaxed), 1);
     }
 
+    /// A rate reports each interval while its last event lives (ttl 60),
+    /// at the interval's end, then falls quiet: a year of silence costs
+    /// those reports and nothing more.
     #[test]
-    fn a_long_silence_is_crossed_with_bounded_ticks() {
+    fn a_long_silence_is_stepped_through_at_each_deadline() {
         let h = Harness::new();
         let out = h.build("printer", vals![""], vec![], vec![]);
         let rate = h.build("rate", vals![1], vec![], vec![out]);
         let mut r = Rehearsal::new(root("stream", rate), 0.0, Arc::new(Discard));
         r.feed(ev(r#"{"host":"a","metric":1,"time":0.5}"#));
-        // A year later: far more than MAX_TICKS_PER_JUMP intervals.
         r.advance_to(365.0 * 86_400.0);
         assert_eq!(r.now(), 365.0 * 86_400.0);
-        let n = r.take_outputs().len();
-        assert!(n >= 1 && n <= MAX_TICKS_PER_JUMP as usize + 1, "{n}");
+        let times: Vec<f64> = r
+            .take_outputs()
+            .iter()
+            .map(|o| o.events[0].time.unwrap().as_f64())
+            .collect();
+        // The interval ending at 60.5, when the event expires, is not.
+        let expected: Vec<f64> = (1..=59).map(|i| 0.5 + i as f64).collect();
+        assert_eq!(times, expected);
+        assert!(r.ctx().timers.is_empty(), "nothing left to wake");
     }
 }

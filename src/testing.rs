@@ -13,8 +13,14 @@
 //! ```
 //!
 //! Time follows the events, as in Riemann's test mode: an event whose
-//! `time` is later than the clock moves the clock there (ticking the tree)
-//! before it is pushed; `advance_to`/`advance_by` move it explicitly.
+//! `time` is later than the clock moves the clock there before it is
+//! pushed; `advance_to`/`advance_by` move it explicitly. Either way the
+//! clock steps through every wake-up on the way, each at its deadline
+//! ([`timers::advance`], the driver rehearsals use too); `jump_to` moves it
+//! at once, as a stalled server's clock would, and wakes what is due there.
+//! A tree's timers start the first time the harness runs it, once the clock
+//! is where that first call moved it (as a server starts the roots it
+//! installs).
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +32,7 @@ use crate::event::Event;
 use crate::sinks::email::{Mailer, SmtpServer};
 use crate::streams::value::{BuildError, Function, Value};
 use crate::streams::{lock, push, registry, Node, NodeCore, NodeError, NodeRef};
+use crate::timers;
 
 /// Builds the `Vec<Value>` of a stream function's positional arguments:
 /// `vals![5, "host"]`.
@@ -39,6 +46,8 @@ pub struct Harness {
     pub clock: Arc<VirtualClock>,
     pub ctx: Arc<Context>,
     printed: Arc<Printed>,
+    /// The trees started (by address), each once.
+    started: Mutex<Vec<NodeRef>>,
 }
 
 #[derive(Default)]
@@ -75,6 +84,7 @@ impl Harness {
             clock,
             ctx,
             printed,
+            started: Mutex::default(),
         }
     }
 
@@ -116,14 +126,28 @@ impl Harness {
             .build(positional, named, children)
     }
 
+    /// Starts `node`'s tree (its timers) the first time it is used, and
+    /// runs what its state says is already due (a state taken over from
+    /// an older node), as a server's next tick would.
+    fn start(&self, node: &NodeRef) {
+        let mut started = lock(&self.started);
+        if !started.iter().any(|n| Arc::ptr_eq(n, node)) {
+            started.push(Arc::clone(node));
+            drop(started);
+            node.start(&self.ctx);
+            self.ctx.timers.run_due(&self.ctx, self.now());
+        }
+    }
+
     /// Pushes one event into `node`, first moving the clock to the event's
-    /// time when that is later (and ticking `node`'s tree there).
+    /// time when that is later (waking what is due on the way).
     pub fn send(&self, node: &NodeRef, event: Event) {
         if let Some(t) = event.time {
             if t.as_f64() > self.now() {
                 self.advance_to(node, t.as_f64());
             }
         }
+        self.start(node);
         push(&**node, &self.ctx, &Arc::new(event));
     }
 
@@ -132,10 +156,19 @@ impl Harness {
         events.into_iter().for_each(|e| self.send(node, e));
     }
 
-    /// Moves the clock to `t` and ticks `node`'s tree.
+    /// Moves the clock to `t`, waking each node at its deadlines on the
+    /// way.
     pub fn advance_to(&self, node: &NodeRef, t: f64) {
+        timers::advance(&self.clock, t, &*self.ctx);
+        self.start(node);
+    }
+
+    /// Moves the clock to `t` at once and wakes what is due there, each
+    /// node once: what a server does after its dispatch thread stalled.
+    pub fn jump_to(&self, node: &NodeRef, t: f64) {
         self.clock.advance_to(t);
-        node.tick(&self.ctx, self.now());
+        self.ctx.timers.run_due(&self.ctx, t);
+        self.start(node);
     }
 
     pub fn advance_by(&self, node: &NodeRef, dt: f64) {

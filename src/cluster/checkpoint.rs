@@ -123,6 +123,10 @@ impl Checkpoint {
                 done.errors.extend(errors);
             }
         }
+        // The states loaded have deadlines of their own.
+        for root in roots.iter() {
+            root.node.start(ctx);
+        }
         done
     }
 }

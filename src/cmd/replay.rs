@@ -42,7 +42,8 @@ under 64 MiB); anything else is NDJSON (one event, or an array of events, per li
 `dmon record` writes both.
 
 Locally, the stream module's roots run on a virtual clock that follows the events' \
-times, ticking and expiring the index as the server does, so time-driven streams \
+times, stepping through every node's deadline and expiring the index as the server \
+does, so time-driven streams \
 (rate, windows, throttle) emit what the event times dictate at any --speed. Outputs \
 are captured: printer lines go to stdout, email() never sends. At the end, stderr \
 gets the events read, the bad lines, the rate, and how many events reached each \

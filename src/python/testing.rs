@@ -74,8 +74,9 @@ impl At {
     }
 }
 
-/// Moves the clock to `time` at this place in `run()`'s events, ticking
-/// the tree (windows flush, rates report, the index expires).
+/// Moves the clock to `time` at this place in `run()`'s events, through
+/// every deadline on the way (windows flush, rates report, the index
+/// expires).
 ///
 /// Example: run(tree, [{"metric": 1, "time": 1}, at(60), {"metric": 2, "time": 61}])
 #[pyfunction]

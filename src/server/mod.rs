@@ -23,8 +23,9 @@ use crate::instrument::Instrumenter;
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
 use crate::stats::Stats;
 
-/// How often the pipeline ticks: nodes' timers (windows, `rate`,
-/// `coalesce`) fire at this resolution when no event arrives.
+/// How often the dispatch thread looks for nodes' wake-ups that are due
+/// (windows, `rate`, `coalesce`): they fire at this resolution. A tick
+/// with nothing due costs one look at the earliest deadline.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long shutdown waits for sinks (mail, `forward`, `graphite`) to send

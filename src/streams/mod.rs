@@ -12,10 +12,12 @@
 //!   [`Node::fresh`] builds an instance with the same arguments, fresh state
 //!   and fresh children, sharing the counters (so `by` forks add up in
 //!   `streams()` under one path).
-//! - **Time.** Nodes read the time from `ctx.clock` (wall or virtual), and
-//!   [`Node::tick`] runs on every pipeline tick (and in tests whenever the
-//!   virtual clock moves), so windows flush when traffic stops. Each
-//!   time-driven node says whether it follows event time or processing time.
+//! - **Time.** Nodes read the time from `ctx.clock` (wall or virtual). A
+//!   node that must act when time passes (windows flush when traffic
+//!   stops) sets an [`Alarm`](crate::timers::Alarm) to its next deadline
+//!   and is woken then ([`Node::wake`]); nothing else is ever woken, so
+//!   idle nodes and `by` forks cost nothing per tick. Each time-driven node
+//!   says whether it follows event time or processing time.
 //! - **Lists.** Windows, `rollup`, `batch`, `percentiles` emit a list of
 //!   events with [`emit_list`]. A node that wants lists whole (folds through
 //!   `smap`, `email`, coroutines) says so with [`Node::takes_lists`]; any
@@ -304,13 +306,23 @@ pub trait Node: Send + Sync + 'static {
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
         events.iter().try_for_each(|e| self.handle(ctx, e))
     }
-    /// Runs timers due at `now` (the context's clock); a node with timers
-    /// of its own does its work and then ticks its children, as this
-    /// default does.
-    fn tick(&self, ctx: &Context, now: f64) {
-        for child in self.children() {
-            child.tick(ctx, now);
-        }
+    /// Runs the node's own timers due at `now` (the context's clock): the
+    /// context's [`Timers`](crate::timers::Timers) call it at the deadline
+    /// the node's [`Alarm`](crate::timers::Alarm) was set to, or later
+    /// when the dispatch thread was busy. Not its children's: each node
+    /// with timers has its own alarm.
+    fn wake(&self, _ctx: &Context, _now: f64) {}
+    /// The node's tree now runs (installed, reloaded with state taken
+    /// over, restored from a checkpoint): a node with timers sets its alarm
+    /// to what its state needs, then starts its children, as this default
+    /// does.
+    fn start(&self, ctx: &Context) {
+        start_children(self, ctx);
+    }
+    /// The node's tree no longer runs (a reload replaced it): its alarms
+    /// must not fire into it. Stops its children, as this default does.
+    fn stop(&self) {
+        stop_children(self);
     }
     /// A new instance: the same arguments and counters, fresh state, and
     /// fresh children. `by` builds one per key.
@@ -337,6 +349,39 @@ pub trait Node: Send + Sync + 'static {
         Ok(())
     }
     fn as_any(&self) -> &dyn Any;
+}
+
+/// [`Node::start`] for each child.
+pub fn start_children(node: &(impl Node + ?Sized), ctx: &Context) {
+    for child in node.children() {
+        child.start(ctx);
+    }
+}
+
+/// [`Node::stop`] for each child.
+pub fn stop_children(node: &(impl Node + ?Sized)) {
+    for child in node.children() {
+        child.stop();
+    }
+}
+
+/// [`Node::start`] and [`Node::stop`] for a node whose alarm is in field
+/// `alarm` and whose state (field `state`) gives its next deadline through
+/// `self.$due(&state)`.
+#[macro_export]
+macro_rules! wakes_at {
+    ($due:ident) => {
+        fn start(&self, ctx: &$crate::context::Context) {
+            self.alarm.resume();
+            let at = self.$due(&$crate::streams::lock(&self.state));
+            self.alarm.set(ctx, at);
+            $crate::streams::start_children(self, ctx);
+        }
+        fn stop(&self) {
+            self.alarm.stop();
+            $crate::streams::stop_children(self);
+        }
+    };
 }
 
 static NODE_ERROR_LOG: LogLimiter = LogLimiter::new(10);

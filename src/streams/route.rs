@@ -21,6 +21,7 @@ use super::{
 use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
+use crate::timers::{timed, Alarm};
 use foldhash::{HashMap, HashMapExt};
 
 pub const ENTRIES: &[Entry] = &[
@@ -457,6 +458,11 @@ struct Fork {
 
 const DEFAULT_IDLE: f64 = 300.0;
 
+/// Idle forks are looked for at most this many times per `idle` period:
+/// each look visits every fork, so a crowd of busy keys must not make it
+/// run at every event. A fork goes at most `idle / IDLE_SWEEPS` late.
+const IDLE_SWEEPS: f64 = 4.0;
+
 fn build_by(mut args: Args) -> Result<NodeRef, BuildError> {
     let idle = match args.keyword("idle") {
         None => Some(DEFAULT_IDLE),
@@ -492,9 +498,10 @@ fn build_by(mut args: Args) -> Result<NodeRef, BuildError> {
     };
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(By {
+    Ok(timed(|alarm| By {
         key,
         idle,
+        alarm,
         forks: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -507,6 +514,8 @@ pub struct By {
     key: KeyOf,
     /// Seconds without events after which a fork is dropped; None: never.
     idle: Option<f64>,
+    /// When to look for idle forks.
+    alarm: Alarm,
     /// foldhash: fast on short keys, and seeded per process, so senders
     /// cannot aim for collisions.
     forks: Mutex<HashMap<Key, Fork>>,
@@ -535,6 +544,22 @@ impl By {
 
     pub fn fork_count(&self) -> usize {
         lock(&self.forks).len()
+    }
+
+    /// When the fork last seen at `last_seen` may be dropped: strictly
+    /// after `idle` has passed (a fork idle exactly `idle` stays), and not
+    /// sooner than a sweep's share of `idle` after `now`.
+    fn sweep_at(&self, last_seen: f64, now: f64) -> Option<f64> {
+        let idle = self.idle?;
+        Some((last_seen + idle).next_up().max(now + idle / IDLE_SWEEPS))
+    }
+
+    /// Every fork's children.
+    fn fork_children(&self) -> Vec<Arc<[NodeRef]>> {
+        lock(&self.forks)
+            .values()
+            .map(|f| Arc::clone(&f.children))
+            .collect()
     }
 }
 
@@ -572,9 +597,10 @@ impl Node for By {
         format!("by({key}, idle={idle})")
     }
     fn fresh(&self) -> NodeRef {
-        Arc::new(By {
+        timed(|alarm| By {
             key: self.key.clone(),
             idle: self.idle,
+            alarm,
             forks: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -591,6 +617,8 @@ impl Node for By {
             None => {
                 // Built outside the lock: a child's fresh() may take time.
                 let children = self.new_children();
+                children.iter().for_each(|c| c.start(ctx));
+                self.alarm.set(ctx, self.sweep_at(now, now));
                 let mut forks = lock(&self.forks);
                 let fork = forks.entry(key).or_insert(Fork {
                     children,
@@ -602,24 +630,61 @@ impl Node for By {
         forward(self, &children, ctx, event);
         Ok(())
     }
-    /// Drops the idle forks, then ticks every live fork's children (the
-    /// templates see no events, so have nothing to do).
-    fn tick(&self, ctx: &Context, now: f64) {
-        let live: Vec<Arc<[NodeRef]>> = {
+    /// Drops the idle forks (their timers go with them), and sets the
+    /// alarm for the next one to go idle.
+    fn wake(&self, ctx: &Context, now: f64) {
+        let Some(idle) = self.idle else { return };
+        let gone: Vec<Fork> = {
             let mut forks = lock(&self.forks);
-            if let Some(idle) = self.idle {
-                forks.retain(|_, fork| now - fork.last_seen <= idle);
-                // After a crowd of hosts went away, give the memory back.
-                if forks.capacity() > 64 && forks.len() * 4 < forks.capacity() {
-                    forks.shrink_to_fit();
+            let mut oldest = f64::INFINITY;
+            let mut gone = Vec::new();
+            forks.retain(|_, fork| {
+                let keep = now - fork.last_seen <= idle;
+                if keep {
+                    oldest = oldest.min(fork.last_seen);
+                } else {
+                    gone.push(Fork {
+                        children: Arc::clone(&fork.children),
+                        last_seen: fork.last_seen,
+                    });
                 }
+                keep
+            });
+            // After a crowd of hosts went away, give the memory back.
+            if forks.capacity() > 64 && forks.len() * 4 < forks.capacity() {
+                forks.shrink_to_fit();
             }
-            forks.values().map(|f| Arc::clone(&f.children)).collect()
+            if !forks.is_empty() {
+                self.alarm.set(ctx, self.sweep_at(oldest, now));
+            }
+            gone
         };
-        for children in live {
-            for child in children.iter() {
-                child.tick(ctx, now);
-            }
+        // A dropped fork's children may still be held elsewhere (a tap):
+        // they must not wake again.
+        for fork in gone {
+            fork.children.iter().for_each(|c| c.stop());
+        }
+    }
+    /// Sets the alarm for idle forks and starts every fork's children (not
+    /// the templates: they see no events, so have nothing to time).
+    fn start(&self, ctx: &Context) {
+        self.alarm.resume();
+        let now = ctx.now();
+        let oldest = lock(&self.forks)
+            .values()
+            .map(|f| f.last_seen)
+            .reduce(f64::min);
+        if let Some(oldest) = oldest {
+            self.alarm.set(ctx, self.sweep_at(oldest, now));
+        }
+        for children in self.fork_children() {
+            children.iter().for_each(|c| c.start(ctx));
+        }
+    }
+    fn stop(&self) {
+        self.alarm.stop();
+        for children in self.fork_children() {
+            children.iter().for_each(|c| c.stop());
         }
     }
     /// Takes each of the old forks, rebuilt from the new templates with
@@ -711,10 +776,10 @@ impl Node for By {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use super::*;
-    use crate::streams::{carry_over, push_list, NodeStats};
+    use crate::streams::push_list;
     use crate::testing::{ev, func, Harness, Received, Sink};
     use crate::vals;
 
@@ -1009,98 +1074,33 @@ mod tests {
         assert!(lock(&by.forks).capacity() < 1000);
     }
 
-    /// A time-driven stand-in: records each tick with the host of the last
-    /// event it saw (None for a node that saw none, like a template).
-    type Ticks = Arc<Mutex<Vec<(Option<String>, f64)>>>;
-
-    struct TickRecorder {
-        seen: Mutex<Option<String>>,
-        ticks: Ticks,
-        stats: Arc<NodeStats>,
-    }
-
-    impl Node for TickRecorder {
-        fn kind(&self) -> &'static str {
-            "tick_recorder"
-        }
-        fn stats(&self) -> &NodeStats {
-            &self.stats
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-        fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-            *lock(&self.seen) = event.host.as_deref().map(str::to_owned);
-            Ok(())
-        }
-        fn tick(&self, _ctx: &Context, now: f64) {
-            lock(&self.ticks).push((lock(&self.seen).clone(), now));
-        }
-        fn fresh(&self) -> NodeRef {
-            Arc::new(TickRecorder {
-                seen: Mutex::default(),
-                ticks: Arc::clone(&self.ticks),
-                stats: Arc::clone(&self.stats),
-            })
-        }
-    }
-
+    /// Each fork's children keep their own timers, started with the fork;
+    /// the templates see no events and are never woken (a fill_in template
+    /// would fill in from the start).
     #[test]
-    fn by_ticks_every_live_fork_and_not_the_templates() {
-        let h = Harness::new();
-        let ticks = Arc::default();
-        let recorder: NodeRef = Arc::new(TickRecorder {
-            seen: Mutex::default(),
-            ticks: Arc::clone(&ticks),
-            stats: Arc::default(),
-        });
-        let node = h.build("by", vals!["host"], vec![], vec![recorder]);
-        h.advance_to(&node, 1.0);
-        assert!(lock(&ticks).is_empty(), "no forks, nothing to tick");
-        send_metrics(&h, &node, &[("a", 1.0), ("b", 1.0)]);
-        h.advance_to(&node, 2.0);
-        let mut got = std::mem::take(&mut *lock(&ticks));
-        got.sort_by(|x, y| x.0.cmp(&y.0));
-        assert_eq!(
-            got,
-            [(Some("a".to_owned()), 2.0), (Some("b".to_owned()), 2.0)]
-        );
-    }
-
-    #[test]
-    fn by_reload_keeps_each_forks_state_when_nothing_changed() {
+    fn by_forks_wake_on_their_own_and_the_templates_never() {
         let h = Harness::new();
         let out = h.sink("out");
-        let old = by_average(&h, &out, vals!["host"], None);
-        send_metrics(&h, &old, &[("a", 10.0), ("b", 2.0)]);
-        out.take();
-
-        let same = by_average(&h, &out, vals!["host"], None);
-        carry_over(&*same, &*old);
-        assert_eq!(same.detail().as_deref(), Some("forks 2"));
-        assert!(same.stats().kept_state.load(Ordering::Relaxed));
-        send_metrics(&h, &same, &[("a", 4.0), ("b", 4.0), ("c", 1.0)]);
-        assert_eq!(out.metrics(), [Some(7.0), Some(3.0), Some(1.0)]);
-        // Counters continue once, through the templates.
-        assert_eq!(
-            same.children()[0].stats().events_in.load(Ordering::Relaxed),
-            5
+        let filled = Value::Map(vec![("service".into(), Value::from("filled"))]);
+        let fill = h.build(
+            "fill_in",
+            vec![Value::Int(1), filled],
+            vec![],
+            vec![out.node()],
         );
-
-        // The child changed: the forks stay, their state does not.
-        let avg1 = h.build("average", vals![1], vec![], vec![out.node()]);
-        let changed = h.build("by", vals!["host"], vec![], vec![avg1]);
-        carry_over(&*changed, &*same);
-        assert_eq!(changed.detail().as_deref(), Some("forks 3"));
-        send_metrics(&h, &changed, &[("a", 1.0)]);
-        assert_eq!(out.metrics(), [Some(1.0)]);
-
-        // by's own arguments changed: nothing is kept.
-        let other = by_average(&h, &out, vals!["host"], Some(Value::Int(60)));
-        carry_over(&*other, &*changed);
-        assert_eq!(other.detail().as_deref(), Some("forks 0"));
-        send_metrics(&h, &other, &[("a", 5.0)]);
-        assert_eq!(out.metrics(), [Some(5.0)]);
+        let node = h.build("by", vals!["host"], vec![], vec![fill]);
+        h.advance_to(&node, 5.0);
+        assert!(out.take().is_empty(), "no forks: nothing fills in");
+        assert!(h.ctx.timers.is_empty(), "nothing asked to be woken");
+        send_metrics(&h, &node, &[("a", 1.0), ("b", 1.0)]);
+        assert_eq!(out.take().len(), 2);
+        h.advance_to(&node, 6.0);
+        let got = out.events();
+        assert_eq!(got.len(), 2, "one filler per fork");
+        assert!(got.iter().all(|e| e.service.as_deref() == Some("filled")));
+        assert!(got.iter().all(|e| e.time.map(|t| t.as_f64()) == Some(6.0)));
+        // Two forks' fillers and by's idle sweep: all that is queued.
+        assert_eq!(h.ctx.timers.len(), 3);
     }
 
     /// A checkpoint's round trip: the state saved by one tree (through

@@ -19,7 +19,8 @@ use super::value::{field, Args, BuildError, Function, Value};
 use super::{emit, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number};
-use crate::{keep_state_in, node_core};
+use crate::timers::{timed, Alarm};
+use crate::{keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -235,8 +236,9 @@ fn build_stable(mut args: Args) -> Result<NodeRef, BuildError> {
     let key = Key::from_args(&mut args)?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Stable {
+    Ok(timed(|alarm| Stable {
         dt,
+        alarm,
         key,
         state: Mutex::default(),
         core: NodeCore::new(children),
@@ -247,6 +249,7 @@ fn build_stable(mut args: Args) -> Result<NodeRef, BuildError> {
 /// first event) and the events held since it changed.
 pub struct Stable {
     dt: f64,
+    alarm: Alarm,
     key: Key,
     state: Mutex<StableState>,
     core: NodeCore,
@@ -259,16 +262,25 @@ struct StableState {
     held: Vec<(f64, Arc<Event>)>,
 }
 
+impl Stable {
+    /// When the held events have been stable for `dt`.
+    fn due(&self, s: &StableState) -> Option<f64> {
+        s.held.first().map(|(t, _)| t + self.dt)
+    }
+}
+
 impl Node for Stable {
     node_core!("stable");
     keep_state_in!(state);
+    wakes_at!(due);
 
     fn describe(&self) -> String {
         format!("stable({}, {})", self.dt, self.key.describe())
     }
     fn fresh(&self) -> NodeRef {
-        Arc::new(Stable {
+        timed(|alarm| Stable {
             dt: self.dt,
+            alarm,
             key: self.key.clone(),
             state: Mutex::default(),
             core: self.core.fresh(),
@@ -297,24 +309,25 @@ impl Node for Stable {
                 }
             }
         };
+        self.alarm.set(ctx, self.due(&lock(&self.state)));
         out.iter().for_each(|e| emit(self, ctx, e));
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
+    fn wake(&self, ctx: &Context, now: f64) {
         let out: Vec<Arc<Event>> = {
             let mut s = lock(&self.state);
-            match s.held.first() {
-                Some((t, _)) if now - t >= self.dt => std::mem::take(&mut s.held)
+            match self.due(&s) {
+                Some(due) if now >= due => std::mem::take(&mut s.held)
                     .into_iter()
                     .map(|(_, e)| e)
                     .collect(),
-                _ => Vec::new(),
+                due => {
+                    self.alarm.set(ctx, due);
+                    Vec::new()
+                }
             }
         };
         out.iter().for_each(|e| emit(self, ctx, e));
-        for child in self.children() {
-            child.tick(ctx, now);
-        }
     }
 }
 

@@ -13,11 +13,12 @@
 //! | `ddt(dt=None, *children)` | `ddt(index())` |
 //! | `apdex(dt, satisfied, tolerated, *children)` | `apdex(10, "metric < 0.2", "metric < 0.8", index())` |
 //!
-//! Every node here that keeps a timer does its work in [`Node::tick`] and on
-//! events (so a clock jump of several intervals is caught up in one go),
-//! then ticks its children. Intervals follow the processing time
-//! (`ctx.now()`) unless said otherwise; most begin with the first event
-//! after a quiet spell, so an idle node costs nothing.
+//! Every node here that keeps a timer sets its [`Alarm`] to the next
+//! deadline its state needs and does its work in [`Node::wake`] and on
+//! events (so a clock jump of several intervals is caught up in one go).
+//! Intervals follow the processing time (`ctx.now()`) unless said
+//! otherwise; most begin with the first event after a quiet spell, so an
+//! idle node costs nothing.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,8 @@ use super::value::{set_field, Args, BuildError, Value};
 use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
-use crate::{keep_state_in, node_core};
+use crate::timers::{timed, Alarm};
+use crate::{keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -143,12 +145,6 @@ fn next_after(due: f64, dt: f64, now: f64) -> f64 {
     due + (ended(due, dt, now) + 1) as f64 * dt
 }
 
-fn tick_children(node: &dyn Node, ctx: &Context, now: f64) {
-    for child in node.children() {
-        child.tick(ctx, now);
-    }
-}
-
 fn finite_metric(e: &Event) -> Option<f64> {
     e.metric.map(Number::as_f64).filter(|m| m.is_finite())
 }
@@ -171,8 +167,9 @@ fn build_rate(mut args: Args) -> Result<NodeRef, BuildError> {
     let interval = args.positive("interval")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Rate {
+    Ok(timed(|alarm| Rate {
         interval,
+        alarm,
         state: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -184,6 +181,7 @@ fn build_rate(mut args: Args) -> Result<NodeRef, BuildError> {
 /// `rate(5, index())`
 pub struct Rate {
     interval: f64,
+    alarm: Alarm,
     state: Mutex<RateState>,
     core: NodeCore,
 }
@@ -198,6 +196,11 @@ struct RateState {
 }
 
 impl Rate {
+    /// When the current interval ends.
+    fn due(&self, s: &RateState) -> Option<f64> {
+        s.start.map(|t| t + self.interval)
+    }
+
     /// The reports of the intervals ended by `now`.
     fn roll(&self, s: &mut RateState, now: f64) -> Vec<Arc<Event>> {
         let (Some(start), Some(last)) = (s.start, s.last.clone()) else {
@@ -267,9 +270,11 @@ impl Node for Rate {
         };
         Ok(())
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Rate {
+        timed(|alarm| Rate {
             interval: self.interval,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -287,15 +292,20 @@ impl Node for Rate {
                 s.expires = t + event.ttl.unwrap_or(DEFAULT_TTL);
                 s.last = Some(Arc::clone(event));
             }
+            self.alarm.set(ctx, self.due(&s));
             out
         };
         out.iter().for_each(|e| emit(self, ctx, e));
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let out = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            out
+        };
         out.iter().for_each(|e| emit(self, ctx, e));
-        tick_children(self, ctx, now);
     }
 }
 
@@ -325,8 +335,9 @@ fn build_percentiles(mut args: Args) -> Result<NodeRef, BuildError> {
     }
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Percentiles {
+    Ok(timed(|alarm| Percentiles {
         interval,
+        alarm,
         points: parsed,
         state: Mutex::default(),
         core: NodeCore::new(children),
@@ -339,6 +350,7 @@ fn build_percentiles(mut args: Args) -> Result<NodeRef, BuildError> {
 /// `percentiles(10, [0.5, 0.95, 0.99], index())`
 pub struct Percentiles {
     interval: f64,
+    alarm: Alarm,
     /// Each quantile and how it is written in service names.
     points: Vec<(f64, String)>,
     state: Mutex<SampleState>,
@@ -352,6 +364,10 @@ struct SampleState {
 }
 
 impl Percentiles {
+    fn due(&self, s: &SampleState) -> Option<f64> {
+        s.start.map(|t| t + self.interval)
+    }
+
     fn roll(&self, s: &mut SampleState, now: f64) -> Vec<Arc<Event>> {
         let had = !s.events.is_empty();
         let Some(end) = close(&mut s.start, self.interval, now, had) else {
@@ -387,9 +403,11 @@ impl Node for Percentiles {
         let points: Vec<&str> = self.points.iter().map(|(_, l)| l.as_str()).collect();
         format!("percentiles({}, [{}])", self.interval, points.join(", "))
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Percentiles {
+        timed(|alarm| Percentiles {
             interval: self.interval,
+            alarm,
             points: self.points.clone(),
             state: Mutex::default(),
             core: self.core.fresh(),
@@ -404,15 +422,20 @@ impl Node for Percentiles {
                 s.start.get_or_insert(now);
                 s.events.push((m, Arc::clone(event)));
             }
+            self.alarm.set(ctx, self.due(&s));
             out
         };
         emit_list(self, ctx, &out);
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let out = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            out
+        };
         emit_list(self, ctx, &out);
-        tick_children(self, ctx, now);
     }
 }
 
@@ -481,9 +504,10 @@ fn build_rollup(mut args: Args) -> Result<NodeRef, BuildError> {
     let dt = args.positive("dt")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Rollup {
+    Ok(timed(|alarm| Rollup {
         n,
         dt,
+        alarm,
         state: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -496,6 +520,7 @@ fn build_rollup(mut args: Args) -> Result<NodeRef, BuildError> {
 pub struct Rollup {
     n: usize,
     dt: f64,
+    alarm: Alarm,
     state: Mutex<RollupState>,
     core: NodeCore,
 }
@@ -508,6 +533,10 @@ struct RollupState {
 }
 
 impl Rollup {
+    fn due(&self, s: &RollupState) -> Option<f64> {
+        s.start.map(|t| t + self.dt)
+    }
+
     fn roll(&self, s: &mut RollupState, now: f64) -> Vec<Arc<Event>> {
         let had = !s.held.is_empty();
         if close(&mut s.start, self.dt, now, had).is_none() {
@@ -526,10 +555,12 @@ impl Node for Rollup {
     fn describe(&self) -> String {
         format!("rollup({}, {})", self.n, self.dt)
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Rollup {
+        timed(|alarm| Rollup {
             n: self.n,
             dt: self.dt,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -549,6 +580,7 @@ impl Node for Rollup {
             } else {
                 s.held.push(Arc::clone(event));
             }
+            self.alarm.set(ctx, self.due(&s));
             (held, pass)
         };
         emit_list(self, ctx, &held);
@@ -557,10 +589,14 @@ impl Node for Rollup {
         }
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let held = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let held = {
+            let mut s = lock(&self.state);
+            let held = self.roll(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            held
+        };
         emit_list(self, ctx, &held);
-        tick_children(self, ctx, now);
     }
 }
 
@@ -571,9 +607,10 @@ fn build_batch(mut args: Args) -> Result<NodeRef, BuildError> {
     let dt = args.positive("dt")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Batch {
+    Ok(timed(|alarm| Batch {
         n,
         dt,
+        alarm,
         state: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -586,11 +623,16 @@ fn build_batch(mut args: Args) -> Result<NodeRef, BuildError> {
 pub struct Batch {
     n: usize,
     dt: f64,
+    alarm: Alarm,
     state: Mutex<(Option<f64>, Vec<Arc<Event>>)>,
     core: NodeCore,
 }
 
 impl Batch {
+    fn due(&self, s: &(Option<f64>, Vec<Arc<Event>>)) -> Option<f64> {
+        s.0.map(|t| t + self.dt)
+    }
+
     fn overdue(&self, s: &mut (Option<f64>, Vec<Arc<Event>>), now: f64) -> Vec<Arc<Event>> {
         match s.0 {
             Some(first) if ended(first, self.dt, now) > 0 => {
@@ -609,10 +651,12 @@ impl Node for Batch {
     fn describe(&self) -> String {
         format!("batch({}, {})", self.n, self.dt)
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Batch {
+        timed(|alarm| Batch {
             n: self.n,
             dt: self.dt,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -633,16 +677,21 @@ impl Node for Batch {
             } else {
                 Vec::new()
             };
+            self.alarm.set(ctx, self.due(&s));
             (due, full)
         };
         emit_list(self, ctx, &due);
         emit_list(self, ctx, &full);
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let due = self.overdue(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let due = {
+            let mut s = lock(&self.state);
+            let due = self.overdue(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            due
+        };
         emit_list(self, ctx, &due);
-        tick_children(self, ctx, now);
     }
 }
 
@@ -663,8 +712,9 @@ fn build_coalesce(mut args: Args) -> Result<NodeRef, BuildError> {
     };
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Coalesce {
+    Ok(timed(|alarm| Coalesce {
         dt,
+        alarm,
         state: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -676,6 +726,7 @@ fn build_coalesce(mut args: Args) -> Result<NodeRef, BuildError> {
 /// `coalesce(5, smap(folds.sum, index()))`
 pub struct Coalesce {
     dt: f64,
+    alarm: Alarm,
     state: Mutex<CoalesceState>,
     core: NodeCore,
 }
@@ -687,6 +738,10 @@ struct CoalesceState {
 }
 
 impl Coalesce {
+    fn due(&self, s: &CoalesceState) -> Option<f64> {
+        s.due
+    }
+
     fn roll(&self, s: &mut CoalesceState, now: f64) -> Vec<Arc<Event>> {
         match s.due {
             Some(due) if now >= due => {
@@ -707,9 +762,11 @@ impl Node for Coalesce {
     fn describe(&self) -> String {
         format!("coalesce({})", self.dt)
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Coalesce {
+        timed(|alarm| Coalesce {
             dt: self.dt,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -724,15 +781,20 @@ impl Node for Coalesce {
             let out = self.roll(&mut s, now);
             s.latest.insert(event.key(), Arc::clone(event));
             s.due.get_or_insert(now + self.dt);
+            self.alarm.set(ctx, s.due);
             out
         };
         emit_list(self, ctx, &out);
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let out = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            self.alarm.set(ctx, s.due);
+            out
+        };
         emit_list(self, ctx, &out);
-        tick_children(self, ctx, now);
     }
 }
 
@@ -761,9 +823,10 @@ fn build_fill_in(mut args: Args) -> Result<NodeRef, BuildError> {
     let fields = fields_arg(&mut args, "default")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(FillIn {
+    Ok(timed(|alarm| FillIn {
         last: false,
         dt,
+        alarm,
         fields,
         state: Mutex::default(),
         core: NodeCore::new(children),
@@ -775,9 +838,10 @@ fn build_fill_in_last(mut args: Args) -> Result<NodeRef, BuildError> {
     let fields = fields_arg(&mut args, "fields")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(FillIn {
+    Ok(timed(|alarm| FillIn {
         last: true,
         dt,
+        alarm,
         fields,
         state: Mutex::default(),
         core: NodeCore::new(children),
@@ -791,6 +855,7 @@ fn build_fill_in_last(mut args: Args) -> Result<NodeRef, BuildError> {
 pub struct FillIn {
     last: bool,
     dt: f64,
+    alarm: Alarm,
     fields: Vec<(String, Value)>,
     state: Mutex<FillState>,
     core: NodeCore,
@@ -848,13 +913,24 @@ impl Node for FillIn {
     }
     node_core!();
     fn fresh(&self) -> NodeRef {
-        Arc::new(FillIn {
+        timed(|alarm| FillIn {
             last: self.last,
             dt: self.dt,
+            alarm,
             fields: self.fields.clone(),
             state: Mutex::default(),
             core: self.core.fresh(),
         })
+    }
+    /// fill_in's timer starts with the node (see [`FillIn::filler`]).
+    fn start(&self, ctx: &Context) {
+        self.alarm.resume();
+        self.wake(ctx, ctx.now());
+        super::start_children(self, ctx);
+    }
+    fn stop(&self) {
+        self.alarm.stop();
+        super::stop_children(self);
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         {
@@ -863,16 +939,21 @@ impl Node for FillIn {
             if self.last {
                 s.last = Some(Arc::clone(event));
             }
+            self.alarm.set(ctx, s.due);
         }
         emit(self, ctx, event);
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let filler = self.filler(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let filler = {
+            let mut s = lock(&self.state);
+            let filler = self.filler(&mut s, now);
+            self.alarm.set(ctx, s.due);
+            filler
+        };
         if let Some(e) = filler {
             emit(self, ctx, &e);
         }
-        tick_children(self, ctx, now);
     }
 }
 
@@ -887,8 +968,9 @@ fn build_ddt(mut args: Args) -> Result<NodeRef, BuildError> {
     };
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Ddt {
+    Ok(timed(|alarm| Ddt {
         dt,
+        alarm,
         state: Mutex::default(),
         core: NodeCore::new(children),
     }))
@@ -900,6 +982,7 @@ fn build_ddt(mut args: Args) -> Result<NodeRef, BuildError> {
 /// `ddt(index())`
 pub struct Ddt {
     dt: Option<f64>,
+    alarm: Alarm,
     state: Mutex<DdtState>,
     core: NodeCore,
 }
@@ -918,6 +1001,10 @@ fn derivative(prev: Option<(f64, f64)>, t: f64, m: f64, e: &Event) -> Option<Arc
 }
 
 impl Ddt {
+    fn due(&self, s: &DdtState) -> Option<f64> {
+        Some(s.start? + self.dt?)
+    }
+
     /// With `dt`: the report of the interval ended by `now`.
     fn roll(&self, s: &mut DdtState, now: f64) -> Option<Arc<Event>> {
         let dt = self.dt?;
@@ -942,9 +1029,11 @@ impl Node for Ddt {
             None => "ddt()".to_owned(),
         }
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Ddt {
+        timed(|alarm| Ddt {
             dt: self.dt,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -952,8 +1041,7 @@ impl Node for Ddt {
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let now = ctx.now();
         let (Some(m), Some(t)) = (finite_metric(event), event.time.map(Number::as_f64)) else {
-            let out = self.roll(&mut lock(&self.state), now);
-            out.iter().for_each(|e| emit(self, ctx, e));
+            self.wake(ctx, now);
             return Ok(());
         };
         let out = {
@@ -962,6 +1050,7 @@ impl Node for Ddt {
                 let out = self.roll(&mut s, now);
                 s.start.get_or_insert(now);
                 s.last = Some((t, m, Arc::clone(event)));
+                self.alarm.set(ctx, self.due(&s));
                 out
             } else {
                 let out = derivative(s.prev, t, m, event);
@@ -974,10 +1063,14 @@ impl Node for Ddt {
         out.iter().for_each(|e| emit(self, ctx, e));
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let out = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            out
+        };
         out.iter().for_each(|e| emit(self, ctx, e));
-        tick_children(self, ctx, now);
     }
 }
 
@@ -989,8 +1082,9 @@ fn build_apdex(mut args: Args) -> Result<NodeRef, BuildError> {
     let tolerated = predicate(&mut args, "tolerated")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(Apdex {
+    Ok(timed(|alarm| Apdex {
         dt,
+        alarm,
         satisfied,
         tolerated,
         state: Mutex::default(),
@@ -1004,6 +1098,7 @@ fn build_apdex(mut args: Args) -> Result<NodeRef, BuildError> {
 /// `apdex(10, "metric < 0.2", "metric < 0.8", index())`
 pub struct Apdex {
     dt: f64,
+    alarm: Alarm,
     satisfied: Arc<dyn Predicate>,
     tolerated: Arc<dyn Predicate>,
     state: Mutex<ApdexState>,
@@ -1019,6 +1114,10 @@ struct ApdexState {
 }
 
 impl Apdex {
+    fn due(&self, s: &ApdexState) -> Option<f64> {
+        s.start.map(|t| t + self.dt)
+    }
+
     fn roll(&self, s: &mut ApdexState, now: f64) -> Option<Arc<Event>> {
         let had = s.last.is_some();
         close(&mut s.start, self.dt, now, had)?;
@@ -1044,9 +1143,11 @@ impl Node for Apdex {
             self.tolerated.describe()
         )
     }
+    wakes_at!(due);
     fn fresh(&self) -> NodeRef {
-        Arc::new(Apdex {
+        timed(|alarm| Apdex {
             dt: self.dt,
+            alarm,
             satisfied: Arc::clone(&self.satisfied),
             tolerated: Arc::clone(&self.tolerated),
             state: Mutex::default(),
@@ -1055,8 +1156,7 @@ impl Node for Apdex {
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let now = ctx.now();
-        let out = self.roll(&mut lock(&self.state), now);
-        out.iter().for_each(|e| emit(self, ctx, e));
+        self.wake(ctx, now);
         if is_expired(event, now) {
             return Ok(());
         }
@@ -1069,12 +1169,17 @@ impl Node for Apdex {
         s.counts.1 += u64::from(tol);
         s.counts.2 += 1;
         s.last = Some(Arc::clone(event));
+        self.alarm.set(ctx, self.due(&s));
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
-        let out = self.roll(&mut lock(&self.state), now);
+    fn wake(&self, ctx: &Context, now: f64) {
+        let out = {
+            let mut s = lock(&self.state);
+            let out = self.roll(&mut s, now);
+            self.alarm.set(ctx, self.due(&s));
+            out
+        };
         out.iter().for_each(|e| emit(self, ctx, e));
-        tick_children(self, ctx, now);
     }
 }
 
@@ -1167,7 +1272,8 @@ mod tests {
         let out = h.sink("out");
         let rate = h.build("rate", vals![1], vec![], vec![out.node()]);
         h.send(&rate, ev(r#"{"metric":5,"time":0,"ttl":1000}"#));
-        h.advance_to(&rate, 100.0);
+        // A stalled server's clock: stepped, every interval would report.
+        h.jump_to(&rate, 100.0);
         let times: Vec<f64> = points(out.events()).iter().map(|p| p.0).collect();
         let mut expected = vec![1.0];
         expected.extend((92..=100).map(f64::from));
@@ -1327,8 +1433,8 @@ mod tests {
         h.advance_to(&node, 15.0);
         assert_eq!(shape(out.take()), ["[a]"]);
         // a (time 0, ttl 60) has expired by 100: sent once, then forgotten,
-        // and nothing more is sent.
-        h.advance_to(&node, 100.0);
+        // and nothing more is sent (a jump: stepped, a list every 5 s).
+        h.jump_to(&node, 100.0);
         assert_eq!(shape(out.take()), ["[a]"]);
         h.advance_to(&node, 200.0);
         assert!(out.take().is_empty());
@@ -1367,7 +1473,7 @@ mod tests {
         h.advance_to(&node, 35.0);
         assert_eq!(out.events().len(), 1);
         // A jump of many intervals fills in once.
-        h.advance_to(&node, 100.0);
+        h.jump_to(&node, 100.0);
         assert_eq!(
             points(out.events()).iter().map(|p| p.0).collect::<Vec<_>>(),
             [100.0]
@@ -1567,8 +1673,10 @@ mod tests {
         assert_eq!(points(out.events()), [(7.0, 20.0)]);
     }
 
+    /// Starting a tree starts its children's timers under every timed
+    /// node (a fill_in below each fills in from the start).
     #[test]
-    fn every_timed_node_ticks_its_children() {
+    fn every_timed_node_starts_its_childrens_timers() {
         for (name, args, _) in stateful() {
             let h = Harness::new();
             let out = h.sink("out");
@@ -1581,7 +1689,8 @@ mod tests {
             let node = h.build(name, args, vec![], vec![child]);
             h.advance_to(&node, 1.0);
             h.advance_to(&node, 3.0);
-            assert_eq!(out.hosts(), ["filler"], "{name}");
+            let times: Vec<f64> = points(out.events()).iter().map(|p| p.0).collect();
+            assert_eq!(times, [2.0, 3.0], "{name}");
         }
     }
 

@@ -18,7 +18,8 @@ use super::value::{Args, BuildError};
 use super::{emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::Event;
-use crate::{keep_state_in, node_core};
+use crate::timers::{timed, Alarm};
+use crate::{keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -84,7 +85,8 @@ fn build_fixed_time_window(mut args: Args) -> Result<NodeRef, BuildError> {
     let dt = args.positive("dt")?;
     let children = args.children();
     args.finish()?;
-    Ok(Arc::new(FixedTimeWindow {
+    Ok(timed(|alarm| FixedTimeWindow {
+        alarm,
         dt,
         state: Mutex::default(),
         core: NodeCore::new(children),
@@ -255,6 +257,7 @@ impl Node for MovingTimeWindow {
 /// `fixed_time_window(60, smap(folds.count, index()))`
 pub struct FixedTimeWindow {
     dt: f64,
+    alarm: Alarm,
     state: Mutex<FixedState>,
     core: NodeCore,
 }
@@ -265,9 +268,20 @@ struct FixedState {
     events: Vec<Arc<Event>>,
 }
 
+impl FixedTimeWindow {
+    /// The window's end plus a grace of dt for late events, while it holds
+    /// any.
+    fn due(&self, s: &FixedState) -> Option<f64> {
+        s.start
+            .filter(|_| !s.events.is_empty())
+            .map(|t| t + 2.0 * self.dt)
+    }
+}
+
 impl Node for FixedTimeWindow {
     node_core!("fixed_time_window");
     keep_state_in!(state);
+    wakes_at!(due);
 
     fn describe(&self) -> String {
         format!("fixed_time_window({})", self.dt)
@@ -289,8 +303,9 @@ impl Node for FixedTimeWindow {
         Ok(())
     }
     fn fresh(&self) -> NodeRef {
-        Arc::new(FixedTimeWindow {
+        timed(|alarm| FixedTimeWindow {
             dt: self.dt,
+            alarm,
             state: Mutex::default(),
             core: self.core.fresh(),
         })
@@ -311,27 +326,26 @@ impl Node for FixedTimeWindow {
                 s.start = Some(start + passed * self.dt);
             }
             s.events.push(Arc::clone(event));
+            self.alarm.set(ctx, self.due(&s));
             out
         };
         emit_list(self, ctx, &out);
         Ok(())
     }
-    fn tick(&self, ctx: &Context, now: f64) {
+    fn wake(&self, ctx: &Context, now: f64) {
         let out = {
             let mut s = lock(&self.state);
-            match s.start {
-                // The window's end plus a grace of dt for late events.
-                Some(start) if now >= start + 2.0 * self.dt && !s.events.is_empty() => {
+            let out = match (s.start, self.due(&s)) {
+                (Some(start), Some(due)) if now >= due => {
                     s.start = Some(start + self.dt);
                     std::mem::take(&mut s.events)
                 }
                 _ => Vec::new(),
-            }
+            };
+            self.alarm.set(ctx, self.due(&s));
+            out
         };
         emit_list(self, ctx, &out);
-        for child in self.children() {
-            child.tick(ctx, now);
-        }
     }
 }
 

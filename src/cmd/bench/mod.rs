@@ -402,8 +402,7 @@ fn by_memory(hosts: usize) -> anyhow::Result<()> {
     }
     let with_forks = release();
     let forks = by.detail().unwrap_or_default();
-    clock.advance_by(IDLE + 1.0);
-    by.tick(&ctx, clock.now());
+    crate::timers::advance(&clock, clock.now() + IDLE + 1.0, &ctx);
     let after = release();
     println!(
         "(g) by(host) memory: before {:.1} MiB, {hosts} hosts ({forks}) {:.1} MiB, after idle expiry ({}) {:.1} MiB ({:+.1}% of before)",
