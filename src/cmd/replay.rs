@@ -554,6 +554,11 @@ pub fn replay(
             console.write_line(&format!("index: {}", json::encode(&e)));
         }
     }
+    // Freeing a million indexed events takes seconds: off the caller's
+    // path (a process that exits now does not wait for it).
+    if let Some(r) = rehearsal {
+        thread::spawn(move || drop(r));
+    }
     Ok(Replayed {
         name,
         format,
