@@ -36,7 +36,9 @@
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
-//! `--recent`, each runs again with the recent-traffic ring on.
+//! `--recent`, each runs again with the recent-traffic ring on. Every
+//! in-process scenario reports its allocations per event, every thread's
+//! ([`crate::alloc_count`]).
 
 mod cluster;
 mod tls;
@@ -116,11 +118,38 @@ struct Outcome {
     events: usize,
     elapsed: Duration,
     peak_rss_kib: u64,
+    /// Allocations during the run, by every thread (see [`Allocations`]).
+    allocations: u64,
 }
 
 impl Outcome {
     fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// `2.0 allocs/event`, or `- allocs/event` where nothing counted
+    /// (the counting allocator is the binary's, not the tests').
+    fn allocs_per_event(&self) -> String {
+        if self.allocations == 0 || self.events == 0 {
+            return "- allocs/event".into();
+        }
+        format!(
+            "{:.1} allocs/event",
+            self.allocations as f64 / self.events as f64
+        )
+    }
+}
+
+/// Counts the allocations from its creation on, every thread's.
+struct Allocations(u64);
+
+impl Allocations {
+    fn start() -> Self {
+        Allocations(crate::alloc_count::allocations())
+    }
+
+    fn so_far(&self) -> u64 {
+        crate::alloc_count::allocations().saturating_sub(self.0)
     }
 }
 
@@ -267,10 +296,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn report(name: &str, o: &Outcome, baseline: f64) {
     println!(
-        "{name:<55} {:>12.0} events/s  {:>5.2}x baseline  peak RSS {:>7.1} MiB  ({} events in {:.2} s)",
+        "{name:<55} {:>12.0} events/s  {:>5.2}x baseline  peak RSS {:>7.1} MiB  {:>17}  ({} events in {:.2} s)",
         o.rate(),
         o.rate() / baseline,
         o.peak_rss_kib as f64 / 1024.0,
+        o.allocs_per_event(),
         o.events,
         o.elapsed.as_secs_f64()
     );
@@ -296,6 +326,7 @@ struct PlainEvent {
 fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
     use std::collections::HashMap;
     reset_peak_rss();
+    let allocations = Allocations::start();
     let mut means: HashMap<(String, String), (f64, u64)> = HashMap::new();
     let start = Instant::now();
     let mut last_mean = 0.0;
@@ -315,6 +346,7 @@ fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
         events: n,
         elapsed: start.elapsed(),
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -464,6 +496,7 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
     reset_peak_rss();
     let mut events = Vec::with_capacity(1);
     let mut errors = Vec::new();
+    let allocations = Allocations::start();
     let start = Instant::now();
     let mut decoded = 0;
     for i in 0..n {
@@ -484,6 +517,7 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
         events: decoded,
         elapsed: start.elapsed(),
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -519,6 +553,7 @@ fn pipelined_with(
         pipeline.set_observer(Some(r));
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let allocations = Allocations::start();
     let start = Instant::now();
     let dispatcher = if with_python {
         python::spawn_dispatcher(Arc::clone(&pipeline), rx)
@@ -561,6 +596,7 @@ fn pipelined_with(
         events: processed,
         elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -593,6 +629,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
         .collect();
     const STOP: &str = "bench: stop";
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let allocations = Allocations::start();
     let start = Instant::now();
     let p = Arc::clone(&pipeline);
     let dispatcher = thread::spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()));
@@ -615,6 +652,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
     drop(tx);
     dispatcher.join().expect("dispatcher");
     let elapsed = start.elapsed();
+    let allocations = allocations.so_far();
     pipeline.context().index.insert(&Arc::new(Event {
         host: Some(STOP.into()),
         ..Event::default()
@@ -628,6 +666,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
         events: pipeline.stats().processed as usize,
         elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations,
     };
     (o, matched, lagged)
 }
@@ -660,8 +699,10 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let roots = python_roots()?;
     reset_peak_rss();
+    let allocations = Allocations::start();
     let reader = Reader::open(&path)?;
     let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false)?;
+    let allocations = allocations.so_far();
     if replayed.events as usize != n || replayed.bad != 0 {
         bail!(
             "the replay read {} events ({} bad) of {n}",
@@ -673,6 +714,7 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
         events: n,
         elapsed: replayed.elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations,
     })
 }
 
