@@ -33,6 +33,10 @@
 //!     runs right before it, as a ratio to (a). Then (a) again while a
 //!     recording (`dmon record`, the shell's `record()`) writes every event
 //!     to a file: what recording costs dispatch.
+//! (p) `dmon replay` of a generated NDJSON file (half of `--events`,
+//!     10,000 host/service keys, 1,000 s of event time) through
+//!     `by("host", "service", average(6, index()))`, beside a baseline
+//!     that reads the same file ([`replay_by`]); target 1.5x.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
@@ -41,6 +45,7 @@
 //! ([`crate::alloc_count`]).
 
 mod cluster;
+mod replay_by;
 mod tls;
 
 use std::net::SocketAddr;
@@ -77,8 +82,8 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, r, s, t), comma-separated;
-    /// the baseline always runs, and (a) with (r).
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, p, r, s, t),
+    /// comma-separated; the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: act as the UDP load generator: send to this address.
@@ -275,6 +280,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("g") {
         by_memory(100_000)?;
+    }
+    if wants("p") {
+        replay_by::replay_by(args.events / 2)?;
     }
     if wants("h") {
         outputs(&samples, args.events, baseline_now)?;
@@ -678,16 +686,9 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
 fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
     use super::replay::{replay, Reader, Speed};
     use std::io::Write as _;
-    /// Removes the file however the scenario ends.
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let path =
         std::env::temp_dir().join(format!("dmon-bench-replay-{}.ndjson", std::process::id()));
-    let file = Remove(path.clone());
+    let file = RemoveOnDrop(path.clone());
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file.0)?);
     let t0 = 1_700_000_000.0;
     for i in 0..n {
@@ -716,6 +717,15 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
         peak_rss_kib: peak_rss_kib(),
         allocations,
     })
+}
+
+/// Removes a scenario's file however the scenario ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// With (r): (a) again while a recorder writes every event to an NDJSON
