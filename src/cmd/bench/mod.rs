@@ -37,6 +37,10 @@
 //!     10,000 host/service keys, 1,000 s of event time) through
 //!     `by("host", "service", average(6, index()))`, beside a baseline
 //!     that reads the same file ([`replay_by`]); target 1.5x.
+//! (k) `by("host", rate(5, index()))` on a virtual clock with 1 k, 10 k,
+//!     100 k and 1 M keys, half of `--events` each: ns per event, as a
+//!     ratio to the 1 k case and to the baseline ([`scaling`]); target:
+//!     100 k keys within 1.2x of 1 k.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
@@ -46,6 +50,7 @@
 
 mod cluster;
 mod replay_by;
+mod scaling;
 mod tls;
 
 use std::net::SocketAddr;
@@ -82,7 +87,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, p, r, s, t),
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, k, n, p, r, s, t),
     /// comma-separated; the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -283,6 +288,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("p") {
         replay_by::replay_by(args.events / 2)?;
+    }
+    if wants("k") {
+        scaling::by_keys(args.events / 2, baseline_now())?;
     }
     if wants("h") {
         outputs(&samples, args.events, baseline_now)?;
