@@ -41,6 +41,9 @@
 //!     100 k and 1 M keys, half of `--events` each: ns per event, as a
 //!     ratio to the 1 k case and to the baseline ([`scaling`]); target:
 //!     100 k keys within 1.2x of 1 k.
+//! (i) the idle server's dispatch thread, as % of a core, with 1 M (half
+//!     of `--events`) `by` forks each holding a `rate(5)` ([`idle`]);
+//!     target under 1 %.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
@@ -49,6 +52,7 @@
 //! ([`crate::alloc_count`]).
 
 mod cluster;
+mod idle;
 mod replay_by;
 mod scaling;
 mod tls;
@@ -87,7 +91,7 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, k, n, p, r, s, t),
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, i, k, n, p, r, s, t),
     /// comma-separated; the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -291,6 +295,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants("k") {
         scaling::by_keys(args.events / 2, baseline_now())?;
+    }
+    if wants("i") {
+        idle::idle_forks(args.events / 2)?;
     }
     if wants("h") {
         outputs(&samples, args.events, baseline_now)?;
