@@ -25,6 +25,7 @@
 //! | [`outputs`] | outputs captured instead of sent, in rehearsals |
 //! | [`context`] | what nodes reach while handling an event |
 //! | [`console`] | where printed lines go |
+//! | [`alloc_count`] | the binary's allocator: mimalloc, counting allocations for `dmon bench` |
 //! | [`stats`], [`log_limit`], [`logs`] | counters, rate-limited logs, and where log records go |
 //! | [`query`] | Riemann's query language: parse once, match events natively |
 //! | [`recent`] | the last minutes of incoming events, for trying a stream on them |
@@ -34,6 +35,7 @@
 //! The engine (everything but `python` and `cmd`) knows no Python and no
 //! screen: Python-backed nodes implement the same [`streams::Node`] trait.
 
+pub mod alloc_count;
 pub mod client;
 pub mod clock;
 pub mod cluster;

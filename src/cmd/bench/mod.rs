@@ -33,12 +33,28 @@
 //!     runs right before it, as a ratio to (a). Then (a) again while a
 //!     recording (`dmon record`, the shell's `record()`) writes every event
 //!     to a file: what recording costs dispatch.
+//! (p) `dmon replay` of a generated NDJSON file (half of `--events`,
+//!     10,000 host/service keys, 1,000 s of event time) through
+//!     `by("host", "service", average(6, index()))`, beside a baseline
+//!     that reads the same file ([`replay_by`]); target 1.5x.
+//! (k) `by("host", rate(5, index()))` on a virtual clock with 1 k, 10 k,
+//!     100 k and 1 M keys, half of `--events` each: ns per event, as a
+//!     ratio to the 1 k case and to the baseline ([`scaling`]); target:
+//!     100 k keys within 1.2x of 1 k.
+//! (i) the idle server's dispatch thread, as % of a core, with 1 M (half
+//!     of `--events`) `by` forks each holding a `rate(5)` ([`idle`]);
+//!     target under 1 %.
 //!
 //! (a) and (b) run like the server does: one thread decodes and hands
 //! batches over the bounded channel to the dispatch thread. With
-//! `--recent`, each runs again with the recent-traffic ring on.
+//! `--recent`, each runs again with the recent-traffic ring on. Every
+//! in-process scenario reports its allocations per event, every thread's
+//! ([`crate::alloc_count`]).
 
 mod cluster;
+mod idle;
+mod replay_by;
+mod scaling;
 mod tls;
 
 use std::net::SocketAddr;
@@ -75,8 +91,8 @@ pub struct BenchArgs {
     /// Seconds per UDP rate.
     #[arg(long, default_value_t = 3)]
     pub udp_seconds: u64,
-    /// Run only these scenarios (a, b, c, d, e, f, g, h, n, r, s, t), comma-separated;
-    /// the baseline always runs, and (a) with (r).
+    /// Run only these scenarios (a, b, c, d, e, f, g, h, i, k, n, p, r, s, t),
+    /// comma-separated; the baseline always runs, and (a) with (r).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: act as the UDP load generator: send to this address.
@@ -116,11 +132,38 @@ struct Outcome {
     events: usize,
     elapsed: Duration,
     peak_rss_kib: u64,
+    /// Allocations during the run, by every thread (see [`Allocations`]).
+    allocations: u64,
 }
 
 impl Outcome {
     fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// `2.0 allocs/event`, or `- allocs/event` where nothing counted
+    /// (the counting allocator is the binary's, not the tests').
+    fn allocs_per_event(&self) -> String {
+        if self.allocations == 0 || self.events == 0 {
+            return "- allocs/event".into();
+        }
+        format!(
+            "{:.1} allocs/event",
+            self.allocations as f64 / self.events as f64
+        )
+    }
+}
+
+/// Counts the allocations from its creation on, every thread's.
+struct Allocations(u64);
+
+impl Allocations {
+    fn start() -> Self {
+        Allocations(crate::alloc_count::allocations())
+    }
+
+    fn so_far(&self) -> u64 {
+        crate::alloc_count::allocations().saturating_sub(self.0)
     }
 }
 
@@ -247,6 +290,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants("g") {
         by_memory(100_000)?;
     }
+    if wants("p") {
+        replay_by::replay_by(args.events / 2)?;
+    }
+    if wants("k") {
+        scaling::by_keys(args.events / 2, baseline_now())?;
+    }
+    if wants("i") {
+        idle::idle_forks(args.events / 2)?;
+    }
     if wants("h") {
         outputs(&samples, args.events, baseline_now)?;
     }
@@ -267,10 +319,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn report(name: &str, o: &Outcome, baseline: f64) {
     println!(
-        "{name:<55} {:>12.0} events/s  {:>5.2}x baseline  peak RSS {:>7.1} MiB  ({} events in {:.2} s)",
+        "{name:<55} {:>12.0} events/s  {:>5.2}x baseline  peak RSS {:>7.1} MiB  {:>17}  ({} events in {:.2} s)",
         o.rate(),
         o.rate() / baseline,
         o.peak_rss_kib as f64 / 1024.0,
+        o.allocs_per_event(),
         o.events,
         o.elapsed.as_secs_f64()
     );
@@ -296,6 +349,7 @@ struct PlainEvent {
 fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
     use std::collections::HashMap;
     reset_peak_rss();
+    let allocations = Allocations::start();
     let mut means: HashMap<(String, String), (f64, u64)> = HashMap::new();
     let start = Instant::now();
     let mut last_mean = 0.0;
@@ -315,6 +369,7 @@ fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
         events: n,
         elapsed: start.elapsed(),
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -463,6 +518,7 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
     reset_peak_rss();
     let mut events = Vec::with_capacity(1);
     let mut errors = Vec::new();
+    let allocations = Allocations::start();
     let start = Instant::now();
     let mut decoded = 0;
     for i in 0..n {
@@ -483,6 +539,7 @@ fn decode_only(samples: &[Vec<u8>], n: usize) -> Outcome {
         events: decoded,
         elapsed: start.elapsed(),
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -518,6 +575,7 @@ fn pipelined_with(
         pipeline.set_observer(Some(r));
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let allocations = Allocations::start();
     let start = Instant::now();
     let dispatcher = if with_python {
         python::spawn_dispatcher(Arc::clone(&pipeline), rx)
@@ -560,6 +618,7 @@ fn pipelined_with(
         events: processed,
         elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations: allocations.so_far(),
     }
 }
 
@@ -592,6 +651,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
         .collect();
     const STOP: &str = "bench: stop";
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let allocations = Allocations::start();
     let start = Instant::now();
     let p = Arc::clone(&pipeline);
     let dispatcher = thread::spawn(move || p.run_dispatch(rx, |rx| rx.blocking_recv()));
@@ -614,6 +674,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
     drop(tx);
     dispatcher.join().expect("dispatcher");
     let elapsed = start.elapsed();
+    let allocations = allocations.so_far();
     pipeline.context().index.insert(&Arc::new(Event {
         host: Some(STOP.into()),
         ..Event::default()
@@ -627,6 +688,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
         events: pipeline.stats().processed as usize,
         elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations,
     };
     (o, matched, lagged)
 }
@@ -638,16 +700,9 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
 fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
     use super::replay::{replay, Reader, Speed};
     use std::io::Write as _;
-    /// Removes the file however the scenario ends.
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let path =
         std::env::temp_dir().join(format!("dmon-bench-replay-{}.ndjson", std::process::id()));
-    let file = Remove(path.clone());
+    let file = RemoveOnDrop(path.clone());
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file.0)?);
     let t0 = 1_700_000_000.0;
     for i in 0..n {
@@ -659,8 +714,10 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let roots = python_roots()?;
     reset_peak_rss();
+    let allocations = Allocations::start();
     let reader = Reader::open(&path)?;
     let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false)?;
+    let allocations = allocations.so_far();
     if replayed.events as usize != n || replayed.bad != 0 {
         bail!(
             "the replay read {} events ({} bad) of {n}",
@@ -672,7 +729,17 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
         events: n,
         elapsed: replayed.elapsed,
         peak_rss_kib: peak_rss_kib(),
+        allocations,
     })
+}
+
+/// Removes a scenario's file however the scenario ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// With (r): (a) again while a recorder writes every event to an NDJSON
