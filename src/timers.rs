@@ -46,10 +46,10 @@ const UNSET: u64 = f64::INFINITY.to_bits();
 pub const MAX_STEPS_PER_ADVANCE: usize = 1_000_000;
 
 /// One node's wake-up: the deadline it is set to, if any, and whether the
-/// node is still in a running tree.
-pub struct Alarm(Arc<AlarmState>);
-
-struct AlarmState {
+/// node is still in a running tree. It lives inside its node (a `by` fork's
+/// rate touches one cache line, not two, per event) and the node hands it
+/// out through [`Node::alarm`].
+pub struct Alarm {
     /// The deadline as f64 bits; [`UNSET`] when none is pending.
     armed: AtomicU64,
     /// False once the node left the running streams (a reload dropped or
@@ -61,11 +61,11 @@ struct AlarmState {
 impl Alarm {
     /// An alarm that wakes `node` (built with [`timed`]).
     pub fn new(node: Weak<dyn Node>) -> Self {
-        Alarm(Arc::new(AlarmState {
+        Alarm {
             armed: AtomicU64::new(UNSET),
             live: AtomicBool::new(true),
             node,
-        }))
+        }
     }
 
     /// Asks for a wake-up at `at` (None or not finite: nothing to ask).
@@ -76,37 +76,37 @@ impl Alarm {
         let Some(at) = at.filter(|t| t.is_finite()) else {
             return;
         };
-        let state = &self.0;
-        if !state.live.load(Ordering::Relaxed) {
+        if !self.live.load(Ordering::Relaxed) {
             return;
         }
-        let armed = f64::from_bits(state.armed.load(Ordering::Relaxed));
+        let armed = f64::from_bits(self.armed.load(Ordering::Relaxed));
         if at < armed {
-            state.armed.store(at.to_bits(), Ordering::Relaxed);
-            ctx.timers.push(at, Arc::downgrade(state));
+            self.armed.store(at.to_bits(), Ordering::Relaxed);
+            ctx.timers.push(at, Weak::clone(&self.node));
         }
     }
 
     /// The pending deadline, if any.
     pub fn deadline(&self) -> Option<f64> {
-        let at = f64::from_bits(self.0.armed.load(Ordering::Relaxed));
+        let at = f64::from_bits(self.armed.load(Ordering::Relaxed));
         at.is_finite().then_some(at)
     }
 
     /// The node left the running streams: it is not woken again (until
     /// [`Alarm::resume`], when a reload puts the same node back).
     pub fn stop(&self) {
-        self.0.live.store(false, Ordering::Relaxed);
-        self.0.armed.store(UNSET, Ordering::Relaxed);
+        self.live.store(false, Ordering::Relaxed);
+        self.armed.store(UNSET, Ordering::Relaxed);
     }
 
     /// The node is (again) part of the running streams.
     pub fn resume(&self) {
-        self.0.live.store(true, Ordering::Relaxed);
+        self.live.store(true, Ordering::Relaxed);
     }
 }
 
-/// Builds a node that holds an [`Alarm`] waking itself.
+/// Builds a node that holds an [`Alarm`] waking itself (the node answers
+/// [`Node::alarm`] with it).
 pub fn timed<T: Node>(make: impl FnOnce(Alarm) -> T) -> NodeRef {
     Arc::new_cyclic(|me: &Weak<T>| {
         let me: Weak<dyn Node> = me.clone();
@@ -120,7 +120,7 @@ pub fn timed<T: Node>(make: impl FnOnce(Alarm) -> T) -> NodeRef {
 struct Due {
     at: f64,
     seq: u64,
-    alarm: Weak<AlarmState>,
+    node: Weak<dyn Node>,
 }
 
 impl PartialEq for Due {
@@ -158,11 +158,11 @@ struct Queue {
 }
 
 impl Timers {
-    fn push(&self, at: f64, alarm: Weak<AlarmState>) {
+    fn push(&self, at: f64, node: Weak<dyn Node>) {
         let mut q = lock(&self.queue);
         q.seq += 1;
         let seq = q.seq;
-        q.heap.push(Due { at, seq, alarm });
+        q.heap.push(Due { at, seq, node });
     }
 
     /// The earliest queued deadline (possibly of an alarm since set later:
@@ -199,18 +199,16 @@ impl Timers {
                 }
             };
             let Some(due) = due else { break };
-            let Some(state) = due.alarm.upgrade() else {
+            let Some(node) = due.node.upgrade() else {
                 continue;
             };
+            let Some(alarm) = node.alarm() else { continue };
             // Stale: the alarm was stopped, or set to another deadline
             // (whose own entry wakes it).
-            if state.armed.load(Ordering::Relaxed) != due.at.to_bits() {
+            if alarm.armed.load(Ordering::Relaxed) != due.at.to_bits() {
                 continue;
             }
-            state.armed.store(UNSET, Ordering::Relaxed);
-            let Some(node) = state.node.upgrade() else {
-                continue;
-            };
+            alarm.armed.store(UNSET, Ordering::Relaxed);
             // Outside the queue's lock: the node sets its next deadline.
             node.wake(ctx, now);
             woken += 1;

@@ -312,6 +312,10 @@ pub trait Node: Send + Sync + 'static {
     /// when the dispatch thread was busy. Not its children's: each node
     /// with timers has its own alarm.
     fn wake(&self, _ctx: &Context, _now: f64) {}
+    /// The node's alarm, if it has timers (see [`Node::wake`]).
+    fn alarm(&self) -> Option<&crate::timers::Alarm> {
+        None
+    }
     /// The node's tree now runs (installed, reloaded with state taken
     /// over, restored from a checkpoint): a node with timers sets its alarm
     /// to what its state needs, then starts its children, as this default
@@ -371,6 +375,9 @@ pub fn stop_children(node: &(impl Node + ?Sized)) {
 #[macro_export]
 macro_rules! wakes_at {
     ($due:ident) => {
+        fn alarm(&self) -> Option<&$crate::timers::Alarm> {
+            Some(&self.alarm)
+        }
         fn start(&self, ctx: &$crate::context::Context) {
             self.alarm.resume();
             let at = self.$due(&$crate::streams::lock(&self.state));

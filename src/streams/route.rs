@@ -665,6 +665,9 @@ impl Node for By {
             fork.children.iter().for_each(|c| c.stop());
         }
     }
+    fn alarm(&self) -> Option<&Alarm> {
+        Some(&self.alarm)
+    }
     /// Sets the alarm for idle forks and starts every fork's children (not
     /// the templates: they see no events, so have nothing to time).
     fn start(&self, ctx: &Context) {

@@ -922,6 +922,9 @@ impl Node for FillIn {
             core: self.core.fresh(),
         })
     }
+    fn alarm(&self) -> Option<&Alarm> {
+        Some(&self.alarm)
+    }
     /// fill_in's timer starts with the node (see [`FillIn::filler`]).
     fn start(&self, ctx: &Context) {
         self.alarm.resume();

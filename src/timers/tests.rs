@@ -60,6 +60,9 @@ impl Node for Recorder {
     fn stop(&self) {
         self.alarm.stop();
     }
+    fn alarm(&self) -> Option<&Alarm> {
+        Some(&self.alarm)
+    }
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Scenario (i): the dispatch thread's CPU while nothing arrives, with 1 M
 //! `by` forks (half of `--events`), each holding a `rate(5)`. The forks
-//! are made by one event per host (`ttl` 1 s); once their first interval
-//! has been reported they emit nothing more, and `by` keeps them until
-//! they have been idle 300 s, so whatever the thread does then is the
-//! timer machinery's own. The real
+//! are made by one event per host (`ttl` 1 s); each reports its first
+//! interval, is woken once more at the second's end (the event has
+//! expired: nothing to report, the rate falls quiet), and `by` keeps them
+//! until they have been idle 300 s, so whatever the thread does after that
+//! is the timer machinery's own. The real
 //! server runs the pipeline (wall clock, Python's dispatch thread, its
 //! tick task). The target, once timers cost only what is due, is under
 //! 1 % of a core.
@@ -68,8 +69,8 @@ pub(super) fn idle_forks(forks: usize) -> anyhow::Result<()> {
         &listen,
         python::spawn_dispatcher,
     ))?;
-    // Until the last fork's first (and only) report is past.
-    let settled = Duration::from_secs_f64(INTERVAL + 1.0).saturating_sub(made);
+    // Until the last fork's second interval, when its rate falls quiet.
+    let settled = Duration::from_secs_f64(2.0 * INTERVAL + 1.0).saturating_sub(made);
     thread::sleep(settled);
     let (dispatch, process, watching) =
         (thread_cpu_secs("dmon-dispatch"), cpu_secs(), Instant::now());
@@ -79,9 +80,10 @@ pub(super) fn idle_forks(forks: usize) -> anyhow::Result<()> {
     let process = (cpu_secs() - process) / secs;
     let rss = rss_kib();
     let detail = by.detail().unwrap_or_default();
+    let queued = pipeline.context().timers.len();
     runtime.block_on(server.shutdown());
     println!(
-        "(i) idle server, by(host, rate(5)) with {forks} forks ({detail}): dispatch thread {:.1} % of a core, \
+        "(i) idle server, by(host, rate(5)) with {forks} forks ({detail}, {queued} wake-ups queued): dispatch thread {:.1} % of a core, \
          the process {:.1} %, over {secs:.1} s (target < 1 %); RSS {:.0} MiB; forks made in {:.2} s",
         100.0 * dispatch,
         100.0 * process,
