@@ -91,9 +91,20 @@ impl<T: Into<SmolStr>, const N: usize> From<[T; N]> for Tags {
     }
 }
 
+/// Copies of the tags (cheap: short ones are inline, long ones shared),
+/// for a decoder that reuses its buffer.
+impl From<&[SmolStr]> for Tags {
+    fn from(tags: &[SmolStr]) -> Tags {
+        Tags((!tags.is_empty()).then(|| tags.into()))
+    }
+}
+
 impl<T: Into<SmolStr>> FromIterator<T> for Tags {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Tags {
-        Tags::from(iter.into_iter().map(Into::into).collect::<Vec<SmolStr>>())
+        let mut tags = iter.into_iter().map(Into::into).peekable();
+        // Collected straight into the shared slice: one allocation when
+        // the length is known (a Riemann message's tags), none when empty.
+        Tags(tags.peek().is_some().then(|| tags.collect()))
     }
 }
 
@@ -202,23 +213,38 @@ impl Attributes {
 /// a map's inserts one after the other.
 impl From<Vec<(SmolStr, SmolStr)>> for Attributes {
     fn from(mut pairs: Vec<(SmolStr, SmolStr)>) -> Attributes {
-        if pairs.is_empty() {
-            return Attributes(None);
-        }
-        // Stable, so that of equal keys the later stays later.
-        if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
-            pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            // `later` is removed after handing its value to `earlier`.
-            pairs.dedup_by(|later, earlier| {
-                let same = later.0 == earlier.0;
-                if same {
-                    std::mem::swap(&mut later.1, &mut earlier.1);
-                }
-                same
-            });
-        }
-        Attributes(Some(pairs.into()))
+        sort_keeping_last(&mut pairs);
+        Attributes((!pairs.is_empty()).then(|| pairs.into()))
     }
+}
+
+impl Attributes {
+    /// As `From<Vec<…>>`, leaving `pairs` empty but with its capacity, for
+    /// a decoder that reuses its buffer: the shared slice is then the only
+    /// allocation.
+    pub fn from_buffer(pairs: &mut Vec<(SmolStr, SmolStr)>) -> Attributes {
+        sort_keeping_last(pairs);
+        let attributes = Attributes((!pairs.is_empty()).then(|| pairs.as_slice().into()));
+        pairs.clear();
+        attributes
+    }
+}
+
+/// Sorts pairs by key, keeping of a key given twice the last value.
+fn sort_keeping_last(pairs: &mut Vec<(SmolStr, SmolStr)>) {
+    if pairs.is_sorted_by(|a, b| a.0 < b.0) {
+        return; // the common case, and no key twice
+    }
+    // Stable, so that of equal keys the later stays later.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    // `later` is removed after handing its value to `earlier`.
+    pairs.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut earlier.1);
+        }
+        same
+    });
 }
 
 impl<K: Into<SmolStr>, V: Into<SmolStr>> FromIterator<(K, V)> for Attributes {

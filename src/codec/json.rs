@@ -8,6 +8,7 @@
 //! array name the line they are on (`line 3: key must be a string at column
 //! 15`), counted in the whole text; the shell's `paste()` decodes the same way.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -17,7 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
-use crate::event::{Attributes, Event, Number};
+use crate::event::{Attributes, Event, Number, Tags};
 
 /// Why one part of a datagram could not become an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -286,7 +287,7 @@ impl<'de> Visitor<'de> for EventVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
         let mut e = Event::default();
         // Gathered, then sorted once into the event's attributes.
-        let mut attributes = Vec::new();
+        let (mut tags, mut attributes) = BUFFERS.take();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key.as_str() {
                 "host" => e.host = map.next_value_seed(StrField("host"))?,
@@ -296,7 +297,11 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "time" => e.time = map.next_value_seed(NumField("time"))?,
                 "ttl" => e.ttl = map.next_value_seed(NumField("ttl"))?.map(Number::as_f64),
                 "metric" => e.metric = map.next_value_seed(NumField("metric"))?,
-                "tags" => e.tags = map.next_value_seed(TagsField)?.into(),
+                "tags" => {
+                    map.next_value_seed(TagsField(&mut tags))?;
+                    e.tags = Tags::from(tags.as_slice());
+                    tags.clear();
+                }
                 "attributes" => map.next_value_seed(AttributesField(&mut attributes))?,
                 other => {
                     if let Some(v) = map.next_value_seed(AttrValue)? {
@@ -305,7 +310,8 @@ impl<'de> Visitor<'de> for EventVisitor {
                 }
             }
         }
-        e.attributes = attributes.into();
+        e.attributes = Attributes::from_buffer(&mut attributes);
+        BUFFERS.set((tags, attributes));
         Ok(e)
     }
 }
@@ -399,30 +405,39 @@ impl<'de> Visitor<'de> for NumField {
     }
 }
 
-/// `tags`: a list of strings, or null.
-struct TagsField;
+thread_local! {
+    /// Where an event's tags and attributes are gathered while it is
+    /// decoded, reused from one event to the next: their shared slices are
+    /// then the only allocations. Lost (and made again) on an error.
+    static BUFFERS: Cell<Buffers> = const { Cell::new((Vec::new(), Vec::new())) };
+}
 
-impl<'de> DeserializeSeed<'de> for TagsField {
-    type Value = Vec<SmolStr>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+/// Tags, and attributes' key/value pairs.
+type Buffers = (Vec<SmolStr>, Vec<(SmolStr, SmolStr)>);
+
+/// `tags`: a list of strings, or null (no tags).
+struct TagsField<'a>(&'a mut Vec<SmolStr>);
+
+impl<'de> DeserializeSeed<'de> for TagsField<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for TagsField {
-    type Value = Vec<SmolStr>;
+impl<'de> Visitor<'de> for TagsField<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of strings for `tags`")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut tags = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(tag) = seq.next_element_seed(StrField("tags"))? {
-            tags.extend(tag);
+            self.0.extend(tag);
         }
-        Ok(tags)
+        Ok(())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
