@@ -169,7 +169,7 @@ impl Instrumenter {
             time: Some(Number::Float(now)),
             ttl: Some(2.0 * self.interval),
             metric: Some(Number::Float(metric)),
-            tags: vec![SmolStr::new_static("dmon")],
+            tags: [SmolStr::new_static("dmon")].into(),
             ..Event::default()
         }
     }

@@ -1,18 +1,13 @@
 //! Riemann's query language, table-driven: a fixed set of events, the
 //! queries that select among them, and the queries that must not parse.
 
-use std::collections::BTreeMap;
-
-use dmon::event::{Event, Number};
+use dmon::event::{Attributes, Event, Number};
 use dmon::query::{ParseError, Query};
 
 /// The events every query runs against, by name.
 fn events() -> Vec<(&'static str, Event)> {
-    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        pairs.iter().map(|&(k, v)| (k, v)).collect()
     }
     vec![
         (
@@ -25,7 +20,7 @@ fn events() -> Vec<(&'static str, Event)> {
                 time: Some(Number::Int(100)),
                 ttl: Some(60.0),
                 metric: Some(Number::Int(5)),
-                tags: vec!["prod".into(), "web".into()],
+                tags: ["prod", "web"].into(),
                 attributes: attrs(&[("dc", "eu-west"), ("count", "3"), ("ratio", "0.25")]),
             },
         ),
@@ -36,7 +31,7 @@ fn events() -> Vec<(&'static str, Event)> {
                 service: Some("api errors".into()),
                 state: Some("error rate".into()),
                 metric: Some(Number::Float(2.0)),
-                tags: vec!["web".into()],
+                tags: ["web"].into(),
                 attributes: attrs(&[("dc", "us"), ("count", "abc")]),
                 ..Event::default()
             },
@@ -51,7 +46,7 @@ fn events() -> Vec<(&'static str, Event)> {
                 time: Some(Number::Float(100.5)),
                 ttl: Some(10.5),
                 metric: Some(Number::Float(97.5)),
-                tags: vec!["prod".into()],
+                tags: ["prod"].into(),
                 attributes: attrs(&[("dc", "eu-east"), ("role", "primary")]),
             },
         ),

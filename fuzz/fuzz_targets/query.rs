@@ -19,11 +19,8 @@ fn event() -> &'static Event {
         time: Some(Number::Int(100)),
         ttl: Some(60.0),
         metric: Some(Number::Float(97.5)),
-        tags: vec!["prod".into(), "web".into()],
-        attributes: [("dc", "eu-west"), ("count", "3"), ("ratio", "0.25")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        tags: ["prod", "web"].into(),
+        attributes: [("dc", "eu-west"), ("count", "3"), ("ratio", "0.25")].into(),
     })
 }
 

@@ -238,7 +238,7 @@ mod tests {
                 service: Some("cpu".into()),
                 metric: Some(Number::Float(0.5 + i as f64)),
                 time: Some(Number::Int(100 + i)),
-                tags: vec!["a".into()],
+                tags: ["a"].into(),
                 ..Event::default()
             })
             .collect();

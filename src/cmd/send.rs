@@ -121,13 +121,7 @@ pub fn event_from_pairs(pairs: &[&String]) -> Result<Event, String> {
             "metric" => e.metric = Some(number()?),
             "time" => e.time = Some(number()?),
             "ttl" => e.ttl = Some(number()?.as_f64()),
-            "tags" => {
-                e.tags = v
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(Into::into)
-                    .collect()
-            }
+            "tags" => e.tags = v.split(',').filter(|t| !t.is_empty()).collect(),
             _ => {
                 e.attributes.insert(k.to_owned(), v.to_owned());
             }

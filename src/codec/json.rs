@@ -8,7 +8,7 @@
 //! array name the line they are on (`line 3: key must be a string at column
 //! 15`), counted in the whole text; the shell's `paste()` decodes the same way.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
-use crate::event::{Event, Number};
+use crate::event::{Attributes, Event, Number, Tags};
 
 /// Why one part of a datagram could not become an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -286,6 +286,8 @@ impl<'de> Visitor<'de> for EventVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
         let mut e = Event::default();
+        // Gathered, then sorted once into the event's attributes.
+        let (mut tags, mut attributes) = BUFFERS.take();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key.as_str() {
                 "host" => e.host = map.next_value_seed(StrField("host"))?,
@@ -295,15 +297,21 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "time" => e.time = map.next_value_seed(NumField("time"))?,
                 "ttl" => e.ttl = map.next_value_seed(NumField("ttl"))?.map(Number::as_f64),
                 "metric" => e.metric = map.next_value_seed(NumField("metric"))?,
-                "tags" => e.tags = map.next_value_seed(TagsField)?,
-                "attributes" => map.next_value_seed(AttributesField(&mut e.attributes))?,
+                "tags" => {
+                    map.next_value_seed(TagsField(&mut tags))?;
+                    e.tags = Tags::from(tags.as_slice());
+                    tags.clear();
+                }
+                "attributes" => map.next_value_seed(AttributesField(&mut attributes))?,
                 other => {
                     if let Some(v) = map.next_value_seed(AttrValue)? {
-                        e.attributes.insert(other.to_owned(), v);
+                        attributes.push((SmolStr::new(other), v));
                     }
                 }
             }
         }
+        e.attributes = Attributes::from_buffer(&mut attributes);
+        BUFFERS.set((tags, attributes));
         Ok(e)
     }
 }
@@ -397,35 +405,44 @@ impl<'de> Visitor<'de> for NumField {
     }
 }
 
-/// `tags`: a list of strings, or null.
-struct TagsField;
+thread_local! {
+    /// Where an event's tags and attributes are gathered while it is
+    /// decoded, reused from one event to the next: their shared slices are
+    /// then the only allocations. Lost (and made again) on an error.
+    static BUFFERS: Cell<Buffers> = const { Cell::new((Vec::new(), Vec::new())) };
+}
 
-impl<'de> DeserializeSeed<'de> for TagsField {
-    type Value = Vec<SmolStr>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+/// Tags, and attributes' key/value pairs.
+type Buffers = (Vec<SmolStr>, Vec<(SmolStr, SmolStr)>);
+
+/// `tags`: a list of strings, or null (no tags).
+struct TagsField<'a>(&'a mut Vec<SmolStr>);
+
+impl<'de> DeserializeSeed<'de> for TagsField<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for TagsField {
-    type Value = Vec<SmolStr>;
+impl<'de> Visitor<'de> for TagsField<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of strings for `tags`")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut tags = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(tag) = seq.next_element_seed(StrField("tags"))? {
-            tags.extend(tag);
+            self.0.extend(tag);
         }
-        Ok(tags)
+        Ok(())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
 /// `attributes`: an object whose values become strings.
-struct AttributesField<'a>(&'a mut BTreeMap<String, String>);
+struct AttributesField<'a>(&'a mut Vec<(SmolStr, SmolStr)>);
 
 impl<'de> DeserializeSeed<'de> for AttributesField<'_> {
     type Value = ();
@@ -442,7 +459,7 @@ impl<'de> Visitor<'de> for AttributesField<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             if let Some(v) = map.next_value_seed(AttrValue)? {
-                self.0.insert(key.as_str().to_owned(), v);
+                self.0.push((SmolStr::new(key.as_str()), v));
             }
         }
         Ok(())
@@ -457,31 +474,31 @@ impl<'de> Visitor<'de> for AttributesField<'_> {
 struct AttrValue;
 
 impl<'de> DeserializeSeed<'de> for AttrValue {
-    type Value = Option<String>;
+    type Value = Option<SmolStr>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for AttrValue {
-    type Value = Option<String>;
+    type Value = Option<SmolStr>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an attribute value")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_owned()))
+        Ok(Some(SmolStr::new(v)))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+        Ok(Some(SmolStr::new_static(if v { "true" } else { "false" })))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+        Ok(Some(smol_str::format_smolstr!("{v}")))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+        Ok(Some(smol_str::format_smolstr!("{v}")))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+        Ok(Some(smol_str::format_smolstr!("{v}")))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -489,12 +506,12 @@ impl<'de> Visitor<'de> for AttrValue {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         let v: serde_json::Value =
             de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Some(v.to_string()))
+        Ok(Some(v.to_string().into()))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let v: serde_json::Value =
             de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(Some(v.to_string()))
+        Ok(Some(v.to_string().into()))
     }
 }
 
@@ -536,9 +553,18 @@ impl Serialize for Event {
             m.serialize_entry("tags", &tags)?;
         }
         if !self.attributes.is_empty() {
-            m.serialize_entry("attributes", &self.attributes)?;
+            m.serialize_entry("attributes", &AttributesOut(&self.attributes))?;
         }
         m.end()
+    }
+}
+
+/// Attributes as a JSON object, in key order.
+struct AttributesOut<'a>(&'a Attributes);
+
+impl Serialize for AttributesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
     }
 }
 
@@ -550,6 +576,16 @@ mod tests {
         let (mut ev, mut er) = (Vec::new(), Vec::new());
         decode(input.as_bytes(), 42.0, &mut ev, &mut er);
         (ev, er)
+    }
+
+    #[test]
+    fn a_repeated_attribute_keeps_its_last_value() {
+        let (ev, er) = run(
+            r#"{"dc":"a","attributes":{"dc":"b","x":1,"y":"z"},"dc":"c","attributes":{"y":null}}"#,
+        );
+        assert!(er.is_empty(), "{er:?}");
+        let pairs: Vec<(&str, &str)> = ev[0].attributes.iter().collect();
+        assert_eq!(pairs, [("dc", "c"), ("x", "1"), ("y", "z")]);
     }
 
     #[test]

@@ -171,10 +171,7 @@ pub fn from_proto(p: &ProtoEvent, now: f64) -> Event {
             .iter()
             .filter_map(|a| {
                 let key = a.key.as_deref()?;
-                Some((
-                    String::from_utf8_lossy(key).into_owned(),
-                    String::from_utf8_lossy(a.value.as_deref().unwrap_or_default()).into_owned(),
-                ))
+                Some((text(key), text(a.value.as_deref().unwrap_or_default())))
             })
             .collect(),
     }
@@ -390,7 +387,7 @@ mod tests {
                 time: Some(Number::Float(1_700_000_000.25)),
                 ttl: Some(60.0),
                 metric: Some(Number::Int(-3)),
-                tags: vec!["a".into(), "".into()],
+                tags: ["a", ""].into(),
                 attributes: [("k".to_string(), "v".repeat(200)), ("e".into(), "".into())].into(),
             },
             Event {
@@ -424,7 +421,7 @@ mod tests {
                 time: Some(Number::Int(1_700_000_000)),
                 ttl: Some(30.0),
                 metric: Some(metric),
-                tags: vec!["a".into()],
+                tags: ["a"].into(),
                 attributes: [("k".to_string(), "v".to_string())].into(),
                 ..Event::default()
             };

@@ -63,7 +63,13 @@ fn field<'py>(py: Python<'py>, e: &Event, name: &str) -> PyResult<Option<Bound<'
             .transpose()?
             .into_bound_py_any(py)?,
         "tags" => PyList::new(py, e.tags.iter().map(|t| &**t))?.into_any(),
-        "attributes" => e.attributes.clone().into_bound_py_any(py)?,
+        "attributes" => {
+            let d = PyDict::new(py);
+            for (k, v) in &e.attributes {
+                d.set_item(k, v)?;
+            }
+            d.into_any()
+        }
         _ => return Ok(None),
     };
     Ok(Some(v))
@@ -130,7 +136,7 @@ pub fn set_field(e: &mut Event, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()>
         "ttl" => e.ttl = to_number(key, v)?.map(Number::as_f64),
         "metric" => e.metric = to_number(key, v)?,
         "tags" => {
-            e.tags.clear();
+            let mut tags = Vec::new();
             if !v.is_none() {
                 if v.is_instance_of::<PyString>() {
                     return Err(PyTypeError::new_err(
@@ -138,12 +144,13 @@ pub fn set_field(e: &mut Event, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()>
                     ));
                 }
                 for tag in v.try_iter()? {
-                    e.tags.extend(to_str("tags", &tag?)?);
+                    tags.extend(to_str("tags", &tag?)?);
                 }
             }
+            e.tags = tags.into();
         }
         "attributes" => {
-            e.attributes.clear();
+            let mut pairs: Vec<(SmolStr, SmolStr)> = Vec::new();
             if !v.is_none() {
                 let d = v.cast::<PyDict>().map_err(|_| {
                     PyTypeError::new_err(format!(
@@ -152,9 +159,18 @@ pub fn set_field(e: &mut Event, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()>
                     ))
                 })?;
                 for (k, val) in d.iter() {
-                    set_attribute(e, &k.str()?.to_string(), &val)?;
+                    // Two keys can have the same str() (1 and "1"): the
+                    // later one wins, and None removes the earlier.
+                    let k = SmolStr::new(k.str()?.to_string());
+                    if val.is_none() {
+                        pairs.retain(|(key, _)| *key != k);
+                    } else {
+                        pairs.push((k, SmolStr::new(val.str()?.to_string())));
+                    }
                 }
             }
+            // Built at once: inserting one by one would copy them each time.
+            e.attributes = pairs.into();
         }
         other => set_attribute(e, other, v)?,
     }
@@ -165,7 +181,7 @@ fn set_attribute(e: &mut Event, key: &str, v: &Bound<'_, PyAny>) -> PyResult<()>
     if v.is_none() {
         e.attributes.remove(key);
     } else {
-        e.attributes.insert(key.to_owned(), v.str()?.to_string());
+        e.attributes.insert(key, v.str()?.to_string());
     }
     Ok(())
 }
@@ -260,9 +276,13 @@ impl PyEvent {
 
     /// Attributes read as names: `e.region` for attribute "region".
     fn __getattr__(&self, name: &str) -> PyResult<String> {
-        self.inner.attributes.get(name).cloned().ok_or_else(|| {
-            PyAttributeError::new_err(format!("event has no field or attribute {name:?}"))
-        })
+        self.inner
+            .attributes
+            .get(name)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                PyAttributeError::new_err(format!("event has no field or attribute {name:?}"))
+            })
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {

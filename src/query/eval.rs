@@ -60,10 +60,7 @@ impl Field {
             Field::Ttl => event.ttl.map_or(Val::Nil, |t| Val::Num(Number::Float(t))),
             Field::Tags if event.tags.is_empty() => Val::Nil,
             Field::Tags => Val::Tags(&event.tags),
-            Field::Attribute(name) => event
-                .attributes
-                .get(&**name)
-                .map_or(Val::Nil, |v| Val::Attr(v)),
+            Field::Attribute(name) => event.attributes.get(name).map_or(Val::Nil, Val::Attr),
         }
     }
 }

@@ -759,7 +759,7 @@ mod tests {
             service: Some("cpu".into()),
             state: Some("warning".into()),
             metric: Some(Number::Float(2.5)),
-            tags: vec!["prod".into()],
+            tags: ["prod"].into(),
             ..Event::default()
         };
         let from = parse_mailbox(DEFAULT_SENDER).unwrap();

@@ -193,7 +193,7 @@ impl GraphitePath {
                     let value = match name.as_str() {
                         "state" => e.state.as_deref(),
                         "description" => e.description.as_deref(),
-                        _ => e.attributes.get(name).map(String::as_str),
+                        _ => e.attributes.get(name),
                     };
                     path.push_str(value.unwrap_or(""));
                 }
@@ -459,7 +459,7 @@ mod tests {
     fn templates() {
         let p = GraphitePath::parse("servers.{host}.{region}.{service}").unwrap();
         let mut e = event(Some("web1.example.com"), Some("cpu"));
-        e.attributes.insert("region".into(), "eu west".into());
+        e.attributes.insert("region", "eu west");
         assert_eq!(p.render(&e), "servers.web1.example.com.eu_west.cpu");
         e.attributes.clear();
         assert_eq!(p.render(&e), "servers.web1.example.com.cpu");

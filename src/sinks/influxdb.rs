@@ -197,7 +197,7 @@ fn text_field<'e>(e: &'e Event, name: &str) -> Option<&'e str> {
         "service" => e.service.as_deref(),
         "state" => e.state.as_deref(),
         "description" => e.description.as_deref(),
-        _ => e.attributes.get(name).map(String::as_str),
+        _ => e.attributes.get(name),
     }
 }
 
@@ -324,7 +324,7 @@ mod tests {
             time: Some(Number::Float(1_700_000_000.9)),
             ..Event::default()
         };
-        e.attributes.insert("region".into(), "eu".into());
+        e.attributes.insert("region", "eu");
         assert_eq!(
             line(&default_points(), &e),
             "api\\ latency,host=web1,service=api\\ latency,state=ok value=2.5,description=\"fine\",region=\"eu\" 1700000000\n"
@@ -363,10 +363,10 @@ mod tests {
             time: Some(Number::Int(5)),
             ..Event::default()
         };
-        e.attributes.insert("k ey,=".into(), "v".into());
-        e.attributes.insert("time".into(), "no".into());
-        e.attributes.insert("value".into(), "no".into());
-        e.attributes.insert("".into(), "no".into());
+        e.attributes.insert("k ey,=", "v");
+        e.attributes.insert("time", "no");
+        e.attributes.insert("value", "no");
+        e.attributes.insert("", "no");
         assert_eq!(
             line(&default_points(), &e),
             "x\\,y=z,host=a\\,b\\=c\\ d__,service=x\\,y\\=z value=1.0,description=\"say \\\"hi\\\"\\\\ bye\",k\\ ey\\,\\==\"v\" 5\n"

@@ -86,7 +86,7 @@ impl Template {
             time: Some(Number::Int(1)),
             ttl: Some(1.0),
             metric: Some(Number::Float(1.5)),
-            tags: vec!["t".into()],
+            tags: ["t"].into(),
             attributes: Default::default(),
         };
         for e in [full, Event::default()] {
@@ -262,10 +262,10 @@ mod tests {
             state: Some("critical".into()),
             metric: Some(Number::Float(2.5)),
             time: Some(Number::Int(1_700_000_000)),
-            tags: vec!["a".into(), "b".into()],
+            tags: ["a", "b"].into(),
             ..Event::default()
         };
-        e.attributes.insert("region".into(), "eu\\west".into());
+        e.attributes.insert("region", "eu\\west");
         let t = r#"{"text": "{host} {service} is {state} ({metric}) [{tags}] {region}{nothing}", "v": {metric}, "t": {time}, "ttl": {ttl}, "o": {"x": 1}}"#;
         let body = render(t, &e);
         assert_eq!(

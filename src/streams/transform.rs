@@ -655,14 +655,25 @@ impl Node for Tag {
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let mut e = Event::clone(event);
-        if self.kind == "tag" {
-            for t in &self.tags {
-                if !e.tags.contains(t) {
-                    e.tags.push(t.clone());
-                }
-            }
+        let tagging = self.kind == "tag";
+        // Tags are shared: built anew only when they change.
+        let changes = if tagging {
+            self.tags.iter().any(|t| !e.tags.contains(t))
         } else {
-            e.tags.retain(|t| !self.tags.contains(t));
+            e.tags.iter().any(|t| self.tags.contains(t))
+        };
+        if changes {
+            let mut tags = e.tags.to_vec();
+            if tagging {
+                for t in &self.tags {
+                    if !tags.contains(t) {
+                        tags.push(t.clone());
+                    }
+                }
+            } else {
+                tags.retain(|t| !self.tags.contains(t));
+            }
+            e.tags = tags.into();
         }
         emit(self, ctx, &arc(e));
         Ok(())

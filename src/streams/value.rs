@@ -6,14 +6,13 @@
 //! The engine knows no Python: the Python layer turns its arguments into
 //! `Value`s, and user callables into `Function`s.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use smol_str::SmolStr;
 
 use super::{NodeError, NodeRef};
-use crate::event::{Event, Number};
+use crate::event::{Attributes, Event, Number, Tags};
 
 /// A value passed to or returned from a stream function.
 #[derive(Clone)]
@@ -249,13 +248,13 @@ pub fn field(e: &Event, name: &str) -> Value {
         "attributes" => Value::Map(
             e.attributes
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+                .map(|(k, v)| (k.to_owned(), Value::Str(v.to_owned())))
                 .collect(),
         ),
         other => e
             .attributes
             .get(other)
-            .map_or(Value::None, |v| Value::Str(v.clone())),
+            .map_or(Value::None, |v| Value::Str(v.to_owned())),
     }
 }
 
@@ -292,7 +291,7 @@ pub fn set_field(e: &mut Event, name: &str, v: &Value) -> Result<(), String> {
         "metric" => e.metric = number(v)?,
         "tags" => {
             e.tags = match v {
-                Value::None => Vec::new(),
+                Value::None => Tags::new(),
                 Value::List(items) => items
                     .iter()
                     .map(|t| text(t).map(|t| t.unwrap_or_default()))
@@ -312,7 +311,7 @@ pub fn set_field(e: &mut Event, name: &str, v: &Value) -> Result<(), String> {
                     v.type_name()
                 ));
             };
-            e.attributes = BTreeMap::new();
+            e.attributes = Attributes::new();
             for (k, v) in pairs {
                 set_field(e, k, v)?;
             }
@@ -322,10 +321,10 @@ pub fn set_field(e: &mut Event, name: &str, v: &Value) -> Result<(), String> {
                 e.attributes.remove(other);
             }
             Value::Str(s) => {
-                e.attributes.insert(other.to_owned(), s.clone());
+                e.attributes.insert(other, s.as_str());
             }
             v => {
-                e.attributes.insert(other.to_owned(), v.to_string());
+                e.attributes.insert(other, v.to_string());
             }
         },
     }
