@@ -222,6 +222,12 @@ impl Attributes {
     /// As `From<Vec<…>>`, leaving `pairs` empty but with its capacity, for
     /// a decoder that reuses its buffer: the shared slice is then the only
     /// allocation.
+    /// Sorts `pairs` by key, keeping of a key given twice the last value:
+    /// what attributes made from them would hold.
+    pub fn normalize(pairs: &mut Vec<(SmolStr, SmolStr)>) {
+        sort_keeping_last(pairs);
+    }
+
     pub fn from_buffer(pairs: &mut Vec<(SmolStr, SmolStr)>) -> Attributes {
         sort_keeping_last(pairs);
         let attributes = Attributes((!pairs.is_empty()).then(|| pairs.as_slice().into()));

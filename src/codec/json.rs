@@ -18,7 +18,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
-use crate::event::{Attributes, Event, Number, Tags};
+use super::sharing;
+use crate::event::{Attributes, Event, Number};
 
 /// Why one part of a datagram could not become an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -299,7 +300,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "metric" => e.metric = map.next_value_seed(NumField("metric"))?,
                 "tags" => {
                     map.next_value_seed(TagsField(&mut tags))?;
-                    e.tags = Tags::from(tags.as_slice());
+                    e.tags = sharing::with_recent(|r| r.tags(&tags));
                     tags.clear();
                 }
                 "attributes" => map.next_value_seed(AttributesField(&mut attributes))?,
@@ -310,7 +311,9 @@ impl<'de> Visitor<'de> for EventVisitor {
                 }
             }
         }
-        e.attributes = Attributes::from_buffer(&mut attributes);
+        if !attributes.is_empty() {
+            e.attributes = sharing::with_recent(|r| r.attributes(&mut attributes));
+        }
         BUFFERS.set((tags, attributes));
         Ok(e)
     }
@@ -350,6 +353,16 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// A decoded string: a long one shares its text with an equal one decoded
+/// recently ([`sharing`]).
+fn text(v: &str) -> SmolStr {
+    if v.len() <= 23 {
+        SmolStr::new(v)
+    } else {
+        sharing::with_recent(|r| r.text(v))
+    }
+}
+
 /// An optional string field; `null` means absent.
 struct StrField(&'static str);
 
@@ -366,7 +379,7 @@ impl<'de> Visitor<'de> for StrField {
         write!(f, "a string for `{}`", self.0)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(SmolStr::new(v)))
+        Ok(Some(text(v)))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -486,7 +499,7 @@ impl<'de> Visitor<'de> for AttrValue {
         f.write_str("an attribute value")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(SmolStr::new(v)))
+        Ok(Some(text(v)))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Some(SmolStr::new_static(if v { "true" } else { "false" })))

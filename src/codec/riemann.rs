@@ -10,6 +10,7 @@ use bytes::Bytes;
 use prost::Message;
 use smol_str::SmolStr;
 
+use super::sharing;
 use crate::event::{Event, Number};
 
 #[derive(Clone, PartialEq, Message)]
@@ -91,10 +92,6 @@ pub struct Attribute {
     pub value: Option<Bytes>,
 }
 
-fn text(bytes: &[u8]) -> SmolStr {
-    SmolStr::new(String::from_utf8_lossy(bytes))
-}
-
 /// An f32 as the decimal a client most likely meant (0.1f32 becomes 0.1,
 /// not 0.10000000149011612).
 fn widen(f: f32) -> f64 {
@@ -157,24 +154,35 @@ pub fn from_proto(p: &ProtoEvent, now: f64) -> Event {
         (_, Some(s)) if s > 0 => Number::Int(s),
         _ => Number::Float(now),
     };
-    Event {
-        host: p.host.as_deref().map(text),
-        service: p.service.as_deref().map(text),
-        state: p.state.as_deref().map(text),
-        description: p.description.as_deref().map(text),
-        time: Some(time),
-        ttl: p.ttl.filter(|t| t.is_finite()).map(widen),
-        metric,
-        tags: p.tags.iter().map(|t| text(t)).collect(),
-        attributes: p
+    // Tags, attributes and long texts shared with the events before
+    // (see `sharing`): a client repeats them event after event.
+    sharing::with_recent(|recent| {
+        let mut text = |b: &[u8]| recent.text(&String::from_utf8_lossy(b));
+        let host = p.host.as_deref().map(&mut text);
+        let service = p.service.as_deref().map(&mut text);
+        let state = p.state.as_deref().map(&mut text);
+        let description = p.description.as_deref().map(&mut text);
+        let tags: Vec<SmolStr> = p.tags.iter().map(|t| text(t)).collect();
+        let mut pairs: Vec<(SmolStr, SmolStr)> = p
             .attributes
             .iter()
             .filter_map(|a| {
                 let key = a.key.as_deref()?;
                 Some((text(key), text(a.value.as_deref().unwrap_or_default())))
             })
-            .collect(),
-    }
+            .collect();
+        Event {
+            host,
+            service,
+            state,
+            description,
+            time: Some(time),
+            ttl: p.ttl.filter(|t| t.is_finite()).map(widen),
+            metric,
+            tags: recent.tags(&tags),
+            attributes: recent.attributes(&mut pairs),
+        }
+    })
 }
 
 /// Riemann's event from ours. `metric_f` is always set (some clients read
