@@ -69,8 +69,9 @@ pub(super) fn idle_forks(forks: usize) -> anyhow::Result<()> {
         &listen,
         python::spawn_dispatcher,
     ))?;
-    // Until the last fork's second interval, when its rate falls quiet.
-    let settled = Duration::from_secs_f64(2.0 * INTERVAL + 1.0).saturating_sub(made);
+    // Until the last fork's second interval, when its rate falls quiet:
+    // intervals begin when the fork's event is processed.
+    let settled = Duration::from_secs_f64(2.0 * INTERVAL + 1.0);
     thread::sleep(settled);
     let (dispatch, process, watching) =
         (thread_cpu_secs("dmon-dispatch"), cpu_secs(), Instant::now());
