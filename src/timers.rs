@@ -86,6 +86,22 @@ impl Alarm {
         }
     }
 
+    /// Runs `roll` on a node's state (what has come due by now), then sets
+    /// the alarm to the deadline the state needs next (`due`); returns what
+    /// rolled out, for the node to emit once the state's lock is let go.
+    pub fn roll<S, T>(
+        &self,
+        ctx: &Context,
+        state: &Mutex<S>,
+        roll: impl FnOnce(&mut S) -> T,
+        due: impl FnOnce(&S) -> Option<f64>,
+    ) -> T {
+        let mut s = lock(state);
+        let out = roll(&mut s);
+        self.set(ctx, due(&s));
+        out
+    }
+
     /// The pending deadline, if any.
     pub fn deadline(&self) -> Option<f64> {
         let at = f64::from_bits(self.armed.load(Ordering::Relaxed));

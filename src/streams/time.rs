@@ -299,12 +299,9 @@ impl Node for Rate {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = self.roll(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            out
-        };
+        let out = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }
@@ -429,12 +426,9 @@ impl Node for Percentiles {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = self.roll(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            out
-        };
+        let out = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         emit_list(self, ctx, &out);
     }
 }
@@ -590,12 +584,9 @@ impl Node for Rollup {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let held = {
-            let mut s = lock(&self.state);
-            let held = self.roll(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            held
-        };
+        let held = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         emit_list(self, ctx, &held);
     }
 }
@@ -685,12 +676,9 @@ impl Node for Batch {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let due = {
-            let mut s = lock(&self.state);
-            let due = self.overdue(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            due
-        };
+        let due = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.overdue(s, now), |s| self.due(s));
         emit_list(self, ctx, &due);
     }
 }
@@ -788,12 +776,9 @@ impl Node for Coalesce {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = self.roll(&mut s, now);
-            self.alarm.set(ctx, s.due);
-            out
-        };
+        let out = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| s.due);
         emit_list(self, ctx, &out);
     }
 }
@@ -1067,12 +1052,9 @@ impl Node for Ddt {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = self.roll(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            out
-        };
+        let out = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }
@@ -1176,12 +1158,9 @@ impl Node for Apdex {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = self.roll(&mut s, now);
-            self.alarm.set(ctx, self.due(&s));
-            out
-        };
+        let out = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }

@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{build, cpu_secs, fresh_context, rss_kib, thread_cpu_secs};
+use super::{build, cpu_secs, fresh_context, rss_kib, serve_udp, thread_cpu_secs};
 use crate::event::{now_secs, Event, Number};
 use crate::pipeline::{Pipeline, Root};
-use crate::python;
-use crate::server::{Listeners, Server};
 use crate::streams::Value;
 
 /// `rate`'s interval: its first report is due this long after a fork's
@@ -53,22 +51,7 @@ pub(super) fn idle_forks(forks: usize) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let listen = Listeners {
-        udp: "127.0.0.1:0".parse()?,
-        riemann_tcp: None,
-        riemann_udp: None,
-        max_frame: 0,
-        tcp_limits: Default::default(),
-        http: None,
-        http_limits: Default::default(),
-        tls: None,
-        http_token: None,
-    };
-    let server = runtime.block_on(Server::start(
-        Arc::clone(&pipeline),
-        &listen,
-        python::spawn_dispatcher,
-    ))?;
+    let server = serve_udp(&runtime, &pipeline)?;
     // Until the last fork's second interval, when its rate falls quiet:
     // intervals begin when the fork's event is processed.
     let settled = Duration::from_secs_f64(2.0 * INTERVAL + 1.0);

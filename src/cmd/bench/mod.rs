@@ -344,27 +344,61 @@ struct PlainEvent {
     tags: Vec<String>,
 }
 
+/// The baseline's work on a parsed event: a running mean per (host,
+/// service).
+#[derive(Default)]
+struct Means {
+    by_key: std::collections::HashMap<(String, String), (f64, u64)>,
+    last: f64,
+}
+
+impl Means {
+    fn add(&mut self, e: PlainEvent) {
+        let (Some(host), Some(service), Some(metric)) = (e.host, e.service, e.metric) else {
+            return;
+        };
+        let m = self.by_key.entry((host, service)).or_default();
+        m.0 += metric;
+        m.1 += 1;
+        self.last = m.0 / m.1 as f64;
+    }
+}
+
+/// Starts an in-process server running `pipeline`, taking JSON over UDP
+/// only, on a free port.
+fn serve_udp(
+    runtime: &tokio::runtime::Runtime,
+    pipeline: &Arc<Pipeline>,
+) -> anyhow::Result<Server> {
+    let listen = Listeners {
+        udp: "127.0.0.1:0".parse()?,
+        riemann_tcp: None,
+        riemann_udp: None,
+        max_frame: 0,
+        tcp_limits: Default::default(),
+        http: None,
+        http_limits: Default::default(),
+        tls: None,
+        http_token: None,
+    };
+    Ok(runtime.block_on(Server::start(
+        Arc::clone(pipeline),
+        &listen,
+        python::spawn_dispatcher,
+    ))?)
+}
+
 /// The baseline: one thread, `serde_json` into a typed struct, a `HashMap`
 /// keyed mean per (host, service).
 fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
-    use std::collections::HashMap;
     reset_peak_rss();
     let allocations = Allocations::start();
-    let mut means: HashMap<(String, String), (f64, u64)> = HashMap::new();
+    let mut means = Means::default();
     let start = Instant::now();
-    let mut last_mean = 0.0;
     for i in 0..n {
-        let e: PlainEvent =
-            serde_json::from_slice(&samples[i % samples.len()]).expect("bench events parse");
-        let (Some(host), Some(service), Some(metric)) = (e.host, e.service, e.metric) else {
-            continue;
-        };
-        let m = means.entry((host, service)).or_default();
-        m.0 += metric;
-        m.1 += 1;
-        last_mean = m.0 / m.1 as f64;
+        means.add(serde_json::from_slice(&samples[i % samples.len()]).expect("bench events parse"));
     }
-    std::hint::black_box(last_mean);
+    std::hint::black_box(means.last);
     Outcome {
         events: n,
         elapsed: start.elapsed(),
@@ -959,22 +993,7 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
         reset_peak_rss();
         let roots = python_roots()?;
         let pipeline = Arc::new(Pipeline::new(fresh_context(), roots));
-        let listen = Listeners {
-            udp: "127.0.0.1:0".parse()?,
-            riemann_tcp: None,
-            riemann_udp: None,
-            max_frame: 0,
-            tcp_limits: Default::default(),
-            http: None,
-            http_limits: Default::default(),
-            tls: None,
-            http_token: None,
-        };
-        let server = runtime.block_on(Server::start(
-            Arc::clone(&pipeline),
-            &listen,
-            python::spawn_dispatcher,
-        ))?;
+        let server = serve_udp(&runtime, &pipeline)?;
         let count = (rate * args.udp_seconds) as usize;
         let start = Instant::now();
         let status = Command::new(&exe)

@@ -5,7 +5,6 @@
 //! lines, `serde_json` into a struct, a `HashMap` mean per key. The
 //! replay's target is 1.5x that baseline.
 
-use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +13,8 @@ use std::time::Instant;
 use anyhow::bail;
 
 use super::{
-    build, peak_rss_kib, report, reset_peak_rss, sample_event, Allocations, Discard, Outcome,
-    PlainEvent, RemoveOnDrop,
+    build, peak_rss_kib, report, reset_peak_rss, sample_event, Allocations, Discard, Means,
+    Outcome, RemoveOnDrop,
 };
 use crate::cmd::replay::{replay, Reader, Speed};
 use crate::pipeline::Root;
@@ -109,24 +108,17 @@ fn file_baseline(path: &Path) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let mut input = std::io::BufReader::with_capacity(1 << 18, std::fs::File::open(path)?);
     let mut line = Vec::with_capacity(512);
-    let mut means: HashMap<(String, String), (f64, u64)> = HashMap::new();
-    let (mut events, mut last_mean) = (0, 0.0);
+    let mut means = Means::default();
+    let mut events = 0;
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        let e: PlainEvent = serde_json::from_slice(&line)?;
+        means.add(serde_json::from_slice(&line)?);
         events += 1;
-        let (Some(host), Some(service), Some(metric)) = (e.host, e.service, e.metric) else {
-            continue;
-        };
-        let m = means.entry((host, service)).or_default();
-        m.0 += metric;
-        m.1 += 1;
-        last_mean = m.0 / m.1 as f64;
     }
-    std::hint::black_box(last_mean);
+    std::hint::black_box(means.last);
     Ok(Outcome {
         events,
         elapsed: start.elapsed(),
