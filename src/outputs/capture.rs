@@ -11,11 +11,12 @@ use crate::streams::{lock, Node};
 /// window handed to `email()` as one mail.
 #[derive(Clone, Debug)]
 pub struct Output {
-    /// The output node as written, e.g. `printer("high: ")`.
-    pub node: String,
+    /// The output node as written, e.g. `printer("high: ")`, shared by
+    /// its outputs (a test may keep a million).
+    pub node: Arc<str>,
     /// `printer`, `index`, `email`, …
     pub kind: &'static str,
-    pub events: Vec<Arc<Event>>,
+    pub events: Box<[Arc<Event>]>,
 }
 
 /// The outputs of one rehearsal. Counting is always on; keeping each
@@ -31,7 +32,7 @@ struct State {
     /// Per output node, in first-seen order: its description and count.
     /// Keyed by the node's counters, which `by`'s forks share, so a node's
     /// forks count as the one node the user wrote.
-    nodes: Vec<(usize, String, u64)>,
+    nodes: Vec<(usize, Arc<str>, u64)>,
 }
 
 impl Capture {
@@ -50,16 +51,16 @@ impl Capture {
         let i = match state.nodes.iter().position(|(k, _, _)| *k == key) {
             Some(i) => i,
             None => {
-                state.nodes.push((key, node.describe(), 0));
+                state.nodes.push((key, node.describe().into(), 0));
                 state.nodes.len() - 1
             }
         };
         state.nodes[i].2 += events.len() as u64;
         if self.keep {
             let output = Output {
-                node: state.nodes[i].1.clone(),
+                node: Arc::clone(&state.nodes[i].1),
                 kind: node.kind(),
-                events: events.to_vec(),
+                events: events.into(),
             };
             state.outputs.push(output);
         }
@@ -75,7 +76,7 @@ impl Capture {
         lock(&self.state)
             .nodes
             .iter()
-            .map(|(_, node, n)| (node.clone(), *n))
+            .map(|(_, node, n)| (node.to_string(), *n))
             .collect()
     }
 }

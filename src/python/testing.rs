@@ -123,13 +123,15 @@ fn run(
     watch: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Run> {
     let roots = roots_from(tree)?;
-    let steps = events
+    // Taken one at a time as the clock goes: a generator of a million
+    // events never exists as a million events at once.
+    let mut steps = events
         .try_iter()
         .map_err(|_| PyTypeError::new_err("run(): `events` must be a list of events or dicts"))?
-        .map(|e| step(&e?))
-        .collect::<PyResult<Vec<Step>>>()?;
+        .map(|e| step(&e?));
+    let first = steps.next().transpose()?;
     let start = start
-        .or_else(|| match steps.first() {
+        .or_else(|| match &first {
             Some(Step::Event(e)) => e.time.map(|t| t.as_f64()),
             Some(Step::To(t)) => Some(*t),
             None => None,
@@ -160,19 +162,22 @@ fn run(
     }
     let drops_before = TAP_DROPS.load(Ordering::Relaxed);
     let ctx = Arc::clone(rehearsal.ctx());
-    super::with_context(&ctx, || {
-        for step in steps {
+    super::with_context(&ctx, || -> PyResult<()> {
+        let mut next = first;
+        while let Some(step) = next {
             match step {
                 Step::Event(event) => rehearsal.feed(Arc::unwrap_or_clone(event)),
                 Step::To(t) => rehearsal.advance_to(t),
             }
             drain(&mut taps);
+            next = steps.next().transpose()?;
         }
         if let Some(t) = until {
             rehearsal.advance_to(t);
             drain(&mut taps);
         }
-    });
+        Ok(())
+    })?;
     if !taps.is_empty() && TAP_DROPS.load(Ordering::Relaxed) != drops_before {
         return Err(PyRuntimeError::new_err(format!(
             "run(): a watched node emitted more than {WATCH_CAPACITY} events for one event; watch fewer nodes or feed fewer events"
@@ -296,7 +301,7 @@ impl Run {
     fn outputs(&self, py: Python<'_>) -> PyResult<Vec<OutputTuple>> {
         self.outputs
             .iter()
-            .map(|o| Ok((o.node.clone(), o.kind, events_list(py, &o.events)?)))
+            .map(|o| Ok((o.node.to_string(), o.kind, events_list(py, &o.events)?)))
             .collect()
     }
 
