@@ -6,7 +6,7 @@
 //! until they have been idle 300 s, so whatever the thread does after that
 //! is the timer machinery's own. The real
 //! server runs the pipeline (wall clock, Python's dispatch thread, its
-//! tick task). The target, once timers cost only what is due, is under
+//! tick task). The target, timers costing only what is due, is under
 //! 1 % of a core.
 
 use std::sync::Arc;

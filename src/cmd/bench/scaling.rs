@@ -4,12 +4,11 @@
 //! dated evenly over the same [`SPAN_SECS`] of virtual time. Each key's
 //! fork is made first, by one event per key, timed apart (what a new key
 //! costs); the figure is then what an event costs a running `by`, its
-//! rates' wake-ups included. They run in a
-//! [`Rehearsal`], as `dmon replay` runs streams: the clock follows the
-//! events, and the tree is ticked and the index expired as the server
-//! would. Events are built in memory (no decoding), so the figure is the
-//! streams' own. The target, once timers cost only what is due, is 100 k
-//! keys within 1.2x the cost of 1 k.
+//! rates' wake-ups included. They run in a [`Rehearsal`], as `dmon replay`
+//! runs streams: the clock follows the events and steps through every
+//! rate's deadline and the index's expiries on the way. Events are built in
+//! memory (no decoding), so the figure is the streams' own. The target is
+//! 100 k keys within 1.2x the cost of 1 k.
 
 use std::sync::Arc;
 use std::time::Instant;
