@@ -591,6 +591,23 @@ mod tests {
         (ev, er)
     }
 
+    /// What a sender repeats is decoded once and shared (`sharing`):
+    /// a million indexed events from one client hold one copy of it.
+    #[test]
+    fn repeated_tags_attributes_and_long_texts_are_shared() {
+        let line = r#"{"host":"a","description":"the same long description, event after event","tags":["prod","web"],"attributes":{"dc":"eu"}}"#;
+        let (first, second) = (decode_event(line).unwrap(), decode_event(line).unwrap());
+        assert_eq!(first, second);
+        assert!(std::ptr::eq(first.tags.as_ptr(), second.tags.as_ptr()));
+        let (a, b) = (first.attributes.pairs(), second.attributes.pairs());
+        assert!(std::ptr::eq(a.as_ptr(), b.as_ptr()));
+        let (d1, d2) = (first.description.unwrap(), second.description.unwrap());
+        assert!(std::ptr::eq(d1.as_ptr(), d2.as_ptr()));
+        // A different list is its own.
+        let other = decode_event(r#"{"tags":["prod"]}"#).unwrap();
+        assert_eq!(&*other.tags, ["prod"]);
+    }
+
     #[test]
     fn a_repeated_attribute_keeps_its_last_value() {
         let (ev, er) = run(

@@ -325,6 +325,33 @@ fn varint_len(v: u64) -> usize {
 mod tests {
     use super::*;
 
+    /// A client's repeated tags, attributes and long texts are shared
+    /// between the events decoded (see `sharing`).
+    #[test]
+    fn repeated_values_are_shared_between_events() {
+        let p = ProtoEvent {
+            host: Some(Bytes::from_static(b"web1")),
+            description: Some(Bytes::from_static(b"a description longer than 23 bytes")),
+            tags: vec![Bytes::from_static(b"prod")],
+            attributes: vec![Attribute {
+                key: Some(Bytes::from_static(b"dc")),
+                value: Some(Bytes::from_static(b"eu")),
+            }],
+            ..ProtoEvent::default()
+        };
+        let (a, b) = (from_proto(&p, 1.0), from_proto(&p, 1.0));
+        assert_eq!(a, b);
+        assert_eq!(&*a.tags, ["prod"]);
+        assert_eq!(a.attributes.get("dc"), Some("eu"));
+        assert!(std::ptr::eq(a.tags.as_ptr(), b.tags.as_ptr()));
+        assert!(std::ptr::eq(
+            a.attributes.pairs().as_ptr(),
+            b.attributes.pairs().as_ptr()
+        ));
+        let (d1, d2) = (a.description.unwrap(), b.description.unwrap());
+        assert!(std::ptr::eq(d1.as_ptr(), d2.as_ptr()));
+    }
+
     #[test]
     fn metric_preference_and_time_micros() {
         let p = ProtoEvent {
