@@ -24,8 +24,17 @@
 //!     self.alarm.set(ctx, s.start.map(|t| t + self.interval));
 //!     Ok(())
 //! }
-//! fn wake(&self, ctx: &Context, now: f64) { /* report what ended by now, set the next */ }
+//! // Report what ended by `now`, then set the next deadline.
+//! fn wake(&self, ctx: &Context, now: f64) {
+//!     let out = self.alarm.roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+//!     out.iter().for_each(|e| emit(self, ctx, e));
+//! }
+//! fn alarm(&self) -> Option<&Alarm> { Some(&self.alarm) } // how the queue finds it
 //! ```
+//!
+//! Built with [`timed`], the node's alarm knows the node; [`crate::wakes_at`]
+//! writes `alarm`, `start` and `stop` for a node whose state says its next
+//! deadline.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
