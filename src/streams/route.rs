@@ -782,7 +782,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::streams::push_list;
+    use crate::streams::{carry_over, push_list};
     use crate::testing::{ev, func, Harness, Received, Sink};
     use crate::vals;
 
@@ -1104,6 +1104,42 @@ mod tests {
         assert!(got.iter().all(|e| e.time.map(|t| t.as_f64()) == Some(6.0)));
         // Two forks' fillers and by's idle sweep: all that is queued.
         assert_eq!(h.ctx.timers.len(), 3);
+    }
+
+    #[test]
+    fn by_reload_keeps_each_forks_state_when_nothing_changed() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let old = by_average(&h, &out, vals!["host"], None);
+        send_metrics(&h, &old, &[("a", 10.0), ("b", 2.0)]);
+        out.take();
+
+        let same = by_average(&h, &out, vals!["host"], None);
+        carry_over(&*same, &*old);
+        assert_eq!(same.detail().as_deref(), Some("forks 2"));
+        assert!(same.stats().kept_state.load(Ordering::Relaxed));
+        send_metrics(&h, &same, &[("a", 4.0), ("b", 4.0), ("c", 1.0)]);
+        assert_eq!(out.metrics(), [Some(7.0), Some(3.0), Some(1.0)]);
+        // Counters continue once, through the templates.
+        assert_eq!(
+            same.children()[0].stats().events_in.load(Ordering::Relaxed),
+            5
+        );
+
+        // The child changed: the forks stay, their state does not.
+        let avg1 = h.build("average", vals![1], vec![], vec![out.node()]);
+        let changed = h.build("by", vals!["host"], vec![], vec![avg1]);
+        carry_over(&*changed, &*same);
+        assert_eq!(changed.detail().as_deref(), Some("forks 3"));
+        send_metrics(&h, &changed, &[("a", 1.0)]);
+        assert_eq!(out.metrics(), [Some(1.0)]);
+
+        // by's own arguments changed: nothing is kept.
+        let other = by_average(&h, &out, vals!["host"], Some(Value::Int(60)));
+        carry_over(&*other, &*changed);
+        assert_eq!(other.detail().as_deref(), Some("forks 0"));
+        send_metrics(&h, &other, &[("a", 5.0)]);
+        assert_eq!(out.metrics(), [Some(5.0)]);
     }
 
     /// A checkpoint's round trip: the state saved by one tree (through
