@@ -111,12 +111,6 @@ impl Alarm {
         out
     }
 
-    /// The pending deadline, if any.
-    pub fn deadline(&self) -> Option<f64> {
-        let at = f64::from_bits(self.armed.load(Ordering::Relaxed));
-        at.is_finite().then_some(at)
-    }
-
     /// The node left the running streams: it is not woken again (until
     /// [`Alarm::resume`], when a reload puts the same node back).
     pub fn stop(&self) {

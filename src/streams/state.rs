@@ -267,6 +267,14 @@ impl Stable {
     fn due(&self, s: &StableState) -> Option<f64> {
         s.held.first().map(|(t, _)| t + self.dt)
     }
+
+    /// The held events, let go (the value stayed for `dt`).
+    fn release(s: &mut StableState) -> Vec<Arc<Event>> {
+        std::mem::take(&mut s.held)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
 }
 
 impl Node for Stable {
@@ -291,7 +299,7 @@ impl Node for Stable {
         let t = event.time.map_or_else(|| ctx.now(), Number::as_f64);
         let out: Vec<Arc<Event>> = {
             let mut s = lock(&self.state);
-            if s.value.as_ref() != Some(&value) {
+            let out = if s.value.as_ref() != Some(&value) {
                 s.value = Some(value);
                 s.held = vec![(t, Arc::clone(event))];
                 Vec::new()
@@ -300,33 +308,23 @@ impl Node for Stable {
             } else {
                 s.held.push((t, Arc::clone(event)));
                 if t - s.held[0].0 >= self.dt {
-                    std::mem::take(&mut s.held)
-                        .into_iter()
-                        .map(|(_, e)| e)
-                        .collect()
+                    Self::release(&mut s)
                 } else {
                     Vec::new()
                 }
-            }
+            };
+            self.alarm.set(ctx, self.due(&s));
+            out
         };
-        self.alarm.set(ctx, self.due(&lock(&self.state)));
         out.iter().for_each(|e| emit(self, ctx, e));
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out: Vec<Arc<Event>> = {
-            let mut s = lock(&self.state);
-            match self.due(&s) {
-                Some(due) if now >= due => std::mem::take(&mut s.held)
-                    .into_iter()
-                    .map(|(_, e)| e)
-                    .collect(),
-                due => {
-                    self.alarm.set(ctx, due);
-                    Vec::new()
-                }
-            }
+        let due_now = |s: &mut StableState| match self.due(s) {
+            Some(due) if now >= due => Self::release(s),
+            _ => Vec::new(),
         };
+        let out = self.alarm.roll(ctx, &self.state, due_now, |s| self.due(s));
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }

@@ -778,7 +778,7 @@ impl Node for Coalesce {
     fn wake(&self, ctx: &Context, now: f64) {
         let out = self
             .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| s.due);
+            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
         emit_list(self, ctx, &out);
     }
 }
@@ -933,12 +933,9 @@ impl Node for FillIn {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let filler = {
-            let mut s = lock(&self.state);
-            let filler = self.filler(&mut s, now);
-            self.alarm.set(ctx, s.due);
-            filler
-        };
+        let filler = self
+            .alarm
+            .roll(ctx, &self.state, |s| self.filler(s, now), |s| s.due);
         if let Some(e) = filler {
             emit(self, ctx, &e);
         }

@@ -333,18 +333,14 @@ impl Node for FixedTimeWindow {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = {
-            let mut s = lock(&self.state);
-            let out = match (s.start, self.due(&s)) {
-                (Some(start), Some(due)) if now >= due => {
-                    s.start = Some(start + self.dt);
-                    std::mem::take(&mut s.events)
-                }
-                _ => Vec::new(),
-            };
-            self.alarm.set(ctx, self.due(&s));
-            out
+        let flush = |s: &mut FixedState| match (s.start, self.due(s)) {
+            (Some(start), Some(due)) if now >= due => {
+                s.start = Some(start + self.dt);
+                std::mem::take(&mut s.events)
+            }
+            _ => Vec::new(),
         };
+        let out = self.alarm.roll(ctx, &self.state, flush, |s| self.due(s));
         emit_list(self, ctx, &out);
     }
 }
