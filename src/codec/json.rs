@@ -353,16 +353,6 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A decoded string: a long one shares its text with an equal one decoded
-/// recently ([`sharing`]).
-fn text(v: &str) -> SmolStr {
-    if v.len() <= 23 {
-        SmolStr::new(v)
-    } else {
-        sharing::with_recent(|r| r.text(v))
-    }
-}
-
 /// An optional string field; `null` means absent.
 struct StrField(&'static str);
 
@@ -379,7 +369,7 @@ impl<'de> Visitor<'de> for StrField {
         write!(f, "a string for `{}`", self.0)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(text(v)))
+        Ok(Some(sharing::text(v)))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
@@ -499,7 +489,7 @@ impl<'de> Visitor<'de> for AttrValue {
         f.write_str("an attribute value")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(text(v)))
+        Ok(Some(sharing::text(v)))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Some(SmolStr::new_static(if v { "true" } else { "false" })))

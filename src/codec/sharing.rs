@@ -84,6 +84,16 @@ thread_local! {
     static RECENT: Cell<Option<Box<Recent>>> = const { Cell::new(None) };
 }
 
+/// `s` as a string, through this thread's [`Recent`] when it is long
+/// enough to share (a short one is inline: nothing to look up).
+pub fn text(s: &str) -> SmolStr {
+    if s.len() <= INLINE {
+        SmolStr::new(s)
+    } else {
+        with_recent(|r| r.text(s))
+    }
+}
+
 /// Runs `f` with this thread's [`Recent`].
 pub fn with_recent<T>(f: impl FnOnce(&mut Recent) -> T) -> T {
     let mut recent = RECENT.take().unwrap_or_default();
