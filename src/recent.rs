@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::json;
 use crate::event::Event;
+use crate::outputs::capture::Output;
 use crate::streams::lock;
 
 /// Minutes of traffic kept, by default.
@@ -284,15 +285,6 @@ pub struct SeriesSet {
 /// Differences kept per side by [`compare`]; the totals count them all.
 pub const MAX_DIFFERENCES: usize = 100;
 
-/// What reached one output node in a dry run: `printer("hi: ")`, of kind
-/// `printer`, and its events in order.
-#[derive(Clone, Copy, Debug)]
-pub struct OutputView<'a> {
-    pub node: &'a str,
-    pub kind: &'a str,
-    pub events: &'a [Arc<Event>],
-}
-
 /// Events per output node, candidate beside live.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CountRow {
@@ -332,8 +324,8 @@ pub struct Comparison {
 /// `nodes` are the output nodes of the trees, `(describe, kind)`: the
 /// table has a row for each even when nothing reached it.
 pub fn compare(
-    candidate: &[OutputView<'_>],
-    live: &[OutputView<'_>],
+    candidate: &[Output<'_>],
+    live: &[Output<'_>],
     nodes: &[(String, &str)],
 ) -> Comparison {
     let mut rows: Vec<CountRow> = Vec::new();
@@ -390,7 +382,7 @@ fn identity(event: &Event) -> u64 {
 /// The events of `mine` that `theirs` did not send to an output of the
 /// same kind (each of theirs matches one of mine): the first few, and
 /// how many in all.
-fn unmatched(mine: &[OutputView<'_>], theirs: &[OutputView<'_>]) -> (Vec<Difference>, u64) {
+fn unmatched(mine: &[Output<'_>], theirs: &[Output<'_>]) -> (Vec<Difference>, u64) {
     let mut available: HashMap<(&str, u64), u64> = HashMap::new();
     for o in theirs {
         for e in o.events {
@@ -592,8 +584,8 @@ mod tests {
         assert!(ring.is_empty());
     }
 
-    fn out<'a>(node: &'a str, kind: &'a str, events: &'a [Arc<Event>]) -> OutputView<'a> {
-        OutputView { node, kind, events }
+    fn out<'a>(node: &'a str, kind: &'static str, events: &'a [Arc<Event>]) -> Output<'a> {
+        Output { node, kind, events }
     }
 
     fn metrics(ds: &[Difference]) -> Vec<(String, Option<f64>)> {

@@ -22,7 +22,7 @@ use crate::clock::{Clock, VirtualClock};
 use crate::console::LineSink;
 use crate::context::Context;
 use crate::event::{Event, Number};
-use crate::outputs::capture::{Capture, Output};
+use crate::outputs::capture::{Capture, Outputs};
 use crate::pipeline::{Pipeline, Root};
 use crate::streams::{detached_copy, CopiedStats, NodeRef, NodeStats};
 use crate::timers;
@@ -109,7 +109,7 @@ impl Rehearsal {
     }
 
     /// The outputs kept so far, in order; forgets them.
-    pub fn take_outputs(&self) -> Vec<Output> {
+    pub fn take_outputs(&self) -> Outputs {
         self.capture.take_outputs()
     }
 
@@ -207,7 +207,8 @@ mod tests {
         r.advance_to(6.0);
         let outputs = r.take_outputs();
         assert_eq!(outputs.len(), 1);
-        assert_eq!(outputs[0].events[0].metric.map(|m| m.as_f64()), Some(8.0));
+        let first = outputs.iter().next().expect("one output");
+        assert_eq!(first.events[0].metric.map(|m| m.as_f64()), Some(8.0));
         assert_eq!(r.now(), 6.0);
     }
 

@@ -9,14 +9,77 @@ use crate::streams::{lock, Node};
 
 /// What reached one output node at one time: one event, or the list a
 /// window handed to `email()` as one mail.
-#[derive(Clone, Debug)]
-pub struct Output {
-    /// The output node as written, e.g. `printer("high: ")`, shared by
-    /// its outputs (a test may keep a million).
-    pub node: Arc<str>,
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    /// The output node as written, e.g. `printer("high: ")`.
+    pub node: &'a str,
     /// `printer`, `index`, `email`, …
     pub kind: &'static str,
-    pub events: Box<[Arc<Event>]>,
+    pub events: &'a [Arc<Event>],
+}
+
+/// The outputs a capture kept, in order. A test may keep millions, so each
+/// costs 16 bytes beside its events (which it shares with the tree): the
+/// node's number in a table of nodes, and one pointer.
+#[derive(Default)]
+pub struct Outputs {
+    /// Per output node: its description and kind.
+    nodes: Vec<(Arc<str>, &'static str)>,
+    kept: Vec<Kept>,
+}
+
+#[expect(clippy::box_collection, reason = "a thin pointer to a window's list")]
+enum Kept {
+    One {
+        node: u32,
+        event: Arc<Event>,
+    },
+    /// A window's list: boxed twice so that `Kept` stays one pointer wide.
+    Many {
+        node: u32,
+        events: Box<Vec<Arc<Event>>>,
+    },
+}
+
+impl Kept {
+    fn new(node: u32, events: &[Arc<Event>]) -> Kept {
+        match events {
+            [one] => Kept::One {
+                node,
+                event: Arc::clone(one),
+            },
+            many => Kept::Many {
+                node,
+                events: Box::new(many.to_vec()),
+            },
+        }
+    }
+}
+
+impl Outputs {
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// The outputs in the order they happened.
+    pub fn iter(&self) -> impl Iterator<Item = Output<'_>> + '_ {
+        self.kept.iter().map(|kept| {
+            let (node, events) = match kept {
+                Kept::One { node, event } => (*node, std::slice::from_ref(event)),
+                Kept::Many { node, events } => (*node, events.as_slice()),
+            };
+            let (description, kind) = &self.nodes[node as usize];
+            Output {
+                node: description,
+                kind,
+                events,
+            }
+        })
+    }
 }
 
 /// The outputs of one rehearsal. Counting is always on; keeping each
@@ -28,11 +91,18 @@ pub struct Capture {
 
 #[derive(Default)]
 struct State {
-    outputs: Vec<Output>,
-    /// Per output node, in first-seen order: its description and count.
-    /// Keyed by the node's counters, which `by`'s forks share, so a node's
-    /// forks count as the one node the user wrote.
-    nodes: Vec<(usize, Arc<str>, u64)>,
+    kept: Vec<Kept>,
+    /// Per output node, in first-seen order: its description, kind and
+    /// count. Keyed by the node's counters, which `by`'s forks share, so a
+    /// node's forks count as the one node the user wrote.
+    nodes: Vec<Seen>,
+}
+
+struct Seen {
+    key: usize,
+    description: Arc<str>,
+    kind: &'static str,
+    events: u64,
 }
 
 impl Capture {
@@ -48,27 +118,34 @@ impl Capture {
     pub fn record(&self, node: &dyn Node, events: &[Arc<Event>]) {
         let key = node.stats() as *const _ as usize;
         let mut state = lock(&self.state);
-        let i = match state.nodes.iter().position(|(k, _, _)| *k == key) {
+        let i = match state.nodes.iter().position(|n| n.key == key) {
             Some(i) => i,
             None => {
-                state.nodes.push((key, node.describe().into(), 0));
+                state.nodes.push(Seen {
+                    key,
+                    description: node.describe().into(),
+                    kind: node.kind(),
+                    events: 0,
+                });
                 state.nodes.len() - 1
             }
         };
-        state.nodes[i].2 += events.len() as u64;
+        state.nodes[i].events += events.len() as u64;
         if self.keep {
-            let output = Output {
-                node: Arc::clone(&state.nodes[i].1),
-                kind: node.kind(),
-                events: events.into(),
-            };
-            state.outputs.push(output);
+            // Fewer than 2^32 output nodes: each is a node of a tree.
+            state.kept.push(Kept::new(i as u32, events));
         }
     }
 
     /// The outputs kept so far, in order; forgets them.
-    pub fn take_outputs(&self) -> Vec<Output> {
-        std::mem::take(&mut lock(&self.state).outputs)
+    pub fn take_outputs(&self) -> Outputs {
+        let mut state = lock(&self.state);
+        Outputs {
+            nodes: (state.nodes.iter())
+                .map(|n| (Arc::clone(&n.description), n.kind))
+                .collect(),
+            kept: std::mem::take(&mut state.kept),
+        }
     }
 
     /// Events per output node, in the order the nodes first output.
@@ -76,7 +153,17 @@ impl Capture {
         lock(&self.state)
             .nodes
             .iter()
-            .map(|(_, node, n)| (node.to_string(), *n))
+            .map(|n| (n.description.to_string(), n.events))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_output_is_two_words() {
+        assert_eq!(std::mem::size_of::<Kept>(), 16);
     }
 }

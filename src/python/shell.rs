@@ -17,11 +17,10 @@ use crate::client::{send_datagrams, ClientError, RiemannClient};
 use crate::codec::json;
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
-use crate::outputs::capture::Output;
 use crate::pipeline::Observer;
 use crate::pipeline::{Pipeline, Root};
 use crate::query::Query;
-use crate::recent::{self, OutputView, Received};
+use crate::recent::{self, Received};
 use crate::rehearsal::Rehearsal;
 use crate::server::recorder::{Format, Recorder};
 use crate::server::{Addresses, Injector};
@@ -664,7 +663,9 @@ impl ShellServer {
         let [candidate_run, live_run] = runs;
         let (candidate_out, live_out) = (candidate_run.take_outputs(), live_run.take_outputs());
         let nodes: Vec<(String, &str)> = nodes.iter().map(|(d, k)| (d.clone(), *k)).collect();
-        let cmp = recent::compare(&view(&candidate_out), &view(&live_out), &nodes);
+        let (candidate_out, live_out): (Vec<_>, Vec<_>) =
+            (candidate_out.iter().collect(), live_out.iter().collect());
+        let cmp = recent::compare(&candidate_out, &live_out, &nodes);
 
         let out = PyDict::new(py);
         out.set_item("events", received.len())?;
@@ -704,17 +705,6 @@ impl ShellServer {
         )?;
         Ok(out)
     }
-}
-
-fn view(outputs: &[Output]) -> Vec<OutputView<'_>> {
-    outputs
-        .iter()
-        .map(|o| OutputView {
-            node: &o.node,
-            kind: o.kind,
-            events: &o.events,
-        })
-        .collect()
 }
 
 /// Prints nothing: a dry run's printer lines are captured, not shown.

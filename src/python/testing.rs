@@ -22,7 +22,7 @@ use super::loader::roots_of;
 use super::streams::{to_node, PyStream};
 use crate::console::LineSink;
 use crate::event::Event;
-use crate::outputs::capture::Output;
+use crate::outputs::capture::{Output, Outputs};
 use crate::pipeline::Root;
 use crate::rehearsal::Rehearsal;
 use crate::streams::{lock, Node, NodeRef, TAP_DROPS};
@@ -253,7 +253,7 @@ fn roots_from(tree: &Bound<'_, PyAny>) -> PyResult<Vec<Root>> {
 /// events in the order they reached outputs.
 #[pyclass(name = "Run", module = "dmon.testing", frozen)]
 pub struct Run {
-    outputs: Vec<Output>,
+    outputs: Outputs,
     counts: Vec<(String, u64)>,
     index: Vec<Arc<Event>>,
     printed: Vec<String>,
@@ -270,20 +270,20 @@ fn events_list(py: Python<'_>, events: &[Arc<Event>]) -> PyResult<Vec<Py<PyEvent
 }
 
 impl Run {
-    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Output> {
+    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = Output<'a>> {
         self.outputs.iter().filter(move |o| o.kind == kind)
     }
 
     /// The events that reached outputs of `kind`, in order.
     fn events_of_kind(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<Py<PyEvent>>> {
         self.of_kind(kind)
-            .flat_map(|o| o.events.iter())
+            .flat_map(|o| o.events)
             .map(|e| PyEvent::wrap(py, e))
             .collect()
     }
 
     fn flat(&self) -> impl Iterator<Item = &Arc<Event>> {
-        self.outputs.iter().flat_map(|o| o.events.iter())
+        self.outputs.iter().flat_map(|o| o.events)
     }
 }
 
@@ -301,7 +301,7 @@ impl Run {
     fn outputs(&self, py: Python<'_>) -> PyResult<Vec<OutputTuple>> {
         self.outputs
             .iter()
-            .map(|o| Ok((o.node.to_string(), o.kind, events_list(py, &o.events)?)))
+            .map(|o| Ok((o.node.to_string(), o.kind, events_list(py, o.events)?)))
             .collect()
     }
 
@@ -321,7 +321,7 @@ impl Run {
     #[getter]
     fn mailed(&self, py: Python<'_>) -> PyResult<Vec<Vec<Py<PyEvent>>>> {
         self.of_kind("email")
-            .map(|o| events_list(py, &o.events))
+            .map(|o| events_list(py, o.events))
             .collect()
     }
 
