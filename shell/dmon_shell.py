@@ -5,6 +5,7 @@ Embedded in the dmon binary; `setup(server, namespace)` fills the namespace.
 `server` is the Rust handle to the live server (or to a remote one).
 """
 
+import ast
 import code
 import collections
 import json
@@ -686,34 +687,124 @@ def banner():
 
 
 class PlainInterpreter(code.InteractiveInterpreter):
-    """The plain shell's evaluator: coloured tracebacks, root sync after each statement."""
+    """The plain shell's evaluator: coloured tracebacks, root sync after each
+    statement, and every statement of a paste or a burst of lines run.
+
+    Lines are pushed one at a time (a bracketed paste arrives as one line
+    holding newlines). An input that is one statement runs as in Python's
+    own REPL (a block stays open until a blank line). One that is several
+    (a paste, or a block followed by a line at column 0) runs statement by
+    statement, each echoing its value, as IPython and Python 3.13 do,
+    stopping at the first exception."""
+
+    inputs = 0
+
+    def __init__(self, namespace):
+        super().__init__(namespace)
+        self._pending = []
 
     def write(self, data):
         sys.stderr.write(_paint(RED, data) if _color else data)
 
-    inputs = 0
+    def reset(self):
+        """Forgets a half-typed block (Ctrl-C)."""
+        self._pending = []
 
-    def runsource(self, source, filename=None, symbol="single"):
-        if filename is None:
-            # Each input under its own name in linecache, as IPython and
-            # bpython do, so tracebacks and node names can show the text typed.
-            PlainInterpreter.inputs += 1
-            filename = f"<dmon-input-{PlainInterpreter.inputs}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        more = super().runsource(source, filename, symbol)
-        if more:
-            linecache.cache.pop(filename, None)
-        else:
-            _sync()
-        return more
+    def push(self, line):
+        """One line of input; True while more lines are needed."""
+        self._pending.append(line)
+        source = "\n".join(self._pending)
+        filename = self._remember(source)
+        try:
+            code = self.compile(source, filename, "single")
+        except (OverflowError, SyntaxError, ValueError):
+            self._pending = []
+            return self._run_several(source, filename)
+        if code is None:
+            return True
+        self._pending = []
+        _run(self, code)
+        return False
+
+    def _remember(self, source):
+        # Each input under its own name in linecache, as IPython and bpython
+        # do, so tracebacks and node names can show the text typed.
+        PlainInterpreter.inputs += 1
+        filename = f"<dmon-input-{PlainInterpreter.inputs}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        return filename
+
+    def _run_several(self, source, filename):
+        tree = _parse(source, filename)
+        if tree is None:
+            head, _, last = source.rpartition("\n")
+            head_tree = _parse(head, filename) if head and last[:1] not in ("", " ", "\t") else None
+            if head_tree is None:
+                self.showsyntaxerror(filename)
+                return False
+            # A burst of lines: one at column 0 closed the block above it,
+            # and may itself open the next.
+            return _run_statements(self, head_tree, filename) and self.push(last)
+        _run_statements(self, tree, filename)
+        return False
+
+
+def _several_statements(interp, source, filename):
+    """The statements of `source` when it is more than one (so the prompt's
+    single-statement compile refuses it) and parses as a module; else None."""
+    if "\n" not in source.strip():
+        return None
+    try:
+        interp.compile(source, filename, "single")
+        return None
+    except (OverflowError, SyntaxError, ValueError):
+        return _parse(source, filename)
+
+
+def _parse(source, filename):
+    try:
+        return ast.parse(source, filename, "exec")
+    except (OverflowError, SyntaxError, ValueError):
+        return None
+
+
+def _run(interp, code):
+    """Runs one compiled statement in a shell's namespace, then syncs the
+    roots; False if it raised (the traceback is shown)."""
+    try:
+        exec(code, interp.locals)
+    except SystemExit:
+        raise
+    except BaseException:
+        interp.showtraceback()
+        return False
+    finally:
+        _sync()
+    return True
+
+
+def _run_statements(interp, tree, filename):
+    """Runs a module's statements one by one, each echoing its value as at
+    the prompt; False at the first that raised."""
+    flags = interp.compile.compiler.flags
+    for statement in tree.body:
+        code = compile(ast.Interactive(body=[statement]), filename, "single", flags, True)
+        if not _run(interp, code):
+            return False
+    return True
 
 
 _interp = None
 
 
-def run_plain_source(source):
-    """Evaluates one (possibly multi-line) input; True means more lines are needed."""
-    return _interp.runsource(source)
+def push_plain_line(line):
+    """Evaluates one line typed or pasted at the plain prompt; True means more lines are needed."""
+    return _interp.push(line)
+
+
+def reset_plain_input():
+    """Ctrl-C at the plain prompt: the half-typed block is dropped."""
+    _interp.reset()
 
 
 def complete(text, state_limit=200):
@@ -785,8 +876,14 @@ def run_bpython():
 
     original_runsource = bpython.repl.Interpreter.runsource
 
-    def runsource(self, source, *args, **kwargs):
-        more = original_runsource(self, source, *args, **kwargs)
+    def runsource(self, source, filename="<input>", *args, **kwargs):
+        several = _several_statements(self, source, filename)
+        if several is not None:
+            # A paste (bpython feeds it line by line): a block followed by
+            # a line at column 0 runs as statements, as at the plain prompt.
+            _run_statements(self, several, filename)
+            return False
+        more = original_runsource(self, source, filename, *args, **kwargs)
         if not more:
             _sync()
         return more

@@ -318,6 +318,59 @@ fn bpython_paste_all_at_once() {
     paste_all_at_once(Kind::Bpython);
 }
 
+/// Lines sent faster than they run (tmux send-keys in one burst), then a
+/// bracketed paste of a function and two statements: every statement runs.
+fn every_line_of_a_burst_and_a_paste_runs(kind: Kind) {
+    let dir = TempDir::new();
+    let shell = start(kind, &dir);
+    shell.tmux.keys(&[
+        "x1 = 1",
+        "Enter",
+        "x2 = 2",
+        "Enter",
+        "x3 = 3",
+        "Enter",
+        "print(x1, x2, x3)",
+        "Enter",
+    ]);
+    shell.wait_for("the burst's print", |s| has_line(s, "1 2 3"));
+    assert!(!shell.screen().contains("NameError"), "{}", shell.screen());
+
+    shell
+        .tmux
+        .paste("def answer():\n    return 40\nx = answer() + 2\nprint('pasted', x)\n");
+    if kind != Kind::Bpython {
+        // rustyline and IPython show a paste at the prompt; Enter runs it.
+        shell.tmux.keys(&["Enter"]);
+    }
+    shell.wait_for("the paste's print", |s| has_line(s, "pasted 42"));
+    let screen = shell.screen();
+    assert!(!screen.contains("SyntaxError"), "{screen}");
+    match kind {
+        Kind::Ipython => {
+            shell.type_at_prompt("exit()");
+            shell.tmux.keys(&["Enter"]);
+        }
+        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+    }
+    shell.assert_clean_exit();
+}
+
+#[test]
+fn python_every_line_of_a_burst_and_a_paste_runs() {
+    every_line_of_a_burst_and_a_paste_runs(Kind::Python);
+}
+
+#[test]
+fn ipython_every_line_of_a_burst_and_a_paste_runs() {
+    every_line_of_a_burst_and_a_paste_runs(Kind::Ipython);
+}
+
+#[test]
+fn bpython_every_line_of_a_burst_and_a_paste_runs() {
+    every_line_of_a_burst_and_a_paste_runs(Kind::Bpython);
+}
+
 // ---------------------------------------------------------------------------
 // The plain shell
 // ---------------------------------------------------------------------------
@@ -344,6 +397,34 @@ fn plain_multi_line_block() {
     shell.type_line("    print(i * 10 + 7)");
     let out = shell.type_line("");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["7", "17"], "block output");
+    leave(&shell);
+}
+
+/// In a burst, a line at column 0 closes the block above it, as in a file:
+/// the block runs, then the line (each statement echoing its value).
+#[test]
+fn plain_a_burst_closes_a_block_at_column_0() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.tmux.keys(&[
+        "def f():",
+        "Enter",
+        "    return 40",
+        "Enter",
+        "y = f() + 2",
+        "Enter",
+        "y * 10",
+        "Enter",
+    ]);
+    shell.wait_for("the burst's value", |s| has_line(s, "420"));
+    assert!(!shell.screen().contains("Error"), "{}", shell.screen());
+    // A paste of statements echoes each expression's value, and stops at
+    // the first exception.
+    shell.tmux.paste("6 * 7\n1 / 0\nprint('not reached')\n");
+    shell.tmux.keys(&["Enter"]);
+    let screen = shell.wait_for("the paste's error", |s| s.contains("ZeroDivisionError"));
+    assert!(has_line(&screen, "42"), "{screen}");
+    assert!(!has_line(&screen, "not reached"), "{screen}");
     leave(&shell);
 }
 

@@ -1,10 +1,13 @@
 //! The plain shell: a rustyline prompt over the embedded interpreter.
 //!
 //! The prompt waits with the interpreter released, so the server keeps
-//! running Python streams; each complete input is evaluated by
-//! `dmon_shell.run_plain_source` (`code.InteractiveInterpreter` semantics:
-//! `...` while a block is incomplete). Server output reaches the screen
-//! above the prompt through rustyline's external printer.
+//! running Python streams; each line (a bracketed paste is one line with
+//! newlines in it) goes to `dmon_shell.push_plain_line`, which runs every
+//! statement it completes and says whether a block is still open (`...`).
+//! rustyline keeps what it read ahead between prompts (its `buffer-redux`
+//! feature), so lines sent in a burst are not lost while one runs. Server
+//! output reaches the screen above the prompt through rustyline's external
+//! printer.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -120,8 +123,8 @@ pub fn history_path() -> Option<PathBuf> {
 /// Reads and evaluates until Ctrl-D or `exit()`.
 pub fn run(editor: &mut ShellEditor, banner: &str) {
     println!("{banner}");
-    // Lines of the current input, joined without a trailing newline as
-    // `code.InteractiveConsole` does, so a block stays open until a blank line.
+    // Lines of the current input, for the history; the interpreter keeps
+    // its own.
     let mut source = String::new();
     loop {
         let prompt = if source.is_empty() { ">>> " } else { "... " };
@@ -133,7 +136,7 @@ pub fn run(editor: &mut ShellEditor, banner: &str) {
                 source.push_str(&line);
                 let more = Python::attach(|py| -> PyResult<bool> {
                     shell_module(py)?
-                        .call_method1("run_plain_source", (source.as_str(),))?
+                        .call_method1("push_plain_line", (line.as_str(),))?
                         .extract()
                 });
                 match more {
@@ -151,6 +154,11 @@ pub fn run(editor: &mut ShellEditor, banner: &str) {
             Err(ReadlineError::Interrupted) => {
                 println!("KeyboardInterrupt");
                 source.clear();
+                let _ = Python::attach(|py| {
+                    shell_module(py)?
+                        .call_method0("reset_plain_input")
+                        .map(drop)
+                });
             }
             Err(ReadlineError::Eof) => break,
             Err(e) => {
