@@ -224,7 +224,8 @@ import dmon.streams as ds
 from dmon import folds
 names = [n for _, family in ds._catalog for n in family]
 assert len(names) == len(set(names)), names
-assert sorted(ds.__all__) == sorted(names + ["Event", "Stream", "send", "stream", "StreamFunction", "folds"]), ds.__all__
+assert sorted(ds.__all__) == sorted(names + ["Event", "Stream", "send", "coroutine", "stream", "StreamFunction", "folds"]), ds.__all__
+assert ds.stream is ds.coroutine
 for name in names:
     f = getattr(ds, name)
     first = f.__doc__.split("\n\n")[0]

@@ -591,6 +591,42 @@ double_stream = doubler(printer("double: "))
     leave(&shell);
 }
 
+/// The seed's own example binds a root `stream`, which shadows the
+/// decorator's first name; `@coroutine`, pasted at the prompt, still works.
+#[test]
+fn plain_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
+    let dir = TempDir::new();
+    let streams = dir.write(
+        "streams.py",
+        r#"from dmon.streams import *
+
+stream = when(lambda e: e.state == "warning", printer("warn: "))
+"#,
+    );
+    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    shell.tmux.paste(concat!(
+        "@coroutine\n",
+        "def doubler(*targets):\n",
+        "    while True:\n",
+        "        e = yield\n",
+        "        send(e.replace(metric=e.metric * 2), *targets)\n",
+        "\n",
+        "double_stream = doubler(printer(\"double: \"))\n",
+    ));
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("the new root announced", |s| {
+        s.contains("streams: stream, double_stream") && shell.at_prompt(s)
+    });
+    shell.type_line(r#"inject(host="d", metric=4, state="warning")"#);
+    shell.wait_for_line_starting(r#"double: {"host":"d","#);
+    shell.wait_for_line_starting(r#"warn: {"host":"d","#);
+    let screen = shell.screen();
+    assert!(!screen.contains("TypeError"), "{screen}");
+    let out = shell.type_line("help()");
+    assert!(has_line_starting(&out, "  @coroutine"), "{out}");
+    leave(&shell);
+}
+
 #[test]
 fn plain_index_table() {
     let dir = TempDir::new();

@@ -71,14 +71,17 @@ class Stream:
 
 @final
 class StreamFunction:
-    """The result of `@stream`: calling it builds a primed coroutine node."""
+    """The result of `@coroutine`: calling it builds a primed coroutine node."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Stream: ...
     @property
     def __name__(self) -> str: ...
 
-# The decorator `@stream`: make a generator function a stream constructor.
-# Typed Any on purpose: stream modules often name a root `stream` too
+def coroutine(func: Callable[..., Any]) -> StreamFunction:
+    """Decorator: make a generator function a stream constructor."""
+
+# The same decorator under its first name, which a module's root named
+# `stream` shadows. Typed Any on purpose: stream modules often name a root `stream` too
 # (`stream = when(...)` after `from dmon.streams import *`), which mypy
 # would refuse as a redefinition of a function, and `mymodule.stream`
 # would then have the decorator's type where tests pass it to `run()`.
@@ -750,6 +753,7 @@ __all__ = [
     "Event",
     "Stream",
     "send",
+    "coroutine",
     "stream",
     "StreamFunction",
     "folds",

@@ -99,7 +99,7 @@ fn defined_at(obj: &Bound<'_, PyAny>) -> Option<String> {
     Some(format!("at {shown}:{line}"))
 }
 
-/// How to build a coroutine again: the `@stream` function and its arguments.
+/// How to build a coroutine again: the `@coroutine` function and its arguments.
 pub struct Recipe {
     pub func: Py<PyAny>,
     pub args: Py<PyTuple>,
@@ -147,7 +147,7 @@ impl Recipe {
             .call(args, self.kwargs.as_ref().map(|k| k.bind(py)))?;
         if !generator.hasattr("send")? {
             return Err(PyTypeError::new_err(format!(
-                "@stream {} must be a generator function (use `e = yield` to receive events)",
+                "@coroutine {} must be a generator function (use `e = yield` to receive events)",
                 callable_name(self.func.bind(py))
             )));
         }
@@ -213,7 +213,7 @@ impl Coroutine {
         }
         let recipe = self.recipe.as_ref().ok_or_else(|| {
             NodeError(format!(
-                "{}: a plain primed generator cannot be copied for a rehearsal (dmon.testing, replay, try_stream); build it with @stream",
+                "{}: a plain primed generator cannot be copied for a rehearsal (dmon.testing, replay, try_stream); build it with @coroutine",
                 self.name
             ))
         })?;

@@ -199,7 +199,7 @@ fn send(event: &Bound<'_, PyAny>, targets: &Bound<'_, PyTuple>) -> PyResult<()> 
     Ok(())
 }
 
-/// The result of `@stream`: calling it builds a primed coroutine node.
+/// The result of `@coroutine`: calling it builds a primed coroutine node.
 #[pyclass(name = "StreamFunction", module = "dmon.streams", frozen)]
 pub struct StreamFunction {
     func: Py<PyAny>,
@@ -246,17 +246,18 @@ impl StreamFunction {
 
 /// Decorator: make a generator function a stream constructor.
 ///
-/// Calling the result primes the generator. Example:
-///     @stream
+/// Calling the result primes the generator. Also spelt `@stream`, which a
+/// module's root named `stream` shadows. Example:
+///     @coroutine
 ///     def doubler(*targets):
 ///         while True:
 ///             e = yield
 ///             send(e.replace(metric=e.metric * 2), *targets)
 #[pyfunction]
-fn stream(func: &Bound<'_, PyAny>) -> PyResult<StreamFunction> {
+fn coroutine(func: &Bound<'_, PyAny>) -> PyResult<StreamFunction> {
     if !func.is_callable() {
         return Err(PyTypeError::new_err(
-            "@stream decorates a generator function",
+            "@coroutine decorates a generator function",
         ));
     }
     Ok(StreamFunction {
@@ -289,10 +290,13 @@ def make_fold(name, doc, run):
 "#;
 
 /// Names `dmon.streams` exports besides the registered stream functions.
-pub const HELPERS: [&str; 6] = [
+pub const HELPERS: [&str; 7] = [
     "Event",
     "Stream",
     "send",
+    "coroutine",
+    // The decorator's first name. The seed's own example binds a root
+    // `stream = ...`, which shadows it: hence `coroutine`.
     "stream",
     "StreamFunction",
     "folds",
@@ -305,7 +309,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
     m.add_class::<StreamFunction>()?;
     m.add_function(wrap_pyfunction!(send, m)?)?;
-    m.add_function(wrap_pyfunction!(stream, m)?)?;
+    m.add_function(wrap_pyfunction!(coroutine, m)?)?;
+    m.add("stream", m.getattr("coroutine")?)?;
     let helpers = PyModule::from_code(
         py,
         &std::ffi::CString::new(CONSTRUCTORS).expect("no NUL"),
