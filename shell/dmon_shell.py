@@ -570,8 +570,10 @@ def edit(name=None):
         try:
             path = inspect.getsourcefile(target)
             line = inspect.getsourcelines(target)[1]
-        except TypeError:
-            pass
+        except (OSError, TypeError):
+            # A root is a stream, not a function: find where the module binds it.
+            names = [name] if isinstance(name, str) else [k for k, v in _ns.items() if v is target]
+            line = next(filter(None, (_binding_line(path, n) for n in names)), None)
     if path is None:
         raise RuntimeError("the streams came from the built-in example; start with --streams FILE to edit")
     before = _read_bytes(path)
@@ -582,6 +584,26 @@ def edit(name=None):
         reload()
     else:
         print(_paint(DIM, "not saved; nothing reloaded"))
+
+
+def _binding_line(path, name):
+    """The line where a Python module at `path` binds `name` at its top level
+    (an assignment, def, class or import), or None."""
+    source = _read_bytes(path) if path and path.endswith(".py") else None
+    tree = _parse(source, path) if source is not None else None
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound = [node.name]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = [(a.asname or a.name).split(".")[0] for a in node.names]
+        else:
+            continue
+        if name in bound:
+            return node.lineno
+    return None
 
 
 _watcher = None
@@ -643,13 +665,32 @@ def log_level(level):
 
 
 def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
-    """help(): this list; help(x): Python's help on x."""
+    """help(): the shell's commands; help(streams): the stream functions; help(x): Python's help on x."""
+    if obj is streams:
+        return _help_catalog()
     if obj is not None:
         import builtins
         return builtins.help(obj)
+    # One screen (50 lines at 80 columns): the commands, then the stream
+    # functions by name only; help(streams) has a line for each.
+    import shutil
+    import textwrap
+    import dmon.streams as ds
+    width = min(shutil.get_terminal_size().columns, 100)
     print(_paint(BOLD, "dmon shell commands"))
     for f in _HELPERS:
-        print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {f.__doc__.splitlines()[0].split(': ', 1)[-1]}")
+        summary = f.__doc__.splitlines()[0].split(": ", 1)[-1]
+        if len(summary) > width - 27:
+            summary = summary[:width - 28] + "…"
+        print(f"  {_paint(BLUE, f.__name__ + '()'):<24} {summary}")
+    print(_paint(BOLD, "stream functions") + " (help(streams): one line each; help(name): the whole doc)")
+    for family, names in ds._catalog:
+        print(textwrap.fill(", ".join(names), width, initial_indent=f"  {family}: ", subsequent_indent="    "))
+    print("  also: send(event, *targets), @coroutine, folds (lists of events to one)")
+    print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
+
+
+def _help_catalog():
     import dmon.streams as ds
     for family, names in ds._catalog:
         print(_paint(BOLD, f"stream functions: {family}"))
@@ -662,7 +703,6 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
     print(f"  {_paint(BLUE, '@coroutine'):<24} {ds.coroutine.__doc__.splitlines()[0]}")
     print(f"  {_paint(BLUE, 'folds'):<24} {', '.join(ds.folds.__all__)}: a list of events to one event")
     print("help(name) shows a function's whole doc, with an example.")
-    print("Rebinding a name containing 'stream' takes effect when the statement finishes.")
 
 
 def _say(text):

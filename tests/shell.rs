@@ -448,6 +448,35 @@ fn plain_tab_completes_names() {
     leave(&shell);
 }
 
+/// Tab with several candidates completes what they share, and a second
+/// Tab lists them all.
+#[test]
+fn plain_tab_lists_the_candidates() {
+    let dir = TempDir::new();
+    let shell = plain(&dir);
+    shell.tmux.type_text("tagg");
+    shell.tmux.keys(&["Tab"]);
+    shell.wait_for("`tagg` completed to `tagged`", |s| {
+        s.lines().any(|l| l.trim_end() == ">>> tagged")
+    });
+    shell.tmux.keys(&["Tab"]);
+    let screen = shell.wait_for("the candidates listed", |s| {
+        s.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.contains(&"tagged(")
+                && words.contains(&"tagged_all(")
+                && words.contains(&"tagged_any(")
+        })
+    });
+    // The typed word is still there, to go on typing.
+    assert!(
+        screen.lines().rev().find(|l| !l.trim().is_empty()) == Some(">>> tagged"),
+        "{screen}"
+    );
+    shell.tmux.keys(&["C-u"]);
+    leave(&shell);
+}
+
 #[test]
 fn plain_ctrl_c_at_the_prompt_cancels_the_line() {
     let dir = TempDir::new();
@@ -735,6 +764,11 @@ fn plain_send_and_the_seed_socket_go_over_udp() {
 fn plain_help_lists_the_commands() {
     let dir = TempDir::new();
     let shell = plain(&dir);
+    // An 80 by 50 terminal.
+    let resized = shell
+        .tmux
+        .run(&["resize-window", "-t", "t", "-x", "80", "-y", "50"]);
+    assert!(resized.status.success(), "tmux resize-window failed");
     let out = shell.type_line("help()");
     for command in [
         "inject()",
@@ -755,8 +789,22 @@ fn plain_help_lists_the_commands() {
             "help() does not list {command}:\n{out}"
         );
     }
-    // The stream functions, by family, each with its summary from the
-    // registry.
+    // One screen: the stream functions by name only, each line within the
+    // terminal's 80 columns.
+    assert!(
+        out.lines().count() <= 48,
+        "{} lines:\n{out}",
+        out.lines().count()
+    );
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("filter: ") && l.contains("where")),
+        "{out}"
+    );
+    // help(streams): the stream functions, by family, each with its
+    // summary from the registry.
+    let out = shell.type_line("help(streams)");
     assert!(has_line(&out, "stream functions: filter"), "{out}");
     assert!(
         out.lines().any(|l| l.trim_start().starts_with("where")
@@ -789,6 +837,35 @@ fn plain_edit_reloads_after_the_editor_saves() {
     );
     shell.type_line(r#"inject(host="edited", state="warning")"#);
     shell.wait_for_line_starting(r#"EDITED: {"host":"edited""#);
+    leave(&shell);
+}
+
+/// edit(name) opens the editor at the line where the module binds `name`,
+/// a root (a stream, not a function) included.
+#[test]
+fn plain_edit_opens_where_a_name_is_bound() {
+    let dir = TempDir::new();
+    let args = dir.path().join("editor-args");
+    let editor = dir.write(
+        "editor.sh",
+        &format!("#!/bin/sh\necho \"$@\" >> '{}'\n", args.display()),
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let streams = dir.write("streams.py", STREAMS);
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.env
+        .push(("VISUAL".into(), editor.display().to_string()));
+    let shell = Shell::start(opts);
+    for call in [r#"edit("index_stream")"#, "edit(warn_stream)"] {
+        let out = shell.type_line(call);
+        assert!(
+            has_line(&out, "not saved; nothing reloaded"),
+            "{call}:\n{out}"
+        );
+    }
+    let args = std::fs::read_to_string(&args).unwrap();
+    let path = streams.display();
+    assert_eq!(args, format!("+4 {path}\n+3 {path}\n"));
     leave(&shell);
 }
 

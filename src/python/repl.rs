@@ -21,7 +21,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::{DefaultHistory, History};
 use rustyline::validate::Validator;
-use rustyline::{Config, Context, Editor, ExternalPrinter, Helper};
+use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 
 use super::shell::shell_module;
 use crate::console::LineSink;
@@ -96,6 +96,10 @@ impl LineSink for PromptSink {
 /// The editor, with its history loaded, and a sink for server output.
 pub fn editor(color: bool) -> rustyline::Result<(ShellEditor, Option<PromptSink>)> {
     let config = Config::builder()
+        // Tab completes what all candidates share, then lists them, as
+        // bash and Python's own REPL do (the default cycles through them
+        // inline, which hides what there is to choose from).
+        .completion_type(CompletionType::List)
         .auto_add_history(false)
         .max_history_size(10_000)?
         .build();
