@@ -257,22 +257,44 @@ def streams():
 
 
 def tap(node, n=None):
-    """tap(node, n=None): show events leaving that node live, until Ctrl-C (or n events)."""
-    if not isinstance(node, Stream):
-        raise TypeError(f"tap() needs a stream node, like tap(average_stream), not {node!r}")
+    """tap(node, n=None): show events leaving a node live, until Ctrl-C (or n events).
+
+    `node` is a stream (tap(average_stream)), a path as streams() prints it
+    (tap("average_stream/average/index")), or a glob of paths
+    (tap("average_stream/*")); with several nodes, each line names its node."""
+    if isinstance(node, Stream):
+        taps = [(None, node)]
+    elif isinstance(node, str):
+        import fnmatch
+        taps = [(p, s) for p, s in _server.nodes() if fnmatch.fnmatchcase(p, node)]
+        if not taps:
+            raise ValueError(f"tap(): no node's path matches {node!r}; streams() lists them")
+    else:
+        raise TypeError(f"tap() needs a stream or a path, like tap(average_stream) or tap(\"average_stream/*\"), not {node!r}")
+    what = taps[0][1].kind if taps[0][0] is None else ", ".join(p for p, _ in taps)
+    opened = [(path, _server.tap(s)) for path, s in taps]
+    # Said once the taps are open: what leaves the nodes from now on shows.
+    print(_paint(DIM, f"tapping {what}; Ctrl-C to stop"))
     seen = 0
-    print(_paint(DIM, f"tapping {node.kind}; Ctrl-C to stop"))
-    t = _server.tap(node)
     try:
         while n is None or seen < n:
-            e = t.next(0.1)
-            if e is not None:
-                print(_paint(YELLOW, "tap: ") + e.to_json())
-                seen += 1
+            got = False
+            for path, t in opened:
+                e = t.next(0 if len(opened) > 1 else 0.1)
+                if e is not None:
+                    got = True
+                    label = "tap: " if path is None or len(opened) == 1 else f"tap {path}: "
+                    print(_paint(YELLOW, label) + e.to_json())
+                    seen += 1
+                    if seen == n:
+                        break
+            if not got and len(opened) > 1:
+                time.sleep(0.05)
     except KeyboardInterrupt:
         pass
     finally:
-        t.close()
+        for _, t in opened:
+            t.close()
     _report(f"{_count(seen)} seen")
 
 

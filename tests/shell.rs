@@ -574,6 +574,47 @@ fn plain_tap_shows_events_leaving_a_node() {
     leave(&shell);
 }
 
+/// tap() takes the paths streams() prints, and globs of them: each line
+/// then names its node.
+#[test]
+fn plain_tap_takes_paths_and_globs() {
+    let dir = TempDir::new();
+    let streams = dir.write(
+        "streams.py",
+        r#"from dmon.streams import *
+
+a_stream = where('service = "x"', printer("a: "))
+b_stream = where('service = "x"', printer("b: "))
+"#,
+    );
+    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    let event = tap_one(
+        &shell,
+        r#""b_stream/where""#,
+        r#"{"host":"by-path","service":"x"}"#,
+    );
+    assert_eq!(event["host"], "by-path");
+
+    shell.type_at_prompt(r#"tap("*_stream/where", 2)"#);
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("tap() to start", |s| {
+        has_line(s, "tapping a_stream/where, b_stream/where; Ctrl-C to stop")
+    });
+    shell.send_datagram(r#"{"host":"by-glob","service":"x"}"#);
+    let screen = shell.wait_for("both taps", |s| {
+        has_line(s, "2 events seen") && shell.at_prompt(s)
+    });
+    for root in ["a_stream", "b_stream"] {
+        assert!(
+            has_line_starting(&screen, &format!(r#"tap {root}/where: {{"host":"by-glob""#)),
+            "{screen}"
+        );
+    }
+    let out = shell.type_line(r#"tap("nope/*")"#);
+    assert!(out.contains("no node's path matches 'nope/*'"), "{out}");
+    leave(&shell);
+}
+
 /// Runs `tap(NODE, 1)`, sends `datagram`, and returns the event the tap
 /// showed once it said "1 event seen".
 fn tap_one(shell: &Shell, node: &str, datagram: &str) -> serde_json::Value {

@@ -24,7 +24,7 @@ use crate::recent::{self, Received};
 use crate::rehearsal::Rehearsal;
 use crate::server::recorder::{Format, Recorder};
 use crate::server::{Addresses, Injector};
-use crate::streams::{walk_tree, Node, NodeRef};
+use crate::streams::{walk_tree, walk_tree_refs, Node, NodeRef};
 
 /// The embedded Python half of the shell.
 pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
@@ -395,6 +395,18 @@ impl ShellServer {
     }
 
     /// Starts observing what `node` lets through.
+    /// Every node of the running trees, with the path `streams()` prints,
+    /// in the same order: for `tap("average_stream/*")`.
+    fn nodes(&self) -> PyResult<Vec<(String, PyStream)>> {
+        let mut found = Vec::new();
+        for root in self.local()?.roots().iter() {
+            walk_tree_refs(&root.path(), &root.node, &mut |path, node| {
+                found.push((path.to_owned(), PyStream::new(Arc::clone(node))));
+            });
+        }
+        Ok(found)
+    }
+
     fn tap(&self, node: &Bound<'_, PyAny>) -> PyResult<Tap> {
         let node = node
             .cast::<PyStream>()

@@ -562,6 +562,14 @@ pub fn walk_tree(path: &str, node: &dyn Node, visit: &mut dyn FnMut(&str, &dyn N
     }
 }
 
+/// [`walk_tree`], handing out each node's shared reference.
+pub fn walk_tree_refs(path: &str, node: &NodeRef, visit: &mut dyn FnMut(&str, &NodeRef)) {
+    visit(path, node);
+    for (segment, child) in segments(node.children()) {
+        walk_tree_refs(&format!("{path}/{segment}"), child, visit);
+    }
+}
+
 /// Tells every node of a root's tree its path, for logs.
 pub fn assign_paths(root_path: &str, node: &dyn Node) {
     walk_tree(root_path, node, &mut |path, n| n.stats().set_path(path));
