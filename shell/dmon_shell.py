@@ -403,8 +403,13 @@ def _fit(text, width):
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
+# Whether top() may move the cursor back up to redraw its view: not under
+# bpython, whose screen is its own.
+_redraw_in_place = True
+
+
 def top(n=10, interval=2, rounds=None):
-    """top(n=10, interval=2): the busiest nodes and series, every `interval` seconds until Ctrl-C.
+    """top(n=10, interval=2): the busiest nodes and series, redrawn every `interval` seconds until Ctrl-C.
 
     Nodes by events in per second (from their counters); series (host,
     service) by events received per second, with their last metric, from the
@@ -418,7 +423,7 @@ def top(n=10, interval=2, rounds=None):
     # Each view covers the time since the last one started, measured: taking
     # the counters can wait for the event in flight, and a window counted
     # from after that wait would miss the events it waited for.
-    started, before, shown = time.monotonic(), node_counts(), 0
+    started, before, shown, drawn = time.monotonic(), node_counts(), 0, 0
     # Said once the first window has begun: what arrives from now on counts.
     print(_paint(DIM, f"top: a view every {interval:g} s (Ctrl-C stops)"))
     try:
@@ -439,7 +444,12 @@ def top(n=10, interval=2, rounds=None):
                 name = _fit(f"{host or '-'} {service or '-'}", 51)
                 metric = "-" if last is None else f"{last:g}"
                 lines.append(f"{name:<52}{count / span:>12.1f}{metric:>14}")
+            if drawn and _redraw_in_place:
+                # Up to the previous view's first line, and clear below: one
+                # screen redrawn in place, as `vector top` does.
+                sys.stdout.write(f"\x1b[{drawn}F\x1b[J")
             print("\n".join(lines))
+            drawn = len(lines)
     except KeyboardInterrupt:
         pass
 
@@ -929,6 +939,8 @@ def bpython_output(line):
 
 
 def run_bpython():
+    global _redraw_in_place
+    _redraw_in_place = False
     import bpython
     import bpython.repl
     from bpython.curtsies import FullCurtsiesRepl

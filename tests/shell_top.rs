@@ -101,6 +101,22 @@ fn spark_and_top(kind: Kind) {
     shell.leave();
 }
 
+/// At the plain prompt, top() redraws one screen in place: after three
+/// views the terminal shows one.
+#[test]
+fn plain_top_redraws_one_screen_in_place() {
+    let dir = TempDir::new();
+    let shell = start(Kind::Python, &dir);
+    send_series(&shell);
+    shell.type_line("top(n=3, interval=0.2, rounds=3)");
+    let screen = shell.screen();
+    let count = |prefix: &str| screen.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("top: a view every 0.2 s"), 1, "{screen}");
+    assert_eq!(count("top: the last "), 1, "{screen}");
+    assert_eq!(count("series (host service)"), 1, "{screen}");
+    shell.leave();
+}
+
 #[test]
 fn python_spark_and_top() {
     spark_and_top(Kind::Python);
