@@ -48,6 +48,8 @@ command -v influxd >/dev/null 2>&1 || apt_missing+=(influxdb)
 [[ -x /usr/bin/chromedriver ]] || apt_missing+=(chromium-driver)
 # A real NATS JetStream server for clustering (tests/cluster*.rs).
 command -v nats-server >/dev/null 2>&1 || apt_missing+=(nats-server)
+# tests/shell.rs: help()'s pager, a real one with its own screen.
+command -v less >/dev/null 2>&1 || apt_missing+=(less)
 # tests/tls.rs: `openssl s_client` checks the listeners' handshake.
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 if ((${#apt_missing[@]})); then

@@ -611,11 +611,24 @@ def edit(name=None):
     before = _read_bytes(path)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     cmd = editor.split() + ([f"+{line}"] if line else []) + [path]
-    subprocess.call(cmd)
+    with _terminal_lent():
+        subprocess.call(cmd)
     if _read_bytes(path) != before:
         reload()
     else:
         print(_paint(DIM, "not saved; nothing reloaded"))
+
+
+class _terminal_lent:
+    """While a pager or an editor has the terminal, server output (printer
+    lines, logs) waits, and is shown when it returns, instead of landing on
+    that program's screen and vanishing with it."""
+
+    def __enter__(self):
+        _server.hold_console()
+
+    def __exit__(self, *exc):
+        _server.release_console()
 
 
 def _binding_line(path, name):
@@ -702,7 +715,8 @@ def help(obj=None):  # noqa: A001  (the shell's help lists the shell's commands)
         return _help_catalog()
     if obj is not None:
         import builtins
-        return builtins.help(obj)
+        with _terminal_lent():
+            return builtins.help(obj)
     # One screen (50 lines at 80 columns): the commands, then the stream
     # functions by name only; help(streams) has a line for each.
     import shutil

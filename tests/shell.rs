@@ -855,6 +855,52 @@ fn plain_help_lists_the_commands() {
     leave(&shell);
 }
 
+/// Server output while help()'s pager (a real `less`, on its own screen)
+/// is open waits, and shows once the pager is closed, instead of landing on
+/// the pager's screen and vanishing with it.
+#[test]
+fn plain_output_while_the_help_pager_is_open_is_not_lost() {
+    let dir = TempDir::new();
+    let sent = dir.path().join("sent");
+    let streams = dir.write(
+        "streams.py",
+        &format!(
+            r#"from dmon.streams import *
+
+@coroutine
+def then_mark(*targets):
+    while True:
+        e = yield
+        send(e, *targets)
+        open({sent:?}, "w").close()
+
+warn_stream = then_mark(printer("warn: "))
+"#,
+            sent = sent.display().to_string()
+        ),
+    );
+    let mut opts = Start::new(Kind::Python, &dir, &streams);
+    opts.env.push(("PAGER".into(), "less".into()));
+    let shell = Shell::start(opts);
+    shell.type_at_prompt("help(inject)");
+    shell.tmux.keys(&["Enter"]);
+    shell.wait_for("the pager", |s| s.contains("Help on function inject"));
+    shell.send_datagram(r#"{"host":"paged","state":"warning"}"#);
+    // The printer has written its line once the coroutine marks the event
+    // sent (it sends on first).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sent.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never reached the printer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    shell.tmux.keys(&["q"]);
+    shell.wait_for_line_starting(r#"warn: {"host":"paged""#);
+    leave(&shell);
+}
+
 #[test]
 fn plain_edit_reloads_after_the_editor_saves() {
     let dir = TempDir::new();

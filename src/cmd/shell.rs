@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::serve::ServerOpts;
-use crate::console::{LineSink, Stdout};
+use crate::console::{Holdable, LineSink, Stdout};
 use crate::context::Context;
 use crate::logs;
 use crate::pipeline::Pipeline;
@@ -173,6 +173,9 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         ShellKind::Ipython => Arc::new(PythonStdout),
         ShellKind::Bpython => Arc::new(BpythonQueue),
     };
+    // Held while help()'s pager or edit()'s editor has the terminal.
+    let held = Arc::new(Holdable::new(console));
+    let console: Arc<dyn LineSink> = held.clone();
     // Loaded now, on this thread: BpythonQueue loads it for the first log
     // line, and a background thread's line (the SMTP relay's check) loading
     // it meanwhile could leave setup() to find a half-run module.
@@ -208,7 +211,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     let handle = Python::attach(|py| {
         Py::new(
             py,
-            ShellServer::new(target, first_addr, source.clone(), console),
+            ShellServer::new(target, first_addr, source.clone(), held),
         )
     })?;
 

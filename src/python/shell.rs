@@ -15,7 +15,7 @@ use super::loader::{self, StreamSource};
 use super::streams::{to_node, PyStream};
 use crate::client::{send_datagrams, ClientError, RiemannClient};
 use crate::codec::json;
-use crate::console::LineSink;
+use crate::console::{Holdable, LineSink};
 use crate::event::{now_secs, Event, Number};
 use crate::pipeline::Observer;
 use crate::pipeline::{Pipeline, Root};
@@ -52,7 +52,7 @@ pub struct ShellServer {
     injector: Mutex<Option<Injector>>,
     riemann_tcp: Mutex<Option<SocketAddr>>,
     source: StreamSource,
-    console: Arc<dyn LineSink>,
+    console: Arc<Holdable>,
     /// The current roots with the Python objects they came from, so a
     /// statement that leaves a root's object alone keeps its node (and its
     /// counters and state).
@@ -82,7 +82,7 @@ impl ShellServer {
         target: Target,
         udp_addr: SocketAddr,
         source: StreamSource,
-        console: Arc<dyn LineSink>,
+        console: Arc<Holdable>,
     ) -> Self {
         ShellServer {
             target,
@@ -542,6 +542,16 @@ impl ShellServer {
     /// Writes a line where server output goes (above the prompt).
     fn console(&self, line: &str) {
         self.console.write_line(line);
+    }
+
+    /// Server output waits while a pager or an editor has the terminal.
+    fn hold_console(&self) {
+        self.console.hold();
+    }
+
+    /// Writes what waited, and goes on writing as it comes.
+    fn release_console(&self) {
+        self.console.release();
     }
 
     /// `spark()`'s data: the clock's now, and the (host, service) series'
