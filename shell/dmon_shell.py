@@ -934,6 +934,30 @@ def run_ipython():
     IPython.start_ipython(argv=[], user_ns=_ns, config=cfg)
 
 
+def run_hy():
+    """Hy's own prompt over the shell's namespace, the roots synced after
+    each form; Hy shows errors at the form typed, its reader's frames left
+    out."""
+    import hy
+    global _ns
+
+    class DmonREPL(hy.REPL):
+        def runsource(self, source, filename="<stdin>", symbol="exec"):
+            more = super().runsource(source, filename, symbol)
+            if not more:
+                _sync()
+            return more
+
+        def banner(self):
+            return f"{banner()} — Hy {hy.__version__}"
+
+    repl = DmonREPL(locals=_ns, filename="<dmon>")
+    # Hy evaluates in a module's namespace, filled from ours: the shell's
+    # helpers and root syncing follow it from now on.
+    _ns = repl.locals
+    repl.run()
+
+
 _bpython_wake = None
 _bpython_woken = False
 _bpython_pending = collections.deque()

@@ -185,7 +185,7 @@ fn scenario(kind: Kind) {
             shell.type_at_prompt("exit()");
             shell.tmux.keys(&["Enter"]);
         }
-        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+        Kind::Python | Kind::Bpython | Kind::Hy => shell.tmux.keys(&["C-d"]),
     }
     let stats = shell.assert_clean_exit();
     assert_eq!(stat(&stats, "datagrams"), 1, "stats: {stats}");
@@ -298,7 +298,7 @@ fn paste_all_at_once(kind: Kind) {
             shell.type_at_prompt("exit()");
             shell.tmux.keys(&["Enter"]);
         }
-        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+        Kind::Python | Kind::Bpython | Kind::Hy => shell.tmux.keys(&["C-d"]),
     }
     shell.assert_clean_exit();
 }
@@ -351,7 +351,7 @@ fn every_line_of_a_burst_and_a_paste_runs(kind: Kind) {
             shell.type_at_prompt("exit()");
             shell.tmux.keys(&["Enter"]);
         }
-        Kind::Python | Kind::Bpython => shell.tmux.keys(&["C-d"]),
+        Kind::Python | Kind::Bpython | Kind::Hy => shell.tmux.keys(&["C-d"]),
     }
     shell.assert_clean_exit();
 }
@@ -369,6 +369,35 @@ fn ipython_every_line_of_a_burst_and_a_paste_runs() {
 #[test]
 fn bpython_every_line_of_a_burst_and_a_paste_runs() {
     every_line_of_a_burst_and_a_paste_runs(Kind::Bpython);
+}
+
+/// `-s hy`: Hy's prompt on a Hy stream module, with the shell's helpers;
+/// a root bound at the prompt runs; an error shows the form typed, not
+/// Hy's reader.
+#[test]
+fn hy_shell_session() {
+    let dir = TempDir::new();
+    let streams = dir.write(
+        "streams.hy",
+        r#"(import dmon.streams *)
+(setv warn_stream (when (fn [e] (= (get e "state") "warning")) (printer "warn: ")))
+"#,
+    );
+    let shell = Shell::start(Start::new(Kind::Hy, &dir, &streams));
+    shell.run_expect(
+        r#"(inject :host "hy1" :state "warning")"#,
+        "1 event injected",
+    );
+    shell.wait_for_line_starting(r#"warn: {"host":"hy1","state":"warning""#);
+    let out = shell.type_line(r#"(setv x_stream (where "service = \"x\"" (printer "x: ")))"#);
+    assert!(has_line(&out, "streams: warn_stream, x_stream"), "{out}");
+    shell.run_expect(r#"(inject :host "hy2" :service "x")"#, "1 event injected");
+    shell.wait_for_line_starting(r#"x: {"host":"hy2","service":"x""#);
+    let out = shell.type_line("(/ 1 0)");
+    assert!(out.contains("ZeroDivisionError"), "{out}");
+    assert!(has_line(&out, "    (/ 1 0)"), "the form typed:\n{out}");
+    assert!(!out.contains("site-packages/hy"), "Hy's own frames:\n{out}");
+    shell.leave();
 }
 
 // ---------------------------------------------------------------------------

@@ -29,12 +29,16 @@ pub enum ShellKind {
     Ipython,
     /// bpython, in-process (pip install bpython).
     Bpython,
+    /// Hy's own prompt, in-process (pip install hy): the same helpers, in
+    /// Hy's syntax, for stream modules written in Hy.
+    Hy,
 }
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(
     after_help = "In the shell, help() lists the commands: inject(), paste(), send(), \
-streams(), tap(), index(), stats(), reload(), edit(), watch(), try_stream(), spark(), top(), record(). Rebinding a name containing \
+streams(), tap(), index(), stats(), reload(), edit(), watch(), try_stream(), spark(), top(), record(); \
+help(streams) the stream functions. Rebinding a name containing \
 \"stream\" changes the running streams when the statement finishes. Ctrl-D or exit() stops \
 the server and leaves."
 )]
@@ -108,6 +112,7 @@ fn check_installed(kind: ShellKind) -> anyhow::Result<()> {
         ShellKind::Python => return Ok(()),
         ShellKind::Ipython => "IPython",
         ShellKind::Bpython => "bpython",
+        ShellKind::Hy => "hy",
     };
     Python::attach(|py| match py.import(module) {
         Ok(_) => Ok(()),
@@ -172,6 +177,8 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         }
         ShellKind::Ipython => Arc::new(PythonStdout),
         ShellKind::Bpython => Arc::new(BpythonQueue),
+        // Hy's prompt reads with Python's input(): lines go straight out.
+        ShellKind::Hy => Arc::new(Stdout),
     };
     // Held while help()'s pager or edit()'s editor has the terminal.
     let held = Arc::new(Holdable::new(console));
@@ -282,10 +289,10 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         }
         (kind, _) => Python::attach(|py| {
-            let entry = if kind == ShellKind::Ipython {
-                "run_ipython"
-            } else {
-                "run_bpython"
+            let entry = match kind {
+                ShellKind::Ipython => "run_ipython",
+                ShellKind::Hy => "run_hy",
+                _ => "run_bpython",
             };
             match shell_module(py)?.call_method0(entry) {
                 Err(e) if !e.is_instance_of::<PySystemExit>(py) => Err(e),

@@ -235,6 +235,7 @@ pub enum Kind {
     Python,
     Ipython,
     Bpython,
+    Hy,
 }
 
 impl Kind {
@@ -243,6 +244,7 @@ impl Kind {
             Kind::Python => "python",
             Kind::Ipython => "ipython",
             Kind::Bpython => "bpython",
+            Kind::Hy => "hy",
         }
     }
 
@@ -261,6 +263,9 @@ impl Kind {
                     || line.trim_start() == "...:"
                     || line.trim_start().starts_with("...: ")
             }
+            Kind::Hy => {
+                line == "=>" || line == "..." || line.starts_with("=> ") || line.starts_with("... ")
+            }
         }
     }
 
@@ -268,7 +273,9 @@ impl Kind {
     /// or IPython's highest `In [N]:`.
     pub fn prompt_mark(self, screen: &str) -> usize {
         match self {
-            Kind::Python | Kind::Bpython => screen.lines().filter(|l| self.is_prompt(l)).count(),
+            Kind::Python | Kind::Bpython | Kind::Hy => {
+                screen.lines().filter(|l| self.is_prompt(l)).count()
+            }
             Kind::Ipython => screen
                 .lines()
                 .filter_map(ipython_prompt_number)
@@ -282,6 +289,7 @@ impl Kind {
         match self {
             Kind::Python | Kind::Bpython => &[">>> ", "... "],
             Kind::Ipython => &["]: ", "...: "],
+            Kind::Hy => &["=> ", "... "],
         }
     }
 }
@@ -596,7 +604,7 @@ impl Shell {
                 self.type_at_prompt("exit()");
                 self.tmux.keys(&["Enter"]);
             }
-            Kind::Python | Kind::Bpython => self.tmux.keys(&["C-d"]),
+            Kind::Python | Kind::Bpython | Kind::Hy => self.tmux.keys(&["C-d"]),
         }
         self.assert_clean_exit()
     }
