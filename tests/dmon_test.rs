@@ -70,6 +70,7 @@ fn the_example_modules_tests_pass() {
     let r = dmon_test(&["examples/"]);
     assert_eq!(code(&r), 0, "{r:?}");
     let mut expected = tests_in("examples/test_alerting.py");
+    expected.extend(tests_in("examples/test_first_alert.py"));
     expected.extend(tests_in("examples/test_streams.py"));
     assert!(expected.len() >= 10, "{expected:?}");
     assert_eq!(marked(&r, "PASS"), expected, "{}", r.stdout);

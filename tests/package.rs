@@ -523,7 +523,7 @@ fn pytest_and_mypy_run_stream_module_tests_in_the_fresh_virtualenv() {
 
     // The repository's example tests, which `dmon test examples/` runs,
     // pass under pytest too.
-    let tests = ["test_streams.py", "test_alerting.py"]
+    let tests = ["test_streams.py", "test_alerting.py", "test_first_alert.py"]
         .iter()
         .map(|f| {
             std::fs::read_to_string(repo().join("examples").join(f))
