@@ -692,8 +692,7 @@ double_stream = doubler(printer("double: "))
 
 /// The seed's own example binds a root `stream`, which shadows the
 /// decorator's first name; `@coroutine`, pasted at the prompt, still works.
-#[test]
-fn plain_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
+fn coroutine_decorator_is_not_shadowed_by_a_root_named_stream(kind: Kind) {
     let dir = TempDir::new();
     let streams = dir.write(
         "streams.py",
@@ -702,7 +701,9 @@ fn plain_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
 stream = when(lambda e: e.state == "warning", printer("warn: "))
 "#,
     );
-    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    let mut opts = Start::new(kind, &dir, &streams);
+    opts.color = kind == Kind::Bpython;
+    let shell = Shell::start(opts);
     shell.tmux.paste(concat!(
         "@coroutine\n",
         "def doubler(*targets):\n",
@@ -712,7 +713,9 @@ stream = when(lambda e: e.state == "warning", printer("warn: "))
         "\n",
         "double_stream = doubler(printer(\"double: \"))\n",
     ));
-    shell.tmux.keys(&["Enter"]);
+    if kind != Kind::Bpython {
+        shell.tmux.keys(&["Enter"]);
+    }
     shell.wait_for("the new root announced", |s| {
         s.contains("streams: stream, double_stream") && shell.at_prompt(s)
     });
@@ -721,9 +724,22 @@ stream = when(lambda e: e.state == "warning", printer("warn: "))
     shell.wait_for_line_starting(r#"warn: {"host":"d","#);
     let screen = shell.screen();
     assert!(!screen.contains("TypeError"), "{screen}");
-    let out = shell.type_line("help()");
-    assert!(has_line_starting(&out, "  @coroutine"), "{out}");
-    leave(&shell);
+    shell.leave();
+}
+
+#[test]
+fn plain_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
+    coroutine_decorator_is_not_shadowed_by_a_root_named_stream(Kind::Python);
+}
+
+#[test]
+fn ipython_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
+    coroutine_decorator_is_not_shadowed_by_a_root_named_stream(Kind::Ipython);
+}
+
+#[test]
+fn bpython_coroutine_decorator_is_not_shadowed_by_a_root_named_stream() {
+    coroutine_decorator_is_not_shadowed_by_a_root_named_stream(Kind::Bpython);
 }
 
 #[test]
@@ -870,6 +886,10 @@ fn plain_help_lists_the_commands() {
     assert!(
         out.lines()
             .any(|l| l.trim_start().starts_with("filter: ") && l.contains("where")),
+        "{out}"
+    );
+    assert!(
+        has_line_starting(&out, "  also: send(event, *targets), @coroutine"),
         "{out}"
     );
     // help(streams): the stream functions, by family, each with its
