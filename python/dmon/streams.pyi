@@ -390,6 +390,8 @@ def tag(tags: str | Sequence[str], *children: _Child) -> Stream:
 
     Add a tag or a list of tags (no duplicates).
 
+    As in Riemann, the new tags come first, then the event's own: tag("x") of tags ["a"] gives ["x", "a"].
+
     Example:
         tag(["web", "prod"], index())
     """

@@ -23,8 +23,10 @@
 //!   themselves, as Riemann does.
 //! - Like Riemann's friendly (non-starred) folds, `sum`, `product`,
 //!   `mean`, `std_dev`, `median`, `minimum`, `maximum` skip events without
-//!   a metric; with no metric at all they return None. `count` counts every
-//!   event (an empty list counts 0, as in Riemann).
+//!   a metric. With events but no metric at all, `sum` and `product` give
+//!   the empty sum and product, 0 and 1, as Riemann's `(reduce + ())` does;
+//!   the others return None, as does any fold of an empty list. `count`
+//!   counts every event (an empty list counts 0, as in Riemann).
 //! - `difference` and `quotient` are positional (first against the rest),
 //!   so, as Riemann's, a missing metric gives the event with no metric and
 //!   the description "An event or metric was nil."; a zero divisor gives
@@ -148,17 +150,22 @@ fn last_with(events: &[Arc<Event>], metric: Option<Number>) -> Option<Event> {
     Some(e)
 }
 
-fn reduce(events: &[Arc<Event>], f: fn(Number, Number) -> Number) -> Option<Event> {
-    let m = metrics(events).reduce(f)?;
+/// `reduce`, starting from `identity` (so events without a metric give it).
+fn fold_from(
+    events: &[Arc<Event>],
+    identity: Number,
+    f: fn(Number, Number) -> Number,
+) -> Option<Event> {
+    let m = metrics(events).reduce(f).unwrap_or(identity);
     last_with(events, Some(m))
 }
 
 pub fn sum(events: &[Arc<Event>]) -> Option<Event> {
-    reduce(events, add)
+    fold_from(events, Number::Int(0), add)
 }
 
 pub fn product(events: &[Arc<Event>]) -> Option<Event> {
-    reduce(events, mul)
+    fold_from(events, Number::Int(1), mul)
 }
 
 /// First against the rest; a missing metric or a zero divisor leaves the
@@ -354,9 +361,12 @@ mod tests {
         let cases: &[(&str, &[&str], &[Out])] = &[
             ("sum", &["1", "2", "null", "4"], &[("h3", Some(7.0), None)]),
             ("sum", &["1", "null"], &[("h1", Some(1.0), None)]),
-            ("sum", &["null"], &[]),
+            // Riemann's folds_test: (sum [{:metric nil}]) has metric 0.
+            ("sum", &["null"], &[("h0", Some(0.0), None)]),
             ("sum", &[], &[]),
             ("product", &["2", "3", "null", "4"], &[("h3", Some(24.0), None)]),
+            ("product", &["null", "null"], &[("h1", Some(1.0), None)]),
+            ("product", &[], &[]),
             ("difference", &["10", "3", "2"], &[("h2", Some(5.0), None)]),
             ("difference", &["10"], &[("h0", Some(10.0), None)]),
             ("difference", &["10", "null"], &[("h1", None, nil())]),

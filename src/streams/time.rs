@@ -381,10 +381,9 @@ impl Percentiles {
             .map(|(q, label)| {
                 let i = ((n as f64 * q).floor() as usize).min(n - 1);
                 let mut e = Event::clone(&sample[i].1);
-                e.service = Some(match &e.service {
-                    Some(s) => format!("{s} {label}").into(),
-                    None => label.into(),
-                });
+                // Riemann's `(str service " " point)`: " 0.5" without one.
+                let service = e.service.as_deref().unwrap_or("");
+                e.service = Some(format!("{service} {label}").into());
                 e.time = Some(Number::Float(end));
                 Arc::new(e)
             })
@@ -1309,7 +1308,8 @@ mod tests {
         h.advance_to(&node, 55.0);
         let got = out.events();
         assert_eq!(points(got.clone()), [(55.0, 3.0); 4]);
-        assert_eq!(got[1].service.as_deref(), Some("0.5"));
+        // Riemann's `(str nil " " 0.5)`.
+        assert_eq!(got[1].service.as_deref(), Some(" 0.5"));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "tag",
         params: "tags, *children",
         summary: "Add a tag or a list of tags (no duplicates).",
-        details: "",
+        details: "As in Riemann, the new tags come first, then the event's own: tag(\"x\") of tags [\"a\"] gives [\"x\", \"a\"].",
         example: r#"tag(["web", "prod"], index())"#,
         build: build_tag,
     },
@@ -620,7 +620,9 @@ fn build_untag(args: Args) -> Result<NodeRef, BuildError> {
 }
 
 fn build_tagging(mut args: Args, kind: &'static str) -> Result<NodeRef, BuildError> {
-    let tags = tags_arg(&mut args)?;
+    let mut tags = tags_arg(&mut args)?;
+    let mut seen = std::collections::HashSet::new();
+    tags.retain(|t| seen.insert(t.clone()));
     let children = args.children();
     args.finish()?;
     Ok(Arc::new(Tag {
@@ -658,18 +660,22 @@ impl Node for Tag {
         let tagging = self.kind == "tag";
         // Tags are shared: built anew only when they change.
         let changes = if tagging {
-            self.tags.iter().any(|t| !e.tags.contains(t))
+            !e.tags.starts_with(&self.tags)
         } else {
             e.tags.iter().any(|t| self.tags.contains(t))
         };
         if changes {
             let mut tags = e.tags.to_vec();
             if tagging {
-                for t in &self.tags {
-                    if !tags.contains(t) {
-                        tags.push(t.clone());
+                // As Riemann's `(distinct (concat new old))`: the new tags
+                // first, then the event's own, each once.
+                let mut new: Vec<SmolStr> = Vec::with_capacity(self.tags.len() + tags.len());
+                for t in self.tags.iter().chain(tags.iter()) {
+                    if !new.contains(t) {
+                        new.push(t.clone());
                     }
                 }
+                tags = new;
             } else {
                 tags.retain(|t| !self.tags.contains(t));
             }
@@ -1247,13 +1253,17 @@ mod tests {
     fn tag_and_untag() {
         let h = Harness::new();
         let cases: &[(&str, Value, &str, &[&str])] = &[
-            ("tag", "x".into(), r#"{"tags":["a"]}"#, &["a", "x"]),
+            // Riemann's streams_test: (tag "foo") of tags ["bar"] is
+            // ["foo" "bar"].
+            ("tag", "x".into(), r#"{"tags":["a"]}"#, &["x", "a"]),
             (
                 "tag",
                 Value::List(vals!["a", "b", "b"]),
-                r#"{"tags":["a"]}"#,
-                &["a", "b"],
+                r#"{"tags":["c","a"]}"#,
+                &["a", "b", "c"],
             ),
+            ("tag", "x".into(), r#"{"tags":["a","x"]}"#, &["x", "a"]),
+            ("tag", "x".into(), r#"{"tags":["x","a"]}"#, &["x", "a"]),
             ("untag", "a".into(), r#"{"tags":["a","b"]}"#, &["b"]),
             (
                 "untag",
