@@ -328,6 +328,16 @@ impl Event {
             .map(|t| t.as_f64() + self.ttl.unwrap_or(DEFAULT_TTL))
     }
 
+    /// Riemann's `expired?`, the one rule every node follows: state
+    /// "expired", or `now - time > ttl` (strictly: an event is still alive
+    /// at its deadline). An event without a time expires only by its state.
+    pub fn is_expired(&self, now: f64) -> bool {
+        self.state.as_deref() == Some("expired")
+            || self
+                .time
+                .is_some_and(|t| now - t.as_f64() > self.ttl.unwrap_or(DEFAULT_TTL))
+    }
+
     /// Dates `now` an event whose time is not finite or lies beyond
     /// `horizon`: its sender's clock is broken, and such an event would
     /// otherwise never expire (`time: 1e308`). Its ttl is kept, so it

@@ -21,7 +21,7 @@ use super::registry::Entry;
 use super::value::{Args, BuildError, Function, Value};
 use super::{emit_to, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
-use crate::event::{now_secs, Event, DEFAULT_TTL};
+use crate::event::{now_secs, Event};
 use crate::node_core;
 use crate::query::Query;
 
@@ -372,15 +372,6 @@ fn expiry_filter(kind: &'static str, expired: bool, mut args: Args) -> Result<No
     )))
 }
 
-/// Riemann's `expired?`: state "expired", or `now - time > ttl` (ttl 60 s
-/// by default). An event without a time expires only by its state.
-pub fn is_expired(event: &Event, now: f64) -> bool {
-    event.state.as_deref() == Some("expired")
-        || event
-            .time
-            .is_some_and(|t| now - t.as_f64() > event.ttl.unwrap_or(DEFAULT_TTL))
-}
-
 /// Passes expired events (or, with `expired` false, the others).
 struct Expiry {
     expired: bool,
@@ -389,10 +380,10 @@ struct Expiry {
 impl Predicate for Expiry {
     /// Without a context, against the wall clock.
     fn test(&self, event: &Arc<Event>) -> Result<bool, NodeError> {
-        Ok(is_expired(event, now_secs()) == self.expired)
+        Ok(event.is_expired(now_secs()) == self.expired)
     }
     fn test_in(&self, ctx: &Context, event: &Arc<Event>) -> Result<bool, NodeError> {
-        Ok(is_expired(event, ctx.now()) == self.expired)
+        Ok(event.is_expired(ctx.now()) == self.expired)
     }
     fn describe(&self) -> String {
         String::new()

@@ -156,11 +156,6 @@ fn with_metric_and_time(e: &Event, metric: f64, time: f64) -> Arc<Event> {
     Arc::new(e)
 }
 
-/// Riemann's `expired?`: state "expired", or time + ttl before `now`.
-fn is_expired(e: &Event, now: f64) -> bool {
-    e.state.as_deref() == Some("expired") || e.deadline().is_some_and(|d| d <= now)
-}
-
 // ---------------------------------------------------------------- rate
 
 fn build_rate(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -733,7 +728,7 @@ impl Coalesce {
         match s.due {
             Some(due) if now >= due => {
                 let out: Vec<Arc<Event>> = s.latest.values().cloned().collect();
-                s.latest.retain(|_, e| !is_expired(e, now));
+                s.latest.retain(|_, e| !e.is_expired(now));
                 s.due = (!s.latest.is_empty()).then(|| next_after(due, self.dt, now));
                 out
             }
@@ -1138,7 +1133,7 @@ impl Node for Apdex {
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let now = ctx.now();
         self.wake(ctx, now);
-        if is_expired(event, now) {
+        if event.is_expired(now) {
             return Ok(());
         }
         // User predicates run without the lock held.
@@ -1420,6 +1415,26 @@ mod tests {
         // The default is every second.
         let every_second = h.build("coalesce", vec![], vec![], vec![out.node()]);
         assert_eq!(every_second.describe(), "coalesce(1)");
+    }
+
+    /// Riemann's `expired?` is strict: at its deadline (time 0, ttl 10, at
+    /// 10) an event is alive and stays; it goes in the next flush, sent
+    /// once more as it leaves.
+    #[test]
+    fn coalesce_keeps_an_event_at_its_deadline() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("coalesce", vals![5], vec![], vec![out.node()]);
+        h.send(
+            &node,
+            ev(r#"{"host":"a","service":"api","metric":1,"time":0,"ttl":10}"#),
+        );
+        let mut flushes = Vec::new();
+        for t in [5.0, 10.0, 15.0, 20.0] {
+            h.advance_to(&node, t);
+            flushes.push(shape(out.take()));
+        }
+        assert_eq!(flushes, [vec!["[a]"], vec!["[a]"], vec!["[a]"], vec![]]);
     }
 
     #[test]

@@ -934,10 +934,6 @@ pub struct Project {
     core: NodeCore,
 }
 
-fn is_expired(e: &Event, now: f64) -> bool {
-    e.state.as_deref() == Some("expired") || e.deadline().is_some_and(|d| d < now)
-}
-
 impl Node for Project {
     node_core!("project");
     keep_state_in!(slots);
@@ -973,7 +969,7 @@ impl Node for Project {
                 .iter_mut()
                 .filter_map(|slot| {
                     let e = slot.as_ref()?;
-                    if is_expired(e, now) {
+                    if e.is_expired(now) {
                         // Forwarded once as expired, then forgotten.
                         let expired = if e.state.as_deref() == Some("expired") {
                             Arc::clone(e)
