@@ -844,13 +844,16 @@ pub struct FillIn {
 struct FillState {
     due: Option<f64>,
     last: Option<Arc<Event>>,
+    /// An expired event stopped the filler, as Riemann's cancels its
+    /// timer; the next live event starts it again.
+    cancelled: bool,
 }
 
 impl FillIn {
     fn filler(&self, s: &mut FillState, now: f64) -> Option<Arc<Event>> {
         let Some(due) = s.due else {
             // fill_in's timer starts with the node.
-            if !self.last {
+            if !self.last && !s.cancelled {
                 s.due = Some(now + self.dt);
             }
             return None;
@@ -917,7 +920,9 @@ impl Node for FillIn {
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         {
             let mut s = lock(&self.state);
-            s.due = Some(ctx.now() + self.dt);
+            let now = ctx.now();
+            s.cancelled = event.is_expired(now);
+            s.due = (!s.cancelled).then_some(now + self.dt);
             if self.last {
                 s.last = Some(Arc::clone(event));
             }
@@ -1476,6 +1481,21 @@ mod tests {
         assert!(out.take().is_empty());
         h.advance_to(&node, 105.0);
         assert_eq!(out.events().len(), 1);
+        // An expired event is passed on and cancels the filler, as in
+        // Riemann; the next live event starts it again.
+        h.send(
+            &node,
+            ev(r#"{"host":"a","service":"api","state":"expired","time":106}"#),
+        );
+        assert_eq!(out.take().len(), 1);
+        h.advance_to(&node, 200.0);
+        assert!(out.take().is_empty(), "filled in after an expired event");
+        h.send(&node, at(200.0, "a", 1.0));
+        assert_eq!(out.hosts(), ["a"]);
+        h.advance_to(&node, 210.0);
+        let got = out.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].service.as_deref(), Some("hb"));
     }
 
     #[test]
