@@ -869,6 +869,53 @@ fn dmon_send_riemann_and_dmon_query_round_trip() {
 }
 
 #[test]
+fn dmon_query_warns_once_about_an_unquoted_word_and_keeps_riemanns_meaning() {
+    let mut s = Server::start(PRINT_AND_INDEX);
+    let addr = format!("127.0.0.1:{}", s.riemann_tcp);
+    for fields in [
+        ["host=a", "service=cpu", "dc=eu"],
+        ["host=b", "service=x", "cpu=x"],
+    ] {
+        let mut args = vec!["send", "--riemann", "--riemann-tcp", &addr];
+        args.extend(fields);
+        let r = run_dmon(&args, None);
+        assert!(r.status.success(), "{r:?}");
+        s.expect_printed("rc: ");
+    }
+    let warning = "dmon query: warning: cpu is read as a field name; did you mean \"cpu\"?";
+
+    // `cpu` is the attribute: b (service x, cpu x) matches, a does not.
+    for q in ["service = cpu", "service = cpu or host = cpu"] {
+        let r = run_dmon(&["query", "--json", "--riemann-tcp", &addr, q], None);
+        assert!(r.status.success(), "{q}: {r:?}");
+        let hosts: Vec<Value> = r
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["host"].clone())
+            .collect();
+        assert_eq!(hosts, [json!("b")], "{q}: {r:?}");
+        assert_eq!(
+            r.stderr.lines().collect::<Vec<_>>(),
+            [warning],
+            "{q}: {r:?}"
+        );
+    }
+    // Quoted, or an event field: no warning.
+    let r = run_dmon(
+        &[
+            "query",
+            "--riemann-tcp",
+            &addr,
+            "service = \"cpu\" or host = service",
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+    assert_eq!(r.stdout.lines().last(), Some("1 event(s)"), "{r:?}");
+}
+
+#[test]
 fn dmon_send_riemann_fails_when_refused_or_unreachable() {
     let s = Server::start_with(PRINT_AND_INDEX, "py", &["--max-frame", "200"]);
     let addr = format!("127.0.0.1:{}", s.riemann_tcp);
