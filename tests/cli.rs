@@ -354,6 +354,51 @@ fn a_busy_riemann_udp_port_is_named_with_the_flags_to_move_it_or_turn_it_off() {
 }
 
 #[test]
+fn every_busy_port_is_named_in_one_error() {
+    // Held by this test for its whole run, so dmon finds them taken.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("listen TCP");
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("listen TCP");
+    let [udp, tcp, http] = [
+        udp.local_addr().unwrap(),
+        tcp.local_addr().unwrap(),
+        http.local_addr().unwrap(),
+    ]
+    .map(|a| a.to_string());
+    let r = run_dmon(
+        &[
+            "serve",
+            "--udp",
+            &udp,
+            "--riemann-tcp",
+            &tcp,
+            "--riemann-udp",
+            "127.0.0.1:0",
+            "--http",
+            &http,
+        ],
+        None,
+    );
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("dmon: "))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "dmon: cannot listen on 3 addresses: --udp {udp}: address in use (another dmon?); \
+             --riemann-tcp {tcp}: address in use (another dmon or Riemann?); \
+             --http {http}: address in use (another dmon?); \
+             choose another HOST:PORT for each (or turn it off: --riemann-tcp off, --http off)"
+        )],
+        "stderr was\n{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn an_address_that_cannot_be_bound_is_named_with_the_reason() {
     // TEST-NET-1 (RFC 5737): never an address of this machine.
     let r = run_dmon(
