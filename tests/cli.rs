@@ -163,6 +163,51 @@ fn send_reads_ndjson_from_stdin() {
     let b = s.expect_printed("got: ");
     assert_eq!(text(&a, "host"), "a");
     assert_eq!(text(&b, "host"), "b");
+    // A pipe is not someone typing: no hint.
+    assert_eq!(
+        r.stderr,
+        format!("dmon send: sent 2 event(s) in 1 datagram(s) to {addr}")
+    );
+}
+
+/// Runs `dmon send ARGS…` with a terminal (a pseudo-terminal) as stdin:
+/// prints the first stderr line, then types `line` and Ctrl-D and prints
+/// the rest of stderr and the exit status.
+const SEND_ON_A_TTY: &str = r#"
+import os, pty, subprocess, sys
+master, slave = pty.openpty()
+p = subprocess.Popen(sys.argv[1:-1], stdin=slave, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+os.close(slave)
+print(p.stderr.readline().decode(), end="", flush=True)
+os.write(master, sys.argv[-1].encode() + b"\n\x04")
+rest = p.stderr.read().decode()
+print(rest, end="")
+print(f"exit {p.wait(timeout=10)}")
+"#;
+
+#[test]
+fn send_on_a_terminal_says_it_reads_stdin() {
+    let mut s = Server::start(PRINT_ALL);
+    let addr = format!("127.0.0.1:{}", s.port);
+    let dir = TempDir::new();
+    let script = dir.write("send_on_a_tty.py", SEND_ON_A_TTY);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script)
+        .args([dmon_bin(), "send", "--udp", &addr])
+        .arg(r#"{"host":"typed","metric":1}"#);
+    let r = run_bounded(cmd, None);
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        [
+            "dmon send: reading events from stdin (one JSON object per line; Ctrl-D to end)",
+            &format!("dmon send: sent 1 event(s) in 1 datagram(s) to {addr}"),
+            "exit 0",
+        ],
+        "{r:?}"
+    );
+    assert_eq!(text(&s.expect_printed("got: "), "host"), "typed");
 }
 
 /// Runs `dmon serve` on a module that must fail to load; returns its stderr.
