@@ -83,6 +83,7 @@ fn send_help_explains_its_flags() {
         "[EVENT]... JSON objects, or key=value fields of one event. Without any, NDJSON is read from stdin",
         "--udp <HOST:PORT> Where dmon receives JSON datagrams [env: DMON_UDP=] [default: 127.0.0.1:7689]",
         "--riemann Send over Riemann's TCP protocol to --riemann-tcp instead, and wait for the server's acknowledgement",
+        "--batch <N> With --riemann: most events in one message (lower it for a server whose --max-events-per-message or --max-frame is smaller) [default: 1000]",
         "--riemann-tcp <HOST:PORT> The running dmon's Riemann TCP address",
     ] {
         assert_help_entry(&r.stdout, entry);
