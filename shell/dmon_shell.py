@@ -309,6 +309,8 @@ def index(filter=None):
 def query(text):
     """query(text): the index's events matching a Riemann query, e.g. query('service =~ "cpu%"')
     (in cluster mode, every node's, merged)."""
+    for warning in _server.query_warnings(text):  # once per query text
+        print(_paint(YELLOW, f"warning: {warning}"))
     if _server.in_cluster():
         events, report = _server.cluster_query(text)
         return _IndexTable(events=events, report=report)

@@ -200,30 +200,77 @@ fn tls_alert(e: &io::Error) -> Option<rustls::AlertDescription> {
     }
 }
 
-/// Sends events as NDJSON datagrams, packing as many per datagram as fit;
+/// Most events packed in one datagram: the receiver refuses a datagram
+/// of more than `--max-datagram-events` (10,000 by default), which tiny
+/// events would otherwise reach well under [`MAX_DATAGRAM`] bytes.
+pub const MAX_DATAGRAM_EVENTS: usize = 1_000;
+
+/// Sends events as NDJSON datagrams, packing as many per datagram as fit
+/// (at most [`MAX_DATAGRAM`] bytes and [`MAX_DATAGRAM_EVENTS`] events);
 /// returns how many datagrams went out.
 pub fn send_datagrams(to: SocketAddr, events: &[Event]) -> io::Result<usize> {
-    let bind: SocketAddr = if to.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let socket = UdpSocket::bind(bind)?;
-    let mut datagram = String::new();
-    let mut count = 0;
+    let mut out = Datagrams::new(to)?;
     for e in events {
-        let line = json::encode(e);
-        if !datagram.is_empty() && datagram.len() + line.len() + 1 > MAX_DATAGRAM {
-            socket.send_to(datagram.as_bytes(), to)?;
-            count += 1;
-            datagram.clear();
+        out.push(e)?;
+    }
+    out.finish()
+}
+
+/// Events going out as NDJSON datagrams as they come, each datagram sent
+/// once it is full (see [`send_datagrams`]).
+pub struct Datagrams {
+    socket: UdpSocket,
+    to: SocketAddr,
+    datagram: String,
+    events: usize,
+    sent: usize,
+}
+
+impl Datagrams {
+    pub fn new(to: SocketAddr) -> io::Result<Datagrams> {
+        let bind: SocketAddr = if to.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        Ok(Datagrams {
+            socket: UdpSocket::bind(bind)?,
+            to,
+            datagram: String::new(),
+            events: 0,
+            sent: 0,
+        })
+    }
+
+    /// Adds `event`, sending the datagram first if it would not fit. An
+    /// event too big for a datagram on its own goes alone (the receiver
+    /// says it refused it).
+    pub fn push(&mut self, event: &Event) -> io::Result<()> {
+        let line = json::encode(event);
+        let full = self.datagram.len() + line.len() + 1 > MAX_DATAGRAM
+            || self.events >= MAX_DATAGRAM_EVENTS;
+        if !self.datagram.is_empty() && full {
+            self.send()?;
         }
-        datagram.push_str(&line);
-        datagram.push('\n');
+        self.datagram.push_str(&line);
+        self.datagram.push('\n');
+        self.events += 1;
+        Ok(())
     }
-    if !datagram.is_empty() {
-        socket.send_to(datagram.as_bytes(), to)?;
-        count += 1;
+
+    /// Sends what is left; returns how many datagrams went out in all.
+    pub fn finish(mut self) -> io::Result<usize> {
+        if !self.datagram.is_empty() {
+            self.send()?;
+        }
+        Ok(self.sent)
     }
-    Ok(count)
+
+    fn send(&mut self) -> io::Result<()> {
+        self.socket.send_to(self.datagram.as_bytes(), self.to)?;
+        self.sent += 1;
+        self.datagram.clear();
+        self.events = 0;
+        Ok(())
+    }
 }

@@ -83,6 +83,7 @@ fn send_help_explains_its_flags() {
         "[EVENT]... JSON objects, or key=value fields of one event. Without any, NDJSON is read from stdin",
         "--udp <HOST:PORT> Where dmon receives JSON datagrams [env: DMON_UDP=] [default: 127.0.0.1:7689]",
         "--riemann Send over Riemann's TCP protocol to --riemann-tcp instead, and wait for the server's acknowledgement",
+        "--batch <N> With --riemann: most events in one message (lower it for a server whose --max-events-per-message or --max-frame is smaller) [default: 1000]",
         "--riemann-tcp <HOST:PORT> The running dmon's Riemann TCP address",
     ] {
         assert_help_entry(&r.stdout, entry);
@@ -163,6 +164,51 @@ fn send_reads_ndjson_from_stdin() {
     let b = s.expect_printed("got: ");
     assert_eq!(text(&a, "host"), "a");
     assert_eq!(text(&b, "host"), "b");
+    // A pipe is not someone typing: no hint.
+    assert_eq!(
+        r.stderr,
+        format!("dmon send: sent 2 event(s) in 1 datagram(s) to {addr}")
+    );
+}
+
+/// Runs `dmon send ARGS…` with a terminal (a pseudo-terminal) as stdin:
+/// prints the first stderr line, then types `line` and Ctrl-D and prints
+/// the rest of stderr and the exit status.
+const SEND_ON_A_TTY: &str = r#"
+import os, pty, subprocess, sys
+master, slave = pty.openpty()
+p = subprocess.Popen(sys.argv[1:-1], stdin=slave, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+os.close(slave)
+print(p.stderr.readline().decode(), end="", flush=True)
+os.write(master, sys.argv[-1].encode() + b"\n\x04")
+rest = p.stderr.read().decode()
+print(rest, end="")
+print(f"exit {p.wait(timeout=10)}")
+"#;
+
+#[test]
+fn send_on_a_terminal_says_it_reads_stdin() {
+    let mut s = Server::start(PRINT_ALL);
+    let addr = format!("127.0.0.1:{}", s.port);
+    let dir = TempDir::new();
+    let script = dir.write("send_on_a_tty.py", SEND_ON_A_TTY);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script)
+        .args([dmon_bin(), "send", "--udp", &addr])
+        .arg(r#"{"host":"typed","metric":1}"#);
+    let r = run_bounded(cmd, None);
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        [
+            "dmon send: reading events from stdin (one JSON object per line; Ctrl-D to end)",
+            &format!("dmon send: sent 1 event(s) in 1 datagram(s) to {addr}"),
+            "exit 0",
+        ],
+        "{r:?}"
+    );
+    assert_eq!(text(&s.expect_printed("got: "), "host"), "typed");
 }
 
 /// Runs `dmon serve` on a module that must fail to load; returns its stderr.
@@ -350,6 +396,51 @@ fn a_busy_riemann_udp_port_is_named_with_the_flags_to_move_it_or_turn_it_off() {
             "Riemann UDP {addr} is in use (another dmon or Riemann?); choose another with \
              --riemann-udp HOST:PORT or turn it off with --riemann-udp off"
         ),
+    );
+}
+
+#[test]
+fn every_busy_port_is_named_in_one_error() {
+    // Held by this test for its whole run, so dmon finds them taken.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("listen TCP");
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("listen TCP");
+    let [udp, tcp, http] = [
+        udp.local_addr().unwrap(),
+        tcp.local_addr().unwrap(),
+        http.local_addr().unwrap(),
+    ]
+    .map(|a| a.to_string());
+    let r = run_dmon(
+        &[
+            "serve",
+            "--udp",
+            &udp,
+            "--riemann-tcp",
+            &tcp,
+            "--riemann-udp",
+            "127.0.0.1:0",
+            "--http",
+            &http,
+        ],
+        None,
+    );
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("dmon: "))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "dmon: cannot listen on 3 addresses: --udp {udp}: address in use (another dmon?); \
+             --riemann-tcp {tcp}: address in use (another dmon or Riemann?); \
+             --http {http}: address in use (another dmon?); \
+             choose another HOST:PORT for each (or turn it off: --riemann-tcp off, --http off)"
+        )],
+        "stderr was\n{}",
+        r.stderr
     );
 }
 

@@ -145,6 +145,63 @@ fn index_queries_answer_once_as_json_and_bad_requests_get_a_status() {
     assert_eq!(stats.count("http_bad_requests"), 6);
 }
 
+/// `curl -i` of `path`: (status, the values of header `name`, body).
+fn curl_header(port: u16, path: &str, name: &str) -> (u16, Vec<String>, String) {
+    let (status, text) = curl(port, path, &["-i"]);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let values = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect();
+    (status, values, body.to_owned())
+}
+
+#[test]
+fn an_unquoted_word_is_a_field_name_and_the_answer_says_so_in_a_header() {
+    let mut s = start(&[]);
+    index(&mut s, json!({"host": "a", "service": "cpu"}));
+    index(&mut s, json!({"host": "b", "service": "x", "cpu": "x"}));
+    let warning = "cpu is read as a field name; did you mean \"cpu\"?";
+    let path = |route: &str, q: &str| format!("{route}?query={}", encode(q));
+
+    // Riemann's meaning is kept (`cpu` is the attribute), the JSON is as
+    // before, and the warning comes once, even for a word said twice.
+    let (status, warnings, body) = curl_header(
+        s.http,
+        &path("/index", "service = cpu or host = cpu"),
+        "x-dmon-query-warning",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(warnings, [warning]);
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(found[0]["host"], "b", "{body}");
+
+    let (status, warnings, body) = curl_header(
+        s.http,
+        &path("/index", "service = \"cpu\""),
+        "x-dmon-query-warning",
+    );
+    assert_eq!((status, warnings.len()), (200, 0), "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()[0]["host"],
+        "a"
+    );
+
+    let (status, warnings, body) = curl_header(
+        s.http,
+        &path("/series", "service = cpu"),
+        "x-dmon-query-warning",
+    );
+    assert_eq!(
+        (status, warnings),
+        (200, vec![warning.to_owned()]),
+        "{body}"
+    );
+}
+
 /// The Python `websockets` client: prints each message received (up to
 /// `n`), or `status: N` when the upgrade is refused.
 const WS_CLIENT: &str = r#"

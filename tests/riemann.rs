@@ -869,6 +869,53 @@ fn dmon_send_riemann_and_dmon_query_round_trip() {
 }
 
 #[test]
+fn dmon_query_warns_once_about_an_unquoted_word_and_keeps_riemanns_meaning() {
+    let mut s = Server::start(PRINT_AND_INDEX);
+    let addr = format!("127.0.0.1:{}", s.riemann_tcp);
+    for fields in [
+        ["host=a", "service=cpu", "dc=eu"],
+        ["host=b", "service=x", "cpu=x"],
+    ] {
+        let mut args = vec!["send", "--riemann", "--riemann-tcp", &addr];
+        args.extend(fields);
+        let r = run_dmon(&args, None);
+        assert!(r.status.success(), "{r:?}");
+        s.expect_printed("rc: ");
+    }
+    let warning = "dmon query: warning: cpu is read as a field name; did you mean \"cpu\"?";
+
+    // `cpu` is the attribute: b (service x, cpu x) matches, a does not.
+    for q in ["service = cpu", "service = cpu or host = cpu"] {
+        let r = run_dmon(&["query", "--json", "--riemann-tcp", &addr, q], None);
+        assert!(r.status.success(), "{q}: {r:?}");
+        let hosts: Vec<Value> = r
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["host"].clone())
+            .collect();
+        assert_eq!(hosts, [json!("b")], "{q}: {r:?}");
+        assert_eq!(
+            r.stderr.lines().collect::<Vec<_>>(),
+            [warning],
+            "{q}: {r:?}"
+        );
+    }
+    // Quoted, or an event field: no warning.
+    let r = run_dmon(
+        &[
+            "query",
+            "--riemann-tcp",
+            &addr,
+            "service = \"cpu\" or host = service",
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+    assert_eq!(r.stdout.lines().last(), Some("1 event(s)"), "{r:?}");
+}
+
+#[test]
 fn dmon_send_riemann_fails_when_refused_or_unreachable() {
     let s = Server::start_with(PRINT_AND_INDEX, "py", &["--max-frame", "200"]);
     let addr = format!("127.0.0.1:{}", s.riemann_tcp);
@@ -910,6 +957,110 @@ fn dmon_send_riemann_fails_when_refused_or_unreachable() {
         None,
     );
     assert!(!r.status.success(), "{r:?}");
+}
+
+/// `n` NDJSON events over 100 hosts.
+fn ndjson(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"host\":\"h{}\",\"service\":\"load\",\"metric\":{i}}}\n",
+                i % 100
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dmon_send_riemann_sends_200k_stdin_lines_in_acknowledged_batches() {
+    let s = Server::start("from dmon.streams import *\n\nindex_stream = index()\n");
+    let addr = format!("127.0.0.1:{}", s.riemann_tcp);
+    // Over the server's default --max-events-per-message (100,000) were
+    // it one message; run_dmon bounds the time.
+    let r = run_dmon(
+        &["send", "--riemann", "--riemann-tcp", &addr],
+        Some(&ndjson(200_000)),
+    );
+    assert!(r.status.success(), "{r:?}");
+    let said = r.stderr.trim();
+    let messages: usize = said
+        .strip_prefix(&format!(
+            "dmon send: 200000 event(s) acknowledged by {addr} in "
+        ))
+        .and_then(|rest| rest.strip_suffix(" message(s)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert!((200..=1000).contains(&messages), "{said}");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("events"), 200_000, "{:?}", stats.0);
+    assert_eq!(stats.count("bad_messages"), 0, "{:?}", stats.0);
+}
+
+#[test]
+fn dmon_send_riemann_batches_fit_a_lower_limit_with_batch_and_refusals_are_counted() {
+    let s = Server::start_with(
+        "from dmon.streams import *\n\nindex_stream = index()\n",
+        "py",
+        &["--max-events-per-message", "100"],
+    );
+    let addr = format!("127.0.0.1:{}", s.riemann_tcp);
+    let input = ndjson(1000);
+
+    // Each message of 1000 is refused, said once, and exit status is 1.
+    let r = run_dmon(&["send", "--riemann", "--riemann-tcp", &addr], Some(&input));
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert!(
+        lines[0].starts_with(&format!("dmon send: {addr} refused 1000 event(s): "))
+            && lines[0].contains("--max-events-per-message"),
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("dmon send: 0 event(s) acknowledged by {addr} in 1 message(s); 1000 refused")
+    );
+
+    // Sending goes on after a refusal, over a new connection if need be.
+    let mut two = ndjson(150);
+    two.push_str(&ndjson(10));
+    let r = run_dmon(
+        &[
+            "send",
+            "--riemann",
+            "--riemann-tcp",
+            &addr,
+            "--batch",
+            "150",
+        ],
+        Some(&two),
+    );
+    assert_eq!(r.status.code(), Some(1), "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "dmon send: 10 event(s) acknowledged by {addr} in 2 message(s); 150 refused"
+        )),
+        "{r:?}"
+    );
+
+    let r = run_dmon(
+        &[
+            "send",
+            "--riemann",
+            "--riemann-tcp",
+            &addr,
+            "--batch",
+            "100",
+        ],
+        Some(&input),
+    );
+    assert!(r.status.success(), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!("dmon send: 1000 event(s) acknowledged by {addr} in 10 message(s)")
+    );
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("events"), 1010, "{:?}", stats.0);
 }
 
 // ---------------------------------------------------------------------------

@@ -244,8 +244,9 @@ fn bpython_paste_with_a_bad_line() {
     paste_with_a_bad_line(Kind::Bpython);
 }
 
-/// The plain shell's notes: Ctrl-C in paste(), a misspelled field, a
-/// reload that drops prompt roots, and the exit summary for people.
+/// The plain shell's notes: Ctrl-C in paste(), a misspelled field, an
+/// unquoted word in a query, a reload that drops prompt roots, and the
+/// exit summary for people.
 #[test]
 fn plain_shell_says_what_happened() {
     let dir = TempDir::new();
@@ -272,6 +273,13 @@ fn plain_shell_says_what_happened() {
     assert!(has_line(&out, note), "{out}");
     let out = shell.type_line(r#"inject(hostname="b", metric=1)"#);
     assert!(!out.contains("note:"), "noted twice:\n{out}");
+
+    // An unquoted word in a query: said once per query text.
+    let warning = r#"warning: cpu is read as a field name; did you mean "cpu"?"#;
+    let out = shell.type_line(r#"query("service = cpu")"#);
+    assert!(has_line(&out, warning), "{out}");
+    let out = shell.type_line(r#"query("service = cpu")"#);
+    assert!(!out.contains("warning:"), "warned twice:\n{out}");
 
     shell.type_line(r#"x_stream = printer("x: ")"#);
     let out = shell.run_expect("reload()", "start afresh");

@@ -20,7 +20,9 @@ use crate::query::Query;
 
 Fields: host service state description metric metric_f time ttl, and any
 attribute name. Operators: = != < <= > >= =~ (% wildcards) ~= (regex),
-tagged \"x\", null/nil, true/false, and, or, not, parentheses.")]
+tagged \"x\", null/nil, true/false, and, or, not, parentheses.
+Strings are double-quoted: an unquoted word is a field or attribute name
+(service = cpu compares with the attribute cpu, and says so on stderr).")]
 pub struct QueryArgs {
     /// The query (default: true, everything).
     pub query: Option<String>,
@@ -53,6 +55,13 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 
 pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let text = args.query.as_deref().unwrap_or("true");
+    // Parsed here too, for its warnings: the Riemann protocol has no way
+    // to carry them. A query that does not parse is the server's to refuse.
+    if let Ok(query) = Query::parse(text) {
+        for warning in query.warnings() {
+            eprintln!("dmon query: warning: {warning}");
+        }
+    }
     if let Some(url) = &args.cluster {
         return run_cluster(url, text, args.timeout, args.json);
     }

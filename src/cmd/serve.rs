@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
-use crate::server::{riemann_tcp, Addresses, ListenError, ListenerKind, Listeners, Server};
+use crate::server::{riemann_tcp, Addresses, ListenErrors, Listeners, Server};
 use crate::stats::Stats;
 use crate::tls::{Identity, PemFile, ServerTls};
 
@@ -289,29 +289,10 @@ impl ServerOpts {
     }
 }
 
-/// A listener that could not be opened, said with the flag that moves it
-/// (and turns it off, for those that can be).
-pub fn cannot_listen(e: ListenError) -> anyhow::Error {
-    let (flag, can_be_off, suspect) = match e.kind {
-        ListenerKind::JsonUdp => ("--udp", false, "another dmon?"),
-        ListenerKind::RiemannTcp => ("--riemann-tcp", true, "another dmon or Riemann?"),
-        ListenerKind::RiemannUdp => ("--riemann-udp", true, "another dmon or Riemann?"),
-        ListenerKind::Http => ("--http", true, "another dmon?"),
-    };
-    let mut hint = format!("choose another with {flag} HOST:PORT");
-    if can_be_off {
-        hint.push_str(&format!(" or turn it off with {flag} off"));
-    }
-    let listener = e.kind.name();
-    let addr = e.addr;
-    if e.error.kind() == std::io::ErrorKind::AddrInUse {
-        anyhow::anyhow!("{listener} {addr} is in use ({suspect}); {hint}")
-    } else {
-        anyhow::anyhow!(
-            "cannot listen for {listener} on {addr}: {}; {hint}",
-            e.error
-        )
-    }
+/// The listeners that could not be opened, as the error `dmon` exits with
+/// (said with the flags that move them: see [`ListenErrors`]).
+pub fn cannot_listen(e: ListenErrors) -> anyhow::Error {
+    anyhow::Error::new(e)
 }
 
 /// Prints where the server listens; the JSON UDP line comes last, as the

@@ -201,6 +201,7 @@ async fn series(
     };
     let minutes = params.minutes.as_deref().map(parse_minutes).transpose()?;
     let query = parse_query(&shared, text).await?;
+    let queried = Arc::clone(&query);
     let window_secs = shared.pipeline.recent.window_secs();
     // Defaults to, and is capped by, what the ring keeps.
     let secs = minutes.map_or(window_secs, |m| (m * 60.0).min(window_secs));
@@ -233,12 +234,14 @@ async fn series(
         truncated: found.truncated,
         series: found.series,
     };
-    serde_json::to_string(&answer).map(json).map_err(|e| {
-        HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("series failed: {e}"),
-        )
-    })
+    serde_json::to_string(&answer)
+        .map(|body| super::with_warnings(json(body), &queried))
+        .map_err(|e| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("series failed: {e}"),
+            )
+        })
 }
 
 #[cfg(test)]

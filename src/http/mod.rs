@@ -8,7 +8,7 @@
 //! | `GET /routes` | a short text naming the routes |
 //! | `GET /stats` | dmon's counters and every stream node's, as JSON (`dmon stats`'s) |
 //! | `GET /series?query=Q&minutes=M` | recent (time, metric) points of each matching host and service, as JSON |
-//! | `GET /index?query=Q` | the index's matches once, as a JSON array |
+//! | `GET /index?query=Q` | the index's matches once, as a JSON array (a query's warnings, e.g. an unquoted word, in `X-Dmon-Query-Warning` headers, as for every route taking a query) |
 //! | `GET /index?query=Q` upgraded to a WebSocket | each matching event as it is indexed, one JSON text message each ([`subscribe`]) |
 //! | `GET /index?query=Q` with `Accept: text/event-stream`, or `GET /index/sse?query=Q` | the same as server-sent events |
 //! | `GET /metrics` | the index's metrics and dmon's counters, Prometheus text format ([`metrics`]) |
@@ -270,6 +270,23 @@ impl IntoResponse for HttpError {
         )
             .into_response()
     }
+}
+
+/// The response header carrying each of a query's warnings
+/// ([`Query::warnings`]), one header per warning, so the JSON answers stay
+/// as they were.
+pub const QUERY_WARNING: &str = "x-dmon-query-warning";
+
+/// `response` with `query`'s warnings in [`QUERY_WARNING`] headers.
+pub fn with_warnings(mut response: Response, query: &Query) -> Response {
+    for warning in query.warnings() {
+        // Raw UTF-8 (a field name may be a non-ASCII word): header values
+        // may hold any byte but controls, and warnings have none.
+        if let Ok(value) = header::HeaderValue::from_bytes(warning.as_bytes()) {
+            response.headers_mut().append(QUERY_WARNING, value);
+        }
+    }
+    response
 }
 
 /// Parses `text` within the query limits. Parsing compiles regexes, so it

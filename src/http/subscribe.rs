@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{parse_query, search, HttpError, Shared, LOG};
+use super::{parse_query, search, with_warnings, HttpError, Shared, LOG};
 use crate::codec::json;
 use crate::event::Event;
 use crate::index::{Subscription, SUBSCRIBER_BACKLOG};
@@ -105,7 +105,7 @@ async fn answer(
     let query = parse_query(&shared, text).await?;
     if mode == Mode::Once {
         let found = search(&shared, &query).await?;
-        return Ok(json_array(&found));
+        return Ok(with_warnings(json_array(&found), &query));
     }
     let Ok(slot) = Arc::clone(&shared.subscribers).try_acquire_owned() else {
         shared
@@ -135,14 +135,19 @@ async fn answer(
         Vec::new()
     };
     let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-    tokio::spawn(pump(Arc::clone(&shared), subscription, query, tx, slot));
-    Ok(match ws {
-        Some(ws) => ws
-            // Clients send nothing that matters; big messages are refused.
-            .max_message_size(64 * 1024)
-            .on_upgrade(move |socket| websocket(socket, shared, first, rx)),
-        None => sse_stream(shared, first, rx).into_response(),
-    })
+    let response = match ws {
+        Some(ws) => {
+            let shared = Arc::clone(&shared);
+            ws
+                // Clients send nothing that matters; big messages are refused.
+                .max_message_size(64 * 1024)
+                .on_upgrade(move |socket| websocket(socket, shared, first, rx))
+        }
+        None => sse_stream(Arc::clone(&shared), first, rx).into_response(),
+    };
+    let response = with_warnings(response, &query);
+    tokio::spawn(pump(shared, subscription, query, tx, slot));
+    Ok(response)
 }
 
 fn json_array(events: &[Arc<Event>]) -> Response {

@@ -1,6 +1,7 @@
 //! The shell's handle on the live server, as the Python helpers in
 //! `shell/dmon_shell.py` see it: inject, counters, index, taps, root swaps.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -67,7 +68,14 @@ pub struct ShellServer {
     /// In cluster mode (--cluster, --publish, --consume): where index(),
     /// query(), stats() and streams() ask every node.
     cluster: Mutex<Option<ShellCluster>>,
+    /// Query texts whose warnings `query()` has shown (at most
+    /// [`WARNED_QUERIES`]), so asking again does not repeat them.
+    warned_queries: Mutex<HashSet<String>>,
 }
+
+/// Query texts remembered as warned about; past this the set starts over
+/// (a warning may then be shown again) rather than growing.
+const WARNED_QUERIES: usize = 1024;
 
 /// The shell's way to the cluster: this node's NATS connection, the
 /// runtime to ask on, and this node's name (shown first).
@@ -96,6 +104,7 @@ impl ShellServer {
             remote_roots: Mutex::new(Vec::new()),
             recording: Mutex::new(None),
             cluster: Mutex::new(None),
+            warned_queries: Mutex::new(HashSet::new()),
         }
     }
 
@@ -330,6 +339,30 @@ impl ShellServer {
             }
         };
         events.iter().map(|e| PyEvent::wrap(py, e)).collect()
+    }
+
+    /// The warnings of query `text` (an unquoted word, see
+    /// [`Query::warnings`]) for `query()` to print, or none when this text
+    /// was warned about already or does not parse (its error comes from
+    /// the query itself).
+    fn query_warnings(&self, text: &str) -> Vec<String> {
+        let Ok(query) = Query::parse(text) else {
+            return Vec::new();
+        };
+        if query.warnings().is_empty() {
+            return Vec::new();
+        }
+        let mut warned = self
+            .warned_queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if warned.len() >= WARNED_QUERIES {
+            warned.clear();
+        }
+        if !warned.insert(text.to_owned()) {
+            return Vec::new();
+        }
+        query.warnings().to_vec()
     }
 
     /// Whether index(), query(), stats() and streams() ask the cluster.

@@ -88,6 +88,21 @@
 //! - Parts that depend on no event (`1 < 2`, `x or true`) are folded at
 //!   parse time.
 //!
+//! # Warnings
+//!
+//! A bare word on the value side of `=` or `!=` is a name, as in Riemann:
+//! `service = cpu` compares the service with the attribute `cpu`, which is
+//! seldom what was meant. When the word is none of the event's fields
+//! above (`host service state description metric metric_f time ttl tags`)
+//! it is read as an attribute, as everywhere else, and the query carries a
+//! warning, once per word: `cpu is read as a field name; did you mean
+//! "cpu"?` ([`Query::warnings`]). Attribute names cannot be told from
+//! typos at parse time, so comparing with an attribute (`dc = region`)
+//! warns too; the left side, where attributes usually are, never does.
+//! The engine prints nothing: `dmon query` writes the warnings to stderr,
+//! HTTP `/index` and `/series` answer them in `X-Dmon-Query-Warning`
+//! headers, and the shell's `query()` prints them once per query text.
+//!
 //! # Errors
 //!
 //! [`ParseError`] gives the 1-based column, counted in characters, and says
@@ -121,6 +136,7 @@ use crate::streams::NodeError;
 pub struct Query {
     source: String,
     expr: eval::Expr,
+    warnings: Box<[String]>,
 }
 
 /// Why a query did not parse: where (1-based column, in characters) and
@@ -135,10 +151,18 @@ pub struct ParseError {
 impl Query {
     /// Parses and compiles `text`.
     pub fn parse(text: &str) -> Result<Query, ParseError> {
+        let (expr, warnings) = parser::parse(text)?;
         Ok(Query {
             source: text.to_owned(),
-            expr: parser::parse(text)?,
+            expr,
+            warnings: warnings.into(),
         })
+    }
+
+    /// What in the query is valid but probably not meant (see the module's
+    /// "Warnings"), one line each, each said once; empty for most queries.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Whether `event` matches. Allocates nothing.
@@ -214,6 +238,19 @@ mod tests {
             3
         );
         assert_eq!(terms("1 < 2 and service =~ \"x%\""), 1);
+    }
+
+    #[test]
+    fn warnings_are_kept_with_the_query() {
+        let q = Query::parse("service = cpu or service = cpu").unwrap();
+        assert_eq!(
+            q.clone().warnings(),
+            ["cpu is read as a field name; did you mean \"cpu\"?"]
+        );
+        assert!(Query::parse("service = \"cpu\"")
+            .unwrap()
+            .warnings()
+            .is_empty());
     }
 
     #[test]

@@ -24,13 +24,15 @@ use crate::event::Event;
 /// rather than risking the stack.
 const MAX_DEPTH: usize = 200;
 
-/// Parses and compiles a query.
-pub(crate) fn parse(text: &str) -> Result<Expr, ParseError> {
+/// Parses and compiles a query; also returns its warnings (see
+/// [`Parser::warn_bare_word`]), each once.
+pub(crate) fn parse(text: &str) -> Result<(Expr, Vec<String>), ParseError> {
     let tokens = tokenize(text)?;
     let mut p = Parser {
         tokens,
         pos: 0,
         depth: 0,
+        warnings: Vec::new(),
     };
     let expr = p.or()?;
     let t = p.peek();
@@ -42,13 +44,14 @@ pub(crate) fn parse(text: &str) -> Result<Expr, ParseError> {
         };
         return Err(p.expected(what, ""));
     }
-    Ok(expr)
+    Ok((expr, p.warnings))
 }
 
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    warnings: Vec<String>,
 }
 
 impl Parser {
@@ -196,6 +199,7 @@ impl Parser {
         let expr = match op {
             Tok::Eq | Tok::Ne => {
                 self.next();
+                self.warn_bare_word();
                 let Some(rhs) = self.value() else {
                     return Err(self.expected("a value", &after));
                 };
@@ -240,6 +244,25 @@ impl Parser {
             _ => Expr::Truthy(lhs),
         };
         Ok(fold(expr))
+    }
+}
+
+impl Parser {
+    /// On the value side of `=`/`!=`, a bare word that is none of the
+    /// event's fields is still read as a name, as Riemann does (an
+    /// attribute, see [`Field::from_name`]), but it is more often a string
+    /// missing its quotes (`service = cpu`): say so, once per word.
+    fn warn_bare_word(&mut self) {
+        let Tok::Name(name) = &self.peek().tok else {
+            return;
+        };
+        if !matches!(Field::from_name(name), Field::Attribute(_)) {
+            return;
+        }
+        let warning = format!("{name} is read as a field name; did you mean \"{name}\"?");
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
     }
 }
 
@@ -336,7 +359,7 @@ mod tests {
                 Expr::Regex(a, r) => format!("(re {} {:?})", op(a), r.as_str()),
             }
         }
-        go(&parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}")))
+        go(&parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}")).0)
     }
 
     #[test]
@@ -455,6 +478,48 @@ mod tests {
         assert_eq!(err("a = b = c").0, 7);
         assert_eq!(err("a < b").0, 5);
         assert_eq!(err("a = (b)").0, 5);
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}")).1
+    }
+
+    #[test]
+    fn a_bare_unknown_word_as_a_value_warns_once_and_stays_a_name() {
+        assert_eq!(
+            warnings("service = cpu"),
+            ["cpu is read as a field name; did you mean \"cpu\"?"]
+        );
+        // Still Riemann's meaning: the attribute `cpu`.
+        assert_eq!(show("service = cpu"), "(= service @cpu)");
+        assert_eq!(
+            warnings("host != web-1.eu or service = load and state = load"),
+            [
+                "web-1.eu is read as a field name; did you mean \"web-1.eu\"?",
+                "load is read as a field name; did you mean \"load\"?",
+            ]
+        );
+        // Folded away, it was still most likely a missing quote.
+        assert_eq!(warnings("service = cpu or true").len(), 1);
+    }
+
+    #[test]
+    fn fields_literals_and_other_positions_do_not_warn() {
+        for q in [
+            "service = \"cpu\"",
+            "host = service",
+            "metric_f != metric",
+            "time = ttl or description = state or tags = nil",
+            "metric = 1 and state = true",
+            // The left side names what to compare: an attribute is usual there.
+            "dc = \"eu\"",
+            "cpu",
+            "not role",
+            "count > 2",
+            "dc =~ \"eu%\"",
+        ] {
+            assert_eq!(warnings(q), Vec::<String>::new(), "{q}");
+        }
     }
 
     #[test]
