@@ -681,7 +681,10 @@ seen_stream = printer("seen: ")
         .wait_for(TIMEOUT, is("dmon ingest latency 0.5", false))
         .unwrap_or_else(|why| s.fail(&format!("no latency event indexed: {why}")));
     let e = event_of(&latency);
-    assert_eq!(e["host"], dmon::instrument::Instrumenter::hostname().as_str());
+    assert_eq!(
+        e["host"],
+        dmon::instrument::Instrumenter::hostname().as_str()
+    );
     assert_eq!(e["tags"], json!(["dmon"]));
     feed.wait_for(TIMEOUT, is("dmon ingest latency 0.5", true))
         .unwrap_or_else(|why| s.fail(&format!("the latency event never expired: {why}")));
