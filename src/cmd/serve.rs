@@ -392,7 +392,7 @@ pub fn prepare_with(
     console: Arc<dyn LineSink>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     // First: a relay's flags that do not add up stop dmon before anything starts.
-    let mailer = opts.smtp.start_mailer()?;
+    let mailer = opts.smtp.start_mailer(Arc::clone(&console))?;
     python::init().context("starting the embedded Python")?;
     let ctx = Arc::new(Context::new(mailer, console));
     python::bind_context(Arc::clone(&ctx));
