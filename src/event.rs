@@ -69,6 +69,15 @@ impl Tags {
     pub const fn new() -> Tags {
         Tags(None)
     }
+
+    /// Whether both are the very same tags (one allocation, shared), not
+    /// merely equal ones: no tags are never the same.
+    pub fn same_as(&self, other: &Tags) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Deref for Tags {

@@ -255,14 +255,23 @@ impl Index {
     /// expired copies to re-inject, oldest deadline first. Costs the keys
     /// due, not the keys held.
     pub fn expire(&self, now: f64) -> Vec<Event> {
+        self.expire_events(now)
+            .iter()
+            .map(|e| e.expired_copy(now))
+            .collect()
+    }
+
+    /// [`Index::expire`], returning the events removed themselves rather
+    /// than their expired copies (which subscribers are sent): the caller
+    /// can tell where each came from before re-injecting its copy.
+    pub fn expire_events(&self, now: f64) -> Vec<Arc<Event>> {
         let gone = self.lock().expire(now);
-        let expired: Vec<Event> = gone.iter().map(|e| e.expired_copy(now)).collect();
         if self.subscribers() > 0 {
-            for e in &expired {
-                self.publish(&Arc::new(e.clone()));
+            for e in &gone {
+                self.publish(&Arc::new(e.expired_copy(now)));
             }
         }
-        expired
+        gone
     }
 
     /// The earliest time an event may be due to expire (expiry at any

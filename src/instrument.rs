@@ -1,6 +1,10 @@
-//! Self-instrumentation, as Riemann does it: every interval dmon streams
-//! events about itself into its own roots, so they can be indexed, queried
-//! and alerted on like any other event.
+//! Self-instrumentation: every interval dmon makes events about itself.
+//! By default they go straight into the index ([`crate::pipeline::Work::Own`]),
+//! where queries, the dashboard and `/metrics` see them, and not through the
+//! user's roots: a root written for the hosts it watches would otherwise
+//! alert on, mail about and forward dmon's own rates. With
+//! `--self-events-to-streams` they go through the roots instead, as
+//! Riemann's do, for those who alert on them.
 //!
 //! Each event has `host` = this machine's name, the tag `dmon`, state "ok",
 //! and a ttl of twice the interval (so `index()` drops them soon after dmon
@@ -21,11 +25,26 @@
 //! | `dmon node PATH rate` | events into that node per second |
 //! | `dmon sink KIND TARGET sent rate`, `… queue depth`, `… dropped`, `… retried` | per sink (`email`, `forward`, `graphite` and its `host:port`): items sent per second, items waiting now, items dropped and attempts retried during the interval |
 
+use std::sync::LazyLock;
+
 use smol_str::SmolStr;
 
-use crate::event::{Event, Number};
+use crate::event::{Event, Number, Tags};
 use crate::latency::{self, Snapshot};
 use crate::stats::Stats;
+
+/// The tags of every event dmon makes about itself: one allocation, shared,
+/// which is also how [`is_own`] knows them (an event from outside, or one a
+/// node derived with new tags, never has these very tags).
+static OWN_TAGS: LazyLock<Tags> = LazyLock::new(|| [SmolStr::new_static("dmon")].into());
+
+/// Whether `event` is one of dmon's events about itself (or a copy of one,
+/// such as the index's expired copy), as opposed to one that merely says
+/// `tagged "dmon"`: a sender's events may, and a JSON round trip (a cluster
+/// checkpoint) makes one of dmon's events an ordinary one.
+pub fn is_own(event: &Event) -> bool {
+    event.tags.same_as(&OWN_TAGS)
+}
 
 /// Turns successive counter snapshots into events about dmon.
 pub struct Instrumenter {
@@ -169,7 +188,7 @@ impl Instrumenter {
             time: Some(Number::Float(now)),
             ttl: Some(2.0 * self.interval),
             metric: Some(Number::Float(metric)),
-            tags: [SmolStr::new_static("dmon")].into(),
+            tags: OWN_TAGS.clone(),
             ..Event::default()
         }
     }
@@ -245,5 +264,14 @@ mod tests {
         assert_eq!(e.ttl, Some(20.0));
         assert!(e.has_tag("dmon"));
         assert_eq!(e.time, Some(Number::Float(1010.0)));
+        // dmon's own by their very tags, not by what they say.
+        assert!(events.iter().all(is_own));
+        assert!(is_own(&Event {
+            metric: None,
+            ..e.clone()
+        }));
+        let lookalike = crate::testing::ev(r#"{"service":"dmon ingest rate","tags":["dmon"]}"#);
+        assert!(!is_own(&lookalike));
+        assert!(!is_own(&Event::default()));
     }
 }

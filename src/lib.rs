@@ -20,7 +20,7 @@
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
 //! | [`index`] | latest event per host/service, and expiry |
-//! | [`instrument`], [`latency`] | events about dmon itself, streamed into its roots; a latency histogram |
+//! | [`instrument`], [`latency`] | events about dmon itself, into the index (or, asked, through the roots); a latency histogram |
 //! | [`sinks`] | where output nodes send events out (mail, `forward`, `graphite`, `influxdb`, `webhook`): one queue, batching, retry and counters machinery |
 //! | [`outputs`] | outputs captured instead of sent, in rehearsals |
 //! | [`context`] | what nodes reach while handling an event |

@@ -9,8 +9,12 @@
 //! instead of growing memory. One dispatch thread processes batches in
 //! order; the roots can be swapped atomically at any time, and each event
 //! goes through exactly one root set.
+//!
+//! dmon's events about itself ([`Work::Own`]) go straight into the index,
+//! not through the roots, unless `--self-events-to-streams` says otherwise
+//! ([`Pipeline::set_self_events_to_streams`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,8 +74,12 @@ impl Root {
 
 /// What the dispatch thread receives.
 pub enum Work {
-    /// Events from no source: dmon's own (instrumentation), benchmarks.
+    /// Events from no source, through the roots: benchmarks' (and, at a
+    /// cluster gateway, dmon's own sent through the roots).
     Events(Vec<Event>),
+    /// dmon's events about itself ([`crate::instrument`]): into the index,
+    /// or through the roots with [`Pipeline::set_self_events_to_streams`].
+    Own(Vec<Event>),
     /// Events whose sender waits until they have been through every root
     /// (the shell's `inject`, and acknowledged protocols).
     Acked(Vec<Event>, oneshot::Sender<()>),
@@ -155,6 +163,9 @@ pub struct Pipeline {
     pub recent: Recent,
     /// A cluster worker's counters, once one runs (`serve --consume`).
     pub cluster_worker: std::sync::OnceLock<Arc<crate::cluster::consume::WorkerCounters>>,
+    /// Whether dmon's own events go through the roots (as Riemann's do)
+    /// rather than straight into the index.
+    self_events_to_streams: AtomicBool,
 }
 
 impl Pipeline {
@@ -187,6 +198,31 @@ impl Pipeline {
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
             cluster_worker: std::sync::OnceLock::new(),
+            self_events_to_streams: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends dmon's events about itself ([`Work::Own`]) through the roots,
+    /// as Riemann does, instead of straight into the index (the default:
+    /// roots written for the hosts they watch would otherwise alert on,
+    /// mail about and forward dmon's own rates). Either way they are
+    /// counted as processed.
+    pub fn set_self_events_to_streams(&self, on: bool) {
+        self.self_events_to_streams.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether dmon's own events go through the roots.
+    pub fn self_events_to_streams(&self) -> bool {
+        self.self_events_to_streams.load(Ordering::Relaxed)
+    }
+
+    /// dmon's events about itself, indexed as they are: no root sees them,
+    /// and so neither does the observer or the recent ring (they were not
+    /// received).
+    fn index_own(&self, events: Vec<Event>) {
+        for e in events {
+            self.ctx.index.insert(&Arc::new(e));
+            self.processed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -410,11 +446,17 @@ impl Pipeline {
         Some(next + intervals.max(0.0) * EXPIRY_INTERVAL)
     }
 
-    /// Expires the index at `now`, re-injecting each expired event.
+    /// Expires the index at `now`, re-injecting each expired event (but
+    /// dmon's own, unless they go through the roots: their expiry is no
+    /// more the roots' business than they were).
     pub fn expire(&self, now: f64) {
-        for event in self.ctx.index.expire(now) {
+        let to_streams = self.self_events_to_streams();
+        for event in self.ctx.index.expire_events(now) {
             self.expired.fetch_add(1, Ordering::Relaxed);
-            self.process(event);
+            if !to_streams && crate::instrument::is_own(&event) {
+                continue;
+            }
+            self.process(event.expired_copy(now));
         }
     }
 
@@ -422,9 +464,12 @@ impl Pipeline {
     fn handle(&self, work: Work) -> bool {
         let _busy = lock(&self.dispatching);
         match work {
-            // In a server only dmon's own events (instrumentation) come
-            // this way: not something a recording should replay.
+            // Not received: not something a recording should replay.
             Work::Events(events) => self.process_received(events, self.ctx.now(), false),
+            Work::Own(events) if self.self_events_to_streams() => {
+                self.process_received(events, self.ctx.now(), false)
+            }
+            Work::Own(events) => self.index_own(events),
             Work::Acked(events, done) => {
                 self.process_received(events, self.ctx.now(), true);
                 let _ = done.send(());
@@ -678,6 +723,64 @@ mod tests {
         h.clock.advance_by(91.0);
         pipeline.handle(Work::Tick);
         assert_eq!(pipeline.stats().recent_events, 0, "aged out on the tick");
+    }
+
+    /// dmon's events about itself, as the server makes them at `now`.
+    fn own_events(now: f64) -> Vec<Event> {
+        let mut instrumenter = crate::instrument::Instrumenter::new("box", 1.0);
+        let latencies = Histogram::default().snapshot();
+        let stats = |uptime_secs| Stats {
+            uptime_secs,
+            ..Stats::default()
+        };
+        instrumenter.events(&stats(1.0), &latencies, now - 1.0);
+        instrumenter.events(&stats(2.0), &latencies, now)
+    }
+
+    /// By default dmon's own events go into the index and through no root,
+    /// nor do their expired copies, nor are they a checkpoint's state; with
+    /// `--self-events-to-streams` the roots get them as any event (and so
+    /// index() indexes them, and expiry re-injects them).
+    #[test]
+    fn own_events_are_indexed_not_streamed_unless_asked() {
+        for to_streams in [false, true] {
+            let h = Harness::at(1000.0);
+            let out = h.sink("out");
+            let roots = vec![
+                Root {
+                    name: "stream".into(),
+                    node: out.node(),
+                },
+                Root {
+                    name: "index_stream".into(),
+                    node: Arc::new(crate::streams::index::IndexNode::new()),
+                },
+            ];
+            let pipeline = Pipeline::new(Arc::clone(&h.ctx), roots);
+            pipeline.set_self_events_to_streams(to_streams);
+            let own = own_events(1000.0);
+            let n = own.len();
+            assert!(n > 5, "{n}");
+            pipeline.handle(Work::Own(own));
+            let streamed = if to_streams { n } else { 0 };
+            assert_eq!(out.events().len(), streamed, "to streams: {to_streams}");
+            assert_eq!(h.ctx.index.len(), n, "indexed either way");
+            assert_eq!(pipeline.stats().processed, n as u64, "counted either way");
+            let saved = crate::cluster::checkpoint::Checkpoint::take(&pipeline, "node");
+            assert_eq!(saved.index.len(), streamed, "to streams: {to_streams}");
+
+            // Their ttl is twice the interval: gone 2 s later.
+            h.clock.advance_by(3.0);
+            pipeline.handle(Work::Tick);
+            assert!(h.ctx.index.is_empty());
+            assert_eq!(pipeline.stats().expired, n as u64);
+            let expired = out
+                .events()
+                .iter()
+                .filter(|e| e.state.as_deref() == Some("expired"))
+                .count();
+            assert_eq!(expired, streamed, "to streams: {to_streams}");
+        }
     }
 
     #[test]

@@ -429,3 +429,72 @@ fn while_nats_is_down_what_the_gateway_holds_is_bounded_by_max_in_flight() {
     assert_eq!(stats.count("cluster_publish_waiting"), 0);
     assert_eq!(stats.count("kernel_drops"), 0);
 }
+
+/// `curl -N` on a server-sent-events URL, its `data:` lines as they come.
+fn sse(port: u16, path: &str, query: &str) -> (common::KillOnDrop, common::Lines) {
+    let mut child = std::process::Command::new("curl")
+        .args(["-sSN", "-G", &format!("http://127.0.0.1:{port}{path}")])
+        .args(["--data-urlencode", &format!("query={query}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(common::KillOnDrop)
+        .expect("run curl (./test.sh installs it)");
+    let lines = common::Lines::spawn("curl sse", child.0.stdout.take().unwrap());
+    (child, lines)
+}
+
+/// A gateway's events about itself stay in its own index (which cluster
+/// queries ask) by default: published, they would run through the
+/// workers' roots.
+#[test]
+fn a_gateway_keeps_its_own_events_in_its_index() {
+    let nats = Nats::start();
+    let mut gw = gateway(
+        &nats,
+        &["--instrument-interval", "0.2", "--http", "127.0.0.1:0"],
+    );
+    let store = Store::new(&nats.url());
+    let (_curl, mut feed) = sse(gw.http, "/index/sse", r#"service = "dmon index size""#);
+    let indexed = |gw: &mut Server, feed: &mut common::Lines| {
+        if let Err(why) = feed.wait_for(TIMEOUT, |l| l.starts_with("data: ")) {
+            gw.fail(&format!("no dmon event in the gateway's index: {why}"));
+        }
+    };
+    indexed(&mut gw, &mut feed);
+    let mut client = riemann(gw.riemann_tcp);
+    client.send_events(&[event("web1", 1)]).unwrap();
+    // Two intervals on, dmon has made its events twice more.
+    indexed(&mut gw, &mut feed);
+    indexed(&mut gw, &mut feed);
+    let stored = store.all();
+    assert_eq!(stored.len(), 1, "only the received event: {stored:?}");
+    assert_eq!(stored[0].1.host.as_deref(), Some("web1"));
+    let finished = gw.terminate();
+    assert!(finished.status.success());
+    let stats = finished.stats();
+    assert_eq!(stats.count("cluster_published"), 1);
+    assert_eq!(finished.printed("seen: ").len(), 0, "not processed here");
+}
+
+/// With --self-events-to-streams they go where the streams run: to
+/// JetStream, for the workers, as received events do.
+#[test]
+fn with_self_events_to_streams_a_gateway_publishes_its_own_events() {
+    let nats = Nats::start();
+    let gw = gateway(
+        &nats,
+        &["--instrument-interval", "0.2", "--self-events-to-streams"],
+    );
+    let store = Store::new(&nats.url());
+    let stored = store.wait_for(1);
+    let host = dmon::instrument::Instrumenter::hostname();
+    let (subject_of, e) = &stored[0];
+    assert_eq!(e.host.as_deref(), Some(host.as_str()));
+    assert!(e.has_tag("dmon"), "{e:?}");
+    assert!(e.service.as_deref().unwrap().starts_with("dmon "), "{e:?}");
+    assert_eq!(*subject_of, subject(partition_of(Some(&host), COUNT)));
+    let finished = gw.terminate();
+    assert!(finished.status.success());
+    assert!(finished.stats().count("cluster_published") >= 1);
+}

@@ -42,6 +42,7 @@ fn email_delivers_subject_recipients_and_every_field() {
     s.send(json!({
         "host": "web1", "service": "cpu", "state": "critical",
         "description": "load too high", "metric": 2.5, "ttl": 60,
+        "time": 1_700_000_000.5,
         "tags": ["prod"], "attributes": {"region": "eu-west"}
     }));
     let msg = sink.next_message();
@@ -59,6 +60,8 @@ fn email_delivers_subject_recipients_and_every_field() {
         "description: load too high",
         "metric: 2.5",
         "ttl: 60",
+        // For people: ISO 8601 in UTC, not epoch seconds.
+        "time: 2023-11-14T22:13:20.5Z",
         "prod",
         "region",
         "eu-west",
@@ -75,6 +78,9 @@ fn email_delivers_subject_recipients_and_every_field() {
     let body = msg["body"].as_str().unwrap();
     assert!(body.contains("host: db2"), "mail body:\n{body}");
     assert!(body.contains("metric: 91"), "mail body:\n{body}");
+    // No time sent: the receive time, in ISO 8601 too.
+    let time = time_line(body);
+    assert!(is_iso_8601_utc(time), "{time:?} in\n{body}");
 
     // An ok event sends nothing.
     s.send(json!({"host": "web1", "service": "cpu", "state": "ok", "metric": 0.1}));
@@ -88,6 +94,102 @@ fn email_delivers_subject_recipients_and_every_field() {
     assert_eq!(stats.node_count("warn_stream/when/email", "in"), 1);
     assert_eq!(stats.node("crit_stream/when/email")["kind"], "email");
     assert_eq!(sink.messages_so_far().len(), 2, "no mail for the ok event");
+}
+
+/// The value of a mail body's `time:` line.
+fn time_line(body: &str) -> &str {
+    body.lines()
+        .find_map(|l| l.strip_prefix("time: "))
+        .unwrap_or_else(|| panic!("no time line in\n{body}"))
+}
+
+/// `2026-12-06T23:01:02Z`, with a fraction of a second or without.
+fn is_iso_8601_utc(text: &str) -> bool {
+    let Some(rest) = text.strip_suffix('Z') else {
+        return false;
+    };
+    let (whole, fraction) = rest.split_once('.').unwrap_or((rest, "1"));
+    let shape = whole.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b'T',
+        13 | 16 => b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    shape
+        && whole.len() == 19
+        && !fraction.is_empty()
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+        && !fraction.ends_with('0')
+}
+
+/// `--smtp log`: no relay, no warning about one; each mail is printed
+/// whole on stdout, where printer() lines go, and counted as sent.
+#[test]
+fn smtp_log_prints_each_mail_instead_of_sending_it() {
+    let mut s = Server::start_with(MODULE, "py", &["--smtp", "log"]);
+    s.send(json!({
+        "host": "web1", "service": "cpu", "state": "critical",
+        "description": "load too high", "metric": 2.5, "time": 1_700_000_000
+    }));
+    s.expect_stdout("starting a mail", |l| l == "mail (--smtp log: not sent)");
+    let mut next = |what: &str| s.expect_stdout(what, |_| true);
+    assert_eq!(next("From"), "  From: dmon@localhost");
+    assert_eq!(next("To"), "  To: ops@example.com, oncall@example.com");
+    assert_eq!(next("Subject"), "  Subject: web1 cpu critical");
+    assert_eq!(next("the blank line"), "");
+    let mut body = Vec::new();
+    while body
+        .last()
+        .is_none_or(|l: &String| !l.starts_with("  metric: "))
+    {
+        body.push(next("the body"));
+    }
+    assert_eq!(
+        body,
+        [
+            "  host: web1",
+            "  service: cpu",
+            "  state: critical",
+            "  description: load too high",
+            "  time: 2023-11-14T22:13:20Z",
+            "  metric: 2.5",
+        ]
+    );
+    // The second root's mail, with its own subject and sender.
+    s.send(json!({"host": "db2", "service": "disk", "state": "warning"}));
+    s.expect_stdout("the second mail", |l| l == "  Subject: dmon alert: warning");
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let stats = done.stats();
+    assert_eq!(stats.count("mails_sent"), 2, "{}", stats.0);
+    assert_eq!(stats.count("mail_failures"), 0, "{}", stats.0);
+    assert_eq!(stats.sink("email", "log")["sent"], 2, "{}", stats.0);
+    assert!(
+        done.stderr.iter().any(|l| l.contains("email: --smtp log")),
+        "says so at start-up: {:?}",
+        done.stderr
+    );
+    let warnings: Vec<&String> = done
+        .stderr
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("relay"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// A relay's flag with `--smtp log` is a mistake, said at start-up.
+#[test]
+fn smtp_log_refuses_a_relay_s_flags() {
+    let r = run_dmon(&["serve", "--smtp", "log", "--smtp-tls", "starttls"], None);
+    assert!(!r.status.success(), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "--smtp-tls has no use with --smtp log, which prints each mail instead of sending it"
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

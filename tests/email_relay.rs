@@ -243,12 +243,16 @@ fn ok_line(relay: &Relay, how: &str) -> String {
 fn assert_delivered(msg: &Value, host: &str) {
     assert_eq!(msg["rcpt_tos"], json!(["ops@example.com"]), "{msg}");
     assert_eq!(msg["subject"], "relay test", "{msg}");
+    let body = msg["body"].as_str().unwrap();
+    assert!(body.contains(&format!("host: {host}")), "{msg}");
+    // The receive time, for people: ISO 8601 in UTC, whole seconds or not.
+    let time = body
+        .lines()
+        .find_map(|l| l.strip_prefix("time: "))
+        .unwrap_or_else(|| panic!("no time line: {msg}"));
     assert!(
-        msg["body"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("host: {host}")),
-        "{msg}"
+        time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{time:?}: {msg}"
     );
     assert_eq!(msg["tls"], true, "sent encrypted: {msg}");
     assert_eq!(msg["user"], USER, "sent logged in: {msg}");

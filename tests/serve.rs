@@ -558,9 +558,10 @@ fn a_bare_name_loads_that_py_file_from_the_current_directory() {
     drop(child);
 }
 
-/// dmon streams events about itself into its roots every
-/// --instrument-interval, tagged "dmon", with this machine's name as host:
-/// rates from successive counters, the index size, and each node's rate.
+/// With --self-events-to-streams, dmon streams events about itself into
+/// its roots every --instrument-interval, as Riemann does, tagged "dmon",
+/// with this machine's name as host: rates from successive counters, the
+/// index size, and each node's rate.
 #[test]
 fn instrumentation_streams_events_about_dmon_into_the_roots() {
     let mut s = Server::start_with(
@@ -568,7 +569,7 @@ fn instrumentation_streams_events_about_dmon_into_the_roots() {
          index_stream = index()\n\
          self_stream = where('tagged \"dmon\"', printer(\"self: \"))\n",
         "py",
-        &["--instrument-interval", "0.5"],
+        &["--instrument-interval", "0.5", "--self-events-to-streams"],
     );
     // A sender keeps traffic going, so every interval has latencies to
     // report, until the test has seen what it looks for.
@@ -623,4 +624,113 @@ fn instrumentation_streams_events_about_dmon_into_the_roots() {
     assert!(p99 > 0.0 && p99 < 1.0, "{seen:?}");
     let done = s.terminate();
     assert!(done.status.success());
+}
+
+/// `curl -N` on a server-sent-events URL, its `data:` lines as they come.
+fn sse(port: u16, path: &str, query: &str) -> (KillOnDrop, Lines) {
+    let mut child = std::process::Command::new("curl")
+        .args(["-sSN", "-G", &format!("http://127.0.0.1:{port}{path}")])
+        .args(["--data-urlencode", &format!("query={query}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("run curl (./test.sh installs it)");
+    let lines = Lines::spawn("curl sse", child.0.stdout.take().unwrap());
+    (child, lines)
+}
+
+/// By default dmon's events about itself go into the index, where queries
+/// and subscriptions see them, but through no root: not a `where` that
+/// matches their service, not `over(0.9)` (the issue's example, which fired
+/// on `dmon processed rate`), not even when one expires from the index. The
+/// module has no index() root: the index gets them all the same.
+#[test]
+fn dmon_s_own_events_are_indexed_but_not_streamed_by_default() {
+    let mut s = Server::start_with(
+        r#"
+from dmon.streams import *
+
+self_stream = where('service =~ "dmon%"', printer("self: "))
+hot_stream = over(0.9, printer("hot: "))
+seen_stream = printer("seen: ")
+"#,
+        "py",
+        &["--instrument-interval", "0.2", "--http", "127.0.0.1:0"],
+    );
+    let (_curl, mut feed) = sse(s.http, "/index/sse", r#"service =~ "dmon%""#);
+    let event_of = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line.strip_prefix("data: ").unwrap()).unwrap()
+    };
+    let is = |service: &'static str, expired: bool| {
+        move |l: &str| {
+            l.starts_with("data: ")
+                && l.contains(&format!("\"service\":\"{service}\""))
+                && l.contains("\"state\":\"expired\"") == expired
+        }
+    };
+    // Subscribed once dmon's events come through.
+    feed.wait_for(TIMEOUT, |l| l.starts_with("data: "))
+        .unwrap_or_else(|why| s.fail(&format!("no dmon event indexed: {why}")));
+    // One received event, so the next interval has an ingest latency to
+    // report; with no traffic after it, that event is not renewed and
+    // expires from the index (its ttl is twice the interval).
+    s.send(json!({"host": "web1", "service": "first", "metric": 0}));
+    s.expect_printed("seen: ");
+    let latency = feed
+        .wait_for(TIMEOUT, is("dmon ingest latency 0.5", false))
+        .unwrap_or_else(|why| s.fail(&format!("no latency event indexed: {why}")));
+    let e = event_of(&latency);
+    assert_eq!(
+        e["host"],
+        dmon::instrument::Instrumenter::hostname().as_str()
+    );
+    assert_eq!(e["tags"], json!(["dmon"]));
+    feed.wait_for(TIMEOUT, is("dmon ingest latency 0.5", true))
+        .unwrap_or_else(|why| s.fail(&format!("the latency event never expired: {why}")));
+    // The expiry was a unit of work of the dispatch thread, done before
+    // this event's: had a root seen a dmon event, its line would come first.
+    s.send(json!({"host": "web1", "service": "last", "metric": 0}));
+    let last = s.expect_printed("seen: ");
+    assert_eq!(text(&last, "service"), "last");
+
+    let r = run_dmon(
+        &[
+            "query",
+            "--json",
+            "--riemann-tcp",
+            &format!("127.0.0.1:{}", s.riemann_tcp),
+            r#"service =~ "dmon%""#,
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{r:?}");
+    let services: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["service"].to_string())
+        .collect();
+    for service in ["dmon processed rate", "dmon index size"] {
+        assert!(
+            services.contains(&format!("{service:?}")),
+            "{service} not in the index: {services:?}"
+        );
+    }
+
+    let done = s.terminate();
+    assert!(done.status.success());
+    let printed: Vec<&String> = done
+        .stdout
+        .iter()
+        .filter(|l| !l.starts_with("Listening"))
+        .collect();
+    assert_eq!(
+        printed.len(),
+        2,
+        "only the two received events reach a root: {printed:#?}"
+    );
+    let stats = done.stats();
+    assert_eq!(stats.node_count("self_stream/where", "in"), 2);
+    // Handled by the dispatch thread all the same.
+    assert!(stats.count("processed") > 2, "{}", stats.0);
 }

@@ -86,6 +86,13 @@ impl Checkpoint {
                 .index
                 .snapshot()
                 .iter()
+                // dmon's own events describe this node, not the group's
+                // state: a standby restoring them would hold another
+                // node's rates, which no one renews, and (as ordinary
+                // events once out of JSON) re-inject them into its roots
+                // on expiry. They are the streams' state only when they
+                // go through the streams.
+                .filter(|e| pipeline.self_events_to_streams() || !crate::instrument::is_own(e))
                 .map(|e| event_to_json(e))
                 .collect(),
             roots: pipeline

@@ -310,13 +310,18 @@ impl Publisher {
                 Some(Work::Call(job)) => {
                     let _ = self.local.send(Work::Call(job)).await;
                 }
-                Some(Work::Events(events)) => {
-                    let local = self.gateway.also_process.then(|| events.clone());
-                    self.take(events, Ticket::new(None, None)).await;
-                    if let Some(events) = local {
-                        let _ = self.local.send(Work::Events(events)).await;
-                    }
+                // dmon's own events sent through the roots: the
+                // cluster's roots run on its workers, so they are
+                // published like received events.
+                Some(Work::Own(events)) if self.pipeline.self_events_to_streams() => {
+                    self.publish_unreceived(events).await;
                 }
+                // Otherwise they stay here, in this node's index, which
+                // cluster queries ask.
+                Some(Work::Own(events)) => {
+                    let _ = self.local.send(Work::Own(events)).await;
+                }
+                Some(Work::Events(events)) => self.publish_unreceived(events).await,
                 Some(Work::Acked(events, done)) => {
                     let ticket = Ticket::new(None, Some(done));
                     self.take_received(events, ticket).await;
@@ -351,6 +356,17 @@ impl Publisher {
                 drop(ticket);
             });
             let _ = self.local.send(Work::Acked(events, done)).await;
+        }
+    }
+
+    /// Events no source received (dmon's own sent through the roots,
+    /// benchmarks'): published, nobody waiting for the ack, and with
+    /// `--also-process` run through this node's roots too.
+    async fn publish_unreceived(&mut self, events: Vec<Event>) {
+        let local = self.gateway.also_process.then(|| events.clone());
+        self.take(events, Ticket::new(None, None)).await;
+        if let Some(events) = local {
+            let _ = self.local.send(Work::Events(events)).await;
         }
     }
 

@@ -109,9 +109,10 @@ pub struct ServerOpts {
     /// The SMTP relay email() sends through: address, TLS, login.
     #[command(flatten)]
     pub smtp: super::smtp_opts::SmtpOpts,
-    /// Seconds between the events dmon streams about itself into its roots
-    /// (services "dmon ingest rate", "dmon dropped", "dmon index size", …,
-    /// tagged "dmon"); 0 turns them off.
+    /// Seconds between the events dmon makes about itself (services "dmon
+    /// ingest rate", "dmon dropped", "dmon index size", …, tagged "dmon");
+    /// 0 turns them off. They go into the index (queries, the dashboard,
+    /// /metrics), not through the streams: see --self-events-to-streams.
     #[arg(
         long,
         value_name = "SECS",
@@ -119,6 +120,14 @@ pub struct ServerOpts {
         default_value_t = 10.0
     )]
     pub instrument_interval: f64,
+    /// Send dmon's events about itself (--instrument-interval) through the
+    /// stream module's roots, as Riemann does, instead of only into the
+    /// index: for streams that alert on them (`where('tagged "dmon"', …)`).
+    /// Then every root sees them: printer(), email(), forward(), graphite()
+    /// and over() too, unless they filter them out; and a cluster gateway
+    /// publishes them to its workers.
+    #[arg(long, env = "DMON_SELF_EVENTS_TO_STREAMS")]
+    pub self_events_to_streams: bool,
     /// Events that may wait in the pipeline at once; when it is full,
     /// sources stop reading (UDP datagrams then overflow the kernel's
     /// buffer, counted as kernel_drops).
@@ -190,10 +199,11 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl ServerOpts {
-    /// Gives `pipeline` the limits these options set, and its ring of
-    /// recent events.
+    /// Gives `pipeline` the limits these options set, its ring of recent
+    /// events, and where dmon's own events go.
     pub fn apply_limits(&self, pipeline: &Pipeline) {
         pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
+        pipeline.set_self_events_to_streams(self.self_events_to_streams);
         pipeline
             .recent
             .configure(self.recent_minutes * 60.0, self.recent_max_events);
@@ -363,7 +373,7 @@ pub fn prepare_with(
     console: Arc<dyn LineSink>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     // First: a relay's flags that do not add up stop dmon before anything starts.
-    let mailer = opts.smtp.start_mailer()?;
+    let mailer = opts.smtp.start_mailer(Arc::clone(&console))?;
     python::init().context("starting the embedded Python")?;
     let ctx = Arc::new(Context::new(mailer, console));
     python::bind_context(Arc::clone(&ctx));

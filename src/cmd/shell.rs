@@ -191,7 +191,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     // shows them whole).
     logs::to_console(Arc::clone(&console), color());
     let ctx = Arc::new(Context::new(
-        args.server.smtp.start_mailer()?,
+        args.server.smtp.start_mailer(Arc::clone(&console))?,
         Arc::clone(&console),
     ));
     python::bind_context(Arc::clone(&ctx));

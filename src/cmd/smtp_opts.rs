@@ -3,21 +3,46 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 
+use crate::console::LineSink;
 use crate::sinks::email::{self, Login, Mailer, Password, Relay, SmtpServer, SmtpTls};
 
 /// Where the relay's password may come from besides --smtp-password-file:
 /// never a flag, which any user of the machine could read in `ps`.
 pub const PASSWORD_ENV: &str = "DMON_SMTP_PASSWORD";
 
+/// What `--smtp` names: a relay, or `log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpTarget {
+    Relay(SmtpServer),
+    /// Print each mail instead of sending it.
+    Log,
+}
+
+impl std::str::FromStr for SmtpTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("log") {
+            return Ok(SmtpTarget::Log);
+        }
+        s.parse()
+            .map(SmtpTarget::Relay)
+            .map_err(|e| format!("{e}: expected HOST:PORT, or \"log\" to print mail instead"))
+    }
+}
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SmtpOpts {
     /// SMTP relay that email() streams send through (localhost:25 when not
-    /// given).
-    #[arg(long, value_name = "HOST:PORT", env = "DMON_SMTP")]
-    pub smtp: Option<SmtpServer>,
+    /// given). "log" sends nothing: each mail (From, To, Subject, body) is
+    /// printed where printer() lines go (stdout; in the shell, above the
+    /// prompt) and counted as sent (mails_sent), to try alerts without a
+    /// relay.
+    #[arg(long, value_name = "HOST:PORT|log", env = "DMON_SMTP")]
+    pub smtp: Option<SmtpTarget>,
     /// How the connection to the relay is secured: auto (STARTTLS when the
     /// relay offers it, plain otherwise, but never a login in the clear),
     /// starttls (STARTTLS required: no mail to a relay without it), tls
@@ -113,7 +138,10 @@ impl SmtpOpts {
             Some(path) => Some(email::load_ca(path).map_err(|e| anyhow!("--smtp-ca: {e}"))?),
             None => None,
         };
-        let server = self.smtp.clone().unwrap_or_default();
+        let server = match &self.smtp {
+            Some(SmtpTarget::Relay(server)) => server.clone(),
+            Some(SmtpTarget::Log) | None => SmtpServer::default(),
+        };
         Relay::new(server, self.smtp_tls, login, ca).map_err(|e| match &self.smtp_ca {
             Some(path) => anyhow!("--smtp-ca {}: {e}", path.display()),
             None => anyhow!("--smtp-tls {}: {e}", self.smtp_tls.name()),
@@ -121,8 +149,14 @@ impl SmtpOpts {
     }
 
     /// The mailer these flags describe, started; a configured relay is
-    /// checked in the background (see [`email::spawn_check`]).
-    pub fn start_mailer(&self) -> anyhow::Result<Mailer> {
+    /// checked in the background (see [`email::spawn_check`]). With
+    /// `--smtp log`, mail goes to `console`, and there is no relay to check.
+    pub fn start_mailer(&self, console: Arc<dyn LineSink>) -> anyhow::Result<Mailer> {
+        if self.smtp == Some(SmtpTarget::Log) {
+            self.check_log()?;
+            tracing::info!("email: --smtp log: each mail is printed, not sent");
+            return Ok(Mailer::start_log(console));
+        }
         let relay = self.relay()?;
         if let (SmtpTls::None, Some(user)) = (self.smtp_tls, relay.user()) {
             tracing::warn!(
@@ -134,6 +168,25 @@ impl SmtpOpts {
             email::spawn_check(relay.clone());
         }
         Ok(Mailer::start_relay(relay))
+    }
+}
+
+impl SmtpOpts {
+    /// With `--smtp log`, a relay's flag is a mistake (or a forgotten
+    /// flag): said at start-up rather than ignored.
+    fn check_log(&self) -> anyhow::Result<()> {
+        let given = [
+            (self.smtp_tls != SmtpTls::Auto, "--smtp-tls"),
+            (self.smtp_user.is_some(), "--smtp-user"),
+            (self.smtp_password_file.is_some(), "--smtp-password-file"),
+            (self.smtp_ca.is_some(), "--smtp-ca"),
+        ];
+        match given.iter().find(|(given, _)| *given) {
+            Some((_, flag)) => bail!(
+                "{flag} has no use with --smtp log, which prints each mail instead of sending it"
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -259,6 +312,41 @@ mod tests {
             error(&plain_with_ca, None),
             "--smtp-ca has no use with --smtp-tls none"
         );
+    }
+
+    #[test]
+    fn smtp_log_prints_mail_and_takes_no_relay_flag() {
+        assert_eq!("log".parse::<SmtpTarget>(), Ok(SmtpTarget::Log));
+        assert_eq!("LOG".parse::<SmtpTarget>(), Ok(SmtpTarget::Log));
+        assert!(matches!(
+            "mail.example.com:25".parse::<SmtpTarget>(),
+            Ok(SmtpTarget::Relay(SmtpServer { port: 25, .. }))
+        ));
+        let e = "logs".parse::<SmtpTarget>().unwrap_err();
+        assert!(e.contains("expected HOST:PORT, or \"log\""), "{e}");
+
+        let log = SmtpOpts {
+            smtp: Some(SmtpTarget::Log),
+            ..SmtpOpts::default()
+        };
+        assert!(log.check_log().is_ok());
+        let with_user = SmtpOpts {
+            smtp_user: Some("alerts".into()),
+            ..log.clone()
+        };
+        assert_eq!(
+            with_user.check_log().unwrap_err().to_string(),
+            "--smtp-user has no use with --smtp log, which prints each mail instead of sending it"
+        );
+        let with_tls = SmtpOpts {
+            smtp_tls: SmtpTls::Tls,
+            ..log
+        };
+        assert!(with_tls
+            .check_log()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--smtp-tls "));
     }
 
     #[test]

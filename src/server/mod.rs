@@ -361,8 +361,9 @@ impl Server {
 }
 
 impl Server {
-    /// Streams events about dmon itself into the roots every `every` (see
-    /// [`crate::instrument`]), until shutdown.
+    /// Makes events about dmon itself every `every` (see
+    /// [`crate::instrument`]: into the index, or through the roots), until
+    /// shutdown.
     pub fn instrument(&mut self, every: Duration) {
         let tx = self.tx.clone();
         let pipeline = Arc::clone(&self.pipeline);
@@ -378,7 +379,7 @@ impl Server {
                         let now = pipeline.context().now();
                         let latencies = pipeline.ingest_latency.snapshot();
                         let events = instrumenter.events(&pipeline.stats(), &latencies, now);
-                        if !events.is_empty() && tx.send(Work::Events(events)).await.is_err() {
+                        if !events.is_empty() && tx.send(Work::Own(events)).await.is_err() {
                             return Ok(());
                         }
                     }

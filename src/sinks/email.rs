@@ -20,6 +20,12 @@
 //! and such a refusal, like a rejected login, is given up at once rather
 //! than retried. [`spawn_check`] tries all of it once at start-up, without
 //! sending mail, so a wrong password shows before the first alert is lost.
+//!
+//! `--smtp log` ([`Mailer::start_log`]) sends nothing: each mail is written
+//! whole where `printer()` lines go, to try alerts without a relay.
+//!
+//! Times in a mail are ISO 8601 in UTC (`time: 2026-12-06T23:01:02Z`): a
+//! person reads it, not a program.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -33,7 +39,8 @@ use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::Message;
 
 use super::{Failure, Policy, Refused, Retry, Sink, SinkHandle, SinkSnapshot, SinkStats};
-use crate::event::{push_escaped, Event};
+use crate::console::LineSink;
+use crate::event::{push_escaped, Event, Number};
 
 /// Mails waiting for the SMTP worker; beyond this they are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -114,6 +121,28 @@ impl Mail {
     }
 }
 
+impl Mail {
+    /// The whole mail as text, as `--smtp log` prints it: a first line
+    /// saying it was not sent, then the headers and the body, indented.
+    pub fn to_text(&self) -> String {
+        let to: Vec<String> = self.to.iter().map(|m| m.to_string()).collect();
+        let mut out = format!(
+            "mail (--smtp log: not sent)\n  From: {}\n  To: {}\n  Subject: {}\n",
+            self.from,
+            to.join(", "),
+            subject_line(&self.subject)
+        );
+        for line in self.body.trim_end_matches('\n').split('\n') {
+            out.push('\n');
+            if !line.is_empty() {
+                out.push_str("  ");
+                out.push_str(line);
+            }
+        }
+        out
+    }
+}
+
 /// `text` made fit for a Subject header: control characters escaped, and
 /// cut to [`SUBJECT_MAX_CHARS`] characters ending in an ellipsis if longer.
 /// Applying it twice changes nothing.
@@ -156,7 +185,8 @@ pub fn describe_fields(e: &Event) -> String {
         }
     }
     if let Some(t) = e.time {
-        let _ = writeln!(out, "time: {t}");
+        let shown = iso8601(t).unwrap_or_else(|| t.to_string());
+        let _ = writeln!(out, "time: {shown}");
     }
     if let Some(t) = e.ttl {
         let _ = writeln!(out, "ttl: {t}");
@@ -172,6 +202,51 @@ pub fn describe_fields(e: &Event) -> String {
         line(&mut out, k, v);
     }
     out
+}
+
+/// `t` (unix seconds) in ISO 8601, UTC: `2026-12-06T23:01:02Z`, with a
+/// fraction of a second only when there is one (to the microsecond, about
+/// what an f64 of today's seconds holds). `None` outside the years
+/// 0000-9999, which ISO 8601 writes only by agreement, and for NaN or
+/// infinity: the caller shows the number as it is.
+pub fn iso8601(t: Number) -> Option<String> {
+    let micros: i128 = match t {
+        Number::Int(secs) => i128::from(secs) * 1_000_000,
+        // `as` saturates: an absurd time comes out of range below.
+        Number::Float(secs) if secs.is_finite() => (secs * 1e6).round() as i128,
+        Number::Float(_) => return None,
+    };
+    let secs = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's
+    // civil_from_days): eras of 400 years, years starting in March.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i128::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    );
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    Some(out)
 }
 
 /// Parses `"ops@example.com"` or `"Ops <ops@example.com>"`.
@@ -665,6 +740,37 @@ impl Sink for EmailSink {
     }
 }
 
+/// `--smtp log`: each mail written whole to the console (where `printer()`
+/// lines go: stdout, or above the shell's prompt), one write per mail so
+/// other lines cannot come between its own; counted as sent.
+struct LogSink {
+    console: Arc<dyn LineSink>,
+}
+
+impl Sink for LogSink {
+    type Item = Mail;
+    type Conn = ();
+
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+    fn target(&self) -> String {
+        "log".into()
+    }
+    fn policy(&self) -> Policy {
+        POLICY
+    }
+    fn connect(&mut self) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn send(&mut self, _: &mut (), batch: &[Mail]) -> Result<(), Failure> {
+        for mail in batch {
+            self.console.write_line(&mail.to_text());
+        }
+        Ok(())
+    }
+}
+
 /// The mail sink of a server: `email()` nodes queue mail here.
 pub struct Mailer {
     handle: SinkHandle<Mail>,
@@ -683,6 +789,15 @@ impl Mailer {
     pub fn start_relay(relay: Relay) -> Mailer {
         Mailer {
             handle: SinkHandle::start(EmailSink { relay }),
+            started: true,
+        }
+    }
+
+    /// Starts the worker thread for `--smtp log`: each mail is written to
+    /// `console` instead of sent, and counted as sent.
+    pub fn start_log(console: Arc<dyn LineSink>) -> Mailer {
+        Mailer {
+            handle: SinkHandle::start(LogSink { console }),
             started: true,
         }
     }
@@ -759,6 +874,8 @@ mod tests {
             service: Some("cpu".into()),
             state: Some("warning".into()),
             metric: Some(Number::Float(2.5)),
+            time: Some(Number::Int(1_796_598_062)),
+            ttl: Some(60.0),
             tags: ["prod"].into(),
             ..Event::default()
         };
@@ -768,7 +885,65 @@ mod tests {
         assert_eq!(mail.subject, "web1 cpu warning");
         assert!(mail.body.contains("metric: 2.5\n"));
         assert!(mail.body.contains("tags: prod\n"));
+        // A time for people; a ttl stays seconds.
+        assert!(
+            mail.body.contains("time: 2026-12-06T23:01:02Z\n"),
+            "{}",
+            mail.body
+        );
+        assert!(mail.body.contains("ttl: 60\n"), "{}", mail.body);
         assert!(build_message(&mail).is_ok());
+
+        // --smtp log's text: the whole mail, every line of the body.
+        let text = mail.to_text();
+        assert!(text.starts_with("mail (--smtp log: not sent)\n"), "{text}");
+        assert!(text.contains("\n  From: dmon@localhost\n"), "{text}");
+        assert!(text.contains("\n  To: ops@example.com\n"), "{text}");
+        assert!(
+            text.contains("\n  Subject: web1 cpu warning\n\n  host: web1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\n  tags: prod"), "{text}");
+    }
+
+    #[test]
+    fn times_are_iso_8601_in_utc() {
+        let iso = |t| iso8601(t).unwrap_or_else(|| "none".into());
+        assert_eq!(iso(Number::Int(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(Number::Int(1_796_598_062)), "2026-12-06T23:01:02Z");
+        assert_eq!(iso(Number::Float(1_796_598_062.0)), "2026-12-06T23:01:02Z");
+        // A fraction only when there is one, without trailing zeros.
+        assert_eq!(
+            iso(Number::Float(1_796_598_062.25)),
+            "2026-12-06T23:01:02.25Z"
+        );
+        assert_eq!(
+            iso(Number::Float(1_796_598_062.1)),
+            "2026-12-06T23:01:02.1Z"
+        );
+        assert_eq!(iso(Number::Float(0.000_001)), "1970-01-01T00:00:00.000001Z");
+        // A leap day, before 1970, and the ends of years 0001-9999.
+        assert_eq!(iso(Number::Int(1_709_208_000)), "2024-02-29T12:00:00Z");
+        assert_eq!(iso(Number::Int(-1)), "1969-12-31T23:59:59Z");
+        assert_eq!(iso(Number::Float(-0.5)), "1969-12-31T23:59:59.5Z");
+        assert_eq!(iso(Number::Int(253_402_300_799)), "9999-12-31T23:59:59Z");
+        assert_eq!(iso(Number::Int(-62_135_596_800)), "0001-01-01T00:00:00Z");
+        // Out of ISO 8601's years, or no number: shown as it is.
+        for t in [
+            Number::Int(253_402_300_800),
+            Number::Int(i64::MIN),
+            Number::Int(i64::MAX),
+            Number::Float(1e300),
+            Number::Float(f64::NAN),
+            Number::Float(f64::INFINITY),
+        ] {
+            assert_eq!(iso8601(t), None, "{t}");
+        }
+        let far = Event {
+            time: Some(Number::Float(1e12)),
+            ..Event::default()
+        };
+        assert_eq!(describe_fields(&far), "time: 1000000000000\n");
     }
 
     #[test]
