@@ -19,6 +19,7 @@
 //! | [`timers`] | wake-ups at deadlines for time-driven nodes, and the virtual-time driver |
 //! | [`testing`] | the in-process harness: events and a virtual clock in, events out |
 //! | [`rehearsal`] | streams run over given events under a virtual clock, outputs captured (replay, `dmon.testing`, `try_stream`) |
+//! | [`trace`] | one event's path through the streams, node by node, on a copy of them (the shell's `trace`, `dmon trace`) |
 //! | [`index`] | latest event per host/service, and expiry |
 //! | [`instrument`], [`latency`] | events about dmon itself, into the index (or, asked, through the roots); a latency histogram |
 //! | [`sinks`] | where output nodes send events out (mail, `forward`, `graphite`, `influxdb`, `webhook`): one queue, batching, retry and counters machinery |
@@ -63,3 +64,4 @@ pub mod streams;
 pub mod testing;
 pub mod timers;
 pub mod tls;
+pub mod trace;

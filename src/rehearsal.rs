@@ -24,7 +24,7 @@ use crate::context::Context;
 use crate::event::{Event, Number};
 use crate::outputs::capture::{Capture, Outputs};
 use crate::pipeline::{Pipeline, Root};
-use crate::streams::{detached_copy, CopiedStats, NodeRef, NodeStats};
+use crate::streams::{copy_states, detached_copy, CopiedStats, NodeRef, NodeStats};
 use crate::timers;
 
 pub struct Rehearsal {
@@ -33,19 +33,28 @@ pub struct Rehearsal {
     capture: Arc<Capture>,
     /// Each root's copy's counters, by the original nodes' counters.
     copies: Vec<CopiedStats>,
+    /// Whether the copies started with their originals' state.
+    carried_state: bool,
 }
 
 impl Rehearsal {
     /// Rehearses `roots` (fresh copies of them) from virtual time `start`,
     /// keeping every output (see [`Rehearsal::counting`]).
     pub fn new(roots: Vec<Root>, start: f64, console: Arc<dyn LineSink>) -> Self {
-        Self::with_capture(roots, start, console, Capture::new(true))
+        Self::with_capture(roots, start, console, Capture::new(true), false)
+    }
+
+    /// As [`Rehearsal::new`], but each copy starts with a copy of the
+    /// state its original holds now ([`copy_states`]; the originals are
+    /// left as they are): what [`crate::trace`] runs an event through.
+    pub fn carrying_state(roots: Vec<Root>, start: f64, console: Arc<dyn LineSink>) -> Self {
+        Self::with_capture(roots, start, console, Capture::new(true), true)
     }
 
     /// As [`Rehearsal::new`], but only counting outputs per node (for
     /// replays of millions of events).
     pub fn counting(roots: Vec<Root>, start: f64, console: Arc<dyn LineSink>) -> Self {
-        Self::with_capture(roots, start, console, Capture::new(false))
+        Self::with_capture(roots, start, console, Capture::new(false), false)
     }
 
     fn with_capture(
@@ -53,6 +62,7 @@ impl Rehearsal {
         start: f64,
         console: Arc<dyn LineSink>,
         capture: Capture,
+        carry_state: bool,
     ) -> Self {
         let clock = VirtualClock::starting_at(start);
         let capture = Arc::new(capture);
@@ -66,6 +76,11 @@ impl Rehearsal {
             .into_iter()
             .map(|root| {
                 let (node, stats) = detached_copy(&root.node);
+                if carry_state {
+                    // Before the pipeline starts the copy: its alarms are
+                    // set from the state it holds.
+                    copy_states(&*node, &*root.node);
+                }
                 copies.push(stats);
                 Root { node, ..root }
             })
@@ -75,7 +90,14 @@ impl Rehearsal {
             pipeline: Pipeline::new(ctx, roots),
             capture,
             copies,
+            carried_state: carry_state,
         }
+    }
+
+    /// Whether the copies started with their originals' state
+    /// ([`Rehearsal::carrying_state`]).
+    pub fn carries_state(&self) -> bool {
+        self.carried_state
     }
 
     pub fn now(&self) -> f64 {

@@ -488,6 +488,12 @@ pub struct When {
 }
 
 impl When {
+    /// How many of the children take the events that pass (the rest is
+    /// the `else_` child).
+    pub fn passing_children(&self) -> usize {
+        self.then
+    }
+
     pub fn new(
         kind: &'static str,
         predicate: Arc<dyn Predicate>,

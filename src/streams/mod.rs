@@ -254,7 +254,8 @@ macro_rules! node_core {
 }
 
 /// [`Node::keep_state`] for a node whose state is the `Mutex` in field
-/// `$field`: takes the old node's state.
+/// `$field`: takes the old node's state; and [`Node::copy_state`], which
+/// clones it.
 #[macro_export]
 macro_rules! keep_state_in {
     ($field:ident) => {
@@ -265,6 +266,17 @@ macro_rules! keep_state_in {
                     true
                 }
                 None => false,
+            }
+        }
+        fn copy_state(&self, from: &dyn $crate::streams::Node) -> bool {
+            match from.as_any().downcast_ref::<Self>() {
+                Some(from) if !std::ptr::eq(self, from) => {
+                    // Cloned before this node's lock is taken: never two at once.
+                    let state = $crate::streams::lock(&from.$field).clone();
+                    *$crate::streams::lock(&self.$field) = state;
+                    true
+                }
+                _ => false,
             }
         }
     };
@@ -335,6 +347,14 @@ pub trait Node: Send + Sync + 'static {
     /// being replaced, built with the same arguments; true if it had state
     /// to take. Stateless nodes keep the default.
     fn keep_state(&self, _old: &dyn Node) -> bool {
+        false
+    }
+    /// Takes a copy of the state of `from`, the node at the same place in
+    /// the tree this node's tree was copied from, leaving `from` as it is;
+    /// true if it had state to copy (see [`copy_states`]). Nodes whose
+    /// state cannot be copied (a coroutine's Python frame) keep the
+    /// default and start afresh.
+    fn copy_state(&self, _from: &dyn Node) -> bool {
         false
     }
     /// A live fact for `streams()`, such as `by`'s fork count.
@@ -432,11 +452,44 @@ pub fn push_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
 
 fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
     node.stats().errors.fetch_add(1, Ordering::Relaxed);
+    let recorded = FAILURES.with_borrow_mut(|failures| match failures {
+        Some(failures) => {
+            failures.push((node.stats() as *const NodeStats as usize, err.0.clone()));
+            true
+        }
+        None => false,
+    });
+    if recorded {
+        // A trace shows it; the server's logs are about the live streams.
+        return;
+    }
     warn_limited!(
         NODE_ERROR_LOG,
         "{} failed on event {what}: {err}",
         label(node)
     );
+}
+
+thread_local! {
+    /// While [`recording_failures`] runs on this thread: each failure, by
+    /// the failing node's counters' address, with its message.
+    static FAILURES: std::cell::RefCell<Option<Vec<(usize, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, keeping the failures of the nodes it runs on this thread
+/// (instead of logging them): `(the node's counters' address, message)`.
+pub fn recording_failures<R>(f: impl FnOnce() -> R) -> (R, Vec<(usize, String)>) {
+    struct Reset(Option<Vec<(usize, String)>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FAILURES.set(self.0.take());
+        }
+    }
+    let mut reset = Reset(FAILURES.replace(Some(Vec::new())));
+    let out = f();
+    let failures = FAILURES.replace(reset.0.take()).unwrap_or_default();
+    (out, failures)
 }
 
 /// How logs name a node: its path and how it was built,
@@ -505,6 +558,19 @@ pub fn keep_states(new: &dyn Node, old: &dyn Node) {
         new.keep_state(old);
     }
     for_matching_children(new, old, keep_states);
+}
+
+/// For a copy of `from`'s tree (a [`detached_copy`]): each node of `new`
+/// takes a copy of the state of the node at the same place in `from`
+/// ([`Node::copy_state`]); `from` is left as it is.
+pub fn copy_states(new: &dyn Node, from: &dyn Node) {
+    if std::ptr::addr_eq(new, from) {
+        return;
+    }
+    if new.kind() == from.kind() && new.describe() == from.describe() {
+        new.copy_state(from);
+    }
+    for_matching_children(new, from, copy_states);
 }
 
 /// Pairs children at the same place: the same kind and the same position

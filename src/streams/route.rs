@@ -16,7 +16,8 @@ use super::filter::{names_from, predicate_from, FieldRef, Predicate};
 use super::registry::Entry;
 use super::value::{Args, BuildError, Function, Value};
 use super::{
-    emit, emit_list, emit_to, keep_states, lock, push, Node, NodeCore, NodeError, NodeRef,
+    copy_states, emit, emit_list, emit_to, keep_states, lock, push, Node, NodeCore, NodeError,
+    NodeRef,
 };
 use crate::context::Context;
 use crate::event::Event;
@@ -542,6 +543,34 @@ impl By {
         self.core.children.iter().map(|c| c.fresh()).collect()
     }
 
+    /// The key of the fork `event` goes to, as a trace shows it:
+    /// `host=web1`, `host=web1, service=cpu`, or the key function's value.
+    pub fn fork_label(&self, event: &Arc<Event>) -> Result<String, NodeError> {
+        let key = self.key_of(event)?;
+        let parts: Vec<&KeyPart> = match &key {
+            Key::One(p) => vec![p],
+            Key::Two(a, b) => vec![a, b],
+            Key::Many(ps) => ps.iter().collect(),
+        };
+        let shown = |p: &KeyPart| match p {
+            KeyPart::None => "None".to_owned(),
+            KeyPart::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
+            KeyPart::Int(i) => i.to_string(),
+            KeyPart::Float(bits) => f64::from_bits(*bits).to_string(),
+            KeyPart::Str(s) => s.to_string(),
+            KeyPart::Other(s) => s.to_string(),
+        };
+        Ok(match &self.key {
+            KeyOf::Fields(fields) => fields
+                .iter()
+                .zip(parts)
+                .map(|(f, p)| format!("{f}={}", shown(p)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            KeyOf::Func(_) => parts.into_iter().map(shown).collect::<Vec<_>>().join(", "),
+        })
+    }
+
     pub fn fork_count(&self) -> usize {
         lock(&self.forks).len()
     }
@@ -713,6 +742,34 @@ impl Node for By {
                 Fork {
                     children,
                     last_seen: fork.last_seen,
+                },
+            );
+        }
+        *lock(&self.forks) = forks;
+        true
+    }
+    /// Copies each of `from`'s forks: built from this node's templates,
+    /// each child taking a copy of its state.
+    fn copy_state(&self, from: &dyn Node) -> bool {
+        let Some(from) = from.as_any().downcast_ref::<Self>() else {
+            return false;
+        };
+        if std::ptr::eq(self, from) {
+            return false;
+        }
+        let from_forks: Vec<(Key, Arc<[NodeRef]>, f64)> = lock(&from.forks)
+            .iter()
+            .map(|(k, f)| (k.clone(), Arc::clone(&f.children), f.last_seen))
+            .collect();
+        let mut forks = HashMap::with_capacity(from_forks.len());
+        for (key, from_children, last_seen) in from_forks {
+            let children = self.new_children();
+            pair_children(&children, &from_children, copy_states);
+            forks.insert(
+                key,
+                Fork {
+                    children,
+                    last_seen,
                 },
             );
         }

@@ -255,7 +255,7 @@ pub struct Stable {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct StableState {
     value: Option<Value>,
     /// Held events with their times; empty once the value is stable.

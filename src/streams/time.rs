@@ -181,7 +181,7 @@ pub struct Rate {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RateState {
     start: Option<f64>,
     sum: f64,
@@ -349,7 +349,7 @@ pub struct Percentiles {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SampleState {
     start: Option<f64>,
     events: Vec<(f64, Arc<Event>)>,
@@ -513,7 +513,7 @@ pub struct Rollup {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RollupState {
     start: Option<f64>,
     sent: usize,
@@ -713,7 +713,7 @@ pub struct Coalesce {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct CoalesceState {
     due: Option<f64>,
     latest: BTreeMap<EventKey, Arc<Event>>,
@@ -840,7 +840,7 @@ pub struct FillIn {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FillState {
     due: Option<f64>,
     last: Option<Arc<Event>>,
@@ -971,7 +971,7 @@ pub struct Ddt {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct DdtState {
     prev: Option<(f64, f64)>,
     start: Option<f64>,
@@ -1086,7 +1086,7 @@ pub struct Apdex {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ApdexState {
     start: Option<f64>,
     /// Satisfied, tolerated, total.

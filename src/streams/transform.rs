@@ -833,7 +833,7 @@ pub struct Ewma {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct EwmaState {
     time: Option<f64>,
     avg: f64,

@@ -179,7 +179,7 @@ pub struct MovingTimeWindow {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MovingState {
     newest: Option<f64>,
     events: VecDeque<(f64, Arc<Event>)>,
@@ -262,7 +262,7 @@ pub struct FixedTimeWindow {
     core: NodeCore,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct FixedState {
     start: Option<f64>,
     events: Vec<Arc<Event>>,
