@@ -559,6 +559,24 @@ class TryResult:
     __str__ = report
 
 
+def trace(event=None, **fields):
+    """trace(event | dict | **fields): show one event's path through a copy of the live streams: trace({"host": "web1", "metric": 0.97})
+
+    Each node it reached (by its streams() path), each filter's verdict (true,
+    false, or the exception raised), what each node did (passed, emitted N,
+    held in a window, throttled, forked to a by key), where it stopped, and
+    what reached the outputs. The copy starts with the live nodes' state
+    (windows, throttles, by's forks) and nothing is mailed, indexed or sent;
+    the live streams are left as they are. Prints the path and returns a Trace
+    (.steps, .stopped_at, .outputs, .step(path))."""
+    evs = _events_from(() if event is None else (event,), fields)
+    if len(evs) != 1:
+        raise ValueError(f"trace() traces one event, not {len(evs)}")
+    t = _server.trace(evs[0])
+    print(t)
+    return t
+
+
 def _clock(t):
     return time.strftime("%H:%M:%S", time.localtime(t))
 
@@ -1095,7 +1113,7 @@ def set_address(host, port):
 
 
 _HELPERS = (inject, paste, send, event, streams, tap, index, query, record, stats, logs,
-            log_level, try_stream, spark, top, reload, edit, watch, help)
+            log_level, try_stream, trace, spark, top, reload, edit, watch, help)
 
 
 def _put_helpers():

@@ -12,6 +12,7 @@ pub mod serve;
 pub mod shell;
 pub mod smtp_opts;
 pub mod test;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Run the tests of stream modules (test_*.py files, pytest-style).
     Test(test::TestArgs),
+    /// Show one event's path through the streams: each node it reached, each filter's verdict, where it stopped.
+    Trace(trace::TraceArgs),
 }
 
 impl Cli {
@@ -82,6 +85,7 @@ impl Cli {
             Some(Command::Bench(args)) => bench::run(args),
             Some(Command::Catalog(args)) => catalog::run(args),
             Some(Command::Test(args)) => test::run(args),
+            Some(Command::Trace(args)) => trace::run(args),
         };
         match result {
             Ok(code) => code,

@@ -13,6 +13,7 @@ pub mod repl;
 pub mod shell;
 pub mod streams;
 pub mod testing;
+pub mod trace;
 pub mod value;
 
 use std::sync::{Arc, OnceLock};

@@ -615,6 +615,32 @@ impl ShellServer {
         }
     }
 
+    /// `trace()`'s work: `event` through a copy of the live streams, each
+    /// node starting with a copy of its live state (the live nodes are
+    /// left as they are), outputs captured.
+    fn trace(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<super::trace::PyTrace> {
+        let Target::Local(pipeline) = &self.target else {
+            return Err(PyRuntimeError::new_err(
+                "trace() needs the in-process server: with --connect, the live streams run in the \
+                 remote dmon; there, or with `dmon trace EVENT --streams MODULE`, trace the event",
+            ));
+        };
+        let event = Event::clone(&*event_from_py(event)?);
+        let roots = pipeline.roots().to_vec();
+        let now = pipeline.context().now();
+        // Without the GIL: copying waits for each live node's lock, which
+        // the dispatch thread may hold while it waits for the GIL.
+        let (traced, run) = py.detach(|| {
+            let mut run = Rehearsal::carrying_state(roots, now, Arc::new(Discard));
+            let ctx = Arc::clone(run.ctx());
+            let traced = super::with_context(&ctx, || crate::trace::trace(&mut run, event));
+            (traced, run)
+        });
+        // The copies' Python objects (fresh coroutines) go with the GIL held.
+        drop(run);
+        Ok(super::trace::PyTrace(traced))
+    }
+
     /// `try_stream()`'s work: runs fresh copies of `candidate` and of the
     /// live streams (every root, or the one `against` names) over the
     /// events received in the last `minutes`, each on a virtual clock
