@@ -20,6 +20,12 @@
 //! traced alike, and paths are those `streams()` shows (`by`'s forks count
 //! into their template's path).
 //!
+//! The live trees are copied node by node while the server goes on: each
+//! node's state is copied whole, under its lock, but two nodes may be
+//! copied an event apart. The words for each step, and [`Trace`]'s
+//! `Display`, are shared by `dmon trace` and the shell, which print the
+//! same text.
+//!
 //! A coroutine's state lives in a Python frame and cannot be copied: in a
 //! trace of the live streams it starts afresh, which the trace notes.
 //! Python functions are the live ones: one that keeps state of its own (a
@@ -223,7 +229,10 @@ pub fn trace(r: &mut Rehearsal, mut event: Event) -> Trace {
                     .find(|(k, _)| *k == key(n.stats()))
                     .map_or_else(|| "failed (no message)".to_owned(), |(_, m)| m.clone())
             });
-            let (b, a) = (&before[&key(n.stats())], &after[&key(n.stats())]);
+            let (Some(b), Some(a)) = (before.get(&key(n.stats())), after.get(&key(n.stats())))
+            else {
+                return;
+            };
             let (verdict, mut detail) = judge(
                 n,
                 &event,

@@ -312,6 +312,12 @@ mail_stream = over(100, email("ops@example.com"))
 
     let after = shell.type_line("streams()");
     assert_eq!(after, before, "the live streams changed");
+    let help = shell.type_line("help()");
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("trace()")
+            && l.contains(r#"trace({"host": "web1", "metric": 0.97})"#)),
+        "help() does not list trace() with its example:\n{help}"
+    );
     let stats = shell.exit();
     assert_eq!(stat(&stats, "mails_queued"), 0, "{stats}");
     assert_eq!(stat(&stats, "processed"), 1, "{stats}");

@@ -18,6 +18,9 @@ pub struct PyTrace(pub Trace);
 #[pyclass(name = "TraceStep", module = "dmon._shell", frozen)]
 pub struct PyStep(Step);
 
+/// One output as scripts see it: (node, kind, [events]).
+type PyOutput = (String, &'static str, Vec<Py<PyEvent>>);
+
 #[pymethods]
 impl PyTrace {
     /// The event as traced (stamped with the clock's time if it had none).
@@ -45,7 +48,7 @@ impl PyTrace {
 
     /// What reached the outputs: (node, kind, [events]), in order.
     #[getter]
-    fn outputs(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, Vec<Py<PyEvent>>)>> {
+    fn outputs(&self, py: Python<'_>) -> PyResult<Vec<PyOutput>> {
         self.0
             .outputs
             .iter()
