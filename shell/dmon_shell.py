@@ -560,9 +560,10 @@ class TryResult:
 
 
 def trace(event=None, **fields):
-    """trace(event | dict | **fields): show one event's path through a copy of the live streams: trace({"host": "web1", "metric": 0.97})
+    """trace(event | dict | **fields): one event's path, node by node: trace(host="web1", metric=0.97)
 
-    Each node it reached (by its streams() path), each filter's verdict (true,
+    Runs the event through a copy of the live streams and prints each node it
+    reached (by its streams() path), each filter's verdict (true,
     false, or the exception raised), what each node did (passed, emitted N,
     held in a window, throttled, forked to a by key), where it stopped, and
     what reached the outputs. The copy starts with the live nodes' state

@@ -315,7 +315,7 @@ mail_stream = over(100, email("ops@example.com"))
     let help = shell.type_line("help()");
     assert!(
         help.lines().any(|l| l.trim_start().starts_with("trace()")
-            && l.contains(r#"trace({"host": "web1", "metric": 0.97})"#)),
+            && l.contains(r#"one event's path, node by node: trace(host="web1", metric=0.97)"#)),
         "help() does not list trace() with its example:\n{help}"
     );
     let stats = shell.exit();
