@@ -293,14 +293,7 @@ fn paste_all_at_once(kind: Kind) {
     // The shell goes on.
     let out = shell.type_line("print(6 * 7)");
     assert!(has_line(&out, "42"), "{out}");
-    match kind {
-        Kind::Ipython => {
-            shell.type_at_prompt("exit()");
-            shell.tmux.keys(&["Enter"]);
-        }
-        Kind::Python | Kind::Bpython | Kind::Hy => shell.tmux.keys(&["C-d"]),
-    }
-    shell.assert_clean_exit();
+    shell.leave();
 }
 
 #[test]
@@ -346,14 +339,7 @@ fn every_line_of_a_burst_and_a_paste_runs(kind: Kind) {
     shell.wait_for("the paste's print", |s| has_line(s, "pasted 42"));
     let screen = shell.screen();
     assert!(!screen.contains("SyntaxError"), "{screen}");
-    match kind {
-        Kind::Ipython => {
-            shell.type_at_prompt("exit()");
-            shell.tmux.keys(&["Enter"]);
-        }
-        Kind::Python | Kind::Bpython | Kind::Hy => shell.tmux.keys(&["C-d"]),
-    }
-    shell.assert_clean_exit();
+    shell.leave();
 }
 
 #[test]
