@@ -828,6 +828,8 @@ class PlainInterpreter(code.InteractiveInterpreter):
             self._pending = []
             return self._run_several(source, filename)
         if code is None:
+            # Remembered again, whole, once complete.
+            linecache.cache.pop(filename, None)
             return True
         self._pending = []
         _run(self, code)
