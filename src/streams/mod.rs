@@ -537,48 +537,45 @@ pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
 /// of `old`, takes that node's state ([`Node::keep_state`]) and continues
 /// its counters. The same node object in both trees is left as it is.
 pub fn carry_over(new: &dyn Node, old: &dyn Node) {
-    if std::ptr::addr_eq(new, old) {
-        return;
-    }
-    if new.kind() == old.kind() && new.describe() == old.describe() {
+    for_each_same_node(new, old, &mut |new, old| {
         let kept = new.keep_state(old);
         new.stats().kept_state.store(kept, Ordering::Relaxed);
         new.stats().add(old.stats());
-    }
-    for_matching_children(new, old, carry_over);
+    });
 }
 
 /// Like [`carry_over`], state only: for `by`, whose forks share their
 /// counters with the templates that already carried them over.
 pub fn keep_states(new: &dyn Node, old: &dyn Node) {
-    if std::ptr::addr_eq(new, old) {
-        return;
-    }
-    if new.kind() == old.kind() && new.describe() == old.describe() {
+    for_each_same_node(new, old, &mut |new, old| {
         new.keep_state(old);
-    }
-    for_matching_children(new, old, keep_states);
+    });
 }
 
 /// For a copy of `from`'s tree (a [`detached_copy`]): each node of `new`
 /// takes a copy of the state of the node at the same place in `from`
 /// ([`Node::copy_state`]); `from` is left as it is.
 pub fn copy_states(new: &dyn Node, from: &dyn Node) {
-    if std::ptr::addr_eq(new, from) {
-        return;
-    }
-    if new.kind() == from.kind() && new.describe() == from.describe() {
+    for_each_same_node(new, from, &mut |new, from| {
         new.copy_state(from);
-    }
-    for_matching_children(new, from, copy_states);
+    });
 }
 
-/// Pairs children at the same place: the same kind and the same position
-/// among siblings of that kind (the path segment, `when#1`).
-fn for_matching_children(new: &dyn Node, old: &dyn Node, f: fn(&dyn Node, &dyn Node)) {
+/// Visits, parents first, each node of `new` with the node of `old` at the
+/// same place (the same path segments: kind, and position among siblings
+/// of that kind, `when#1`) when both were built alike (kind and
+/// description). The same node object in both trees is left out, with
+/// everything below it.
+fn for_each_same_node(new: &dyn Node, old: &dyn Node, visit: &mut dyn FnMut(&dyn Node, &dyn Node)) {
+    if std::ptr::addr_eq(new, old) {
+        return;
+    }
+    if new.kind() == old.kind() && new.describe() == old.describe() {
+        visit(new, old);
+    }
     for (segment, child) in segments(new.children()) {
         if let Some((_, old_child)) = segments(old.children()).find(|(s, _)| *s == segment) {
-            f(&**child, &**old_child);
+            for_each_same_node(&**child, &**old_child, visit);
         }
     }
 }
