@@ -263,8 +263,9 @@ mod tests {
             .iter()
             .map(|o| o.events[0].time.unwrap().as_f64())
             .collect();
-        // The interval ending at 60.5, when the event expires, is not.
-        let expected: Vec<f64> = (1..=59).map(|i| 0.5 + i as f64).collect();
+        // The last report is at 60.5, when the event expires (Riemann
+        // reports while now <= time + ttl).
+        let expected: Vec<f64> = (1..=60).map(|i| 0.5 + i as f64).collect();
         assert_eq!(times, expected);
         assert!(r.ctx().timers.is_empty(), "nothing left to wake");
     }

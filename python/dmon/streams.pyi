@@ -443,7 +443,7 @@ def project(*tests_and_children: _Test | _Child) -> Stream:
 
     Keep the latest event matching each test (query or predicate) and forward them as one list on every match.
 
-    One slot per test, in order; empty slots are left out of the list. An expired event (state "expired", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).
+    One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state "expired", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).
 
     Example:
         project('service = "enq"', 'service = "deq"', smap(folds.quotient, printer()))
@@ -515,7 +515,7 @@ def rate(interval: float, *children: _Child) -> Stream:
 
     Every `interval` seconds, forward the last event with its metric set to the sum of the interval's metrics divided by `interval`.
 
-    Processing time (Riemann's `rate`). Intervals begin with the first event; each forwarded event has time = the interval's end. Intervals without events report 0 while the last event is alive (its time + ttl, ttl 60 by default), then the node falls quiet until the next event. Events without a metric (or with inf/nan) are ignored. After a clock jump, at most 10 intervals are reported: the first, then the latest.
+    Processing time (Riemann's `rate`). Reports begin with the first event and come every `interval` seconds: the last event with time = the report's time and metric = the sum of the metrics since the previous report / `interval` (0 when none came). They go on while the report's time is not past the latest event's time + ttl, and stop at an expired event; each report's ttl is the event's minus `interval` for each report made from it before, so reports expire with it (as Riemann's). An event without a ttl counts as ttl 60, where Riemann's would report forever. Events without a metric (or with inf/nan) are not summed but do extend the reports. After a clock jump, at most 10 reports: the first, then the latest.
 
     Example:
         rate(5, index())
@@ -557,9 +557,9 @@ def rollup(n: int, dt: float, *children: _Child) -> Stream:
 def batch(n: int, dt: float, *children: _Child) -> Stream:
     """batch(n, dt, *children)
 
-    Forward events as lists of up to `n`: when `n` are gathered, or `dt` seconds after the first of a list arrived.
+    Forward events as lists of up to `n`: when `n` are gathered, and at the end of each `dt`-second window that gathered some.
 
-    Processing time (Riemann's `batch`); the `dt` timer runs on the clock, so a partial list goes out when traffic stops.
+    Processing time, fixed windows of `dt` seconds aligned to the epoch (Riemann's `batch`, whose windows are aligned to when the stream was made). A list goes out when `n` events are gathered, and what a window gathered after that goes out at the window's end, on the clock, without waiting for an event.
 
     Example:
         batch(100, 1, printer())
@@ -606,9 +606,9 @@ def fill_in_last(dt: float, fields: _Fields, *children: _Child) -> Stream:
 def ddt(*children: _Child) -> Stream:
     """ddt(dt=None, *children)
 
-    Forward the derivative of the metric: (m2 - m1) / (t2 - t1) between consecutive events, or every `dt` seconds when given.
+    Forward the derivative of the metric: (m2 - m1) / (t2 - t1) between consecutive events, or every `dt` seconds between the newest events of consecutive reports.
 
-    Event time for the derivative: t is each event's time. Without `dt` (Riemann's `ddt-events`), each event after the first is forwarded with the derivative since the previous one; an event not later than the previous one forwards nothing (one at the same time replaces it). With `dt` (Riemann's `ddt` with an interval), every `dt` seconds of processing time that saw events, the interval's last event is forwarded with the derivative since the last event of the previous report. Events without a metric or a time are ignored.
+    Event time for the derivative: t is each event's time; events without a metric or a time are not used. Without `dt` (Riemann's `ddt-events`), each event after the first is forwarded with the derivative since the previous one; an event not later than the previous one forwards nothing (one at the same time replaces it; Riemann's would use an older one). With `dt` (Riemann's `ddt` with an interval), reports begin at the first event (which only becomes the baseline) and come every `dt` seconds of processing time: the newest event, with time = the report's time and the derivative since the event of the previous report; an interval without events reports 0. Reports go on while the report's time is not past the latest event's time + ttl (ttl 60 when it has none, where Riemann's reports forever) and stop at an expired event; the next event starts them again.
 
     Example:
         ddt(index())

@@ -26,10 +26,16 @@
 //!   a metric. With events but no metric at all, `sum` and `product` give
 //!   the empty sum and product, 0 and 1, as Riemann's `(reduce + ())` does;
 //!   the others return None, as does any fold of an empty list. `count`
-//!   counts every event (an empty list counts 0, as in Riemann).
+//!   counts every event (an empty list counts 0, as in Riemann). A missing
+//!   event (None in the list, as `project` gives for a test nothing
+//!   matched) is left out.
+//! - A result without a time (`count` of nothing, or of events without
+//!   one) gets the clock's time in a stream, the wall clock's when called
+//!   from Python, as Riemann's `event` stamps one.
 //! - `difference` and `quotient` are positional (first against the rest),
-//!   so, as Riemann's, a missing metric gives the event with no metric and
-//!   the description "An event or metric was nil."; a zero divisor gives
+//!   so, as Riemann's, a missing metric or event gives the event with no
+//!   metric and the description "An event or metric was nil." (a missing
+//!   first event gives None); a zero divisor gives
 //!   no metric and "Can't divide by zero" (Riemann's `quotient` does the
 //!   same for integer division; its float division gives Infinity).
 //! - Integer metrics stay integers in `sum`, `product`, `difference` while
@@ -46,6 +52,11 @@ use crate::event::{Event, Number};
 pub struct Fold {
     pub name: &'static str,
     pub summary: &'static str,
+    /// Whether it takes the first event against the rest, so a missing
+    /// event (None in the list, an empty slot of `project`) counts: None
+    /// first gives None, None later an event without a metric (Riemann's
+    /// `fold-all`). The other folds leave missing events out.
+    pub positional: bool,
     pub fold: fn(&[Arc<Event>]) -> Vec<Event>,
 }
 
@@ -53,56 +64,67 @@ pub const FOLDS: &[Fold] = &[
     Fold {
         name: "sum",
         summary: "The last event, with the sum of the metrics.",
+        positional: false,
         fold: |es| one(sum(es)),
     },
     Fold {
         name: "product",
         summary: "The last event, with the product of the metrics.",
+        positional: false,
         fold: |es| one(product(es)),
     },
     Fold {
         name: "difference",
         summary: "The last event, with the first metric minus all the others.",
+        positional: true,
         fold: |es| one(difference(es)),
     },
     Fold {
         name: "quotient",
         summary: "The last event, with the first metric divided by all the others (no metric on a zero divisor).",
+        positional: true,
         fold: |es| one(quotient(es)),
     },
     Fold {
         name: "mean",
         summary: "The last event, with the mean of the metrics.",
+        positional: false,
         fold: |es| one(mean(es)),
     },
     Fold {
         name: "std_dev",
         summary: "The last event, with the (population) standard deviation of the metrics.",
+        positional: false,
         fold: |es| one(std_dev(es)),
     },
     Fold {
         name: "count",
         summary: "The last event, with the number of events as metric.",
+        positional: false,
         fold: |es| one(count(es)),
     },
     Fold {
         name: "median",
         summary: "The median event, by metric.",
+        positional: false,
         fold: |es| one(median(es)),
     },
     Fold {
         name: "minimum",
         summary: "The event with the smallest metric.",
+        positional: false,
         fold: |es| one(minimum(es)),
     },
     Fold {
         name: "maximum",
         summary: "The event with the largest metric.",
+        positional: false,
         fold: |es| one(maximum(es)),
     },
     Fold {
         name: "extremes",
         summary: "Two events: the minimum and the maximum, by metric.",
+        positional: false,
         fold: |es| minimum(es).into_iter().chain(maximum(es)).collect(),
     },
 ];
@@ -230,7 +252,8 @@ pub fn std_dev(events: &[Arc<Event>]) -> Option<Event> {
 }
 
 /// Every event counts, with or without a metric; an empty list gives an
-/// event with metric 0 (Riemann's `count`).
+/// event with metric 0 (Riemann's `count`; [`NativeFold`] gives it the
+/// time).
 pub fn count(events: &[Arc<Event>]) -> Option<Event> {
     let n = Number::Int(events.len() as i64);
     last_with(events, Some(n)).or_else(|| {
@@ -282,17 +305,20 @@ pub fn maximum(events: &[Arc<Event>]) -> Option<Event> {
 /// and a list of events for several (`extremes`).
 pub struct NativeFold(pub &'static Fold);
 
-impl super::Function for NativeFold {
-    fn call(&self, args: &[super::Value]) -> Result<super::Value, super::NodeError> {
-        let events = match args {
+impl NativeFold {
+    /// The fold over the list in `args`; an event it makes without a time
+    /// (`count` of nothing) gets `now`, as Riemann's `event` stamps one.
+    fn run(&self, args: &[super::Value], now: f64) -> Result<super::Value, super::NodeError> {
+        let items = match args {
             [super::Value::List(items)] => items
                 .iter()
                 .map(|v| match v {
-                    super::Value::Event(e) => Ok(Arc::clone(e)),
+                    super::Value::Event(e) => Ok(Some(Arc::clone(e))),
+                    super::Value::None => Ok(None),
                     other => Err(other.type_name()),
                 })
                 .collect::<Result<Vec<_>, _>>(),
-            [super::Value::Event(e)] => Ok(vec![Arc::clone(e)]),
+            [super::Value::Event(e)] => Ok(vec![Some(Arc::clone(e))]),
             [other] => Err(other.type_name()),
             _ => Err("several arguments"),
         }
@@ -302,15 +328,40 @@ impl super::Function for NativeFold {
                 self.0.name
             ))
         })?;
+        let events: Vec<Arc<Event>> = if self.0.positional {
+            if matches!(items.first(), Some(None)) {
+                return Ok(super::Value::None);
+            }
+            let missing = || Arc::clone(super::empty_slot());
+            items
+                .into_iter()
+                .map(|e| e.unwrap_or_else(missing))
+                .collect()
+        } else {
+            items.into_iter().flatten().collect()
+        };
         let mut out: Vec<super::Value> = (self.0.fold)(&events)
             .into_iter()
-            .map(super::Value::from)
+            .map(|mut e| {
+                e.time.get_or_insert(Number::Float(now));
+                super::Value::from(e)
+            })
             .collect();
         Ok(match out.len() {
             0 => super::Value::None,
             1 => out.remove(0),
             _ => super::Value::List(out),
         })
+    }
+}
+
+impl super::Function for NativeFold {
+    /// Called from Python (`folds.count([])`): now is the wall clock's.
+    fn call(&self, args: &[super::Value]) -> Result<super::Value, super::NodeError> {
+        self.run(args, crate::event::now_secs())
+    }
+    fn call_at(&self, args: &[super::Value], now: f64) -> Result<super::Value, super::NodeError> {
+        self.run(args, now)
     }
     fn describe(&self) -> String {
         format!("folds.{}", self.0.name)
@@ -425,6 +476,55 @@ mod tests {
         ));
         let err = call("mean", Value::Int(3)).err().unwrap();
         assert_eq!(err.0, "folds.mean takes a list of events, not int");
+    }
+
+    #[test]
+    fn missing_events_are_left_out_except_first_against_the_rest() {
+        let call = |name: &str, items: Vec<Value>| {
+            NativeFold(find(name).unwrap()).call_at(&[Value::List(items)], 42.0)
+        };
+        let e = |m: &str| Value::Event(events(&[m]).remove(0));
+        let metric = |v: Value| match v {
+            Value::Event(e) => (
+                e.metric.map(Number::as_f64),
+                e.description.as_deref().map(str::to_owned),
+            ),
+            other => panic!("not an event: {other:?}"),
+        };
+        // Riemann's folds_test: nils are skipped by the friendly folds…
+        let sum = call("sum", vec![Value::None, e("2"), Value::None, e("3")]).unwrap();
+        assert_eq!(metric(sum), (Some(5.0), None));
+        // …and count only the events there.
+        let count = call("count", vec![Value::None, e("2")]).unwrap();
+        assert_eq!(metric(count), (Some(1.0), None));
+        // A positional fold: None first gives None, None later the nil error.
+        assert!(matches!(
+            call("quotient", vec![Value::None, e("2")]).unwrap(),
+            Value::None
+        ));
+        let q = call("quotient", vec![e("2"), Value::None]).unwrap();
+        assert_eq!(
+            metric(q),
+            (None, Some("An event or metric was nil.".to_owned()))
+        );
+    }
+
+    #[test]
+    fn count_of_nothing_is_zero_at_the_callers_time() {
+        // Riemann's folds_test: (count []) is (event {:metric 0}), stamped now.
+        let count = NativeFold(find("count").unwrap());
+        match count.call_at(&[Value::List(vec![])], 42.0).unwrap() {
+            Value::Event(e) => {
+                assert_eq!(e.metric, Some(Number::Int(0)));
+                assert_eq!(e.time.map(Number::as_f64), Some(42.0));
+            }
+            other => panic!("not an event: {other:?}"),
+        }
+        let wall = match count.call(&[Value::List(vec![])]).unwrap() {
+            Value::Event(e) => e.time.map(Number::as_f64).unwrap(),
+            other => panic!("not an event: {other:?}"),
+        };
+        assert!((wall - crate::event::now_secs()).abs() < 60.0);
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - **Lists.** Windows, `rollup`, `batch`, `percentiles` emit a list of
 //!   events with [`emit_list`]. A node that wants lists whole (folds through
 //!   `smap`, `email`, coroutines) says so with [`Node::takes_lists`]; any
-//!   other node receives the list's events one by one.
+//!   other node receives the list's events one by one. A list may hold
+//!   empty slots ([`empty_slot`]: `project`'s tests nothing matched yet),
+//!   None to Python and left out for nodes taking events one by one.
 //! - **Reload.** [`carry_over`] moves state from the previous tree to the
 //!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
 
@@ -426,19 +428,36 @@ pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
     }
 }
 
+/// The place of a list's event that is not there (Riemann's nil in
+/// `project`'s list): one shared event, told apart by its address.
+pub fn empty_slot() -> &'static Arc<Event> {
+    static EMPTY: std::sync::LazyLock<Arc<Event>> =
+        std::sync::LazyLock::new(|| Arc::new(Event::default()));
+    &EMPTY
+}
+
+pub fn is_empty_slot(event: &Arc<Event>) -> bool {
+    Arc::ptr_eq(event, empty_slot())
+}
+
+/// A list's events, its empty slots left out.
+pub fn present(events: &[Arc<Event>]) -> impl Iterator<Item = &Arc<Event>> {
+    events.iter().filter(|e| !is_empty_slot(e))
+}
+
 /// Gives a list of events to `node`: whole if it takes lists, else one by
-/// one.
+/// one (empty slots left out).
 pub fn push_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
     if !node.takes_lists() {
-        events.iter().for_each(|e| push(node, ctx, e));
+        present(events).for_each(|e| push(node, ctx, e));
         return;
     }
     let stats = node.stats();
     stats
         .events_in
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
+        .fetch_add(present(events).count() as u64, Ordering::Relaxed);
     if node.children().is_empty() {
-        events.iter().for_each(|e| stats.taps.publish(e));
+        present(events).for_each(|e| stats.taps.publish(e));
     }
     if let Err(err) = node.handle_list(ctx, events) {
         let first = events.first().map(|e| e.summary()).unwrap_or_default();
@@ -526,8 +545,8 @@ pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
     let stats = node.stats();
     stats
         .events_out
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
-    events.iter().for_each(|e| stats.taps.publish(e));
+        .fetch_add(present(events).count() as u64, Ordering::Relaxed);
+    present(events).for_each(|e| stats.taps.publish(e));
     for child in node.children() {
         push_list(&**child, ctx, events);
     }

@@ -605,8 +605,12 @@ impl Node for Email {
         true
     }
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
-        let mail = Mail::for_events(events, &self.from, &self.to, self.subject.as_deref());
-        self.send(ctx, mail, events)
+        let events: Vec<Arc<Event>> = super::present(events).cloned().collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mail = Mail::for_events(&events, &self.from, &self.to, self.subject.as_deref());
+        self.send(ctx, mail, &events)
     }
 }
 

@@ -37,7 +37,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "rate",
         params: "interval, *children",
         summary: "Every `interval` seconds, forward the last event with its metric set to the sum of the interval's metrics divided by `interval`.",
-        details: "Processing time (Riemann's `rate`). Intervals begin with the first event; each forwarded event has time = the interval's end. Intervals without events report 0 while the last event is alive (its time + ttl, ttl 60 by default), then the node falls quiet until the next event. Events without a metric (or with inf/nan) are ignored. After a clock jump, at most 10 intervals are reported: the first, then the latest.",
+        details: "Processing time (Riemann's `rate`). Reports begin with the first event and come every `interval` seconds: the last event with time = the report's time and metric = the sum of the metrics since the previous report / `interval` (0 when none came). They go on while the report's time is not past the latest event's time + ttl, and stop at an expired event; each report's ttl is the event's minus `interval` for each report made from it before, so reports expire with it (as Riemann's). An event without a ttl counts as ttl 60, where Riemann's would report forever. Events without a metric (or with inf/nan) are not summed but do extend the reports. After a clock jump, at most 10 reports: the first, then the latest.",
         example: "rate(5, index())",
         build: build_rate,
     },
@@ -68,8 +68,8 @@ pub const ENTRIES: &[Entry] = &[
     Entry {
         name: "batch",
         params: "n, dt, *children",
-        summary: "Forward events as lists of up to `n`: when `n` are gathered, or `dt` seconds after the first of a list arrived.",
-        details: "Processing time (Riemann's `batch`); the `dt` timer runs on the clock, so a partial list goes out when traffic stops.",
+        summary: "Forward events as lists of up to `n`: when `n` are gathered, and at the end of each `dt`-second window that gathered some.",
+        details: "Processing time, fixed windows of `dt` seconds aligned to the epoch (Riemann's `batch`, whose windows are aligned to when the stream was made). A list goes out when `n` events are gathered, and what a window gathered after that goes out at the window's end, on the clock, without waiting for an event.",
         example: "batch(100, 1, printer())",
         build: build_batch,
     },
@@ -100,8 +100,8 @@ pub const ENTRIES: &[Entry] = &[
     Entry {
         name: "ddt",
         params: "dt=None, *children",
-        summary: "Forward the derivative of the metric: (m2 - m1) / (t2 - t1) between consecutive events, or every `dt` seconds when given.",
-        details: "Event time for the derivative: t is each event's time. Without `dt` (Riemann's `ddt-events`), each event after the first is forwarded with the derivative since the previous one; an event not later than the previous one forwards nothing (one at the same time replaces it). With `dt` (Riemann's `ddt` with an interval), every `dt` seconds of processing time that saw events, the interval's last event is forwarded with the derivative since the last event of the previous report. Events without a metric or a time are ignored.",
+        summary: "Forward the derivative of the metric: (m2 - m1) / (t2 - t1) between consecutive events, or every `dt` seconds between the newest events of consecutive reports.",
+        details: "Event time for the derivative: t is each event's time; events without a metric or a time are not used. Without `dt` (Riemann's `ddt-events`), each event after the first is forwarded with the derivative since the previous one; an event not later than the previous one forwards nothing (one at the same time replaces it; Riemann's would use an older one). With `dt` (Riemann's `ddt` with an interval), reports begin at the first event (which only becomes the baseline) and come every `dt` seconds of processing time: the newest event, with time = the report's time and the derivative since the event of the previous report; an interval without events reports 0. Reports go on while the report's time is not past the latest event's time + ttl (ttl 60 when it has none, where Riemann's reports forever) and stop at an expired event; the next event starts them again.",
         example: "ddt(index())",
         build: build_ddt,
     },
@@ -170,8 +170,8 @@ fn build_rate(mut args: Args) -> Result<NodeRef, BuildError> {
     }))
 }
 
-/// `rate(interval)`; state: the current interval and its sum, and the last
-/// event (which keeps the reports going until it expires).
+/// `rate(interval)`; state: the reporting period and its sum, and the last
+/// event (the template of the reports, which go on until it expires).
 ///
 /// `rate(5, index())`
 pub struct Rate {
@@ -183,20 +183,28 @@ pub struct Rate {
 
 #[derive(Default, Clone)]
 struct RateState {
+    /// When reporting began: reports are due at `start + k * interval`.
+    /// None while quiet.
     start: Option<f64>,
+    /// The metrics since the last report.
     sum: f64,
-    seen: bool,
     last: Option<Arc<Event>>,
+    /// Reports made from `last` since it arrived: each takes `interval`
+    /// off its ttl.
+    reports_from_last: u64,
+    /// The latest event's time + ttl: reports stop after it.
     expires: f64,
 }
 
 impl Rate {
-    /// When the current interval ends.
+    /// When the next report is due.
     fn due(&self, s: &RateState) -> Option<f64> {
         s.start.map(|t| t + self.interval)
     }
 
-    /// The reports of the intervals ended by `now`.
+    /// The reports due by `now`: one at each interval's end while it is
+    /// not later than the last event's expiry (Riemann's
+    /// `periodically-until-expired`), the first carrying the sum.
     fn roll(&self, s: &mut RateState, now: f64) -> Vec<Arc<Event>> {
         let (Some(start), Some(last)) = (s.start, s.last.clone()) else {
             return Vec::new();
@@ -207,28 +215,24 @@ impl Rate {
             return Vec::new();
         }
         let end = |i: u64| start + i as f64 * dt;
-        // Intervals 1..=j are reported: the first if it saw events, then
-        // each that ends while the last event is alive.
-        let j = if s.seen || end(1) < s.expires {
-            let alive = ((s.expires - start) / dt).ceil() - 1.0;
-            alive.min(k as f64).max(1.0) as u64
-        } else {
-            0
+        let alive = ended(start, dt, s.expires).min(k);
+        let report = |i: u64, metric: f64| {
+            let mut e = (*with_metric_and_time(&last, metric, end(i))).clone();
+            // The ttl goes down by the interval at each report, so the
+            // reports expire with the event they stand for (Riemann's rate).
+            let reports = (s.reports_from_last + i) as f64;
+            e.ttl = last.ttl.map(|ttl| ttl - (reports - 1.0) * dt);
+            Arc::new(e)
         };
         let mut out = Vec::new();
-        if j >= 1 {
-            out.push(with_metric_and_time(&last, s.sum / dt, end(1)));
-            let from = (j + 2).saturating_sub(MAX_CATCH_UP).max(2);
-            out.extend((from..=j).map(|i| with_metric_and_time(&last, 0.0, end(i))));
+        if alive >= 1 {
+            out.push(report(1, s.sum / dt));
+            let from = (alive + 2).saturating_sub(MAX_CATCH_UP).max(2);
+            out.extend((from..=alive).map(|i| report(i, 0.0)));
+            s.sum = 0.0;
+            s.reports_from_last += alive;
         }
-        s.sum = 0.0;
-        s.seen = false;
-        if j < k {
-            s.start = None;
-            s.last = None;
-        } else {
-            s.start = Some(end(k));
-        }
+        s.start = (alive == k).then(|| end(k));
         out
     }
 }
@@ -245,7 +249,7 @@ impl Node for Rate {
         Some(serde_json::json!({
             "start": s.start,
             "sum": s.sum,
-            "seen": s.seen,
+            "reports_from_last": s.reports_from_last,
             "last": s.last.as_deref().map(super::event_to_json),
             "expires": s.expires,
         }))
@@ -259,7 +263,10 @@ impl Node for Rate {
         *lock(&self.state) = RateState {
             start: f("start"),
             sum: f("sum").unwrap_or(0.0),
-            seen: state.get("seen").and_then(|v| v.as_bool()).unwrap_or(false),
+            reports_from_last: state
+                .get("reports_from_last")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
             last,
             expires: f("expires").unwrap_or(0.0),
         };
@@ -280,12 +287,20 @@ impl Node for Rate {
             let mut s = lock(&self.state);
             let out = self.roll(&mut s, now);
             if let Some(m) = finite_metric(event) {
-                s.start.get_or_insert(now);
                 s.sum += m;
-                s.seen = true;
+                s.last = Some(Arc::clone(event));
+                s.reports_from_last = 0;
+            }
+            if s.last.is_some() {
+                // Any event extends the reports, and an expired one ends
+                // them (Riemann's `periodically-until-expired`).
                 let t = event.time.map_or(now, Number::as_f64);
                 s.expires = t + event.ttl.unwrap_or(DEFAULT_TTL);
-                s.last = Some(Arc::clone(event));
+                if event.is_expired(now) {
+                    s.start = None;
+                } else {
+                    s.start.get_or_insert(now);
+                }
             }
             self.alarm.set(ctx, self.due(&s));
             out
@@ -601,8 +616,8 @@ fn build_batch(mut args: Args) -> Result<NodeRef, BuildError> {
     }))
 }
 
-/// `batch(n, dt)`; state: the list being gathered and when its first
-/// event arrived.
+/// `batch(n, dt)`; state: the list being gathered and the end of the
+/// `dt` window it is gathered in.
 ///
 /// `batch(100, 1, printer())`
 pub struct Batch {
@@ -615,12 +630,13 @@ pub struct Batch {
 
 impl Batch {
     fn due(&self, s: &(Option<f64>, Vec<Arc<Event>>)) -> Option<f64> {
-        s.0.map(|t| t + self.dt)
+        s.0
     }
 
+    /// The list of the window ended by `now`, if any.
     fn overdue(&self, s: &mut (Option<f64>, Vec<Arc<Event>>), now: f64) -> Vec<Arc<Event>> {
         match s.0 {
-            Some(first) if ended(first, self.dt, now) > 0 => {
+            Some(end) if now >= end - 1e-9 => {
                 s.0 = None;
                 std::mem::take(&mut s.1)
             }
@@ -654,10 +670,11 @@ impl Node for Batch {
         let (due, full) = {
             let mut s = lock(&self.state);
             let due = self.overdue(&mut s, now);
-            s.0.get_or_insert(now);
+            // Fixed windows of `dt` since the epoch; a full list goes out
+            // at once and the window's end still flushes what follows.
+            s.0.get_or_insert_with(|| next_after(0.0, self.dt, now));
             s.1.push(Arc::clone(event));
             let full = if s.1.len() >= self.n {
-                s.0 = None;
                 std::mem::take(&mut s.1)
             } else {
                 Vec::new()
@@ -961,7 +978,7 @@ fn build_ddt(mut args: Args) -> Result<NodeRef, BuildError> {
 }
 
 /// `ddt()` and `ddt(dt)`; state: the previous (time, metric), and with
-/// `dt` the current interval and its last event.
+/// `dt` the last three events with metrics (Riemann's `ddt-real`).
 ///
 /// `ddt(index())`
 pub struct Ddt {
@@ -973,9 +990,18 @@ pub struct Ddt {
 
 #[derive(Default, Clone)]
 struct DdtState {
+    /// Without `dt`: the previous event's (time, metric).
     prev: Option<(f64, f64)>,
+    /// With `dt`: when the latest report was due (reports come every `dt`
+    /// from the first event on); None while quiet.
     start: Option<f64>,
-    last: Option<(f64, f64, Arc<Event>)>,
+    /// The newest event since the latest report, and the two events the
+    /// latest report was taken between.
+    newest: Option<Arc<Event>>,
+    current: Option<Arc<Event>>,
+    previous: Option<Arc<Event>>,
+    /// The latest event's time + ttl: reports stop after it.
+    expires: f64,
 }
 
 /// The derivative from `prev` to (t, m) as an event like `e`, if t is later.
@@ -984,22 +1010,77 @@ fn derivative(prev: Option<(f64, f64)>, t: f64, m: f64, e: &Event) -> Option<Arc
     (t > t0).then(|| with_metric_and_time(e, (m - m0) / (t - t0), t))
 }
 
+/// An event's (time, metric), when it has both.
+fn time_and_metric(e: &Event) -> Option<(f64, f64)> {
+    Some((e.time?.as_f64(), finite_metric(e)?))
+}
+
 impl Ddt {
     fn due(&self, s: &DdtState) -> Option<f64> {
         Some(s.start? + self.dt?)
     }
 
-    /// With `dt`: the report of the interval ended by `now`.
-    fn roll(&self, s: &mut DdtState, now: f64) -> Option<Arc<Event>> {
-        let dt = self.dt?;
-        let had = s.last.is_some();
-        close(&mut s.start, dt, now, had)?;
-        let (t, m, e) = s.last.take()?;
-        let out = derivative(s.prev, t, m, &e);
-        if out.is_some() || s.prev.is_none_or(|(t0, _)| t >= t0) {
-            s.prev = Some((t, m));
+    /// A report due at `at`: the newest event becomes the current one (if
+    /// none came, the current one stays and is also the previous, so the
+    /// report is 0), forwarded with the derivative since the previous.
+    fn report(s: &mut DdtState, at: f64) -> Option<Arc<Event>> {
+        s.previous = match s.newest.take() {
+            Some(newest) => s.current.replace(newest),
+            None => s.current.clone(),
+        };
+        let (t2, m2) = time_and_metric(s.current.as_ref()?)?;
+        let (t1, m1) = time_and_metric(s.previous.as_ref()?)?;
+        let metric = if t2 == t1 { 0.0 } else { (m2 - m1) / (t2 - t1) };
+        Some(with_metric_and_time(s.current.as_ref()?, metric, at))
+    }
+
+    /// With `dt`: the reports due by `now`, while the latest event lives.
+    fn roll(&self, s: &mut DdtState, now: f64) -> Vec<Arc<Event>> {
+        let (Some(dt), Some(start)) = (self.dt, s.start) else {
+            return Vec::new();
+        };
+        let k = ended(start, dt, now);
+        let alive = ended(start, dt, s.expires).min(k);
+        let end = |i: u64| start + i as f64 * dt;
+        // Reports made: the first, then the latest (see MAX_CATCH_UP).
+        let from = (alive + 2).saturating_sub(MAX_CATCH_UP).max(2);
+        let mut out = Vec::new();
+        let mut i = 1;
+        while i <= alive {
+            let report = Self::report(s, end(i));
+            if i == 1 || i >= from {
+                out.extend(report);
+            }
+            // From the second report on without events, each is the same
+            // 0: the skipped ones change nothing.
+            i = if i == 2 { from.max(3) } else { i + 1 };
+        }
+        if k > 0 {
+            s.start = (alive == k).then(|| end(k));
         }
         out
+    }
+
+    /// With `dt`: an event joins the reports (a first one starts them with
+    /// a report of its own, as Riemann's timer fires at once).
+    fn add(&self, s: &mut DdtState, event: &Arc<Event>, now: f64) -> Option<Arc<Event>> {
+        if time_and_metric(event).is_some() {
+            s.newest = Some(Arc::clone(event));
+        }
+        if s.newest.is_none() && s.current.is_none() {
+            return None;
+        }
+        let t = event.time.map_or(now, Number::as_f64);
+        s.expires = t + event.ttl.unwrap_or(DEFAULT_TTL);
+        if event.is_expired(now) {
+            s.start = None;
+            return None;
+        }
+        if s.start.is_some() {
+            return None;
+        }
+        s.start = Some(now);
+        Self::report(s, now)
     }
 }
 
@@ -1024,24 +1105,22 @@ impl Node for Ddt {
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let now = ctx.now();
-        let (Some(m), Some(t)) = (finite_metric(event), event.time.map(Number::as_f64)) else {
-            self.wake(ctx, now);
-            return Ok(());
-        };
         let out = {
             let mut s = lock(&self.state);
             if self.dt.is_some() {
-                let out = self.roll(&mut s, now);
-                s.start.get_or_insert(now);
-                s.last = Some((t, m, Arc::clone(event)));
+                let mut out = self.roll(&mut s, now);
+                out.extend(self.add(&mut s, event, now));
                 self.alarm.set(ctx, self.due(&s));
                 out
             } else {
+                let Some((t, m)) = time_and_metric(event) else {
+                    return Ok(());
+                };
                 let out = derivative(s.prev, t, m, event);
                 if s.prev.is_none_or(|(t0, _)| t >= t0) {
                     s.prev = Some((t, m));
                 }
-                out
+                out.into_iter().collect()
             }
         };
         out.iter().for_each(|e| emit(self, ctx, e));
@@ -1245,6 +1324,34 @@ mod tests {
     }
 
     #[test]
+    fn rate_reports_until_the_event_expires_with_its_ttl_going_down() {
+        // Riemann's rate-expiration: (rate 1) over {:time 0 :metric 1 :ttl 3}.
+        let h = Harness::new();
+        let out = h.sink("out");
+        let rate = h.build("rate", vals![1], vec![], vec![out.node()]);
+        h.send(&rate, ev(r#"{"metric":1,"time":0,"ttl":3}"#));
+        h.advance_to(&rate, 5.0);
+        let got: Vec<(f64, f64, Option<f64>)> = out
+            .events()
+            .iter()
+            .map(|e| (e.time.unwrap().as_f64(), e.metric.unwrap().as_f64(), e.ttl))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1.0, 1.0, Some(3.0)),
+                (2.0, 0.0, Some(2.0)),
+                (3.0, 0.0, Some(1.0))
+            ]
+        );
+        // An expired event ends the reports at once.
+        h.send(&rate, ev(r#"{"metric":1,"time":6,"ttl":30}"#));
+        h.send(&rate, ev(r#"{"state":"expired","time":6.5}"#));
+        h.advance_to(&rate, 20.0);
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
     fn rate_catches_up_at_most_ten_intervals_the_first_and_the_latest() {
         let h = Harness::new();
         let out = h.sink("out");
@@ -1374,18 +1481,27 @@ mod tests {
     }
 
     #[test]
-    fn batch_sends_full_lists_and_partial_ones_after_dt() {
+    fn batch_sends_full_lists_at_once_and_the_rest_at_each_fixed_window_end() {
+        // Riemann's batch-test, "overflowing batches": (batch 2 3) over one
+        // event a second gives [a b] [c] [d e] [f].
         let h = Harness::new();
         let out = h.sink("out");
-        let node = h.build("batch", vals![3, 5], vec![], vec![out.node()]);
-        for (t, host) in [(0.0, "a"), (0.5, "b"), (1.0, "c"), (1.0, "d")] {
+        let node = h.build("batch", vals![2, 3], vec![], vec![out.node()]);
+        for (t, host) in [(0.0, "a"), (1.0, "b"), (2.0, "c"), (3.0, "d"), (4.0, "e")] {
             h.send(&node, at(t, host, 1.0));
         }
-        assert_eq!(shape(out.take()), ["[a,b,c]"]);
+        h.send(&node, at(5.0, "f", 1.0));
+        assert_eq!(shape(out.take()), ["[a,b]", "[c]", "[d,e]"]);
         h.advance_to(&node, 5.9);
         assert!(out.take().is_empty());
         h.advance_to(&node, 6.0);
-        assert_eq!(shape(out.take()), ["[d]"]);
+        assert_eq!(shape(out.take()), ["[f]"]);
+        // An event at 7.5 waits for its window's end at 9, not 7.5 + 3.
+        h.send(&node, at(7.5, "g", 1.0));
+        h.advance_to(&node, 8.9);
+        assert!(out.take().is_empty());
+        h.advance_to(&node, 9.0);
+        assert_eq!(shape(out.take()), ["[g]"]);
         h.advance_to(&node, 60.0);
         assert!(out.take().is_empty());
     }
@@ -1555,19 +1671,38 @@ mod tests {
     }
 
     #[test]
-    fn ddt_every_dt_reports_the_derivative_since_the_last_report() {
+    fn ddt_every_dt_reports_from_the_first_event_on_with_zeros_for_quiet_intervals() {
+        // Riemann's ddt-interval-test, "emits zeroes when no events arrive
+        // in an interval": (ddt 2) over (0, 0) (1, 1) (3, 2).
         let h = Harness::new();
         let out = h.sink("out");
-        let node = h.build("ddt", vals![5], vec![], vec![out.node()]);
-        assert_eq!(node.describe(), "ddt(5)");
-        h.send_all(&node, [at(0.0, "a", 0.0), at(1.0, "a", 1.0)]);
-        h.advance_to(&node, 5.0);
+        let node = h.build("ddt", vals![2], vec![], vec![out.node()]);
+        assert_eq!(node.describe(), "ddt(2)");
+        h.send(&node, ev(r#"{"metric":0,"time":0,"ttl":7}"#));
         assert!(out.take().is_empty(), "the first report only remembers");
-        h.send(&node, at(6.0, "a", 11.0));
-        h.advance_to(&node, 10.0);
-        assert_eq!(points(out.events()), [(6.0, 2.0)]);
+        h.send(&node, ev(r#"{"metric":1,"time":1,"ttl":7}"#));
+        h.send(&node, ev(r#"{"metric":2,"time":3,"ttl":7}"#));
+        h.advance_to(&node, 6.0);
+        assert_eq!(points(out.events()), [(2.0, 1.0), (4.0, 0.5), (6.0, 0.0)]);
+        // Reports go on while the latest event lives (3 + 7), then stop.
         h.advance_to(&node, 100.0);
+        assert_eq!(points(out.events()), [(8.0, 0.0), (10.0, 0.0)]);
+    }
+
+    #[test]
+    fn ddt_every_dt_stops_at_an_expired_event_and_restarts_with_the_next() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("ddt", vals![1], vec![], vec![out.node()]);
+        h.send_all(&node, [at(0.0, "a", 0.0), at(0.5, "a", 1.0)]);
+        h.advance_to(&node, 1.0);
+        assert_eq!(points(out.events()), [(1.0, 2.0)]);
+        h.send(&node, ev(r#"{"host":"a","state":"expired","time":1.5}"#));
+        h.advance_to(&node, 50.0);
         assert!(out.take().is_empty());
+        // The next event reports at once, from the last one before.
+        h.send(&node, at(50.5, "a", 51.0));
+        assert_eq!(points(out.events()), [(50.5, 1.0)]);
     }
 
     #[test]

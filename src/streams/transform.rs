@@ -130,7 +130,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "project",
         params: "*tests_and_children",
         summary: "Keep the latest event matching each test (query or predicate) and forward them as one list on every match.",
-        details: "One slot per test, in order; empty slots are left out of the list. An expired event (state \"expired\", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).",
+        details: "One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state \"expired\", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).",
         example: r#"project('service = "enq"', 'service = "deq"', smap(folds.quotient, printer()))"#,
         build: build_project,
     },
@@ -198,7 +198,7 @@ impl Node for Smap {
         emit_result(self, ctx, v)
     }
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
-        let v = self.f.call(&[Value::events(events)])?;
+        let v = self.f.call_at(&[Value::events(events)], ctx.now())?;
         emit_result(self, ctx, v)
     }
 }
@@ -967,8 +967,10 @@ impl Node for Project {
             }
             slots
                 .iter_mut()
-                .filter_map(|slot| {
-                    let e = slot.as_ref()?;
+                .map(|slot| {
+                    let Some(e) = slot.as_ref() else {
+                        return Arc::clone(super::empty_slot());
+                    };
                     if e.is_expired(now) {
                         // Forwarded once as expired, then forgotten.
                         let expired = if e.state.as_deref() == Some("expired") {
@@ -977,9 +979,9 @@ impl Node for Project {
                             arc(e.expired_copy(now))
                         };
                         *slot = None;
-                        Some(expired)
+                        expired
                     } else {
-                        Some(Arc::clone(e))
+                        Arc::clone(e)
                     }
                 })
                 .collect()
@@ -1400,6 +1402,9 @@ mod tests {
                 .map(|l| {
                     l.iter()
                         .map(|e| {
+                            if crate::streams::is_empty_slot(e) {
+                                return "None".to_owned();
+                            }
                             format!(
                                 "{}:{}",
                                 e.service.as_deref().unwrap_or(""),
@@ -1423,11 +1428,11 @@ mod tests {
         assert_eq!(
             services(&out),
             [
-                vec!["deq:2"],
+                vec!["None", "deq:2"],
                 vec!["enq:6", "deq:2"],
                 vec!["enq:6", "deq:3"],
                 vec!["enq:-", "deq:3"],
-                vec!["deq:4"],
+                vec!["None", "deq:4"],
             ]
         );
         // A stored event past its ttl (by the clock) is forwarded once, expired.
@@ -1441,7 +1446,7 @@ mod tests {
         assert_eq!(lists[0][0].state.as_deref(), Some("expired"));
         assert_eq!(lists[0].len(), 2);
         h.send(&node, ev(r#"{"service":"deq","metric":6,"time":21}"#));
-        assert_eq!(services(&out), [vec!["deq:6"]]);
+        assert_eq!(services(&out), [vec!["None", "deq:6"]]);
         let err = h
             .try_build("project", vec![], vec![], vec![])
             .err()
@@ -1459,6 +1464,6 @@ mod tests {
         assert_eq!(services(&out), [vec!["enq:1", "deq:6"]]);
         let fresh = node.fresh();
         h.send(&fresh, ev(r#"{"service":"enq","metric":1,"time":22}"#));
-        assert_eq!(services(&out), [vec!["enq:1"]]);
+        assert_eq!(services(&out), [vec!["enq:1", "None"]]);
     }
 }

@@ -33,6 +33,11 @@ pub enum Value {
 /// A callable a node applies to events: user code, or a native fold.
 pub trait Function: Send + Sync + 'static {
     fn call(&self, args: &[Value]) -> Result<Value, NodeError>;
+    /// [`Function::call`] by a node whose clock says `now` (a native
+    /// fold stamps an event it makes up, like `count` of nothing, with it).
+    fn call_at(&self, args: &[Value], _now: f64) -> Result<Value, NodeError> {
+        self.call(args)
+    }
     /// Whether the result is truthy (predicates); user code answers with
     /// its own language's truthiness.
     fn test(&self, args: &[Value]) -> Result<bool, NodeError> {
@@ -96,9 +101,14 @@ impl Value {
             .map_or(Value::None, |s| Value::Str(s.to_string()))
     }
 
-    /// A list of events, as windows and folds pass them to functions.
+    /// A list of events, as windows and folds pass them to functions; an
+    /// empty slot (see [`super::empty_slot`]) is None.
     pub fn events(events: &[Arc<Event>]) -> Value {
-        Value::List(events.iter().cloned().map(Value::Event).collect())
+        let item = |e: &Arc<Event>| match super::is_empty_slot(e) {
+            true => Value::None,
+            false => Value::Event(Arc::clone(e)),
+        };
+        Value::List(events.iter().map(item).collect())
     }
 
     /// The events a function returned: one event, a dict of fields, a list
