@@ -354,6 +354,15 @@ impl Pipeline {
         self.roots.store(Arc::new(roots));
     }
 
+    /// Time ends for the roots ([`crate::streams::Node::flush`]): windows,
+    /// rates and the like forward what they hold. Call it on the dispatch
+    /// thread (a [`Work::Call`]) or where nothing else feeds the roots.
+    pub fn flush_roots(&self) {
+        for root in self.roots.load().iter() {
+            root.node.flush(&self.ctx);
+        }
+    }
+
     /// Makes `observer` see every event sources deliver from the next batch
     /// on (`None`: nothing does); returns the previous one. A batch already
     /// in progress may still reach the previous observer.

@@ -130,6 +130,12 @@ impl Rehearsal {
         timers::advance(&self.clock, t, &self.pipeline);
     }
 
+    /// Ends the rehearsal's time: windows, rates and the like forward what
+    /// they hold ([`Pipeline::flush_roots`]).
+    pub fn flush(&mut self) {
+        self.pipeline.flush_roots();
+    }
+
     /// The outputs kept so far, in order; forgets them.
     pub fn take_outputs(&self) -> Outputs {
         self.capture.take_outputs()

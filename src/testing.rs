@@ -175,6 +175,13 @@ impl Harness {
         self.advance_to(node, self.now() + dt);
     }
 
+    /// Ends time for `node`'s tree, as a clean shutdown does: what it
+    /// holds for a deadline is forwarded now ([`Node::flush`]).
+    pub fn flush(&self, node: &NodeRef) {
+        self.start(node);
+        node.flush(&self.ctx);
+    }
+
     /// What `printer` nodes wrote, and forgets it.
     pub fn printed(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.printed.0))

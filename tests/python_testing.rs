@@ -65,6 +65,13 @@ assert [e.metric for e in out.printed_events] == [8.0] and out.now == 6
 from dmon.testing import at
 out = run(tree, events[:2] + [at(6)] + [{"host": "a", "metric": 50, "time": 7}], until=11)
 assert [e.metric for e in out.printed_events] == [4.0, 10.0], out.printed
+# With until, time ends there, as at a clean shutdown: the rate reports the
+# interval it is in (at the interval's end), a window forwards what it holds.
+out = run(tree, events, until=4.5)
+assert [(e.time, e.metric) for e in out.printed_events] == [(6, 8.0)], out.printed
+out = run(fixed_time_window(60, smap(folds.count, printer())), events, until=10)
+assert [e.metric for e in out.printed_events] == [4], out.printed
+assert run(fixed_time_window(60, smap(folds.count, printer())), events).printed == []
 # Index expiry follows the virtual clock too.
 out = run(index(), [{"host": "a", "service": "x", "ttl": 10, "time": 100}], until=200)
 # The expired event comes back through the roots, as in the server.

@@ -327,26 +327,54 @@ fn time_driven_streams_emit_what_event_times_dictate_at_any_speed() {
         .collect();
     // Every 5 s of virtual time from the first event; 10 events per 5 s
     // while traffic runs (2/s), none in the silence (rate emits 0), then
-    // 20 per 5 s (4/s). The last interval never ends: no event after it.
-    assert_eq!(
-        rates,
-        [
-            (10_005.0, 2.0),
-            (10_010.0, 2.0),
-            (10_015.0, 2.0),
-            (10_020.0, 2.0),
-            (10_025.0, 0.0),
-            (10_030.0, 0.0),
-            (10_035.0, 4.0),
-        ],
-        "{fast}"
-    );
-    let windows: Vec<f64> = printed(&fast, "window: ")
+    // 20 per 5 s (4/s). The clock stops at the last event (10 039.75), and
+    // the replay ends as a clean shutdown: the last interval is reported
+    // then, with its end as time.
+    let mut expected = vec![
+        (10_005.0, 2.0),
+        (10_010.0, 2.0),
+        (10_015.0, 2.0),
+        (10_020.0, 2.0),
+        (10_025.0, 0.0),
+        (10_030.0, 0.0),
+        (10_035.0, 4.0),
+        (10_040.0, 4.0),
+    ];
+    assert_eq!(rates, expected, "{fast}");
+    let windows = |stdout: &str| -> Vec<f64> {
+        printed(stdout, "window: ")
+            .iter()
+            .map(|e| num(e, "metric"))
+            .collect()
+    };
+    // Windows of 10 s by event time: 20, 20, (silence: none), and the
+    // last one's 40 events, flushed at the end.
+    assert_eq!(windows(&fast), [20.0, 20.0, 40.0], "{fast}");
+
+    // --until 30: the clock runs on to 10 069.75, so the rate reports 0
+    // every 5 s while its last event lives; nothing is left to flush.
+    let longer = replay(&[
+        file.to_str().unwrap(),
+        "--streams",
+        module.to_str().unwrap(),
+        "--until",
+        "30",
+    ]);
+    assert!(longer.status.success(), "{}", longer.stderr);
+    let rates: Vec<(f64, f64)> = printed(&longer.stdout, "rate: ")
         .iter()
-        .map(|e| num(e, "metric"))
+        .map(|e| (num(e, "time"), num(e, "metric")))
         .collect();
-    // Windows of 10 s by event time: 20, 20, (silence: none), 40 events.
-    assert_eq!(windows, [20.0, 20.0], "{fast}");
+    expected.extend((1..=5).map(|i| (10_040.0 + 5.0 * f64::from(i), 0.0)));
+    assert_eq!(rates, expected, "{}", longer.stdout);
+    assert_eq!(windows(&longer.stdout), [20.0, 20.0, 40.0]);
+    let bad = replay(&[file.to_str().unwrap(), "--until=-1"]);
+    assert!(!bad.status.success());
+    assert!(
+        bad.stderr.contains("expected a number of seconds"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]

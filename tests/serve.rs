@@ -417,6 +417,39 @@ stream = when(held, printer("crit: "))
 }
 
 #[test]
+fn a_clean_shutdown_flushes_what_windows_and_rates_hold() {
+    let mut s = Server::start(
+        r#"
+from dmon.streams import *
+seen_stream = printer("seen: ")
+window_stream = fixed_time_window(3600, smap(folds.count, printer("count: ")))
+rate_stream = by("host", rate(3600, printer("rate: ")))
+"#,
+    );
+    for host in ["a", "b", "a"] {
+        s.send(json!({"host": host, "service": "req", "metric": 36, "ttl": 7200}));
+        s.expect_stdout("the event went through the roots", |l| {
+            l.starts_with("seen: ")
+        });
+    }
+    let done = s.terminate();
+    assert!(done.status.success(), "SIGTERM exit status {}", done.status);
+    let counts: Vec<f64> = done
+        .printed("count: ")
+        .iter()
+        .map(|e| num(e, "metric"))
+        .collect();
+    assert_eq!(counts, [3.0], "the hour's window is forwarded at shutdown");
+    let mut rates: Vec<(String, f64)> = done
+        .printed("rate: ")
+        .iter()
+        .map(|e| (text(e, "host").to_string(), num(e, "metric")))
+        .collect();
+    rates.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(rates, [("a".into(), 0.02), ("b".into(), 0.01)]);
+}
+
+#[test]
 fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
     // Only `stream` changes between versions: `avg_stream`'s running mean
     // is unchanged in place and arguments, so it carries on.

@@ -77,7 +77,9 @@ def run(
     so one tree serves many tests. `events` are Events or dicts; the clock
     starts at `start` (default: the first event's time, else 0), follows
     event times and `at(t)` steps among the events, and ends at `until`
-    (default: where the events left it). `email()` sends nothing: its mails
+    (default: where the events left it). With `until`, time ends there:
+    windows, rates, percentiles and batches then forward what they hold, as
+    at a server's clean shutdown. `email()` sends nothing: its mails
     are in `.mailed`. `watch` lists nodes of the tree whose emitted events
     `.leaving(node)` returns.
     """

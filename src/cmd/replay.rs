@@ -44,7 +44,9 @@ under 64 MiB); anything else is NDJSON (one event, or an array of events, per li
 Locally, the stream module's roots run on a virtual clock that follows the events' \
 times, stepping through every node's deadline and expiring the index as the server \
 does, so time-driven streams \
-(rate, windows, throttle) emit what the event times dictate at any --speed. Outputs \
+(rate, windows, throttle) emit what the event times dictate at any --speed; the clock \
+stops at the last event (or --until seconds later), and the replay ends as a clean \
+shutdown does, windows and rates forwarding what they hold. Outputs \
 are captured: printer lines go to stdout, email() never sends. At the end, stderr \
 gets the events read, the bad lines, the rate, and how many events reached each \
 output node. A bad line is reported with its line number (at most 10 a second), \
@@ -87,6 +89,22 @@ pub struct ReplayArgs {
     /// line each, by host and service.
     #[arg(long, conflicts_with = "to")]
     pub show_index: bool,
+    /// After the last event, run the clock SECONDS further: reports, window
+    /// flushes and index expiries due by then happen as they would have
+    /// live. Either way the replay ends as a clean shutdown does: windows,
+    /// rates, percentiles and batches forward what they still hold.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "to", value_parser = parse_seconds)]
+    pub until: Option<f64>,
+}
+
+/// A number of seconds, 0 or more.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err(
+            "expected a number of seconds, 0 or more (60 = a minute past the last event)".into(),
+        ),
+    }
 }
 
 /// How fast a replay goes.
@@ -125,7 +143,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
             let speed = args.speed.unwrap_or(Speed::Max);
             let console = Arc::new(Console::new(speed == Speed::Max));
-            let replayed = replay(reader, roots, speed, console.clone(), args.show_index)?;
+            let replayed = replay(
+                reader,
+                roots,
+                speed,
+                console.clone(),
+                args.show_index,
+                args.until,
+            )?;
             console.flush();
             replayed.summary()
         }
@@ -503,14 +528,17 @@ fn unit(format: Format, n: u64) -> &'static str {
 }
 
 /// Runs the recording through `roots` on a virtual clock (see the module
-/// documentation); printer lines go to `console`. With `show_index`, the
-/// index's events are written there at the end (`index: {json}`).
+/// documentation); printer lines go to `console`. The clock runs on
+/// `until` seconds past the last event, then the roots are flushed
+/// ([`Rehearsal::flush`]). With `show_index`, the index's events are
+/// written to `console` at the end (`index: {json}`).
 pub fn replay(
     reader: Reader,
     roots: Vec<Root>,
     speed: Speed,
     console: Arc<dyn LineSink>,
     show_index: bool,
+    until: Option<f64>,
 ) -> anyhow::Result<Replayed> {
     let started = Instant::now();
     let (name, format) = (reader.name.clone(), reader.format);
@@ -536,6 +564,11 @@ pub fn replay(
                 }
                 batch = py.detach(|| batches.recv().ok());
             }
+            if let Some(seconds) = until {
+                let end = rehearsal.now() + seconds;
+                rehearsal.advance_to(end);
+            }
+            rehearsal.flush();
         });
         Some(rehearsal)
     });

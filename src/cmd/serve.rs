@@ -439,6 +439,9 @@ pub(crate) fn serve_until_stopped(
             super::cluster_view::ClusterView::start(opts, Arc::clone(&server.pipeline)).await?;
         // Cluster worker (--consume): stands by for or consumes its partitions.
         let worker = start_worker(&opts.cluster, &server).await?;
+        if worker.is_some() {
+            server.keep_windows_open();
+        }
         announce(&server.bound);
         stop.wait().await;
         if let Some(view) = cluster_view {

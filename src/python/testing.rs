@@ -108,7 +108,9 @@ fn step(item: &Bound<'_, PyAny>) -> PyResult<Step> {
 /// starts at `start` (default: the first event's time, else 0), follows
 /// event times and `at(t)` steps among the events, and ends at `until`
 /// (default: where the events left it) —
-/// windows, rates and expiry fire as time passes. `email()` sends nothing:
+/// windows, rates and expiry fire as time passes. With `until`, time ends
+/// there: windows, rates, percentiles and batches then forward what they
+/// hold, as at a server's clean shutdown. `email()` sends nothing:
 /// its mails are in `.mailed`. `watch` lists nodes of the tree whose
 /// emitted events `.leaving(node)` returns.
 ///
@@ -173,7 +175,9 @@ fn run(
             next = steps.next().transpose()?;
         }
         if let Some(t) = until {
+            // The run's time ends there: what windows hold is forwarded.
             rehearsal.advance_to(t);
+            rehearsal.flush();
             drain(&mut taps);
         }
         Ok(())

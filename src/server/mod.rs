@@ -219,6 +219,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     sources: Vec<JoinHandle<io::Result<()>>>,
     dispatcher: thread::JoinHandle<()>,
+    /// Whether shutdown flushes the roots (see [`Server::keep_windows_open`]).
+    flush_at_shutdown: bool,
 }
 
 impl Server {
@@ -331,7 +333,15 @@ impl Server {
             shutdown,
             sources,
             dispatcher,
+            flush_at_shutdown: true,
         })
+    }
+
+    /// Shutdown leaves windows and rates holding their events instead of
+    /// flushing them: for a cluster worker, whose state goes on in its
+    /// checkpoint on the worker that takes over.
+    pub fn keep_windows_open(&mut self) {
+        self.flush_at_shutdown = false;
     }
 
     /// Stops receiving, processes everything already received, waits a
@@ -349,6 +359,14 @@ impl Server {
         }
         // Everything received is queued ahead of this; a connection still
         // waiting on a client that does not read cannot hold shutdown up.
+        if self.flush_at_shutdown {
+            // Time ends: windows and rates forward what they hold, before
+            // the sinks get their last chance to send.
+            let _ = self
+                .tx
+                .send(Work::Call(Box::new(|p: &Pipeline| p.flush_roots())))
+                .await;
+        }
         let _ = self.tx.send(Work::Stop).await;
         drop(self.tx);
         let dispatcher = self.dispatcher;

@@ -342,6 +342,14 @@ pub trait Node: Send + Sync + 'static {
     fn stop(&self) {
         stop_children(self);
     }
+    /// Time ends for the tree (a clean shutdown, the end of a replay or of
+    /// `dmon.testing.run(..., until=)`): a node holding events for a
+    /// deadline (a window, a rate's interval) forwards now what it would
+    /// forward then ([`flush_due`]); then its children flush, as this
+    /// default does, so what it forwarded is flushed below it too.
+    fn flush(&self, ctx: &Context) {
+        flush_children(self, ctx);
+    }
     /// A new instance: the same arguments and counters, fresh state, and
     /// fresh children. `by` builds one per key.
     fn fresh(&self) -> NodeRef;
@@ -384,6 +392,22 @@ pub fn start_children(node: &(impl Node + ?Sized), ctx: &Context) {
     }
 }
 
+/// [`Node::flush`] for each child.
+pub fn flush_children(node: &(impl Node + ?Sized), ctx: &Context) {
+    for child in node.children() {
+        child.flush(ctx);
+    }
+}
+
+/// [`Node::flush`] for a node whose next deadline is `due`: wakes it as if
+/// that deadline had come, then flushes its children.
+pub fn flush_due(node: &(impl Node + ?Sized), ctx: &Context, due: Option<f64>) {
+    if let Some(at) = due {
+        node.wake(ctx, at.max(ctx.now()));
+    }
+    flush_children(node, ctx);
+}
+
 /// [`Node::stop`] for each child.
 pub fn stop_children(node: &(impl Node + ?Sized)) {
     for child in node.children() {
@@ -409,6 +433,18 @@ macro_rules! wakes_at {
         fn stop(&self) {
             self.alarm.stop();
             $crate::streams::stop_children(self);
+        }
+    };
+}
+
+/// [`Node::flush`] for a node whose state (field `state`) gives its next
+/// deadline through `self.$due(&state)`, and which holds events for it.
+#[macro_export]
+macro_rules! flushes_at {
+    ($due:ident) => {
+        fn flush(&self, ctx: &$crate::context::Context) {
+            let due = self.$due(&$crate::streams::lock(&self.state));
+            $crate::streams::flush_due(self, ctx, due);
         }
     };
 }

@@ -719,6 +719,11 @@ impl Node for By {
             children.iter().for_each(|c| c.stop());
         }
     }
+    fn flush(&self, ctx: &Context) {
+        for children in self.fork_children() {
+            children.iter().for_each(|c| c.flush(ctx));
+        }
+    }
     /// Takes each of the old forks, rebuilt from the new templates with
     /// each child's state moved over (not its counters: forks share those
     /// with their templates, which reload already carried over).

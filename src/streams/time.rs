@@ -30,7 +30,7 @@ use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
 use crate::timers::{timed, Alarm};
-use crate::{keep_state_in, node_core, wakes_at};
+use crate::{flushes_at, keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -188,6 +188,8 @@ struct RateState {
     start: Option<f64>,
     /// The metrics since the last report.
     sum: f64,
+    /// Whether metrics came since the last report (a flush reports them).
+    pending: bool,
     last: Option<Arc<Event>>,
     /// Reports made from `last` since it arrived: each takes `interval`
     /// off its ttl.
@@ -230,6 +232,7 @@ impl Rate {
             let from = (alive + 2).saturating_sub(MAX_CATCH_UP).max(2);
             out.extend((from..=alive).map(|i| report(i, 0.0)));
             s.sum = 0.0;
+            s.pending = false;
             s.reports_from_last += alive;
         }
         s.start = (alive == k).then(|| end(k));
@@ -241,6 +244,15 @@ impl Node for Rate {
     node_core!("rate");
     keep_state_in!(state);
 
+    /// Reports the current interval now if metrics came in it.
+    fn flush(&self, ctx: &Context) {
+        let due = {
+            let s = lock(&self.state);
+            s.pending.then(|| self.due(&s)).flatten()
+        };
+        super::flush_due(self, ctx, due);
+    }
+
     fn describe(&self) -> String {
         format!("rate({})", self.interval)
     }
@@ -249,6 +261,7 @@ impl Node for Rate {
         Some(serde_json::json!({
             "start": s.start,
             "sum": s.sum,
+            "pending": s.pending,
             "reports_from_last": s.reports_from_last,
             "last": s.last.as_deref().map(super::event_to_json),
             "expires": s.expires,
@@ -263,6 +276,10 @@ impl Node for Rate {
         *lock(&self.state) = RateState {
             start: f("start"),
             sum: f("sum").unwrap_or(0.0),
+            pending: state
+                .get("pending")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             reports_from_last: state
                 .get("reports_from_last")
                 .and_then(|v| v.as_u64())
@@ -288,6 +305,7 @@ impl Node for Rate {
             let out = self.roll(&mut s, now);
             if let Some(m) = finite_metric(event) {
                 s.sum += m;
+                s.pending = true;
                 s.last = Some(Arc::clone(event));
                 s.reports_from_last = 0;
             }
@@ -410,6 +428,7 @@ impl Node for Percentiles {
         format!("percentiles({}, [{}])", self.interval, points.join(", "))
     }
     wakes_at!(due);
+    flushes_at!(due);
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Percentiles {
             interval: self.interval,
@@ -559,6 +578,7 @@ impl Node for Rollup {
         format!("rollup({}, {})", self.n, self.dt)
     }
     wakes_at!(due);
+    flushes_at!(due);
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Rollup {
             n: self.n,
@@ -653,6 +673,7 @@ impl Node for Batch {
         format!("batch({}, {})", self.n, self.dt)
     }
     wakes_at!(due);
+    flushes_at!(due);
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Batch {
             n: self.n,
@@ -1204,6 +1225,7 @@ impl Node for Apdex {
         )
     }
     wakes_at!(due);
+    flushes_at!(due);
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Apdex {
             dt: self.dt,
@@ -1349,6 +1371,49 @@ mod tests {
         h.send(&rate, ev(r#"{"state":"expired","time":6.5}"#));
         h.advance_to(&rate, 20.0);
         assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn flush_forwards_what_rates_batches_and_windows_hold_and_nothing_else() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        // by → rate → fixed_time_window: each fork's rate reports its
+        // partial interval, which the window below it then forwards.
+        let window = h.build("fixed_time_window", vals![60], vec![], vec![out.node()]);
+        let rate = h.build("rate", vals![10], vec![], vec![window]);
+        let by = h.build("by", vals!["host"], vec![], vec![rate]);
+        h.send_all(&by, [at(1.0, "a", 30.0), at(2.0, "b", 50.0)]);
+        h.advance_to(&by, 5.0);
+        assert!(out.take().is_empty());
+        h.flush(&by);
+        let lists = out.lists();
+        assert_eq!(lists.len(), 2, "one window per fork: {lists:?}");
+        let mut got: Vec<(f64, f64)> = lists.iter().flat_map(|l| points(l.clone())).collect();
+        got.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        // Each report has its interval's end as time, and sum / interval.
+        assert_eq!(got, [(11.0, 3.0), (12.0, 5.0)]);
+        // A rate whose interval saw nothing, a fill_in and an empty batch
+        // have nothing to forward.
+        let quiet_out = h.sink("quiet");
+        let quiet = h.build("rate", vals![1], vec![], vec![quiet_out.node()]);
+        h.send(&quiet, at(5.0, "a", 1.0));
+        h.advance_to(&quiet, 6.0);
+        quiet_out.take();
+        h.flush(&quiet);
+        assert!(quiet_out.take().is_empty());
+        let batch = h.build("batch", vals![10, 60], vec![], vec![out.node()]);
+        h.flush(&batch);
+        let fill = h.build(
+            "fill_in",
+            vec![5.into(), dict(&[("service", "x".into())])],
+            vec![],
+            vec![out.node()],
+        );
+        h.flush(&fill);
+        assert!(out.take().is_empty());
+        h.send(&batch, at(7.0, "c", 1.0));
+        h.flush(&batch);
+        assert_eq!(shape(out.take()), ["[c]"]);
     }
 
     #[test]

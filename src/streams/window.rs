@@ -19,7 +19,7 @@ use super::{emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::Event;
 use crate::timers::{timed, Alarm};
-use crate::{keep_state_in, node_core, wakes_at};
+use crate::{flushes_at, keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -282,6 +282,7 @@ impl Node for FixedTimeWindow {
     node_core!("fixed_time_window");
     keep_state_in!(state);
     wakes_at!(due);
+    flushes_at!(due);
 
     fn describe(&self) -> String {
         format!("fixed_time_window({})", self.dt)

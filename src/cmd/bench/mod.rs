@@ -750,7 +750,7 @@ fn replay_file(samples: &[Vec<u8>], n: usize) -> anyhow::Result<Outcome> {
     reset_peak_rss();
     let allocations = Allocations::start();
     let reader = Reader::open(&path)?;
-    let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false)?;
+    let replayed = replay(reader, roots, Speed::Max, Arc::new(Discard), false, None)?;
     let allocations = allocations.so_far();
     if replayed.events as usize != n || replayed.bad != 0 {
         bail!(

@@ -58,6 +58,7 @@ pub(super) fn replay_by(n: usize) -> anyhow::Result<()> {
         Speed::Max,
         Arc::new(Discard),
         false,
+        None,
     )?;
     if replayed.events as usize != n || replayed.bad != 0 {
         bail!(
