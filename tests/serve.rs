@@ -499,6 +499,33 @@ fn watch_reloads_a_changed_module_and_keeps_the_old_one_when_it_breaks() {
 }
 
 #[test]
+fn watch_keeps_state_when_a_lambda_only_moved_in_the_file() {
+    // A lambda is known by its source text, not its line: lines added above
+    // it keep `by`'s forks and their running means.
+    let module = |above: &str| {
+        format!(
+            "from dmon.streams import *\n{above}\n\
+             stream = by(lambda e: e.host, average(0, printer(\"avg: \")))\n"
+        )
+    };
+    let mut s = Server::start_with(&module(""), "py", &["--watch"]);
+    s.send(json!({"host": "a", "service": "s", "metric": 10}));
+    assert_eq!(s.expect_printed("avg: ")["metric"], 10.0);
+
+    std::fs::write(&s.module, module("# a comment\n\n# and two more lines\n"))
+        .expect("rewrite the module");
+    s.expect_stderr("the reload", |l| {
+        l.contains("reloaded") && l.contains("state kept by stream/by")
+    });
+    s.send(json!({"host": "a", "service": "s", "metric": 2}));
+    assert_eq!(s.expect_printed("avg: ")["metric"], 6.0, "the mean went on");
+    let done = s.terminate();
+    let by = done.stats().node("stream/by").clone();
+    assert_eq!(by["describe"], "by(lambda e: e.host, idle=300)");
+    assert_eq!(by["kept_state"], true);
+}
+
+#[test]
 fn ctrl_c_right_after_readiness_drains_and_exits_zero() {
     let s = Server::start("from dmon.streams import *\n\nstream = printer(\"got: \")\n");
     // No pause: the readiness line already means signals are handled.

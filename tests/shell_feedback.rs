@@ -75,14 +75,14 @@ fn background_output_above_an_intact_prompt(kind: Kind) {
     );
 
     // The raising predicate: one short line naming the node by its path,
-    // the lambda by file and line, the event and the exception.
+    // the lambda by its text, the event and the exception.
     let screen = shell.wait_for("the predicate's error", |s| {
         s.lines().any(|l| l.starts_with("WARN bad_stream/when: "))
     });
     assert_eq!(
         line_starting(&screen, "WARN bad_stream/when: "),
         format!(
-            "WARN bad_stream/when: when(<lambda> at {module}:5) failed on event ext warning: \
+            "WARN bad_stream/when: when(lambda e: e.metric / 0 > 1) failed on event ext warning: \
              ZeroDivisionError: division by zero (+4 lines: logs())"
         )
     );

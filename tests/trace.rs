@@ -172,10 +172,7 @@ bad_stream = sdo(when(lambda e: e.metric / 0 > 1, printer("never: ")),
         when.ends_with("raised ZeroDivisionError: division by zero"),
         "{out}"
     );
-    assert!(
-        when.contains(&format!("when(<lambda> at {}:2)", module.display())),
-        "{out}"
-    );
+    assert!(when.contains("when(lambda e: e.metric / 0 > 1)"), "{out}");
     assert!(
         out.contains(&format!(
             "File \"{}\", line 2, in <lambda>",

@@ -4,6 +4,7 @@ Embedded in the dmon binary and run inside its interpreter. Failures raise
 LoadError with one message that names the file, the line and the reason.
 """
 
+import ast
 import importlib.util
 import os
 import sys
@@ -155,3 +156,60 @@ def _describe(path, exc, fallback_line=None):
     )
     detail = "".join(te.format()).rstrip()
     return f"{where}: {type(exc).__name__}: {exc}\n{detail}"
+
+
+def lambda_source(func):
+    """The source text of a lambda, on one line (`lambda e: e.metric > 3`),
+    or None when it cannot be found (no source, not Python).
+
+    Reload matches nodes by how they were built: a lambda is named by what
+    it says, not by its line, so adding a line above it keeps its node's
+    state.
+    """
+    code = getattr(func, "__code__", None)
+    if code is None or code.co_name != "<lambda>":
+        return None
+    tree, source = _parsed(code.co_filename)
+    if tree is None:
+        return None
+    # The body's first position tells two lambdas on one line apart.
+    starts = [
+        (line, col)
+        for line, end_line, col, end_col in code.co_positions()
+        if None not in (line, end_line, col, end_col) and (line, col) != (end_line, end_col)
+    ]
+    body_start = min(starts) if starts else None
+    found = None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Lambda) or node.lineno != code.co_firstlineno:
+            continue
+        body = (node.body.lineno, node.body.col_offset)
+        end = (node.body.end_lineno, node.body.end_col_offset)
+        if body_start is None or body <= body_start <= end:
+            found = node
+            break
+    text = found and ast.get_source_segment(source, found)
+    return " ".join(text.split()) if text else None
+
+
+def _parsed(filename):
+    """The file's syntax tree and text, as linecache holds them (files, and
+    what the shells keep of typed input); (None, None) when not Python."""
+    import linecache
+
+    linecache.checkcache(filename)
+    source = "".join(linecache.getlines(filename))
+    if not source:
+        return None, None
+    key = (filename, hash(source))
+    if key not in _PARSED:
+        try:
+            _PARSED[key] = ast.parse(source)
+        except (SyntaxError, ValueError):
+            _PARSED[key] = None
+        if len(_PARSED) > 64:
+            _PARSED.pop(next(iter(_PARSED)))
+    return _PARSED[key], source
+
+
+_PARSED = {}

@@ -79,6 +79,16 @@ fn loader(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     super::embedded_module(py, "dmon._loader", "dmon/_loader.py", LOADER_SOURCE)
 }
 
+/// A lambda's source text on one line, if it can be read (see
+/// `lambda_source` in loader.py).
+pub fn lambda_source(func: &Bound<'_, PyAny>) -> Option<String> {
+    loader(func.py())
+        .and_then(|l| l.call_method1("lambda_source", (func,)))
+        .and_then(|text| text.extract::<Option<String>>())
+        .ok()
+        .flatten()
+}
+
 /// The error for a module that defines no root.
 pub fn no_streams(source: &StreamSource) -> LoadError {
     LoadError(format!(

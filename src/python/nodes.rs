@@ -46,16 +46,24 @@ fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
         .unwrap_or_default()
 }
 
-/// A readable name for a Python callable (or generator): its
-/// `__qualname__` or repr, and where it was defined, so three lambdas in
-/// one module can be told apart in logs and `streams()`:
-/// `<lambda> at streams.py:12`, or `<lambda> typed at the prompt: …`.
+/// A readable name for a Python callable (or generator), part of how its
+/// node was built (reload keeps a node's state only when that is
+/// unchanged): a lambda's source text (`lambda e: e.metric > 3`), a named
+/// function's `__qualname__`; neither says where in its file, so adding a
+/// line above keeps the state. A lambda whose source cannot be read (Hy)
+/// is named by its place: `<lambda> at streams.hy:12`.
 pub fn callable_name(obj: &Bound<'_, PyAny>) -> String {
+    if let Some(text) = super::loader::lambda_source(obj) {
+        return text;
+    }
     let name = obj
         .getattr("__qualname__")
         .and_then(|n| n.extract::<String>())
         .or_else(|_| obj.repr().map(|r| r.to_string()))
         .unwrap_or_else(|_| "?".into());
+    if !name.ends_with("<lambda>") {
+        return name;
+    }
     match defined_at(obj) {
         Some(place) => format!("{name} {place}"),
         None => name,

@@ -174,8 +174,10 @@ fn fold<'py>(
     let fold =
         folds::find(name).ok_or_else(|| PyValueError::new_err(format!("no fold {name:?}")))?;
     let events = to_value(events)?;
+    // The time of a run (`dmon.testing.run`'s virtual clock), else the server's.
+    let now = super::context().map_or_else(|_| crate::event::now_secs(), |ctx| ctx.now());
     let out = NativeFold(fold)
-        .call(&[events])
+        .call_at(&[events], now)
         .map_err(|e| PyTypeError::new_err(e.0))?;
     to_py(py, &out)
 }

@@ -29,9 +29,9 @@
 //!   counts every event (an empty list counts 0, as in Riemann). A missing
 //!   event (None in the list, as `project` gives for a test nothing
 //!   matched) is left out.
-//! - A result without a time (`count` of nothing, or of events without
-//!   one) gets the clock's time in a stream, the wall clock's when called
-//!   from Python, as Riemann's `event` stamps one.
+//! - An event made up from no event (`count` of nothing) gets the clock's
+//!   time (a run's virtual clock, else the wall clock's), as Riemann's
+//!   `event` stamps one.
 //! - `difference` and `quotient` are positional (first against the rest),
 //!   so, as Riemann's, a missing metric or event gives the event with no
 //!   metric and the description "An event or metric was nil." (a missing
@@ -306,8 +306,9 @@ pub fn maximum(events: &[Arc<Event>]) -> Option<Event> {
 pub struct NativeFold(pub &'static Fold);
 
 impl NativeFold {
-    /// The fold over the list in `args`; an event it makes without a time
-    /// (`count` of nothing) gets `now`, as Riemann's `event` stamps one.
+    /// The fold over the list in `args`; an event it makes up from no
+    /// event (`count` of nothing) gets `now` as its time, as Riemann's
+    /// `event` stamps one.
     fn run(&self, args: &[super::Value], now: f64) -> Result<super::Value, super::NodeError> {
         let items = match args {
             [super::Value::List(items)] => items
@@ -340,10 +341,13 @@ impl NativeFold {
         } else {
             items.into_iter().flatten().collect()
         };
+        let made_up = events.is_empty();
         let mut out: Vec<super::Value> = (self.0.fold)(&events)
             .into_iter()
             .map(|mut e| {
-                e.time.get_or_insert(Number::Float(now));
+                if made_up {
+                    e.time.get_or_insert(Number::Float(now));
+                }
                 super::Value::from(e)
             })
             .collect();
@@ -356,7 +360,7 @@ impl NativeFold {
 }
 
 impl super::Function for NativeFold {
-    /// Called from Python (`folds.count([])`): now is the wall clock's.
+    /// Without a node's clock: now is the wall clock's.
     fn call(&self, args: &[super::Value]) -> Result<super::Value, super::NodeError> {
         self.run(args, crate::event::now_secs())
     }

@@ -548,7 +548,7 @@ pub fn recording_failures<R>(f: impl FnOnce() -> R) -> (R, Vec<(usize, String)>)
 }
 
 /// How logs name a node: its path and how it was built,
-/// `average_stream/average/when: when(<lambda> at streams.py:12)`.
+/// `average_stream/average/when: when(lambda e: e.metric > 3)`.
 pub fn label(node: &dyn Node) -> String {
     match node.stats().path() {
         Some(path) => format!("{path}: {}", node.describe()),
@@ -556,10 +556,18 @@ pub fn label(node: &dyn Node) -> String {
     }
 }
 
+/// Shows `node`'s observers an event it forwards: a leaf's already saw what
+/// arrived ([`push`]), so they do not see it twice.
+fn publish_out(node: &dyn Node, event: &Arc<Event>) {
+    if !node.children().is_empty() {
+        node.stats().taps.publish(event);
+    }
+}
+
 /// Forwards `event` from `node` to each of its children.
 pub fn emit(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
     node.stats().events_out.fetch_add(1, Ordering::Relaxed);
-    node.stats().taps.publish(event);
+    publish_out(node, event);
     for child in node.children() {
         push(&**child, ctx, event);
     }
@@ -582,7 +590,7 @@ pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
     stats
         .events_out
         .fetch_add(present(events).count() as u64, Ordering::Relaxed);
-    present(events).for_each(|e| stats.taps.publish(e));
+    present(events).for_each(|e| publish_out(node, e));
     for child in node.children() {
         push_list(&**child, ctx, events);
     }
