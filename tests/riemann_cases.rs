@@ -35,15 +35,6 @@ fn defined_tests() -> Vec<String> {
         .collect()
 }
 
-/// The lines of stdout starting with `word ` (PASS, FAIL, ERROR), without it.
-fn marked<'a>(r: &'a Run, word: &str) -> Vec<&'a str> {
-    let prefix = format!("{word} ");
-    r.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .collect()
-}
-
 #[test]
 fn riemann_stream_and_fold_tests_pass() {
     let expected = defined_tests();

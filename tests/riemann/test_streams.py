@@ -1,15 +1,10 @@
 """Riemann's streams_test.clj, ported deftest by deftest, in Riemann's order.
 
 Run with `dmon test tests/riemann/`. Each test names its Riemann deftest in
-its docstring and asserts what Riemann asserts. How Riemann's helpers map:
+its docstring and asserts what Riemann asserts. Riemann's test helpers
+(run-stream, run-stream-intervals, ...) are in riemann_port.py, which says
+how they map onto dmon's run(). Besides:
 
-- `(run-stream s inputs)` / `test-stream`: `run_stream(make, inputs)`: the
-  clock starts at 0 and follows event times, as Riemann's `advance!` to each
-  event's `:time`; what reached the child is returned (`(append out)` is
-  `collect(out)`).
-- `run-stream-intervals` / `test-stream-intervals`: `run_stream_intervals`,
-  the intervals becoming `at(t)` steps at their running sums, the run ending
-  at the last one (`until=`).
 - Riemann streams take any value; dmon streams take events, so a test
   feeding numbers feeds events with those metrics, and keywords (`:a`)
   become strings.
@@ -46,107 +41,8 @@ import re
 from dmon.streams import *
 from dmon.testing import run, at
 
-
-# --- Riemann's test helpers, over dmon's run() ---------------------------------
-
-
-def collect(out):
-    """Riemann's `(append out)`: a child recording what reaches it (an event,
-    or a list of events from a window)."""
-    return smap(lambda x: out.append(x))
-
-
-def run_stream(make, inputs):
-    """Riemann's `run-stream`: `make(child)` builds the stream over `child`;
-    returns what reached the child."""
-    out = []
-    run(make(collect(out)), inputs, start=0)
-    return out
-
-
-def steps(inputs_and_intervals):
-    """Riemann's `run-stream-intervals` inputs (event, interval, event, ...)
-    as run() inputs with at() steps; returns them and the final time."""
-    items = []
-    now = 0
-    pairs = [inputs_and_intervals[i:i + 2] for i in range(0, len(inputs_and_intervals), 2)]
-    for pair in pairs:
-        items.append(pair[0])
-        if len(pair) == 2 and pair[1] is not None:
-            now = now + pair[1]
-            items.append(at(now))
-    return items, now
-
-
-def run_stream_intervals(make, inputs_and_intervals):
-    """Riemann's `run-stream-intervals`: the clock starts at 0, each interval
-    advances it, and the outputs are taken after the last advance."""
-    out = []
-    items, end = steps(inputs_and_intervals)
-    run(make(collect(out)), items, start=0, until=end)
-    return out
-
-
-def plain(event, keep_time=True):
-    """An event as a dict comparable with Riemann's maps: metrics as floats
-    (Riemann's 1 and 1.0 meet in `=` on its tests' values), no empty tags."""
-    d = Event(event).to_dict()
-    if isinstance(d.get("metric"), int):
-        d["metric"] = float(d["metric"])
-    if not keep_time:
-        d.pop("time", None)
-    return d
-
-
-def shaped(actual, expected):
-    """`actual` (events, lists of them, None) as plain dicts, each without
-    its time where the expected map has none (dmon stamps the clock's)."""
-    if isinstance(actual, list):
-        like = expected if isinstance(expected, list) else []
-        return [shaped(a, like[i] if i < len(like) else None) for i, a in enumerate(actual)]
-    if actual is None:
-        return None
-    # Without an expected map to follow (an extra event), the time is shown.
-    keep_time = not isinstance(expected, dict) or "time" in expected
-    return plain(actual, keep_time)
-
-
-def expect(expected):
-    """Riemann's expected maps as plain dicts (see plain)."""
-    if isinstance(expected, list):
-        return [expect(e) for e in expected]
-    if expected is None:
-        return None
-    return plain(expected)
-
-
-def assert_stream(actual, expected):
-    """Riemann's `(is (= expected actual))` over outputs."""
-    got, want = shaped(actual, expected), expect(expected)
-    assert got == want
-
-
-def em(*metrics):
-    """Riemann's `em`: events with the given metrics."""
-    return [{"metric": m} for m in metrics]
-
-
-def evs(base, *metrics):
-    """Riemann's `evs`: copies of `base` with the given metrics."""
-    return [{**base, "metric": m} for m in metrics]
-
-
-def metrics(events):
-    return [e.metric for e in events]
-
-
-def approx_equal(x, y, tol=0.01):
-    """Riemann's `approx-equal`: equal, or a ratio within `tol` of 1."""
-    if x == y:
-        return True
-    if y == 0:
-        return False
-    return 1 - tol < x / y < 1 + tol
+from riemann_port import (approx_equal, assert_stream, check_stream_intervals, collect, em, evs,
+                          metrics, plain, run_stream, run_stream_intervals)
 
 
 # --- streams_test.clj ----------------------------------------------------------
@@ -577,32 +473,32 @@ def test_ddt_interval_test_quick_burst():
 def test_ddt_interval_test_one_event_per_interval():
     """ddt-interval-test: "1 event per interval\""""
     # Riemann: "the swap occurs just prior to events at time 1".
-    out = run_stream_intervals(lambda c: ddt(1, c),
-                               [{"time": 0, "metric": -1}, 0.99,
-                                {"time": 1, "metric": 0}, 1,
-                                {"time": 2, "metric": -5}, 1])
-    assert_stream(out, [{"time": 1, "metric": 1}, {"time": 2, "metric": -5}])
+    check_stream_intervals(lambda c: ddt(1, c),
+                           [{"time": 0, "metric": -1}, 0.99,
+                            {"time": 1, "metric": 0}, 1,
+                            {"time": 2, "metric": -5}, 1],
+                           [{"time": 1, "metric": 1}, {"time": 2, "metric": -5}])
 
 
 def test_ddt_interval_test_n_events_per_interval():
     """ddt-interval-test: "n events per interval\""""
-    out = run_stream_intervals(lambda c: ddt(1, c),
-                               [{"time": 0, "metric": -1}, 0.01,
-                                {"time": 0.5, "metric": 100}, 0.5,  # Ignored
-                                {"time": 1, "metric": 1}, 0.5,
-                                {"time": 1.5, "metric": None}, 0.5,  # Ignored
-                                {"time": 2, "metric": -3}, 0.5])
-    assert_stream(out, [{"time": 1, "metric": 2}, {"time": 2, "metric": -4}])
+    check_stream_intervals(lambda c: ddt(1, c),
+                           [{"time": 0, "metric": -1}, 0.01,
+                            {"time": 0.5, "metric": 100}, 0.5,  # Ignored
+                            {"time": 1, "metric": 1}, 0.5,
+                            {"time": 1.5, "metric": None}, 0.5,  # Ignored
+                            {"time": 2, "metric": -3}, 0.5],
+                           [{"time": 1, "metric": 2}, {"time": 2, "metric": -4}])
 
 
 def test_ddt_interval_test_emits_zeroes():
     """ddt-interval-test: "emits zeroes when no events arrive in an interval\""""
-    out = run_stream_intervals(lambda c: ddt(2, c),
-                               [{"time": 0, "metric": 0}, 1,
-                                {"time": 1, "metric": 1}, 2,
-                                {"time": 3, "metric": 2}, 3])
-    assert_stream(out, [{"time": 2, "metric": 1}, {"time": 4, "metric": 0.5},
-                        {"time": 6, "metric": 0}])
+    check_stream_intervals(lambda c: ddt(2, c),
+                           [{"time": 0, "metric": 0}, 1,
+                            {"time": 1, "metric": 1}, 2,
+                            {"time": 3, "metric": 2}, 3],
+                           [{"time": 2, "metric": 1}, {"time": 4, "metric": 0.5},
+                            {"time": 6, "metric": 0}])
 
 
 def test_rate_slow_even():
@@ -637,23 +533,23 @@ def test_rate_threaded():
 
 def test_rate_without_input():
     """rate-without-input"""
-    out = run_stream_intervals(lambda c: rate(1, c),
-                               [{"metric": 1, "service": "foo"}, 0.5,
-                                {"metric": 1, "service": "bar"}, 0.5,
-                                {"metric": 1, "service": "baz", "ttl": 3}, 3,
-                                {"state": "expired"}])
-    assert_stream(out, [{"time": 1, "metric": 2, "service": "bar"},
-                        {"time": 2, "metric": 1, "service": "baz", "ttl": 3},
-                        {"time": 3, "metric": 0, "service": "baz", "ttl": 2},
-                        {"time": 4, "metric": 0, "service": "baz", "ttl": 1}])
+    check_stream_intervals(lambda c: rate(1, c),
+                           [{"metric": 1, "service": "foo"}, 0.5,
+                            {"metric": 1, "service": "bar"}, 0.5,
+                            {"metric": 1, "service": "baz", "ttl": 3}, 3,
+                            {"state": "expired"}],
+                           [{"time": 1, "metric": 2, "service": "bar"},
+                            {"time": 2, "metric": 1, "service": "baz", "ttl": 3},
+                            {"time": 3, "metric": 0, "service": "baz", "ttl": 2},
+                            {"time": 4, "metric": 0, "service": "baz", "ttl": 1}])
 
 
 def test_rate_expiration():
     """rate-expiration"""
-    out = run_stream_intervals(lambda c: rate(1, c), [{"time": 0, "metric": 1, "ttl": 3}, 5])
-    assert_stream(out, [{"time": 1, "metric": 1, "ttl": 3},
-                        {"time": 2, "metric": 0, "ttl": 2},
-                        {"time": 3, "metric": 0, "ttl": 1}])
+    check_stream_intervals(lambda c: rate(1, c), [{"time": 0, "metric": 1, "ttl": 3}, 5],
+                           [{"time": 1, "metric": 1, "ttl": 3},
+                            {"time": 2, "metric": 0, "ttl": 2},
+                            {"time": 3, "metric": 0, "ttl": 1}])
 
 
 def states(*names):
@@ -740,12 +636,11 @@ def test_ewma_test():
         assert approx_equal(1 / 2, out[-2].metric), halflife
         assert approx_equal(1 / 4, out[-1].metric), halflife
     # Verify that metrics are weighted by :time, regardless of order of arrival
-    out = run_stream_intervals(lambda c: ewma(1, c),
-                               [{"metric": 1, "time": 0}, 1,
-                                {"metric": 1, "time": 2}, 1,
-                                {"metric": 1, "time": 1}, 1])
-    assert_stream(out, [{"metric": 0.5, "time": 0}, {"metric": 0.625, "time": 2},
-                        {"metric": 0.875, "time": 2}])
+    check_stream_intervals(lambda c: ewma(1, c),
+                           [{"metric": 1, "time": 0}, 1, {"metric": 1, "time": 2}, 1,
+                            {"metric": 1, "time": 1}, 1],
+                           [{"metric": 0.5, "time": 0}, {"metric": 0.625, "time": 2},
+                            {"metric": 0.875, "time": 2}])
 
 
 def test_throttle_test():
@@ -925,14 +820,14 @@ def test_project_test_expires_existing():
 
 def test_project_test_expiration():
     """project-test: Expiration test: expires own events when the time comes"""
-    out = run_stream_intervals(lambda c: project(*FOO_BAR, c),
-                               [{"service": "foo", "state": "ok", "time": 0, "ttl": 1}, 2,
-                                {"service": "bar", "state": "ok"}, 1,
-                                {"service": "bar", "state": "ok2"}])
-    assert_stream(out, [[{"service": "foo", "state": "ok", "time": 0, "ttl": 1}, None],
-                        [{"service": "foo", "state": "expired", "time": 2},
-                         {"service": "bar", "state": "ok"}],
-                        [None, {"service": "bar", "state": "ok2"}]])
+    check_stream_intervals(lambda c: project(*FOO_BAR, c),
+                           [{"service": "foo", "state": "ok", "time": 0, "ttl": 1}, 2,
+                            {"service": "bar", "state": "ok"}, 1,
+                            {"service": "bar", "state": "ok2"}],
+                           [[{"service": "foo", "state": "ok", "time": 0, "ttl": 1}, None],
+                            [{"service": "foo", "state": "expired", "time": 2},
+                             {"service": "bar", "state": "ok"}],
+                            [None, {"service": "bar", "state": "ok2"}]])
 
 
 def test_adjust_test():
@@ -1041,31 +936,30 @@ def test_apdex_test():
              + [{"state": "fail"}])
     random.Random(0).shuffle(mixed)
     inputs = [x for e in mixed for x in (e, 0)][:-1] + [0, {"state": "final"}, 3]
-    out = run_stream_intervals(lambda c: apdex(1, 'state = "ok"', 'state = "warning"', c), inputs)
-    assert_stream(out, [{"state": "final", "metric": (5 + 7 / 2) / (5 + 7 + 2)}])
+    check_stream_intervals(lambda c: apdex(1, 'state = "ok"', 'state = "warning"', c), inputs,
+                           [{"state": "final", "metric": (5 + 7 / 2) / (5 + 7 + 2)}])
+
+
+# Riemann's expiry tests: four events by state, then four by time (the
+# first at 0, the clock advanced to 10, the others after).
+BY_STATE = states("expired", "ok", "warning", "expired")
+BY_TIME = [{"time": 0, "ttl": 10}, at(10), {"time": 1, "ttl": 5}, {"time": 6, "ttl": 2},
+           {"time": 10, "ttl": 2}]
 
 
 def test_not_expired_test():
     """not-expired-test"""
     # "state expired"
-    assert_stream(run_stream(lambda c: not_expired(c), states("expired", "ok", "warning", "expired")),
-                  states("ok", "warning"))
+    assert_stream(run_stream(lambda c: not_expired(c), BY_STATE), states("ok", "warning"))
     # "expired time"
-    out = []
-    run(not_expired(collect(out)),
-        [{"time": 0, "ttl": 10}, at(10), {"time": 1, "ttl": 5}, {"time": 6, "ttl": 2},
-         {"time": 10, "ttl": 2}], start=0)
-    assert_stream(out, [{"time": 0, "ttl": 10}, {"time": 10, "ttl": 2}])
+    assert_stream(run_stream(lambda c: not_expired(c), BY_TIME),
+                  [{"time": 0, "ttl": 10}, {"time": 10, "ttl": 2}])
 
 
 def test_expired_test():
     """expired-test"""
     # "state expired"
-    assert_stream(run_stream(lambda c: expired(c), states("expired", "ok", "warning", "expired")),
-                  states("expired", "expired"))
+    assert_stream(run_stream(lambda c: expired(c), BY_STATE), states("expired", "expired"))
     # "expired time"
-    out = []
-    run(expired(collect(out)),
-        [{"time": 0, "ttl": 10}, at(10), {"time": 1, "ttl": 5}, {"time": 6, "ttl": 2},
-         {"time": 10, "ttl": 2}], start=0)
-    assert_stream(out, [{"time": 1, "ttl": 5}, {"time": 6, "ttl": 2}])
+    assert_stream(run_stream(lambda c: expired(c), BY_TIME),
+                  [{"time": 1, "ttl": 5}, {"time": 6, "ttl": 2}])
