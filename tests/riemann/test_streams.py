@@ -472,7 +472,10 @@ def test_ddt_interval_test_quick_burst():
 
 def test_ddt_interval_test_one_event_per_interval():
     """ddt-interval-test: "1 event per interval\""""
-    # Riemann: "the swap occurs just prior to events at time 1".
+    # Riemann: "the swap occurs just prior to events at time 1". Riemann's
+    # run-stream-intervals sends {:time 1} at clock 0.99, before the report
+    # at 1; dmon's run() moves the clock to an event's time before sending
+    # it, so the report at 1 comes first (here and in the next test).
     check_stream_intervals(lambda c: ddt(1, c),
                            [{"time": 0, "metric": -1}, 0.99,
                             {"time": 1, "metric": 0}, 1,
