@@ -17,15 +17,6 @@ fn dmon_test(args: &[&str]) -> Run {
     run_dmon(&all, None)
 }
 
-/// The lines of stdout starting with `word ` (PASS, FAIL, ERROR), without it.
-fn marked<'a>(r: &'a Run, word: &str) -> Vec<&'a str> {
-    let prefix = format!("{word} ");
-    r.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .collect()
-}
-
 /// The summary line: the last line of stdout.
 fn summary(r: &Run) -> &str {
     r.stdout.lines().last().unwrap_or("")

@@ -744,6 +744,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The lines of stdout starting with `word ` (PASS, FAIL, ERROR: how
+/// `dmon test` reports each test), without it.
+pub fn marked<'a>(r: &'a Run, word: &str) -> Vec<&'a str> {
+    let prefix = format!("{word} ");
+    r.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect()
+}
+
 /// Runs `dmon ARGS…` with `stdin` (or /dev/null), waiting at most TIMEOUT.
 pub fn run_dmon(args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(dmon_bin());
