@@ -443,7 +443,7 @@ def project(*tests_and_children: _Test | _Child) -> Stream:
 
     Keep the latest event matching each test (query or predicate) and forward them as one list on every match.
 
-    One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state "expired", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).
+    One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state "expired", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann). At least one test is needed (Riemann's `(project [])` accepts none and never forwards; dmon refuses it as a mistake).
 
     Example:
         project('service = "enq"', 'service = "deq"', smap(folds.quotient, printer()))
@@ -469,7 +469,7 @@ def moving_event_window(n: int, *children: _Child) -> Stream:
 
     On each event, forward the list of the last `n` events (fewer until `n` have arrived).
 
-    Riemann's `moving-event-window`. Counts events, so no clock is involved.
+    Riemann's `moving-event-window`. Counts events, so no clock is involved. `n` must be at least 1 (Riemann's accepts 0 and forwards empty windows; a window of nothing is refused as a mistake).
 
     Example:
         moving_event_window(5, smap(folds.mean, printer()))
@@ -480,7 +480,7 @@ def fixed_event_window(n: int, *children: _Child) -> Stream:
 
     Every `n` events, forward those `n` as one list (tumbling windows of `n` events).
 
-    Riemann's `fixed-event-window`. Counts events, so no clock is involved; a partial window waits for its last events however long that takes.
+    Riemann's `fixed-event-window`. Counts events, so no clock is involved; a partial window waits for its last events however long that takes. `n` must be at least 1 (Riemann's accepts 0 and never forwards; a window of nothing is refused as a mistake).
 
     Example:
         fixed_event_window(100, smap(folds.maximum, index()))
@@ -491,7 +491,7 @@ def moving_time_window(dt: float, *children: _Child) -> Stream:
 
     On each event, forward the list of the events whose time is within `dt` seconds of the newest event time.
 
-    Event time (Riemann's `moving-time-window`): the window ends at the greatest event time seen and keeps the events with `time > newest - dt`. An event older than that is dropped without forwarding anything; an event without a time is dropped too.
+    Event time (Riemann's `moving-time-window`): the window ends at the greatest event time seen and keeps the events with `time > newest - dt`. An event older than that is dropped without forwarding anything; an event without a time is dropped too. `dt` must be greater than 0 (a zero-width window is refused as a mistake; Riemann's accepts it).
 
     Example:
         moving_time_window(60, smap(folds.mean, index()))
@@ -502,7 +502,7 @@ def fixed_time_window(dt: float, *children: _Child) -> Stream:
 
     Tumbling windows of `dt` seconds by event time; forward each window's events as one list.
 
-    Event time, windows aligned to the first event's time (Riemann's `fixed-time-window`). A window is forwarded when an event past its end arrives, and also (unlike Riemann, whose windows wait for a later event forever) once the clock passes its end plus a grace of `dt` seconds, so the last window flushes when traffic stops (event times are expected near the clock's: with much older ones, a window goes out on every tick). Empty windows are not forwarded. A late event, older than the current window, joins the current window (Riemann drops it). An event without a time counts as arriving at the clock's time.
+    Event time, windows aligned to the first event's time (Riemann's `fixed-time-window`). A window is forwarded when an event past its end arrives, and also (unlike Riemann, whose windows wait for a later event forever) once the clock passes its end plus a grace of `dt` seconds, so the last window flushes when traffic stops (event times are expected near the clock's: with much older ones, a window goes out on every tick). Empty windows are not forwarded. A late event, older than the current window, joins the current window (Riemann drops it). An event without a time counts as arriving at the clock's time. `dt` must be greater than 0 (a zero-width window is refused as a mistake; Riemann's accepts it).
 
     Example:
         fixed_time_window(60, smap(folds.count, index()))
@@ -668,7 +668,7 @@ def runs(n: int, f: _Key, *children: _Child) -> Stream:
 
     Forward an event when it and the n − 1 events before it share the value of `f` (a field name or a function).
 
-    Riemann's `runs`, for flap damping: the last `n` events are kept; while their values of `f` are equal, each new one is forwarded.
+    Riemann's `runs`, for flap damping: the last `n` events are kept; while their values of `f` are equal, each new one is forwarded. `n` must be at least 1 (Riemann's `runs` of 0 forwards nothing; dmon refuses it as a mistake).
 
     Example:
         runs(3, "state", changed_state(email("ops@example.com")))

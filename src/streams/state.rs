@@ -51,7 +51,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "runs",
         params: "n, f, *children",
         summary: "Forward an event when it and the n − 1 events before it share the value of `f` (a field name or a function).",
-        details: "Riemann's `runs`, for flap damping: the last `n` events are kept; while their values of `f` are equal, each new one is forwarded.",
+        details: "Riemann's `runs`, for flap damping: the last `n` events are kept; while their values of `f` are equal, each new one is forwarded. `n` must be at least 1 (Riemann's `runs` of 0 forwards nothing; dmon refuses it as a mistake).",
         example: r#"runs(3, "state", changed_state(email("ops@example.com")))"#,
         build: build_runs,
     },

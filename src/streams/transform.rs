@@ -130,7 +130,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "project",
         params: "*tests_and_children",
         summary: "Keep the latest event matching each test (query or predicate) and forward them as one list on every match.",
-        details: "One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state \"expired\", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann).",
+        details: "One slot per test, in order: the list keeps the positions, with None (an empty slot) for a test nothing matched yet; nodes taking events one by one get the events only. An expired event (state \"expired\", or older than its ttl by the clock) is forwarded once in its slot, then the slot is emptied (Riemann). At least one test is needed (Riemann's `(project [])` accepts none and never forwards; dmon refuses it as a mistake).",
         example: r#"project('service = "enq"', 'service = "deq"', smap(folds.quotient, printer()))"#,
         build: build_project,
     },

@@ -472,26 +472,31 @@ def test_ddt_interval_test_quick_burst():
 
 def test_ddt_interval_test_one_event_per_interval():
     """ddt-interval-test: "1 event per interval\""""
-    # Riemann: "the swap occurs just prior to events at time 1". Riemann's
-    # run-stream-intervals sends {:time 1} at clock 0.99, before the report
-    # at 1; dmon's run() moves the clock to an event's time before sending
-    # it, so the report at 1 comes first (here and in the next test).
+    # Documented difference (dmon.testing.run): an event moves run()'s clock
+    # to its time before it is sent. Riemann's run-stream-intervals sends
+    # {:time 1} at clock 0.99, before the report at 1, which then gives
+    # [{:time 1 :metric 1} {:time 2 :metric -5}]; here the report at 1 comes
+    # first and sees no new event (0), the one at 2 sees (1, 0) after (0, -1).
     check_stream_intervals(lambda c: ddt(1, c),
                            [{"time": 0, "metric": -1}, 0.99,
                             {"time": 1, "metric": 0}, 1,
                             {"time": 2, "metric": -5}, 1],
-                           [{"time": 1, "metric": 1}, {"time": 2, "metric": -5}])
+                           [{"time": 1, "metric": 0}, {"time": 2, "metric": 1}])
 
 
 def test_ddt_interval_test_n_events_per_interval():
     """ddt-interval-test: "n events per interval\""""
+    # The same difference as above: each event arrives at its own time, so
+    # the report at 1 is taken between (0, -1) and (0.5, 100), and the one at
+    # 2 between (0.5, 100) and (1, 1). Riemann's, with (1, 1) and (2, -3)
+    # sent before their reports: [{:time 1 :metric 2} {:time 2 :metric -4}].
     check_stream_intervals(lambda c: ddt(1, c),
                            [{"time": 0, "metric": -1}, 0.01,
-                            {"time": 0.5, "metric": 100}, 0.5,  # Ignored
+                            {"time": 0.5, "metric": 100}, 0.5,
                             {"time": 1, "metric": 1}, 0.5,
                             {"time": 1.5, "metric": None}, 0.5,  # Ignored
                             {"time": 2, "metric": -3}, 0.5],
-                           [{"time": 1, "metric": 2}, {"time": 2, "metric": -4}])
+                           [{"time": 1, "metric": 202}, {"time": 2, "metric": -198}])
 
 
 def test_ddt_interval_test_emits_zeroes():
@@ -783,7 +788,15 @@ def test_project_test_empty():
 
 def test_project_test_nothing_to_project_to():
     """project-test: Without anything to project to, does nothing"""
-    assert run_stream(lambda c: project(c), em(1, 2, 3)) == []
+    # Documented difference: dmon refuses a project() without tests when it
+    # is built (a stream that can never forward is a mistake); Riemann's
+    # accepts it and forwards nothing.
+    try:
+        run_stream(lambda c: project(c), em(1, 2, 3))
+    except ValueError as e:
+        assert "needs at least one test" in str(e)
+    else:
+        raise AssertionError("project() without tests was accepted")
 
 
 def test_project_test_basic():
@@ -879,8 +892,14 @@ def test_fixed_event_window_test():
 
 def test_runs_test_zero_width():
     """runs-test: Zero-width runs"""
-    assert run_stream(lambda c: runs(0, "state", c), []) == []
-    assert run_stream(lambda c: runs(0, "state", c), states("2", "3", "4")) == []
+    # Documented difference: dmon refuses runs(0) when it is built, as it
+    # refuses zero-width windows; Riemann's forwards nothing.
+    try:
+        runs(0, "state", printer())
+    except ValueError as e:
+        assert "`n` must be a whole number ≥ 1, not 0" in str(e)
+    else:
+        raise AssertionError("runs(0) was accepted")
 
 
 def test_runs_test():
