@@ -126,6 +126,7 @@ pub fn markdown() -> String {
     for f in super::folds::FOLDS {
         out.push_str(&format!("| `folds.{}(events)` | {} |\n", f.name, f.summary));
     }
+    out.push_str(&super::riemann::markdown());
     out
 }
 
