@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use super::filter::FieldRef;
 use super::folds::NativeFold;
 use super::registry::Entry;
 use super::value::{field, set_field, Args, BuildError, Function, Value};
@@ -89,7 +90,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "top",
         params: "k, f, *children, demote=None",
         summary: "Keep the `k` (host, service) events with the largest `f(event)`: forward those to the children, and expired copies of the others (which go to `demote` as they are).",
-        details: "Riemann's `top`, `f` a field name (\"metric\") or a function of the event. An event in the top `k` goes to the children, and an expired copy (host, service, state \"expired\", time now) to `demote`; an event outside goes to `demote`, and an expired copy to the children; an expired event, or one whose `f` is None, leaves the top set and goes to both as it is. With `demote` given, an event pushed out of the top set by a larger one is also sent, expired, to the children and, as it is, to `demote` (Riemann's 4-argument form); without it, children learn that only when its (host, service) comes again (Riemann's 3-argument form). Riemann's form with a bottom stream but no demotion has no equivalent. As in Riemann, the smallest member is found again only when it leaves, so among equal values which one is pushed out follows arrival order.",
+        details: "Riemann's `top`, `f` a field name (\"metric\") or a function of the event. An event in the top `k` goes to the children, and an expired copy (host, service, state \"expired\", time now) to `demote`; an event outside goes to `demote`, and an expired copy to the children; an expired event leaves the top set and goes to both as it is; an event whose `f` is None leaves it too, as one outside. With `demote` given, an event pushed out of the top set by a larger one is also sent, expired, to the children and, as it is, to `demote` (Riemann's 4-argument form); without it, children learn that only when its (host, service) comes again (Riemann's 3-argument form). Riemann's form with a bottom stream but no demotion has no equivalent. As in Riemann, the smallest member is found again only when it leaves, so among equal values which one is pushed out follows arrival order.",
         example: "top(10, \"metric\", index())",
         build: build_top,
     },
@@ -603,16 +604,7 @@ impl Node for FoldInterval {
 
 fn build_top(mut args: Args) -> Result<NodeRef, BuildError> {
     let k = args.count("k")?;
-    let by = match args.value("f")? {
-        Value::Str(name) => Measure::Field(name),
-        Value::Function(f) => Measure::Function(f),
-        v => {
-            return Err(args.type_error(format_args!(
-                "`f` must be a field name (like \"metric\") or a function of the event, not {}",
-                v.type_name()
-            )))
-        }
-    };
+    let by = FieldRef::from_args(&mut args, "f")?;
     let demote = args.stream_keyword("demote")?;
     let mut children = args.children();
     args.finish()?;
@@ -627,34 +619,16 @@ fn build_top(mut args: Args) -> Result<NodeRef, BuildError> {
     }))
 }
 
-/// What `top` ranks events by: a field, or a function of the event.
-enum Measure {
-    Field(String),
-    Function(Arc<dyn Function>),
-}
-
-impl Measure {
-    fn of(&self, e: &Arc<Event>) -> Result<Option<f64>, NodeError> {
-        let v = match self {
-            Measure::Field(name) => field(e, name),
-            Measure::Function(f) => f.call(&[Value::Event(Arc::clone(e))])?,
-        };
-        match v {
-            Value::None => Ok(None),
-            v => v.as_f64().map(Some).ok_or_else(|| {
-                NodeError(format!(
-                    "top: `f` must give a number or None, not {}",
-                    v.type_name()
-                ))
-            }),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Measure::Field(name) => format!("{name:?}"),
-            Measure::Function(f) => f.describe(),
-        }
+/// What `top` ranks `e` by: `f`'s number, None to leave the top.
+fn rank(by: &FieldRef, e: &Arc<Event>) -> Result<Option<f64>, NodeError> {
+    match by.get(e)? {
+        Value::None => Ok(None),
+        v => v.as_f64().map(Some).ok_or_else(|| {
+            NodeError(format!(
+                "top: `f` must give a number or None, not {}",
+                v.type_name()
+            ))
+        }),
     }
 }
 
@@ -663,7 +637,7 @@ impl Measure {
 /// `top(10, "metric", index())`
 pub struct Top {
     k: usize,
-    by: Measure,
+    by: FieldRef,
     /// How many of the children take the top events; a `demote` child
     /// comes after them.
     top_children: usize,
@@ -770,10 +744,7 @@ impl Node for Top {
     fn fresh(&self) -> NodeRef {
         Arc::new(Top {
             k: self.k,
-            by: match &self.by {
-                Measure::Field(name) => Measure::Field(name.clone()),
-                Measure::Function(f) => Measure::Function(Arc::clone(f)),
-            },
+            by: self.by.clone(),
             top_children: self.top_children,
             state: Mutex::default(),
             core: self.core.fresh(),
@@ -816,7 +787,11 @@ impl Node for Top {
         let now = ctx.now();
         let expired = event.is_expired(now);
         // User functions run without the lock held.
-        let value = if expired { None } else { self.by.of(event)? };
+        let value = if expired {
+            None
+        } else {
+            rank(&self.by, event)?
+        };
         let key = event.key();
         let (pushed_out, in_top) = {
             let mut s = lock(&self.state);
