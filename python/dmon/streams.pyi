@@ -508,6 +508,50 @@ def fixed_time_window(dt: float, *children: _Child) -> Stream:
         fixed_time_window(60, smap(folds.count, index()))
     """
 
+def fixed_offset_time_window(dt: float, *children: _Child, offset: float = 0) -> Stream:
+    """fixed_offset_time_window(dt, *children, offset=0)
+
+    Tumbling windows of `dt` seconds by event time, aligned to the epoch (plus `offset`): [0, dt), [dt, 2dt), …; forward each window's events as one list.
+
+    Riemann's `fixed-offset-time-window`, whose windows are aligned to the epoch; `offset` (dmon's addition, 0 in Riemann) shifts them: with dt=3600 and offset=1800, hours begin at half past. Otherwise exactly `fixed_time_window`, with its differences from Riemann: the last window also flushes once the clock passes its end plus a grace of `dt`; empty windows are not forwarded (Riemann forwards an empty list for each window skipped); a late event joins the current window (Riemann drops it); an event without a time counts as arriving at the clock's time.
+
+    Example:
+        fixed_offset_time_window(60, smap(folds.count, index()))
+    """
+
+def fold_interval(interval: float, field: str, fold: Callable[[list[Any]], object], *children: _Child) -> Stream:
+    """fold_interval(interval, field, fold, *children)
+
+    Every `interval` seconds, forward the interval's last event with `field` set to `fold` of the list of the interval's values of `field`.
+
+    Processing time (Riemann's `fold-interval`): intervals begin with the first event after a quiet one and follow each other while events come; events without the field, and expired events, are ignored. `fold` is a function of a list of values (`sum`, `max`, `lambda ms: ...`), or, for field "metric", a fold of `dmon.folds`, which runs natively on the interval's events and whose result is forwarded as it is (`folds.mean` gives the last event with the mean metric). Unlike Riemann, an interval without events forwards nothing (Riemann folds an empty list), and an expired event does not throw away the interval's events so far (one expiring event should not lose the others').
+
+    Example:
+        fold_interval(10, "metric", max, index())
+    """
+
+def fold_interval_metric(interval: float, fold: Callable[[list[Any]], object], *children: _Child) -> Stream:
+    """fold_interval_metric(interval, fold, *children)
+
+    `fold_interval(interval, "metric", fold, …)`: every `interval` seconds, forward the last event with the fold of the interval's metrics.
+
+    Riemann's `fold-interval-metric`; see `fold_interval`. With a fold of `dmon.folds` it works as `smap(fold)` after tumbling windows of processing time, without building the lists.
+
+    Example:
+        fold_interval_metric(10, folds.mean, index())
+    """
+
+def top(k: int, f: _Key, *children: _Child, demote: _Child | None = None) -> Stream:
+    """top(k, f, *children, demote=None)
+
+    Keep the `k` (host, service) events with the largest `f(event)`: forward those to the children, and expired copies of the others (which go to `demote` as they are).
+
+    Riemann's `top`, `f` a field name ("metric") or a function of the event. An event in the top `k` goes to the children, and an expired copy (host, service, state "expired", time now) to `demote`; an event outside goes to `demote`, and an expired copy to the children; an expired event leaves the top set and goes to both as it is; an event whose `f` is None leaves it too, as one outside. With `demote` given, an event pushed out of the top set by a larger one is also sent, expired, to the children and, as it is, to `demote` (Riemann's 4-argument form); without it, children learn that only when its (host, service) comes again (Riemann's 3-argument form). Riemann's form with a bottom stream but no demotion has no equivalent. As in Riemann, the smallest member is found again only when it leaves, so among equal values which one is pushed out follows arrival order.
+
+    Example:
+        top(10, "metric", index())
+    """
+
 # --- time ---
 
 def rate(interval: float, *children: _Child) -> Stream:
@@ -626,6 +670,41 @@ def apdex(dt: float, satisfied: _Test, tolerated: _Test, *children: _Child) -> S
 
     Example:
         apdex(10, "metric < 0.2", "metric < 0.8", index())
+    """
+
+# --- estimate ---
+
+def clock_skew(*children: _Child) -> Stream:
+    """clock_skew(*children)
+
+    Forward each event with its metric set to how far its time is ahead of the hosts' median clock (negative: behind).
+
+    Riemann's `clock-skew`. Remembers each host's latest event time and when it arrived (processing time); a host's clock now is that time plus the processing time since. Each event is forwarded with metric = its time − the median of the hosts' clocks now, itself included (the upper median for an even count, as Riemann's `middle`). A host is forgotten once its latest event expired; an expired event is forwarded as it is. An event without a time is forwarded as it is (Riemann fails on it).
+
+    Example:
+        clock_skew(over(60, email("ops@example.com")))
+    """
+
+def predict_linear(n: int, seconds: float, *children: _Child, rebuild: float | None = None) -> Stream:
+    """predict_linear(n, seconds, *children, rebuild=None)
+
+    Fit a line (least squares) to the metric over time of the last `n` events; forward the last event with its metric set to the line's value `seconds` after it.
+
+    Riemann's `predict-linear`: nothing is forwarded until two events have arrived; event time for the fit (the events' `time`). With `rebuild` (Riemann's optional third number, keyword-only here since positional numbers cannot follow the children), the line is refitted only when `rebuild` seconds of processing time have passed since the last fit (Riemann counts wall-clock milliseconds). Events without a metric or a time are ignored; when all the window's events have the same time there is no line and nothing is forwarded (Riemann divides by zero).
+
+    Example:
+        by("host", predict_linear(100, 1800, over(0.9, index())))
+    """
+
+def interpolate_constant(interval: float, *children: _Child) -> Stream:
+    """interpolate_constant(interval, *children)
+
+    From an event on, forward a copy of the latest event every `interval` seconds (time = now) until an expired event arrives, which is forwarded at once.
+
+    Processing time (Riemann's `interpolate-constant`). The first copy goes out when the first event arrives, then one every `interval` seconds, each of the latest event with its time set to the clock's; an event arriving meanwhile only replaces the latest. An expired event (state "expired") is forwarded as it is and stops the copies until the next event. Unlike Riemann, whose copies of an event without a ttl never stop, copies also stop once the latest event expires by its time + ttl (ttl 60 by default), as everywhere in dmon.
+
+    Example:
+        interpolate_constant(10, index())
     """
 
 # --- state ---
@@ -793,6 +872,10 @@ __all__ = [
     "fixed_event_window",
     "moving_time_window",
     "fixed_time_window",
+    "fixed_offset_time_window",
+    "fold_interval",
+    "fold_interval_metric",
+    "top",
     "rate",
     "percentiles",
     "throttle",
@@ -803,6 +886,9 @@ __all__ = [
     "fill_in_last",
     "ddt",
     "apdex",
+    "clock_skew",
+    "predict_linear",
+    "interpolate_constant",
     "changed",
     "changed_state",
     "stable",

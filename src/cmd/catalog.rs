@@ -194,6 +194,13 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
         Type("str | Sequence[str] | Callable[[Event], object] | _Child"),
     ),
     ("", "tests_and_children", Type("_Test | _Child")),
+    ("", "offset", Type("float")),
+    ("", "field", Type("str")),
+    ("", "fold", Type("Callable[[list[Any]], object]")),
+    ("", "k", Type("int")),
+    ("", "demote", Type("_Child | None")),
+    ("", "seconds", Type("float")),
+    ("", "rebuild", Type("float | None")),
 ];
 
 /// The row of [`PARAM_TYPES`] that types `param` of stream function

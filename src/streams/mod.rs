@@ -28,6 +28,7 @@
 //!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
 
 pub mod aggregate;
+pub mod estimate;
 pub mod filter;
 pub mod folds;
 pub mod index;
@@ -506,7 +507,7 @@ pub fn push_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
     }
 }
 
-fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
+pub(crate) fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
     node.stats().errors.fetch_add(1, Ordering::Relaxed);
     let recorded = FAILURES.with_borrow_mut(|failures| match failures {
         Some(failures) => {

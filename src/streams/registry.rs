@@ -87,6 +87,10 @@ pub const FAMILIES: &[Family] = &[
         entries: super::time::ENTRIES,
     },
     Family {
+        title: "estimate",
+        entries: super::estimate::ENTRIES,
+    },
+    Family {
         title: "state",
         entries: super::state::ENTRIES,
     },
