@@ -544,6 +544,7 @@ impl Node for FoldInterval {
     node_core!();
     keep_state_in!(state);
     wakes_at!(due);
+    flushes_at!(due);
 
     fn kind(&self) -> &'static str {
         self.kind
