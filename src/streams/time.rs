@@ -61,7 +61,7 @@ pub const ENTRIES: &[Entry] = &[
         name: "rollup",
         params: "n, dt, *children",
         summary: "Forward the first `n` events per `dt` seconds at once; hold the rest and forward them as one list when the period ends.",
-        details: "Processing time (Riemann's `rollup`). A period begins with the first event after a quiet one; the held list, forwarded when the period ends (on the clock, without waiting for an event), counts as one of the next period's `n`. Children that take lists, like `email`, get the held events as one list: one mail.",
+        details: "Processing time (Riemann's `rollup`). A period begins with the first event after a quiet one; the held list, forwarded when the period ends (on the clock, without waiting for an event), counts as one of the next period's `n`. Children that take lists, like `email`, get the held events as one list: one mail. Two differences from Riemann's, whose periods are fixed `dt` windows from when the stream was made: a period starts with its first event, so a quiet node costs nothing; and the first `n` events go out as events, not one-element lists (a list-taking child like `email` still sends one mail each).",
         example: r#"rollup(3, 600, email("ops@example.com"))"#,
         build: build_rollup,
     },
