@@ -224,6 +224,9 @@ const FOLD_RETURNS: &[(&str, &str)] = &[
     ("minimum", "Event | None"),
     ("maximum", "Event | None"),
     ("extremes", "list[Event] | None"),
+    ("quotient_sloppy", "Event | None"),
+    ("mode", "Event | None"),
+    ("modes", "list[Event]"),
 ];
 
 /// One parameter of an [`Entry`]'s `params`: `*children`, `init="ok"`.
