@@ -242,9 +242,9 @@ def not_expired(*children: _Child) -> Stream:
 def match(field: _Key, value: object, *children: _Child) -> Stream:
     """match(field, value, *children)
 
-    Forward the events whose `field` matches `value`: equal to it, any of a list, or passing a function.
+    Forward the events whose `field` matches `value`: equal to it, any of a list, passing a function, or a dict of patterns.
 
-    `field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match("service", re.compile(r"^cpu").search, ...)`.
+    `field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match("service", re.compile(r"^cpu").search, ...)`. A dict matches when each of its values matches (the same way, recursively) that key of the field's value: an event's field or attribute, a dict's entry, None when absent (Riemann's map pattern); `match(lambda e: e, {"state": "ok", "host": ["a", "b"]}, ...)` tests the event itself.
 
     Example:
         match("service", ["cpu", "load"], printer("busy: "))
@@ -312,6 +312,32 @@ def smap(f: Callable[[Event], _Emitted], *children: _Child) -> Stream:
 
 @overload
 def smap(f: Callable[[list[Event]], _Emitted], *children: _Child) -> Stream: ...
+
+@overload
+def smapcat(f: Callable[[Event], _Emitted], *children: _Child) -> Stream:
+    """smapcat(f, *children)
+
+    Forward each event of `f(event)` (a list of Events or dicts; an Event, a dict or None also do) one by one.
+
+    Riemann's `smapcat`. A list of events (from a window) is given to `f` whole, as smap does, so `smapcat(folds.extremes, …)` forwards a window's minimum then its maximum; unlike smap, a list returned is forwarded as separate events, never as a list.
+
+    Example:
+        fixed_time_window(60, smapcat(lambda es: [e for e in es if e.metric > 1], index()))
+    """
+
+@overload
+def smapcat(f: Callable[[list[Event]], _Emitted], *children: _Child) -> Stream: ...
+
+def sflatten(*children: _Child) -> Stream:
+    """sflatten(*children)
+
+    Forward the events of each list received (a window's, a fold's) one by one.
+
+    Riemann's `sflatten`. A single event passes as it is. Children that take lists whole (smap, email, coroutines) get single events instead: the example mails each held event on its own rather than one mail per rollup.
+
+    Example:
+        rollup(5, 3600, sflatten(email("ops@example.com")))
+    """
 
 def sfilter(f: _Predicate, *children: _Child) -> Stream:
     """sfilter(f, *children)
@@ -630,12 +656,12 @@ def apdex(dt: float, satisfied: _Test, tolerated: _Test, *children: _Child) -> S
 
 # --- state ---
 
-def changed(f: _Key, *children: _Child, init: object = None) -> Stream:
-    """changed(f, *children, init=None)
+def changed(f: _Key, *children: _Child, init: object = None, pairs: bool = False) -> Stream:
+    """changed(f, *children, init=None, pairs=False)
 
     Forward an event when `f` (a field name or a function) differs from the previous event's.
 
-    `init` is the value assumed before the first event: with the default None, the first event passes unless its value is None.
+    `init` is the value assumed before the first event: with the default None, the first event passes unless its value is None. With `pairs=True` (Riemann's `:pairs? true`) forward `[previous, event]` as one list instead; before the first event the previous is an empty Event (every field None), as Riemann's nil reads.
 
     Example:
         changed("state", email("ops@example.com"))
@@ -776,6 +802,8 @@ __all__ = [
     "splitp",
     "by",
     "smap",
+    "smapcat",
+    "sflatten",
     "sfilter",
     "sreduce",
     "with_",

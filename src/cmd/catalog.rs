@@ -110,6 +110,15 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
             "f: Callable[[list[Event]], _Emitted]",
         ]),
     ),
+    (
+        "smapcat",
+        "f",
+        Shapes(&[
+            "f: Callable[[Event], _Emitted]",
+            "f: Callable[[list[Event]], _Emitted]",
+        ]),
+    ),
+    ("changed", "pairs", Type("bool")),
     ("sfilter", "f", Type("_Predicate")),
     ("sreduce", "f", Type("Callable[[Any, Event], _Emitted]")),
     ("sreduce", "init", Type("object")),
