@@ -296,6 +296,28 @@ def by(*fields_and_children: str | Sequence[str] | Callable[[Event], object] | _
         by("host", "service", average(2, index()), idle=600)
     """
 
+def exception_stream(handler: _Child, *children: _Child) -> Stream:
+    """exception_stream(handler, *children)
+
+    Forward every event to the children; a failure of a node below them (an exception in a function, a bad result) becomes an event sent to `handler`.
+
+    Riemann's `exception-stream`. The failure is still counted on the failing node (`streams()`), but not logged. Failures while the children are woken by time (a window flushing, a rate reporting) reach the handler too. The event: service "dmon exception" (Riemann: "riemann exception"; dmon names its own events "dmon …"), state "error", time the clock's, tags ["exception", the error's type (a Python exception's class name, else "NodeError")], description the error with its traceback, attributes "node" (the failing node's path and arguments) and "event" (the JSON of the event, or list, it failed on: Riemann's :event). The handler's own failures go to an enclosing exception_stream, else to the log. Lists are forwarded whole.
+
+    Example:
+        exception_stream(email("ops@example.com"), smap(lambda e: e.replace(metric=1 / e.metric), index()))
+    """
+
+def pipe(*stages: _Child) -> Stream:
+    """pipe(*stages)
+
+    Chain stages: each stage is rebuilt with the next one as its last child, so `pipe(a(x), b(y), c())` is `a(x, b(y, c()))`.
+
+    Riemann's `(pipe - (a -) (b -) c)`, written in the order events flow. Each stage but the last must be a dmon.streams function (it is built again with the same arguments and children, and the next stage after them); the last may be any stream. Where Riemann's marker may appear several times and at any depth of a stage, the next stage here is always the stage's last child: for `split`/`splitp` that is the default stream. To join several branches into one stream, pass that same stream to each branch.
+
+    Example:
+        pipe(where("metric > 5"), rate(5), printer())
+    """
+
 # --- transform ---
 
 @overload
@@ -801,6 +823,8 @@ __all__ = [
     "split",
     "splitp",
     "by",
+    "exception_stream",
+    "pipe",
     "smap",
     "smapcat",
     "sflatten",

@@ -119,6 +119,8 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
         ]),
     ),
     ("changed", "pairs", Type("bool")),
+    ("exception_stream", "handler", Type("_Child")),
+    ("pipe", "stages", Type("_Child")),
     ("sfilter", "f", Type("_Predicate")),
     ("sreduce", "f", Type("Callable[[Any, Event], _Emitted]")),
     ("sreduce", "init", Type("object")),
