@@ -140,6 +140,9 @@ struct Due {
     at: f64,
     seq: u64,
     node: Weak<dyn Node>,
+    /// The `exception_stream` handlers in force when the alarm was set:
+    /// the node's failures on waking go to them too.
+    error_handlers: Option<Box<[Weak<dyn Node>]>>,
 }
 
 impl PartialEq for Due {
@@ -178,10 +181,16 @@ struct Queue {
 
 impl Timers {
     fn push(&self, at: f64, node: Weak<dyn Node>) {
+        let error_handlers = crate::streams::error_handlers();
         let mut q = lock(&self.queue);
         q.seq += 1;
         let seq = q.seq;
-        q.heap.push(Due { at, seq, node });
+        q.heap.push(Due {
+            at,
+            seq,
+            node,
+            error_handlers,
+        });
     }
 
     /// The earliest queued deadline (possibly of an alarm since set later:
@@ -229,7 +238,9 @@ impl Timers {
             }
             alarm.armed.store(UNSET, Ordering::Relaxed);
             // Outside the queue's lock: the node sets its next deadline.
-            node.wake(ctx, now);
+            crate::streams::with_error_handlers(due.error_handlers.as_deref(), || {
+                node.wake(ctx, now)
+            });
             woken += 1;
         }
         woken

@@ -30,6 +30,12 @@ def quotient(events: Sequence[Event] | Event) -> Event | None:
     The last event, with the first metric divided by all the others (no metric on a zero divisor).
     """
 
+def quotient_sloppy(events: Sequence[Event] | Event) -> Event | None:
+    """quotient_sloppy(events)
+
+    Like quotient, but 0 when any metric is 0 (so 0 ÷ 0 = 0, for ratios of two idle counters).
+    """
+
 def mean(events: Sequence[Event] | Event) -> Event | None:
     """mean(events)
 
@@ -72,11 +78,24 @@ def extremes(events: Sequence[Event] | Event) -> list[Event] | None:
     Two events: the minimum and the maximum, by metric.
     """
 
+def mode(events: Sequence[Event] | Event) -> Event | None:
+    """mode(events)
+
+    An event with the most frequent metric (the first such metric to appear; its last event).
+    """
+
+def modes(events: Sequence[Event] | Event) -> list[Event]:
+    """modes(events)
+
+    A list: for each most frequent metric, in order of first appearance, its last event.
+    """
+
 __all__ = [
     "sum",
     "product",
     "difference",
     "quotient",
+    "quotient_sloppy",
     "mean",
     "std_dev",
     "count",
@@ -84,4 +103,6 @@ __all__ = [
     "minimum",
     "maximum",
     "extremes",
+    "mode",
+    "modes",
 ]

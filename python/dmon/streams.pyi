@@ -242,9 +242,9 @@ def not_expired(*children: _Child) -> Stream:
 def match(field: _Key, value: object, *children: _Child) -> Stream:
     """match(field, value, *children)
 
-    Forward the events whose `field` matches `value`: equal to it, any of a list, or passing a function.
+    Forward the events whose `field` matches `value`: equal to it, any of a list, passing a function, or a dict of patterns.
 
-    `field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match("service", re.compile(r"^cpu").search, ...)`.
+    `field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match("service", re.compile(r"^cpu").search, ...)`. A dict matches when each of its values matches (the same way, recursively) that key of the field's value: an event's field or attribute, a dict's entry, None when absent (Riemann's map pattern); `match(lambda e: e, {"state": "ok", "host": ["a", "b"]}, ...)` tests the event itself.
 
     Example:
         match("service", ["cpu", "load"], printer("busy: "))
@@ -296,6 +296,28 @@ def by(*fields_and_children: str | Sequence[str] | Callable[[Event], object] | _
         by("host", "service", average(2, index()), idle=600)
     """
 
+def exception_stream(handler: _Child, *children: _Child) -> Stream:
+    """exception_stream(handler, *children)
+
+    Forward every event to the children; a failure of a node below them (an exception in a function, a bad result) becomes an event sent to `handler`.
+
+    Riemann's `exception-stream`. The failure is still counted on the failing node (`streams()`), but not logged. Failures while the children are woken by time (a window flushing, a rate reporting) reach the handler too. The event: service "dmon exception" (Riemann: "riemann exception"; dmon names its own events "dmon …"), state "error", time the clock's, tags ["exception", the error's type (a Python exception's class name, else "NodeError")], description the error with its traceback, attributes "node" (the failing node's path and arguments) and "event" (the JSON of the event, or list, it failed on: Riemann's :event). The handler's own failures go to an enclosing exception_stream, else to the log. Lists are forwarded whole.
+
+    Example:
+        exception_stream(email("ops@example.com"), smap(lambda e: e.replace(metric=1 / e.metric), index()))
+    """
+
+def pipe(*stages: _Child) -> Stream:
+    """pipe(*stages)
+
+    Chain stages: each stage is rebuilt with the next one as its last child, so `pipe(a(x), b(y), c())` is `a(x, b(y, c()))`.
+
+    Riemann's `(pipe - (a -) (b -) c)`, written in the order events flow. Each stage but the last must be a dmon.streams function (it is built again with the same arguments and children, and the next stage after them); the last may be any stream. Where Riemann's marker may appear several times and at any depth of a stage, the next stage here is always the stage's last child: for `split`/`splitp` that is the default stream. To join several branches into one stream, pass that same stream to each branch.
+
+    Example:
+        pipe(where("metric > 5"), rate(5), printer())
+    """
+
 # --- transform ---
 
 @overload
@@ -312,6 +334,32 @@ def smap(f: Callable[[Event], _Emitted], *children: _Child) -> Stream:
 
 @overload
 def smap(f: Callable[[list[Event]], _Emitted], *children: _Child) -> Stream: ...
+
+@overload
+def smapcat(f: Callable[[Event], _Emitted], *children: _Child) -> Stream:
+    """smapcat(f, *children)
+
+    Forward each event of `f(event)` (a list of Events or dicts; an Event, a dict or None also do) one by one.
+
+    Riemann's `smapcat`. A list of events (from a window) is given to `f` whole, as smap does, so `smapcat(folds.extremes, …)` forwards a window's minimum then its maximum; unlike smap, a list returned is forwarded as separate events, never as a list.
+
+    Example:
+        fixed_time_window(60, smapcat(lambda es: [e for e in es if e.metric > 1], index()))
+    """
+
+@overload
+def smapcat(f: Callable[[list[Event]], _Emitted], *children: _Child) -> Stream: ...
+
+def sflatten(*children: _Child) -> Stream:
+    """sflatten(*children)
+
+    Forward the events of each list received (a window's, a fold's) one by one.
+
+    Riemann's `sflatten`. A single event passes as it is. Children that take lists whole (smap, email, coroutines) get single events instead: the example mails each held event on its own rather than one mail per rollup.
+
+    Example:
+        rollup(5, 3600, sflatten(email("ops@example.com")))
+    """
 
 def sfilter(f: _Predicate, *children: _Child) -> Stream:
     """sfilter(f, *children)
@@ -592,7 +640,7 @@ def rollup(n: int, dt: float, *children: _Child) -> Stream:
 
     Forward the first `n` events per `dt` seconds at once; hold the rest and forward them as one list when the period ends.
 
-    Processing time (Riemann's `rollup`). A period begins with the first event after a quiet one; the held list, forwarded when the period ends (on the clock, without waiting for an event), counts as one of the next period's `n`. Children that take lists, like `email`, get the held events as one list: one mail.
+    Processing time (Riemann's `rollup`). A period begins with the first event after a quiet one; the held list, forwarded when the period ends (on the clock, without waiting for an event), counts as one of the next period's `n`. Children that take lists, like `email`, get the held events as one list: one mail. Two differences from Riemann's, whose periods are fixed `dt` windows from when the stream was made: a period starts with its first event, so a quiet node costs nothing; and the first `n` events go out as events, not one-element lists (a list-taking child like `email` still sends one mail each).
 
     Example:
         rollup(3, 600, email("ops@example.com"))
@@ -709,12 +757,12 @@ def interpolate_constant(interval: float, *children: _Child) -> Stream:
 
 # --- state ---
 
-def changed(f: _Key, *children: _Child, init: object = None) -> Stream:
-    """changed(f, *children, init=None)
+def changed(f: _Key, *children: _Child, init: object = None, pairs: bool = False) -> Stream:
+    """changed(f, *children, init=None, pairs=False)
 
     Forward an event when `f` (a field name or a function) differs from the previous event's.
 
-    `init` is the value assumed before the first event: with the default None, the first event passes unless its value is None.
+    `init` is the value assumed before the first event: with the default None, the first event passes unless its value is None. With `pairs=True` (Riemann's `:pairs? true`) forward `[previous, event]` as one list instead; before the first event the previous is an empty slot (None in Python, Riemann's nil).
 
     Example:
         changed("state", email("ops@example.com"))
@@ -854,7 +902,11 @@ __all__ = [
     "split",
     "splitp",
     "by",
+    "exception_stream",
+    "pipe",
     "smap",
+    "smapcat",
+    "sflatten",
     "sfilter",
     "sreduce",
     "with_",

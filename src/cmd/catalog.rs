@@ -110,6 +110,17 @@ const PARAM_TYPES: &[(&str, &str, Typed)] = &[
             "f: Callable[[list[Event]], _Emitted]",
         ]),
     ),
+    (
+        "smapcat",
+        "f",
+        Shapes(&[
+            "f: Callable[[Event], _Emitted]",
+            "f: Callable[[list[Event]], _Emitted]",
+        ]),
+    ),
+    ("changed", "pairs", Type("bool")),
+    ("exception_stream", "handler", Type("_Child")),
+    ("pipe", "stages", Type("_Child")),
     ("sfilter", "f", Type("_Predicate")),
     ("sreduce", "f", Type("Callable[[Any, Event], _Emitted]")),
     ("sreduce", "init", Type("object")),
@@ -231,6 +242,9 @@ const FOLD_RETURNS: &[(&str, &str)] = &[
     ("minimum", "Event | None"),
     ("maximum", "Event | None"),
     ("extremes", "list[Event] | None"),
+    ("quotient_sloppy", "Event | None"),
+    ("mode", "Event | None"),
+    ("modes", "list[Event]"),
 ];
 
 /// One parameter of an [`Entry`]'s `params`: `*children`, `init="ok"`.

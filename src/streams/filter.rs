@@ -117,8 +117,8 @@ pub const ENTRIES: &[Entry] = &[
     Entry {
         name: "match",
         params: "field, value, *children",
-        summary: "Forward the events whose `field` matches `value`: equal to it, any of a list, or passing a function.",
-        details: "`field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match(\"service\", re.compile(r\"^cpu\").search, ...)`.",
+        summary: "Forward the events whose `field` matches `value`: equal to it, any of a list, passing a function, or a dict of patterns.",
+        details: "`field` is a field or attribute name, or a function of the event. `value` is compared for equality (numbers by value; None matches a missing field), a list or tuple means any of its items (each matched the same way), and a function is called with the field's value and passes when truthy. For a regular expression pass its search method: `match(\"service\", re.compile(r\"^cpu\").search, ...)`. A dict matches when each of its values matches (the same way, recursively) that key of the field's value: an event's field or attribute, a dict's entry, None when absent (Riemann's map pattern); `match(lambda e: e, {\"state\": \"ok\", \"host\": [\"a\", \"b\"]}, ...)` tests the event itself.",
         example: r#"match("service", ["cpu", "load"], printer("busy: "))"#,
         build: build_match,
     },
@@ -443,10 +443,19 @@ fn build_match(mut args: Args) -> Result<NodeRef, BuildError> {
 }
 
 /// Riemann's `riemann.common/match`: a function is applied, a list means
-/// any of its items, anything else is compared for equality.
+/// any of its items, a dict means each of its keys' patterns matches that
+/// key of `x`, anything else is compared for equality.
 pub(crate) fn matches(pattern: &Value, x: &Value) -> Result<bool, NodeError> {
     match pattern {
         Value::Function(f) => f.test(std::slice::from_ref(x)),
+        Value::Map(pairs) => {
+            for (key, pattern) in pairs {
+                if !matches(pattern, &member(x, key))? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
         Value::List(items) => {
             for item in items {
                 if matches(item, x)? {
@@ -456,6 +465,19 @@ pub(crate) fn matches(pattern: &Value, x: &Value) -> Result<bool, NodeError> {
             Ok(false)
         }
         other => Ok(other == x),
+    }
+}
+
+/// `x`'s `key`, as Clojure's `get`: an event's field or attribute, a
+/// dict's entry; None when there is none.
+fn member(x: &Value, key: &str) -> Value {
+    match x {
+        Value::Event(e) => super::value::field(e, key),
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Value::None, |(_, v)| v.clone()),
+        _ => Value::None,
     }
 }
 
@@ -683,6 +705,18 @@ mod tests {
         );
     }
 
+    /// Each `match(args)` passes the hosts wanted of `events`.
+    fn assert_matches_pass(events: &[&str], cases: Vec<(Vec<Value>, &[&str])>) {
+        for (args, want) in cases {
+            let h = Harness::new();
+            assert_eq!(
+                passing(&h, "match", args.clone(), events),
+                want,
+                "match({args:?})"
+            );
+        }
+    }
+
     #[test]
     fn match_compares_a_field_with_a_value_a_list_or_a_function() {
         let events = [
@@ -720,14 +754,56 @@ mod tests {
                 &["b", "c"],
             ),
         ];
-        for (args, want) in cases {
-            let h = Harness::new();
-            assert_eq!(
-                passing(&h, "match", args.clone(), &events),
-                want,
-                "match({args:?})"
-            );
-        }
+        assert_matches_pass(&events, cases);
+    }
+
+    /// Riemann's match-test, "Maps": `(match identity {:state #"^mi",
+    /// :host "other"})`; and a dict against a dict-valued field.
+    #[test]
+    fn match_with_a_dict_matches_each_key_of_the_value() {
+        let events = [
+            r#"{"host":"a"}"#,
+            r#"{"host":"b","state":"migas"}"#,
+            r#"{"host":"other","state":"migas","region":"eu"}"#,
+        ];
+        let identity = func("identity", |args| Ok(args[0].clone()));
+        let starts_mi = func("starts_mi", |args| {
+            Ok(Value::Bool(
+                matches!(&args[0], Value::Str(s) if s.starts_with("mi")),
+            ))
+        });
+        let pattern = |pairs: Vec<(&str, Value)>| {
+            Value::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        let cases: Vec<(Vec<Value>, &[&str])> = vec![
+            (
+                vec![
+                    identity.clone(),
+                    pattern(vec![("state", starts_mi), ("host", "other".into())]),
+                ],
+                &["other"],
+            ),
+            (
+                vec![identity.clone(), pattern(vec![("state", Value::None)])],
+                &["a"],
+            ),
+            (
+                vec![
+                    identity,
+                    pattern(vec![("host", Value::List(vals!["a", "b"]))]),
+                ],
+                &["a", "b"],
+            ),
+            (
+                vec!["attributes".into(), pattern(vec![("region", "eu".into())])],
+                &["other"],
+            ),
+            (
+                vec!["host".into(), pattern(vec![("x", Value::None)])],
+                &["a", "b", "other"],
+            ),
+        ];
+        assert_matches_pass(&events, cases);
     }
 
     #[test]

@@ -14,13 +14,16 @@
 //! | `folds.median(events)` | the median event, by metric |
 //! | `folds.minimum(events)` / `folds.maximum(events)` | the smallest / largest event, by metric |
 //! | `folds.extremes(events)` | `[minimum, maximum]`, two events |
+//! | `folds.quotient_sloppy(events)` | like `quotient`, but 0 when any metric is 0 |
+//! | `folds.mode(events)` / `folds.modes(events)` | an event / the events with the most frequent metric |
 //!
 //! Shared rules, and where they differ from Riemann:
 //! - The folds computing a new metric return a copy of the **last** event
 //!   of the list (the newest in a window, so its `time` is the latest)
-//!   with the metric replaced; Riemann merges into the first. `median`,
-//!   `minimum`, `maximum` and `extremes` return the chosen events
-//!   themselves, as Riemann does.
+//!   with the metric replaced; Riemann merges into the first (so does its
+//!   `quotient-sloppy`'s 0). `median`, `minimum`, `maximum`, `extremes`,
+//!   `mode` and `modes` return the chosen events themselves, as Riemann
+//!   does.
 //! - Like Riemann's friendly (non-starred) folds, `sum`, `product`,
 //!   `mean`, `std_dev`, `median`, `minimum`, `maximum` skip events without
 //!   a metric. With events but no metric at all, `sum` and `product` give
@@ -41,6 +44,7 @@
 //! - Integer metrics stay integers in `sum`, `product`, `difference` while
 //!   they fit in 64 bits; `mean`, `quotient` and `std_dev` are floats.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use smol_str::SmolStr;
@@ -57,6 +61,10 @@ pub struct Fold {
     /// first gives None, None later an event without a metric (Riemann's
     /// `fold-all`). The other folds leave missing events out.
     pub positional: bool,
+    /// Whether its result is a list however many events it holds (as
+    /// Riemann's `modes` is a sequence); the others give None, an event,
+    /// or a list of several.
+    pub returns_list: bool,
     pub fold: fn(&[Arc<Event>]) -> Vec<Event>,
 }
 
@@ -65,67 +73,99 @@ pub const FOLDS: &[Fold] = &[
         name: "sum",
         summary: "The last event, with the sum of the metrics.",
         positional: false,
+        returns_list: false,
         fold: |es| one(sum(es)),
     },
     Fold {
         name: "product",
         summary: "The last event, with the product of the metrics.",
         positional: false,
+        returns_list: false,
         fold: |es| one(product(es)),
     },
     Fold {
         name: "difference",
         summary: "The last event, with the first metric minus all the others.",
         positional: true,
+        returns_list: false,
         fold: |es| one(difference(es)),
     },
     Fold {
         name: "quotient",
         summary: "The last event, with the first metric divided by all the others (no metric on a zero divisor).",
         positional: true,
+        returns_list: false,
         fold: |es| one(quotient(es)),
+    },
+    Fold {
+        name: "quotient_sloppy",
+        summary: "Like quotient, but 0 when any metric is 0 (so 0 ÷ 0 = 0, for ratios of two idle counters).",
+        positional: true,
+        returns_list: false,
+        fold: |es| one(quotient_sloppy(es)),
     },
     Fold {
         name: "mean",
         summary: "The last event, with the mean of the metrics.",
         positional: false,
+        returns_list: false,
         fold: |es| one(mean(es)),
     },
     Fold {
         name: "std_dev",
         summary: "The last event, with the (population) standard deviation of the metrics.",
         positional: false,
+        returns_list: false,
         fold: |es| one(std_dev(es)),
     },
     Fold {
         name: "count",
         summary: "The last event, with the number of events as metric.",
         positional: false,
+        returns_list: false,
         fold: |es| one(count(es)),
     },
     Fold {
         name: "median",
         summary: "The median event, by metric.",
         positional: false,
+        returns_list: false,
         fold: |es| one(median(es)),
     },
     Fold {
         name: "minimum",
         summary: "The event with the smallest metric.",
         positional: false,
+        returns_list: false,
         fold: |es| one(minimum(es)),
     },
     Fold {
         name: "maximum",
         summary: "The event with the largest metric.",
         positional: false,
+        returns_list: false,
         fold: |es| one(maximum(es)),
     },
     Fold {
         name: "extremes",
         summary: "Two events: the minimum and the maximum, by metric.",
         positional: false,
+        returns_list: false,
         fold: |es| minimum(es).into_iter().chain(maximum(es)).collect(),
+    },
+    Fold {
+        name: "mode",
+        summary: "An event with the most frequent metric (the first such metric to appear; its last event).",
+        positional: false,
+        returns_list: false,
+        fold: |es| modes(es).into_iter().take(1).collect(),
+    },
+    Fold {
+        name: "modes",
+        summary: "A list: for each most frequent metric, in order of first appearance, its last event.",
+        positional: false,
+        returns_list: true,
+        fold: modes,
     },
 ];
 
@@ -300,9 +340,48 @@ pub fn maximum(events: &[Arc<Event>]) -> Option<Event> {
     extremum(events, |x, best| x >= best)
 }
 
+/// Riemann's `quotient-sloppy`: a zero anywhere gives the integer 0, as
+/// Riemann's, else `quotient`.
+pub fn quotient_sloppy(events: &[Arc<Event>]) -> Option<Event> {
+    let zero = |e: &Arc<Event>| e.metric.is_some_and(|m| m.as_f64() == 0.0);
+    if events.iter().any(zero) {
+        return last_with(events, Some(Number::Int(0)));
+    }
+    quotient(events)
+}
+
+/// Riemann's `modes`: for each metric occurring most often, its last
+/// event; in the order the metrics first appear (Riemann's follows its
+/// hash map). Events without a metric are left out, as the other folds
+/// that choose events do (Riemann counts nil as a metric).
+pub fn modes(events: &[Arc<Event>]) -> Vec<Event> {
+    // Per distinct metric (by value, so 2 and 2.0 are one): its count and
+    // last event, in order of first appearance.
+    let mut seen: Vec<(usize, &Arc<Event>)> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    for e in events {
+        let Some(m) = e.metric else { continue };
+        // +0.0 for -0.0, so that they count as one.
+        let key = (m.as_f64() + 0.0).to_bits();
+        match index.get(&key) {
+            Some(&i) => seen[i] = (seen[i].0 + 1, e),
+            None => {
+                index.insert(key, seen.len());
+                seen.push((1, e));
+            }
+        }
+    }
+    let most = seen.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    seen.into_iter()
+        .filter(|(n, _)| *n == most)
+        .map(|(_, e)| Event::clone(e))
+        .collect()
+}
+
 /// A fold as a [`Function`](super::Function): `smap(folds.mean, …)` runs it
 /// natively on each list. It returns None for no event, an event for one,
-/// and a list of events for several (`extremes`).
+/// and a list of events for several (`extremes`), except that a fold
+/// that [`Fold::returns_list`] always returns a list.
 pub struct NativeFold(pub &'static Fold);
 
 impl NativeFold {
@@ -352,6 +431,7 @@ impl NativeFold {
             })
             .collect();
         Ok(match out.len() {
+            _ if self.0.returns_list => super::Value::List(out),
             0 => super::Value::None,
             1 => out.remove(0),
             _ => super::Value::List(out),
@@ -443,6 +523,21 @@ mod tests {
             ("maximum", &["null"], &[]),
             ("extremes", &["3", "1", "5", "2"], &[("h1", Some(1.0), None), ("h2", Some(5.0), None)]),
             ("extremes", &[], &[]),
+            // Riemann's folds_test: quotient-sloppy, 0 when any metric is 0
+            // (dmon: on the last event).
+            ("quotient_sloppy", &["2", "-4"], &[("h1", Some(-0.5), None)]),
+            ("quotient_sloppy", &["0", "0"], &[("h1", Some(0.0), None)]),
+            ("quotient_sloppy", &["1", "0"], &[("h1", Some(0.0), None)]),
+            ("quotient_sloppy", &["1", "null"], &[("h1", None, nil())]),
+            ("quotient_sloppy", &[], &[]),
+            // modes-test, mode-test: the last event of each most frequent metric.
+            ("modes", &["1", "2", "3", "4", "2"], &[("h4", Some(2.0), None)]),
+            ("modes", &["1", "2", "3", "3", "4", "2"], &[("h5", Some(2.0), None), ("h3", Some(3.0), None)]),
+            ("modes", &["null", "null", "1", "1.0", "-0.0", "0"], &[("h3", Some(1.0), None), ("h5", Some(0.0), None)]),
+            ("modes", &[], &[]),
+            ("mode", &["1", "2", "3", "4", "2"], &[("h4", Some(2.0), None)]),
+            ("mode", &["1", "3", "3", "2", "4", "2"], &[("h2", Some(3.0), None)]),
+            ("mode", &[], &[]),
         ];
         for (name, input, want) in cases {
             let want: Vec<_> = want
@@ -477,6 +572,14 @@ mod tests {
         assert!(matches!(
             call("extremes", Value::events(&events(&["1", "2"]))).unwrap(),
             Value::List(l) if l.len() == 2
+        ));
+        assert!(matches!(
+            call("modes", Value::events(&events(&["1", "2", "2"]))).unwrap(),
+            Value::List(l) if l.len() == 1
+        ));
+        assert!(matches!(
+            call("modes", Value::List(vec![])).unwrap(),
+            Value::List(l) if l.is_empty()
         ));
         let err = call("mean", Value::Int(3)).err().unwrap();
         assert_eq!(err.0, "folds.mean takes a list of events, not int");

@@ -26,6 +26,9 @@
 //!   None to Python and left out for nodes taking events one by one.
 //! - **Reload.** [`carry_over`] moves state from the previous tree to the
 //!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
+//! - **Errors.** A node's failure on an event is counted on the node and
+//!   logged, or, below an `exception_stream`, sent to its handler as an
+//!   event ([`catching_errors`]); other events go on.
 
 pub mod aggregate;
 pub mod estimate;
@@ -80,6 +83,48 @@ pub struct NodeStats {
     /// (`average_stream/average/when`), set when its root is installed;
     /// logs name the node by it.
     path: RwLock<Option<Arc<str>>>,
+    /// How the registry built the node, for [`with_last_child`].
+    recipe: std::sync::OnceLock<Arc<Recipe>>,
+}
+
+/// A registered stream function's arguments, as [`Entry::build`] was
+/// given them: enough to build the node again with one more child.
+pub struct Recipe {
+    pub entry: &'static Entry,
+    pub positional: Vec<Value>,
+    pub named: Vec<(String, Value)>,
+    pub children: Vec<NodeRef>,
+}
+
+impl std::fmt::Debug for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recipe({})", self.entry.name)
+    }
+}
+
+/// Remembers how the registry built `node` (its kind is the function's
+/// name); nodes sharing its counters (`fresh` instances) share it.
+pub(crate) fn remember_recipe(node: &NodeRef, recipe: Recipe) {
+    if node.kind() == recipe.entry.name {
+        // A node that is already someone's (a rebuilt `pipe` stage) keeps its own.
+        let _ = node.stats().recipe.set(Arc::new(recipe));
+    }
+}
+
+/// `node` built again by its stream function, with the same arguments and
+/// children and `child` after them, as if written last in its call
+/// (`pipe`'s stages). Nodes the registry did not build (coroutines)
+/// cannot be.
+pub fn with_last_child(node: &NodeRef, child: NodeRef) -> Result<NodeRef, BuildError> {
+    let recipe = node.stats().recipe.get().ok_or_else(|| BuildError {
+        message: "takes no next stage: only dmon.streams functions do (a coroutine takes its targets as arguments)".into(),
+        wrong_type: true,
+    })?;
+    let mut children = recipe.children.clone();
+    children.push(child);
+    recipe
+        .entry
+        .build(recipe.positional.clone(), recipe.named.clone(), children)
 }
 
 impl NodeStats {
@@ -193,6 +238,9 @@ pub fn fresh_stats(stats: &Arc<NodeStats>) -> Arc<NodeStats> {
                 return Arc::clone(new);
             }
             let new = Arc::new(NodeStats::default());
+            if let Some(recipe) = stats.recipe.get() {
+                let _ = new.recipe.set(Arc::clone(recipe));
+            }
             copied.push((key, Arc::clone(&new)));
             new
         }
@@ -462,7 +510,7 @@ pub fn push(node: &dyn Node, ctx: &Context, event: &Arc<Event>) {
         node.stats().taps.publish(event);
     }
     if let Err(err) = node.handle(ctx, event) {
-        node_failed(node, &err, &event.summary());
+        node_failed(node, ctx, &err, std::slice::from_ref(event));
     }
 }
 
@@ -498,17 +546,16 @@ pub fn push_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
         present(events).for_each(|e| stats.taps.publish(e));
     }
     if let Err(err) = node.handle_list(ctx, events) {
-        let first = events.first().map(|e| e.summary()).unwrap_or_default();
-        node_failed(
-            node,
-            &err,
-            &format!("list of {} ({first}, …)", events.len()),
-        );
+        node_failed(node, ctx, &err, events);
     }
 }
 
-pub(crate) fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
+/// Counts `node`'s failure on `events` (one event, or a list it took
+/// whole); sends it as an event to the innermost `exception_stream`
+/// handler in force, else logs it.
+pub(crate) fn node_failed(node: &dyn Node, ctx: &Context, err: &NodeError, events: &[Arc<Event>]) {
     node.stats().errors.fetch_add(1, Ordering::Relaxed);
+    let handled = send_to_error_handler(node, ctx, err, events);
     let recorded = FAILURES.with_borrow_mut(|failures| match failures {
         Some(failures) => {
             failures.push((node.stats() as *const NodeStats as usize, err.0.clone()));
@@ -516,15 +563,107 @@ pub(crate) fn node_failed(node: &dyn Node, err: &NodeError, what: &str) {
         }
         None => false,
     });
-    if recorded {
-        // A trace shows it; the server's logs are about the live streams.
+    if recorded || handled {
+        // A trace shows it, or the handler has it; the server's logs are
+        // about the live streams' unhandled failures.
         return;
     }
+    let what = match events {
+        [one] => one.summary(),
+        _ => {
+            let first = events.first().map(|e| e.summary()).unwrap_or_default();
+            format!("list of {} ({first}, …)", events.len())
+        }
+    };
     warn_limited!(
         NODE_ERROR_LOG,
         "{} failed on event {what}: {err}",
         label(node)
     );
+}
+
+thread_local! {
+    /// The handlers of the `exception_stream`s whose subtrees run on this
+    /// thread now, innermost last (see [`catching_errors`]).
+    static ERROR_HANDLERS: std::cell::RefCell<Vec<NodeRef>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` (an `exception_stream`'s children at work, or starting) with
+/// the failures of the nodes it runs on this thread sent to `handler` as
+/// events ([`route::error_event`]); alarms set meanwhile keep the handler
+/// for their wake-ups ([`error_handlers`]).
+pub fn catching_errors<R>(handler: &NodeRef, f: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            ERROR_HANDLERS.with_borrow_mut(|h| h.pop());
+        }
+    }
+    ERROR_HANDLERS.with_borrow_mut(|h| h.push(Arc::clone(handler)));
+    let _pop = Pop;
+    f()
+}
+
+/// The handlers in force on this thread, for an alarm set now to wake
+/// its node under; None outside any `exception_stream`.
+pub fn error_handlers() -> Option<Box<[std::sync::Weak<dyn Node>]>> {
+    ERROR_HANDLERS.with_borrow(|h| (!h.is_empty()).then(|| h.iter().map(Arc::downgrade).collect()))
+}
+
+/// Runs `f` (a node's wake-up) under the handlers [`error_handlers`] gave
+/// when its alarm was set, in place of this thread's.
+pub fn with_error_handlers<R>(
+    handlers: Option<&[std::sync::Weak<dyn Node>]>,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore(Vec<NodeRef>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ERROR_HANDLERS.set(std::mem::take(&mut self.0));
+        }
+    }
+    let Some(handlers) = handlers else {
+        if ERROR_HANDLERS.with_borrow(|h| h.is_empty()) {
+            return f();
+        }
+        let _restore = Restore(ERROR_HANDLERS.take());
+        return f();
+    };
+    let live = handlers
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect();
+    let _restore = Restore(ERROR_HANDLERS.replace(live));
+    f()
+}
+
+/// Sends `node`'s failure to the innermost handler in force, if any; true
+/// if there was one. The handler's own failures go to the next one out
+/// (Riemann's rescue happens outside the inner binding).
+fn send_to_error_handler(
+    node: &dyn Node,
+    ctx: &Context,
+    err: &NodeError,
+    events: &[Arc<Event>],
+) -> bool {
+    struct PushBack(Option<NodeRef>);
+    impl Drop for PushBack {
+        fn drop(&mut self) {
+            if let Some(handler) = self.0.take() {
+                ERROR_HANDLERS.with_borrow_mut(|h| h.push(handler));
+            }
+        }
+    }
+    let Some(handler) = ERROR_HANDLERS.with_borrow_mut(|h| h.pop()) else {
+        return false;
+    };
+    let handler = PushBack(Some(handler));
+    let event = Arc::new(route::error_event(node, err, events, ctx.now()));
+    if let Some(h) = &handler.0 {
+        push(&**h, ctx, &event);
+    }
+    true
 }
 
 thread_local! {
@@ -585,6 +724,11 @@ pub fn emit_to(node: &dyn Node, child: &dyn Node, ctx: &Context, event: &Arc<Eve
 /// Forwards a list of events from `node` to each of its children, as one
 /// list (see [`Node::takes_lists`]). An empty list is not sent.
 pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
+    emit_list_to(node, node.children(), ctx, events);
+}
+
+/// Like [`emit_list`], to some of `node`'s children (routing nodes).
+pub fn emit_list_to(node: &dyn Node, children: &[NodeRef], ctx: &Context, events: &[Arc<Event>]) {
     if events.is_empty() {
         return;
     }
@@ -593,7 +737,7 @@ pub fn emit_list(node: &dyn Node, ctx: &Context, events: &[Arc<Event>]) {
         .events_out
         .fetch_add(present(events).count() as u64, Ordering::Relaxed);
     present(events).for_each(|e| publish_out(node, e));
-    for child in node.children() {
+    for child in children {
         push_list(&**child, ctx, events);
     }
 }

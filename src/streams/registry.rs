@@ -44,12 +44,20 @@ impl Entry {
 
     /// Builds the node from the arguments given in Python.
     pub fn build(
-        &self,
+        &'static self,
         positional: Vec<Value>,
         named: Vec<(String, Value)>,
         children: Vec<NodeRef>,
     ) -> Result<NodeRef, BuildError> {
-        (self.build)(Args::new(self.signature(), positional, named, children))
+        let recipe = super::Recipe {
+            entry: self,
+            positional: positional.clone(),
+            named: named.clone(),
+            children: children.clone(),
+        };
+        let node = (self.build)(Args::new(self.signature(), positional, named, children))?;
+        super::remember_recipe(&node, recipe);
+        Ok(node)
     }
 }
 

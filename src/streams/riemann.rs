@@ -28,7 +28,11 @@ const fn like(
     dmon: &'static [&'static str],
     note: &'static str,
 ) -> Counterpart {
-    Counterpart { riemann, dmon, note }
+    Counterpart {
+        riemann,
+        dmon,
+        note,
+    }
 }
 
 const fn none(riemann: &'static str, note: &'static str) -> Counterpart {
@@ -42,32 +46,70 @@ const fn none(riemann: &'static str, note: &'static str) -> Counterpart {
 /// Every public function of Riemann's streams.clj and folds.clj, in
 /// Riemann's order.
 pub const COUNTERPARTS: &[Counterpart] = &[
-    like("expired?", &["expired"], "a stream; in Python, `e.state == \"expired\"` or the query `state = \"expired\"`"),
-    none("call-rescue", "internal: a child's failure is counted and logged on that node, and other events go on"),
+    like(
+        "expired?",
+        &["expired"],
+        "a stream; in Python, `e.state == \"expired\"` or the query `state = \"expired\"`",
+    ),
+    none(
+        "call-rescue",
+        "internal: a child's failure is counted and logged on that node, and other events go on",
+    ),
     same("exception-stream", &["exception_stream"]),
     like("bit-bucket", &["sdo"], "`sdo()` with no children"),
-    none("dual", "no counterpart: send to two streams with `sdo` or `split`"),
-    like("smap*", &["smap"], "`smap` drops a None result rather than passing nil on"),
+    none(
+        "dual",
+        "no counterpart: send to two streams with `sdo` or `split`",
+    ),
+    like(
+        "smap*",
+        &["smap"],
+        "`smap` drops a None result rather than passing nil on",
+    ),
     same("smap", &["smap"]),
     same("smapcat", &["smapcat"]),
     same("sflatten", &["sflatten"]),
     same("sreduce", &["sreduce"]),
     same("sdo", &["sdo"]),
-    like("stream", &["coroutine"], "a Python generator decorated with `@coroutine` (alias `@stream`)"),
-    none("execute-on", "no counterpart: a tree runs on one dispatch thread; outputs send on their own threads"),
+    like(
+        "stream",
+        &["coroutine"],
+        "a Python generator decorated with `@coroutine` (alias `@stream`)",
+    ),
+    none(
+        "execute-on",
+        "no counterpart: a tree runs on one dispatch thread; outputs send on their own threads",
+    ),
     same("moving-event-window", &["moving_event_window"]),
     same("fixed-event-window", &["fixed_event_window"]),
     same("moving-time-window", &["moving_time_window"]),
     same("fixed-time-window", &["fixed_time_window"]),
     same("fixed-offset-time-window", &["fixed_offset_time_window"]),
-    like("window", &["moving_event_window"], "Riemann's deprecated alias"),
-    none("periodically-until-expired", "internal: `rate`, `ddt` and `fill_in` report on their own timers"),
-    none("part-time-fast", "internal: windows and `percentiles` are built on the engine's timers"),
-    none("part-time-simple", "internal: windows and `batch` are built on the engine's timers"),
+    like(
+        "window",
+        &["moving_event_window"],
+        "Riemann's deprecated alias",
+    ),
+    none(
+        "periodically-until-expired",
+        "internal: `rate`, `ddt` and `fill_in` report on their own timers",
+    ),
+    none(
+        "part-time-fast",
+        "internal: windows and `percentiles` are built on the engine's timers",
+    ),
+    none(
+        "part-time-simple",
+        "internal: windows and `batch` are built on the engine's timers",
+    ),
     same("fold-interval", &["fold_interval"]),
     same("fold-interval-metric", &["fold_interval_metric"]),
     same("fill-in", &["fill_in"]),
-    like("fill-in-last*", &["fill_in_last"], "the function form of `fill-in-last`"),
+    like(
+        "fill-in-last*",
+        &["fill_in_last"],
+        "the function form of `fill-in-last`",
+    ),
     same("fill-in-last", &["fill_in_last"]),
     same("interpolate-constant", &["interpolate_constant"]),
     like("ddt-real", &["ddt"], "`ddt(dt, ...)`"),
@@ -76,23 +118,48 @@ pub const COUNTERPARTS: &[Counterpart] = &[
     same("rate", &["rate"]),
     same("percentiles", &["percentiles"]),
     same("counter", &["counter"]),
-    like("sum-over-time", &["counter"], "`counter` keeps the running sum of the metrics"),
-    like("mean-over-time", &["average"], "`average` keeps the running mean of the metrics"),
+    like(
+        "sum-over-time",
+        &["counter"],
+        "`counter` keeps the running sum of the metrics",
+    ),
+    like(
+        "mean-over-time",
+        &["average"],
+        "`average` keeps the running mean of the metrics",
+    ),
     same("ewma-timeless", &["ewma_timeless"]),
     same("ewma", &["ewma"]),
     same("top", &["top"]),
     same("throttle", &["throttle"]),
     same("rollup", &["rollup"]),
     same("batch", &["batch"]),
-    none("coalesce-with-event", "internal: `coalesce`'s building block"),
+    none(
+        "coalesce-with-event",
+        "internal: `coalesce`'s building block",
+    ),
     same("coalesce", &["coalesce"]),
-    none("append", "no counterpart: collect events in a Python coroutine, or test with `dmon.testing.run`"),
-    none("register", "no counterpart: keep state in a Python coroutine"),
+    none(
+        "append",
+        "no counterpart: collect events in a Python coroutine, or test with `dmon.testing.run`",
+    ),
+    none(
+        "register",
+        "no counterpart: keep state in a Python coroutine",
+    ),
     same("forward", &["forward"]),
     same("match", &["match"]),
-    like("tagged-all?", &["tagged_all"], "a stream; in Python, `set(tags) <= set(e.tags)`"),
+    like(
+        "tagged-all?",
+        &["tagged_all"],
+        "a stream; in Python, `set(tags) <= set(e.tags)`",
+    ),
     same("tagged-all", &["tagged_all", "tagged"]),
-    like("tagged-any?", &["tagged_any"], "a stream; in Python, `set(tags) & set(e.tags)`"),
+    like(
+        "tagged-any?",
+        &["tagged_any"],
+        "a stream; in Python, `set(tags) & set(e.tags)`",
+    ),
     same("tagged-any", &["tagged_any"]),
     same("expired", &["expired"]),
     same("not-expired", &["not_expired"]),
@@ -104,15 +171,26 @@ pub const COUNTERPARTS: &[Counterpart] = &[
     same("tag", &["tag"]),
     same("pipe", &["pipe"]),
     same("by", &["by"]),
-    like("by-builder", &["by"], "`by` builds fresh children per key from its arguments"),
+    like(
+        "by-builder",
+        &["by"],
+        "`by` builds fresh children per key from its arguments",
+    ),
     like("by-fn", &["by"], "`by` with a function"),
     same("changed", &["changed"]),
     same("changed-state", &["changed_state"]),
     same("over", &["over"]),
     same("under", &["under"]),
-    none("where-rewrite", "internal: queries are compiled by dmon's query language"),
+    none(
+        "where-rewrite",
+        "internal: queries are compiled by dmon's query language",
+    ),
     none("where-partition-clauses", "internal: `where`'s `else_=`"),
-    like("where*", &["where", "when"], "`where` or `when` with a function"),
+    like(
+        "where*",
+        &["where", "when"],
+        "`where` or `when` with a function",
+    ),
     same("where", &["where"]),
     none("split*-match", "internal: `split`'s clause matching"),
     like("split*", &["split"], "`split` with functions"),
@@ -126,27 +204,60 @@ pub const COUNTERPARTS: &[Counterpart] = &[
     same("apdex", &["apdex"]),
     same("clock-skew", &["clock_skew"]),
     same("predict-linear", &["predict_linear"]),
-    none("folds/sorted-sample-extract", "internal: `percentiles`' selection"),
-    like("folds/sorted-sample", &["percentiles"], "`percentiles` over an interval"),
-    none("folds/non-nil-metrics", "internal: the folds skip events without a metric"),
+    none(
+        "folds/sorted-sample-extract",
+        "internal: `percentiles`' selection",
+    ),
+    like(
+        "folds/sorted-sample",
+        &["percentiles"],
+        "`percentiles` over an interval",
+    ),
+    none(
+        "folds/non-nil-metrics",
+        "internal: the folds skip events without a metric",
+    ),
     none("folds/fold*", "internal: the folds' building blocks"),
     none("folds/fold", "internal: the folds' building blocks"),
     none("folds/fold-all", "internal: the folds' building blocks"),
-    like("folds/sum*", &["folds.sum"], "the starred folds throw on nil; in a stream dmon's skip it"),
+    like(
+        "folds/sum*",
+        &["folds.sum"],
+        "the starred folds throw on nil; in a stream dmon's skip it",
+    ),
     same("folds/sum", &["folds.sum"]),
-    like("folds/product*", &["folds.product"], "the starred folds throw on nil; in a stream dmon's skip it"),
+    like(
+        "folds/product*",
+        &["folds.product"],
+        "the starred folds throw on nil; in a stream dmon's skip it",
+    ),
     same("folds/product", &["folds.product"]),
-    like("folds/difference*", &["folds.difference"], "the starred folds throw on nil; dmon's says so in the description"),
+    like(
+        "folds/difference*",
+        &["folds.difference"],
+        "the starred folds throw on nil; dmon's says so in the description",
+    ),
     same("folds/difference", &["folds.difference"]),
-    like("folds/quotient*", &["folds.quotient"], "the starred folds throw on nil; dmon's says so in the description"),
+    like(
+        "folds/quotient*",
+        &["folds.quotient"],
+        "the starred folds throw on nil; dmon's says so in the description",
+    ),
     same("folds/quotient", &["folds.quotient"]),
     same("folds/quotient-sloppy", &["folds.quotient_sloppy"]),
     same("folds/mean", &["folds.mean"]),
-    none("folds/adjust-occurence", "internal: `modes`' building block"),
+    none(
+        "folds/adjust-occurence",
+        "internal: `modes`' building block",
+    ),
     same("folds/modes", &["folds.modes"]),
     same("folds/mode", &["folds.mode"]),
     same("folds/median", &["folds.median"]),
-    like("folds/extremum", &["folds.minimum", "folds.maximum"], "internal in Riemann"),
+    like(
+        "folds/extremum",
+        &["folds.minimum", "folds.maximum"],
+        "internal in Riemann",
+    ),
     same("folds/minimum", &["folds.minimum"]),
     same("folds/maximum", &["folds.maximum"]),
     same("folds/std-dev", &["folds.std_dev"]),
@@ -203,6 +314,10 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
-        assert_eq!(before, 84 + 25, "streams.clj's and folds.clj's public functions");
+        assert_eq!(
+            before,
+            84 + 25,
+            "streams.clj's and folds.clj's public functions"
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! | `split(*clauses)` | `split(("metric > 0.9", email("ops@example.com")), ("metric > 0.75", printer("warn: ")), index())` |
 //! | `splitp(pred, field, *clauses)` | `splitp("<", "metric", (0.9, email("ops@example.com")), (0.75, printer("warn: ")), index())` |
 //! | `by(*fields_and_children, idle=300)` | `by("host", "service", average(2, index()), idle=600)` |
+//! | `exception_stream(handler, *children)` | `exception_stream(email("ops@example.com"), smap(f, index()))` |
+//! | `pipe(*stages)` | `pipe(where("metric > 5"), rate(5), printer())` |
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,11 +18,11 @@ use super::filter::{names_from, predicate_from, FieldRef, Predicate};
 use super::registry::Entry;
 use super::value::{Args, BuildError, Function, Value};
 use super::{
-    copy_states, emit, emit_list, emit_to, keep_states, lock, push, Node, NodeCore, NodeError,
-    NodeRef,
+    catching_errors, copy_states, emit, emit_list, emit_list_to, emit_to, event_to_json,
+    keep_states, label, lock, push, with_last_child, Node, NodeCore, NodeError, NodeRef,
 };
 use crate::context::Context;
-use crate::event::Event;
+use crate::event::{Event, Number};
 use crate::node_core;
 use crate::timers::{timed, Alarm};
 use foldhash::{HashMap, HashMapExt};
@@ -57,6 +59,22 @@ pub const ENTRIES: &[Entry] = &[
         details: "The fields are the leading str arguments (or one list of str), or a single function of the event giving the key. An event without a field uses None for it. A fork that has seen no event for `idle` seconds of processing time (the context clock) is dropped with its state on the next tick, so forks of hosts that went away do not pile up (Riemann keeps them forever); `idle=None` or 0 keeps them forever. Choose `idle` longer than the children's windows. Reload keeps each fork's state.",
         example: r#"by("host", "service", average(2, index()), idle=600)"#,
         build: build_by,
+    },
+    Entry {
+        name: "exception_stream",
+        params: "handler, *children",
+        summary: "Forward every event to the children; a failure of a node below them (an exception in a function, a bad result) becomes an event sent to `handler`.",
+        details: "Riemann's `exception-stream`. The failure is still counted on the failing node (`streams()`), but not logged. Failures while the children are woken by time (a window flushing, a rate reporting) reach the handler too. The event: service \"dmon exception\" (Riemann: \"riemann exception\"; dmon names its own events \"dmon …\"), state \"error\", time the clock's, tags [\"exception\", the error's type (a Python exception's class name, else \"NodeError\")], description the error with its traceback, attributes \"node\" (the failing node's path and arguments) and \"event\" (the JSON of the event, or list, it failed on: Riemann's :event). The handler's own failures go to an enclosing exception_stream, else to the log. Lists are forwarded whole.",
+        example: r#"exception_stream(email("ops@example.com"), smap(lambda e: e.replace(metric=1 / e.metric), index()))"#,
+        build: build_exception_stream,
+    },
+    Entry {
+        name: "pipe",
+        params: "*stages",
+        summary: "Chain stages: each stage is rebuilt with the next one as its last child, so `pipe(a(x), b(y), c())` is `a(x, b(y, c()))`.",
+        details: "Riemann's `(pipe - (a -) (b -) c)`, written in the order events flow. Each stage but the last must be a dmon.streams function (it is built again with the same arguments and children, and the next stage after them); the last may be any stream. Where Riemann's marker may appear several times and at any depth of a stage, the next stage here is always the stage's last child: for `split`/`splitp` that is the default stream. To join several branches into one stream, pass that same stream to each branch.",
+        example: r#"pipe(where("metric > 5"), rate(5), printer())"#,
+        build: build_pipe,
     },
 ];
 
@@ -838,6 +856,132 @@ impl Node for By {
     }
 }
 
+// ---------------------------------------------------------------- exception_stream
+
+fn build_exception_stream(mut args: Args) -> Result<NodeRef, BuildError> {
+    let mut children = args.children();
+    match args.stream_keyword("handler")? {
+        Some(handler) => children.insert(0, handler),
+        None if children.is_empty() => {
+            return Err(args.type_error("needs a handler stream first (like printer())"))
+        }
+        None => {}
+    }
+    args.finish()?;
+    Ok(Arc::new(ExceptionStream {
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `exception_stream(handler, *children)`: child 0 is the handler, which
+/// the failures below the other children reach as events (through
+/// [`catching_errors`], which [`super::push`] consults).
+pub struct ExceptionStream {
+    core: NodeCore,
+}
+
+impl ExceptionStream {
+    fn handler(&self) -> &NodeRef {
+        &self.core.children[0]
+    }
+    fn guarded(&self) -> &[NodeRef] {
+        &self.core.children[1..]
+    }
+}
+
+impl Node for ExceptionStream {
+    node_core!("exception_stream");
+
+    fn fresh(&self) -> NodeRef {
+        Arc::new(ExceptionStream {
+            core: self.core.fresh(),
+        })
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        catching_errors(self.handler(), || forward(self, self.guarded(), ctx, event));
+        Ok(())
+    }
+    fn takes_lists(&self) -> bool {
+        true
+    }
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        catching_errors(self.handler(), || {
+            emit_list_to(self, self.guarded(), ctx, events)
+        });
+        Ok(())
+    }
+    /// The children's alarms, set while they start, keep the handler for
+    /// their wake-ups (as Riemann binds the handler while building them).
+    fn start(&self, ctx: &Context) {
+        self.handler().start(ctx);
+        catching_errors(self.handler(), || {
+            self.guarded().iter().for_each(|c| c.start(ctx))
+        });
+    }
+}
+
+/// The event a failure of `node` on `events` becomes for an
+/// `exception_stream` handler (Riemann's `exception->event`).
+pub(crate) fn error_event(
+    node: &dyn Node,
+    err: &NodeError,
+    events: &[Arc<Event>],
+    now: f64,
+) -> Event {
+    let original = match events {
+        [one] => event_to_json(one),
+        _ => serde_json::Value::Array(events.iter().map(|e| event_to_json(e)).collect()),
+    };
+    Event {
+        time: Some(Number::Float(now)),
+        service: Some(SmolStr::new_static("dmon exception")),
+        state: Some(SmolStr::new_static("error")),
+        description: Some(SmolStr::new(&err.0)),
+        tags: ["exception", error_type(&err.0)].into(),
+        attributes: [("node", label(node)), ("event", original.to_string())].into(),
+        ..Event::default()
+    }
+}
+
+/// A Python exception's class name, from `ZeroDivisionError: division by
+/// zero`; "NodeError" for dmon's own errors.
+fn error_type(message: &str) -> &str {
+    match message.split_once(": ") {
+        Some((name, _))
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.') =>
+        {
+            name
+        }
+        _ => "NodeError",
+    }
+}
+
+// ---------------------------------------------------------------- pipe
+
+fn build_pipe(mut args: Args) -> Result<NodeRef, BuildError> {
+    let mut stages = args.children();
+    let Some(mut next) = stages.pop() else {
+        return Err(args.type_error("needs at least one stage (a stream, like printer())"));
+    };
+    let signature = args.signature.clone();
+    args.finish()?;
+    for (i, stage) in stages.iter().enumerate().rev() {
+        next = with_last_child(stage, next).map_err(|e| BuildError {
+            message: format!(
+                "{signature}: stage {} ({}): {}",
+                i + 1,
+                stage.describe(),
+                e.message
+            ),
+            ..e
+        })?;
+    }
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -1268,6 +1412,199 @@ mod tests {
         send_metrics(&h, &fresh, &[("a", 2.0)]);
         send_metrics(&h, &node, &[("a", 2.0)]);
         assert_eq!(out.metrics(), [Some(10.0), Some(2.0), Some(6.0)]);
+    }
+
+    fn boom() -> Value {
+        func("boom", |_| {
+            Err(NodeError(
+                "ZeroDivisionError: division by zero\nTraceback (most recent call last): …".into(),
+            ))
+        })
+    }
+
+    fn errors(node: &NodeRef) -> u64 {
+        node.stats().errors.load(Ordering::Relaxed)
+    }
+
+    /// Riemann's exception-stream-test, "direct fn": the child sees the
+    /// event, its failure reaches the handler as an event.
+    #[test]
+    fn exception_stream_sends_failures_below_it_to_the_handler() {
+        let h = Harness::at(5.0);
+        let (handler, out) = (h.sink("handler"), h.sink("out"));
+        let failing = h.build("smap", vec![boom()], vec![], vec![]);
+        let node = h.build(
+            "exception_stream",
+            vec![],
+            vec![],
+            vec![handler.node(), out.node(), Arc::clone(&failing)],
+        );
+        h.send(&node, ev(r#"{"host":"a","metric":2}"#));
+        assert_eq!(out.hosts(), ["a"]);
+        let got = handler.events();
+        assert_eq!(got.len(), 1);
+        let e = &got[0];
+        assert_eq!(e.service.as_deref(), Some("dmon exception"));
+        assert_eq!(e.state.as_deref(), Some("error"));
+        assert_eq!(e.time.map(|t| t.as_f64()), Some(5.0));
+        assert!(e
+            .description
+            .as_deref()
+            .unwrap()
+            .starts_with("ZeroDivisionError: division by zero\n"));
+        let tags: Vec<&str> = e.tags.iter().map(|t| t.as_str()).collect();
+        assert_eq!(tags, ["exception", "ZeroDivisionError"]);
+        assert_eq!(e.attributes.get("node"), Some("smap(boom)"));
+        let original: serde_json::Value =
+            serde_json::from_str(e.attributes.get("event").unwrap()).unwrap();
+        assert_eq!(original["host"], "a");
+        // Still counted on the failing node; the handler is child 0.
+        assert_eq!(errors(&failing), 1);
+        assert_eq!(node.describe(), "exception_stream");
+        // Outside the exception_stream, failures are only counted.
+        h.send(&failing, ev(r#"{"host":"b"}"#));
+        assert_eq!(errors(&failing), 2);
+        assert!(handler.take().is_empty());
+    }
+
+    /// Riemann's exception-stream-test, "scheduled fn": a failure below a
+    /// rate, when the rate reports on the clock, reaches the handler too.
+    #[test]
+    fn exception_stream_catches_failures_of_children_woken_by_time() {
+        let h = Harness::new();
+        let handler = h.sink("handler");
+        let failing = h.build("smap", vec![boom()], vec![], vec![]);
+        let rate = h.build("rate", vals![1], vec![], vec![failing]);
+        let node = h.build(
+            "exception_stream",
+            vec![],
+            vec![],
+            vec![handler.node(), rate],
+        );
+        h.send(&node, ev(r#"{"metric":2}"#));
+        assert!(handler.take().is_empty());
+        h.advance_to(&node, 1.0);
+        let got = handler.events();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].state.as_deref(), Some("error"));
+        // The same tree outside an exception_stream: counted, not handled.
+        let h = Harness::new();
+        let failing = h.build("smap", vec![boom()], vec![], vec![]);
+        let rate = h.build("rate", vals![1], vec![], vec![Arc::clone(&failing)]);
+        h.send(&rate, ev(r#"{"metric":2}"#));
+        h.advance_to(&rate, 2.0);
+        assert_eq!(errors(&failing), 2);
+        assert!(handler.take().is_empty());
+    }
+
+    #[test]
+    fn a_failing_handler_reaches_the_enclosing_exception_stream() {
+        let h = Harness::new();
+        let (outer_handler, list_out) = (h.sink("outer"), h.sink("list"));
+        let inner_handler = h.build("smap", vec![boom()], vec![], vec![]);
+        let inner = h.build(
+            "exception_stream",
+            vec![],
+            vec![],
+            vec![
+                Arc::clone(&inner_handler),
+                h.build("smap", vec![boom()], vec![], vec![]),
+                list_out.node(),
+            ],
+        );
+        let outer = h.build(
+            "exception_stream",
+            vec![],
+            vec![],
+            vec![outer_handler.node(), inner],
+        );
+        h.send(&outer, ev(r#"{"host":"a"}"#));
+        let got = outer_handler.events();
+        assert_eq!(got.len(), 1);
+        // The inner handler failed on the inner failure's event.
+        let original: serde_json::Value =
+            serde_json::from_str(got[0].attributes.get("event").unwrap()).unwrap();
+        assert_eq!(original["service"], "dmon exception");
+        assert_eq!(errors(&inner_handler), 1);
+        // Lists pass whole.
+        let list = vec![
+            Arc::new(ev(r#"{"host":"x"}"#)),
+            Arc::new(ev(r#"{"host":"y"}"#)),
+        ];
+        push_list(&*outer, &h.ctx, &list);
+        assert!(list_out.take().contains(&Received::List(list)));
+    }
+
+    /// Riemann's pipe-test, "Chained stages": `(pipe ! (smap inc !) (smap
+    /// (partial * 2) !))`.
+    #[test]
+    fn pipe_makes_each_stage_the_last_child_of_the_one_before() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let arith = |name: &str, f: fn(i64) -> i64| {
+            func(name, move |a| match &a[0] {
+                Value::Event(e) => {
+                    let mut e = Event::clone(e);
+                    e.metric = e.metric.map(|m| Number::Int(f(m.as_f64() as i64)));
+                    Ok(Value::Event(Arc::new(e)))
+                }
+                _ => unreachable!(),
+            })
+        };
+        let inc = h.build("smap", vec![arith("inc", |x| x + 1)], vec![], vec![]);
+        let double = h.build("smap", vec![arith("double", |x| x * 2)], vec![], vec![]);
+        let other = h.sink("other");
+        let tee = h.build("sdo", vec![], vec![], vec![other.node()]);
+        let node = h.build("pipe", vec![], vec![], vec![inc, tee, double, out.node()]);
+        assert_eq!(node.kind(), "smap");
+        for m in [1, 2, 3] {
+            h.send(&node, ev(&format!(r#"{{"metric":{m}}}"#)));
+        }
+        assert_eq!(out.metrics(), [Some(4.0), Some(6.0), Some(8.0)]);
+        // A stage's own children stay, before the next stage.
+        assert_eq!(other.metrics(), [Some(2.0), Some(3.0), Some(4.0)]);
+        // One stage is that stage.
+        let only = h.build("sdo", vec![], vec![], vec![]);
+        let piped = h.build("pipe", vec![], vec![], vec![Arc::clone(&only)]);
+        assert!(Arc::ptr_eq(&only, &piped));
+    }
+
+    #[test]
+    fn pipe_rebuilds_stages_with_their_arguments_even_a_split_default() {
+        let h = Harness::new();
+        let (hot, rest) = (h.sink("hot"), h.sink("rest"));
+        let split = h.build("split", vec![clause("metric > 1", &hot)], vec![], vec![]);
+        let node = h.build("pipe", vec![], vec![], vec![split, rest.node()]);
+        assert_eq!(node.describe(), r#"split(("metric > 1", …), …)"#);
+        h.send(&node, ev(r#"{"host":"a","metric":2}"#));
+        h.send(&node, ev(r#"{"host":"b","metric":0}"#));
+        assert_eq!(hot.hosts(), ["a"]);
+        assert_eq!(rest.hosts(), ["b"]);
+    }
+
+    #[test]
+    fn pipe_rejects_stages_that_cannot_take_the_next() {
+        let h = Harness::new();
+        let s = h.sink("s");
+        let cases: Vec<(Vec<NodeRef>, &str)> = vec![
+            (
+                vec![],
+                "pipe(*stages): needs at least one stage (a stream, like printer())",
+            ),
+            (
+                vec![s.node(), s.node()],
+                r#"pipe(*stages): stage 1 (sink("s")): takes no next stage: only dmon.streams functions do (a coroutine takes its targets as arguments)"#,
+            ),
+            (
+                vec![h.build("index", vec![], vec![], vec![]), s.node()],
+                "pipe(*stages): stage 1 (index()): index(): takes no child streams",
+            ),
+        ];
+        for (stages, message) in cases {
+            let err = h.try_build("pipe", vec![], vec![], stages).err().unwrap();
+            assert_eq!(err.message, message);
+            assert!(err.wrong_type, "{message}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! | function | example |
 //! |---|---|
-//! | `changed(f, *children, init=None)` | `changed("state", email("ops@example.com"))` |
+//! | `changed(f, *children, init=None, pairs=False)` | `changed("state", email("ops@example.com"))` |
 //! | `changed_state(*children, init="ok")` | `changed_state(email("ops@example.com"))` |
 //! | `stable(dt, f, *children)` | `stable(30, "state", changed_state(email("ops@example.com")))` |
 //! | `runs(n, f, *children)` | `runs(3, "state", changed_state(email("ops@example.com")))` |
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use super::registry::Entry;
 use super::value::{field, Args, BuildError, Function, Value};
-use super::{emit, lock, Node, NodeCore, NodeError, NodeRef};
+use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number};
 use crate::timers::{timed, Alarm};
@@ -25,9 +25,9 @@ use crate::{keep_state_in, node_core, wakes_at};
 pub const ENTRIES: &[Entry] = &[
     Entry {
         name: "changed",
-        params: "f, *children, init=None",
+        params: "f, *children, init=None, pairs=False",
         summary: "Forward an event when `f` (a field name or a function) differs from the previous event's.",
-        details: "`init` is the value assumed before the first event: with the default None, the first event passes unless its value is None.",
+        details: "`init` is the value assumed before the first event: with the default None, the first event passes unless its value is None. With `pairs=True` (Riemann's `:pairs? true`) forward `[previous, event]` as one list instead; before the first event the previous is an empty slot (None in Python, Riemann's nil).",
         example: r#"changed("state", email("ops@example.com"))"#,
         build: build_changed,
     },
@@ -108,21 +108,34 @@ fn init_suffix(init: &Value, default: &Value) -> String {
 fn build_changed(mut args: Args) -> Result<NodeRef, BuildError> {
     let key = Key::from_args(&mut args)?;
     let init = init_arg(&mut args, Value::None);
+    let pairs = match args.keyword("pairs") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(v) => {
+            return Err(args.type_error(format_args!(
+                "`pairs` must be True or False, not {v} ({})",
+                v.type_name()
+            )))
+        }
+    };
     let children = args.children();
     args.finish()?;
     Ok(Arc::new(Changed {
         key,
-        previous: Mutex::new(init.clone()),
+        pairs,
+        previous: Mutex::new((init.clone(), None)),
         init,
         core: NodeCore::new(children),
     }))
 }
 
-/// `changed(f, *children, init=None)`; state: the previous value.
+/// `changed(f, *children, init=None, pairs=False)`; state: the previous
+/// value, and with `pairs` the previous event.
 pub struct Changed {
     key: Key,
     init: Value,
-    previous: Mutex<Value>,
+    pairs: bool,
+    previous: Mutex<(Value, Option<Arc<Event>>)>,
     core: NodeCore,
 }
 
@@ -132,28 +145,37 @@ impl Node for Changed {
 
     fn describe(&self) -> String {
         format!(
-            "changed({}{})",
+            "changed({}{}{})",
             self.key.describe(),
-            init_suffix(&self.init, &Value::None)
+            init_suffix(&self.init, &Value::None),
+            if self.pairs { ", pairs=True" } else { "" }
         )
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(Changed {
             key: self.key.clone(),
             init: self.init.clone(),
-            previous: Mutex::new(self.init.clone()),
+            pairs: self.pairs,
+            previous: Mutex::new((self.init.clone(), None)),
             core: self.core.fresh(),
         })
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let value = self.key.of(event)?;
-        let changed = {
+        let (changed, before) = {
             let mut previous = lock(&self.previous);
-            let changed = *previous != value;
-            *previous = value;
-            changed
+            let changed = previous.0 != value;
+            let kept = self.pairs.then(|| Arc::clone(event));
+            let (_, before) = std::mem::replace(&mut *previous, (value, kept));
+            (changed, before)
         };
-        if changed {
+        if !changed {
+            return Ok(());
+        }
+        if self.pairs {
+            let before = before.unwrap_or_else(|| Arc::clone(super::empty_slot()));
+            emit_list(self, ctx, &[before, Arc::clone(event)]);
+        } else {
             emit(self, ctx, event);
         }
         Ok(())
@@ -438,7 +460,67 @@ mod tests {
             .unwrap();
         assert_eq!(
             err.message,
-            "changed(f, *children, init=None): `f` must be a field name (like \"state\") or a function, not int"
+            "changed(f, *children, init=None, pairs=False): `f` must be a field name (like \"state\") or a function, not int"
+        );
+    }
+
+    /// Riemann's changed-test, "with previous event and arbitrary fn":
+    /// pairs of (previous, current) states from init "ok".
+    #[test]
+    fn changed_with_pairs_forwards_the_previous_event_and_the_current() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build(
+            "changed",
+            vals!["state"],
+            vec![("init".into(), "ok".into()), ("pairs".into(), true.into())],
+            vec![out.node()],
+        );
+        h.send_all(
+            &node,
+            state_events(&["ok", "bad", "bad", "ok", "ok", "evil", "bad"]),
+        );
+        let pairs: Vec<Vec<String>> = out
+            .lists()
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|e| e.host.as_deref().unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [["h0", "h1"], ["h2", "h3"], ["h4", "h5"], ["h5", "h6"]]
+        );
+        assert_eq!(
+            node.describe(),
+            r#"changed("state", init="ok", pairs=True)"#
+        );
+        // No event before the first change: an empty slot stands for it.
+        let node = h.build(
+            "changed",
+            vals!["state"],
+            vec![("pairs".into(), true.into())],
+            vec![out.node()],
+        );
+        h.send_all(&node, state_events(&["ok"]));
+        let lists = out.lists();
+        assert!(crate::streams::is_empty_slot(&lists[0][0]));
+        assert_eq!(lists[0][1].state.as_deref(), Some("ok"));
+        let err = h
+            .try_build(
+                "changed",
+                vals!["state"],
+                vec![("pairs".into(), 1.into())],
+                vec![],
+            )
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .ends_with("`pairs` must be True or False, not 1 (int)"),
+            "{err}"
         );
     }
 

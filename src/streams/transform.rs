@@ -3,6 +3,8 @@
 //! | function | example |
 //! |---|---|
 //! | `smap(f, *children)` | `fixed_time_window(60, smap(folds.mean, printer()))` |
+//! | `smapcat(f, *children)` | `fixed_time_window(60, smapcat(lambda es: [e for e in es if e.metric > 1], index()))` |
+//! | `sflatten(*children)` | `rollup(5, 3600, sflatten(email("ops@example.com")))` |
 //! | `sfilter(f, *children)` | `sfilter(lambda e: e.metric > 1, printer())` |
 //! | `sreduce(f, *children, init=None)` | `sreduce(lambda acc, e: e if e.metric > acc.metric else acc, printer())` |
 //! | `with_(*field_values_and_children)` | `with_({"state": "ok", "ttl": 60}, index())` |
@@ -37,6 +39,22 @@ pub const ENTRIES: &[Entry] = &[
         details: "A list of events (from a window) is given to `f` whole, so `smap(folds.mean, …)` folds each window; a list returned is forwarded as a list.",
         example: "fixed_time_window(60, smap(folds.mean, printer()))",
         build: build_smap,
+    },
+    Entry {
+        name: "smapcat",
+        params: "f, *children",
+        summary: "Forward each event of `f(event)` (a list of Events or dicts; an Event, a dict or None also do) one by one.",
+        details: "Riemann's `smapcat`. A list of events (from a window) is given to `f` whole, as smap does, so `smapcat(folds.extremes, …)` forwards a window's minimum then its maximum; unlike smap, a list returned is forwarded as separate events, never as a list.",
+        example: r#"fixed_time_window(60, smapcat(lambda es: [e for e in es if e.metric > 1], index()))"#,
+        build: build_smapcat,
+    },
+    Entry {
+        name: "sflatten",
+        params: "*children",
+        summary: "Forward the events of each list received (a window's, a fold's) one by one.",
+        details: "Riemann's `sflatten`. A single event passes as it is. Children that take lists whole (smap, email, coroutines) get single events instead: the example mails each held event on its own rather than one mail per rollup.",
+        example: r#"rollup(5, 3600, sflatten(email("ops@example.com")))"#,
+        build: build_sflatten,
     },
     Entry {
         name: "sfilter",
@@ -156,23 +174,45 @@ fn arc(e: Event) -> Arc<Event> {
 
 // ---------------------------------------------------------------- smap
 
-fn build_smap(mut args: Args) -> Result<NodeRef, BuildError> {
+fn build_smap(args: Args) -> Result<NodeRef, BuildError> {
+    build_mapping(args, "smap")
+}
+
+fn build_smapcat(args: Args) -> Result<NodeRef, BuildError> {
+    build_mapping(args, "smapcat")
+}
+
+fn build_mapping(mut args: Args, kind: &'static str) -> Result<NodeRef, BuildError> {
     let f = args.function("f")?;
     let children = args.children();
     args.finish()?;
     Ok(Arc::new(Smap {
-        kind: "smap",
+        kind,
         f,
         core: NodeCore::new(children),
     }))
 }
 
 /// `smap(f, *children)` (and `adjust(f, *children)`): forwards `f(event)`,
-/// or `f(list)` for a list.
+/// or `f(list)` for a list; `smapcat` forwards a list result's events one
+/// by one.
 pub struct Smap {
     kind: &'static str,
     f: Arc<dyn Function>,
     core: NodeCore,
+}
+
+impl Smap {
+    fn forward(&self, ctx: &Context, v: Value) -> Result<(), NodeError> {
+        if self.kind != "smapcat" {
+            return emit_result(self, ctx, v);
+        }
+        let events = v
+            .into_events()
+            .map_err(|e| NodeError(format!("{}: {e}", self.describe())))?;
+        events.iter().for_each(|e| emit(self, ctx, e));
+        Ok(())
+    }
 }
 
 impl Node for Smap {
@@ -195,11 +235,47 @@ impl Node for Smap {
     }
     fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
         let v = self.f.call(&[Value::Event(Arc::clone(event))])?;
-        emit_result(self, ctx, v)
+        self.forward(ctx, v)
     }
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
         let v = self.f.call_at(&[Value::events(events)], ctx.now())?;
-        emit_result(self, ctx, v)
+        self.forward(ctx, v)
+    }
+}
+
+// ---------------------------------------------------------------- sflatten
+
+fn build_sflatten(mut args: Args) -> Result<NodeRef, BuildError> {
+    let children = args.children();
+    args.finish()?;
+    Ok(Arc::new(Sflatten {
+        core: NodeCore::new(children),
+    }))
+}
+
+/// `sflatten(*children)`: a list's events, one by one.
+pub struct Sflatten {
+    core: NodeCore,
+}
+
+impl Node for Sflatten {
+    node_core!("sflatten");
+
+    fn fresh(&self) -> NodeRef {
+        Arc::new(Sflatten {
+            core: self.core.fresh(),
+        })
+    }
+    fn takes_lists(&self) -> bool {
+        true
+    }
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        emit(self, ctx, event);
+        Ok(())
+    }
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        super::present(events).for_each(|e| emit(self, ctx, e));
+        Ok(())
     }
 }
 
@@ -1054,6 +1130,90 @@ mod tests {
         assert!(err
             .message
             .starts_with("smap(f, *children): `f` must be a function"));
+    }
+
+    /// Riemann's smapcat-test: `#(vector % %)` doubles each event.
+    #[test]
+    fn smapcat_forwards_each_event_of_the_result_one_by_one() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let twice = func("twice", |a| {
+            Ok(Value::List(vec![a[0].clone(), a[0].clone()]))
+        });
+        let node = h.build("smapcat", vec![twice], vec![], vec![out.node()]);
+        send_metrics(&h, &node, &["0", "1"]);
+        let got = out.take();
+        assert!(
+            got.iter().all(|r| matches!(r, Received::Event(_))),
+            "{got:?}"
+        );
+        let metrics: Vec<_> = got
+            .iter()
+            .map(|r| match r {
+                Received::Event(e) => e.metric.map(|m| m.as_f64()),
+                Received::List(_) => None,
+            })
+            .collect();
+        assert_eq!(metrics, [Some(0.0), Some(0.0), Some(1.0), Some(1.0)]);
+        // A window's list goes to a native fold whole; its events come out apart.
+        let extremes = Value::Function(Arc::new(crate::streams::folds::NativeFold(
+            crate::streams::folds::find("extremes").unwrap(),
+        )));
+        let node = h.build("smapcat", vec![extremes], vec![], vec![out.node()]);
+        let list: Vec<Arc<Event>> = ["3", "1", "6"]
+            .iter()
+            .map(|m| arc(ev(&format!(r#"{{"metric":{m}}}"#))))
+            .collect();
+        crate::streams::push_list(&*node, &h.ctx, &list);
+        let got = out.take();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(&got[0], Received::Event(e) if e.metric == Some(Number::Int(1))));
+        assert!(matches!(&got[1], Received::Event(e) if e.metric == Some(Number::Int(6))));
+        // None forwards nothing; something not an event is the node's error.
+        let node = h.build(
+            "smapcat",
+            vec![func("none", |_| Ok(Value::None))],
+            vec![],
+            vec![out.node()],
+        );
+        send_metrics(&h, &node, &["1"]);
+        assert!(out.take().is_empty());
+        let node = h.build("smapcat", vec![metric_fn()], vec![], vec![out.node()]);
+        send_metrics(&h, &node, &["1"]);
+        assert_eq!(
+            node.stats()
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    /// Riemann's sflatten-test: lists in, their events out one by one.
+    #[test]
+    fn sflatten_forwards_a_lists_events_one_by_one() {
+        let h = Harness::new();
+        let out = h.sink("out");
+        let node = h.build("sflatten", vec![], vec![], vec![out.node()]);
+        let list = |ms: &[&str]| -> Vec<Arc<Event>> {
+            ms.iter()
+                .map(|m| arc(ev(&format!(r#"{{"metric":{m}}}"#))))
+                .collect()
+        };
+        crate::streams::push_list(&*node, &h.ctx, &list(&["0", "1"]));
+        crate::streams::push_list(&*node, &h.ctx, &list(&["2", "3"]));
+        send_metrics(&h, &node, &["4"]);
+        let got = out.take();
+        assert!(
+            got.iter().all(|r| matches!(r, Received::Event(_))),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            node.stats()
+                .events_out
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
     }
 
     #[test]

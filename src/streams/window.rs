@@ -514,12 +514,13 @@ impl FoldInterval {
 
     /// Riemann's fold: the last event with `field` set to `fold` of the
     /// values; a native fold runs on the events themselves.
-    fn fold(&self, events: &[Arc<Event>]) -> Result<Vec<Arc<Event>>, NodeError> {
+    fn fold(&self, events: &[Arc<Event>], now: f64) -> Result<Vec<Arc<Event>>, NodeError> {
         let Some(last) = events.last() else {
             return Ok(Vec::new());
         };
-        if let Some(native) = self.fold.as_any().downcast_ref::<NativeFold>() {
-            return Ok((native.0.fold)(events).into_iter().map(Arc::new).collect());
+        if self.fold.as_any().is::<NativeFold>() {
+            let folded = self.fold.call_at(&[Value::events(events)], now)?;
+            return folded.into_events().map_err(NodeError);
         }
         let values = events.iter().map(|e| field(e, &self.field)).collect();
         let folded = self.fold.call(&[Value::List(values)])?;
@@ -529,13 +530,9 @@ impl FoldInterval {
     }
 
     fn emit_folded(&self, ctx: &Context, events: &[Arc<Event>]) {
-        match self.fold(events) {
+        match self.fold(events, ctx.now()) {
             Ok(out) => out.iter().for_each(|e| emit(self, ctx, e)),
-            Err(err) => super::node_failed(
-                self,
-                &err,
-                &format!("the interval's {} events", events.len()),
-            ),
+            Err(err) => super::node_failed(self, ctx, &err, events),
         }
     }
 }
