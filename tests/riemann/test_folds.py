@@ -1,4 +1,5 @@
-"""Riemann's folds_test.clj, ported deftest by deftest, in Riemann's order.
+"""Riemann's folds_test.clj, ported deftest by deftest, in Riemann's order
+(quotient-sloppy, modes and mode, added later, last).
 
 Run with `dmon test tests/riemann/`. Each test names its Riemann deftest in
 its docstring and asserts what Riemann asserts, except where dmon documents
@@ -7,15 +8,13 @@ a difference (src/streams/folds.rs, `dmon catalog folds.NAME`):
 - The folds computing a metric return a copy of the *last* event of the
   list where Riemann's return a copy of the first; those cases assert dmon's
   result and say so.
-- dmon's lists hold events only: Riemann's cases with `nil` among the events
-  (`(fold [nil])`, `[{...} nil]`) have no dmon form and are left out; dmon
-  refuses None with a TypeError.
+- A `nil` among the events is None (what `project` gives for a test nothing
+  matched): the folds leave it out, except `difference` and `quotient`
+  (first against the rest), as Riemann's.
 
 Riemann deftests not ported here, and why:
 - sorted-sample-extract-test, sorted-sample-test: no dmon fold (dmon's
   `percentiles` stream does that job, with its own tests).
-- quotient-sloppy-test, modes-test, mode-test: ported by another helper
-  alongside the folds they add.
 """
 import math
 from functools import reduce
@@ -29,7 +28,7 @@ from riemann_port import plain
 
 
 def events(*maps):
-    return [Event(m) for m in maps]
+    return [None if m is None else Event(m) for m in maps]
 
 
 def fields(event):
@@ -62,14 +61,16 @@ def check_fold(fold, operator, empty):
     # in Riemann; dmon's is built from the last event, {} (documented).
     got = fields(fold(events({"service": "foo", "metric": None}, {})))
     assert got == fields({"metric": empty})
+    assert fold([None]) is None
     # Riemann: (assoc (first es) :metric (reduce operator (keep :metric es)));
-    # dmon: the last event (documented). Riemann's nil elements left out.
+    # dmon: the last event there is (documented).
     for es in [[{"a": "true"}],
-               [{"a": "true", "metric": 2}],
-               [{"a": "true", "metric": 2}, {"b": "true", "metric": 7}, {"c": "true"}]]:
-        kept = [e["metric"] for e in es if e.get("metric") is not None]
+               [{"a": "true", "metric": 2}, None],
+               [{"a": "true", "metric": 2}, None, {"b": "true", "metric": 7}, {"c": "true"}]]:
+        present = [e for e in es if e is not None]
+        kept = [e["metric"] for e in present if e.get("metric") is not None]
         got = fields(fold(events(*es)))
-        want = fields({**es[-1], "metric": reduce(operator, kept, empty)})
+        want = fields({**present[-1], "metric": reduce(operator, kept, empty)})
         assert got == want
     check_fold_common(fold, operator)
 
@@ -85,6 +86,12 @@ def check_fold_all(fold, operator):
     # :description "An event or metric was nil."} in Riemann; dmon's is
     # built from the last event (documented), whose metric is removed.
     got = fields(fold(events({"service": "foo"}, {"metric": 2})))
+    assert got == fields({"description": NIL})
+    # A missing first event: nothing to fold.
+    assert fold(events(None, {"service": "foo"})) is None
+    # A missing event later: the nil description, on the last (missing)
+    # event where Riemann's is on the first ({:service "foo"}).
+    got = fields(fold(events({"service": "foo", "metric": 2}, None)))
     assert got == fields({"description": NIL})
     check_fold_common(fold, operator)
 
@@ -116,9 +123,11 @@ def test_quotient_test():
 
 
 def test_mean_test():
-    """mean-test (its case with a nil element left out)"""
+    """mean-test"""
     assert fields(folds.mean(events({"metric": 2}, {"metric": 4}, {"metric": 6}))) == {"metric": 4.0}
     assert fields(folds.mean(events({"metric": 2}, {"metric": 4}, {"metric": None}, {"metric": 6}))) == {
+        "metric": 4.0}
+    assert fields(folds.mean(events({"metric": 2}, {"metric": 4}, {"metric": None}, {"metric": 6}, None))) == {
         "metric": 4.0}
     assert folds.mean([]) is None
     # "avoid divide by zero when only events with nil metrics"
@@ -177,3 +186,31 @@ def test_maximum_test():
     assert fields(folds.maximum(events({"metric": 2}))) == {"metric": 2.0}
     assert fields(folds.maximum(events({"metric": 2}, {"metric": 5}, {"metric": -4}, {"metric": 0}))) == {
         "metric": 5.0}
+
+
+def test_quotient_sloppy():
+    """folds_test.clj quotient-sloppy-test."""
+    assert folds.quotient_sloppy(events({"metric": 2}, {"metric": -3})) == Event({"metric": -2 / 3})
+    # dmon's folds give the last event with the new metric (Riemann: the
+    # first, so Riemann keeps :a true in these two).
+    zero = folds.quotient_sloppy(events({"metric": 0, "a": "true"}, {"metric": 0}))
+    assert zero == Event({"metric": 0})
+    one_by_zero = folds.quotient_sloppy(events({"metric": 1, "a": "true"}, {"metric": 0}))
+    assert one_by_zero == Event({"metric": 0})
+    first_kept = folds.quotient_sloppy(events({"metric": 0}, {"metric": 0, "a": "true"}))
+    assert first_kept == Event({"metric": 0, "a": "true"})
+
+
+def test_modes():
+    """folds_test.clj modes-test."""
+    assert [e.metric for e in folds.modes(events(*({"metric": m} for m in [1, 2, 3, 4, 2])))] == [2]
+    two = folds.modes(events(*({"metric": m} for m in [1, 2, 3, 3, 4, 2])))
+    assert {e.metric for e in two} == {3, 2}
+    assert not folds.modes([])
+
+
+def test_mode():
+    """folds_test.clj mode-test."""
+    assert folds.mode(events(*({"metric": m} for m in [1, 2, 3, 4, 2]))) == Event({"metric": 2})
+    assert folds.mode(events(*({"metric": m} for m in [1, 2, 3, 3, 4, 2]))).metric in {2, 3}
+    assert folds.mode([]) is None

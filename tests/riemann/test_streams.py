@@ -13,11 +13,16 @@ how they map onto dmon's run(). Besides:
   time (`shaped`).
 - Riemann's `{:tags []}` and `{}` are one event in dmon (no tags).
 
-Riemann deftests not ported here, and why:
-- smapcat-test, sflatten-test, exception-stream-test, pipe-test,
-  interpolate-constant-test, fold-interval-test, fold-interval-metric-test,
-  top-test, fixed-offset-time-window-test, predict-linear-test: ported by
-  other helpers alongside the functions they add (tests/riemann/test_added_*).
+Riemann deftests ported in the files beside this one, with the functions
+added after the rest:
+- smapcat-test, sflatten-test, exception-stream-test, pipe-test, the
+  `:pairs?` part of changed-test and the map part of match-test: in
+  test_streams_composition.py;
+- interpolate-constant-test, fold-interval-test, fold-interval-metric-test,
+  top-test, fixed-offset-time-window-test, predict-linear-test and
+  clock-skew-test: in test_streams_time.py.
+
+Riemann deftests not ported, and why:
 - smap*-test: no dmon `smap*`; dmon's `smap` drops None, as Riemann's `smap`
   (ported in test_smap_test).
 - execute-on-test: Clojure executors; dmon streams run on one thread per
@@ -30,10 +35,8 @@ Riemann deftests not ported here, and why:
   evaluation; dmon's children are built once, by Python, before any event.
 - by-builder-test: the `by-builder` macro's bindings have no dmon form
   (dmon's `by` with a key function is by-single/by-multiple, ported).
-- match-test's map pattern, changed-test's `:pairs?`: other helpers.
 - part-time-simple-test: no dmon `part-time-simple` (an internal of
   Riemann's windows, not a stream function in dmon).
-- clock-skew-test: no dmon `clock-skew`.
 """
 import random
 import re
