@@ -487,10 +487,15 @@ impl Shell {
     pub fn type_input(&self, text: &str) {
         let rows_before = self.cursor_row();
         self.tmux.type_text(text);
-        self.tmux.keys(&["Enter"]);
+        // Enter only once the line is echoed, as a person types it: under
+        // load, bpython's screen may still be switching to `input()`, and an
+        // Enter sent ahead went missing there.
         self.wait_for(&format!("the echo of input line {text:?}"), |s| {
-            (text.is_empty() || s.lines().any(|l| l.trim_end().ends_with(text)))
-                && self.cursor_row() > rows_before
+            text.is_empty() || s.lines().any(|l| l.trim_end().ends_with(text))
+        });
+        self.tmux.keys(&["Enter"]);
+        self.wait_for(&format!("the cursor past input line {text:?}"), |_| {
+            self.cursor_row() > rows_before
         });
     }
 
