@@ -246,11 +246,23 @@ fn proc_net_udp(port: u16) -> (u64, u64) {
     )
 }
 
+/// dmon's `/metrics` on `port`, over plain HTTP/1.0.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// Issue 24: the kernel's drops used to be read only from the datagrams
 /// after them, so the drops at the end of a burst (the kernel's buffer
 /// full, nothing after) never showed. A burst far faster than dmon decodes,
 /// into a pipeline with room for all of it, then quiet: the final counters
-/// hold exactly the drops /proc/net/udp shows.
+/// hold exactly the drops /proc/net/udp shows, and `/metrics` does within
+/// a second or so, while dmon runs.
 #[test]
 fn drops_at_the_end_of_a_burst_are_counted_without_a_datagram_after_them() {
     let _heavy = heavy();
@@ -261,7 +273,7 @@ from dmon.streams import *
 stream = match("service", "none", printer("never: "))
 "#,
         "py",
-        &["--max-in-flight", "1000000"],
+        &["--max-in-flight", "1000000", "--http", "127.0.0.1:0"],
     );
     // 100 events of 400 bytes: ~45 KB each, decoded far slower than sent.
     let events: Vec<String> = (0..100)
@@ -286,6 +298,11 @@ stream = match("service", "none", printer("never: "))
         drops > 0,
         "a burst bigger than the buffer is dropped in part"
     );
+    let sample = format!("dmon_kernel_drops_total {drops}\n");
+    while !metrics(s.http).contains(&sample) {
+        assert!(Instant::now() < deadline, "/metrics never showed {sample}");
+        thread::sleep(Duration::from_millis(100));
+    }
     let stats = s.terminate().stats();
     assert_eq!(stats.count("kernel_drops"), drops, "{}", stats.0);
     assert_eq!(
