@@ -48,7 +48,7 @@ pub struct HttpStats {
     /// Requests answered (an upgrade to a WebSocket counts once).
     pub requests: AtomicU64,
     /// Requests answered with an error status (bad query, unknown path,
-    /// over a limit).
+    /// over a limit; a request line or headers too long: 414, 431).
     pub bad_requests: AtomicU64,
     /// Connections closed at once: --http-max-connections were open.
     pub refused_connections: AtomicU64,

@@ -229,6 +229,90 @@ fn slow_stream_flood_counts_kernel_drops_and_a_second_signal_stops_at_once() {
     assert!(stderr.contains("were not processed"), "{stderr}");
 }
 
+/// This process's view of a loopback UDP socket in /proc/net/udp:
+/// (bytes waiting in its receive queue, datagrams the kernel dropped).
+fn proc_net_udp(port: u16) -> (u64, u64) {
+    let local = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/udp").expect("read /proc/net/udp");
+    let row: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&local.as_str()))
+        .unwrap_or_else(|| panic!("no {local} in /proc/net/udp:\n{table}"));
+    let rx_queue = row[4].split(':').nth(1).expect("tx_queue:rx_queue");
+    (
+        u64::from_str_radix(rx_queue, 16).unwrap(),
+        row[12].parse().expect("drops"),
+    )
+}
+
+/// dmon's `/metrics` on `port`, over plain HTTP/1.0.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Issue 24: the kernel's drops used to be read only from the datagrams
+/// after them, so the drops at the end of a burst (the kernel's buffer
+/// full, nothing after) never showed. A burst far faster than dmon decodes,
+/// into a pipeline with room for all of it, then quiet: the final counters
+/// hold exactly the drops /proc/net/udp shows, and `/metrics` does within
+/// a second or so, while dmon runs.
+#[test]
+fn drops_at_the_end_of_a_burst_are_counted_without_a_datagram_after_them() {
+    let _heavy = heavy();
+    let s = Server::start_with(
+        r#"
+from dmon.streams import *
+
+stream = match("service", "none", printer("never: "))
+"#,
+        "py",
+        &["--max-in-flight", "1000000", "--http", "127.0.0.1:0"],
+    );
+    // 100 events of 400 bytes: ~45 KB each, decoded far slower than sent.
+    let events: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"host":"h{i}","description":"{}"}}"#, "x".repeat(400)))
+        .collect();
+    let datagram = format!("[{}]", events.join(","));
+    let udp = s.udp();
+    for _ in 0..2000 {
+        udp.send_str(&datagram);
+    }
+    // Until dmon has read all the kernel kept: what is dropped is final.
+    let deadline = Instant::now() + TIMEOUT;
+    let drops = loop {
+        let (waiting, drops) = proc_net_udp(s.port);
+        if waiting == 0 {
+            break drops;
+        }
+        assert!(Instant::now() < deadline, "dmon never read its socket");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        drops > 0,
+        "a burst bigger than the buffer is dropped in part"
+    );
+    let sample = format!("dmon_kernel_drops_total {drops}\n");
+    while !metrics(s.http).contains(&sample) {
+        assert!(Instant::now() < deadline, "/metrics never showed {sample}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("kernel_drops"), drops, "{}", stats.0);
+    assert_eq!(
+        stats.count("datagrams") + drops,
+        2000,
+        "every datagram is received or counted as dropped: {}",
+        stats.0
+    );
+}
+
 /// Finding 7: an event dated 1e308 used to stay in the index for ever. It
 /// is dated its receive time, so it expires ttl seconds later (expiry runs
 /// every second: bounded by TIMEOUT).

@@ -145,6 +145,41 @@ fn index_queries_answer_once_as_json_and_bad_requests_get_a_status() {
     assert_eq!(stats.count("http_bad_requests"), 6);
 }
 
+/// What the server answers `request` sent whole on a connection of its own,
+/// read until the server closes it.
+fn raw_answer(port: u16, request: &[u8]) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// hyper answers these itself, before any route: they are counted all
+/// the same.
+#[test]
+fn a_uri_or_headers_too_long_are_answered_and_counted() {
+    let s = start(&[]);
+    // hyper's limit on a URI: 65,534 bytes.
+    let uri = format!("/index?query={}", "x".repeat(70_000));
+    let long_uri = format!("GET {uri} HTTP/1.1\r\nHost: dmon\r\n\r\n");
+    let answer = raw_answer(s.http, long_uri.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+
+    // hyper's limit on a request head (8 KiB + 400 KiB), reached exactly:
+    // all of it is read, so closing sends no reset ahead of the answer.
+    let mut big_head = b"GET /metrics HTTP/1.1\r\nHost: dmon\r\nX-Big: ".to_vec();
+    big_head.resize(8192 + 4096 * 100, b'a');
+    let answer = raw_answer(s.http, &big_head);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_requests"), 2);
+    assert_eq!(stats.count("http_bad_requests"), 2);
+}
+
 /// `curl -i` of `path`: (status, the values of header `name`, body).
 fn curl_header(port: u16, path: &str, name: &str) -> (u16, Vec<String>, String) {
     let (status, text) = curl(port, path, &["-i"]);

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{dmon_bin, num, run_dmon, text, Lines, Run, Server, Spawned, TempDir, TIMEOUT};
+use dmon::codec::riemann::{Msg, ProtoEvent};
+use prost::Message;
 use serde_json::{json, Value};
 
 /// Prints every event it sees (so a test knows it arrived), and indexes it.
@@ -268,6 +270,93 @@ fn a_riemann_capture_replays_like_its_ndjson_twin() {
             ("h2".into(), 29.0)
         ]
     );
+}
+
+/// A Riemann frame: the message's length, big-endian, then the message.
+fn riemann_frame(hosts: impl Iterator<Item = String>, time: i64) -> Vec<u8> {
+    let msg = Msg {
+        events: hosts
+            .map(|h| ProtoEvent {
+                host: Some(h.into_bytes().into()),
+                service: Some(b"req".to_vec().into()),
+                time: Some(time),
+                ..ProtoEvent::default()
+            })
+            .collect(),
+        ..Msg::default()
+    };
+    let body = msg.encode_to_vec();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+#[test]
+fn corrupt_length_prefixes_skip_their_frames_and_the_rest_of_the_capture_replays() {
+    const MESSAGES: usize = 300;
+    const PER_MESSAGE: usize = 10;
+    let hosts = |m: usize| (0..PER_MESSAGE).map(move |i| format!("m{m:03}-{i}"));
+    let mut bytes = Vec::new();
+    let mut skipped = 0;
+    for m in 0..MESSAGES {
+        let mut frame = riemann_frame(hosts(m), 1000);
+        let len = frame.len() as u32 - 4;
+        let corrupt = match m {
+            // A length no frame has: over the 64 MiB limit.
+            100 => Some(0x7f00_0000),
+            // A plausible length, too long: it swallows the frames after it.
+            200 => Some(len + 500),
+            _ => None,
+        };
+        if let Some(corrupt) = corrupt {
+            frame[..4].copy_from_slice(&u32::to_be_bytes(corrupt));
+            skipped += frame.len();
+        }
+        bytes.extend(frame);
+    }
+    let dir = TempDir::new();
+    let capture = dir.path().join("corrupt.riemann");
+    std::fs::write(&capture, &bytes).unwrap();
+    let module = dir.write("check.py", CHECK);
+    let out = replay(&[
+        capture.to_str().unwrap(),
+        "--streams",
+        module.to_str().unwrap(),
+        "--show-index",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad input fails the run: {}",
+        out.stderr
+    );
+    let replayed = (MESSAGES - 2) * PER_MESSAGE;
+    assert!(
+        out.stderr.contains(&format!(
+            "{replayed} events read from {} (riemann), 2 bad frames ({skipped} bytes skipped)",
+            capture.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    for bad in ["over 64 MiB", "invalid message"] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(bad) && l.contains(" bytes to the next frame, at byte ")),
+            "{bad} not reported:\n{}",
+            out.stderr
+        );
+    }
+    let indexed: Vec<String> = printed(&out.stdout, "index: ")
+        .iter()
+        .map(|e| text(e, "host").to_owned())
+        .collect();
+    let expected: Vec<String> = (0..MESSAGES)
+        .filter(|m| ![100, 200].contains(m))
+        .flat_map(hosts)
+        .collect();
+    assert_eq!(indexed, expected);
 }
 
 /// A minute of requests, 4 per second from 2 hosts, with a gap: what

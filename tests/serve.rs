@@ -794,3 +794,51 @@ seen_stream = printer("seen: ")
     // Handled by the dispatch thread all the same.
     assert!(stats.count("processed") > 2, "{}", stats.0);
 }
+
+/// What the warning about a listener open to other hosts says.
+const REACHABLE: &str = "is reachable from other hosts";
+
+#[test]
+fn listeners_other_hosts_can_reach_are_each_warned_about_at_start_up() {
+    let mut cmd = std::process::Command::new(dmon_bin());
+    cmd.env("DMON_INSTRUMENT_INTERVAL", "0").args([
+        "serve",
+        "--udp",
+        "0.0.0.0:0",
+        "--riemann-udp",
+        "0.0.0.0:0",
+        "--riemann-tcp",
+        "0.0.0.0:0",
+        "--http",
+        "0.0.0.0:0",
+    ]);
+    let mut spawned = Spawned::start(cmd);
+    // Logged before the listeners open, in this order.
+    for (what, restrict) in [
+        ("Riemann TCP on 0.0.0.0:", "--riemann-tcp 127.0.0.1:"),
+        ("Riemann UDP on 0.0.0.0:", "--riemann-udp off"),
+        ("JSON UDP on 0.0.0.0:", "--udp 127.0.0.1:"),
+        ("HTTP on 0.0.0.0:", "--http-token-file"),
+    ] {
+        let warning = spawned
+            .stderr
+            .wait_for(TIMEOUT, |l| l.contains(REACHABLE))
+            .unwrap_or_else(|why| panic!("no warning about {what}: {why}"));
+        assert!(warning.contains("WARN"), "{warning}");
+        assert!(warning.contains(what), "{warning}");
+        assert!(warning.contains(restrict), "{warning}");
+    }
+
+    // Server binds every listener to loopback.
+    let s = Server::start_with(
+        "from dmon.streams import *\nstream = printer()\n",
+        "py",
+        &["--http", "127.0.0.1:0"],
+    );
+    let finished = s.terminate();
+    assert!(
+        !finished.stderr.iter().any(|l| l.contains(REACHABLE)),
+        "loopback listeners need no warning: {:?}",
+        finished.stderr
+    );
+}

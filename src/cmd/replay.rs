@@ -50,7 +50,11 @@ shutdown does, windows and rates forwarding what they hold. Outputs \
 are captured: printer lines go to stdout, email() never sends. At the end, stderr \
 gets the events read, the bad lines, the rate, and how many events reached each \
 output node. A bad line is reported with its line number (at most 10 a second), \
-counted, and skipped; the exit status is then 1.
+counted, and skipped; the exit status is then 1. A bad Riemann frame (a corrupt length \
+prefix, a message that does not decode) is reported with its byte offset, and the bytes \
+after it are scanned for the next place a frame plausibly starts (a length under the \
+limit, then a body that decodes as a Msg): the replay goes on from there, the bytes \
+skipped counted in the summary.
 
 With --to, the events go to a running dmon instead, at the recorded pace times \
 --speed (1 by default there), each event's time shifted to when it is sent (so the \
@@ -217,6 +221,12 @@ pub struct Reader {
     /// Bytes read so far (Riemann: where the next frame starts).
     offset: u64,
     buf: Vec<u8>,
+    /// Riemann: bytes read from `input` and not yet consumed, from
+    /// `ahead_start` on (a frame, or what is scanned after a bad one).
+    ahead: Vec<u8>,
+    ahead_start: usize,
+    /// Riemann: bytes skipped after bad frames to find the next one.
+    pub skipped: u64,
     errors: Vec<DecodeError>,
     /// Bad lines or frames.
     pub bad: u64,
@@ -260,6 +270,9 @@ impl Reader {
             position: 0,
             offset: 0,
             buf: Vec::with_capacity(4096),
+            ahead: Vec::new(),
+            ahead_start: 0,
+            skipped: 0,
             errors: Vec::new(),
             bad: 0,
             events: 0,
@@ -316,50 +329,144 @@ impl Reader {
     fn frames(&mut self, out: &mut Vec<Event>, max: usize) -> io::Result<bool> {
         let target = out.len() + max;
         while out.len() < target {
-            let mut len = [0u8; 4];
-            match read_full(&mut self.input, &mut len)? {
-                0 => return Ok(false),
-                4 => {}
-                n => {
-                    self.position += 1;
-                    self.bad(&format!("truncated: {n} of the 4 length bytes"));
-                    return Ok(false);
-                }
+            let have = self.peek(4)?;
+            if have == 0 {
+                return Ok(false);
             }
             self.position += 1;
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_FRAME {
-                self.bad(&format!(
-                    "a length of {len} bytes, over {} MiB: not a Riemann capture; stopping here",
-                    MAX_FRAME >> 20
-                ));
-                return Ok(false);
-            }
-            self.buf.resize(len, 0);
-            let got = read_full(&mut self.input, &mut self.buf)?;
-            if got < len {
-                self.bad(&format!("truncated: {got} of its {len} bytes"));
-                return Ok(false);
-            }
-            match Msg::decode(&self.buf[..]) {
-                Ok(msg) => {
-                    for p in &msg.events {
-                        let e = from_proto(p, self.last_time);
-                        if let Some(t) = e.time {
-                            self.last_time = t.as_f64();
+            let reason = if have < 4 {
+                format!("truncated: {have} of the 4 length bytes")
+            } else {
+                let len = frame_len(self.ahead());
+                if len > MAX_FRAME {
+                    format!("a length of {len} bytes, over {} MiB", MAX_FRAME >> 20)
+                } else {
+                    let got = self.peek(4 + len)?.min(4 + len) - 4;
+                    if got < len {
+                        format!("truncated: {got} of its {len} bytes")
+                    } else {
+                        match Msg::decode(&self.ahead()[4..4 + len]) {
+                            Ok(msg) => {
+                                for p in &msg.events {
+                                    let e = from_proto(p, self.last_time);
+                                    if let Some(t) = e.time {
+                                        self.last_time = t.as_f64();
+                                    }
+                                    out.push(e);
+                                }
+                                self.consume(4 + len);
+                                continue;
+                            }
+                            Err(e) => format!("invalid message: {e}"),
                         }
-                        out.push(e);
                     }
                 }
-                Err(e) => self.bad(&format!("invalid message: {e}")),
-            }
-            self.offset += 4 + len as u64;
+            };
+            self.skip_to_next_frame(&reason)?;
         }
         Ok(true)
     }
 
+    /// After a bad frame: one corrupt length prefix must not lose the rest
+    /// of a capture, so the bytes after its first are scanned for the next
+    /// place a frame plausibly starts ([`Reader::frame_starts_here`]);
+    /// what is skipped to get there is counted and reported.
+    fn skip_to_next_frame(&mut self, reason: &str) -> io::Result<()> {
+        let at = self.offset;
+        self.consume(1);
+        let mut skipped = 1;
+        let found = loop {
+            match self.frame_starts_here()? {
+                Some(true) => break true,
+                Some(false) => {
+                    self.consume(1);
+                    skipped += 1;
+                }
+                None => {
+                    let rest = self.ahead().len();
+                    self.consume(rest);
+                    skipped += rest as u64;
+                    break false;
+                }
+            }
+        };
+        self.skipped += skipped;
+        let to = if found {
+            format!("the next frame, at byte {}", self.offset)
+        } else {
+            "the end: no frame after it".into()
+        };
+        self.bad_at(at, &format!("{reason}; skipped {skipped} bytes to {to}"));
+        Ok(())
+    }
+
+    /// Whether a frame plausibly starts at the next byte: a length of 1
+    /// to [`MAX_FRAME`], a first byte that is one of Msg's field tags, a body
+    /// that decodes as a Msg, and after it the end of the input or another
+    /// length under the limit. None when too few bytes are left for a frame.
+    fn frame_starts_here(&mut self) -> io::Result<Option<bool>> {
+        /// Msg's fields: ok (2, a varint); error, states, query, events
+        /// (3 to 6, length-delimited).
+        const MSG_TAGS: [u8; 5] = [0x10, 0x1a, 0x22, 0x2a, 0x32];
+        if self.peek(5)? < 5 {
+            return Ok(None);
+        }
+        let len = frame_len(self.ahead());
+        if len == 0 || len > MAX_FRAME || !MSG_TAGS.contains(&self.ahead()[4]) {
+            return Ok(Some(false));
+        }
+        let end = 4 + len;
+        let have = self.peek(end + 4)?;
+        if have < end || Msg::decode(&self.ahead()[4..end]).is_err() {
+            return Ok(Some(false));
+        }
+        Ok(Some(
+            have == end || (have >= end + 4 && frame_len(&self.ahead()[end..]) <= MAX_FRAME),
+        ))
+    }
+
+    /// The bytes read ahead and not consumed yet.
+    fn ahead(&self) -> &[u8] {
+        &self.ahead[self.ahead_start..]
+    }
+
+    /// Reads ahead until `n` bytes are unconsumed, or the input ends; how
+    /// many are.
+    fn peek(&mut self, n: usize) -> io::Result<usize> {
+        let have = self.ahead.len() - self.ahead_start;
+        if have >= n {
+            return Ok(have);
+        }
+        // Consumed bytes are dropped once they are half of what is held,
+        // so scanning byte by byte does not move the rest each time.
+        if self.ahead_start * 2 >= self.ahead.len() {
+            self.ahead.drain(..self.ahead_start);
+            self.ahead_start = 0;
+        }
+        let old = self.ahead.len();
+        self.ahead.resize(old + n - have, 0);
+        let got = read_full(&mut self.input, &mut self.ahead[old..])?;
+        self.ahead.truncate(old + got);
+        Ok(have + got)
+    }
+
+    /// Moves past `n` bytes read ahead.
+    fn consume(&mut self, n: usize) {
+        self.ahead_start += n;
+        self.offset += n as u64;
+        if self.ahead_start == self.ahead.len() {
+            self.ahead.clear();
+            self.ahead_start = 0;
+        }
+    }
+
     /// Counts a bad line or frame and reports it, at most 10 a second.
     fn bad(&mut self, reason: &str) {
+        self.bad_at(self.offset, reason);
+    }
+
+    /// [`Reader::bad`] for the frame that started at byte `at`.
+    fn bad_at(&mut self, at: u64, reason: &str) {
         self.bad += 1;
         let Some(suppressed) = self.limiter.check() else {
             return;
@@ -373,8 +480,8 @@ impl Reader {
         match self.format {
             Format::Ndjson => eprintln!("dmon replay: {}:{}: {reason}", self.name, self.position),
             Format::Riemann => eprintln!(
-                "dmon replay: {}: frame {} (byte {}): {reason}",
-                self.name, self.position, self.offset
+                "dmon replay: {}: frame {} (byte {at}): {reason}",
+                self.name, self.position
             ),
         }
     }
@@ -412,6 +519,11 @@ impl Reader {
             .expect("spawn the reading thread");
         (rx, reading)
     }
+}
+
+/// The length a Riemann frame's first 4 bytes give.
+fn frame_len(header: &[u8]) -> usize {
+    u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize
 }
 
 /// Reads until `buf` is full or the input ends; how many bytes it read.
@@ -477,6 +589,8 @@ pub struct Replayed {
     pub format: Format,
     pub events: u64,
     pub bad: u64,
+    /// Bytes skipped after bad frames.
+    pub skipped: u64,
     pub elapsed: Duration,
     /// Events per output node.
     pub counts: Vec<(String, u64)>,
@@ -489,12 +603,11 @@ impl Replayed {
 
     fn summary(&self) -> Summary {
         let mut text = format!(
-            "dmon replay: {} read from {} ({}), {} bad {}, in {:.2} s: {:.0} events/s\n",
+            "dmon replay: {} read from {} ({}), {}, in {:.2} s: {:.0} events/s\n",
             plural(self.events, "event"),
             self.name,
             self.format.name(),
-            self.bad,
-            unit(self.format, self.bad),
+            bad_input(self.format, self.bad, self.skipped),
             self.elapsed.as_secs_f64(),
             self.rate(),
         );
@@ -516,6 +629,15 @@ impl Replayed {
 /// `1 event`, `2 events`.
 fn plural(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `2 bad frames`, with the bytes skipped to find good ones, if any.
+fn bad_input(format: Format, bad: u64, skipped: u64) -> String {
+    let mut text = format!("{bad} bad {}", unit(format, bad));
+    if skipped > 0 {
+        text.push_str(&format!(" ({} skipped)", plural(skipped, "byte")));
+    }
+    text
 }
 
 fn unit(format: Format, n: u64) -> &'static str {
@@ -597,6 +719,7 @@ pub fn replay(
         format,
         events: reader.events,
         bad: reader.bad,
+        skipped: reader.skipped,
         elapsed,
         counts,
     })
@@ -758,11 +881,10 @@ fn send(reader: Reader, to: SocketAddr, riemann: bool, speed: Speed) -> anyhow::
     };
     Ok(Summary {
         text: format!(
-            "dmon replay: {} read from {name} ({}), {} bad {}, sent to {to} ({how}) in {elapsed:.2} s\n",
+            "dmon replay: {} read from {name} ({}), {}, sent to {to} ({how}) in {elapsed:.2} s\n",
             plural(reader.events, "event"),
             format.name(),
-            reader.bad,
-            unit(format, reader.bad),
+            bad_input(format, reader.bad, reader.skipped),
         ),
         bad: reader.bad,
     })
@@ -795,30 +917,31 @@ mod tests {
         assert_eq!(r.position, 7, "lines counted, blank ones included");
     }
 
+    fn frame(hosts: &[&str]) -> Vec<u8> {
+        let m = Msg {
+            events: hosts
+                .iter()
+                .map(|h| {
+                    to_proto(&Event {
+                        host: Some((*h).into()),
+                        time: Some(Number::Int(10)),
+                        ..Event::default()
+                    })
+                })
+                .collect(),
+            ..Msg::default()
+        };
+        let body = m.encode_to_vec();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend(body);
+        frame
+    }
+
     #[test]
     fn riemann_frames_are_read_and_a_bad_frame_skipped() {
-        let msg = |hosts: &[&str]| {
-            let m = Msg {
-                events: hosts
-                    .iter()
-                    .map(|h| {
-                        to_proto(&Event {
-                            host: Some((*h).into()),
-                            time: Some(Number::Int(10)),
-                            ..Event::default()
-                        })
-                    })
-                    .collect(),
-                ..Msg::default()
-            };
-            let body = m.encode_to_vec();
-            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-            frame.extend(body);
-            frame
-        };
-        let mut bytes = msg(&["a", "b"]);
+        let mut bytes = frame(&["a", "b"]);
         bytes.extend([0, 0, 0, 2, 0xff, 0xff]); // not a Msg
-        bytes.extend(msg(&["c"]));
+        bytes.extend(frame(&["c"]));
         bytes.extend([0, 0, 1, 0, 1, 2]); // truncated
         let mut r = reader(&bytes);
         assert_eq!(r.format, Format::Riemann);
@@ -826,6 +949,33 @@ mod tests {
         let hosts: Vec<_> = events.iter().map(|e| e.host.as_deref().unwrap()).collect();
         assert_eq!(hosts, ["a", "b", "c"]);
         assert_eq!(r.bad, 2);
+    }
+
+    #[test]
+    fn a_corrupt_length_prefix_is_skipped_and_the_frames_after_it_read() {
+        let hosts: Vec<String> = (0..50).map(|i| format!("host{i}")).collect();
+        for corrupt in [0xffff_ffff_u32, 1000, 3] {
+            let mut bytes = Vec::new();
+            let mut corrupted_at = 0;
+            for (i, h) in hosts.iter().enumerate() {
+                let mut f = frame(&[h, "x"]);
+                if i == 10 {
+                    corrupted_at = bytes.len();
+                    f[..4].copy_from_slice(&corrupt.to_be_bytes());
+                }
+                bytes.extend(f);
+            }
+            let frame_len = frame(&[&hosts[10], "x"]).len() as u64;
+            let mut r = reader(&bytes);
+            let events = read_all(&mut r);
+            let read: Vec<_> = events.iter().map(|e| e.host.as_deref().unwrap()).collect();
+            let expected: Vec<_> = (0..50)
+                .filter(|i| *i != 10)
+                .flat_map(|i| [hosts[i].as_str(), "x"])
+                .collect();
+            assert_eq!(read, expected, "length {corrupt} at byte {corrupted_at}");
+            assert_eq!((r.bad, r.skipped), (1, frame_len), "length {corrupt}");
+        }
     }
 
     #[test]

@@ -262,10 +262,10 @@ impl ServerOpts {
         Ok(Some(ServerTls::load(identity, client_ca)?))
     }
 
-    /// What these options leave in plain text although TLS was asked for:
-    /// UDP listeners reachable from the network (UDP cannot be encrypted),
-    /// and an HTTP token sent over plain HTTP. One line each, naming the
-    /// flag that changes it.
+    /// What these options leave open to the network: with TLS, UDP
+    /// listeners reachable from it (UDP cannot be encrypted); without, every
+    /// listener reachable from it, and an HTTP token sent over plain HTTP.
+    /// One line each, naming the flag that changes it.
     pub fn plaintext_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.tls_cert.is_some() {
@@ -288,12 +288,59 @@ impl ServerOpts {
                     exposed.join(" and ")
                 ));
             }
-        } else if let (Some(_), Some(http)) = (&self.http_token_file, self.http) {
-            if !http.ip().is_loopback() {
+        } else {
+            warnings.extend(self.open_listener_warnings());
+            if let (Some(_), Some(http)) = (&self.http_token_file, self.http) {
+                if !http.ip().is_loopback() {
+                    warnings.push(format!(
+                        "--http-token-file without --tls-cert: the token crosses the network in plain text to {http}"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Without TLS: one line for each listener other hosts can reach, with
+    /// what anyone who reaches it can do and the flags that restrict it.
+    fn open_listener_warnings(&self) -> Vec<String> {
+        let off_loopback = |addr: &SocketAddr| !addr.ip().is_loopback();
+        let mut warnings = Vec::new();
+        if let Some(addr) = self.riemann_tcp.filter(off_loopback) {
+            warnings.push(format!(
+                "Riemann TCP on {addr} is reachable from other hosts without TLS: anyone who \
+                 reaches it can send events and query the index (restrict it with \
+                 --riemann-tcp 127.0.0.1:{}, or add --tls-cert, --tls-key and --tls-client-ca)",
+                addr.port()
+            ));
+        }
+        let udp = [
+            (
+                "Riemann UDP",
+                self.riemann_udp,
+                "--riemann-udp",
+                " or --riemann-udp off",
+            ),
+            ("JSON UDP", Some(self.udp), "--udp", ""),
+        ];
+        for (what, addr, flag, off) in udp {
+            if let Some(addr) = addr.filter(off_loopback) {
                 warnings.push(format!(
-                    "--http-token-file without --tls-cert: the token crosses the network in plain text to {http}"
+                    "{what} on {addr} is reachable from other hosts, and UDP has no TLS: \
+                     anyone who reaches it can send events (restrict it with \
+                     {flag} 127.0.0.1:{}{off}, or a firewall)",
+                    addr.port()
                 ));
             }
+        }
+        if let (None, Some(addr)) = (&self.http_token_file, self.http.filter(off_loopback)) {
+            warnings.push(format!(
+                "HTTP on {addr} is reachable from other hosts without TLS or a token: anyone \
+                 who reaches it can read the index, subscribe to it and scrape /metrics \
+                 (restrict it with --http 127.0.0.1:{}, or add --http-token-file with \
+                 --tls-cert and --tls-key)",
+                addr.port()
+            ));
         }
         warnings
     }

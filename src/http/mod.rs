@@ -168,14 +168,14 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let Some(tls) = &shared.tls else {
-                return serve_connection(io, &http1, service, shutdown).await;
+                return serve_connection(io, &http1, service, &shared, shutdown).await;
             };
             let handshake = tokio::select! {
                 _ = shutdown.changed() => return,
                 handshake = tls.accept(io, shared.limits.idle_timeout) => handshake,
             };
             match handshake {
-                Ok(io) => serve_connection(io, &http1, service, shutdown).await,
+                Ok(io) => serve_connection(io, &http1, service, &shared, shutdown).await,
                 Err(why) => {
                     shared.stats().tls_failures.fetch_add(1, Ordering::Relaxed);
                     warn_limited!(LOG, "http {peer}: {why}");
@@ -190,6 +190,7 @@ async fn serve_connection<IO>(
     io: IO,
     http1: &hyper::server::conn::http1::Builder,
     service: TowerToHyperService<Router>,
+    shared: &Shared,
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -198,15 +199,31 @@ async fn serve_connection<IO>(
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
-    tokio::select! {
-        // A client that closes, times out or breaks the protocol ends
-        // here; there is nothing to tell it.
-        _ = connection.as_mut() => {}
+    // A client that closes, times out or breaks the protocol ends here;
+    // there is nothing more to tell it.
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
         _ = shutdown.changed() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            connection.await
         }
+    };
+    if let Err(e) = ended {
+        count_refused_head(shared, &e);
     }
+}
+
+/// Counts a request hyper answered itself, never reaching the router: a
+/// request head it could not parse (400), a URI over its 65,534 bytes (414)
+/// or a head over its buffer (431).
+fn count_refused_head(shared: &Shared, e: &hyper::Error) {
+    if !e.is_parse() || e.is_parse_version_h2() {
+        return;
+    }
+    let stats = shared.stats();
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+    warn_limited!(LOG, "http: request refused before routing: {e}");
 }
 
 /// Every route, with requests and error answers counted.

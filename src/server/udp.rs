@@ -8,8 +8,10 @@
 //! `--max-datagram-events` events (the rest are refused and counted),
 //! and a batch waits for room in the pipeline ([`Pipeline::reserve`]) while
 //! the socket is not read. Meanwhile the kernel's receive buffer fills and
-//! the kernel drops datagrams; SO_RXQ_OVFL tells how many, counted in
-//! `kernel_drops`, so a pipeline that cannot keep up is never silent.
+//! the kernel drops datagrams; SO_RXQ_OVFL tells how many with each
+//! datagram, and SO_MEMINFO every second and at shutdown (drops after the
+//! last datagram received come with none), counted in `kernel_drops`, so
+//! a pipeline that cannot keep up is never silent.
 
 use std::io;
 use std::mem::{size_of, size_of_val, zeroed};
@@ -42,6 +44,9 @@ const RECV_BUFFER: usize = 8 * 1024 * 1024;
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 /// How often a source waiting on a full pipeline looks at the kernel's drops.
 const DROP_POLL: Duration = Duration::from_millis(250);
+/// How often a source looks at the kernel's drops otherwise: the drops
+/// after the last datagram of a burst come with no datagram.
+const IDLE_DROP_POLL: Duration = Duration::from_secs(1);
 
 static BAD_INPUT_LOG: LogLimiter = LogLimiter::new(10);
 static KERNEL_DROP_LOG: LogLimiter = LogLimiter::new(2);
@@ -106,9 +111,15 @@ pub(crate) async fn receive(
         drops_seen: 0,
         local: socket.local_addr()?,
     };
+    let mut drop_poll = tokio::time::interval(IDLE_DROP_POLL);
+    drop_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = drop_poll.tick() => {
+                rx.count_drops(&pipeline, kernel_drops(&socket));
+                continue;
+            }
             r = socket.async_io(Interest::READABLE, || rx.recv(&socket)) => r,
         };
         let mut batch = Vec::new();
@@ -133,13 +144,16 @@ pub(crate) async fn receive(
             break;
         }
     }
+    // The final counters must hold every drop, not those up to the last
+    // datagram read.
+    rx.count_drops(&pipeline, kernel_drops(&socket));
     Ok(())
 }
 
 /// A socket's receive buffer and what it has seen of the kernel's drops.
 struct Receiver {
     buf: Vec<u8>,
-    /// The kernel's drop count for this socket at the last datagram.
+    /// The kernel's drop count for this socket when last seen.
     drops_seen: u32,
     local: SocketAddr,
 }
@@ -224,7 +238,8 @@ impl Receiver {
         tx.send(Work::Reserved(batch, permits, None)).await.is_ok()
     }
 
-    /// Counts the drops the kernel reported since the last datagram.
+    /// Counts the drops the kernel reported (with a datagram, or asked with
+    /// SO_MEMINFO) since it last did.
     fn count_drops(&mut self, pipeline: &Pipeline, drops: Option<u32>) {
         let Some(total) = drops else { return };
         let new = total.wrapping_sub(self.drops_seen);
