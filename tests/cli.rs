@@ -70,6 +70,7 @@ fn serve_help_explains_its_flags() {
         "--tls-client-ca <FILE> Mutual TLS: Riemann TCP and --http clients must present a certificate signed by this CA (PEM); others are refused at the handshake [env: DMON_TLS_CLIENT_CA=]",
         "--http-token-file <FILE> A file whose first line is a token every --http request must carry, as `Authorization: Bearer TOKEN` or as the password of HTTP Basic authentication (browsers ask for it); at least 16 bytes [env: DMON_HTTP_TOKEN_FILE=]",
         "--watch Reload the stream module whenever its file changes;",
+        "--shutdown-grace <SECS> Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend processing the events already received and letting the sinks send; past it dmon stops as a second signal does (exit status 1), counting the events left as unprocessed, so a slow stream with a long queue cannot hold a stop up for ever [env: DMON_SHUTDOWN_GRACE=] [default: 30]",
         "--instrument-interval <SECS> Seconds between the events dmon makes about itself",
         "--self-events-to-streams Send dmon's events about itself (--instrument-interval) through the stream module's roots, as Riemann does, instead of only into the index",
     ] {

@@ -147,6 +147,13 @@ pub struct ServerOpts {
     /// recent_dropped).
     #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub recent_max_events: usize,
+    /// Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend
+    /// processing the events already received and letting the sinks send;
+    /// past it dmon stops as a second signal does (exit status 1), counting
+    /// the events left as unprocessed, so a slow stream with a long queue
+    /// cannot hold a stop up for ever.
+    #[arg(long, value_name = "SECS", env = "DMON_SHUTDOWN_GRACE", default_value = "30" /* DEFAULT_SHUTDOWN_GRACE */, value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
     /// Clustering: gateway (--publish) or worker (--consume) through NATS.
     #[command(flatten)]
     pub cluster: super::cluster_opts::ClusterOpts,
@@ -350,7 +357,8 @@ pub fn announcements(bound: &Addresses) -> Vec<String> {
     after_help = "Stops cleanly on Ctrl-C or SIGTERM: events already received are \
 processed, what sinks hold (mail, forward, graphite) gets a few seconds, and the final counters are logged as \
 `dmon stats: {json}` on stderr. A second Ctrl-C or SIGTERM stops at once (exit \
-status 1), counting what was left unprocessed."
+status 1), counting what was left unprocessed; so does a stop that takes longer \
+than --shutdown-grace."
 )]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -400,9 +408,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Serves until Ctrl-C or SIGTERM (what `serve` and `record` share): opens
 /// the listeners, calls `announce` once they are bound, and on a signal
 /// processes the events already received, prints the final counters and
-/// returns what `finish(false)` says; a second signal stops at once, after
-/// `finish(true)`. `also` names what the clean stop also finishes, for its
-/// log line.
+/// returns what `finish(false)` says; a second signal, or a stop still
+/// going after `--shutdown-grace`, stops at once, after `finish(true)`.
+/// `also` names what the clean stop also finishes, for its log line.
 pub(crate) fn serve_until_stopped(
     pipeline: Arc<Pipeline>,
     opts: &ServerOpts,
@@ -447,8 +455,10 @@ pub(crate) fn serve_until_stopped(
         if let Some(view) = cluster_view {
             view.stop().await;
         }
+        let grace = opts.shutdown_grace;
         tracing::info!(
-            "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
+            "shutting down: processing{also} events already received for at most {} s (--shutdown-grace; Ctrl-C or SIGTERM again to stop at once)",
+            grace.as_secs_f64()
         );
         let pipeline = Arc::clone(&server.pipeline);
         let finishing = async {
@@ -465,7 +475,11 @@ pub(crate) fn serve_until_stopped(
             }
             _ = stop.wait() => {
                 finish(true);
-                forced_stop(&pipeline)
+                forced_stop(&pipeline, "stopped at once")
+            }
+            _ = tokio::time::sleep(grace) => {
+                finish(true);
+                forced_stop(&pipeline, &grace_over(grace))
             }
         }
     })
@@ -556,9 +570,19 @@ async fn start_worker(
 /// stuck in Python may hold up.
 const FORCED_STATS_WAIT: Duration = Duration::from_millis(500);
 
-/// A second signal: exits now, whatever the dispatch thread is stuck in,
-/// with the counters and what was left unprocessed.
-pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
+/// Why a stop that outlasted `--shutdown-grace` ended, for
+/// [`forced_stop`]'s log line.
+pub(crate) fn grace_over(grace: Duration) -> String {
+    format!(
+        "stopped after the {} s of --shutdown-grace",
+        grace.as_secs_f64()
+    )
+}
+
+/// A second signal, or a stop past `--shutdown-grace`: exits now, whatever
+/// the dispatch thread is stuck in, with the counters and what was left
+/// unprocessed; `why` begins the log line saying so.
+pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>, why: &str) -> ! {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = Arc::clone(pipeline);
     let _ = std::thread::Builder::new()
@@ -578,7 +602,7 @@ pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
         None => String::new(),
     };
     tracing::warn!(
-        "stopped at once: {} events received were not processed{stuck}",
+        "{why}: {} events received were not processed{stuck}",
         stats.unprocessed
     );
     match serde_json::to_string(&stats) {
