@@ -66,8 +66,9 @@ pub struct ServerOpts {
     pub max_connections: usize,
     /// Seconds a Riemann TCP connection may go without sending a complete
     /// message, or without reading a reply, before it is closed; also how
-    /// long an HTTP request's headers may take, and an HTTP client may go
-    /// without reading what it is sent (a stalled subscriber).
+    /// long an HTTP request's headers may take, an HTTP client may go
+    /// without reading what it is sent (a stalled subscriber), and an HTTP
+    /// subscription may go with nothing sent to it but keep-alives.
     #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
     pub idle_timeout: Duration,
     /// Address for HTTP: the dashboard (`/`), index queries and
@@ -82,6 +83,14 @@ pub struct ServerOpts {
     /// gets 503.
     #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
     pub http_max_subscribers: usize,
+    /// Seconds between keep-alives to each HTTP subscriber: a WebSocket
+    /// ping, which must be answered (pong) before the next one, or an SSE
+    /// comment line (`: keep-alive`). A subscriber that does not answer, or
+    /// whose connection fails a write, is dropped (http_subscribers_dropped);
+    /// one sent nothing but keep-alives for --idle-timeout is closed
+    /// (http_subscribers_idle), freeing its slot.
+    #[arg(long, value_name = "SECS", env = "DMON_HTTP_KEEPALIVE", default_value = "15" /* crate::http::DEFAULT_KEEPALIVE */, value_parser = parse_secs)]
+    pub http_keepalive: Duration,
     /// PEM certificate (or chain) for TLS on Riemann TCP and --http (HTTPS,
     /// WSS); needs --tls-key. On SIGHUP both files are read again: new
     /// connections get the new certificate, open ones keep theirs. With the
@@ -250,6 +259,7 @@ impl ServerOpts {
                 max_connections: self.http_max_connections,
                 max_subscribers: self.http_max_subscribers,
                 idle_timeout: self.idle_timeout,
+                keepalive: self.http_keepalive,
             },
             tls: self.server_tls()?.map(Arc::new),
             http_token,
