@@ -54,8 +54,13 @@ pub struct HttpStats {
     pub refused_connections: AtomicU64,
     /// Subscriptions refused: --http-max-subscribers were open.
     pub subscribers_refused: AtomicU64,
-    /// Subscribers disconnected for falling behind.
+    /// Subscribers disconnected for falling behind, for not reading what
+    /// they are sent (a write failed or stalled past --idle-timeout), or,
+    /// over a WebSocket, for not answering a keep-alive ping in time.
     pub subscribers_dropped: AtomicU64,
+    /// Subscriptions closed after --idle-timeout with nothing sent to them
+    /// but keep-alives, so idle subscribers cannot hold every slot.
+    pub subscribers_idle: AtomicU64,
     /// Events sent to subscribers.
     pub subscription_events: AtomicU64,
     /// TLS handshakes that failed (as [`TcpStats::tls_failures`]).
@@ -75,6 +80,7 @@ impl HttpStats {
             http_subscribers: subscribers as u64,
             http_subscribers_refused: get(&self.subscribers_refused),
             http_subscribers_dropped: get(&self.subscribers_dropped),
+            http_subscribers_idle: get(&self.subscribers_idle),
             http_subscription_events: get(&self.subscription_events),
             http_tls_failures: get(&self.tls_failures),
             http_unauthorized: get(&self.unauthorized),
@@ -92,6 +98,7 @@ pub struct HttpSnapshot {
     pub http_subscribers: u64,
     pub http_subscribers_refused: u64,
     pub http_subscribers_dropped: u64,
+    pub http_subscribers_idle: u64,
     pub http_subscription_events: u64,
     pub http_tls_failures: u64,
     pub http_unauthorized: u64,
@@ -257,13 +264,14 @@ impl Stats {
                 "http",
                 format!(
                     "{} requests ({} bad), {} connections refused, {} subscribers \
-                     ({} refused, {} dropped), {} events sent",
+                     ({} refused, {} dropped, {} idle), {} events sent",
                     self.http.http_requests,
                     self.http.http_bad_requests,
                     self.http.http_refused_connections,
                     self.http.http_subscribers,
                     self.http.http_subscribers_refused,
                     self.http.http_subscribers_dropped,
+                    self.http.http_subscribers_idle,
                     self.http.http_subscription_events
                 ),
             ),
@@ -324,7 +332,7 @@ mod tests {
         stats.http.http_requests = 3;
         stats.http.http_subscribers_dropped = 1;
         assert!(stats.summary().contains(
-            "\n  http       3 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 1 dropped), 0 events sent\n"
+            "\n  http       3 requests (0 bad), 0 connections refused, 0 subscribers (0 refused, 1 dropped, 0 idle), 0 events sent\n"
         ));
     }
 

@@ -60,7 +60,8 @@ fn serve_help_explains_its_flags() {
         "--riemann-udp <HOST:PORT> Address for Riemann protocol clients over UDP (\"off\" to disable)",
         "--max-frame <BYTES> Largest Riemann TCP message accepted, in bytes;",
         "--max-events-per-message <N> Most events (and states) in one Riemann message; a message with more is refused whole with an error reply naming the limit [env: DMON_MAX_EVENTS_PER_MESSAGE=] [default: 100000]",
-        "--idle-timeout <SECS> Seconds a Riemann TCP connection may go without sending a complete message, or without reading a reply, before it is closed; also how long an HTTP request's headers may take, and an HTTP client may go without reading what it is sent (a stalled subscriber) [env: DMON_IDLE_TIMEOUT=] [default: 120]",
+        "--idle-timeout <SECS> Seconds a Riemann TCP connection may go without sending a complete message, or without reading a reply, before it is closed; also how long an HTTP request's headers may take, an HTTP client may go without reading what it is sent (a stalled subscriber), and an HTTP subscription may go with nothing sent to it but keep-alives [env: DMON_IDLE_TIMEOUT=] [default: 120]",
+        "--http-keepalive <SECS> Seconds between keep-alives to each HTTP subscriber: a WebSocket ping, which must be answered (pong) before the next one, or an SSE comment line (`: keep-alive`).",
         "--smtp <HOST:PORT|log> SMTP relay that email() streams send through (localhost:25 when not given). \"log\" sends nothing: each mail (From, To, Subject, body) is printed where printer() lines go (stdout; in the shell, above the prompt) and counted as sent (mails_sent), to try alerts without a relay [env: DMON_SMTP=]",
         "--smtp-tls <MODE> How the connection to the relay is secured: auto (STARTTLS when the relay offers it, plain otherwise, but never a login in the clear), starttls (STARTTLS required: no mail to a relay without it), tls (TLS from the first byte, as on port 465) or none (plain SMTP).",
         "--smtp-user <USER> User to log in to the relay as (SMTP AUTH). The password comes from the environment variable DMON_SMTP_PASSWORD or from --smtp-password-file, never from the command line",
@@ -70,6 +71,7 @@ fn serve_help_explains_its_flags() {
         "--tls-client-ca <FILE> Mutual TLS: Riemann TCP and --http clients must present a certificate signed by this CA (PEM); others are refused at the handshake [env: DMON_TLS_CLIENT_CA=]",
         "--http-token-file <FILE> A file whose first line is a token every --http request must carry, as `Authorization: Bearer TOKEN` or as the password of HTTP Basic authentication (browsers ask for it); at least 16 bytes [env: DMON_HTTP_TOKEN_FILE=]",
         "--watch Reload the stream module whenever its file changes;",
+        "--shutdown-grace <SECS> Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend processing the events already received and letting the sinks send; past it dmon stops as a second signal does (exit status 1), counting the events left as unprocessed, so a slow stream with a long queue cannot hold a stop up for ever [env: DMON_SHUTDOWN_GRACE=] [default: 30]",
         "--instrument-interval <SECS> Seconds between the events dmon makes about itself",
         "--self-events-to-streams Send dmon's events about itself (--instrument-interval) through the stream module's roots, as Riemann does, instead of only into the index",
     ] {

@@ -557,3 +557,199 @@ impl Flood {
         }
     }
 }
+
+/// A WebSocket client on a bare TCP stream, to see the server's pings and
+/// answer them, or not (client libraries answer them unseen).
+struct RawWs {
+    stream: TcpStream,
+}
+
+/// Sends a GET of `path` with `headers` and reads the answer's head:
+/// (status, the stream).
+fn raw_get(port: u16, path: &str, headers: &str) -> (u16, TcpStream) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: dmon\r\n{headers}\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the answer's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    (status.unwrap_or(0), stream)
+}
+
+impl RawWs {
+    /// Subscribes to `query` (`subscribe=true` too, as the dashboard does,
+    /// if `dashboard`); the status when not upgraded.
+    fn connect(port: u16, query: &str, dashboard: bool) -> Result<RawWs, u16> {
+        let subscribe = if dashboard { "subscribe=true&" } else { "" };
+        let (status, stream) = raw_get(
+            port,
+            &format!("/index?{subscribe}query={}", encode(query)),
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+        match status {
+            101 => Ok(RawWs { stream }),
+            other => Err(other),
+        }
+    }
+
+    /// The next frame from the server: (opcode, payload).
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).expect("a frame");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut n = [0u8; 2];
+                self.stream.read_exact(&mut n).unwrap();
+                u16::from_be_bytes(n) as usize
+            }
+            127 => {
+                let mut n = [0u8; 8];
+                self.stream.read_exact(&mut n).unwrap();
+                u64::from_be_bytes(n) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).unwrap();
+        (head[0] & 0x0f, payload)
+    }
+
+    /// Answers a ping (a client's frames are masked: a zero mask).
+    fn pong(&mut self, payload: &[u8]) {
+        let mut frame = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// Answers pings until the server closes: the close frame's payload.
+    fn until_closed(&mut self) -> Vec<u8> {
+        loop {
+            match self.frame() {
+                (0x9, payload) => self.pong(&payload),
+                (0x8, payload) => return payload,
+                (op, payload) => panic!(
+                    "frame {op:#x} {:?} on a subscription to nothing",
+                    String::from_utf8_lossy(&payload)
+                ),
+            }
+        }
+    }
+}
+
+const NOTHING: &str = r#"host = "nomatch""#;
+
+/// An SSE subscription to [`NOTHING`], once its first keep-alive came.
+fn sse_to_nothing(port: u16) -> (KillOnDrop, Lines) {
+    let (curl, mut lines) = sse(port, &format!("/index/sse?query={}", encode(NOTHING)), &[]);
+    lines
+        .wait_for(IO_TIMEOUT, |l| l == ": keep-alive")
+        .expect("an SSE keep-alive comment");
+    (curl, lines)
+}
+
+/// Waits until `/metrics` says `name` is `value`.
+fn wait_for_metric(port: u16, name: &str, value: f64) {
+    poll_until(&format!("{name} {value}"), || {
+        (metric(port, name) == Some(value)).then_some(())
+    });
+}
+
+/// Issue 24: subscriptions to what never comes were sent nothing, so a
+/// dead one was never found. Each now gets a keep-alive every
+/// `--http-keepalive`: an SSE comment, a WebSocket ping (answered, the
+/// subscription goes on).
+#[test]
+fn subscribers_to_nothing_get_keep_alives() {
+    let s = start(&["--http-keepalive", "0.2"]);
+    let _sse = sse_to_nothing(s.http);
+    let mut ws = RawWs::connect(s.http, NOTHING, false).expect("a WebSocket subscription");
+    for _ in 0..3 {
+        let (opcode, payload) = ws.frame();
+        assert_eq!(opcode, 0x9, "a ping");
+        ws.pong(&payload);
+    }
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscribers_dropped"), 0);
+    assert_eq!(stats.count("http_subscribers_idle"), 0);
+}
+
+/// Issue 24: 64 subscriptions to what never comes held every slot for
+/// ever, and the dashboard got 503. One sent nothing but keep-alives for
+/// `--idle-timeout` is now closed and counted, and its slot serves the
+/// next subscriber.
+#[test]
+fn idle_subscriptions_are_closed_and_free_their_slots() {
+    let s = start(&[
+        "--http-max-subscribers",
+        "2",
+        "--idle-timeout",
+        "3",
+        "--http-keepalive",
+        "0.2",
+    ]);
+    // The idle timeout leaves time, on a loaded machine too, to open both
+    // and be refused a third before the first is closed.
+    let (_sse, mut lines) = sse_to_nothing(s.http);
+    let mut ws = RawWs::connect(s.http, NOTHING, false).expect("a second subscription");
+    assert_eq!(
+        RawWs::connect(s.http, "true", true).err(),
+        Some(503),
+        "the dashboard's subscription, over the limit"
+    );
+    let close = ws.until_closed();
+    assert_eq!(&close[..2], &1001u16.to_be_bytes(), "going away");
+    assert!(
+        String::from_utf8_lossy(&close[2..]).contains("--idle-timeout"),
+        "{close:?}"
+    );
+    lines
+        .wait_for(IO_TIMEOUT, |l| l.contains("--idle-timeout"))
+        .expect("the SSE subscription's closing comment");
+    wait_for_metric(s.http, "dmon_http_subscribers", 0.0);
+    let _dashboard =
+        RawWs::connect(s.http, "true", true).expect("the dashboard's subscription, now served");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscribers_idle"), 2);
+    assert_eq!(stats.count("http_subscribers_refused"), 1);
+    assert_eq!(stats.count("http_subscribers_dropped"), 0);
+}
+
+/// Issue 24: a WebSocket subscriber that stops reading, sent nothing, held
+/// its slot for ever. It does not answer the ping, so it is dropped and
+/// counted once the next ping is due, and its slot serves the next one.
+#[test]
+fn a_websocket_subscriber_that_does_not_answer_pings_is_dropped() {
+    let s = start(&["--http-max-subscribers", "1", "--http-keepalive", "0.2"]);
+    let _silent = RawWs::connect(s.http, NOTHING, false).expect("a subscription");
+    wait_for_metric(s.http, "dmon_http_subscribers_dropped_total", 1.0);
+    wait_for_metric(s.http, "dmon_http_subscribers", 0.0);
+    let _next = RawWs::connect(s.http, NOTHING, false).expect("the next subscriber, served");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscribers_dropped"), 1);
+    assert_eq!(stats.count("http_subscribers_idle"), 0);
+}
+
+/// Issue 24: an SSE subscriber whose connection breaks (reset, as by a
+/// peer that went away) was let go uncounted. The keep-alives find it, and
+/// it is counted as dropped.
+#[test]
+fn an_sse_subscriber_whose_connection_is_reset_is_counted_as_dropped() {
+    let s = start(&["--http-keepalive", "0.2"]);
+    let (status, stream) = raw_get(s.http, &format!("/index/sse?query={}", encode(NOTHING)), "");
+    assert_eq!(status, 200);
+    // Closing with a zero linger resets the connection.
+    let socket = socket2::Socket::from(stream);
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(socket);
+    wait_for_metric(s.http, "dmon_http_subscribers_dropped_total", 1.0);
+    wait_for_metric(s.http, "dmon_http_subscribers", 0.0);
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("http_subscribers_dropped"), 1);
+    assert_eq!(stats.count("http_subscribers_idle"), 0);
+}

@@ -416,6 +416,59 @@ stream = when(held, printer("crit: "))
     assert_eq!(stats.node("stream/when/printer")["kind"], "printer");
 }
 
+/// Issue 24: one SIGTERM with a long queue behind a slow predicate used to
+/// drain for as long as the queue took (87k events behind 1 ms: over two
+/// minutes). With `--shutdown-grace 1` the stop ends a second in, as a
+/// second signal does: exit status 1, the events left counted as
+/// `unprocessed`, so every event received is processed or unprocessed.
+#[test]
+fn a_stop_past_the_shutdown_grace_counts_what_was_left() {
+    let mut s = Server::start_with(
+        r#"
+import time
+from dmon.streams import *
+
+def slow(e):
+    time.sleep(0.2)
+    return True
+
+stream = when(slow, printer("slow: "))
+"#,
+        "py",
+        &["--shutdown-grace", "1"],
+    );
+    // One datagram: once its first event is through, all 100 are received
+    // (draining them would take 20 s).
+    let batch: String = (0..100)
+        .map(|i| json!({"host": format!("n{i}"), "service": "s"}).to_string() + "\n")
+        .collect();
+    s.send_str(&batch);
+    s.expect_printed("slow: ");
+    let signalled = std::time::Instant::now();
+    s.signal("TERM");
+    let done = s.finish("TERM");
+    let took = signalled.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "took {took:?} to stop with --shutdown-grace 1"
+    );
+    assert_eq!(done.status.code(), Some(1), "as a forced stop exits");
+    let stderr = done.stderr.join("\n");
+    assert!(
+        stderr.contains("--shutdown-grace") && stderr.contains("were not processed"),
+        "{stderr}"
+    );
+    let stats = done.stats();
+    assert_eq!(stats.count("events"), 100);
+    assert!(stats.count("unprocessed") > 0, "{}", stats.0);
+    assert_eq!(
+        stats.count("processed") + stats.count("unprocessed"),
+        100,
+        "{}",
+        stats.0
+    );
+}
+
 #[test]
 fn a_clean_shutdown_flushes_what_windows_and_rates_hold() {
     let mut s = Server::start(

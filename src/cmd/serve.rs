@@ -66,8 +66,9 @@ pub struct ServerOpts {
     pub max_connections: usize,
     /// Seconds a Riemann TCP connection may go without sending a complete
     /// message, or without reading a reply, before it is closed; also how
-    /// long an HTTP request's headers may take, and an HTTP client may go
-    /// without reading what it is sent (a stalled subscriber).
+    /// long an HTTP request's headers may take, an HTTP client may go
+    /// without reading what it is sent (a stalled subscriber), and an HTTP
+    /// subscription may go with nothing sent to it but keep-alives.
     #[arg(long, value_name = "SECS", env = "DMON_IDLE_TIMEOUT", default_value = "120" /* DEFAULT_IDLE_TIMEOUT */, value_parser = parse_secs)]
     pub idle_timeout: Duration,
     /// Address for HTTP: the dashboard (`/`), index queries and
@@ -82,6 +83,14 @@ pub struct ServerOpts {
     /// gets 503.
     #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
     pub http_max_subscribers: usize,
+    /// Seconds between keep-alives to each HTTP subscriber: a WebSocket
+    /// ping, which must be answered (pong) before the next one, or an SSE
+    /// comment line (`: keep-alive`). A subscriber that does not answer, or
+    /// whose connection fails a write, is dropped (http_subscribers_dropped);
+    /// one sent nothing but keep-alives for --idle-timeout is closed
+    /// (http_subscribers_idle), freeing its slot.
+    #[arg(long, value_name = "SECS", env = "DMON_HTTP_KEEPALIVE", default_value = "15" /* crate::http::DEFAULT_KEEPALIVE */, value_parser = parse_secs)]
+    pub http_keepalive: Duration,
     /// PEM certificate (or chain) for TLS on Riemann TCP and --http (HTTPS,
     /// WSS); needs --tls-key. On SIGHUP both files are read again: new
     /// connections get the new certificate, open ones keep theirs. With the
@@ -147,6 +156,13 @@ pub struct ServerOpts {
     /// recent_dropped).
     #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub recent_max_events: usize,
+    /// Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend
+    /// processing the events already received and letting the sinks send;
+    /// past it dmon stops as a second signal does (exit status 1), counting
+    /// the events left as unprocessed, so a slow stream with a long queue
+    /// cannot hold a stop up for ever.
+    #[arg(long, value_name = "SECS", env = "DMON_SHUTDOWN_GRACE", default_value = "30" /* DEFAULT_SHUTDOWN_GRACE */, value_parser = parse_secs)]
+    pub shutdown_grace: Duration,
     /// Clustering: gateway (--publish) or worker (--consume) through NATS.
     #[command(flatten)]
     pub cluster: super::cluster_opts::ClusterOpts,
@@ -243,6 +259,7 @@ impl ServerOpts {
                 max_connections: self.http_max_connections,
                 max_subscribers: self.http_max_subscribers,
                 idle_timeout: self.idle_timeout,
+                keepalive: self.http_keepalive,
             },
             tls: self.server_tls()?.map(Arc::new),
             http_token,
@@ -397,7 +414,8 @@ pub fn announcements(bound: &Addresses) -> Vec<String> {
     after_help = "Stops cleanly on Ctrl-C or SIGTERM: events already received are \
 processed, what sinks hold (mail, forward, graphite) gets a few seconds, and the final counters are logged as \
 `dmon stats: {json}` on stderr. A second Ctrl-C or SIGTERM stops at once (exit \
-status 1), counting what was left unprocessed."
+status 1), counting what was left unprocessed; so does a stop that takes longer \
+than --shutdown-grace."
 )]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -447,9 +465,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Serves until Ctrl-C or SIGTERM (what `serve` and `record` share): opens
 /// the listeners, calls `announce` once they are bound, and on a signal
 /// processes the events already received, prints the final counters and
-/// returns what `finish(false)` says; a second signal stops at once, after
-/// `finish(true)`. `also` names what the clean stop also finishes, for its
-/// log line.
+/// returns what `finish(false)` says; a second signal, or a stop still
+/// going after `--shutdown-grace`, stops at once, after `finish(true)`.
+/// `also` names what the clean stop also finishes, for its log line.
 pub(crate) fn serve_until_stopped(
     pipeline: Arc<Pipeline>,
     opts: &ServerOpts,
@@ -494,8 +512,10 @@ pub(crate) fn serve_until_stopped(
         if let Some(view) = cluster_view {
             view.stop().await;
         }
+        let grace = opts.shutdown_grace;
         tracing::info!(
-            "shutting down: processing{also} events already received (Ctrl-C or SIGTERM again to stop at once)"
+            "shutting down: processing{also} events already received for at most {} s (--shutdown-grace; Ctrl-C or SIGTERM again to stop at once)",
+            grace.as_secs_f64()
         );
         let pipeline = Arc::clone(&server.pipeline);
         let finishing = async {
@@ -512,7 +532,11 @@ pub(crate) fn serve_until_stopped(
             }
             _ = stop.wait() => {
                 finish(true);
-                forced_stop(&pipeline)
+                forced_stop(&pipeline, "stopped at once")
+            }
+            _ = tokio::time::sleep(grace) => {
+                finish(true);
+                forced_stop(&pipeline, &grace_over(grace))
             }
         }
     })
@@ -603,9 +627,19 @@ async fn start_worker(
 /// stuck in Python may hold up.
 const FORCED_STATS_WAIT: Duration = Duration::from_millis(500);
 
-/// A second signal: exits now, whatever the dispatch thread is stuck in,
-/// with the counters and what was left unprocessed.
-pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
+/// Why a stop that outlasted `--shutdown-grace` ended, for
+/// [`forced_stop`]'s log line.
+pub(crate) fn grace_over(grace: Duration) -> String {
+    format!(
+        "stopped after the {} s of --shutdown-grace",
+        grace.as_secs_f64()
+    )
+}
+
+/// A second signal, or a stop past `--shutdown-grace`: exits now, whatever
+/// the dispatch thread is stuck in, with the counters and what was left
+/// unprocessed; `why` begins the log line saying so.
+pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>, why: &str) -> ! {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = Arc::clone(pipeline);
     let _ = std::thread::Builder::new()
@@ -625,7 +659,7 @@ pub(crate) fn forced_stop(pipeline: &Arc<Pipeline>) -> ! {
         None => String::new(),
     };
     tracing::warn!(
-        "stopped at once: {} events received were not processed{stuck}",
+        "{why}: {} events received were not processed{stuck}",
         stats.unprocessed
     );
     match serde_json::to_string(&stats) {

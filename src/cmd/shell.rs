@@ -306,11 +306,18 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         runtime.block_on(view.stop());
     }
     if let Some(server) = server {
-        let stats = runtime.block_on(server.shutdown());
+        let pipeline = Arc::clone(&server.pipeline);
+        let grace = args.server.shutdown_grace;
+        // The timer is made inside the runtime, which it needs.
+        let finished =
+            runtime.block_on(async { tokio::time::timeout(grace, server.shutdown()).await });
         // After the shutdown: everything received is in the recording.
         if let Some(recorded) = handle.get().stop_recording() {
             eprintln!("{recorded}");
         }
+        let Ok(stats) = finished else {
+            super::serve::forced_stop(&pipeline, &super::serve::grace_over(grace));
+        };
         if args.stats_json {
             eprintln!("dmon stats: {}", serde_json::to_string(&stats)?);
         } else {

@@ -19,7 +19,10 @@
 //! reading is closed), queries capped in bytes, terms and results as
 //! over Riemann TCP, searches run off the async workers on a snapshot of the
 //! index, at most `max_subscribers` subscriptions, and a subscriber that
-//! falls behind is disconnected and counted, never waited for.
+//! falls behind is disconnected and counted, never waited for. Subscribers
+//! get keep-alives every `keepalive`, so a dead one is found, and one sent
+//! nothing else for `idle_timeout` is closed, so idle subscribers cannot
+//! hold every slot.
 //!
 //! With `--tls-cert` every connection is HTTPS (WSS for subscriptions),
 //! its handshake bounded by `idle_timeout` like a request's headers; with
@@ -32,7 +35,7 @@ pub mod token;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +45,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -62,6 +66,7 @@ use token::HttpToken;
 /// Defaults of [`Limits`] that are the HTTP listener's own.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 64;
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 static LOG: LogLimiter = LogLimiter::new(10);
 
@@ -84,6 +89,10 @@ pub struct Limits {
     /// client may stall, before the connection is closed (`--idle-timeout`,
     /// shared with Riemann TCP).
     pub idle_timeout: Duration,
+    /// How often a subscriber gets a keep-alive (a WebSocket ping, which
+    /// must be answered before the next, or an SSE comment)
+    /// (`--http-keepalive`).
+    pub keepalive: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +104,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             idle_timeout: riemann_tcp::DEFAULT_IDLE_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
         }
     }
 }
@@ -152,7 +162,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
         listener,
         shared: Arc::clone(&shared),
     };
-    let service = TowerToHyperService::new(router(Arc::clone(&shared)));
+    let router = router(Arc::clone(&shared));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -162,7 +172,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             _ = shutdown.changed() => return,
             io = capped.accept() => io,
         };
-        let service = service.clone();
+        // The connection's requests can tell whether it failed.
+        let service = TowerToHyperService::new(router.clone().layer(Extension(io.failed.clone())));
         let http1 = http1.clone();
         let mut shutdown = shutdown.clone();
         let shared = Arc::clone(&shared);
@@ -409,6 +420,7 @@ impl Capped {
                         _slot: slot,
                         stall_limit: self.shared.limits.idle_timeout,
                         stalled: None,
+                        failed: ConnectionFailed::default(),
                     };
                     return (slotted, peer);
                 }
@@ -428,6 +440,23 @@ impl Capped {
     }
 }
 
+/// Set once a write to a connection failed (stalled past `--idle-timeout`,
+/// or refused by the peer), or a read did (a reset). Its requests carry
+/// it, so an SSE subscription ended by its connection breaking is told
+/// from one its client closed.
+#[derive(Clone, Default)]
+pub struct ConnectionFailed(Arc<AtomicBool>);
+
+impl ConnectionFailed {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A connection and its slot, released when hyper (or the WebSocket it
 /// became) drops it. A write that cannot go on for `stall_limit` (a client
 /// that stopped reading: an SSE or WebSocket subscriber, a huge answer)
@@ -439,6 +468,7 @@ struct Slotted {
     stall_limit: Duration,
     /// Since the first write that could not go on.
     stalled: Option<Pin<Box<Sleep>>>,
+    failed: ConnectionFailed,
 }
 
 impl Slotted {
@@ -448,7 +478,10 @@ impl Slotted {
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        if polled.is_ready() {
+        if let Poll::Ready(done) = &polled {
+            if done.is_err() {
+                self.failed.set();
+            }
             self.stalled = None;
             return polled;
         }
@@ -456,13 +489,14 @@ impl Slotted {
         let stalled = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the client read nothing for {limit:?} (--idle-timeout)"),
-            ))),
-            Poll::Pending => Poll::Pending,
+        if stalled.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        self.failed.set();
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client read nothing for {limit:?} (--idle-timeout)"),
+        )))
     }
 }
 
@@ -472,7 +506,12 @@ impl AsyncRead for Slotted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        // A reset peer, not one that closed: as a failed write.
+        if let Poll::Ready(Err(_)) = &polled {
+            self.failed.set();
+        }
+        polled
     }
 }
 

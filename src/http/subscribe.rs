@@ -14,9 +14,16 @@
 //! subscriber whose queue is full, or that fell [`SUBSCRIBER_BACKLOG`]
 //! events behind on the broadcast, is disconnected and counted in
 //! `http_subscribers_dropped`.
+//!
+//! A subscription to what never comes would otherwise hold its slot for
+//! ever: every `--http-keepalive` the connection gets a keep-alive (a
+//! WebSocket ping, or an SSE `: keep-alive` comment), so a dead peer is
+//! found (a write fails or stalls, or a ping goes unanswered until the
+//! next: dropped and counted), and one sent nothing but keep-alives for
+//! `--idle-timeout` is closed and counted in `http_subscribers_idle`.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +32,12 @@ use axum::extract::{Query as Params, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::{parse_query, search, with_warnings, HttpError, Shared, LOG};
+use super::{parse_query, search, with_warnings, ConnectionFailed, HttpError, Shared, LOG};
 use crate::codec::json;
 use crate::event::Event;
 use crate::index::{Subscription, SUBSCRIBER_BACKLOG};
@@ -61,6 +69,7 @@ enum Mode {
 pub async fn index(
     State(shared): State<Arc<Shared>>,
     Params(params): Params<IndexParams>,
+    failed: Option<Extension<ConnectionFailed>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -74,7 +83,7 @@ pub async fn index(
         Err(_) if wants_sse => (Mode::Sse, None),
         Err(_) => (Mode::Once, None),
     };
-    answer(shared, params, mode, ws)
+    answer(shared, params, mode, ws, failed)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -83,8 +92,9 @@ pub async fn index(
 pub async fn index_sse(
     State(shared): State<Arc<Shared>>,
     Params(params): Params<IndexParams>,
+    failed: Option<Extension<ConnectionFailed>>,
 ) -> Response {
-    answer(shared, params, Mode::Sse, None)
+    answer(shared, params, Mode::Sse, None, failed)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -94,6 +104,7 @@ async fn answer(
     params: IndexParams,
     mode: Mode,
     ws: Option<WebSocketUpgrade>,
+    failed: Option<Extension<ConnectionFailed>>,
 ) -> Result<Response, HttpError> {
     let Some(text) = params.query else {
         return Err(HttpError::new(
@@ -135,18 +146,23 @@ async fn answer(
         Vec::new()
     };
     let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+    let ending = Ending::default();
+    let pumped = ending.clone();
     let response = match ws {
         Some(ws) => {
             let shared = Arc::clone(&shared);
             ws
                 // Clients send nothing that matters; big messages are refused.
                 .max_message_size(64 * 1024)
-                .on_upgrade(move |socket| websocket(socket, shared, first, rx))
+                .on_upgrade(move |socket| websocket(socket, shared, first, rx, ending))
         }
-        None => sse_stream(Arc::clone(&shared), first, rx).into_response(),
+        None => {
+            let failed = failed.map(|Extension(f)| f).unwrap_or_default();
+            sse_stream(Arc::clone(&shared), first, rx, failed, ending).into_response()
+        }
     };
     let response = with_warnings(response, &query);
-    tokio::spawn(pump(shared, subscription, query, tx, slot));
+    tokio::spawn(pump(shared, subscription, query, tx, slot, pumped));
     Ok(response)
 }
 
@@ -171,15 +187,10 @@ async fn pump(
     query: Arc<Query>,
     out: mpsc::Sender<Arc<Event>>,
     _slot: OwnedSemaphorePermit,
+    ending: Ending,
 ) {
     let mut shutdown = shared.shutdown.clone();
-    let dropped = |why: String| {
-        shared
-            .stats()
-            .subscribers_dropped
-            .fetch_add(1, Ordering::Relaxed);
-        warn_limited!(LOG, "http: dropped a subscriber: {why}");
-    };
+    let dropped = |why: String| ending.dropped(&shared, why);
     loop {
         let received = tokio::select! {
             _ = shutdown.changed() => return,
@@ -211,47 +222,138 @@ async fn pump(
     }
 }
 
+/// How a subscription ended, counted once: its pump and its connection
+/// may both see the end (a subscriber dropped for falling behind may then
+/// fail a write too).
+#[derive(Clone, Default)]
+struct Ending(Arc<AtomicBool>);
+
+impl Ending {
+    /// Whether the end is already known; true the first time only.
+    fn first(&self) -> bool {
+        !self.0.swap(true, Ordering::Relaxed)
+    }
+
+    fn is_known(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts the subscriber as disconnected for `why`, with a
+    /// rate-limited warning.
+    fn dropped(&self, shared: &Shared, why: String) {
+        if self.first() {
+            shared
+                .stats()
+                .subscribers_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            warn_limited!(LOG, "http: dropped a subscriber: {why}");
+        }
+    }
+
+    /// Counts the subscription as closed for having been sent nothing but
+    /// keep-alives for `--idle-timeout`; says why, as a close reason.
+    fn idle(&self, shared: &Shared) -> String {
+        let why = format!(
+            "closed: nothing matched for {} s (--idle-timeout)",
+            shared.limits.idle_timeout.as_secs_f64()
+        );
+        if self.first() {
+            shared
+                .stats()
+                .subscribers_idle
+                .fetch_add(1, Ordering::Relaxed);
+            warn_limited!(LOG, "http: a subscription was {why}");
+        }
+        why
+    }
+
+    /// Ended with nothing to count: the pump ended (the server stops, or it
+    /// counted the end itself).
+    fn quietly(&self) {
+        self.first();
+    }
+}
+
 /// Sends `first`, then every event the pump queues, one JSON text message
-/// each; ends when the client closes, the pump ends, or a send takes longer
-/// than [`SEND_TIMEOUT`].
+/// each, and a ping every `--http-keepalive`. Ends when the client closes,
+/// the pump ends, or (counted) a send fails or takes longer than
+/// [`SEND_TIMEOUT`], a ping is not answered before the next one is due, or
+/// nothing but pings went out for `--idle-timeout`.
 async fn websocket(
     mut socket: WebSocket,
     shared: Arc<Shared>,
     first: Vec<Arc<Event>>,
     mut queue: mpsc::Receiver<Arc<Event>>,
+    ending: Ending,
 ) {
     let sent = &shared.stats().subscription_events;
+    let limits = &shared.limits;
+    let dropped = |why: &str| ending.dropped(&shared, why.to_owned());
     for e in first {
-        if !send(&mut socket, &e).await {
-            return;
+        if !send(&mut socket, event_message(&e)).await {
+            return dropped("a send failed or timed out");
         }
         sent.fetch_add(1, Ordering::Relaxed);
     }
+    let start = tokio::time::Instant::now();
+    let mut keepalive = tokio::time::interval_at(start + limits.keepalive, limits.keepalive);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut awaiting_pong = false;
     loop {
         tokio::select! {
             event = queue.recv() => match event {
                 Some(e) => {
-                    if !send(&mut socket, &e).await {
-                        return;
+                    if !send(&mut socket, event_message(&e)).await {
+                        return dropped("a send failed or timed out");
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 }
                 None => {
                     let _ = socket.send(Message::Close(None)).await;
                     return;
                 }
             },
-            // Reading also answers pings; a close or an error ends it.
+            // Reading also answers the client's pings; a close or an error
+            // ends it.
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
+            _ = keepalive.tick() => {
+                if awaiting_pong {
+                    return dropped(&format!(
+                        "no pong within {} s of a ping (--http-keepalive)",
+                        limits.keepalive.as_secs_f64()
+                    ));
+                }
+                if !send(&mut socket, Message::Ping(Default::default())).await {
+                    return dropped("a ping failed or timed out");
+                }
+                awaiting_pong = true;
+            }
+            _ = &mut idle => {
+                let why = ending.idle(&shared);
+                let close = axum::extract::ws::CloseFrame {
+                    // 1001, "going away": the client may subscribe again.
+                    code: 1001,
+                    reason: why.into(),
+                };
+                let _ = send(&mut socket, Message::Close(Some(close))).await;
+                return;
+            }
         }
     }
 }
 
-async fn send(socket: &mut WebSocket, e: &Event) -> bool {
-    let message = Message::Text(json::encode(e).into());
+fn event_message(e: &Event) -> Message {
+    Message::Text(json::encode(e).into())
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> bool {
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await,
         Ok(Ok(()))
@@ -259,25 +361,82 @@ async fn send(socket: &mut WebSocket, e: &Event) -> bool {
 }
 
 /// `first`, then every event the pump queues, as server-sent events (one
-/// `data:` line of JSON each), with keep-alive comments so a dead client is
-/// noticed.
+/// `data:` line of JSON each), with a `: keep-alive` comment every
+/// `--http-keepalive` so a dead client is noticed (its connection's write
+/// fails: counted as dropped), and closed (counted as idle) once nothing
+/// else was sent for `--idle-timeout`.
 fn sse_stream(
     shared: Arc<Shared>,
     first: Vec<Arc<Event>>,
     queue: mpsc::Receiver<Arc<Event>>,
+    failed: ConnectionFailed,
+    ending: Ending,
 ) -> impl IntoResponse {
-    let state = (shared, first.into_iter(), queue);
-    let stream = futures_util::stream::unfold(state, |(shared, mut first, mut queue)| async move {
-        let event = match first.next() {
+    let keepalive = KeepAlive::new()
+        .interval(shared.limits.keepalive)
+        .text("keep-alive");
+    let feed = SseFeed {
+        idle: Box::pin(tokio::time::sleep(shared.limits.idle_timeout)),
+        shared,
+        first: first.into_iter(),
+        queue,
+        failed,
+        ending,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        // Closed idle, or dropped by its pump: nothing more to send.
+        if feed.ending.is_known() {
+            return None;
+        }
+        let event = match feed.first.next() {
             Some(e) => e,
-            None => queue.recv().await?,
+            None => tokio::select! {
+                event = feed.queue.recv() => match event {
+                    Some(e) => e,
+                    None => {
+                        feed.ending.quietly();
+                        return None;
+                    }
+                },
+                _ = feed.idle.as_mut() => {
+                    let why = feed.ending.idle(&feed.shared);
+                    return Some((Ok(sse::Event::default().comment(why)), feed));
+                }
+            },
         };
-        shared
+        let idle_timeout = feed.shared.limits.idle_timeout;
+        feed.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + idle_timeout);
+        feed.shared
             .stats()
             .subscription_events
             .fetch_add(1, Ordering::Relaxed);
         let message = sse::Event::default().data(json::encode(&event));
-        Some((Ok::<_, Infallible>(message), (shared, first, queue)))
+        Some((Ok::<_, Infallible>(message), feed))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(keepalive)
+}
+
+/// An SSE subscription's state. Dropped before its end was known, after
+/// its connection failed, it counts its subscriber as dropped: the client
+/// stopped reading or went away without closing.
+struct SseFeed {
+    shared: Arc<Shared>,
+    first: std::vec::IntoIter<Arc<Event>>,
+    queue: mpsc::Receiver<Arc<Event>>,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    failed: ConnectionFailed,
+    ending: Ending,
+}
+
+impl Drop for SseFeed {
+    fn drop(&mut self) {
+        if self.failed.is_set() {
+            self.ending.dropped(
+                &self.shared,
+                "its connection failed: a reset, or a write stalled past --idle-timeout".into(),
+            );
+        }
+    }
 }
