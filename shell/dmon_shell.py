@@ -202,7 +202,8 @@ def _print_stats(s, local):
         f"mail: queued {s['mails_queued']}  sent {s['mails_sent']}  "
         f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
         _recent_line(s) if local else
-        f"recent: {s['recent_events']} events kept, {s['recent_dropped']} dropped by the cap",
+        f"recent: {s['recent_events']} events kept, {_mib(s['recent_bytes'])}, "
+        f"{s['recent_dropped']} dropped by the caps",
     ]
     # forward(), graphite(): one line per target (the mailer has its line above).
     for k in s.get("sinks", []):
@@ -217,11 +218,16 @@ def _print_stats(s, local):
 
 def _recent_line(s):
     """The recent-traffic ring (what try_stream() replays): its size, bounds and drops."""
-    window, cap = _server.recent_bounds()
+    window, cap, cap_bytes = _server.recent_bounds()
     if not window:
         return "recent: off (--recent-minutes 0), so try_stream() has nothing to replay"
-    return (f"recent: {s['recent_events']} events kept (last {_minutes(window / 60)}, "
-            f"at most {cap:,}), {s['recent_dropped']} dropped by the cap")
+    return (f"recent: {s['recent_events']} events kept, {_mib(s['recent_bytes'])} "
+            f"(last {_minutes(window / 60)}, at most {cap:,} and {_mib(cap_bytes)}), "
+            f"{s['recent_dropped']} dropped by the caps")
+
+
+def _mib(n):
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _minutes(m):

@@ -59,6 +59,44 @@ pub struct Event {
     pub attributes: Attributes,
 }
 
+impl Event {
+    /// About how many bytes holding this event keeps alive: the `Arc`'d
+    /// struct, its long (heap) strings, its tags and attributes. Shared
+    /// parts are charged in full, so a budget built on it errs on the safe
+    /// side.
+    pub fn retained_bytes(&self) -> usize {
+        // SmolStr keeps up to 23 bytes inline; longer ones are on the heap.
+        fn text(s: &str) -> usize {
+            if s.len() > 23 {
+                s.len()
+            } else {
+                0
+            }
+        }
+        let strings = [&self.host, &self.service, &self.state, &self.description]
+            .into_iter()
+            .flatten()
+            .map(|s| text(s))
+            .sum::<usize>();
+        let tags = self
+            .tags
+            .iter()
+            .map(|t| std::mem::size_of::<SmolStr>() + text(t))
+            .sum::<usize>();
+        let attributes = self
+            .attributes
+            .iter()
+            .map(|(k, v)| 2 * std::mem::size_of::<SmolStr>() + text(k) + text(v))
+            .sum::<usize>();
+        // The Arc's two counters beside the struct.
+        2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<Event>()
+            + strings
+            + tags
+            + attributes
+    }
+}
+
 /// An event's tags: shared and immutable, so that copying an event copies
 /// a pointer, and no tags allocate nothing. Reads go through the slice (`tags.iter()`, `tags.len()`);
 /// changing them builds new ones (`tags.to_vec()`, then `.into()`).

@@ -567,6 +567,7 @@ impl Pipeline {
             sinks: self.ctx.sink_snapshots(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
+            recent_bytes: self.recent.bytes() as u64,
             recent_dropped: self.recent.dropped(),
             cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
             cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
@@ -704,7 +705,7 @@ mod tests {
             node: Arc::new(crate::streams::index::IndexNode::new()),
         }];
         let pipeline = Pipeline::new(Arc::clone(&h.ctx), roots);
-        pipeline.recent.configure(120.0, 1000);
+        pipeline.recent.configure(120.0, 1000, usize::MAX);
         let (done, _) = oneshot::channel();
         pipeline.handle(Work::Acked(
             vec![

@@ -2,9 +2,11 @@
 //! with their receive times, so a candidate stream can be tried on real
 //! traffic before it goes live (the shell's `try_stream`).
 //!
-//! Bounded twice: by age (`--recent-minutes`) and by count
-//! (`--recent-max-events`), so memory stays bounded whatever the rate; when
-//! the count is reached the oldest events go first, and are counted as
+//! Bounded three times: by age (`--recent-minutes`), by count
+//! (`--recent-max-events`) and by bytes (`--recent-max-mib`, each event
+//! charged what holding it keeps alive: [`Event::retained_bytes`]), so
+//! memory stays bounded whatever the rate and however large the events;
+//! when a cap is reached the oldest events go first, and are counted as
 //! dropped. The pipeline pushes each batch under one lock, not each event.
 
 use std::collections::{HashMap, VecDeque};
@@ -22,11 +24,17 @@ pub const DEFAULT_MINUTES: f64 = 5.0;
 /// Most events kept, by default, whatever the rate.
 pub const DEFAULT_MAX_EVENTS: usize = 200_000;
 
+/// Most memory the kept events may hold, by default, in MiB: 200,000 events
+/// of about 300 bytes, while 65 KB datagrams cannot make it gigabytes.
+pub const DEFAULT_MAX_MIB: usize = 64;
+
 /// An event as it was received, and when (the pipeline clock's seconds).
 #[derive(Clone, Debug)]
 pub struct Received {
     pub at: f64,
     pub event: Arc<Event>,
+    /// What keeping it costs ([`Event::retained_bytes`]).
+    bytes: usize,
 }
 
 /// The ring. Off (keeping nothing) until [`Recent::configure`]d.
@@ -36,7 +44,10 @@ pub struct Recent {
     /// Seconds kept, as f64 bits.
     window: AtomicU64,
     max_events: AtomicUsize,
+    max_bytes: AtomicUsize,
     events: Mutex<VecDeque<Received>>,
+    /// The bytes the events held now cost (changed under `events`' lock).
+    bytes: AtomicUsize,
     /// Events pushed out by the count cap before their time was up.
     dropped: AtomicU64,
 }
@@ -47,21 +58,24 @@ impl Recent {
         Self::default()
     }
 
-    /// Keeps `window_secs` of traffic, at most `max_events` events; a
-    /// window of 0 (or a cap of 0) turns the ring off and empties it.
-    pub fn configure(&self, window_secs: f64, max_events: usize) {
-        let on = window_secs > 0.0 && window_secs.is_finite() && max_events > 0;
+    /// Keeps `window_secs` of traffic, at most `max_events` events holding
+    /// at most `max_bytes`; a window of 0 (or a cap of 0) turns the ring
+    /// off and empties it.
+    pub fn configure(&self, window_secs: f64, max_events: usize, max_bytes: usize) {
+        let on = window_secs > 0.0 && window_secs.is_finite() && max_events > 0 && max_bytes > 0;
         self.window.store(
             if on { window_secs } else { 0.0 }.to_bits(),
             Ordering::Relaxed,
         );
         self.max_events.store(max_events, Ordering::Relaxed);
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
         self.on.store(on, Ordering::Relaxed);
         let mut events = lock(&self.events);
         if on {
-            self.shrink_to_cap(&mut events, max_events);
+            self.shrink_to_cap(&mut events, max_events, max_bytes);
         } else {
             *events = VecDeque::new();
+            self.bytes.store(0, Ordering::Relaxed);
         }
     }
 
@@ -81,6 +95,15 @@ impl Recent {
         self.max_events.load(Ordering::Relaxed)
     }
 
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The bytes the events held now cost.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Events held now.
     pub fn len(&self) -> usize {
         lock(&self.events).len()
@@ -90,31 +113,47 @@ impl Recent {
         self.len() == 0
     }
 
-    /// Events pushed out by the count cap so far.
+    /// Events pushed out by the count or byte cap so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// Adds a batch received at `now`, then forgets what is older than the
-    /// window and what is beyond the cap (oldest first).
+    /// window and what is beyond the caps (oldest first).
     pub fn push(&self, now: f64, batch: &[Arc<Event>]) {
         if !self.is_on() || batch.is_empty() {
             return;
         }
-        let max = self.max_events();
-        // Of a batch larger than the whole cap, only its last `max` events
+        let (max, max_bytes) = (self.max_events(), self.max_bytes());
+        // Of a batch larger than a whole cap, only its last events that fit
         // could stay: the others are dropped without entering.
-        let skip = batch.len().saturating_sub(max);
+        let mut entering = Vec::with_capacity(batch.len().min(max));
+        let mut entering_bytes = 0;
+        for e in batch.iter().rev() {
+            let bytes = e.retained_bytes();
+            if entering.len() == max || entering_bytes + bytes > max_bytes {
+                break;
+            }
+            entering_bytes += bytes;
+            entering.push(Received {
+                at: now,
+                event: Arc::clone(e),
+                bytes,
+            });
+        }
+        let skip = batch.len() - entering.len();
         let mut events = lock(&self.events);
         if skip > 0 {
             self.dropped.fetch_add(skip as u64, Ordering::Relaxed);
         }
         self.forget_before(&mut events, now - self.window_secs());
-        self.shrink_to_cap(&mut events, max - (batch.len() - skip));
-        events.extend(batch[skip..].iter().map(|e| Received {
-            at: now,
-            event: Arc::clone(e),
-        }));
+        self.shrink_to_cap(
+            &mut events,
+            max - entering.len(),
+            max_bytes - entering_bytes,
+        );
+        self.bytes.fetch_add(entering_bytes, Ordering::Relaxed);
+        events.extend(entering.into_iter().rev());
     }
 
     /// Forgets what is older than the window at `now` (on the pipeline's
@@ -242,17 +281,29 @@ impl Recent {
 
     fn forget_before(&self, events: &mut VecDeque<Received>, oldest: f64) {
         while events.front().is_some_and(|r| r.at < oldest) {
-            events.pop_front();
+            self.pop_oldest(events);
         }
     }
 
-    /// Drops the oldest events until at most `keep` remain, counting them.
-    fn shrink_to_cap(&self, events: &mut VecDeque<Received>, keep: usize) {
-        let over = events.len().saturating_sub(keep);
-        if over > 0 {
-            events.drain(..over);
-            self.dropped.fetch_add(over as u64, Ordering::Relaxed);
+    /// Drops the oldest events until at most `keep` remain, holding at most
+    /// `keep_bytes`, counting them.
+    fn shrink_to_cap(&self, events: &mut VecDeque<Received>, keep: usize, keep_bytes: usize) {
+        let mut over = 0;
+        while events.len() > keep || self.bytes() > keep_bytes {
+            if self.pop_oldest(events).is_none() {
+                break;
+            }
+            over += 1;
         }
+        if over > 0 {
+            self.dropped.fetch_add(over, Ordering::Relaxed);
+        }
+    }
+
+    fn pop_oldest(&self, events: &mut VecDeque<Received>) -> Option<Received> {
+        let oldest = events.pop_front()?;
+        self.bytes.fetch_sub(oldest.bytes, Ordering::Relaxed);
+        Some(oldest)
     }
 }
 
@@ -438,7 +489,7 @@ mod tests {
     #[test]
     fn a_series_and_the_busiest_series_since_a_time() {
         let ring = Recent::off();
-        ring.configure(300.0, 100);
+        ring.configure(300.0, 100, usize::MAX);
         ring.push(10.0, &[metric("a", "cpu", "1"), metric("b", "cpu", "5")]);
         ring.push(20.0, &[metric("a", "cpu", "2"), metric("a", "mem", "7")]);
         let mut infinite = Event::clone(&metric("a", "cpu", "0"));
@@ -466,7 +517,7 @@ mod tests {
     #[test]
     fn series_matching_groups_filters_and_bounds() {
         let ring = Recent::off();
-        ring.configure(300.0, 100);
+        ring.configure(300.0, 100, usize::MAX);
         ring.push(10.0, &[metric("a", "cpu", "1"), metric("b", "cpu", "5")]);
         ring.push(20.0, &[metric("a", "cpu", "2"), metric("a", "mem", "7")]);
         let mut no_metric = Event::clone(&metric("a", "cpu", "0"));
@@ -529,7 +580,7 @@ mod tests {
     fn keeps_the_window_by_receive_time() {
         let clock = VirtualClock::starting_at(1000.0);
         let ring = Recent::off();
-        ring.configure(60.0, 100);
+        ring.configure(60.0, 100, usize::MAX);
         ring.push(clock.now(), &batch(&["a", "b"]));
         clock.advance_by(30.0);
         ring.push(clock.now(), &batch(&["c"]));
@@ -557,7 +608,7 @@ mod tests {
     #[test]
     fn the_cap_drops_the_oldest_and_counts_them() {
         let ring = Recent::off();
-        ring.configure(300.0, 3);
+        ring.configure(300.0, 3, usize::MAX);
         ring.push(1.0, &batch(&["a", "b"]));
         ring.push(2.0, &batch(&["c", "d"]));
         assert_eq!(hosts(&ring.since(0.0)), ["b", "c", "d"]);
@@ -570,14 +621,32 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_cap_drops_the_oldest_and_counts_them() {
+        let one = batch(&["a"])[0].retained_bytes();
+        let ring = Recent::off();
+        ring.configure(300.0, 100, 3 * one);
+        ring.push(1.0, &batch(&["a", "b"]));
+        ring.push(2.0, &batch(&["c", "d"]));
+        assert_eq!(hosts(&ring.since(0.0)), ["b", "c", "d"]);
+        assert_eq!((ring.dropped(), ring.bytes()), (1, 3 * one));
+        // A batch larger than the cap: only its last events stay.
+        ring.push(3.0, &batch(&["e", "f", "g", "h", "i"]));
+        assert_eq!(hosts(&ring.since(0.0)), ["g", "h", "i"]);
+        assert_eq!((ring.dropped(), ring.bytes()), (1 + 3 + 2, 3 * one));
+        // Aging out gives the bytes back.
+        ring.trim(1000.0);
+        assert_eq!((ring.len(), ring.bytes()), (0, 0));
+    }
+
+    #[test]
     fn reconfiguring_applies_the_new_bounds() {
         let ring = Recent::off();
-        ring.configure(300.0, 10);
+        ring.configure(300.0, 10, usize::MAX);
         ring.push(1.0, &batch(&["a", "b", "c", "d"]));
-        ring.configure(300.0, 2);
+        ring.configure(300.0, 2, usize::MAX);
         assert_eq!(hosts(&ring.since(0.0)), ["c", "d"]);
         assert_eq!(ring.dropped(), 2);
-        ring.configure(0.0, 2);
+        ring.configure(0.0, 2, usize::MAX);
         assert!(!ring.is_on());
         assert!(ring.is_empty());
         ring.push(2.0, &batch(&["e"]));

@@ -200,6 +200,8 @@ pub struct Stats {
     /// Events in the recent-traffic ring now (`--recent-minutes`), and
     /// those its cap (`--recent-max-events`) pushed out early.
     pub recent_events: u64,
+    /// What the recent events hold, in bytes (see `--recent-max-mib`).
+    pub recent_bytes: u64,
     pub recent_dropped: u64,
     /// A gateway's (`serve --publish`, [`crate::cluster::publish`]): events
     /// and batches JetStream acknowledged, publishes retried, events

@@ -351,3 +351,33 @@ stream = printer("got: ")
     assert_eq!(stats.count("bad_events"), 0, "{}", stats.0);
     assert_eq!(stats.count("events"), 2, "{}", stats.0);
 }
+
+#[test]
+fn the_recent_ring_is_bounded_by_bytes_oldest_out_first() {
+    let _heavy = heavy();
+    // 40 datagrams of one event with a 60 KB description: 2.4 MB of events
+    // against a 1 MiB ring (its count cap, 200,000, never comes near).
+    let mut s = Server::start_with(
+        "from dmon.streams import *\nseen_stream = smap(lambda e: {\"host\": e.host}, printer(\"seen: \"))\n",
+        "py",
+        &["--recent-max-mib", "1"],
+    );
+    let description = "x".repeat(60_000);
+    for i in 0..40 {
+        s.send(serde_json::json!({"host": format!("h{i}"), "description": description}));
+        s.expect_printed("seen: ");
+    }
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let stats = done.stats();
+    let (kept, dropped, bytes) = (
+        stats.count("recent_events"),
+        stats.count("recent_dropped"),
+        stats.count("recent_bytes"),
+    );
+    assert_eq!(kept + dropped, 40, "every event kept or counted as dropped");
+    assert!(bytes <= 1 << 20, "the ring holds {bytes} bytes, over 1 MiB");
+    // Each event costs a little over 60 KB: 17 fit, the newest.
+    assert!((15..=17).contains(&kept), "{kept} events kept");
+    assert!(bytes as usize >= kept as usize * 60_000);
+}

@@ -186,7 +186,7 @@ fn result_object_default_against_and_stats() {
     assert!(
         has_line(
             &out,
-            "recent: 3 events kept (last 5 minutes, at most 3), 1 dropped by the cap"
+            "recent: 3 events kept, 0.0 MiB (last 5 minutes, at most 3 and 64.0 MiB), 1 dropped by the caps"
         ),
         "{out}"
     );

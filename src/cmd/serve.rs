@@ -156,6 +156,12 @@ pub struct ServerOpts {
     /// recent_dropped).
     #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub recent_max_events: usize,
+    /// Most memory those events may hold, in MiB (each charged its decoded
+    /// size, tags and attributes included), so large events cannot make
+    /// it gigabytes; past it the oldest go first (counted as
+    /// recent_dropped; recent_bytes says what is held).
+    #[arg(long, value_name = "MIB", env = "DMON_RECENT_MAX_MIB", default_value_t = recent::DEFAULT_MAX_MIB, value_parser = at_least_one)]
+    pub recent_max_mib: usize,
     /// Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend
     /// processing the events already received and letting the sinks send;
     /// past it dmon stops as a second signal does (exit status 1), counting
@@ -220,9 +226,11 @@ impl ServerOpts {
     pub fn apply_limits(&self, pipeline: &Pipeline) {
         pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
         pipeline.set_self_events_to_streams(self.self_events_to_streams);
-        pipeline
-            .recent
-            .configure(self.recent_minutes * 60.0, self.recent_max_events);
+        pipeline.recent.configure(
+            self.recent_minutes * 60.0,
+            self.recent_max_events,
+            self.recent_max_mib.saturating_mul(1 << 20),
+        );
     }
 
     /// The listeners these options describe, their TLS files and token

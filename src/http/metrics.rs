@@ -35,6 +35,7 @@ const GAUGES: &[&str] = &[
     "dispatch_busy_secs",
     "indexed",
     "recent_events",
+    "recent_bytes",
     "http_subscribers",
     "cluster_publish_waiting",
 ];

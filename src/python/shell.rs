@@ -608,9 +608,13 @@ impl ShellServer {
 
     /// The recent-traffic ring's bounds: seconds kept (0: off) and most
     /// events; None with --connect.
-    fn recent_bounds(&self) -> Option<(f64, usize)> {
+    fn recent_bounds(&self) -> Option<(f64, usize, usize)> {
         match &self.target {
-            Target::Local(p) => Some((p.recent.window_secs(), p.recent.max_events())),
+            Target::Local(p) => Some((
+                p.recent.window_secs(),
+                p.recent.max_events(),
+                p.recent.max_bytes(),
+            )),
             Target::Remote { .. } => None,
         }
     }

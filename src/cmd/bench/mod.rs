@@ -601,6 +601,7 @@ fn pipelined_with(
         pipeline.recent.configure(
             crate::recent::DEFAULT_MINUTES * 60.0,
             crate::recent::DEFAULT_MAX_EVENTS,
+            crate::recent::DEFAULT_MAX_MIB << 20,
         );
     }
     let pipeline = Arc::new(pipeline);
