@@ -202,7 +202,7 @@ def _print_stats(s, local):
         f"mail: queued {s['mails_queued']}  sent {s['mails_sent']}  "
         f"failed {s['mail_failures']}  dropped {s['mails_dropped']}",
         _recent_line(s) if local else
-        f"recent: {s['recent_events']} events kept, {_mib(s['recent_bytes'])}, "
+        f"recent: {_events(s['recent_events'])} kept, {_mib(s['recent_bytes'])}, "
         f"{s['recent_dropped']} dropped by the caps",
     ]
     # forward(), graphite(): one line per target (the mailer has its line above).
@@ -221,13 +221,17 @@ def _recent_line(s):
     window, cap, cap_bytes = _server.recent_bounds()
     if not window:
         return "recent: off (--recent-minutes 0), so try_stream() has nothing to replay"
-    return (f"recent: {s['recent_events']} events kept, {_mib(s['recent_bytes'])} "
+    return (f"recent: {_events(s['recent_events'])} kept, {_mib(s['recent_bytes'])} "
             f"(last {_minutes(window / 60)}, at most {cap:,} and {_mib(cap_bytes)}), "
             f"{s['recent_dropped']} dropped by the caps")
 
 
 def _mib(n):
     return f"{n / (1 << 20):.1f} MiB"
+
+
+def _events(n):
+    return "1 event" if n == 1 else f"{n:,} events"
 
 
 def _minutes(m):
