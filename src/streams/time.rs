@@ -128,7 +128,7 @@ fn ended(start: f64, dt: f64, now: f64) -> u64 {
 /// first event after a quiet one: if the interval that began at `start`
 /// has ended by `now`, its end, moving `start` on: to the next interval
 /// when this one had events and the next is still running, else to none.
-fn close(start: &mut Option<f64>, dt: f64, now: f64, had_events: bool) -> Option<f64> {
+pub(crate) fn close(start: &mut Option<f64>, dt: f64, now: f64, had_events: bool) -> Option<f64> {
     let s = (*start)?;
     let k = ended(s, dt, now);
     if k == 0 {

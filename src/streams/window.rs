@@ -499,17 +499,11 @@ impl FoldInterval {
     /// next interval follows it while events come (Riemann's periodic
     /// switch), else begins with the next event.
     fn roll(&self, s: &mut FixedState, now: f64) -> Vec<Arc<Event>> {
-        let Some(start) = s.start else {
-            return Vec::new();
-        };
-        // The epsilon absorbs rounding in sums like 0.1 + 0.2.
-        let ended = ((now - start) / self.interval + 1e-9).floor();
-        if ended < 1.0 {
-            return Vec::new();
+        let had_events = !s.events.is_empty();
+        match super::time::close(&mut s.start, self.interval, now, had_events) {
+            Some(_) => std::mem::take(&mut s.events),
+            None => Vec::new(),
         }
-        let events = std::mem::take(&mut s.events);
-        s.start = (!events.is_empty() && ended < 2.0).then_some(start + self.interval);
-        events
     }
 
     /// Riemann's fold: the last event with `field` set to `fold` of the
