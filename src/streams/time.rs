@@ -118,6 +118,12 @@ pub const ENTRIES: &[Entry] = &[
 /// At most this many reports per node when the clock jumps many intervals.
 const MAX_CATCH_UP: u64 = 10;
 
+/// Of reports 1..=`n` after a clock jump, the first of the latest ones
+/// made: report 1 and reports `from..=n` make at most [`MAX_CATCH_UP`].
+fn latest_reports_from(n: u64) -> u64 {
+    (n + 2).saturating_sub(MAX_CATCH_UP).max(2)
+}
+
 /// How many whole intervals of `dt` since `start` have ended by `now`.
 fn ended(start: f64, dt: f64, now: f64) -> u64 {
     // The epsilon absorbs rounding in sums like 0.1 + 0.2.
@@ -229,7 +235,7 @@ impl Rate {
         let mut out = Vec::new();
         if alive >= 1 {
             out.push(report(1, s.sum / dt));
-            let from = (alive + 2).saturating_sub(MAX_CATCH_UP).max(2);
+            let from = latest_reports_from(alive);
             out.extend((from..=alive).map(|i| report(i, 0.0)));
             s.sum = 0.0;
             s.pending = false;
@@ -1064,7 +1070,7 @@ impl Ddt {
         let alive = ended(start, dt, s.expires).min(k);
         let end = |i: u64| start + i as f64 * dt;
         // Reports made: the first, then the latest (see MAX_CATCH_UP).
-        let from = (alive + 2).saturating_sub(MAX_CATCH_UP).max(2);
+        let from = latest_reports_from(alive);
         let mut out = Vec::new();
         let mut i = 1;
         while i <= alive {
