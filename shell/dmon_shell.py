@@ -204,6 +204,7 @@ def _print_stats(s, local):
         _recent_line(s) if local else
         f"recent: {_events(s['recent_events'])} kept, {_mib(s['recent_bytes'])}, "
         f"{s['recent_dropped']} dropped by the caps",
+        _memory_line(s),
     ]
     # forward(), graphite(): one line per target (the mailer has its line above).
     for k in s.get("sinks", []):
@@ -214,6 +215,16 @@ def _print_stats(s, local):
             )
     print("\n".join(lines))
     _print_nodes(s["nodes"])
+
+
+_SHARES = ("messages", "pipeline", "replies", "subscribers", "sinks", "recorder", "recent")
+
+
+def _memory_line(s):
+    """What each share of --memory-limit holds, and what it refused."""
+    held = "  ".join(f"{k} {_mib(s[f'memory_{k}_bytes'])}" for k in _SHARES)
+    refused = sum(s[f"memory_{k}_refused"] for k in _SHARES)
+    return f"memory (limit {_mib(s['memory_limit_bytes'])}): {held}; refused {refused}"
 
 
 def _recent_line(s):

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
+use crate::memory::MemoryBudget;
 use crate::outputs::capture::Capture;
 use crate::sinks::email::Mailer;
 use crate::sinks::{SinkSnapshot, Sinks};
@@ -28,6 +29,9 @@ pub struct Context {
     /// In a rehearsal: where output nodes report what reached them (and
     /// `email()` sends nothing).
     pub capture: Option<Arc<Capture>>,
+    /// What peers can make dmon hold, by bytes (`--memory-limit`): the
+    /// sinks' queues draw on it, and so does everything the server holds.
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl Context {
@@ -36,14 +40,16 @@ impl Context {
     }
 
     pub fn with_clock(clock: Arc<dyn Clock>, mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
+        let memory = Arc::<MemoryBudget>::default();
         Context {
             clock,
             timers: Timers::default(),
             index: Index::new(),
             mailer,
-            sinks: Sinks::new(),
+            sinks: Sinks::new(Arc::clone(&memory)),
             console,
             capture: None,
+            memory,
         }
     }
 

@@ -22,6 +22,7 @@
 //! | `dmon dropped kernel`, `dmon dropped mail`, `dmon dropped sinks`, `dmon dropped taps` | what each lost during the interval: datagrams the kernel dropped because dmon fell behind, mail that did not fit the mail queue, events `forward` and `graphite` dropped (queue full), events a slow `tap()` missed |
 //! | `dmon dropped` | all of the above, together |
 //! | `dmon index size` | events in the index |
+//! | `dmon memory SHARE`, `… refused` | per share of `--memory-limit` (`messages`, `pipeline`, `replies`, `subscribers`, `sinks`, `recorder`, `recent`): bytes held now, and charges refused during the interval |
 //! | `dmon node PATH rate` | events into that node per second |
 //! | `dmon sink KIND TARGET sent rate`, `… queue depth`, `… dropped`, `… retried` | per sink (`email`, `forward`, `graphite` and its `host:port`): items sent per second, items waiting now, items dropped and attempts retried during the interval |
 
@@ -138,6 +139,12 @@ impl Instrumenter {
                 out.push(self.event(&format!("dmon ingest latency {q}"), secs, now));
             }
         }
+        for (i, (share, held, refused)) in stats.memory.shares.iter().enumerate() {
+            let name = format!("dmon memory {}", share.name());
+            let then = before.memory.shares.get(i).map_or(0, |s| s.2);
+            out.push(self.event(&name, *held as f64, now));
+            out.push(self.event(&format!("{name} refused"), delta(*refused, then), now));
+        }
         for sink in &stats.sinks {
             let then = before
                 .sinks
@@ -205,6 +212,10 @@ mod tests {
             events,
             datagrams: events,
             indexed: 7,
+            memory: crate::memory::MemoryStats {
+                limit: 1 << 30,
+                shares: vec![(crate::memory::Share::Replies, 4096, events / 500)],
+            },
             sinks: vec![crate::sinks::SinkSnapshot {
                 kind: "forward".into(),
                 target: "127.0.0.1:5555".into(),
@@ -247,6 +258,8 @@ mod tests {
         assert_eq!(metric(&events, "dmon ingest rate"), 100.0);
         assert_eq!(metric(&events, "dmon json udp rate"), 100.0);
         assert_eq!(metric(&events, "dmon index size"), 7.0);
+        assert_eq!(metric(&events, "dmon memory replies"), 4096.0);
+        assert_eq!(metric(&events, "dmon memory replies refused"), 2.0);
         assert_eq!(metric(&events, "dmon node a_stream/average rate"), 20.0);
         assert_eq!(metric(&events, "dmon dropped"), 0.0);
         assert_eq!(

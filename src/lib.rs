@@ -29,6 +29,7 @@
 //! | [`alloc_count`] | the binary's allocator: mimalloc, counting allocations for `dmon bench` |
 //! | [`stats`], [`log_limit`], [`logs`] | counters, rate-limited logs, and where log records go |
 //! | [`query`] | Riemann's query language: parse once, match events natively |
+//! | [`memory`] | the memory budget by bytes (`--memory-limit`) every buffer a peer can fill draws on, in shares |
 //! | [`recent`] | the last minutes of incoming events, for trying a stream on them |
 //! | [`python`] | the embedded interpreter, `dmon.streams`, module loading |
 //! | [`cmd`] | one file per `dmon` subcommand |
@@ -51,6 +52,7 @@ pub mod instrument;
 pub mod latency;
 pub mod log_limit;
 pub mod logs;
+pub mod memory;
 pub mod outputs;
 pub mod pipeline;
 pub mod python;

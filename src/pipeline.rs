@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::context::Context;
 use crate::event::Event;
 use crate::latency::Histogram;
+use crate::memory::{Charge, MemoryBudget};
 use crate::recent::Recent;
 use crate::stats::{IngestStats, Stats};
 use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
@@ -118,6 +119,16 @@ pub struct Permits {
     /// When the source asked for room: the events' ingest latency runs
     /// from here until they have been through the roots.
     since: Instant,
+    /// The events' bytes, charged to the memory budget until processed.
+    _memory: Option<Charge>,
+}
+
+impl Permits {
+    /// These permits also hold `charge` until the events are processed.
+    pub fn holding(mut self, charge: Charge) -> Permits {
+        self._memory = Some(charge);
+        self
+    }
 }
 
 impl Drop for Permits {
@@ -155,6 +166,8 @@ pub struct Pipeline {
     /// root per event: cheap enough to always know what it is stuck in.
     busy_since: AtomicU64,
     busy_root: AtomicUsize,
+    /// What peers can make dmon hold, by bytes (`--memory-limit`).
+    pub memory: Arc<MemoryBudget>,
     /// What sees received events, if anything: one load per batch when
     /// nothing does.
     observer: ArcSwapOption<Observing>,
@@ -175,6 +188,7 @@ impl Pipeline {
         for root in &roots {
             root.node.start(&ctx);
         }
+        let memory = Arc::clone(&ctx.memory);
         Pipeline {
             ctx,
             roots: ArcSwap::from_pointee(roots),
@@ -195,6 +209,7 @@ impl Pipeline {
             batch_start: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             busy_root: AtomicUsize::new(0),
+            memory,
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
             cluster_worker: std::sync::OnceLock::new(),
@@ -262,6 +277,7 @@ impl Pipeline {
             permits: want,
             events: n as u64,
             since: Instant::now(),
+            _memory: None,
         })
     }
 
@@ -276,6 +292,7 @@ impl Pipeline {
             permits: 0,
             events: n as u64,
             since: Instant::now(),
+            _memory: None,
         };
         let want = self.permits_for(n);
         // The semaphore is never closed.
@@ -569,6 +586,7 @@ impl Pipeline {
             recent_events: self.recent.len() as u64,
             recent_bytes: self.recent.bytes() as u64,
             recent_dropped: self.recent.dropped(),
+            memory: crate::memory::MemoryStats::of(&self.memory, self.recent.bytes()),
             cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
             cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
             cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES

@@ -3,7 +3,7 @@
 //! traffic before it goes live (the shell's `try_stream`).
 //!
 //! Bounded three times: by age (`--recent-minutes`), by count
-//! (`--recent-max-events`) and by bytes (`--recent-max-mib`, each event
+//! (`--recent-max-events`) and by bytes (its share of `--memory-limit`, each event
 //! charged what holding it keeps alive: [`Event::retained_bytes`]), so
 //! memory stays bounded whatever the rate and however large the events;
 //! when a cap is reached the oldest events go first, and are counted as
@@ -23,10 +23,6 @@ pub const DEFAULT_MINUTES: f64 = 5.0;
 
 /// Most events kept, by default, whatever the rate.
 pub const DEFAULT_MAX_EVENTS: usize = 200_000;
-
-/// Most memory the kept events may hold, by default, in MiB: 200,000 events
-/// of about 300 bytes, while 65 KB datagrams cannot make it gigabytes.
-pub const DEFAULT_MAX_MIB: usize = 64;
 
 /// An event as it was received, and when (the pipeline clock's seconds).
 #[derive(Clone, Debug)]

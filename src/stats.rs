@@ -200,9 +200,12 @@ pub struct Stats {
     /// Events in the recent-traffic ring now (`--recent-minutes`), and
     /// those its cap (`--recent-max-events`) pushed out early.
     pub recent_events: u64,
-    /// What the recent events hold, in bytes (see `--recent-max-mib`).
+    /// What the recent events hold, in bytes (its share of `--memory-limit`).
     pub recent_bytes: u64,
     pub recent_dropped: u64,
+    /// What each share of `--memory-limit` holds and refused.
+    #[serde(flatten)]
+    pub memory: crate::memory::MemoryStats,
     /// A gateway's (`serve --publish`, [`crate::cluster::publish`]): events
     /// and batches JetStream acknowledged, publishes retried, events
     /// refused (or unacknowledged when a stop gave up), events waiting for

@@ -356,11 +356,12 @@ stream = printer("got: ")
 fn the_recent_ring_is_bounded_by_bytes_oldest_out_first() {
     let _heavy = heavy();
     // 40 datagrams of one event with a 60 KB description: 2.4 MB of events
-    // against a 1 MiB ring (its count cap, 200,000, never comes near).
+    // against a 1 MiB ring, the sixteenth of --memory-limit it may use (its
+    // count cap, 200,000, never comes near).
     let mut s = Server::start_with(
         "from dmon.streams import *\nseen_stream = smap(lambda e: {\"host\": e.host}, printer(\"seen: \"))\n",
         "py",
-        &["--recent-max-mib", "1"],
+        &["--memory-limit", "16"],
     );
     let description = "x".repeat(60_000);
     for i in 0..40 {

@@ -753,3 +753,81 @@ fn an_sse_subscriber_whose_connection_is_reset_is_counted_as_dropped() {
     assert_eq!(stats.count("http_subscribers_dropped"), 1);
     assert_eq!(stats.count("http_subscribers_idle"), 0);
 }
+
+/// 9,900 indexed events of 6 KB each (a 60 MB answer to `query=true`);
+/// 40 clients each ask for everything three times and never read. Before,
+/// every answer was built whole and kept until written: RSS grew by
+/// gigabytes. Now an answer is encoded a chunk at a time as it is read, and
+/// what it keeps alive is charged to the replies' share of --memory-limit:
+/// those that do not fit get 503 "server busy", counted in
+/// memory_replies_refused. Bound: RSS grows by less than that share
+/// (128 MiB of the default 1 GiB), and a reader gets the whole answer
+/// once the non-readers are gone.
+#[test]
+fn unread_index_answers_are_bounded_by_the_memory_budget() {
+    const EVENTS: usize = 9_900;
+    const CLIENTS: usize = 40;
+    let s = start_module("from dmon.streams import *\nstream = index()\n", &[]);
+    let pid = s.pid();
+    let mut client =
+        dmon::client::RiemannClient::connect(([127, 0, 0, 1], s.riemann_tcp).into(), IO_TIMEOUT)
+            .expect("connect over Riemann TCP");
+    let description = "d".repeat(6_000);
+    for start in (0..EVENTS).step_by(500) {
+        let events: Vec<dmon::event::Event> = (start..(start + 500).min(EVENTS))
+            .map(|i| {
+                dmon::codec::json::decode_event(&format!(
+                    r#"{{"host":"h","service":"svc-{i}","metric":{i},"description":"{description}"}}"#
+                ))
+                .expect("an event")
+            })
+            .collect();
+        client.send_events(&events).expect("acknowledged");
+    }
+    let before = rss_kib(pid);
+    let request = "GET /index?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n".repeat(3);
+    let (mut readers, peak) = peak_rss_during(pid, || {
+        let clients: Vec<TcpStream> = (0..CLIENTS)
+            .map(|_| {
+                let mut c = TcpStream::connect(("127.0.0.1", s.http)).unwrap();
+                c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                c.write_all(request.as_bytes()).unwrap();
+                c
+            })
+            .collect();
+        // No signal says the server has answered what it will: watch its
+        // memory for a while with every answer pending.
+        std::thread::sleep(Duration::from_secs(3));
+        clients
+    });
+    // Each client's first answer: the whole array, or 503 at once.
+    let mut busy = 0;
+    for c in &mut readers {
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).expect("an answer's status line");
+        match &head[9..12] {
+            b"200" => {}
+            b"503" => busy += 1,
+            other => panic!("status {}", String::from_utf8_lossy(other)),
+        }
+    }
+    drop(readers);
+    eprintln!(
+        "unread answers: RSS {before} KiB before, peak {peak} KiB; {busy} of {CLIENTS} got 503"
+    );
+    assert!(busy > 0, "some answers must not fit in 128 MiB");
+    assert!(
+        peak < before + 128 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    let (status, body) = poll_until("a whole answer once the others left", || {
+        let (status, body) = query(s.http, "true");
+        (status == 200).then_some((status, body))
+    });
+    assert_eq!(status, 200);
+    let answer: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
+    assert_eq!(answer.len(), EVENTS);
+    let refused = metric(s.http, "dmon_memory_replies_refused_total").expect("the counter");
+    assert!(refused >= busy as f64, "{refused} refused, {busy} seen");
+    assert_eq!(metric(s.http, "dmon_memory_replies_bytes"), Some(0.0));
+}

@@ -755,25 +755,6 @@ fn a_garbage_datagram_is_counted_and_a_valid_one_processed() {
 // 12. Limits: amplification, queries, connections, idleness
 // ---------------------------------------------------------------------------
 
-/// The highest RSS seen while `during` runs, sampled every 10 ms.
-fn peak_rss_during<T>(pid: u32, during: impl FnOnce() -> T) -> (T, u64) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(Ordering::SeqCst) {
-                peak = peak.max(rss_kib(pid));
-                thread::sleep(Duration::from_millis(10));
-            }
-            peak.max(rss_kib(pid))
-        })
-    };
-    let result = during();
-    stop.store(true, Ordering::SeqCst);
-    (result, sampler.join().expect("sampler"))
-}
-
 /// A well-behaved client acknowledging one event at a time until `stop`;
 /// returns every ack's latency, sorted.
 fn ack_probe(
@@ -880,18 +861,10 @@ fn an_amplifying_frame_is_refused_before_decoding() {
     );
 }
 
-/// One event holding 4,194,302 empty attributes (`0x4a 0x00`), in an 8 MiB
-/// frame: under the events cap, but it would decode to over 500 MiB. It is
-/// charged at its decoded size, which exceeds the 256 MiB budget, so it is
-/// refused before decoding. Bound: RSS stays under 300 MiB.
-#[test]
-fn a_frame_that_decodes_too_large_is_refused_by_the_budget() {
-    let _heavy = heavy();
-    let s = Server::start(INDEX_ONLY);
-    let pid = server_pid(&s.module);
-    let attributes = [0x4au8, 0x00].repeat(4 * 1024 * 1024 - 3);
-    // Field 6, length as a 4-byte varint, then the event's attributes.
-    let n = attributes.len() as u32;
+/// A message body of one event whose encoded fields are `inner`: field 6,
+/// its length as a 4-byte varint (up to 256 MiB), then `inner`.
+fn one_event(inner: &[u8]) -> Vec<u8> {
+    let n = inner.len() as u32;
     let mut body = vec![
         0x32,
         (n & 0x7f) as u8 | 0x80,
@@ -899,7 +872,21 @@ fn a_frame_that_decodes_too_large_is_refused_by_the_budget() {
         ((n >> 14) & 0x7f) as u8 | 0x80,
         (n >> 21) as u8,
     ];
-    body.extend_from_slice(&attributes);
+    body.extend_from_slice(inner);
+    body
+}
+
+/// One event holding 4,194,302 empty attributes (`0x4a 0x00`), in an 8 MiB
+/// frame: under the events cap, but it would decode to over 500 MiB. It is
+/// charged at its decoded size, which exceeds what large messages may use
+/// of the default --memory-limit, so it is refused before decoding. Bound:
+/// RSS stays under 300 MiB.
+#[test]
+fn a_frame_that_decodes_too_large_is_refused_by_the_budget() {
+    let _heavy = heavy();
+    let s = Server::start(INDEX_ONLY);
+    let pid = server_pid(&s.module);
+    let body = one_event(&[0x4au8, 0x00].repeat(4 * 1024 * 1024 - 3));
     assert!(body.len() <= 8 * 1024 * 1024);
     let (reply, peak) = peak_rss_during(pid, || {
         let mut c = Conn::open(s.riemann_tcp);
@@ -917,7 +904,7 @@ fn a_frame_that_decodes_too_large_is_refused_by_the_budget() {
         why.starts_with(&format!(
             "server busy: the message (1 events, {} bytes) decodes to about",
             body.len()
-        )) && why.contains("more than the 256 MiB budget"),
+        )) && why.contains("MiB dmon keeps for large messages being received (--memory-limit)"),
         "{why}"
     );
     eprintln!("decoded budget: RSS peak {peak} KiB");
@@ -1314,4 +1301,222 @@ fn idle_connections_are_closed_and_counted() {
         stats.0
     );
     assert_eq!(stats.count("events"), 7, "{:?}", stats.0);
+}
+
+// ---------------------------------------------------------------------------
+// 13. The memory budget (--memory-limit)
+// ---------------------------------------------------------------------------
+
+/// A forward()-sized batch: 500 events of ordinary size.
+fn forward_batch(round: usize) -> Msg {
+    events_msg(
+        (0..500)
+            .map(|i| ProtoEvent {
+                description: bytes("an ordinary description of what happened"),
+                ..event(&format!("host-{i}"), &format!("batch-{round}"), i)
+            })
+            .collect(),
+    )
+}
+
+/// 32 clients each send all but the last byte of an 8 MiB frame and stall:
+/// 256 MiB of frames held, the whole of the old budget. Every other
+/// client's 500-event batch must still be acknowledged at once (before:
+/// refused "server busy" for as long as the stall lasted); large frames
+/// that do not fit in the three quarters of the messages share they may
+/// use are refused instead, counted in memory_messages_refused.
+#[test]
+fn clients_stalled_inside_huge_frames_do_not_refuse_others_batches() {
+    const STALLERS: usize = 32;
+    let _heavy = heavy();
+    let s = Server::start(INDEX_ONLY);
+    let port = s.riemann_tcp;
+    let pid = server_pid(&s.module);
+    let frame_len = 8 * 1024 * 1024;
+    let body = vec![0u8; frame_len - 1];
+    let (mut stalled, peak) = peak_rss_during(pid, || {
+        let stallers: Vec<_> = (0..STALLERS)
+            .map(|_| {
+                let body = body.clone();
+                thread::spawn(move || {
+                    let mut c = Conn::open(port);
+                    c.write(&(frame_len as u32).to_be_bytes()).expect("length");
+                    // A refused one is closed before its body is read: the
+                    // write may then fail, which is the refusal too.
+                    let _ = c.write(&body);
+                    c
+                })
+            })
+            .collect();
+        let stalled: Vec<Conn> = stallers
+            .into_iter()
+            .map(|t| t.join().expect("staller"))
+            .collect();
+        let mut batcher = Conn::open(port);
+        for round in 0..5 {
+            let started = Instant::now();
+            let reply = batcher.request(&forward_batch(round));
+            assert_ok(
+                &reply,
+                &format!("batch {round} beside {STALLERS} stalled frames"),
+            );
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        stalled
+    });
+    // The stallers that did not fit got "server busy" and were closed.
+    let mut refused = 0;
+    for c in &mut stalled {
+        c.s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(reply) = c.read_reply() {
+            let why = error_text(&reply);
+            assert!(
+                why.starts_with("server busy: the 8388608-byte message"),
+                "{why}"
+            );
+            assert!(why.contains("--memory-limit"), "{why}");
+            refused += 1;
+        }
+    }
+    drop(stalled);
+    eprintln!("stalled frames: {refused} of {STALLERS} refused; RSS peak {peak} KiB");
+    // 1 GiB limit: messages 256 MiB, large ones 192 MiB: 24 frames of 8 MiB.
+    assert_eq!(refused, STALLERS - 24);
+    assert!(peak < 400 * 1024, "RSS peaked at {peak} KiB");
+    let stats = s.terminate().stats();
+    assert_eq!(
+        stats.count("memory_messages_refused"),
+        refused as u64,
+        "{:?}",
+        stats.0
+    );
+    assert_eq!(stats.count("events"), 5 * 500, "{:?}", stats.0);
+}
+
+/// One 1 MB frame of 100,000 minimal events decodes to ~45 MB. Eight
+/// clients send three each, as fast as they are acknowledged: before, RSS
+/// reached three times the documented 256 MiB. With `--memory-limit 256`
+/// what they can make dmon hold (messages being decoded, events waiting for
+/// the streams, the recent events) stays within the limit: peak RSS under
+/// the limit plus what dmon holds idle. Every event is processed or was
+/// refused whole ("server busy", retried by the client until it fits).
+#[test]
+fn many_clients_of_large_frames_stay_within_the_memory_limit() {
+    const CLIENTS: usize = 8;
+    const FRAMES: usize = 3;
+    const EVENTS: usize = 100_000;
+    let _heavy = heavy();
+    let s = Server::start_with(INDEX_ONLY, "py", &["--memory-limit", "256"]);
+    let port = s.riemann_tcp;
+    let pid = server_pid(&s.module);
+    assert_responsive(port, "warm-up");
+    let idle = rss_kib(pid);
+    // Field 6 (an event) of 8 bytes: host "h", service "s", metric_sint64.
+    let one = [0x32u8, 0x08, 0x22, 0x01, b'h', 0x1a, 0x01, b's', 0x68, 0x02];
+    let body = Arc::new(one.repeat(EVENTS));
+    assert_eq!(body.len(), 1_000_000);
+    let (busy, peak) = peak_rss_during(pid, || {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let body = Arc::clone(&body);
+                thread::spawn(move || {
+                    let mut c = Conn::open(port);
+                    let mut busy = 0;
+                    let mut sent = 0;
+                    while sent < FRAMES {
+                        c.send_body(&body).expect("send the frame");
+                        let reply = c.read_reply().expect("a reply");
+                        if reply.ok == Some(true) {
+                            sent += 1;
+                        } else {
+                            let why = error_text(&reply);
+                            assert!(why.starts_with("server busy"), "{why}");
+                            busy += 1;
+                            assert!(busy < 10_000, "refused for ever: {why}");
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    busy
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .sum::<usize>()
+    });
+    eprintln!("large frames: RSS idle {idle} KiB, peak {peak} KiB; {busy} busy replies");
+    assert!(
+        peak < idle + 256 * 1024,
+        "RSS peaked at {peak} KiB, idle {idle} KiB, limit 256 MiB"
+    );
+    let stats = s.terminate().stats();
+    assert_eq!(
+        stats.count("events"),
+        (CLIENTS * FRAMES * EVENTS) as u64 + 1,
+        "{:?}",
+        stats.0
+    );
+}
+
+/// A frame holding one event with 4,194,302 empty tags (8 MiB) would
+/// decode to about 235 MB: it is refused by the budget before decoding.
+/// One of 1,048,574 empty tags (2 MiB) fits, and is kept as the one tag
+/// it says (tags are a set). Twelve of each, each a service of its own:
+/// before, the index held 117 MiB per 8 MiB frame, growing linearly.
+#[test]
+fn empty_tags_cannot_amplify_a_frame_into_gigabytes() {
+    let _heavy = heavy();
+    let s = Server::start(INDEX_ONLY);
+    let port = s.riemann_tcp;
+    let pid = server_pid(&s.module);
+    assert_responsive(port, "warm-up");
+    let tagged = |service: &str, tags: usize| {
+        // host, service and a ttl of an hour (a slow machine's rounds must
+        // not expire the first events), then field 7 (a tag) empty, `tags`
+        // times.
+        let mut inner = vec![0x22, 0x01, b'h', 0x1a, service.len() as u8];
+        inner.extend_from_slice(service.as_bytes());
+        inner.push(0x45);
+        inner.extend_from_slice(&3600f32.to_le_bytes());
+        inner.extend_from_slice(&[0x3a, 0x00].repeat(tags));
+        one_event(&inner)
+    };
+    let (replies, peak) = peak_rss_during(pid, || {
+        let mut c = Conn::open(port);
+        (0..12)
+            .flat_map(|i| {
+                let huge = tagged(&format!("huge-{i:02}"), 4_194_302 - 11);
+                assert!(huge.len() <= 8 * 1024 * 1024);
+                c.send_body(&huge).expect("send");
+                let huge = c.read_reply().expect("a reply");
+                let small = tagged(&format!("small-{i:02}"), 1_048_574);
+                c.send_body(&small).expect("send");
+                let small = c.read_reply().expect("a reply");
+                [huge, small]
+            })
+            .collect::<Vec<_>>()
+    });
+    for pair in replies.chunks(2) {
+        let why = error_text(&pair[0]);
+        assert!(
+            why.starts_with("server busy: the message (1 events,")
+                && why.contains("--memory-limit"),
+            "{why}"
+        );
+        assert_ok(&pair[1], "a 2 MiB frame of empty tags");
+    }
+    let mut c = Conn::open(port);
+    let reply = c.request(&query_msg("service =~ \"small-%\""));
+    assert_eq!(reply.events.len(), 12, "{}", error_text(&reply));
+    for e in &reply.events {
+        assert_eq!(e.tags, vec![bytes::Bytes::new()], "one empty tag");
+    }
+    let after = rss_kib(pid);
+    eprintln!("empty tags: RSS peak {peak} KiB, {after} KiB after");
+    assert!(peak < 400 * 1024, "RSS peaked at {peak} KiB");
+    assert!(after < 200 * 1024, "RSS after is {after} KiB");
+    let stats = s.terminate().stats();
+    assert_eq!(stats.count("memory_messages_refused"), 12, "{:?}", stats.0);
 }

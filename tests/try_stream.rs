@@ -190,6 +190,14 @@ fn result_object_default_against_and_stats() {
         ),
         "{out}"
     );
+    // Each share of --memory-limit, what it holds now (the recent events'
+    // bytes) and what it refused.
+    let memory = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("memory (limit 1024.0 MiB): messages 0.0 MiB  pipeline 0.0 MiB"))
+        .unwrap_or_else(|| panic!("no memory line in {out}"));
+    assert!(memory.ends_with("recent 0.0 MiB; refused 0"), "{memory}");
     // Bound as a root, the candidate prints from the next event on.
     shell.type_line("x_stream = cand");
     shell.send_datagram(r#"{"host":"e","metric":8}"#);

@@ -156,12 +156,19 @@ pub struct ServerOpts {
     /// recent_dropped).
     #[arg(long, value_name = "N", env = "DMON_RECENT_MAX_EVENTS", default_value_t = recent::DEFAULT_MAX_EVENTS, value_parser = at_least_one)]
     pub recent_max_events: usize,
-    /// Most memory those events may hold, in MiB (each charged its decoded
-    /// size, tags and attributes included), so large events cannot make
-    /// it gigabytes; past it the oldest go first (counted as
-    /// recent_dropped; recent_bytes says what is held).
-    #[arg(long, value_name = "MIB", env = "DMON_RECENT_MAX_MIB", default_value_t = recent::DEFAULT_MAX_MIB, value_parser = at_least_one)]
-    pub recent_max_mib: usize,
+    /// Most memory, in MiB, that what peers send and ask for may make dmon
+    /// hold: Riemann messages being received and decoded (a quarter),
+    /// events waiting for the streams (a quarter), query replies over
+    /// Riemann TCP and HTTP (an eighth), subscribers', outputs' and the
+    /// recorder's queues and the recent events try_stream() replays (a
+    /// sixteenth each). Each is charged its decoded size, tags and
+    /// attributes included. A message or reply that does not fit is
+    /// refused with "server busy" (counted in memory_<share>_refused);
+    /// sources that can wait (UDP) wait; the recent events drop their
+    /// oldest. stats() and /metrics show each share's use
+    /// (memory_<share>_bytes).
+    #[arg(long, value_name = "MIB", env = "DMON_MEMORY_LIMIT", default_value_t = crate::memory::DEFAULT_LIMIT_MIB, value_parser = at_least_one)]
+    pub memory_limit: usize,
     /// Seconds a stop (Ctrl-C, SIGTERM, or leaving the shell) may spend
     /// processing the events already received and letting the sinks send;
     /// past it dmon stops as a second signal does (exit status 1), counting
@@ -226,10 +233,13 @@ impl ServerOpts {
     pub fn apply_limits(&self, pipeline: &Pipeline) {
         pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
         pipeline.set_self_events_to_streams(self.self_events_to_streams);
+        pipeline
+            .memory
+            .set_limit(self.memory_limit.saturating_mul(1 << 20));
         pipeline.recent.configure(
             self.recent_minutes * 60.0,
             self.recent_max_events,
-            self.recent_max_mib.saturating_mul(1 << 20),
+            pipeline.memory.size(crate::memory::Share::Recent),
         );
     }
 

@@ -44,11 +44,31 @@ impl Default for Recent {
     }
 }
 
+/// `tags` without repeats, in first-seen order; borrowed when there are
+/// none (the usual case, checked without allocating for a few tags).
+fn unique(tags: &[SmolStr]) -> std::borrow::Cow<'_, [SmolStr]> {
+    use std::borrow::Cow;
+    const FEW: usize = 16;
+    let repeated = if tags.len() <= FEW {
+        tags.iter().enumerate().any(|(i, t)| tags[..i].contains(t))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(tags.len());
+        !tags.iter().all(|t| seen.insert(t))
+    };
+    if !repeated {
+        return Cow::Borrowed(tags);
+    }
+    let mut seen = std::collections::HashSet::new();
+    Cow::Owned(tags.iter().filter(|t| seen.insert(*t)).cloned().collect())
+}
+
 impl Recent {
-    /// `tags` as shared tags: the last ones made, when equal.
+    /// `tags` as shared tags: the last ones made, when equal. Tags are a
+    /// set (as Riemann's `tagged` reads them): a repeated one is kept once,
+    /// so a message of millions of empty tags cannot decode to gigabytes.
     pub fn tags(&mut self, tags: &[SmolStr]) -> Tags {
         if *self.tags != *tags {
-            self.tags = Tags::from(tags);
+            self.tags = Tags::from(&*unique(tags));
         }
         self.tags.clone()
     }
@@ -108,6 +128,20 @@ mod tests {
 
     fn same_allocation(a: &SmolStr, b: &SmolStr) -> bool {
         std::ptr::eq(a.as_str().as_ptr(), b.as_str().as_ptr())
+    }
+
+    #[test]
+    fn repeated_tags_are_kept_once_in_first_seen_order() {
+        let mut recent = Recent::default();
+        let few: Vec<SmolStr> = ["b", "a", "b", ""].map(SmolStr::from).to_vec();
+        assert_eq!(&*recent.tags(&few), ["b", "a", ""]);
+        // Millions of empty tags (a hostile message) are one tag.
+        let empty = vec![SmolStr::default(); 100_000];
+        assert_eq!(&*recent.tags(&empty), [""]);
+        let many: Vec<SmolStr> = (0..40)
+            .map(|i| SmolStr::from(format!("t{}", i % 20)))
+            .collect();
+        assert_eq!(recent.tags(&many).len(), 20);
     }
 
     #[test]

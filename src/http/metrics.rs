@@ -98,7 +98,10 @@ pub fn render(events: &[Arc<Event>], stats: &Stats) -> String {
         let Some(value) = value.as_f64() else {
             continue; // nodes, dispatch_busy_in
         };
-        let (metric, kind) = if GAUGES.contains(&name.as_str()) {
+        // Bytes held now are levels; refusals count up.
+        let level = GAUGES.contains(&name.as_str())
+            || (name.starts_with("memory_") && name.ends_with("_bytes"));
+        let (metric, kind) = if level {
             (format!("dmon_{name}"), "gauge")
         } else {
             (format!("dmon_{name}_total"), "counter")

@@ -41,6 +41,7 @@ use super::{parse_query, search, with_warnings, ConnectionFailed, HttpError, Sha
 use crate::codec::json;
 use crate::event::Event;
 use crate::index::{Subscription, SUBSCRIBER_BACKLOG};
+use crate::memory::{Charge, Share};
 use crate::query::Query;
 use crate::warn_limited;
 
@@ -116,7 +117,7 @@ async fn answer(
     let query = parse_query(&shared, text).await?;
     if mode == Mode::Once {
         let found = search(&shared, &query).await?;
-        return Ok(with_warnings(json_array(&found), &query));
+        return Ok(with_warnings(json_array(&shared, found)?, &query));
     }
     let Ok(slot) = Arc::clone(&shared.subscribers).try_acquire_owned() else {
         shared
@@ -141,7 +142,17 @@ async fn answer(
     let subscription = shared.pipeline.context().index.subscribe();
     let subscribe = params.subscribe.as_deref() == Some("true");
     let first = if subscribe {
-        search(&shared, &query).await?
+        let found = search(&shared, &query).await?;
+        found
+            .into_iter()
+            .map(|e| queued(&shared, e))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server busy: the subscription's first matches do not fit in the memory for subscribers' queues now (--memory-limit); retry later or narrow the query",
+                )
+            })?
     } else {
         Vec::new()
     };
@@ -166,16 +177,70 @@ async fn answer(
     Ok(response)
 }
 
-fn json_array(events: &[Arc<Event>]) -> Response {
-    let mut body = String::from("[");
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&json::encode(e));
-    }
-    body.push_str("]\n");
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// `events` as a JSON array, encoded a chunk at a time as the client reads,
+/// so a client that does not read holds one chunk, not the whole answer.
+/// What the answer keeps alive (the events, should the index drop them
+/// meanwhile) is charged to [`Share::Replies`] until it is written or the
+/// client leaves; an answer that does not fit gets 503.
+fn json_array(shared: &Shared, events: Vec<Arc<Event>>) -> Result<Response, HttpError> {
+    let bytes = events.iter().map(|e| e.retained_bytes()).sum();
+    let charge = shared
+        .pipeline
+        .memory
+        .try_charge(Share::Replies, bytes)
+        .map_err(|full| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("server busy: the answer ({} events) does not fit in memory now ({full}); retry later or narrow the query", events.len()),
+            )
+        })?;
+    /// Bytes encoded per chunk.
+    const CHUNK: usize = 64 * 1024;
+    let chunks = futures_util::stream::unfold(
+        (events.into_iter().peekable(), true, Some(charge)),
+        |(mut events, first, mut charge)| async move {
+            charge.as_ref()?;
+            let mut chunk = String::with_capacity(CHUNK + 1024);
+            if first {
+                chunk.push('[');
+            }
+            while chunk.len() < CHUNK {
+                let Some(e) = events.next() else {
+                    chunk.push_str("]\n");
+                    // The last chunk: nothing is held any more.
+                    charge = None;
+                    break;
+                };
+                if !first || chunk.len() > 1 {
+                    chunk.push(',');
+                }
+                chunk.push_str(&json::encode(&e));
+            }
+            let next = (events, false, charge);
+            Some((Ok::<_, Infallible>(chunk), next))
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// An event queued for a subscriber, charged to [`Share::Subscribers`]
+/// until sent: the queue may keep it alive after the index let it go.
+type Queued = (Arc<Event>, Charge);
+
+/// `event` charged for a subscriber's queue; `None` when the share is full
+/// (counted as refused).
+fn queued(shared: &Shared, event: Arc<Event>) -> Option<Queued> {
+    let bytes = event.retained_bytes();
+    let charge = shared
+        .pipeline
+        .memory
+        .try_charge(Share::Subscribers, bytes)
+        .ok()?;
+    Some((event, charge))
 }
 
 /// Filters the index's feed with `query` into the subscriber's queue until
@@ -185,7 +250,7 @@ async fn pump(
     shared: Arc<Shared>,
     mut subscription: Subscription,
     query: Arc<Query>,
-    out: mpsc::Sender<Arc<Event>>,
+    out: mpsc::Sender<Queued>,
     _slot: OwnedSemaphorePermit,
     ending: Ending,
 ) {
@@ -202,6 +267,11 @@ async fn pump(
                 if !query.matches(&event) {
                     continue;
                 }
+                let Some(event) = queued(&shared, event) else {
+                    return dropped(
+                        "the memory for subscribers' queues is full (--memory-limit)".into(),
+                    );
+                };
                 match out.try_send(event) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -282,14 +352,14 @@ impl Ending {
 async fn websocket(
     mut socket: WebSocket,
     shared: Arc<Shared>,
-    first: Vec<Arc<Event>>,
-    mut queue: mpsc::Receiver<Arc<Event>>,
+    first: Vec<Queued>,
+    mut queue: mpsc::Receiver<Queued>,
     ending: Ending,
 ) {
     let sent = &shared.stats().subscription_events;
     let limits = &shared.limits;
     let dropped = |why: &str| ending.dropped(&shared, why.to_owned());
-    for e in first {
+    for (e, _held) in first {
         if !send(&mut socket, event_message(&e)).await {
             return dropped("a send failed or timed out");
         }
@@ -304,7 +374,7 @@ async fn websocket(
     loop {
         tokio::select! {
             event = queue.recv() => match event {
-                Some(e) => {
+                Some((e, _held)) => {
                     if !send(&mut socket, event_message(&e)).await {
                         return dropped("a send failed or timed out");
                     }
@@ -367,8 +437,8 @@ async fn send(socket: &mut WebSocket, message: Message) -> bool {
 /// else was sent for `--idle-timeout`.
 fn sse_stream(
     shared: Arc<Shared>,
-    first: Vec<Arc<Event>>,
-    queue: mpsc::Receiver<Arc<Event>>,
+    first: Vec<Queued>,
+    queue: mpsc::Receiver<Queued>,
     failed: ConnectionFailed,
     ending: Ending,
 ) -> impl IntoResponse {
@@ -388,11 +458,11 @@ fn sse_stream(
         if feed.ending.is_known() {
             return None;
         }
-        let event = match feed.first.next() {
-            Some(e) => e,
+        let (event, _held) = match feed.first.next() {
+            Some(queued) => queued,
             None => tokio::select! {
                 event = feed.queue.recv() => match event {
-                    Some(e) => e,
+                    Some(queued) => queued,
                     None => {
                         feed.ending.quietly();
                         return None;
@@ -423,8 +493,8 @@ fn sse_stream(
 /// stopped reading or went away without closing.
 struct SseFeed {
     shared: Arc<Shared>,
-    first: std::vec::IntoIter<Arc<Event>>,
-    queue: mpsc::Receiver<Arc<Event>>,
+    first: std::vec::IntoIter<Queued>,
+    queue: mpsc::Receiver<Queued>,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
     failed: ConnectionFailed,
     ending: Ending,

@@ -286,8 +286,12 @@ impl ShellServer {
     fn record_start(&self, py: Python<'_>, path: &str, format: &str) -> PyResult<Option<String>> {
         let pipeline = self.local()?;
         let format: Format = format.parse().map_err(PyValueError::new_err)?;
-        let recorder = Recorder::create(std::path::Path::new(path), format)
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot record to {path}: {e}")))?;
+        let recorder = Recorder::create(
+            std::path::Path::new(path),
+            format,
+            Arc::clone(&pipeline.memory),
+        )
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot record to {path}: {e}")))?;
         let previous = py.detach(|| self.stop_recording());
         pipeline.set_observer(Some(Arc::clone(&recorder) as Arc<dyn Observer>));
         *self.recording.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder);

@@ -4,8 +4,9 @@
 //! The recorder is a [`pipeline::Observer`]: the dispatch thread hands it
 //! each batch (shared events, no copies) and goes on. A writer thread of its
 //! own encodes and writes them, so a slow disk never slows dispatch: at most
-//! [`MAX_PENDING`] events wait for it, and a batch that does not fit is
-//! dropped whole and counted.
+//! [`MAX_PENDING`] events wait for it, holding no more than the recorder's
+//! share of `--memory-limit`, and a batch that does not fit is dropped whole
+//! and counted.
 //!
 //! Two formats: NDJSON (one event per line, the JSON codec's encoding) and
 //! Riemann frames (a 4-byte big-endian length, then a protobuf `Msg`
@@ -25,6 +26,7 @@ use prost::Message;
 use crate::codec::riemann::{to_proto, Msg};
 use crate::event::Event;
 use crate::log_limit::LogLimiter;
+use crate::memory::{Charge, MemoryBudget, Share};
 use crate::pipeline;
 use crate::warn_limited;
 
@@ -80,12 +82,17 @@ pub struct Recorded {
 /// A recording in progress; see the module documentation.
 pub struct Recorder {
     /// Taken by [`Recorder::finish`]: later batches are not recorded.
-    tx: Mutex<Option<Sender<Vec<Arc<Event>>>>>,
+    tx: Mutex<Option<Sender<Waiting>>>,
     shared: Arc<Shared>,
+    /// Where waiting batches are charged ([`Share::Recorder`]).
+    memory: Arc<MemoryBudget>,
     writer: Mutex<Option<JoinHandle<Option<io::Error>>>>,
     /// Where it writes, for messages.
     pub target: String,
 }
+
+/// A batch waiting for the writer, and the memory it holds until written.
+type Waiting = (Vec<Arc<Event>>, Charge);
 
 struct Shared {
     pending: AtomicUsize,
@@ -95,13 +102,18 @@ struct Shared {
 
 impl Recorder {
     /// Records into the file at `path` (created or truncated), or to
-    /// stdout for `-`.
-    pub fn create(path: &Path, format: Format) -> io::Result<Arc<Recorder>> {
+    /// stdout for `-`; waiting batches are charged to `memory`.
+    pub fn create(
+        path: &Path,
+        format: Format,
+        memory: Arc<MemoryBudget>,
+    ) -> io::Result<Arc<Recorder>> {
         if path.as_os_str() == "-" {
             return Ok(Recorder::start(
                 Box::new(io::stdout()),
                 format,
                 "stdout".into(),
+                memory,
             ));
         }
         let file = File::create(path)?;
@@ -109,11 +121,17 @@ impl Recorder {
             Box::new(file),
             format,
             path.display().to_string(),
+            memory,
         ))
     }
 
     /// Records into `out`, from its own writer thread.
-    pub fn start(out: Box<dyn Write + Send>, format: Format, target: String) -> Arc<Recorder> {
+    pub fn start(
+        out: Box<dyn Write + Send>,
+        format: Format,
+        target: String,
+        memory: Arc<MemoryBudget>,
+    ) -> Arc<Recorder> {
         // Batches, not events: the event bound is `pending`.
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
@@ -132,6 +150,7 @@ impl Recorder {
         Arc::new(Recorder {
             tx: Mutex::new(Some(tx)),
             shared,
+            memory,
             writer: Mutex::new(Some(writer)),
             target,
         })
@@ -174,17 +193,25 @@ impl pipeline::Observer for Recorder {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         // Finished: these arrived after the recording stopped.
         let Some(tx) = tx.as_ref() else { return };
-        if shared.pending.fetch_add(n, Ordering::Relaxed) + n > MAX_PENDING {
-            shared.pending.fetch_sub(n, Ordering::Relaxed);
-            let total = shared.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-            warn_limited!(
-                DROP_LOG,
-                "recording to {}: the writer is behind; {n} events dropped ({total} in all)",
-                self.target
-            );
-            return;
-        }
-        if tx.send(events.to_vec()).is_err() {
+        let bytes = events.iter().map(|e| e.retained_bytes()).sum();
+        let charge = match self.memory.try_charge(Share::Recorder, bytes) {
+            Ok(charge) if shared.pending.fetch_add(n, Ordering::Relaxed) + n <= MAX_PENDING => {
+                charge
+            }
+            over => {
+                if over.is_ok() {
+                    shared.pending.fetch_sub(n, Ordering::Relaxed);
+                }
+                let total = shared.dropped.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                warn_limited!(
+                    DROP_LOG,
+                    "recording to {}: the writer is behind; {n} events dropped ({total} in all)",
+                    self.target
+                );
+                return;
+            }
+        };
+        if tx.send((events.to_vec(), charge)).is_err() {
             // The writer stopped on an error, which it reported.
             shared.pending.fetch_sub(n, Ordering::Relaxed);
             shared.dropped.fetch_add(n as u64, Ordering::Relaxed);
@@ -196,7 +223,7 @@ impl pipeline::Observer for Recorder {
 /// write error that stopped it, if any (what came after is counted as
 /// dropped).
 fn write_all(
-    rx: Receiver<Vec<Arc<Event>>>,
+    rx: Receiver<Waiting>,
     mut out: BufWriter<Box<dyn Write + Send>>,
     format: Format,
     shared: &Shared,
@@ -207,7 +234,8 @@ fn write_all(
     let mut last_flush = Instant::now();
     let mut frame = Vec::new();
     loop {
-        let batch = match rx.recv_timeout(FLUSH_EVERY) {
+        // The charge is given back once the batch is written.
+        let (batch, _held) = match rx.recv_timeout(FLUSH_EVERY) {
             Ok(batch) => batch,
             Err(RecvTimeoutError::Timeout) => {
                 if dirty && error.is_none() {
@@ -318,7 +346,12 @@ mod tests {
     #[test]
     fn ndjson_lines_decode_back_to_the_events() {
         let out = Sink::default();
-        let r = Recorder::start(Box::new(out.clone()), Format::Ndjson, "test".into());
+        let r = Recorder::start(
+            Box::new(out.clone()),
+            Format::Ndjson,
+            "test".into(),
+            Arc::default(),
+        );
         let sent = events(3);
         r.observe(&sent);
         let done = r.finish();
@@ -340,7 +373,12 @@ mod tests {
     #[test]
     fn riemann_frames_hold_at_most_a_frame_of_events() {
         let out = Sink::default();
-        let r = Recorder::start(Box::new(out.clone()), Format::Riemann, "test".into());
+        let r = Recorder::start(
+            Box::new(out.clone()),
+            Format::Riemann,
+            "test".into(),
+            Arc::default(),
+        );
         r.observe(&events(EVENTS_PER_FRAME + 5));
         assert_eq!(r.finish().written, EVENTS_PER_FRAME as u64 + 5);
         let bytes = out.0.lock().unwrap().clone();
@@ -374,6 +412,7 @@ mod tests {
             Box::new(Gate(Arc::clone(&gate))),
             Format::Ndjson,
             "test".into(),
+            Arc::default(),
         );
         let batch = events(MAX_PENDING / 2);
         r.observe(&batch);
@@ -397,7 +436,12 @@ mod tests {
                 Err(io::Error::other("disk full"))
             }
         }
-        let r = Recorder::start(Box::new(Full), Format::Ndjson, "test".into());
+        let r = Recorder::start(
+            Box::new(Full),
+            Format::Ndjson,
+            "test".into(),
+            Arc::default(),
+        );
         // More than BufWriter's buffer, so the write reaches the file.
         r.observe(&events(1000));
         let done = r.finish();

@@ -18,17 +18,20 @@
 //!   [`BODY_DEADLINE`];
 //! - a message's events are counted on the wire before it is decoded (two
 //!   bytes can decode to a 400-byte event): over `max_events` it is refused
-//!   whole. All connections together hold at most [`FRAME_BUDGET`] bytes of
-//!   large frames, charged at their decoded size and held until their events
-//!   were processed; one that does not fit is refused at once rather than
-//!   queued (so idle senders of huge frames cannot starve small ones);
+//!   whole. Every message is charged to the memory budget's
+//!   [`Share::Messages`] (`--memory-limit`), first its bytes and then its
+//!   decoded size, held until its events were processed; one that does not
+//!   fit is refused at once ("server busy") rather than queued. Messages
+//!   over [`LARGE_MESSAGE`](crate::memory::LARGE_MESSAGE) may use only three
+//!   quarters of the share, so clients holding huge frames (even stalled
+//!   mid-body) cannot refuse everyone else's ordinary batches;
 //! - with TLS ([`Shared::tls`]), the handshake must finish within
 //!   `idle_timeout`; a failed one (a plain-text client, no or a refused
 //!   client certificate) is logged and counted;
 //! - a query is capped in bytes and terms, runs on a snapshot of the index
 //!   off the async workers (so ingest never waits on it), at most
 //!   [`MAX_SEARCHES`] at once, and its reply is capped in events and bytes;
-//!   a large reply is charged to the same budget until it is written. A
+//!   a reply is charged to [`Share::Replies`] until it is written. A
 //!   client that stops reading stalls only itself.
 
 use std::net::SocketAddr;
@@ -39,11 +42,12 @@ use std::time::Duration;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::riemann::{from_proto, to_proto, Attribute, Msg, ProtoEvent};
 use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
+use crate::memory::{Charge, Share};
 use crate::pipeline::{Pipeline, Work};
 use crate::query::Query;
 use crate::tls::ServerTls;
@@ -51,12 +55,8 @@ use crate::warn_limited;
 
 /// Default largest frame accepted.
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
-/// Bytes of large frames (decoded) and large replies all connections may
-/// hold at once.
-pub const FRAME_BUDGET: usize = 256 * 1024 * 1024;
-/// Frames and replies up to this size are not counted against the budget: a
-/// connection holds at most one, so they are bounded by the number of
-/// connections.
+/// Frames up to this size are decoded on the async worker that read them;
+/// larger ones on a blocking thread.
 const SMALL_FRAME: usize = 64 * 1024;
 /// How long a client may take to send a frame's body once its length has
 /// arrived; a client that stalls mid-frame must not hold memory for ever.
@@ -117,8 +117,6 @@ pub struct Shared {
     pub tx: mpsc::Sender<Work>,
     pub max_frame: usize,
     pub limits: Limits,
-    /// Permits are KiB of frame and reply memory.
-    budget: Semaphore,
     /// One permit per open connection.
     connections: Arc<Semaphore>,
     searches: Semaphore,
@@ -137,7 +135,6 @@ impl Shared {
             pipeline,
             tx,
             max_frame,
-            budget: Semaphore::new(FRAME_BUDGET / 1024),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             searches: Semaphore::new(MAX_SEARCHES),
             limits,
@@ -310,31 +307,27 @@ async fn serve_frames<R, W>(
 /// Ends the connection, after an optional last reply.
 struct Close(Option<Msg>);
 
-/// An encoded reply, and the share of the budget it holds until written.
-struct Reply<'a> {
+/// An encoded reply, and the memory it holds until written.
+struct Reply {
     bytes: Vec<u8>,
-    _budget: Option<SemaphorePermit<'a>>,
+    _memory: Option<Charge>,
 }
 
-impl From<Msg> for Reply<'_> {
+impl From<Msg> for Reply {
     fn from(msg: Msg) -> Self {
         Reply {
             bytes: msg.encode_to_vec(),
-            _budget: None,
+            _memory: None,
         }
     }
 }
 
-fn kib(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).try_into().unwrap_or(u32::MAX)
-}
-
-async fn request<'a, R: AsyncRead + Unpin>(
+async fn request<R: AsyncRead + Unpin>(
     read: &mut BufReader<R>,
     len: usize,
     peer: SocketAddr,
-    shared: &'a Shared,
-) -> Result<Reply<'a>, Close> {
+    shared: &Shared,
+) -> Result<Reply, Close> {
     let stats = &shared.pipeline.ingest;
     if len > shared.max_frame {
         stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -348,19 +341,19 @@ async fn request<'a, R: AsyncRead + Unpin>(
             shared.max_frame
         )))));
     }
-    let _wire = if len > SMALL_FRAME {
-        match shared.budget.try_acquire_many(kib(len)) {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                stats.bad_messages.fetch_add(1, Ordering::Relaxed);
-                warn_limited!(BAD_CLIENT_LOG, "riemann tcp {peer}: refused a {len}-byte frame: large frames in flight already fill the {} MiB budget", FRAME_BUDGET >> 20);
-                return Err(Close(Some(Msg::refused(format!(
-                    "server busy: too many large messages in flight; retry the {len}-byte message later"
-                )))));
-            }
+    let memory = &shared.pipeline.memory;
+    let mut charge = match memory.try_charge_large(len) {
+        Ok(charge) => charge,
+        Err(full) => {
+            stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+            warn_limited!(
+                BAD_CLIENT_LOG,
+                "riemann tcp {peer}: refused a {len}-byte frame: {full}"
+            );
+            return Err(Close(Some(Msg::refused(format!(
+                "server busy: the {len}-byte message does not fit in memory now ({full}); retry later"
+            )))));
         }
-    } else {
-        None
     };
     let mut body = vec![0u8; len];
     let deadline = BODY_DEADLINE.min(shared.limits.idle_timeout);
@@ -416,27 +409,22 @@ async fn request<'a, R: AsyncRead + Unpin>(
         return Ok(refuse(why.clone(), why));
     }
     // Held until the events were processed, so several such messages at
-    // once cannot multiply memory.
+    // once cannot multiply memory. The frame's own charge is given back
+    // first: a message is charged its decoded size, not both.
     let decoded = shape.decoded_bytes(len);
-    let _decoded = if decoded > SMALL_FRAME {
-        let held = _wire.as_ref().map_or(0, |p| p.num_permits() as u32);
-        match shared
-            .budget
-            .try_acquire_many(kib(decoded).saturating_sub(held))
-        {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let mib = decoded >> 20;
-                let budget = FRAME_BUDGET >> 20;
+    if decoded > charge.bytes() {
+        drop(charge);
+        charge = match memory.try_charge_large(decoded) {
+            Ok(charge) => charge,
+            Err(full) => {
+                let mib = decoded.div_ceil(1 << 20);
                 return Ok(refuse(
-                    format!("the message ({items} events, {len} bytes) decodes to about {mib} MiB, more than the {budget} MiB budget for large messages has free"),
-                    format!("server busy: the message ({items} events, {len} bytes) decodes to about {mib} MiB, more than the {budget} MiB budget for large messages has free; retry later or send smaller batches"),
+                    format!("the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}"),
+                    format!("server busy: the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}; retry later or send smaller batches"),
                 ));
             }
-        }
-    } else {
-        None
-    };
+        };
+    }
 
     // Decoding from `Bytes` lets string fields borrow the frame, not copy it.
     let decoded = off_workers(len, body, |body| Msg::decode(bytes::Bytes::from(body))).await;
@@ -477,7 +465,7 @@ async fn request<'a, R: AsyncRead + Unpin>(
             shared.pipeline.reserve(events.len()).await
         }
     };
-    let work = Work::Reserved(events, permits, Some(done));
+    let work = Work::Reserved(events, permits.holding(charge), Some(done));
     let work = match shared.tx.try_send(work) {
         Ok(()) => None,
         Err(mpsc::error::TrySendError::Full(work)) => {
@@ -619,9 +607,9 @@ fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Answers a query from the index, within the query limits; a large reply
-/// holds its share of the budget until written.
-async fn answer_query<'a>(shared: &'a Shared, text: String, peer: SocketAddr) -> Reply<'a> {
+/// Answers a query from the index, within the query limits; the reply
+/// holds its memory until written.
+async fn answer_query(shared: &Shared, text: String, peer: SocketAddr) -> Reply {
     let stats = &shared.pipeline.ingest;
     stats.queries.fetch_add(1, Ordering::Relaxed);
     let limits = &shared.limits;
@@ -663,23 +651,19 @@ async fn answer_query<'a>(shared: &'a Shared, text: String, peer: SocketAddr) ->
         Err(Refusal::Invalid(why)) => return Reply::from(Msg::refused(why)),
         Err(Refusal::Limit(why)) => return refuse(why),
     };
-    let budget = if bytes.len() > SMALL_FRAME {
-        match shared.budget.try_acquire_many(kib(bytes.len())) {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                return refuse(format!(
-                    "server busy: the {}-byte reply does not fit in the {} MiB budget for large messages; retry later",
-                    bytes.len(),
-                    FRAME_BUDGET >> 20
-                ))
-            }
-        }
-    } else {
-        None
-    };
-    Reply {
-        bytes,
-        _budget: budget,
+    match shared
+        .pipeline
+        .memory
+        .try_charge(Share::Replies, bytes.len())
+    {
+        Ok(charge) => Reply {
+            bytes,
+            _memory: Some(charge),
+        },
+        Err(full) => refuse(format!(
+            "server busy: the {}-byte reply does not fit in memory now ({full}); retry later",
+            bytes.len()
+        )),
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 use crate::codec::json;
 use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
+use crate::memory::Share;
 use crate::pipeline::{Pipeline, Work};
 use crate::warn_limited;
 
@@ -217,14 +218,25 @@ impl Receiver {
         if batch.is_empty() {
             return true;
         }
-        let permits = match pipeline.try_reserve(batch.len()) {
+        // Room by count (--max-in-flight) and by bytes (--memory-limit's
+        // share for waiting events): a datagram of tags can decode to
+        // fifteen times its size.
+        let bytes = batch.iter().map(|e| e.retained_bytes()).sum();
+        let room = pipeline.try_reserve(batch.len()).and_then(|permits| {
+            let charge = pipeline.memory.charge_now(Share::Pipeline, bytes)?;
+            Some(permits.holding(charge))
+        });
+        let permits = match room {
             Some(permits) => permits,
             None => {
                 pipeline
                     .ingest
                     .pipeline_full
                     .fetch_add(1, Ordering::Relaxed);
-                let reserve = pipeline.reserve(batch.len());
+                let reserve = async {
+                    let permits = pipeline.reserve(batch.len()).await;
+                    permits.holding(pipeline.memory.charge(Share::Pipeline, bytes).await)
+                };
                 tokio::pin!(reserve);
                 let mut poll = tokio::time::interval(DROP_POLL);
                 loop {

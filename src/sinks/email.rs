@@ -66,6 +66,15 @@ pub struct Mail {
     pub on_failure: Option<FailureHook>,
 }
 
+/// The mail queue is bounded by its count of small mails, made by dmon
+/// from templates, not by what peers send: it is charged to a budget of
+/// its own, not to `--memory-limit`'s sinks share.
+impl super::Weigh for Mail {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.subject.len() + self.body.len()
+    }
+}
+
 /// A callback for a mail that could not be sent.
 #[derive(Clone)]
 pub struct FailureHook(pub Arc<dyn Fn() + Send + Sync>);
@@ -788,7 +797,7 @@ impl Mailer {
     /// first mail.
     pub fn start_relay(relay: Relay) -> Mailer {
         Mailer {
-            handle: SinkHandle::start(EmailSink { relay }),
+            handle: SinkHandle::start(EmailSink { relay }, Arc::default()),
             started: true,
         }
     }
@@ -797,7 +806,7 @@ impl Mailer {
     /// `console` instead of sent, and counted as sent.
     pub fn start_log(console: Arc<dyn LineSink>) -> Mailer {
         Mailer {
-            handle: SinkHandle::start(LogSink { console }),
+            handle: SinkHandle::start(LogSink { console }, Arc::default()),
             started: true,
         }
     }
@@ -817,6 +826,7 @@ impl Mailer {
         self.handle.offer(mail).map_err(|why| match why {
             Refused::Full => format!("mail queue full ({QUEUE_CAPACITY} waiting); mail dropped"),
             Refused::Closed => "mailer is shut down; mail dropped".to_owned(),
+            Refused::Memory => "the mail queue's memory is full; mail dropped".to_owned(),
         })
     }
 

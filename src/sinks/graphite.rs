@@ -52,6 +52,12 @@ pub const DEFAULT_PATH: &str = "{host_reversed}.{service}";
 /// the line.
 pub type Point = (Arc<Event>, &'static GraphitePath);
 
+impl super::Weigh for Point {
+    fn weight(&self) -> usize {
+        self.0.retained_bytes()
+    }
+}
+
 /// How an event's graphite path is made: text with placeholders.
 /// `{host}` is the host as it is, `{host_reversed}` its dot-separated parts
 /// reversed, `{service}` the service with spaces as dots and a trailing

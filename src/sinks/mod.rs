@@ -8,7 +8,9 @@
 //! written once, here, in [`SinkHandle`]:
 //! - a bounded queue the event path hands items to without waiting; a full
 //!   queue drops the item, counted, and logged at most once per
-//!   [`DROP_LOG_INTERVAL`];
+//!   [`DROP_LOG_INTERVAL`]; so does one whose items would not fit in the
+//!   sinks' share of `--memory-limit` (each item charged what it keeps
+//!   alive, [`Weigh`], until it was sent or given up);
 //! - a worker thread that takes batches (up to [`Policy::batch`] items, or
 //!   what came within [`Policy::linger`] of the first), sends them, and on a
 //!   failure drops the connection, waits, reconnects and tries again
@@ -39,6 +41,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::log_limit::LogLimiter;
+pub use crate::memory::Weigh;
+use crate::memory::{Charge, MemoryBudget, Share};
 use crate::warn_limited;
 
 /// How often a sink that keeps dropping (full queue) or failing says so.
@@ -118,7 +122,7 @@ impl Failure {
 /// here runs on the event path.
 pub trait Sink: Send + 'static {
     /// What the event path hands over: an event, a composed mail.
-    type Item: Send + 'static;
+    type Item: Send + Weigh + 'static;
     /// An open connection; dropped after any failure, so the next attempt
     /// reconnects.
     type Conn: Send;
@@ -194,6 +198,8 @@ impl SinkSnapshot {
 pub enum Refused {
     /// The queue holds [`Policy::capacity`] items.
     Full,
+    /// The sinks' share of `--memory-limit` is full.
+    Memory,
     /// The sink is shut down (or was never started: a rehearsal's).
     Closed,
 }
@@ -211,6 +217,8 @@ enum Worker {
 
 struct Queue<I> {
     items: VecDeque<I>,
+    /// What `items` hold, charged to [`Share::Sinks`].
+    charge: Charge,
     worker: Worker,
     /// No more items are taken; the worker sends what is left and stops.
     closing: bool,
@@ -220,6 +228,7 @@ struct Queue<I> {
 
 struct Shared<I> {
     queue: Mutex<Queue<I>>,
+    memory: Arc<MemoryBudget>,
     wake: Condvar,
     policy: Policy,
     stats: SinkStats,
@@ -244,10 +253,10 @@ pub struct SinkHandle<I> {
     done: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
-impl<I: Send + 'static> SinkHandle<I> {
+impl<I: Send + Weigh + 'static> SinkHandle<I> {
     /// Starts `sink`'s worker thread. Nothing connects until the first item.
-    pub fn start<S: Sink<Item = I>>(sink: S) -> Self {
-        let handle = Self::new(sink.kind(), sink.target(), sink.policy(), false);
+    pub fn start<S: Sink<Item = I>>(sink: S, memory: Arc<MemoryBudget>) -> Self {
+        let handle = Self::new(sink.kind(), sink.target(), sink.policy(), false, memory);
         let shared = Arc::clone(&handle.shared);
         let (done_tx, done_rx) = mpsc::channel();
         thread::Builder::new()
@@ -264,10 +273,16 @@ impl<I: Send + 'static> SinkHandle<I> {
     /// A sink that takes nothing (a rehearsal's mailer: its outputs are
     /// captured before they reach it).
     pub fn disabled(kind: &'static str, policy: Policy) -> Self {
-        Self::new(kind, String::new(), policy, true)
+        Self::new(kind, String::new(), policy, true, Arc::default())
     }
 
-    fn new(kind: &'static str, target: String, policy: Policy, closed: bool) -> Self {
+    fn new(
+        kind: &'static str,
+        target: String,
+        policy: Policy,
+        closed: bool,
+        memory: Arc<MemoryBudget>,
+    ) -> Self {
         let label = format!("{kind} {target}");
         SinkHandle {
             kind,
@@ -275,10 +290,12 @@ impl<I: Send + 'static> SinkHandle<I> {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue {
                     items: VecDeque::new(),
+                    charge: memory.nothing(Share::Sinks),
                     worker: Worker::Busy,
                     closing: closed,
                     abandoned: false,
                 }),
+                memory,
                 wake: Condvar::new(),
                 policy,
                 stats: SinkStats::default(),
@@ -310,6 +327,7 @@ impl<I: Send + 'static> SinkHandle<I> {
     /// Queues `item` without waiting; counts it as dropped if it cannot be.
     pub fn offer(&self, item: I) -> Result<(), Refused> {
         let shared = &*self.shared;
+        let charge = shared.memory.try_charge(Share::Sinks, item.weight());
         let mut q = lock(&shared.queue);
         let refused = if q.closing {
             Some(Refused::Closed)
@@ -317,6 +335,14 @@ impl<I: Send + 'static> SinkHandle<I> {
             Some(Refused::Full)
         } else {
             None
+        };
+        let refused = match (refused, charge) {
+            (None, Ok(charge)) => {
+                q.charge.merge(charge);
+                None
+            }
+            (None, Err(_)) => Some(Refused::Memory),
+            (why, _) => why,
         };
         if let Some(why) = refused {
             drop(q);
@@ -349,6 +375,7 @@ impl<I: Send + 'static> SinkHandle<I> {
             let shared = &*self.shared;
             let reason = match why {
                 Refused::Full => format!("queue full ({} waiting)", shared.policy.capacity),
+                Refused::Memory => "the sinks' share of memory is full (--memory-limit)".to_owned(),
                 Refused::Closed => "shut down".to_owned(),
             };
             warn_limited!(
@@ -402,6 +429,7 @@ impl<I: Send + 'static> SinkHandle<I> {
         q.abandoned = true;
         let queued = q.items.len() as u64;
         q.items.clear();
+        drop(q.charge.split(usize::MAX));
         drop(q);
         shared.wake.notify_all();
         let unsent = shared.stats.waiting.load(Ordering::Relaxed);
@@ -431,10 +459,11 @@ impl<I> Drop for SinkHandle<I> {
     }
 }
 
-impl<I> Shared<I> {
-    /// Waits for the next batch and moves it into `batch`; false when the
-    /// sink is closed and drained, or abandoned.
-    fn next_batch(&self, batch: &mut VecDeque<I>) -> bool {
+impl<I: Weigh> Shared<I> {
+    /// Waits for the next batch and moves it into `batch`, and what it
+    /// holds into `held`; false when the sink is closed and drained, or
+    /// abandoned.
+    fn next_batch(&self, batch: &mut VecDeque<I>, held: &mut Option<Charge>) -> bool {
         let mut q = lock(&self.queue);
         let mut due = None;
         loop {
@@ -460,6 +489,8 @@ impl<I> Shared<I> {
                 } else {
                     batch.extend(q.items.drain(..self.policy.batch));
                 }
+                let bytes = batch.iter().map(Weigh::weight).sum();
+                *held = Some(q.charge.split(bytes));
                 q.worker = Worker::Busy;
                 return true;
             }
@@ -505,9 +536,11 @@ impl<I> Shared<I> {
 fn work<S: Sink>(mut sink: S, shared: &Shared<S::Item>) {
     let mut conn = None;
     let mut batch = VecDeque::with_capacity(shared.policy.batch);
-    while shared.next_batch(&mut batch) {
+    let mut held = None;
+    while shared.next_batch(&mut batch, &mut held) {
         deliver(&mut sink, shared, &mut conn, &mut batch);
         batch.clear();
+        held = None;
     }
 }
 
@@ -590,7 +623,7 @@ trait Control: Send + Sync {
     fn finish(&self, deadline: Instant) -> u64;
 }
 
-impl<I: Send + 'static> Control for SinkHandle<I> {
+impl<I: Send + Weigh + 'static> Control for SinkHandle<I> {
     fn snapshot(&self) -> SinkSnapshot {
         SinkHandle::snapshot(self)
     }
@@ -614,19 +647,23 @@ struct Started {
 pub struct Sinks {
     enabled: bool,
     started: Mutex<Vec<Started>>,
+    /// Where queued items are charged (`--memory-limit`'s sinks share).
+    memory: Arc<MemoryBudget>,
 }
 
 impl Default for Sinks {
     fn default() -> Self {
-        Self::new()
+        Self::new(Arc::default())
     }
 }
 
 impl Sinks {
-    pub fn new() -> Self {
+    /// Sinks whose queues are charged to `memory`.
+    pub fn new(memory: Arc<MemoryBudget>) -> Self {
         Sinks {
             enabled: true,
             started: Mutex::default(),
+            memory,
         }
     }
 
@@ -634,7 +671,7 @@ impl Sinks {
     pub fn disabled() -> Self {
         Sinks {
             enabled: false,
-            ..Self::new()
+            ..Self::default()
         }
     }
 
@@ -652,7 +689,7 @@ impl Sinks {
         {
             return Arc::clone(&s.handle).downcast().ok();
         }
-        let handle = Arc::new(SinkHandle::start(sink));
+        let handle = Arc::new(SinkHandle::start(sink, Arc::clone(&self.memory)));
         started.push(Started {
             kind,
             target,
@@ -736,6 +773,14 @@ impl Encoded {
         })
     }
 
+    /// What it keeps on the heap, beyond itself.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Encoded::Inline { .. } => 0,
+            Encoded::Heap(b) => b.len(),
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Encoded::Inline { len, bytes } => &bytes[..*len as usize],
@@ -745,6 +790,12 @@ impl Encoded {
 
     pub fn is_empty(&self) -> bool {
         self.as_bytes().is_empty()
+    }
+}
+
+impl Weigh for Encoded {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.heap_bytes()
     }
 }
 
@@ -835,6 +886,12 @@ mod tests {
         policy: Option<Policy>,
     }
 
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            4
+        }
+    }
+
     const FAST: Policy = Policy {
         capacity: 100,
         batch: 10,
@@ -892,9 +949,29 @@ mod tests {
     }
 
     #[test]
+    fn queued_items_are_charged_to_the_sinks_share_until_sent() {
+        // 1 KiB: the sinks' sixteenth is 64 bytes, sixteen 4-byte items.
+        let memory = Arc::new(MemoryBudget::new(1024));
+        let m = Memory::default();
+        m.down.store(true, Ordering::SeqCst);
+        let sink = SinkHandle::start(m.clone(), Arc::clone(&memory));
+        let refused: Vec<_> = (0..20).filter_map(|i| sink.offer(i).err()).collect();
+        assert_eq!(refused.len(), 4);
+        assert!(refused.iter().all(|r| matches!(r, Refused::Memory)));
+        assert_eq!(memory.used(Share::Sinks), 64);
+        assert_eq!(memory.refused(Share::Sinks), 4);
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 4);
+        m.down.store(false, Ordering::SeqCst);
+        wait_until("16 items sent", || received(&m).len() == 16);
+        wait_until("their memory given back", || memory.used(Share::Sinks) == 0);
+        sink.offer(99).unwrap();
+        wait_until("the next item", || received(&m).len() == 17);
+    }
+
+    #[test]
     fn batches_by_size_and_by_time_in_order() {
         let m = Memory::default();
-        let sink = SinkHandle::start(m.clone());
+        let sink = SinkHandle::start(m.clone(), Arc::default());
         for i in 0..25 {
             sink.offer(i).unwrap();
         }
@@ -915,7 +992,7 @@ mod tests {
     fn a_dead_target_is_retried_with_backoff_and_nothing_is_lost() {
         let m = Memory::default();
         m.down.store(true, Ordering::SeqCst);
-        let sink = SinkHandle::start(m.clone());
+        let sink = SinkHandle::start(m.clone(), Arc::default());
         for i in 0..30 {
             sink.offer(i).unwrap();
         }
@@ -935,7 +1012,7 @@ mod tests {
     fn a_full_queue_drops_and_counts_without_waiting() {
         let m = Memory::default();
         m.down.store(true, Ordering::SeqCst);
-        let sink = SinkHandle::start(m.clone());
+        let sink = SinkHandle::start(m.clone(), Arc::default());
         let start = Instant::now();
         let refused = (0..1000).filter(|&i| sink.offer(i).is_err()).count();
         assert!(start.elapsed() < Duration::from_secs(1));
@@ -951,7 +1028,7 @@ mod tests {
     fn shutdown_gives_up_after_the_grace_period() {
         let m = Memory::default();
         m.down.store(true, Ordering::SeqCst);
-        let sink = SinkHandle::start(m.clone());
+        let sink = SinkHandle::start(m.clone(), Arc::default());
         for i in 0..25 {
             sink.offer(i).unwrap();
         }
@@ -977,7 +1054,7 @@ mod tests {
             }),
             ..Memory::default()
         };
-        let sink = SinkHandle::start(m.clone());
+        let sink = SinkHandle::start(m.clone(), Arc::default());
         sink.offer(666).unwrap();
         sink.offer(1).unwrap();
         wait_until("1", || received(&m) == [1]);
@@ -991,7 +1068,7 @@ mod tests {
 
     #[test]
     fn sinks_are_shared_by_kind_and_target() {
-        let sinks = Sinks::new();
+        let sinks = Sinks::default();
         let a = sinks.get_or_start(Memory::default()).unwrap();
         let b = sinks.get_or_start(Memory::default()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));

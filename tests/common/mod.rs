@@ -595,6 +595,11 @@ impl Server {
         self.dir.path()
     }
 
+    /// The process id, for its memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A new UDP client connected to this server.
     pub fn udp(&self) -> Udp {
         Udp::to(self.port)
@@ -888,6 +893,25 @@ impl Drop for SmtpSink {
 }
 
 /// Resident memory of process `pid`, in KiB (VmRSS).
+/// The highest RSS of `pid` (KiB) while `during` runs, sampled every 10 ms.
+pub fn peak_rss_during<T>(pid: u32, during: impl FnOnce() -> T) -> (T, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(rss_kib(pid))
+        })
+    };
+    let result = during();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    (result, sampler.join().expect("sampler"))
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     status

@@ -601,7 +601,7 @@ fn pipelined_with(
         pipeline.recent.configure(
             crate::recent::DEFAULT_MINUTES * 60.0,
             crate::recent::DEFAULT_MAX_EVENTS,
-            crate::recent::DEFAULT_MAX_MIB << 20,
+            crate::memory::MemoryBudget::default().size(crate::memory::Share::Recent),
         );
     }
     let pipeline = Arc::new(pipeline);
@@ -785,7 +785,7 @@ fn recording(samples: &[Vec<u8>], n: usize, a_rate: f64, base: f64) -> anyhow::R
     use crate::server::recorder::{Format, Recorder};
     let path =
         std::env::temp_dir().join(format!("dmon-bench-record-{}.ndjson", std::process::id()));
-    let recorder = Recorder::create(&path, Format::Ndjson)?;
+    let recorder = Recorder::create(&path, Format::Ndjson, Default::default())?;
     let o = pipelined_with(
         fresh_context(),
         python_roots()?,
