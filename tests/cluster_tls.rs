@@ -23,16 +23,42 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// A nats-server requiring TLS with `pki`'s certificate and the user
-/// `dmon` with [`PASSWORD`].
-fn secured_nats(pki: &Pki) -> Nats {
+/// A nats-server requiring TLS and the user `dmon` with [`PASSWORD`]; its
+/// URL, and the CA file that signed its certificate.
+struct Secured {
+    _pki: Pki,
+    _nats: Nats,
+    url: String,
+    ca: String,
+}
+
+fn secured_nats() -> Secured {
+    let pki = Pki::new("nats");
     let server = pki.server("nats");
-    Nats::start_with_config(&format!(
+    let nats = Nats::start_with_config(&format!(
         "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n\
          authorization {{\n  user: dmon\n  password: {PASSWORD:?}\n}}\n",
         path(&server.cert),
         path(&server.key),
-    ))
+    ));
+    Secured {
+        url: nats.url(),
+        ca: path(&pki.ca),
+        _pki: pki,
+        _nats: nats,
+    }
+}
+
+/// The flags of a TLS connection as `dmon` with `password`.
+fn login<'a>(ca: &'a str, password: &'a str) -> [&'a str; 6] {
+    [
+        "--nats-ca",
+        ca,
+        "--nats-user",
+        "dmon",
+        "--nats-password",
+        password,
+    ]
 }
 
 /// `dmon serve` with `flags`, expected to stop at start-up: its stderr.
@@ -45,17 +71,13 @@ fn refused(flags: &[&str]) -> String {
 
 #[test]
 fn a_gateway_and_a_worker_meet_through_nats_over_tls_with_a_password() {
-    let pki = Pki::new("nats");
-    let nats = secured_nats(&pki);
-    let url = nats.url();
-    let ca = path(&pki.ca);
-    let tls = ["--nats-ca", ca.as_str(), "--nats-user", "dmon"];
+    let nats = secured_nats();
+    let (url, ca) = (nats.url.clone(), nats.ca.clone());
 
     // The worker has the password on its command line...
     let mut worker_flags = vec!["--consume", &url, "--partitions", "0-3"];
     worker_flags.extend(["--partition-count", "4", "--node-name", "w"]);
-    worker_flags.extend(tls);
-    worker_flags.extend(["--nats-password", PASSWORD]);
+    worker_flags.extend(login(&ca, PASSWORD));
     let mut worker = Server::start_with(MODULE, "py", &worker_flags);
     worker.expect_stderr("the worker owns its partitions", |l| {
         l.contains("took over partitions 0-3")
@@ -73,7 +95,8 @@ fn a_gateway_and_a_worker_meet_through_nats_over_tls_with_a_password() {
         .args(["--udp", "127.0.0.1:0", "--riemann-udp", "off"])
         .args(["--riemann-tcp", "off", "--publish", &url])
         .args(["--partition-count", "4", "--node-name", "gw"])
-        .args(tls);
+        // All but --nats-password: it comes from the environment.
+        .args(&login(&ca, PASSWORD)[..4]);
     let mut gateway = Spawned::start(cmd);
     Udp::to(gateway.port).send_json(&json!({"host": "web1", "service": "over tls"}));
     let got = parse_printed(
@@ -83,21 +106,10 @@ fn a_gateway_and_a_worker_meet_through_nats_over_tls_with_a_password() {
     assert_eq!(got["service"], "over tls");
 
     // `dmon query --cluster` through the same NATS finds both nodes.
-    let q = run_dmon(
-        &[
-            "query",
-            "--cluster",
-            &url,
-            "--nats-ca",
-            &ca,
-            "--nats-user",
-            "dmon",
-            "--nats-password",
-            PASSWORD,
-            "true",
-        ],
-        None,
-    );
+    let mut query = vec!["query", "--cluster", &url];
+    query.extend(login(&ca, PASSWORD));
+    query.push("true");
+    let q = run_dmon(&query, None);
     assert!(q.status.success(), "{}", q.stderr);
     for node in ["w: answered", "gw: answered"] {
         assert!(q.stderr.contains(node), "{}", q.stderr);
@@ -121,21 +133,12 @@ fn a_gateway_and_a_worker_meet_through_nats_over_tls_with_a_password() {
 
 #[test]
 fn a_wrong_password_plain_text_and_missing_files_are_refused_clearly() {
-    let pki = Pki::new("nats");
-    let nats = secured_nats(&pki);
-    let url = nats.url();
-    let ca = path(&pki.ca);
+    let nats = secured_nats();
+    let (url, ca) = (nats.url.clone(), nats.ca.clone());
 
-    let wrong = refused(&[
-        "--publish",
-        &url,
-        "--nats-ca",
-        &ca,
-        "--nats-user",
-        "dmon",
-        "--nats-password",
-        "wrong-pw",
-    ]);
+    let mut publish = vec!["--publish", &url];
+    publish.extend(login(&ca, "wrong-pw"));
+    let wrong = refused(&publish);
     assert!(wrong.contains("authorization violation"), "{wrong}");
     assert!(wrong.contains("--nats-password"), "{wrong}");
     assert!(!wrong.contains("wrong-pw"), "{wrong}");
