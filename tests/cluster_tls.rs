@@ -174,3 +174,45 @@ fn a_wrong_password_plain_text_and_missing_files_are_refused_clearly() {
         "{creds}"
     );
 }
+
+/// A NATS that verifies clients (`tls { verify: true }`): a node with
+/// `--nats-cert`/`--nats-key` joins; one without is refused.
+#[test]
+fn a_client_certificate_is_presented_to_a_nats_that_verifies_clients() {
+    let pki = Pki::new("nats");
+    let server = pki.server("nats");
+    let client = pki.client("dmon-node");
+    let nats = Nats::start_with_config(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+        path(&server.cert),
+        path(&server.key),
+        path(&pki.ca),
+    ));
+    let url = nats.url();
+    let ca = path(&pki.ca);
+    let (cert, key) = (path(&client.cert), path(&client.key));
+
+    let mut node = Server::start_with(
+        MODULE,
+        "py",
+        &[
+            "--cluster",
+            &url,
+            "--nats-ca",
+            &ca,
+            "--nats-cert",
+            &cert,
+            "--nats-key",
+            &key,
+        ],
+    );
+    node.expect_stderr("the node joined", |l| {
+        l.contains("cluster: answering queries")
+    });
+    let without = refused(&["--cluster", &url, "--nats-ca", &ca]);
+    assert!(
+        without.contains("check --nats-cert and --nats-key"),
+        "{without}"
+    );
+    assert!(node.terminate().status.success());
+}

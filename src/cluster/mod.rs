@@ -231,29 +231,40 @@ fn connect_error(e: &async_nats::ConnectError, auth: &NatsAuth) -> String {
         Kind::AuthorizationViolation => {
             " (NATS refused the credentials: check --nats-user/--nats-password, --nats-token or --nats-creds)"
         }
-        Kind::Tls | Kind::Io if auth.tls.is_none() && refused_certificate(e) => {
-            " (NATS requires TLS and its certificate is not trusted: pass its CA with --nats-ca)"
-        }
+        // The client upgrades to TLS on its own when the server requires
+        // it, so this is met without --nats-ca too.
+        Kind::Tls | Kind::Io => match tls_error(e) {
+            Some(rustls::Error::InvalidCertificate(_)) if auth.tls.is_none() => {
+                " (NATS requires TLS and its certificate is not trusted: pass its CA with --nats-ca)"
+            }
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::CertificateRequired
+                | rustls::AlertDescription::UnknownCA,
+            )) => {
+                " (NATS refused this client's certificate or wants one: check --nats-cert and --nats-key)"
+            }
+            _ => "",
+        },
         _ => "",
     };
     format!("{e}{hint}")
 }
 
-/// Whether `e` comes from rustls refusing the server's certificate (the
-/// client upgrades to TLS on its own when the server requires it).
-fn refused_certificate(e: &async_nats::ConnectError) -> bool {
+/// The rustls error behind `e`, if that is what it comes from.
+fn tls_error(e: &async_nats::ConnectError) -> Option<&rustls::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         let tls = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
             .or_else(|| err.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::InvalidCertificate(_)) = tls {
-            return true;
+        if tls.is_some() {
+            return tls;
         }
         source = err.source();
     }
-    false
+    None
 }
 
 impl Connection {
