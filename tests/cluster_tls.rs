@@ -2,7 +2,7 @@
 //! `--nats-password` or $DMON_NATS_PASSWORD): a real nats-server whose
 //! configuration requires both, a gateway and a worker that reach it, and
 //! the clear refusals of a wrong password, a plain-text client and a
-//! missing file.
+//! missing file; and a token, a client certificate.
 
 mod common;
 
@@ -215,4 +215,32 @@ fn a_client_certificate_is_presented_to_a_nats_that_verifies_clients() {
         "{without}"
     );
     assert!(node.terminate().status.success());
+}
+
+/// A NATS that wants a token: `--nats-token`, or the URL's
+/// `nats://TOKEN@host`, joins; a wrong token is refused.
+#[test]
+fn a_token_is_sent_from_the_flag_or_the_url() {
+    let nats = Nats::start_with_config("authorization {\n  token: \"t0ken-secret\"\n}\n");
+    let url = nats.url();
+    let mut node = Server::start_with(
+        MODULE,
+        "py",
+        &["--cluster", &url, "--nats-token", "t0ken-secret"],
+    );
+    node.expect_stderr("the node joined", |l| {
+        l.contains("cluster: answering queries")
+    });
+    let in_url = url.replace("nats://", "nats://t0ken-secret@");
+    let q = run_dmon(&["query", "--cluster", &in_url, "true"], None);
+    assert!(q.status.success(), "{}", q.stderr);
+    assert!(q.stderr.contains(": answered"), "{}", q.stderr);
+    let wrong = refused(&["--cluster", &url, "--nats-token", "not-it"]);
+    assert!(wrong.contains("authorization violation"), "{wrong}");
+    let done = node.terminate();
+    assert!(
+        !done.stderr.iter().any(|l| l.contains("t0ken-secret")),
+        "{:?}",
+        done.stderr
+    );
 }
