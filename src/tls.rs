@@ -259,6 +259,26 @@ impl ClientTls {
         identity: Option<&Identity>,
         server_name: Option<&str>,
     ) -> Result<ClientTls, TlsError> {
+        Self::load_named(ca, identity, server_name, "--tls-server-name")
+    }
+
+    /// For a sink connecting to `host` (a name or an address): the
+    /// server's certificate must carry it.
+    pub fn for_host(
+        ca: &PemFile,
+        identity: Option<&Identity>,
+        host: &str,
+    ) -> Result<ClientTls, TlsError> {
+        Self::load_named(ca, identity, Some(host), "host")
+    }
+
+    /// `name_from` is where `server_name` came from, for its error.
+    fn load_named(
+        ca: &PemFile,
+        identity: Option<&Identity>,
+        server_name: Option<&str>,
+        name_from: &str,
+    ) -> Result<ClientTls, TlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(format!("TLS setup: {e}")))?
@@ -275,7 +295,7 @@ impl ClientTls {
         let server_name = server_name
             .map(|name| {
                 ServerName::try_from(name.to_owned())
-                    .map_err(|e| TlsError(format!("--tls-server-name {name:?}: {e}")))
+                    .map_err(|e| TlsError(format!("{name_from} {name:?}: {e}")))
             })
             .transpose()?;
         Ok(ClientTls {

@@ -19,11 +19,15 @@ fn runtime() -> tokio::runtime::Runtime {
 fn the_first_node_sets_the_partition_count_and_others_must_agree() {
     let nats = Nats::start();
     runtime().block_on(async {
-        let a = cluster::connect(&nats.url(), "a").await.unwrap();
+        let a = cluster::connect(&nats.url(), "a", &Default::default())
+            .await
+            .unwrap();
         let stream = a.prepare(16).await.unwrap();
         assert_eq!(stream.cached_info().config.name, STREAM);
         // Again, and from another node: the same stream, no error.
-        let b = cluster::connect(&nats.url(), "b").await.unwrap();
+        let b = cluster::connect(&nats.url(), "b", &Default::default())
+            .await
+            .unwrap();
         b.prepare(16).await.unwrap();
         let e = b.prepare(8).await.unwrap_err().to_string();
         assert!(e.contains("the cluster has 16 partitions"), "{e}");
@@ -78,7 +82,7 @@ fn the_first_node_sets_the_partition_count_and_others_must_agree() {
 fn a_node_says_clearly_when_nats_is_not_there() {
     let url = common::nats::nowhere();
     let e = runtime()
-        .block_on(cluster::connect(&url, "x"))
+        .block_on(cluster::connect(&url, "x", &Default::default()))
         .err()
         .expect("no server")
         .to_string();

@@ -37,7 +37,9 @@ impl Store {
             .enable_all()
             .build()
             .unwrap();
-        let conn = rt.block_on(cluster::connect(url, "test-reader")).unwrap();
+        let conn = rt
+            .block_on(cluster::connect(url, "test-reader", &Default::default()))
+            .unwrap();
         Store { rt, conn }
     }
 

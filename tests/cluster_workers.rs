@@ -513,7 +513,9 @@ fn a_large_checkpoint_is_chunked_and_reads_back_whole() {
     use dmon::cluster::checkpoint::{Checkpoint, Store, CHUNK_BYTES};
     let nats = Nats::start();
     runtime().block_on(async {
-        let conn = dmon::cluster::connect(&nats.url(), "t").await.unwrap();
+        let conn = dmon::cluster::connect(&nats.url(), "t", &Default::default())
+            .await
+            .unwrap();
         let mut store = Store::open(&conn, "0-2,5").await.unwrap();
         assert!(store.read().await.unwrap().is_none());
         let index: Vec<Value> = (0..4_000)

@@ -21,6 +21,8 @@ struct Influx {
     /// Its log, with a line per HTTP request.
     stderr: Lines,
     _dir: TempDir,
+    /// The admin's user and password, with `auth-enabled`.
+    admin: Option<(&'static str, &'static str)>,
 }
 
 fn free_port() -> u16 {
@@ -33,6 +35,24 @@ fn free_port() -> u16 {
 impl Influx {
     /// Starts influxd and waits for `/ping` to answer.
     fn start() -> Influx {
+        Influx::start_with("")
+    }
+
+    /// Starts influxd with `auth-enabled`, and makes its admin user (the
+    /// first user needs no authentication to be made).
+    fn start_with_auth() -> Influx {
+        let mut influx = Influx::start_with("  auth-enabled = true\n");
+        influx.query(
+            "",
+            "CREATE USER dmon WITH PASSWORD 's3cret' WITH ALL PRIVILEGES",
+            "s",
+        );
+        influx.admin = Some(("dmon", "s3cret"));
+        influx
+    }
+
+    /// `http` is more of the `[http]` section.
+    fn start_with(http_extra: &str) -> Influx {
         let dir = TempDir::new();
         let (http, rpc) = (free_port(), free_port());
         let d = dir.path().display();
@@ -42,7 +62,7 @@ impl Influx {
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
              [monitor]\n  store-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = true\n"
+             [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = true\n{http_extra}"
         );
         let file = dir.write("influxdb.conf", &config);
         let mut child = Command::new("influxd")
@@ -75,12 +95,17 @@ impl Influx {
             _stdout: out,
             stderr: err,
             _dir: dir,
+            admin: None,
         }
     }
 
     /// Runs an InfluxQL statement; the first result.
     fn query(&self, db: &str, q: &str, epoch: &str) -> Value {
-        let mut r = ureq::post(&format!("{}/query", self.url))
+        let mut request = ureq::post(&format!("{}/query", self.url));
+        if let Some((user, password)) = self.admin {
+            request = request.query("u", user).query("p", password);
+        }
+        let mut r = request
             .query("db", db)
             .query("q", q)
             .query("epoch", epoch)
@@ -215,5 +240,59 @@ fn influxdb_points_are_queried_back_exactly() {
     assert_eq!(
         (&sink["sent"], &sink["connections"]),
         (&json!(1), &json!(1))
+    );
+}
+
+/// `influxdb(..., username=)` against an InfluxDB with `auth-enabled`:
+/// with the right password (taken from $DMON_INFLUXDB_PASSWORD) the point
+/// lands; with a wrong one InfluxDB answers 401, and the batch is given
+/// up, counted as failed and logged, without the password.
+#[test]
+fn influxdb_credentials_are_sent_and_a_wrong_password_is_a_counted_401() {
+    let influx = Influx::start_with_auth();
+    let url = &influx.url;
+    let db = "dmon_auth";
+    influx.query("", &format!("CREATE DATABASE {db}"), "s");
+    // The variable is set from the module, before the node reads it: the
+    // same process environment dmon would get it from.
+    let module = format!(
+        "import os\n\
+         from dmon.streams import *\n\n\
+         os.environ[\"DMON_INFLUXDB_PASSWORD\"] = \"s3cret\"\n\
+         good_stream = where('service = \"good\"', influxdb({url:?}, {db:?}, username=\"dmon\"))\n\
+         bad_stream = where('service = \"bad\"', influxdb({url:?}, {db:?}, precision=\"ms\", \
+         username=\"dmon\", password=\"wrong-pw\"))\n"
+    );
+    let mut s = Server::start(&module);
+    let t = now() as i64 - 100;
+    s.send(json!({"host": "web1", "service": "good", "metric": 1, "time": t}));
+    s.send(json!({"host": "web1", "service": "bad", "metric": 2, "time": t}));
+
+    let rows = influx.rows(db, "good", "s", 1);
+    assert_eq!(rows[0]["value"], 1.0, "{rows:?}");
+    let bad_target = format!("{url}/write?db={db}&precision=ms");
+    let line = s.expect_stderr("the 401", |l| {
+        l.contains(&format!("influxdb {bad_target}")) && l.contains("HTTP 401")
+    });
+    assert!(!line.contains("wrong-pw"), "{line}");
+
+    let done = s.terminate();
+    assert!(done.status.success(), "exit status {}", done.status);
+    assert!(
+        !done
+            .stderr
+            .iter()
+            .any(|l| l.contains("s3cret") || l.contains("wrong-pw")),
+        "{:?}",
+        done.stderr
+    );
+    let stats = done.stats();
+    let good = stats.sink("influxdb", &format!("{url}/write?db={db}&precision=s"));
+    assert_eq!((&good["sent"], &good["failed"]), (&json!(1), &json!(0)));
+    let bad = stats.sink("influxdb", &bad_target);
+    assert_eq!((&bad["sent"], &bad["failed"]), (&json!(0), &json!(1)));
+    assert_eq!(
+        influx.query(db, "SHOW MEASUREMENTS", "s")["series"][0]["values"],
+        json!([["good"]])
     );
 }

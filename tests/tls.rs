@@ -588,3 +588,71 @@ fn the_shell_connects_over_mutual_tls() {
     shell.keys(&["C-d"]);
     assert_eq!(s.terminate().stats().count("riemann_tls_failures"), 0);
 }
+
+/// `forward(..., tls_ca=, tls_cert=, tls_key=)` to a dmon that requires
+/// client certificates: the event arrives over mutual TLS, checked
+/// against the host name; a forward trusting another CA refuses the
+/// receiver's certificate, says so, counts it and retries, and nothing of
+/// it arrives.
+#[test]
+fn forward_goes_over_tls_and_refuses_an_untrusted_receiver() {
+    let pki = Pki::new("main");
+    let other = Pki::new("other");
+    let client = pki.client("forwarder");
+    let mut receiver = start(&pki.server("server"), &["--tls-client-ca", &path(&pki.ca)]);
+    let port = receiver.riemann_tcp;
+    let mut sender = Server::start_with(
+        &format!(
+            "from dmon.streams import *\n\n\
+             good_stream = where('service = \"good\"', forward(\"localhost\", {port}, tls_ca={:?}, tls_cert={:?}, tls_key={:?}))\n\
+             bad_stream = where('service = \"bad\"', forward(\"127.0.0.1\", {port}, tls_ca={:?}))\n",
+            path(&pki.ca),
+            path(&client.cert),
+            path(&client.key),
+            path(&other.ca),
+        ),
+        "py",
+        &["--shutdown-grace", "0.5"],
+    );
+    sender.send(json!({"host": "h", "service": "good"}));
+    assert_eq!(receiver.expect_printed("got: ")["service"], "good");
+
+    sender.send(json!({"host": "h", "service": "bad"}));
+    let bad = format!("forward tls://127.0.0.1:{port}: ");
+    let line = sender.expect_stderr("the refused certificate", |l| {
+        l.contains(&bad) && l.contains("retrying in")
+    });
+    assert!(
+        line.contains("TLS handshake with") && line.contains("UnknownIssuer"),
+        "{line}"
+    );
+    receiver.expect_stderr("the receiver's side of it", |l| {
+        l.contains("TLS handshake failed")
+    });
+
+    let stats = sender.terminate().stats();
+    let good = stats.sink("forward", &format!("tls://localhost:{port}"));
+    assert_eq!(good["sent"], 1, "{good}");
+    let refused = stats.sink("forward", &format!("tls://127.0.0.1:{port}"));
+    assert_eq!(refused["sent"], 0, "{refused}");
+    assert!(refused["retried"].as_u64().unwrap() >= 1, "{refused}");
+    let done = receiver.terminate();
+    assert_eq!(done.printed("got: ").len(), 1, "{:?}", done.stdout);
+}
+
+/// A `tls_ca` that cannot be read stops the module loading, naming it.
+#[test]
+fn forward_with_an_unreadable_ca_is_refused_at_start() {
+    let mut s = Server::spawn(
+        "from dmon.streams import *\n\nstream = forward(\"localhost\", tls_ca=\"/nonexistent/ca.pem\")\n",
+        "py",
+        &[],
+    );
+    let status = s.wait_exit(TIMEOUT).expect("dmon exits");
+    assert!(!status.success());
+    let stderr = s.stderr.read_to_eof(TIMEOUT).join("\n");
+    assert!(
+        stderr.contains("tls_ca /nonexistent/ca.pem: No such file or directory"),
+        "{stderr}"
+    );
+}

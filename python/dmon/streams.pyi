@@ -834,12 +834,12 @@ def email(*to: str, subject: str | None = None, sender: str | None = None) -> St
         email("ops@example.com")
     """
 
-def forward(host: str, port: int = 5555) -> Stream:
-    """forward(host, port=5555)
+def forward(host: str, port: int = 5555, tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> Stream:
+    """forward(host, port=5555, tls_ca=None, tls_cert=None, tls_key=None)
 
     Send each event to another dmon or a Riemann server, over Riemann's protocol on TCP, in acknowledged batches.
 
-    Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`.
+    Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`. With `tls_ca` (a PEM file of CA certificates) the connection is TLS and the receiver's certificate must be signed by one of them and carry `host`; `tls_cert` and `tls_key` add a client certificate, for a receiver that requires one (`--tls-client-ca`). The files are read when the module loads: one that cannot be used is an error then. A failed handshake is retried as a receiver that is down is. The sink's target is then `tls://host:port` (nodes sharing it use the first one's files). In Riemann these are the `:tls? true`, `:ca-cert`, `:cert` and `:key` of the `tcp-client` given to `forward`.
 
     Example:
         forward("riemann.example.com", 5555)
@@ -856,12 +856,12 @@ def graphite(host: str, port: int = 2003, path: str | None = None) -> Stream:
         graphite("carbon.example.com", 2003)
     """
 
-def influxdb(url: str, db: str, measurement: str | None = None, tags: str | Sequence[str] | None = None, precision: str = 's') -> Stream:
-    """influxdb(url, db, measurement=None, tags=None, precision='s')
+def influxdb(url: str, db: str, measurement: str | None = None, tags: str | Sequence[str] | None = None, precision: str = 's', username: str | None = None, password: str | None = None) -> Stream:
+    """influxdb(url, db, measurement=None, tags=None, precision='s', username=None, password=None)
 
     Write each event with a metric to InfluxDB 1.x as a point, in its line protocol over HTTP, in batches.
 
-    As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` ("s", "ms", "us" or "ns"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue.
+    As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` ("s", "ms", "us" or "ns"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue (and the first one's credentials). For a server with `auth-enabled`, `username` and `password` go as HTTP basic authentication; without `password` it is taken from $DMON_INFLUXDB_PASSWORD when the module loads, so it need not be written in it; it is never shown (`streams()` shows the username only). Wrong credentials are a 401: the batch is given up, counted as failed, and logged.
 
     Example:
         influxdb("http://influx.example.com:8086", "metrics")

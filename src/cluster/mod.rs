@@ -30,6 +30,7 @@ pub mod partition;
 pub mod publish;
 pub mod query;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
@@ -38,6 +39,7 @@ use prost::Message;
 
 use crate::codec::riemann::{from_proto, Msg};
 use crate::event::Event;
+use crate::tls::ClientTls;
 
 pub use partition::{partition_of, Partitions, DEFAULT_PARTITION_COUNT};
 
@@ -72,18 +74,110 @@ pub struct ClusterError {
     pub message: String,
 }
 
+/// `url` as logs may show it: a password or token in it (async-nats takes
+/// `nats://user:password@host` and `nats://token@host`) is `***`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{shown}@{host}{}", &rest[authority.len()..])
+}
+
 impl ClusterError {
     pub fn new(url: &str, doing: impl Into<String>, e: impl std::fmt::Display) -> Self {
         ClusterError {
-            url: url.to_owned(),
+            url: shown_url(url),
             doing: doing.into(),
             message: e.to_string(),
         }
     }
 }
 
+/// How a node connects to NATS beyond the URL: the TLS it requires (the
+/// CA it trusts, a client certificate) and its credentials, from the
+/// `--nats-*` flags. Its `Debug` leaves the secrets out.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    /// With `--nats-ca`: TLS is required and NATS' certificate checked
+    /// against it (and against the URL's host, by the client).
+    pub tls: Option<ClientTls>,
+    /// A `.creds` file (a user JWT and its NKey seed) and what it holds.
+    pub creds: Option<(PathBuf, String)>,
+    pub user_password: Option<(String, String)>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("tls", &self.tls)
+            .field("creds", &self.creds.as_ref().map(|(path, _)| path))
+            .field("user", &self.user_password.as_ref().map(|(u, _)| u))
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// `options` with this TLS and these credentials, or else the user and
+    /// password (or token) of `url`: async-nats reads the URL's host but
+    /// not its credentials.
+    fn apply(
+        &self,
+        url: &str,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, String> {
+        let given = self.creds.is_some() || self.user_password.is_some() || self.token.is_some();
+        if !given {
+            if let Some((user, password)) = url_credentials(url) {
+                options = match password {
+                    Some(password) => options.user_and_password(user, password),
+                    None => options.token(user),
+                };
+            }
+        }
+        if let Some(tls) = &self.tls {
+            options = options
+                .require_tls(true)
+                .tls_client_config((*tls.config()).clone());
+        }
+        if let Some((path, creds)) = &self.creds {
+            options = options
+                .credentials(creds)
+                .map_err(|e| format!("--nats-creds {}: {e}", path.display()))?;
+        }
+        if let Some((user, password)) = &self.user_password {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        Ok(options)
+    }
+}
+
+/// The user (or token) and password of `url`, percent-decoded.
+fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let addr: async_nats::ServerAddr = url.parse().ok()?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(addr.username()?);
+    Some((user, addr.password().map(decode)))
+}
+
 /// A node's connection: the client, its JetStream context, and the URL
-/// for messages.
+/// for messages (as [`shown_url`] shows it).
 #[derive(Clone)]
 pub struct Connection {
     pub url: String,
@@ -95,9 +189,12 @@ pub struct Connection {
 /// Reconnects are the client's: it retries for ever, logging each
 /// disconnect and reconnect, and holds what is published meanwhile in a
 /// bounded buffer.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, ClusterError> {
-    let logged_url = url.to_owned();
-    let client = async_nats::ConnectOptions::new()
+pub async fn connect(url: &str, name: &str, auth: &NatsAuth) -> Result<Connection, ClusterError> {
+    let logged_url = shown_url(url);
+    let options = auth
+        .apply(url, async_nats::ConnectOptions::new())
+        .map_err(|e| ClusterError::new(url, "connecting", e))?;
+    let client = options
         .name(name)
         // Messages waiting for the connection: beyond this, publishing
         // waits, and the gateway's own bounded queue fills and counts.
@@ -116,13 +213,58 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, ClusterError> 
         })
         .connect(url)
         .await
-        .map_err(|e| ClusterError::new(url, "connecting", e))?;
+        .map_err(|e| ClusterError::new(url, "connecting", connect_error(&e, auth)))?;
     let js = jetstream::new(client.clone());
     Ok(Connection {
-        url: url.to_owned(),
+        url: shown_url(url),
         client,
         js,
     })
+}
+
+/// What went wrong connecting, with what to do about it when that is
+/// plain: async-nats says "authorization violation" or gives the TLS
+/// error alone.
+fn connect_error(e: &async_nats::ConnectError, auth: &NatsAuth) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    let hint = match e.kind() {
+        Kind::AuthorizationViolation => {
+            " (NATS refused the credentials: check --nats-user/--nats-password, --nats-token or --nats-creds)"
+        }
+        // The client upgrades to TLS on its own when the server requires
+        // it, so this is met without --nats-ca too.
+        Kind::Tls | Kind::Io => match tls_error(e) {
+            Some(rustls::Error::InvalidCertificate(_)) if auth.tls.is_none() => {
+                " (NATS requires TLS and its certificate is not trusted: pass its CA with --nats-ca)"
+            }
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::CertificateRequired
+                | rustls::AlertDescription::UnknownCA,
+            )) => {
+                " (NATS refused this client's certificate or wants one: check --nats-cert and --nats-key)"
+            }
+            _ => "",
+        },
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
+/// The rustls error behind `e`, if that is what it comes from.
+fn tls_error(e: &async_nats::ConnectError) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        let tls = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+            .or_else(|| err.downcast_ref::<rustls::Error>());
+        if tls.is_some() {
+            return tls;
+        }
+        source = err.source();
+    }
+    None
 }
 
 impl Connection {
@@ -246,5 +388,29 @@ mod tests {
         assert_eq!(decoded, events);
         assert!(decode_batch(b"\xff\xff", 0.0).is_err());
         assert_eq!(subject(7), "dmon.events.7");
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_decoded() {
+        assert_eq!(
+            url_credentials("nats://dmon:p%40ss@h:4222"),
+            Some(("dmon".into(), Some("p@ss".into())))
+        );
+        assert_eq!(
+            url_credentials("nats://tok@h:4222"),
+            Some(("tok".into(), None))
+        );
+        assert_eq!(url_credentials("nats://h:4222"), None);
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords_or_tokens() {
+        assert_eq!(
+            shown_url("nats://dmon:pw@nats.example.com:4222"),
+            "nats://dmon:***@nats.example.com:4222"
+        );
+        assert_eq!(shown_url("tls://tok@h:4222/x@y"), "tls://***@h:4222/x@y");
+        assert_eq!(shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(shown_url("127.0.0.1"), "127.0.0.1");
     }
 }

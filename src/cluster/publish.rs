@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{connect, partition_of, subject, ClusterError, Connection};
+use super::{connect, partition_of, subject, ClusterError, Connection, NatsAuth};
 use crate::event::{Event, Number};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Permits, Pipeline, Work, CHANNEL_CAPACITY};
@@ -110,15 +110,17 @@ impl Gateway {
         node: &str,
         count: u32,
         also_process: bool,
+        auth: &NatsAuth,
     ) -> Result<Gateway, ClusterError> {
-        let conn = connect(url, node).await?;
+        let conn = connect(url, node, auth).await?;
         conn.prepare(count).await?;
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
         tracing::info!(
-            "gateway: publishing received events to {url} ({count} partitions){}",
+            "gateway: publishing received events to {} ({count} partitions){}",
+            conn.url,
             if also_process {
                 ", and processing them here"
             } else {

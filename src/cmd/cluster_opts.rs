@@ -1,9 +1,12 @@
 //! The flags that make a node part of a cluster (see [`crate::cluster`]),
 //! shared by every command that runs a server.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cluster::partition::{Partitions, DEFAULT_PARTITION_COUNT, MAX_PARTITION_COUNT};
+use crate::cluster::NatsAuth;
+use crate::tls::{ClientTls, Identity, PemFile};
 
 /// Default of `--lease-secs`: how long a worker group waits for a silent
 /// owner before a standby takes over.
@@ -64,6 +67,126 @@ pub struct ClusterOpts {
     /// (default: the host name and process id).
     #[arg(long, value_name = "NAME", env = "DMON_NODE_NAME")]
     pub node_name: Option<String>,
+    #[command(flatten)]
+    pub nats: NatsOpts,
+}
+
+/// TLS and credentials for NATS (--publish, --consume, --cluster). The
+/// password and token are best given through their environment variables,
+/// so they are not on the command line; no log and no `Debug` shows them.
+#[derive(clap::Args, Clone, Default)]
+pub struct NatsOpts {
+    /// Connect to NATS over TLS only, trusting the CA certificates (PEM) in
+    /// FILE; NATS' certificate must also carry the URL's host.
+    #[arg(long, value_name = "FILE", env = "DMON_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// With --nats-ca: present this client certificate (PEM), for a NATS
+    /// that verifies clients (`tls { verify: true }`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DMON_NATS_CERT",
+        requires = "nats_ca",
+        requires = "nats_key"
+    )]
+    pub nats_cert: Option<PathBuf>,
+    /// The key of --nats-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DMON_NATS_KEY",
+        requires = "nats_cert"
+    )]
+    pub nats_key: Option<PathBuf>,
+    /// Authenticate with a NATS credentials file (a user JWT and its NKey
+    /// seed, as `nsc` writes them).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DMON_NATS_CREDS",
+        conflicts_with_all = ["nats_user", "nats_token"]
+    )]
+    pub nats_creds: Option<PathBuf>,
+    /// Authenticate as USER, with --nats-password.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "DMON_NATS_USER",
+        requires = "nats_password",
+        conflicts_with = "nats_token"
+    )]
+    pub nats_user: Option<String>,
+    /// --nats-user's password; better set in $DMON_NATS_PASSWORD.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "DMON_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+    /// Authenticate with a token; better set in $DMON_NATS_TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DMON_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+}
+
+impl std::fmt::Debug for NatsOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "(hidden)");
+        f.debug_struct("NatsOpts")
+            .field("nats_ca", &self.nats_ca)
+            .field("nats_cert", &self.nats_cert)
+            .field("nats_key", &self.nats_key)
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_user", &self.nats_user)
+            .field("nats_password", &hidden(&self.nats_password))
+            .field("nats_token", &hidden(&self.nats_token))
+            .finish()
+    }
+}
+
+impl NatsOpts {
+    /// The files read and checked (one that cannot be used is an error
+    /// naming its flag), and the credentials as given.
+    pub fn load(&self) -> anyhow::Result<NatsAuth> {
+        let creds = match &self.nats_creds {
+            None => None,
+            Some(path) => {
+                let creds = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--nats-creds {}: {e}", path.display()))?;
+                Some((path.clone(), creds))
+            }
+        };
+        let tls = match &self.nats_ca {
+            None => None,
+            Some(ca) => {
+                let identity = match (&self.nats_cert, &self.nats_key) {
+                    (Some(cert), Some(key)) => Some(Identity {
+                        cert: PemFile::new("--nats-cert", cert),
+                        key: PemFile::new("--nats-key", key),
+                    }),
+                    _ => None,
+                };
+                // The host name is the URL's: async-nats checks it.
+                Some(ClientTls::load(
+                    &PemFile::new("--nats-ca", ca),
+                    identity.as_ref(),
+                    None,
+                )?)
+            }
+        };
+        Ok(NatsAuth {
+            tls,
+            creds,
+            user_password: self.nats_user.clone().zip(self.nats_password.clone()),
+            token: self.nats_token.clone(),
+        })
+    }
 }
 
 impl ClusterOpts {
@@ -128,5 +251,25 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
         _ => Err("expected a positive number of seconds".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_secrets_stay_out_of_debug() {
+        let opts = NatsOpts {
+            nats_user: Some("dmon".into()),
+            nats_password: Some("pw-secret".into()),
+            nats_token: Some("tok-secret".into()),
+            ..NatsOpts::default()
+        };
+        let auth = opts.load().unwrap();
+        for shown in [format!("{opts:?}"), format!("{auth:?}")] {
+            assert!(shown.contains("dmon"), "{shown}");
+            assert!(!shown.contains("secret"), "{shown}");
+        }
     }
 }

@@ -37,7 +37,8 @@ impl ClusterView {
         };
         let name = c.node_name();
         let fail = |e: cluster::ClusterError| anyhow::anyhow!("{e} (given by {flag})");
-        let conn = cluster::connect(url, &name).await.map_err(fail)?;
+        let auth = c.nats.load()?;
+        let conn = cluster::connect(url, &name, &auth).await.map_err(fail)?;
         let member = Member {
             name: name.clone(),
             role: c.role().to_owned(),
@@ -55,7 +56,7 @@ impl ClusterView {
         let responder = Responder::start(&conn, member, pipeline, limits)
             .await
             .map_err(fail)?;
-        tracing::info!("cluster: answering queries as {name} through {url}");
+        tracing::info!("cluster: answering queries as {name} through {}", conn.url);
         Ok(Some(ClusterView {
             conn,
             name,

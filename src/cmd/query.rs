@@ -41,6 +41,8 @@ pub struct QueryArgs {
     /// With --cluster: seconds to wait for the nodes' answers.
     #[arg(long, value_name = "SECS", default_value = "2", requires = "cluster", value_parser = parse_timeout)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub nats: super::cluster_opts::NatsOpts,
     /// Print the events as NDJSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -63,7 +65,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(url) = &args.cluster {
-        return run_cluster(url, text, args.timeout, args.json);
+        return run_cluster(url, &args.nats.load()?, text, args.timeout, args.json);
     }
     let mut client = args.target.connect()?;
     let events = match client.query(text) {
@@ -89,7 +91,13 @@ fn print_events(events: &[Event], as_json: bool) {
 }
 
 /// `--cluster`: every node's matches, merged, then a line per node.
-fn run_cluster(url: &str, text: &str, timeout: f64, as_json: bool) -> anyhow::Result<ExitCode> {
+fn run_cluster(
+    url: &str,
+    auth: &cluster::NatsAuth,
+    text: &str,
+    timeout: f64,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     // Checked here, so a bad query is said once rather than once per node.
     if let Err(e) = Query::parse(text) {
         eprintln!("dmon query: {e}");
@@ -101,7 +109,7 @@ fn run_cluster(url: &str, text: &str, timeout: f64, as_json: bool) -> anyhow::Re
         .enable_all()
         .build()?;
     let merged = runtime.block_on(async {
-        let conn = cluster::connect(url, "dmon query")
+        let conn = cluster::connect(url, "dmon query", auth)
             .await
             .map_err(|e| anyhow::anyhow!("{e} (given by --cluster)"))?;
         let merged = cluster::query::query(&conn, text, Duration::from_secs_f64(timeout)).await?;
@@ -112,7 +120,10 @@ fn run_cluster(url: &str, text: &str, timeout: f64, as_json: bool) -> anyhow::Re
         eprintln!("{line}");
     }
     if merged.nodes.is_empty() {
-        eprintln!("no node is registered in the cluster at {url}");
+        eprintln!(
+            "no node is registered in the cluster at {}",
+            cluster::shown_url(url)
+        );
     }
     let failed = merged
         .nodes

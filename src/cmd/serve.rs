@@ -600,6 +600,7 @@ pub(crate) async fn gateway(
         &cluster.node_name(),
         cluster.partition_count,
         cluster.also_process,
+        &cluster.nats.load()?,
     )
     .await
     .map(Some)
@@ -627,8 +628,9 @@ async fn start_worker(
         lease: opts.lease(),
         checkpoint_every: opts.checkpoint_every(),
     };
+    let auth = opts.nats.load()?;
     let start = async {
-        let conn = crate::cluster::connect(url, &node).await?;
+        let conn = crate::cluster::connect(url, &node, &auth).await?;
         crate::cluster::consume::Worker::start(
             conn,
             config,

@@ -8,6 +8,11 @@
 //! after a backoff, on a new connection. Delivery is at-least-once for
 //! everything that fits the queue: a receiver that processed a message but
 //! died before acknowledging it gets it twice.
+//!
+//! With a [`ClientTls`] (`forward(..., tls_ca=...)`) the connection is
+//! TLS; a handshake that fails (an untrusted certificate, a plain-text
+//! receiver) is a failed connection like any other: logged, counted as a
+//! retry, tried again.
 
 use std::time::Duration;
 
@@ -17,6 +22,7 @@ use super::{Failure, Policy, Retry, Sink};
 use crate::client::{ClientError, RiemannClient};
 use crate::codec::riemann::{encode_event, msg_event_len, push_msg_event};
 use crate::event::Event;
+use crate::tls::ClientTls;
 
 pub const DEFAULT_PORT: u16 = 5555;
 /// Events waiting for the target at most; more are dropped.
@@ -44,16 +50,18 @@ const POLICY: Policy = Policy {
 pub struct ForwardSink {
     host: String,
     port: u16,
+    tls: Option<ClientTls>,
     /// The message being sent, and one event of it, reused.
     buf: Vec<u8>,
     one: Vec<u8>,
 }
 
 impl ForwardSink {
-    pub fn new(host: &str, port: u16) -> Self {
+    pub fn new(host: &str, port: u16, tls: Option<ClientTls>) -> Self {
         ForwardSink {
             host: host.to_owned(),
             port,
+            tls,
             buf: Vec::new(),
             one: Vec::new(),
         }
@@ -67,15 +75,21 @@ impl Sink for ForwardSink {
     fn kind(&self) -> &'static str {
         "forward"
     }
+    /// `host:port`, or `tls://host:port`: a TLS and a plain-text forward
+    /// to the same port are two sinks, not one sharing a connection.
     fn target(&self) -> String {
-        super::target(&self.host, self.port)
+        let target = super::target(&self.host, self.port);
+        match self.tls {
+            Some(_) => format!("tls://{target}"),
+            None => target,
+        }
     }
     fn policy(&self) -> Policy {
         POLICY
     }
     fn connect(&mut self) -> Result<RiemannClient, Failure> {
         let addr = super::resolve(&self.host, self.port)?;
-        RiemannClient::connect(addr, TIMEOUT)
+        RiemannClient::connect_with(addr, TIMEOUT, self.tls.as_ref())
             .map_err(|e| Failure::retry(format!("cannot connect: {e}")))
     }
     fn send(&mut self, client: &mut RiemannClient, batch: &[Arc<Event>]) -> Result<(), Failure> {

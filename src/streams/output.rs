@@ -6,9 +6,9 @@
 //! | `printer(prefix="")` | `printer("high average: ")` |
 //! | `index()` | `index_stream = index()` |
 //! | `email(*to, subject=None, sender=None)` | `email("ops@example.com")` |
-//! | `forward(host, port=5555)` | `forward("riemann.example.com")` |
+//! | `forward(host, port=5555, tls_ca=None, tls_cert=None, tls_key=None)` | `forward("riemann.example.com")` |
 //! | `graphite(host, port=2003, path=None)` | `graphite("carbon.example.com")` |
-//! | `influxdb(url, db, measurement=None, tags=None, precision="s")` | `influxdb("http://influx:8086", "metrics")` |
+//! | `influxdb(url, db, measurement=None, tags=None, precision="s", username=None, password=None)` | `influxdb("http://influx:8086", "metrics")` |
 //! | `webhook(url, template=None, batch=None, headers=None)` | `webhook("https://hooks.example.com/x")` |
 //!
 //! `email`, `forward`, `graphite`, `influxdb` and `webhook` hand what they send to a sink (see
@@ -33,6 +33,7 @@ use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
 use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
 use crate::sinks::webhook::{self, Template, WebhookSink};
 use crate::sinks::{Encoded, Sink, SinkHandle};
+use crate::tls::{ClientTls, Identity, PemFile};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -54,9 +55,9 @@ pub const ENTRIES: &[Entry] = &[
     },
     Entry {
         name: "forward",
-        params: "host, port=5555",
+        params: "host, port=5555, tls_ca=None, tls_cert=None, tls_key=None",
         summary: "Send each event to another dmon or a Riemann server, over Riemann's protocol on TCP, in acknowledged batches.",
-        details: "Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`.",
+        details: "Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`. With `tls_ca` (a PEM file of CA certificates) the connection is TLS and the receiver's certificate must be signed by one of them and carry `host`; `tls_cert` and `tls_key` add a client certificate, for a receiver that requires one (`--tls-client-ca`). The files are read when the module loads: one that cannot be used is an error then. A failed handshake is retried as a receiver that is down is. The sink's target is then `tls://host:port` (nodes sharing it use the first one's files). In Riemann these are the `:tls? true`, `:ca-cert`, `:cert` and `:key` of the `tcp-client` given to `forward`.",
         example: r#"forward("riemann.example.com", 5555)"#,
         build: build_forward,
     },
@@ -70,9 +71,9 @@ pub const ENTRIES: &[Entry] = &[
     },
     Entry {
         name: "influxdb",
-        params: "url, db, measurement=None, tags=None, precision='s'",
+        params: "url, db, measurement=None, tags=None, precision='s', username=None, password=None",
         summary: "Write each event with a metric to InfluxDB 1.x as a point, in its line protocol over HTTP, in batches.",
-        details: "As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` (\"s\", \"ms\", \"us\" or \"ns\"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue.",
+        details: "As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` (\"s\", \"ms\", \"us\" or \"ns\"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue (and the first one's credentials). For a server with `auth-enabled`, `username` and `password` go as HTTP basic authentication; without `password` it is taken from $DMON_INFLUXDB_PASSWORD when the module loads, so it need not be written in it; it is never shown (`streams()` shows the username only). Wrong credentials are a 401: the batch is given up, counted as failed, and logged.",
         example: r#"influxdb("http://influx.example.com:8086", "metrics")"#,
         build: build_influxdb,
     },
@@ -153,8 +154,63 @@ fn port(args: &mut Args, default: u16) -> Result<u16, BuildError> {
 fn build_forward(mut args: Args) -> Result<NodeRef, BuildError> {
     let host = host(&mut args)?;
     let port = port(&mut args, forward::DEFAULT_PORT)?;
+    let files = TlsFiles {
+        ca: opt_string(&mut args, "tls_ca")?,
+        cert: opt_string(&mut args, "tls_cert")?,
+        key: opt_string(&mut args, "tls_key")?,
+    };
+    // Read now, so a file that cannot be used stops the module loading
+    // rather than showing as failures at the first event.
+    let tls = files.load(&host).map_err(|e| args.error(e))?;
     args.finish()?;
-    Ok(SinkNode::node(Forward { host, port }))
+    Ok(SinkNode::node(Forward {
+        host,
+        port,
+        files,
+        tls,
+    }))
+}
+
+/// `forward`'s `tls_ca`, `tls_cert` and `tls_key`, as given.
+struct TlsFiles {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl TlsFiles {
+    /// The client TLS for `host`, if `tls_ca` is given.
+    fn load(&self, host: &str) -> Result<Option<ClientTls>, String> {
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(Identity {
+                cert: PemFile::new("tls_cert", cert),
+                key: PemFile::new("tls_key", key),
+            }),
+            (None, None) => None,
+            _ => return Err("`tls_cert` and `tls_key` go together".into()),
+        };
+        let Some(ca) = &self.ca else {
+            return match identity {
+                Some(_) => Err("`tls_cert` needs `tls_ca`: a client certificate is for TLS".into()),
+                None => Ok(None),
+            };
+        };
+        ClientTls::for_host(&PemFile::new("tls_ca", ca), identity.as_ref(), host)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `, tls_ca="..."` and the rest, for `describe`.
+    fn describe(&self) -> String {
+        [
+            ("tls_ca", &self.ca),
+            ("tls_cert", &self.cert),
+            ("tls_key", &self.key),
+        ]
+        .iter()
+        .filter_map(|(name, v)| Some(format!(", {name}={}", quote(v.as_deref()?))))
+        .collect()
+    }
 }
 
 fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -240,8 +296,40 @@ fn build_influxdb(mut args: Args) -> Result<NodeRef, BuildError> {
         Some(p) => Precision::parse(&p).map_err(|e| args.error(e))?,
     };
     let points = Points::new(measurement, &tags, precision).map_err(|e| args.error(e))?;
+    let username = opt_string(&mut args, "username")?;
+    let password = opt_string(&mut args, "password")?;
+    let credentials = influx_credentials(username, password).map_err(|e| args.error(e))?;
     args.finish()?;
-    Ok(SinkNode::node(Influx { url, db, points }))
+    Ok(SinkNode::node(Influx {
+        url,
+        db,
+        points,
+        credentials,
+    }))
+}
+
+/// Where `influxdb`'s password is taken from when the module does not
+/// give one, so it need not be written there.
+pub const INFLUXDB_PASSWORD_ENV: &str = "DMON_INFLUXDB_PASSWORD";
+
+/// `username` with `password`, else with [`INFLUXDB_PASSWORD_ENV`].
+fn influx_credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<influxdb::Credentials>, String> {
+    let Some(username) = username else {
+        return match password {
+            Some(_) => Err("`password` needs a `username`".into()),
+            None => Ok(None),
+        };
+    };
+    let password = match password {
+        Some(p) => p,
+        None => std::env::var(INFLUXDB_PASSWORD_ENV).map_err(|_| {
+            format!("`username` needs a password: `password=` or ${INFLUXDB_PASSWORD_ENV}")
+        })?,
+    };
+    Ok(Some(influxdb::Credentials { username, password }))
 }
 
 fn build_webhook(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -382,11 +470,13 @@ impl<O: SinkOutput> Node for SinkNode<O> {
     }
 }
 
-/// `forward(host, port=5555)`: each event, to the Riemann server at
-/// `host:port`.
+/// `forward(host, port=5555, tls_ca=None, ...)`: each event, to the
+/// Riemann server at `host:port`, over TLS with `tls_ca`.
 pub struct Forward {
     host: String,
     port: u16,
+    files: TlsFiles,
+    tls: Option<ClientTls>,
 }
 
 impl SinkOutput for Forward {
@@ -394,10 +484,15 @@ impl SinkOutput for Forward {
     type Sink = ForwardSink;
 
     fn describe(&self) -> String {
-        format!("forward({}, {})", quote(&self.host), self.port)
+        format!(
+            "forward({}, {}{})",
+            quote(&self.host),
+            self.port,
+            self.files.describe()
+        )
     }
     fn sink(&self) -> ForwardSink {
-        ForwardSink::new(&self.host, self.port)
+        ForwardSink::new(&self.host, self.port, self.tls.clone())
     }
     fn item(&self, _: &Context, event: &Arc<Event>) -> Option<Arc<Event>> {
         Some(Arc::clone(event))
@@ -443,6 +538,7 @@ pub struct Influx {
     url: String,
     db: String,
     points: Points,
+    credentials: Option<influxdb::Credentials>,
 }
 
 impl SinkOutput for Influx {
@@ -450,10 +546,20 @@ impl SinkOutput for Influx {
     type Sink = InfluxSink;
 
     fn describe(&self) -> String {
-        format!("influxdb({}, {})", quote(&self.url), quote(&self.db))
+        // The password is left out: `streams()` shows this.
+        let user = match &self.credentials {
+            Some(c) => format!(", username={}", quote(&c.username)),
+            None => String::new(),
+        };
+        format!("influxdb({}, {}{user})", quote(&self.url), quote(&self.db))
     }
     fn sink(&self) -> InfluxSink {
-        InfluxSink::new(&self.url, &self.db, self.points.precision)
+        InfluxSink::new(
+            &self.url,
+            &self.db,
+            self.points.precision,
+            self.credentials.as_ref(),
+        )
     }
     fn item(&self, ctx: &Context, event: &Arc<Event>) -> Option<influxdb::Point> {
         // The line is made here: nodes with other measurements or tags may
@@ -647,5 +753,29 @@ mod tests {
         assert!(refused("forward", vals!["h", "x"], vec![]).contains("must be an int"));
         let bad_path = vec![("path".to_owned(), "a b.{host}".into())];
         assert!(refused("graphite", vals!["h"], bad_path).contains("whitespace"));
+
+        let named = |pairs: &[(&str, &str)]| -> Vec<(String, crate::streams::value::Value)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+                .collect()
+        };
+        let cert_only = named(&[("tls_cert", "c.pem")]);
+        assert!(refused("forward", vals!["h"], cert_only).contains("go together"));
+        let no_ca = named(&[("tls_cert", "c.pem"), ("tls_key", "k.pem")]);
+        assert!(refused("forward", vals!["h"], no_ca).contains("`tls_cert` needs `tls_ca`"));
+        let missing_ca = named(&[("tls_ca", "/nonexistent/ca.pem")]);
+        assert!(refused("forward", vals!["h"], missing_ca)
+            .contains("tls_ca /nonexistent/ca.pem: No such file"));
+
+        let db = vals!["http://influx:8086", "m"];
+        let password_only = named(&[("password", "pw")]);
+        assert!(refused("influxdb", db.clone(), password_only).contains("needs a `username`"));
+        let both = named(&[("username", "u"), ("password", "pw")]);
+        let described = describe("influxdb", db, both);
+        assert_eq!(
+            described,
+            r#"influxdb("http://influx:8086", "m", username="u")"#
+        );
     }
 }

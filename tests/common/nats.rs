@@ -33,8 +33,15 @@ fn free_port() -> u16 {
 impl Nats {
     /// Starts a server and waits until it accepts clients.
     pub fn start() -> Nats {
+        Nats::start_with_config("")
+    }
+
+    /// Starts a server with `config` (nats-server's configuration syntax:
+    /// `tls { ... }`, `authorization { ... }`) added to its flags.
+    pub fn start_with_config(config: &str) -> Nats {
         let port = free_port();
         let dir = TempDir::new();
+        dir.write("nats.conf", config);
         let (child, log) = spawn(port, &dir);
         Nats {
             port,
@@ -68,6 +75,8 @@ fn spawn(port: u16, dir: &TempDir) -> (KillOnDrop, Lines) {
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
         .arg("-sd")
         .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nats.conf"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

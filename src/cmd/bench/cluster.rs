@@ -80,7 +80,7 @@ fn run_all(events: usize, dir: &Path, baseline_now: impl Fn() -> f64) -> anyhow:
         .enable_all()
         .build()?;
     let conn = runtime.block_on(async {
-        let conn = cluster::connect(&url, "dmon-bench").await?;
+        let conn = cluster::connect(&url, "dmon-bench", &Default::default()).await?;
         conn.prepare(PARTITIONS).await?;
         anyhow::Ok(conn)
     })?;
