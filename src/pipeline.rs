@@ -776,7 +776,7 @@ mod tests {
             assert_eq!(out.events().len(), streamed, "to streams: {to_streams}");
             assert_eq!(h.ctx.index.len(), n, "indexed either way");
             assert_eq!(pipeline.stats().processed, n as u64, "counted either way");
-            let saved = crate::cluster::checkpoint::Checkpoint::take(&pipeline, "node");
+            let saved = crate::checkpoint::Checkpoint::take(&pipeline, "node");
             assert_eq!(saved.index.len(), streamed, "to streams: {to_streams}");
 
             // Their ttl is twice the interval: gone 2 s later.
