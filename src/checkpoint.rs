@@ -6,11 +6,15 @@
 //! in NATS KV ([`crate::cluster::checkpoint`]), `serve --state-dir`'s in a
 //! local file ([`crate::state_dir`]).
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipeline::{Pipeline, Work};
-use crate::streams::{event_from_json, event_to_json, load_tree, save_tree, SavedState};
+use crate::streams::{
+    event_from_json, event_to_json, load_tree, save_tree, walk_tree, Node, SavedState,
+};
 
 /// What a checkpoint holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -42,6 +46,10 @@ pub struct Restored {
     pub index_events: usize,
     pub nodes: usize,
     pub errors: Vec<String>,
+    /// Saved states no node took, the module having changed: `path (how
+    /// the node was built)`, or a root no longer there. Those places start
+    /// fresh.
+    pub unmatched: Vec<String>,
 }
 
 impl Checkpoint {
@@ -94,11 +102,16 @@ impl Checkpoint {
         }
         let roots = pipeline.roots();
         for saved in self.roots {
-            if let Some(root) = roots.iter().find(|r| r.name == saved.root) {
-                let (loaded, errors) = load_tree(&root.path(), &*root.node, &saved.states);
-                done.nodes += loaded;
-                done.errors.extend(errors);
-            }
+            let Some(root) = roots.iter().find(|r| r.name == saved.root) else {
+                done.unmatched
+                    .push(format!("{} (a root no longer there)", saved.root));
+                continue;
+            };
+            let (loaded, errors) = load_tree(&root.path(), &*root.node, &saved.states);
+            done.nodes += loaded;
+            done.errors.extend(errors);
+            done.unmatched
+                .extend(unmatched(&root.path(), &*root.node, &saved.states));
         }
         // The states loaded have deadlines of their own.
         for root in roots.iter() {
@@ -106,6 +119,20 @@ impl Checkpoint {
         }
         done
     }
+}
+
+/// The saved states of a tree that no node at the same path built the
+/// same way takes (see [`load_tree`]).
+fn unmatched(path: &str, node: &dyn Node, saved: &[SavedState]) -> Vec<String> {
+    let mut built = HashSet::new();
+    walk_tree(path, node, &mut |path, n| {
+        built.insert((path.to_owned(), n.describe()));
+    });
+    saved
+        .iter()
+        .filter(|s| !built.contains(&(s.path.clone(), s.describe.clone())))
+        .map(|s| format!("{} ({})", s.path, s.describe))
+        .collect()
 }
 
 /// Takes a checkpoint on the dispatch thread, after the work sent before

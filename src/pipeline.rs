@@ -580,6 +580,7 @@ impl Pipeline {
             cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
             cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
+            state: crate::state_dir::snapshot(),
         }
     }
 }
