@@ -223,7 +223,7 @@ pub struct Server {
     flush_at_shutdown: bool,
     /// Run on the dispatch thread once everything received is processed
     /// (see [`Server::at_last`]).
-    last: Vec<Box<dyn FnOnce(&Pipeline) + Send>>,
+    last: Vec<Work>,
 }
 
 impl Server {
@@ -352,7 +352,7 @@ impl Server {
     /// received was processed (and the roots flushed, if they are): the
     /// state as the stop leaves it.
     pub fn at_last(&mut self, job: impl FnOnce(&Pipeline) + Send + 'static) {
-        self.last.push(Box::new(job));
+        self.last.push(Work::Call(Box::new(job)));
     }
 
     /// Runs the task `start` makes, given the shutdown signal, on the
@@ -393,7 +393,7 @@ impl Server {
                 .await;
         }
         for job in self.last {
-            let _ = self.tx.send(Work::Call(job)).await;
+            let _ = self.tx.send(job).await;
         }
         let _ = self.tx.send(Work::Stop).await;
         drop(self.tx);
