@@ -4,8 +4,10 @@
 //! aside, an unusable directory refused.
 
 mod common;
+mod shell_support;
 
 use common::{num, run_dmon, text, Server, TempDir, TIMEOUT};
+use shell_support::{stat, Kind, Shell, Start};
 use serde_json::{json, Value};
 
 /// A counter per host, a moving and a fixed window (an hour: it closes
@@ -236,4 +238,29 @@ fn a_state_dir_that_cannot_be_made_is_a_start_up_error_naming_it() {
         "{said}"
     );
     assert!(said.contains("Not a directory"), "{said}");
+}
+
+#[test]
+fn the_shell_keeps_its_state_in_the_state_dir_too() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", MODULE);
+    let state = dir.path().join("state");
+    let start = || {
+        let mut opts = Start::new(Kind::Python, &dir, &streams);
+        opts.args = vec!["--state-dir".into(), state.display().to_string()];
+        Shell::start(opts)
+    };
+    let shell = start();
+    shell.run_expect(r#"inject(host="a", metric=1)"#, r#""metric":1}"#);
+    shell.run_expect(r#"inject(host="a", metric=1)"#, r#""metric":2}"#);
+    let stats = shell.exit();
+    assert!(stat(&stats, "state_saves") >= 1, "stats: {stats}");
+
+    let shell = start();
+    shell.run_expect(r#"inject(host="a", metric=1)"#, r#"count {"host":"a""#);
+    shell.wait_for("the count going on from 2", |s| {
+        s.lines().any(|l| l.starts_with("count ") && l.ends_with(r#""metric":3}"#))
+    });
+    shell.run_expect("stats()", "state: ");
+    shell.exit();
 }
