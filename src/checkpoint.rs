@@ -158,3 +158,86 @@ pub async fn restore(tx: &mpsc::Sender<Work>, checkpoint: Checkpoint) -> Option<
     tx.send(Work::Call(Box::new(job))).await.ok()?;
     restored.await.ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pipeline::Root;
+    use crate::testing::Harness;
+    use crate::vals;
+
+    fn counter_root(h: &Harness, name: &str, init: i64) -> Root {
+        let node = h.build(
+            "counter",
+            vec![],
+            vec![("init".into(), init.into())],
+            vec![],
+        );
+        Root {
+            name: name.into(),
+            node,
+        }
+    }
+
+    #[test]
+    fn restore_gives_each_state_to_the_node_built_the_same_way_and_names_the_others() {
+        let h = Harness::at(1000.0);
+        // Counters by root name and `init`, and a window.
+        let pipeline = |counters: &[(&str, i64)]| {
+            let mut roots: Vec<Root> = counters
+                .iter()
+                .map(|(name, init)| counter_root(&h, name, *init))
+                .collect();
+            roots.push(Root {
+                name: "window_stream".into(),
+                node: h.build("moving_event_window", vals![3], vec![], vec![]),
+            });
+            Pipeline::new(Arc::clone(&h.ctx), roots)
+        };
+        let before = pipeline(&[
+            ("kept_stream", 0),
+            ("changed_stream", 0),
+            ("gone_stream", 0),
+        ]);
+        before.process(crate::event::Event {
+            host: Some("a".into()),
+            metric: Some(crate::event::Number::Int(2)),
+            ..Default::default()
+        });
+        let saved = Checkpoint::take(&before, "node");
+
+        let after = pipeline(&[
+            ("new_stream", 0),
+            ("kept_stream", 0),
+            ("changed_stream", 10),
+        ]);
+        let restored = saved.restore(&after);
+        assert_eq!(restored.nodes, 2, "the kept counter and the window");
+        assert!(restored.errors.is_empty(), "{:?}", restored.errors);
+        assert_eq!(
+            restored.unmatched,
+            [
+                "changed_stream/counter (counter(init=0))",
+                "gone_stream (a root no longer there)"
+            ]
+        );
+        let kept = Checkpoint::take(&after, "node");
+        let state_of = |root: &str| {
+            kept.roots.iter().find(|r| r.root == root).unwrap().states[0]
+                .state
+                .clone()
+        };
+        assert_eq!(state_of("kept_stream"), serde_json::json!(2));
+        assert_eq!(state_of("changed_stream"), serde_json::json!(10));
+        assert_eq!(state_of("new_stream"), serde_json::json!(0));
+        assert_eq!(
+            state_of("window_stream")["events"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
