@@ -349,6 +349,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_state_row_shows_with_a_state_dir() {
+        let mut stats = Stats::default();
+        assert!(!stats.summary().contains("state"));
+        stats.state.state_dir = Some("/var/lib/dmon".into());
+        stats.state.state_saves = 12;
+        stats.state.state_save_bytes = 2048;
+        assert!(stats.summary().ends_with(
+            "\n  state      12 saves (0 failed, last 2048 bytes), 0 corrupt files set aside, in /var/lib/dmon"
+        ));
+    }
+
+    #[test]
     fn the_http_row_shows_once_http_served() {
         let mut stats = Stats::default();
         assert!(!stats.summary().contains("http"));
