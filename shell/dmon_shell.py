@@ -206,6 +206,8 @@ def _print_stats(s, local):
         f"{s['recent_dropped']} dropped by the caps",
         _memory_line(s),
     ]
+    if s.get("state_dir"):
+        lines.append(_state_line(s))
     # forward(), graphite(): one line per target (the mailer has its line above).
     for k in s.get("sinks", []):
         if k["kind"] != "email":
@@ -235,6 +237,15 @@ def _recent_line(s):
     return (f"recent: {_events(s['recent_events'])} kept, {_mib(s['recent_bytes'])} "
             f"(last {_minutes(window / 60)}, at most {cap:,} and {_mib(cap_bytes)}), "
             f"{s['recent_dropped']} dropped by the caps")
+
+
+def _state_line(s):
+    """--state-dir: saves written and failed, the last one's size, corrupt files set aside."""
+    line = (f"state: {s['state_saves']} saves to {s['state_dir']} ({s['state_save_failures']} failed, "
+            f"last {_mib(s['state_save_bytes'])})")
+    if s["state_corrupt"]:
+        line += f", {s['state_corrupt']} unreadable state file set aside"
+    return line
 
 
 def _mib(n):

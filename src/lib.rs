@@ -9,6 +9,7 @@
 //! | [`event`] | the event and its fields |
 //! | [`clock`] | time as nodes see it: the wall clock, or a virtual one |
 //! | [`cluster`] | several nodes through NATS JetStream: partitions, gateways, workers, leases, checkpoints, cluster queries |
+//! | [`checkpoint`], [`state_dir`] | the index and the nodes' state, taken and restored under the reload rules; kept in a local directory across restarts (`serve --state-dir`) |
 //! | [`codec`] | wire formats: JSON, Riemann's protocol buffers |
 //! | [`server`] | sources (JSON over UDP, Riemann over TCP and UDP) and the running [`server::Server`] |
 //! | [`http`] | the HTTP listener: the dashboard, index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
@@ -38,6 +39,7 @@
 //! screen: Python-backed nodes implement the same [`streams::Node`] trait.
 
 pub mod alloc_count;
+pub mod checkpoint;
 pub mod client;
 pub mod clock;
 pub mod cluster;
@@ -61,6 +63,7 @@ pub mod recent;
 pub mod rehearsal;
 pub mod server;
 pub mod sinks;
+pub mod state_dir;
 pub mod stats;
 pub mod streams;
 pub mod testing;

@@ -598,6 +598,7 @@ impl Pipeline {
             cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
             cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
+            state: crate::state_dir::snapshot(),
         }
     }
 }
@@ -794,7 +795,7 @@ mod tests {
             assert_eq!(out.events().len(), streamed, "to streams: {to_streams}");
             assert_eq!(h.ctx.index.len(), n, "indexed either way");
             assert_eq!(pipeline.stats().processed, n as u64, "counted either way");
-            let saved = crate::cluster::checkpoint::Checkpoint::take(&pipeline, "node");
+            let saved = crate::checkpoint::Checkpoint::take(&pipeline, "node");
             assert_eq!(saved.index.len(), streamed, "to streams: {to_streams}");
 
             // Their ttl is twice the interval: gone 2 s later.

@@ -231,6 +231,10 @@ pub struct Stats {
     /// takeovers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_worker: Option<crate::cluster::consume::WorkerSnapshot>,
+    /// `--state-dir`: saves written and failed, the last one's size and
+    /// time, unreadable state files moved aside.
+    #[serde(flatten)]
+    pub state: crate::state_dir::StateSnapshot,
 }
 
 impl Stats {
@@ -295,11 +299,16 @@ impl Stats {
                 ),
             ),
             ("pipeline", self.pipeline_row()),
+            ("state", self.state_row()),
         ];
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
             // HTTP is off by default: its row only once it served something.
             if name == "http" && !self.http.any() {
+                continue;
+            }
+            // So is --state-dir.
+            if name == "state" && self.state.state_dir.is_none() {
                 continue;
             }
             out.push_str(&format!("\n  {name:<10} {value}"));
@@ -309,6 +318,18 @@ impl Stats {
             out.push_str(&format!("\n  {:<10} {}: {}", s.kind, s.target, s.counts()));
         }
         out
+    }
+
+    fn state_row(&self) -> String {
+        let s = &self.state;
+        format!(
+            "{} saves ({} failed, last {} bytes), {} corrupt files set aside, in {}",
+            s.state_saves,
+            s.state_save_failures,
+            s.state_save_bytes,
+            s.state_corrupt,
+            s.state_dir.as_deref().unwrap_or("")
+        )
     }
 
     fn pipeline_row(&self) -> String {
@@ -329,6 +350,18 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_row_shows_with_a_state_dir() {
+        let mut stats = Stats::default();
+        assert!(!stats.summary().contains("state"));
+        stats.state.state_dir = Some("/var/lib/dmon".into());
+        stats.state.state_saves = 12;
+        stats.state.state_save_bytes = 2048;
+        assert!(stats.summary().ends_with(
+            "\n  state      12 saves (0 failed, last 2048 bytes), 0 corrupt files set aside, in /var/lib/dmon"
+        ));
+    }
 
     #[test]
     fn the_http_row_shows_once_http_served() {

@@ -510,7 +510,8 @@ fn an_owner_whose_lease_is_taken_stops_consuming_and_stands_by() {
 /// the manifest names it.
 #[test]
 fn a_large_checkpoint_is_chunked_and_reads_back_whole() {
-    use dmon::cluster::checkpoint::{Checkpoint, Store, CHUNK_BYTES};
+    use dmon::checkpoint::Checkpoint;
+    use dmon::cluster::checkpoint::{Store, CHUNK_BYTES};
     let nats = Nats::start();
     runtime().block_on(async {
         let conn = dmon::cluster::connect(&nats.url(), "t", &Default::default())

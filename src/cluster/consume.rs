@@ -25,9 +25,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, RwLock};
 use tokio::task::JoinHandle;
 
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint;
 use super::lease::{Lease, LeaseError};
 use super::{decode_batch, subject, ClusterError, Connection, Partitions};
+use crate::checkpoint::{self as state, Checkpoint};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Pipeline, Work};
 use crate::warn_limited;
@@ -290,7 +291,7 @@ async fn run(
             Some(saved) => {
                 *crate::streams::lock(&shared.done) = saved.done.clone();
                 let from = saved.node.clone();
-                let Some(done) = checkpoint::restore(&shared.tx, saved).await else {
+                let Some(done) = state::restore(&shared.tx, saved).await else {
                     return;
                 };
                 tracing::info!(
@@ -444,8 +445,7 @@ async fn write_checkpoint(
     unacked: &Mutex<Vec<jetstream::Message>>,
 ) {
     let _quiet = gate.write().await;
-    let Some(mut taken): Option<Checkpoint> =
-        checkpoint::take(&shared.tx, &shared.config.node).await
+    let Some(mut taken): Option<Checkpoint> = state::take(&shared.tx, &shared.config.node).await
     else {
         return;
     };

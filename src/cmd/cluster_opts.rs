@@ -12,9 +12,6 @@ use crate::tls::{ClientTls, Identity, PemFile};
 /// owner before a standby takes over.
 pub const DEFAULT_LEASE_SECS: f64 = 10.0;
 
-/// Default of `--checkpoint-secs`.
-pub const DEFAULT_CHECKPOINT_SECS: f64 = 5.0;
-
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ClusterOpts {
     /// Make this node a gateway: publish what it receives (UDP, Riemann) to
@@ -54,10 +51,6 @@ pub struct ClusterOpts {
     /// before a standby takes over (the takeover time).
     #[arg(long, value_name = "SECS", env = "DMON_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS, value_parser = positive_secs)]
     pub lease_secs: f64,
-    /// Seconds between checkpoints of a worker's state (the index, `by`
-    /// forks' aggregates) to NATS, which a standby restores on takeover.
-    #[arg(long, value_name = "SECS", env = "DMON_CHECKPOINT_SECS", default_value_t = DEFAULT_CHECKPOINT_SECS, value_parser = positive_secs)]
-    pub checkpoint_secs: f64,
     /// Register in the cluster and answer cluster queries, stats and
     /// streams (`dmon query --cluster`) through NATS at URL; implied by
     /// --publish and --consume.
@@ -223,10 +216,6 @@ impl ClusterOpts {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs_f64(self.lease_secs)
-    }
-
-    pub fn checkpoint_every(&self) -> Duration {
-        Duration::from_secs_f64(self.checkpoint_secs)
     }
 
     /// `--node-name`, or `HOST:PID`.

@@ -10,12 +10,14 @@ use anyhow::Context as _;
 use pyo3::Python;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::checkpoint::Checkpoint;
 use crate::console::{LineSink, Stdout};
 use crate::context::Context;
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenErrors, Listeners, Server};
+use crate::state_dir::StateDir;
 use crate::stats::Stats;
 use crate::tls::{Identity, PemFile, ServerTls};
 
@@ -176,6 +178,22 @@ pub struct ServerOpts {
     /// cannot hold a stop up for ever.
     #[arg(long, value_name = "SECS", env = "DMON_SHUTDOWN_GRACE", default_value = "30" /* DEFAULT_SHUTDOWN_GRACE */, value_parser = parse_secs)]
     pub shutdown_grace: Duration,
+    /// Keep the index and the streams' state (what checkpoints keep: `by`
+    /// forks, counters, averages, rates, windows) in DIR/state.json, written every --checkpoint-secs and at a
+    /// clean stop, and restored at start: a restart loses nothing, a crash
+    /// at most one interval. Windows are not flushed at a stop: they carry
+    /// on after the restart. Created if missing.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "DMON_STATE_DIR",
+        conflicts_with = "consume"
+    )]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between saves of the state: to --state-dir, or a cluster
+    /// worker's checkpoints to NATS, which a standby restores on takeover.
+    #[arg(long, value_name = "SECS", env = "DMON_CHECKPOINT_SECS", default_value = "5", value_parser = parse_secs)]
+    pub checkpoint_secs: Duration,
     /// Clustering: gateway (--publish) or worker (--consume) through NATS.
     #[command(flatten)]
     pub cluster: super::cluster_opts::ClusterOpts,
@@ -228,6 +246,35 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 impl ServerOpts {
+    /// `--state-dir`, opened (created if missing; one that cannot be
+    /// written is an error naming it), with what it holds put into
+    /// `pipeline`. Call before the listeners start, so no event is
+    /// processed before the state is back.
+    pub fn restore_state(&self, pipeline: &Pipeline) -> anyhow::Result<Option<Arc<StateDir>>> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(None);
+        };
+        let state = StateDir::open(dir)?;
+        // `by` builds its forks' fresh copies, which may be Python's.
+        Python::attach(|_| state.restore(pipeline));
+        Ok(Some(Arc::new(state)))
+    }
+
+    /// Saves `state` every `--checkpoint-secs` and once more after the
+    /// last event of a clean stop, and leaves windows open at the stop:
+    /// they carry on from the saved state (flushing them too would send
+    /// their events twice). Call inside the server's runtime.
+    pub fn keep_state(&self, server: &mut Server, state: Arc<StateDir>) {
+        let node = self.cluster.node_name();
+        let (tx, every) = (server.sender(), self.checkpoint_secs);
+        let (saver, last) = (Arc::clone(&state), node.clone());
+        server.run_until_shutdown(move |stop| saver.save_every(tx, every, node, stop));
+        server.at_last(move |p| {
+            let _ = state.save(&Checkpoint::take(p, &last));
+        });
+        server.keep_windows_open();
+    }
+
     /// Gives `pipeline` the limits these options set, its ring of recent
     /// events, and where dmon's own events go.
     pub fn apply_limits(&self, pipeline: &Pipeline) {
@@ -511,17 +558,21 @@ pub(crate) fn serve_until_stopped(
         // Gateway (--publish): received events go to JetStream first.
         let spawn_dispatcher =
             crate::cluster::publish::through(gateway(opts).await?, python::spawn_dispatcher);
+        let state = opts.restore_state(&pipeline)?;
         let mut server = Server::start(pipeline, &listeners, spawn_dispatcher)
             .await
             .map_err(cannot_listen)?;
         if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }
+        if let Some(state) = state {
+            opts.keep_state(&mut server, state);
+        }
         // One view of the cluster: register and answer cluster queries.
         let cluster_view =
             super::cluster_view::ClusterView::start(opts, Arc::clone(&server.pipeline)).await?;
         // Cluster worker (--consume): stands by for or consumes its partitions.
-        let worker = start_worker(&opts.cluster, &server).await?;
+        let worker = start_worker(opts, &server).await?;
         if worker.is_some() {
             server.keep_windows_open();
         }
@@ -611,22 +662,22 @@ pub(crate) async fn gateway(
 /// (see [`crate::cluster::consume`]); a NATS it cannot reach is an error
 /// naming the URL and the flag.
 async fn start_worker(
-    opts: &super::cluster_opts::ClusterOpts,
+    opts: &ServerOpts,
     server: &Server,
 ) -> anyhow::Result<Option<crate::cluster::consume::Worker>> {
-    let Some(url) = &opts.consume else {
+    let Some(url) = &opts.cluster.consume else {
         return Ok(None);
     };
-    let Some(partitions) = opts.partitions()? else {
+    let Some(partitions) = opts.cluster.partitions()? else {
         anyhow::bail!("--consume needs --partitions");
     };
-    let node = opts.node_name();
+    let node = opts.cluster.node_name();
     let config = crate::cluster::consume::WorkerConfig {
         partitions,
-        partition_count: opts.partition_count,
+        partition_count: opts.cluster.partition_count,
         node: node.clone(),
-        lease: opts.lease(),
-        checkpoint_every: opts.checkpoint_every(),
+        lease: opts.cluster.lease(),
+        checkpoint_every: opts.checkpoint_secs,
     };
     let auth = opts.nats.load()?;
     let start = async {

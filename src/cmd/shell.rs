@@ -243,13 +243,17 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         // Gateway (--publish): received events go to JetStream first.
         let gateway = runtime.block_on(super::serve::gateway(&args.server))?;
         let spawn_dispatcher = crate::cluster::publish::through(gateway, python::spawn_dispatcher);
+        let state = args.server.restore_state(&pipeline)?;
         let mut server = runtime
             .block_on(Server::start(pipeline, &listeners, spawn_dispatcher))
             .map_err(super::serve::cannot_listen)?;
+        // Spawned inside the runtime the server runs on.
+        let _guard = runtime.enter();
         if let Some(every) = args.server.instrument_every() {
-            // Spawned inside the runtime the server runs on.
-            let _guard = runtime.enter();
             server.instrument(every);
+        }
+        if let Some(state) = state {
+            args.server.keep_state(&mut server, state);
         }
         handle.get().attach_server(server.injector(), &server.bound);
         Some(server)

@@ -221,6 +221,9 @@ pub struct Server {
     dispatcher: thread::JoinHandle<()>,
     /// Whether shutdown flushes the roots (see [`Server::keep_windows_open`]).
     flush_at_shutdown: bool,
+    /// Run on the dispatch thread once everything received is processed
+    /// (see [`Server::at_last`]).
+    last: Vec<Work>,
 }
 
 impl Server {
@@ -334,6 +337,7 @@ impl Server {
             sources,
             dispatcher,
             flush_at_shutdown: true,
+            last: Vec::new(),
         })
     }
 
@@ -342,6 +346,27 @@ impl Server {
     /// checkpoint on the worker that takes over.
     pub fn keep_windows_open(&mut self) {
         self.flush_at_shutdown = false;
+    }
+
+    /// Runs `job` on the dispatch thread at shutdown, after the last event
+    /// received was processed (and the roots flushed, if they are): the
+    /// state as the stop leaves it.
+    pub fn at_last(&mut self, job: impl FnOnce(&Pipeline) + Send + 'static) {
+        self.last.push(Work::Call(Box::new(job)));
+    }
+
+    /// Runs the task `start` makes, given the shutdown signal, on the
+    /// current runtime; shutdown waits for it to end (with the sources,
+    /// before the last events are processed).
+    pub fn run_until_shutdown<F>(&mut self, start: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = start(self.shutdown.subscribe());
+        self.sources.push(tokio::spawn(async move {
+            task.await;
+            Ok(())
+        }));
     }
 
     /// Stops receiving, processes everything already received, waits a
@@ -366,6 +391,9 @@ impl Server {
                 .tx
                 .send(Work::Call(Box::new(|p: &Pipeline| p.flush_roots())))
                 .await;
+        }
+        for job in self.last {
+            let _ = self.tx.send(job).await;
         }
         let _ = self.tx.send(Work::Stop).await;
         drop(self.tx);

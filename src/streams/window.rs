@@ -185,6 +185,22 @@ impl Node for EventWindow {
         format!("{}({})", self.kind(), self.n)
     }
     node_core!();
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let events: Vec<_> = lock(&self.events)
+            .iter()
+            .map(|e| super::event_to_json(e))
+            .collect();
+        Some(serde_json::json!({ "events": events }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let (_, saved) = window_state(state)?;
+        let events = saved
+            .into_iter()
+            .map(super::event_from_json)
+            .collect::<Result<VecDeque<_>, _>>()?;
+        *lock(&self.events) = events;
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         Arc::new(EventWindow {
             moving: self.moving,
@@ -1224,6 +1240,25 @@ mod tests {
                 _ => vec![vec![4.0]],
             };
             assert_eq!(got, expected, "{name} with other args starts afresh");
+        }
+    }
+
+    #[test]
+    fn event_windows_survive_a_checkpoint() {
+        for (name, expected) in [
+            ("moving_event_window", vec![vec![1.0, 2.0, 3.0]]),
+            ("fixed_event_window", vec![vec![1.0, 2.0, 3.0]]),
+        ] {
+            let h = Harness::new();
+            let out = h.sink("out");
+            let node = h.build(name, vals![3], vec![], vec![out.node()]);
+            h.send(&node, at(1.0, 1.0));
+            h.send(&node, at(2.0, 2.0));
+            let restored = h.build(name, vals![3], vec![], vec![out.node()]);
+            restored.load_state(node.save_state().unwrap()).unwrap();
+            out.take();
+            h.send(&restored, at(3.0, 3.0));
+            assert_eq!(metrics(out.lists()), expected, "{name}");
         }
     }
 

@@ -518,7 +518,12 @@ impl Server {
     /// Starts `dmon serve` with the module in a file `streams.<ext>` and
     /// extra command-line arguments; waits until it is listening.
     pub fn start_with(module: &str, ext: &str, extra: &[&str]) -> Server {
-        let mut server = Server::spawn(module, ext, extra);
+        Server::spawn(module, ext, extra).ready()
+    }
+
+    /// Waits until a spawned server is listening; notes its ports.
+    fn ready(self) -> Server {
+        let mut server = self;
         let line = server
             .stdout
             .wait_for(TIMEOUT, |l| l.starts_with(READY_PREFIX));
@@ -553,8 +558,19 @@ impl Server {
         server
     }
 
+    /// [`Server::start_with`], with extra environment variables.
+    pub fn start_env(module: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn_env(module, "py", extra, env);
+        server.ready()
+    }
+
     /// Spawns `dmon serve` without waiting for readiness.
     pub fn spawn(module: &str, ext: &str, extra: &[&str]) -> Server {
+        Server::spawn_env(module, ext, extra, &[])
+    }
+
+    /// [`Server::spawn`], with extra environment variables.
+    pub fn spawn_env(module: &str, ext: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = TempDir::new();
         let path = dir.write(&format!("streams.{ext}"), module);
         let mut cmd = Command::new(dmon_bin());
@@ -572,6 +588,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
