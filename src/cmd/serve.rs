@@ -679,7 +679,7 @@ async fn start_worker(
         lease: opts.cluster.lease(),
         checkpoint_every: opts.checkpoint_secs,
     };
-    let auth = opts.nats.load()?;
+    let auth = opts.cluster.nats.load()?;
     let start = async {
         let conn = crate::cluster::connect(url, &node, &auth).await?;
         crate::cluster::consume::Worker::start(

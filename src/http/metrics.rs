@@ -38,6 +38,8 @@ const GAUGES: &[&str] = &[
     "recent_bytes",
     "http_subscribers",
     "cluster_publish_waiting",
+    "state_save_bytes",
+    "state_saved_at",
 ];
 
 pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
