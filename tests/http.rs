@@ -396,6 +396,40 @@ fn a_subscriber_that_does_not_read_is_dropped_and_ingest_goes_on() {
     assert!(stats.count("processed") > 1000, "ingest went on");
 }
 
+/// `--memory-limit 16`: the subscribers' share is 1 MiB, less than the
+/// 1,024 events of 1 kB a subscriber's queue may hold by count. A
+/// subscriber that does not read is dropped when the share is full, and
+/// says so; what it held is given back.
+#[test]
+fn a_subscriber_that_does_not_read_is_dropped_when_its_memory_share_is_full() {
+    let mut s = start_module(INDEX_PRINT_LATE, &["--memory-limit", "16"]);
+    let stalled = stalled_subscriber(s.http);
+    poll_until("the stalled subscriber", || {
+        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
+    });
+    let mut flood = Flood::new(&s);
+    poll_until("the stalled subscriber to be dropped", || {
+        flood.send();
+        (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
+    });
+    s.expect_stderr("the reason", |l| {
+        l.contains(
+            "dropped a subscriber: the memory for subscribers' queues is full (--memory-limit)",
+        )
+    });
+    poll_until("its memory given back", || {
+        (metric(s.http, "dmon_memory_subscribers_bytes") == Some(0.0)).then_some(())
+    });
+    drop(stalled);
+    let stats = s.terminate().stats();
+    assert_eq!(
+        stats.count("memory_subscribers_refused"),
+        1,
+        "{:?}",
+        stats.0
+    );
+}
+
 #[test]
 fn connections_over_the_cap_are_closed_at_once() {
     let s = start(&["--http-max-connections", "2"]);
