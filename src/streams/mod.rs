@@ -920,6 +920,30 @@ pub fn event_from_json(v: serde_json::Value) -> Result<Arc<Event>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Field `key` of a saved state (an object) as `T`; a missing field reads
+/// as null, so only an `Option` may be missing. Events read as `Event`
+/// (see [`arcs`]).
+pub fn saved<T: serde::de::DeserializeOwned>(
+    state: &serde_json::Value,
+    key: &str,
+) -> Result<T, String> {
+    if !state.is_object() {
+        return Err(format!("the saved state is not an object: {state}"));
+    }
+    let v = state.get(key).cloned().unwrap_or(serde_json::Value::Null);
+    serde_json::from_value(v).map_err(|e| format!("saved `{key}`: {e}"))
+}
+
+/// Saved events as the shared events nodes hold.
+pub fn arcs(events: Vec<Event>) -> Vec<Arc<Event>> {
+    events.into_iter().map(Arc::new).collect()
+}
+
+/// Events as checkpoints keep them: a list of their JSON.
+pub fn events_to_json<'a>(events: impl IntoIterator<Item = &'a Arc<Event>>) -> serde_json::Value {
+    events.into_iter().map(|e| event_to_json(e)).collect()
+}
+
 /// A metric as checkpoints keep it: an integer stays one.
 pub fn number_to_json(n: crate::event::Number) -> serde_json::Value {
     match n {
