@@ -271,6 +271,38 @@ pub enum Received {
     List(Vec<Arc<Event>>),
 }
 
+/// What reached a sink by host: `"a"` for an event, `"[b,c]"` for a list.
+pub fn shape(got: Vec<Received>) -> Vec<String> {
+    got.iter()
+        .map(|r| match r {
+            Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
+            Received::List(l) => {
+                let hosts: Vec<&str> = l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
+                format!("[{}]", hosts.join(","))
+            }
+        })
+        .collect()
+}
+
+/// A case of [`assert_restarts`]: a stream function, its positional
+/// arguments, the steps after the restart, and the [`shape`] of what they
+/// forward.
+pub type RestartCase = (&'static str, Vec<Value>, Vec<Step>, Vec<&'static str>);
+
+/// For each case, [`Harness::restart_between`] `before` and the case's
+/// steps, on a node built from the case with a fresh harness.
+pub fn assert_restarts(before: &[Step], cases: Vec<RestartCase>) {
+    for (name, args, after, want) in cases {
+        let h = Harness::new();
+        let got = h.restart_between(
+            |out| h.build(name, args.clone(), vec![], vec![out]),
+            before,
+            &after,
+        );
+        assert_eq!(shape(got), want, "{name}{args:?}");
+    }
+}
+
 /// A collecting leaf, and what it collected.
 #[derive(Clone)]
 pub struct Sink(Arc<SinkNode>);

@@ -1420,14 +1420,7 @@ mod tests {
         );
         // Each fork's rollup and changed go on: a's and b's held events are
         // flushed at their forks' deadlines, a's change of state passes.
-        let hosts: Vec<Vec<&str>> = got
-            .iter()
-            .map(|r| match r {
-                Received::Event(e) => vec![e.host.as_deref().unwrap_or("")],
-                Received::List(l) => l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect(),
-            })
-            .collect();
-        assert_eq!(hosts, [vec!["a"], vec!["a", "a"], vec!["b"]]);
+        assert_eq!(crate::testing::shape(got), ["a", "[a,a]", "[b]"]);
     }
 
     #[test]

@@ -810,7 +810,7 @@ mod tests {
         ];
         let by_state = || vals!["state"];
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Value>, Vec<crate::testing::Step>, Vec<&str>)> = vec![
+        let cases: Vec<crate::testing::RestartCase> = vec![
             // The previous state was critical: d's is no change.
             ("changed", by_state(), vec![at(4, "d", "critical"), at(5, "e", "ok")], vec!["e"]),
             // b's last state was critical, a new host starts from ok.
@@ -820,22 +820,7 @@ mod tests {
             // Two criticals before the restart, the third makes a run.
             ("runs", vals![3, "state"], vec![at(4, "d", "critical")], vec!["d"]),
         ];
-        for (name, args, after, want) in cases {
-            let h = Harness::new();
-            let got = h.restart_between(
-                |out| h.build(name, args.clone(), vec![], vec![out]),
-                &before,
-                &after,
-            );
-            let hosts: Vec<&str> = got
-                .iter()
-                .map(|r| match r {
-                    crate::testing::Received::Event(e) => e.host.as_deref().unwrap_or(""),
-                    crate::testing::Received::List(_) => "[list]",
-                })
-                .collect();
-            assert_eq!(hosts, want, "{name}");
-        }
+        crate::testing::assert_restarts(&before, cases);
         // changed(pairs=True) keeps the previous event too.
         let h = Harness::new();
         let pairs = vec![("pairs".to_owned(), Value::Bool(true))];

@@ -1395,7 +1395,7 @@ impl Node for Apdex {
 mod tests {
     use super::*;
     use crate::streams::carry_over;
-    use crate::testing::{ev, func, Harness, Received};
+    use crate::testing::{ev, func, shape, Harness};
     use crate::vals;
     use std::sync::atomic::Ordering;
 
@@ -1414,19 +1414,6 @@ mod tests {
                     e.time.unwrap().as_f64(),
                     e.metric.map_or(f64::NAN, Number::as_f64),
                 )
-            })
-            .collect()
-    }
-
-    fn shape(got: Vec<Received>) -> Vec<String> {
-        got.iter()
-            .map(|r| match r {
-                Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
-                Received::List(l) => {
-                    let hosts: Vec<&str> =
-                        l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
-                    format!("[{}]", hosts.join(","))
-                }
             })
             .collect()
     }
@@ -2083,7 +2070,7 @@ mod tests {
 
     #[test]
     fn stateful_nodes_survive_a_checkpoint() {
-        use crate::testing::Step::{self, AdvanceTo, Send};
+        use crate::testing::Step::{AdvanceTo, Send};
         let fields = dict(&[("state", "critical".into())]);
         let median = Value::List(vec![Value::Float(0.5)]);
         let a123 = [
@@ -2092,7 +2079,7 @@ mod tests {
             Send(at(3.0, "c", 2.0)),
         ];
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Value>, Vec<Step>, Vec<&str>)> = vec![
+        let cases: Vec<crate::testing::RestartCase> = vec![
             // The period began at 1 and let 2 through: d is throttled.
             ("throttle", vals![2, 10], vec![Send(at(4.0, "d", 4.0)), Send(at(12.0, "e", 5.0))], vec!["e"]),
             // The flush of what was held fires after the restart.
@@ -2105,15 +2092,7 @@ mod tests {
             ("ddt", vals![5], vec![Send(at(5.0, "d", 10.0)), AdvanceTo(12.0)], vec!["d", "d"]),
             ("fill_in_last", vec![5.into(), fields], vec![AdvanceTo(9.0)], vec!["c"]),
         ];
-        for (name, args, after, want) in cases {
-            let h = Harness::new();
-            let got = h.restart_between(
-                |out| h.build(name, args.clone(), vec![], vec![out]),
-                &a123,
-                &after,
-            );
-            assert_eq!(shape(got), want, "{name}{args:?}");
-        }
+        crate::testing::assert_restarts(&a123, cases);
         let h = Harness::new();
         let apdex = vals![10, "metric < 2", "metric < 3"];
         for (name, args) in [("rollup", vals![1, 10]), ("apdex", apdex)] {

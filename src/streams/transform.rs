@@ -1674,8 +1674,10 @@ mod tests {
             )))
         };
         let project = vals![r#"service = "enq""#, r#"service = "deq""#];
+        // Stream function, arguments, metrics forwarded after the restart.
+        type Case = (&'static str, Vec<Value>, Vec<Vec<f64>>);
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Value>, Vec<Vec<f64>>)> = vec![
+        let cases: Vec<Case> = vec![
             // (4 + 2) / 2, not 2 / 2 as a fresh average would give.
             ("ewma_timeless", vals![0.5], vec![vec![2.0]]),
             ("ewma", vals![1], vec![vec![0.5 * 4.0 * 0.5 + 0.5 * 2.0]]),
