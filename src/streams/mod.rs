@@ -26,6 +26,12 @@
 //!   None to Python and left out for nodes taking events one by one.
 //! - **Reload.** [`carry_over`] moves state from the previous tree to the
 //!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
+//! - **Checkpoints.** A node with state saves it as JSON
+//!   ([`Node::save_state`]) and takes it back ([`Node::load_state`],
+//!   refusing a malformed one with an error), so a restart or a cluster
+//!   takeover loses nothing; the tree is started after, so deadlines in the
+//!   state re-arm. `Harness::restart_between` tests a node against an
+//!   uninterrupted one.
 //! - **Errors.** A node's failure on an event is counted on the node and
 //!   logged, or, below an `exception_stream`, sent to its handler as an
 //!   event ([`catching_errors`]); other events go on.
