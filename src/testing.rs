@@ -182,10 +182,61 @@ impl Harness {
         node.flush(&self.ctx);
     }
 
+    /// Runs `before` then `after` through two trees `build` makes (given
+    /// the leaf to forward to): one uninterrupted, one restarted between
+    /// them from a checkpoint (its states saved, through JSON, loaded into
+    /// a fresh build, the old tree stopped). Asserts both forwarded the
+    /// same during `after`, and returns that.
+    pub fn restart_between(
+        &self,
+        build: impl Fn(NodeRef) -> NodeRef,
+        before: &[Step],
+        after: &[Step],
+    ) -> Vec<Received> {
+        let (kept_out, restarted_out) = (self.sink("kept"), self.sink("restarted"));
+        let kept = build(kept_out.node());
+        let old = build(restarted_out.node());
+        self.run_steps(before, &[&kept, &old]);
+        let saved = crate::streams::save_tree("t", &*old);
+        let text = serde_json::to_string(&saved).expect("a checkpoint is JSON");
+        let saved: Vec<crate::streams::SavedState> =
+            serde_json::from_str(&text).expect("a checkpoint reads back");
+        old.stop();
+        let new = build(restarted_out.node());
+        let (_, errors) = crate::streams::load_tree("t", &*new, &saved);
+        assert!(errors.is_empty(), "{errors:?}");
+        // Started now, as a restore starts the trees it loaded.
+        self.start(&new);
+        kept_out.take();
+        restarted_out.take();
+        self.run_steps(after, &[&kept, &new]);
+        let got = kept_out.take();
+        assert_eq!(restarted_out.take(), got, "restarted vs uninterrupted");
+        got
+    }
+
+    fn run_steps(&self, steps: &[Step], trees: &[&NodeRef]) {
+        for step in steps {
+            for tree in trees {
+                match step {
+                    Step::Send(e) => self.send(tree, e.clone()),
+                    Step::AdvanceTo(t) => self.advance_to(tree, *t),
+                }
+            }
+        }
+    }
+
     /// What `printer` nodes wrote, and forgets it.
     pub fn printed(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.printed.0))
     }
+}
+
+/// One step of [`Harness::restart_between`].
+#[derive(Clone)]
+pub enum Step {
+    Send(Event),
+    AdvanceTo(f64),
 }
 
 /// An event from JSON, for tests: `ev(r#"{"host":"a","metric":1,"time":5}"#)`.
@@ -218,6 +269,38 @@ pub fn func(
 pub enum Received {
     Event(Arc<Event>),
     List(Vec<Arc<Event>>),
+}
+
+/// What reached a sink by host: `"a"` for an event, `"[b,c]"` for a list.
+pub fn shape(got: Vec<Received>) -> Vec<String> {
+    got.iter()
+        .map(|r| match r {
+            Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
+            Received::List(l) => {
+                let hosts: Vec<&str> = l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
+                format!("[{}]", hosts.join(","))
+            }
+        })
+        .collect()
+}
+
+/// A case of [`assert_restarts`]: a stream function, its positional
+/// arguments, the steps after the restart, and the [`shape`] of what they
+/// forward.
+pub type RestartCase = (&'static str, Vec<Value>, Vec<Step>, Vec<&'static str>);
+
+/// For each case, [`Harness::restart_between`] `before` and the case's
+/// steps, on a node built from the case with a fresh harness.
+pub fn assert_restarts(before: &[Step], cases: Vec<RestartCase>) {
+    for (name, args, after, want) in cases {
+        let h = Harness::new();
+        let got = h.restart_between(
+            |out| h.build(name, args.clone(), vec![], vec![out]),
+            before,
+            &after,
+        );
+        assert_eq!(shape(got), want, "{name}{args:?}");
+    }
 }
 
 /// A collecting leaf, and what it collected.

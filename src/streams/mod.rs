@@ -26,6 +26,12 @@
 //!   None to Python and left out for nodes taking events one by one.
 //! - **Reload.** [`carry_over`] moves state from the previous tree to the
 //!   nodes whose place and arguments are unchanged ([`Node::keep_state`]).
+//! - **Checkpoints.** A node with state saves it as JSON
+//!   ([`Node::save_state`]) and takes it back ([`Node::load_state`],
+//!   refusing a malformed one with an error), so a restart or a cluster
+//!   takeover loses nothing; the tree is started after, so deadlines in the
+//!   state re-arm. `Harness::restart_between` tests a node against an
+//!   uninterrupted one.
 //! - **Errors.** A node's failure on an event is counted on the node and
 //!   logged, or, below an `exception_stream`, sent to its handler as an
 //!   event ([`catching_errors`]); other events go on.
@@ -918,6 +924,30 @@ pub fn event_from_json(v: serde_json::Value) -> Result<Arc<Event>, String> {
     serde_json::from_value::<Event>(v)
         .map(Arc::new)
         .map_err(|e| e.to_string())
+}
+
+/// Field `key` of a saved state (an object) as `T`; a missing field reads
+/// as null, so only an `Option` may be missing. Events read as `Event`
+/// (see [`arcs`]).
+pub fn saved<T: serde::de::DeserializeOwned>(
+    state: &serde_json::Value,
+    key: &str,
+) -> Result<T, String> {
+    if !state.is_object() {
+        return Err(format!("the saved state is not an object: {state}"));
+    }
+    let v = state.get(key).cloned().unwrap_or(serde_json::Value::Null);
+    serde_json::from_value(v).map_err(|e| format!("saved `{key}`: {e}"))
+}
+
+/// Saved events as the shared events nodes hold.
+pub fn arcs(events: Vec<Event>) -> Vec<Arc<Event>> {
+    events.into_iter().map(Arc::new).collect()
+}
+
+/// Events as checkpoints keep them: a list of their JSON.
+pub fn events_to_json<'a>(events: impl IntoIterator<Item = &'a Arc<Event>>) -> serde_json::Value {
+    events.into_iter().map(|e| event_to_json(e)).collect()
 }
 
 /// A metric as checkpoints keep it: an integer stays one.

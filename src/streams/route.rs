@@ -1401,6 +1401,29 @@ mod tests {
     }
 
     #[test]
+    fn stateful_nodes_survive_a_checkpoint_under_by() {
+        use crate::testing::Step::{AdvanceTo, Send};
+        let at = |t: u32, host: &str, state: &str| {
+            Send(ev(&format!(
+                r#"{{"host":"{host}","state":"{state}","time":{t}}}"#
+            )))
+        };
+        let h = Harness::new();
+        let got = h.restart_between(
+            |out| {
+                let rollup = h.build("rollup", vals![1, 10], vec![], vec![out.clone()]);
+                let changed = h.build("changed", vals!["state"], vec![], vec![out]);
+                h.build("by", vals!["host"], vec![], vec![rollup, changed])
+            },
+            &[at(1, "a", "ok"), at(2, "a", "ok"), at(3, "b", "ok")],
+            &[at(4, "b", "ok"), at(5, "a", "critical"), AdvanceTo(20.0)],
+        );
+        // Each fork's rollup and changed go on: a's and b's held events are
+        // flushed at their forks' deadlines, a's change of state passes.
+        assert_eq!(crate::testing::shape(got), ["a", "[a,a]", "[b]"]);
+    }
+
+    #[test]
     fn by_fresh_has_no_forks_and_its_own_state() {
         let h = Harness::new();
         let out = h.sink("out");

@@ -15,8 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::registry::Entry;
+use super::transform::{loaded_value, saved_value};
 use super::value::{field, Args, BuildError, Function, Value};
-use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
+use super::{emit, emit_list, event_to_json, lock, saved, Node, NodeCore, NodeError, NodeRef};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number};
 use crate::timers::{timed, Alarm};
@@ -151,6 +152,21 @@ impl Node for Changed {
             if self.pairs { ", pairs=True" } else { "" }
         )
     }
+    /// The previous value, when it is plain data (see `sreduce`), and with
+    /// `pairs` the previous event.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let previous = lock(&self.previous);
+        Some(serde_json::json!({
+            "value": saved_value(&previous.0)?,
+            "event": previous.1.as_deref().map(event_to_json),
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let value = loaded_value(state.get("value").unwrap_or(&serde_json::Value::Null))?;
+        let event: Option<Event> = saved(&state, "event")?;
+        *lock(&self.previous) = (value, event.map(Arc::new));
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         Arc::new(Changed {
             key: self.key.clone(),
@@ -220,6 +236,33 @@ impl Node for ChangedState {
             Some(init) => format!("changed_state({init})"),
             None => "changed_state()".to_owned(),
         }
+    }
+    /// Each key's last state, as [host, service, state].
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let states: Vec<_> = lock(&self.states)
+            .iter()
+            .map(|((host, service), v)| {
+                Some(serde_json::json!([
+                    host.as_deref(),
+                    service.as_deref(),
+                    saved_value(v)?
+                ]))
+            })
+            .collect::<Option<_>>()?;
+        Some(serde_json::json!({ "states": states }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let saved_states: Vec<(Option<String>, Option<String>, serde_json::Value)> =
+            saved(&state, "states")?;
+        let mut states = HashMap::with_capacity(saved_states.len());
+        for (host, service, v) in saved_states {
+            states.insert(
+                (host.map(Into::into), service.map(Into::into)),
+                loaded_value(&v)?,
+            );
+        }
+        *lock(&self.states) = states;
+        Ok(())
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(ChangedState {
@@ -307,6 +350,33 @@ impl Node for Stable {
     fn describe(&self) -> String {
         format!("stable({}, {})", self.dt, self.key.describe())
     }
+    /// The current value, when it is plain data (see `sreduce`), and the
+    /// held events with their times.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        let value = match &s.value {
+            Some(v) => saved_value(v)?,
+            None => serde_json::Value::Null,
+        };
+        let held: Vec<_> = s
+            .held
+            .iter()
+            .map(|(t, e)| serde_json::json!([t, event_to_json(e)]))
+            .collect();
+        Some(serde_json::json!({"value": value, "held": held}))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let value = match state.get("value") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(loaded_value(v)?),
+        };
+        let held: Vec<(f64, Event)> = saved(&state, "held")?;
+        *lock(&self.state) = StableState {
+            value,
+            held: held.into_iter().map(|(t, e)| (t, Arc::new(e))).collect(),
+        };
+        Ok(())
+    }
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Stable {
             dt: self.dt,
@@ -380,6 +450,23 @@ impl Node for Runs {
 
     fn describe(&self) -> String {
         format!("runs({}, {})", self.n, self.key.describe())
+    }
+    /// The last values, when they are plain data (see `sreduce`).
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let last: Vec<_> = lock(&self.last)
+            .iter()
+            .map(saved_value)
+            .collect::<Option<_>>()?;
+        Some(serde_json::json!({ "last": last }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let saved_last: Vec<serde_json::Value> = saved(&state, "last")?;
+        let last = saved_last
+            .iter()
+            .map(loaded_value)
+            .collect::<Result<VecDeque<_>, _>>()?;
+        *lock(&self.last) = last;
+        Ok(())
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(Runs {
@@ -706,5 +793,50 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message.contains("`n` must be a whole number"), "{err}");
+    }
+
+    #[test]
+    fn stateful_nodes_survive_a_checkpoint() {
+        use crate::testing::Step::{AdvanceTo, Send};
+        let at = |t: u32, host: &str, state: &str| {
+            Send(ev(&format!(
+                r#"{{"host":"{host}","state":"{state}","time":{t}}}"#
+            )))
+        };
+        let before = [
+            at(1, "a", "ok"),
+            at(2, "b", "critical"),
+            at(3, "c", "critical"),
+        ];
+        let by_state = || vals!["state"];
+        #[rustfmt::skip]
+        let cases: Vec<crate::testing::RestartCase> = vec![
+            // The previous state was critical: d's is no change.
+            ("changed", by_state(), vec![at(4, "d", "critical"), at(5, "e", "ok")], vec!["e"]),
+            // b's last state was critical, a new host starts from ok.
+            ("changed_state", vals![], vec![at(4, "b", "critical"), at(5, "d", "ok"), at(6, "a", "warning")], vec!["a"]),
+            // Critical held since 2: released by the timer at 12.
+            ("stable", vals![10, "state"], vec![AdvanceTo(13.0)], vec!["b", "c"]),
+            // Two criticals before the restart, the third makes a run.
+            ("runs", vals![3, "state"], vec![at(4, "d", "critical")], vec!["d"]),
+        ];
+        crate::testing::assert_restarts(&before, cases);
+        // changed(pairs=True) keeps the previous event too.
+        let h = Harness::new();
+        let pairs = vec![("pairs".to_owned(), Value::Bool(true))];
+        let got = h.restart_between(
+            |out| h.build("changed", by_state(), pairs.clone(), vec![out]),
+            &before[..2],
+            &[at(4, "d", "ok")],
+        );
+        assert_eq!(got.len(), 1);
+        // A value that is a function cannot be kept: nothing is saved.
+        let f = func("f", |_| Ok(func("g", |_| Ok(Value::None))));
+        let node = h.build("changed", vec![f], vec![], vec![]);
+        h.send(&node, ev(r#"{"host":"a"}"#));
+        assert!(node.save_state().is_none());
+        let runs = h.build("runs", vals![2, "state"], vec![], vec![]);
+        assert!(runs.load_state(serde_json::json!({"last": [1]})).is_err());
+        assert!(runs.load_state(serde_json::json!([])).is_err());
     }
 }

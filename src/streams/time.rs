@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 use super::filter::{predicate, Predicate};
 use super::registry::Entry;
 use super::value::{set_field, Args, BuildError, Value};
-use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
+use super::{
+    arcs, emit, emit_list, event_to_json, events_to_json, lock, saved, Node, NodeCore, NodeError,
+    NodeRef,
+};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
 use crate::timers::{timed, Alarm};
@@ -433,6 +436,23 @@ impl Node for Percentiles {
         let points: Vec<&str> = self.points.iter().map(|(_, l)| l.as_str()).collect();
         format!("percentiles({}, [{}])", self.interval, points.join(", "))
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        let events: Vec<_> = s
+            .events
+            .iter()
+            .map(|(m, e)| serde_json::json!([m, event_to_json(e)]))
+            .collect();
+        Some(serde_json::json!({"start": s.start, "events": events}))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let events: Vec<(f64, Event)> = saved(&state, "events")?;
+        *lock(&self.state) = SampleState {
+            start: saved(&state, "start")?,
+            events: events.into_iter().map(|(m, e)| (m, Arc::new(e))).collect(),
+        };
+        Ok(())
+    }
     wakes_at!(due);
     flushes_at!(due);
     fn fresh(&self) -> NodeRef {
@@ -499,6 +519,14 @@ impl Node for Throttle {
 
     fn describe(&self) -> String {
         format!("throttle({}, {})", self.n, self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let (start, sent) = *lock(&self.state);
+        Some(serde_json::json!({"start": start, "sent": sent}))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        *lock(&self.state) = (saved(&state, "start")?, saved(&state, "sent")?);
+        Ok(())
     }
     fn fresh(&self) -> NodeRef {
         Arc::new(Throttle {
@@ -582,6 +610,22 @@ impl Node for Rollup {
 
     fn describe(&self) -> String {
         format!("rollup({}, {})", self.n, self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({
+            "start": s.start,
+            "sent": s.sent,
+            "held": events_to_json(&s.held),
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        *lock(&self.state) = RollupState {
+            start: saved(&state, "start")?,
+            sent: saved(&state, "sent")?,
+            held: arcs(saved(&state, "held")?),
+        };
+        Ok(())
     }
     wakes_at!(due);
     flushes_at!(due);
@@ -677,6 +721,14 @@ impl Node for Batch {
 
     fn describe(&self) -> String {
         format!("batch({}, {})", self.n, self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({"end": s.0, "events": events_to_json(&s.1)}))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        *lock(&self.state) = (saved(&state, "end")?, arcs(saved(&state, "events")?));
+        Ok(())
     }
     wakes_at!(due);
     flushes_at!(due);
@@ -787,6 +839,19 @@ impl Node for Coalesce {
 
     fn describe(&self) -> String {
         format!("coalesce({})", self.dt)
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({"due": s.due, "latest": events_to_json(s.latest.values())}))
+    }
+    /// The latest events are keyed again by their (host, service).
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let latest = arcs(saved(&state, "latest")?);
+        *lock(&self.state) = CoalesceState {
+            due: saved(&state, "due")?,
+            latest: latest.into_iter().map(|e| (e.key(), e)).collect(),
+        };
+        Ok(())
     }
     wakes_at!(due);
     fn fresh(&self) -> NodeRef {
@@ -936,6 +1001,23 @@ impl Node for FillIn {
             self.dt,
             Value::Map(self.fields.clone())
         )
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({
+            "due": s.due,
+            "last": s.last.as_deref().map(event_to_json),
+            "cancelled": s.cancelled,
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let last: Option<Event> = saved(&state, "last")?;
+        *lock(&self.state) = FillState {
+            due: saved(&state, "due")?,
+            last: last.map(Arc::new),
+            cancelled: saved(&state, "cancelled")?,
+        };
+        Ok(())
     }
     node_core!();
     fn fresh(&self) -> NodeRef {
@@ -1121,6 +1203,30 @@ impl Node for Ddt {
             None => "ddt()".to_owned(),
         }
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        let event = |e: &Option<Arc<Event>>| e.as_deref().map(event_to_json);
+        Some(serde_json::json!({
+            "prev": s.prev,
+            "start": s.start,
+            "newest": event(&s.newest),
+            "current": event(&s.current),
+            "previous": event(&s.previous),
+            "expires": s.expires,
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let event = |key| saved::<Option<Event>>(&state, key).map(|e| e.map(Arc::new));
+        *lock(&self.state) = DdtState {
+            prev: saved(&state, "prev")?,
+            start: saved(&state, "start")?,
+            newest: event("newest")?,
+            current: event("current")?,
+            previous: event("previous")?,
+            expires: saved(&state, "expires")?,
+        };
+        Ok(())
+    }
     wakes_at!(due);
     fn fresh(&self) -> NodeRef {
         timed(|alarm| Ddt {
@@ -1230,6 +1336,23 @@ impl Node for Apdex {
             self.tolerated.describe()
         )
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let s = lock(&self.state);
+        Some(serde_json::json!({
+            "start": s.start,
+            "counts": s.counts,
+            "last": s.last.as_deref().map(event_to_json),
+        }))
+    }
+    fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
+        let last: Option<Event> = saved(&state, "last")?;
+        *lock(&self.state) = ApdexState {
+            start: saved(&state, "start")?,
+            counts: saved(&state, "counts")?,
+            last: last.map(Arc::new),
+        };
+        Ok(())
+    }
     wakes_at!(due);
     flushes_at!(due);
     fn fresh(&self) -> NodeRef {
@@ -1272,7 +1395,7 @@ impl Node for Apdex {
 mod tests {
     use super::*;
     use crate::streams::carry_over;
-    use crate::testing::{ev, func, Harness, Received};
+    use crate::testing::{ev, func, shape, Harness};
     use crate::vals;
     use std::sync::atomic::Ordering;
 
@@ -1291,19 +1414,6 @@ mod tests {
                     e.time.unwrap().as_f64(),
                     e.metric.map_or(f64::NAN, Number::as_f64),
                 )
-            })
-            .collect()
-    }
-
-    fn shape(got: Vec<Received>) -> Vec<String> {
-        got.iter()
-            .map(|r| match r {
-                Received::Event(e) => e.host.as_deref().unwrap_or("").to_owned(),
-                Received::List(l) => {
-                    let hosts: Vec<&str> =
-                        l.iter().map(|e| e.host.as_deref().unwrap_or("")).collect();
-                    format!("[{}]", hosts.join(","))
-                }
             })
             .collect()
     }
@@ -1956,5 +2066,40 @@ mod tests {
                 .starts_with("apdex(dt, satisfied, tolerated, *children): \"metric <\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stateful_nodes_survive_a_checkpoint() {
+        use crate::testing::Step::{AdvanceTo, Send};
+        let fields = dict(&[("state", "critical".into())]);
+        let median = Value::List(vec![Value::Float(0.5)]);
+        let a123 = [
+            Send(at(1.0, "a", 1.0)),
+            Send(at(2.0, "b", 3.0)),
+            Send(at(3.0, "c", 2.0)),
+        ];
+        #[rustfmt::skip]
+        let cases: Vec<crate::testing::RestartCase> = vec![
+            // The period began at 1 and let 2 through: d is throttled.
+            ("throttle", vals![2, 10], vec![Send(at(4.0, "d", 4.0)), Send(at(12.0, "e", 5.0))], vec!["e"]),
+            // The flush of what was held fires after the restart.
+            ("rollup", vals![1, 10], vec![AdvanceTo(20.0)], vec!["[b,c]"]),
+            ("batch", vals![10, 5], vec![AdvanceTo(6.0)], vec!["[a,b,c]"]),
+            ("coalesce", vals![5], vec![AdvanceTo(7.0)], vec!["[a,b,c]"]),
+            ("percentiles", vec![10.into(), median], vec![AdvanceTo(12.0)], vec!["[c]"]),
+            ("apdex", vals![10, "metric < 2", "metric < 3"], vec![AdvanceTo(12.0)], vec!["c"]),
+            ("ddt", vals![], vec![Send(at(5.0, "d", 10.0))], vec!["d"]),
+            ("ddt", vals![5], vec![Send(at(5.0, "d", 10.0)), AdvanceTo(12.0)], vec!["d", "d"]),
+            ("fill_in_last", vec![5.into(), fields], vec![AdvanceTo(9.0)], vec!["c"]),
+        ];
+        crate::testing::assert_restarts(&a123, cases);
+        let h = Harness::new();
+        let apdex = vals![10, "metric < 2", "metric < 3"];
+        for (name, args) in [("rollup", vals![1, 10]), ("apdex", apdex)] {
+            let node = h.build(name, args, vec![], vec![]);
+            assert!(node.load_state(serde_json::json!("x")).is_err(), "{name}");
+            let bad = serde_json::json!({"start": "soon", "held": [1]});
+            assert!(node.load_state(bad).is_err(), "{name}");
+        }
     }
 }
