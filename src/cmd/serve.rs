@@ -178,11 +178,12 @@ pub struct ServerOpts {
     /// cannot hold a stop up for ever.
     #[arg(long, value_name = "SECS", env = "DMON_SHUTDOWN_GRACE", default_value = "30" /* DEFAULT_SHUTDOWN_GRACE */, value_parser = parse_secs)]
     pub shutdown_grace: Duration,
-    /// Keep the index and the streams' state (what checkpoints keep: `by`
-    /// forks, counters, averages, rates, windows) in DIR/state.json, written every --checkpoint-secs and at a
-    /// clean stop, and restored at start: a restart loses nothing, a crash
-    /// at most one interval. Windows are not flushed at a stop: they carry
-    /// on after the restart. Created if missing.
+    /// Keep the index and every stream node's state (`by` forks, counters,
+    /// windows, rates, throttles…; not what Python code keeps itself) in
+    /// DIR/state.json, written every --checkpoint-secs and at a clean stop,
+    /// and restored at start: a restart loses nothing, a crash at most one
+    /// interval. Windows are not flushed at a stop: they carry on after the
+    /// restart. Created if missing.
     #[arg(
         long,
         value_name = "DIR",
