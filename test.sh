@@ -4,7 +4,7 @@
 # it creates ./.venv with the test-only Python packages and installs the
 # system packages tests drive (tmux, riemann-c-client, prometheus, curl,
 # graphite-carbon, influxdb, chromium, nats-server, openssl) if they are
-# missing.
+# missing, and builds the book under docs/ with a pinned mdbook.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -73,6 +73,19 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 log "cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
+
+# --- The book under docs/ ---------------------------------------------------
+# mdBook pinned, so every machine builds the book with the same tool (only
+# its search feature: the server and watcher are not used here). The links
+# are checked by tests/docs.rs, under `cargo test` above; this build fails
+# on what mdBook itself cannot do, such as a missing chapter or include.
+MDBOOK_VERSION=0.5.4
+if [[ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]]; then
+    log "installing mdbook $MDBOOK_VERSION"
+    cargo install -q --locked mdbook --version "$MDBOOK_VERSION" --no-default-features --features search
+fi
+log "mdbook build docs"
+mdbook build docs
 
 # --- Fuzzing: a short run of each target ------------------------------------
 # cargo-fuzz pinned, so every machine fuzzes with the same tool. libFuzzer

@@ -506,10 +506,10 @@ fn a_name_that_is_neither_a_file_here_nor_a_module_says_what_was_looked_for() {
     }
 }
 
-/// The README's catalog tables are what `dmon catalog --markdown` prints
-/// from the registry, so the README lists every stream function.
+/// The catalog chapter's tables are what `dmon catalog --markdown` prints
+/// from the registry, so the book lists every stream function.
 #[test]
-fn the_readme_catalog_is_the_registry() {
+fn the_catalog_chapter_is_the_registry() {
     let out = std::process::Command::new(dmon_bin())
         .args(["catalog", "--markdown"])
         .output()
@@ -520,18 +520,21 @@ fn the_readme_catalog_is_the_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
     let generated = String::from_utf8(out.stdout).expect("utf-8");
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let chapter = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/src/stream-functions.md"
+    ))
+    .expect("docs/src/stream-functions.md");
     let begin = "<!-- catalog: begin -->\n";
     let end = "<!-- catalog: end -->";
-    let start = readme.find(begin).expect("the README marks its catalog") + begin.len();
-    let stop = readme
+    let start = chapter.find(begin).expect("the chapter marks its catalog") + begin.len();
+    let stop = chapter
         .find(end)
-        .expect("the README marks its catalog's end");
+        .expect("the chapter marks its catalog's end");
     assert!(
-        readme[start..stop] == generated,
-        "README.md's catalog differs from the registry; replace the text between the \
-         catalog markers with the output of `cargo run -q -- catalog --markdown`"
+        chapter[start..stop] == generated,
+        "docs/src/stream-functions.md's catalog differs from the registry; replace the text \
+         between the catalog markers with the output of `cargo run -q -- catalog --markdown`"
     );
 }
 

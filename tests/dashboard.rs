@@ -185,7 +185,7 @@ impl Browser {
     }
 }
 
-/// `/series` and `/stats` answer as the README says, after the browser
+/// `/series` and `/stats` answer as docs/src/http.md says, after the browser
 /// script's events.
 fn check_json_routes(s: &Server) {
     // /series: the recent points of each matching series, oldest first.

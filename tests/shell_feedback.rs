@@ -21,7 +21,7 @@ bad_stream = when(lambda e: e.metric / 0 > 1, printer("never: "))
 
 /// How long a background line may take to reach the screen. The goal is
 /// 100 ms (measured by tests/support/shell_latency.py, numbers in the
-/// README's Performance section); this bound only has to catch
+/// Performance chapter, docs/src/performance.md); this bound only has to catch
 /// the failure it guards against, bpython showing lines 1.5 s late or only
 /// at the next key press, without flaking on a loaded machine.
 const SHOWN_WITHIN: Duration = Duration::from_secs(1);

@@ -9,7 +9,7 @@ use crate::streams::registry::{self, Entry, FAMILIES};
 
 #[derive(clap::Args, Debug)]
 pub struct CatalogArgs {
-    /// Print the README's Markdown tables instead of a plain list.
+    /// Print the catalog chapter's Markdown tables (docs/src/stream-functions.md) instead of a plain list.
     #[arg(long)]
     pub markdown: bool,
     /// Print the type stub (.pyi) of `dmon.streams` or `dmon.folds`, as

@@ -4,7 +4,7 @@
 //! Python runs only at user callables. The dispatch thread stays attached to
 //! the interpreter and detaches only while it waits for the next batch, so
 //! one GIL acquisition serves a whole batch and idle servers hold nothing
-//! (see docs/embedding-python.md).
+//! (see docs/src/embedding-python.md).
 
 pub mod event;
 pub mod loader;

@@ -3,7 +3,7 @@
 //! Every node implements [`Node`]; children are other nodes. Natively written
 //! nodes live here, one family per file, each registered once in its
 //! family's `ENTRIES` (see [`registry`]): the Python names, `help()` and the
-//! README's catalog come from that registration. Nodes backed by user
+//! catalog chapter (docs/src/stream-functions.md) come from that registration. Nodes backed by user
 //! Python (a predicate, a coroutine) implement the same trait in
 //! `crate::python`.
 //!

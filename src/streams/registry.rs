@@ -3,7 +3,7 @@
 //! A family file holds its nodes, their docs and tests, and one [`Entry`]
 //! per stream function in its `ENTRIES`. From this list come the Python
 //! functions of `dmon.streams` (with `help()` text and signature), `dmon
-//! catalog` and the README's catalog table (which a test checks).
+//! catalog` and the catalog chapter's tables, docs/src/stream-functions.md (which a test checks).
 
 use super::value::{Args, BuildError, Value};
 use super::NodeRef;
@@ -63,7 +63,7 @@ impl Entry {
 
 /// The stream functions of one file.
 pub struct Family {
-    /// What the family is for, as the README's table groups it.
+    /// What the family is for, as the catalog chapter groups it.
     pub title: &'static str,
     pub entries: &'static [Entry],
 }
@@ -117,7 +117,7 @@ pub fn find(name: &str) -> Option<&'static Entry> {
     entries().find(|e| e.name == name)
 }
 
-/// The README's catalog: one table per family, with `dmon.folds` last.
+/// The catalog chapter (docs/src/stream-functions.md): one table per family, with `dmon.folds` last.
 pub fn markdown() -> String {
     let mut out = String::new();
     for family in FAMILIES {

@@ -1,5 +1,5 @@
 //! Riemann's stream functions (`riemann.streams`, `riemann.folds`) and
-//! where each one is in dmon: the README's catalog ends with this table
+//! where each one is in dmon: the catalog chapter (docs/src/stream-functions.md) ends with this table
 //! (`dmon catalog --markdown`), so a Riemann user porting a config finds
 //! every function, and a test checks that each dmon name given is
 //! registered.

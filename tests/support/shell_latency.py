@@ -1,6 +1,6 @@
 """Time from a datagram to its printer line on screen, in each of dmon's shells.
 
-Usage (after a build; the README's Performance section shows the numbers):
+Usage (after a build; docs/src/performance.md shows the numbers):
 
     python3 tests/support/shell_latency.py target/release/dmon [N]
 
