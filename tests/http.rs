@@ -374,15 +374,7 @@ fn sse_by_accept_header_or_path_streams_matches() {
 #[test]
 fn a_subscriber_that_does_not_read_is_dropped_and_ingest_goes_on() {
     let mut s = start_module(INDEX_PRINT_LATE, &["--http-max-subscribers", "1"]);
-    let stalled = stalled_subscriber(s.http);
-    poll_until("the stalled subscriber", || {
-        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
-    });
-    let mut flood = Flood::new(&s);
-    poll_until("the stalled subscriber to be dropped", || {
-        flood.send();
-        (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
-    });
+    let stalled = flood_until_a_stalled_subscriber_is_dropped(&s);
     // Its slot is free again for a reader.
     let (_reader, mut lines) = sse(s.http, "/index/sse?query=host%20%3D%20%22late%22", &[]);
     poll_until("the new subscriber", || {
@@ -403,15 +395,7 @@ fn a_subscriber_that_does_not_read_is_dropped_and_ingest_goes_on() {
 #[test]
 fn a_subscriber_that_does_not_read_is_dropped_when_its_memory_share_is_full() {
     let mut s = start_module(INDEX_PRINT_LATE, &["--memory-limit", "16"]);
-    let stalled = stalled_subscriber(s.http);
-    poll_until("the stalled subscriber", || {
-        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
-    });
-    let mut flood = Flood::new(&s);
-    poll_until("the stalled subscriber to be dropped", || {
-        flood.send();
-        (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
-    });
+    let stalled = flood_until_a_stalled_subscriber_is_dropped(&s);
     s.expect_stderr("the reason", |l| {
         l.contains(
             "dropped a subscriber: the memory for subscribers' queues is full (--memory-limit)",
@@ -561,6 +545,21 @@ fn stalled_subscriber(port: u16) -> TcpStream {
     stalled
         .write_all(b"GET /index/sse?query=true HTTP/1.1\r\nHost: dmon\r\n\r\n")
         .unwrap();
+    stalled
+}
+
+/// Subscribes to everything without reading, then floods `s` until that
+/// subscriber is dropped; returns its (still open) connection.
+fn flood_until_a_stalled_subscriber_is_dropped(s: &Server) -> TcpStream {
+    let stalled = stalled_subscriber(s.http);
+    poll_until("the stalled subscriber", || {
+        (metric(s.http, "dmon_http_subscribers") == Some(1.0)).then_some(())
+    });
+    let mut flood = Flood::new(s);
+    poll_until("the stalled subscriber to be dropped", || {
+        flood.send();
+        (metric(s.http, "dmon_http_subscribers_dropped_total") == Some(1.0)).then_some(())
+    });
     stalled
 }
 
