@@ -940,6 +940,12 @@ pub fn saved<T: serde::de::DeserializeOwned>(
     serde_json::from_value(v).map_err(|e| format!("saved `{key}`: {e}"))
 }
 
+/// Field `key` of a saved state: an event, or null for none, as nodes hold
+/// it.
+pub fn saved_event(state: &serde_json::Value, key: &str) -> Result<Option<Arc<Event>>, String> {
+    Ok(saved::<Option<Event>>(state, key)?.map(Arc::new))
+}
+
 /// Saved events as the shared events nodes hold.
 pub fn arcs(events: Vec<Event>) -> Vec<Arc<Event>> {
     events.into_iter().map(Arc::new).collect()

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use super::registry::Entry;
 use super::transform::{loaded_value, saved_value};
 use super::value::{field, Args, BuildError, Function, Value};
-use super::{emit, emit_list, event_to_json, lock, saved, Node, NodeCore, NodeError, NodeRef};
+use super::{
+    emit, emit_list, event_to_json, lock, saved, saved_event, Node, NodeCore, NodeError, NodeRef,
+};
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number};
 use crate::timers::{timed, Alarm};
@@ -163,8 +165,7 @@ impl Node for Changed {
     }
     fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
         let value = loaded_value(state.get("value").unwrap_or(&serde_json::Value::Null))?;
-        let event: Option<Event> = saved(&state, "event")?;
-        *lock(&self.previous) = (value, event.map(Arc::new));
+        *lock(&self.previous) = (value, saved_event(&state, "event")?);
         Ok(())
     }
     fn fresh(&self) -> NodeRef {

@@ -27,8 +27,8 @@ use super::filter::{predicate, Predicate};
 use super::registry::Entry;
 use super::value::{set_field, Args, BuildError, Value};
 use super::{
-    arcs, emit, emit_list, event_to_json, events_to_json, lock, saved, Node, NodeCore, NodeError,
-    NodeRef,
+    arcs, emit, emit_list, event_to_json, events_to_json, lock, saved, saved_event, Node, NodeCore,
+    NodeError, NodeRef,
 };
 use crate::context::Context;
 use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
@@ -1011,10 +1011,9 @@ impl Node for FillIn {
         }))
     }
     fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
-        let last: Option<Event> = saved(&state, "last")?;
         *lock(&self.state) = FillState {
             due: saved(&state, "due")?,
-            last: last.map(Arc::new),
+            last: saved_event(&state, "last")?,
             cancelled: saved(&state, "cancelled")?,
         };
         Ok(())
@@ -1216,7 +1215,7 @@ impl Node for Ddt {
         }))
     }
     fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
-        let event = |key| saved::<Option<Event>>(&state, key).map(|e| e.map(Arc::new));
+        let event = |key| saved_event(&state, key);
         *lock(&self.state) = DdtState {
             prev: saved(&state, "prev")?,
             start: saved(&state, "start")?,
@@ -1345,11 +1344,10 @@ impl Node for Apdex {
         }))
     }
     fn load_state(&self, state: serde_json::Value) -> Result<(), String> {
-        let last: Option<Event> = saved(&state, "last")?;
         *lock(&self.state) = ApdexState {
             start: saved(&state, "start")?,
             counts: saved(&state, "counts")?,
-            last: last.map(Arc::new),
+            last: saved_event(&state, "last")?,
         };
         Ok(())
     }
