@@ -117,6 +117,15 @@ impl Pool {
             .load(Ordering::Relaxed)
             .saturating_sub(self.room.available_permits())
     }
+
+    /// A charge of `bytes` already taken from this pool's room.
+    fn charged(&self, bytes: usize) -> Charge {
+        Charge {
+            room: Arc::clone(&self.room),
+            large: None,
+            bytes,
+        }
+    }
 }
 
 /// The budget: the limit and every share's use of it.
@@ -274,11 +283,7 @@ impl MemoryBudget {
 
     /// A charge of nothing against `share`, to [`Charge::merge`] into.
     pub fn nothing(&self, share: Share) -> Charge {
-        Charge {
-            room: Arc::clone(&self.pool(share).room),
-            large: None,
-            bytes: 0,
-        }
+        self.pool(share).charged(0)
     }
 
     /// `bytes` against `share`, if it has room now; a refusal is counted.
@@ -297,13 +302,8 @@ impl MemoryBudget {
             return None;
         }
         let bytes = want(bytes, pool);
-        let permit = pool.room.try_acquire_many(bytes).ok()?;
-        permit.forget();
-        Some(Charge {
-            room: Arc::clone(&pool.room),
-            large: None,
-            bytes: bytes as usize,
-        })
+        pool.room.try_acquire_many(bytes).ok()?.forget();
+        Some(pool.charged(bytes as usize))
     }
 
     /// `bytes` against `share`, waiting until there is room: for a source
@@ -316,11 +316,7 @@ impl MemoryBudget {
         if let Ok(permit) = pool.room.acquire_many(bytes).await {
             permit.forget();
         }
-        Charge {
-            room: Arc::clone(&pool.room),
-            large: None,
-            bytes: bytes as usize,
-        }
+        pool.charged(bytes as usize)
     }
 
     /// `bytes` of a Riemann message against [`Share::Messages`]; one over

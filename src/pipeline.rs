@@ -166,8 +166,6 @@ pub struct Pipeline {
     /// root per event: cheap enough to always know what it is stuck in.
     busy_since: AtomicU64,
     busy_root: AtomicUsize,
-    /// What peers can make dmon hold, by bytes (`--memory-limit`).
-    pub memory: Arc<MemoryBudget>,
     /// What sees received events, if anything: one load per batch when
     /// nothing does.
     observer: ArcSwapOption<Observing>,
@@ -188,7 +186,6 @@ impl Pipeline {
         for root in &roots {
             root.node.start(&ctx);
         }
-        let memory = Arc::clone(&ctx.memory);
         Pipeline {
             ctx,
             roots: ArcSwap::from_pointee(roots),
@@ -209,7 +206,6 @@ impl Pipeline {
             batch_start: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             busy_root: AtomicUsize::new(0),
-            memory,
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
             cluster_worker: std::sync::OnceLock::new(),
@@ -338,6 +334,12 @@ impl Pipeline {
 
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// What peers can make dmon hold, by bytes (`--memory-limit`): the
+    /// context's, which its sinks draw on too.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.ctx.memory
     }
 
     pub fn roots(&self) -> Arc<Vec<Root>> {
@@ -586,7 +588,7 @@ impl Pipeline {
             recent_events: self.recent.len() as u64,
             recent_bytes: self.recent.bytes() as u64,
             recent_dropped: self.recent.dropped(),
-            memory: crate::memory::MemoryStats::of(&self.memory, self.recent.bytes()),
+            memory: crate::memory::MemoryStats::of(self.memory(), self.recent.bytes()),
             cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
             cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
             cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES

@@ -66,7 +66,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     let pipeline = serve::prepare_with(&args.server, console)?;
     // Before the listeners open: the first event is recorded too.
-    let recorder = Recorder::create(&args.file, args.format, Arc::clone(&pipeline.memory))
+    let recorder = Recorder::create(&args.file, args.format, Arc::clone(pipeline.memory()))
         .with_context(|| format!("cannot record to {}", args.file.display()))?;
     pipeline.set_observer(Some(Arc::clone(&recorder) as Arc<dyn Observer>));
     let observed = Arc::clone(&pipeline);

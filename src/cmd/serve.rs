@@ -282,12 +282,12 @@ impl ServerOpts {
         pipeline.set_limits(self.max_in_flight, self.max_datagram_events);
         pipeline.set_self_events_to_streams(self.self_events_to_streams);
         pipeline
-            .memory
+            .memory()
             .set_limit(self.memory_limit.saturating_mul(1 << 20));
         pipeline.recent.configure(
             self.recent_minutes * 60.0,
             self.recent_max_events,
-            pipeline.memory.size(crate::memory::Share::Recent),
+            pipeline.memory().size(crate::memory::Share::Recent),
         );
     }
 

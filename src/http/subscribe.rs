@@ -186,7 +186,7 @@ fn json_array(shared: &Shared, events: Vec<Arc<Event>>) -> Result<Response, Http
     let bytes = events.iter().map(|e| e.retained_bytes()).sum();
     let charge = shared
         .pipeline
-        .memory
+        .memory()
         .try_charge(Share::Replies, bytes)
         .map_err(|full| {
             HttpError::new(
@@ -196,12 +196,13 @@ fn json_array(shared: &Shared, events: Vec<Arc<Event>>) -> Result<Response, Http
         })?;
     /// Bytes encoded per chunk.
     const CHUNK: usize = 64 * 1024;
+    // (events left, events written, the charge until the last chunk)
     let chunks = futures_util::stream::unfold(
-        (events.into_iter().peekable(), true, Some(charge)),
-        |(mut events, first, mut charge)| async move {
+        (events.into_iter(), 0, Some(charge)),
+        |(mut events, mut written, mut charge)| async move {
             charge.as_ref()?;
             let mut chunk = String::with_capacity(CHUNK + 1024);
-            if first {
+            if written == 0 {
                 chunk.push('[');
             }
             while chunk.len() < CHUNK {
@@ -211,13 +212,13 @@ fn json_array(shared: &Shared, events: Vec<Arc<Event>>) -> Result<Response, Http
                     charge = None;
                     break;
                 };
-                if !first || chunk.len() > 1 {
+                if written > 0 {
                     chunk.push(',');
                 }
                 chunk.push_str(&json::encode(&e));
+                written += 1;
             }
-            let next = (events, false, charge);
-            Some((Ok::<_, Infallible>(chunk), next))
+            Some((Ok::<_, Infallible>(chunk), (events, written, charge)))
         },
     );
     Ok((
@@ -237,7 +238,7 @@ fn queued(shared: &Shared, event: Arc<Event>) -> Option<Queued> {
     let bytes = event.retained_bytes();
     let charge = shared
         .pipeline
-        .memory
+        .memory()
         .try_charge(Share::Subscribers, bytes)
         .ok()?;
     Some((event, charge))

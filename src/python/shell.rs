@@ -289,7 +289,7 @@ impl ShellServer {
         let recorder = Recorder::create(
             std::path::Path::new(path),
             format,
-            Arc::clone(&pipeline.memory),
+            Arc::clone(pipeline.memory()),
         )
         .map_err(|e| PyRuntimeError::new_err(format!("cannot record to {path}: {e}")))?;
         let previous = py.detach(|| self.stop_recording());

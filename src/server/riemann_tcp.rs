@@ -341,8 +341,8 @@ async fn request<R: AsyncRead + Unpin>(
             shared.max_frame
         )))));
     }
-    let memory = &shared.pipeline.memory;
-    let mut charge = match memory.try_charge_large(len) {
+    let memory = &shared.pipeline.memory();
+    let charge = match memory.try_charge_large(len) {
         Ok(charge) => charge,
         Err(full) => {
             stats.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -409,22 +409,20 @@ async fn request<R: AsyncRead + Unpin>(
         return Ok(refuse(why.clone(), why));
     }
     // Held until the events were processed, so several such messages at
-    // once cannot multiply memory. The frame's own charge is given back
-    // first: a message is charged its decoded size, not both.
+    // once cannot multiply memory. The decoded size counts the frame
+    // itself, so the frame's own charge is given back first.
     let decoded = shape.decoded_bytes(len);
-    if decoded > charge.bytes() {
-        drop(charge);
-        charge = match memory.try_charge_large(decoded) {
-            Ok(charge) => charge,
-            Err(full) => {
-                let mib = decoded.div_ceil(1 << 20);
-                return Ok(refuse(
-                    format!("the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}"),
-                    format!("server busy: the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}; retry later or send smaller batches"),
-                ));
-            }
-        };
-    }
+    drop(charge);
+    let charge = match memory.try_charge_large(decoded) {
+        Ok(charge) => charge,
+        Err(full) => {
+            let mib = decoded.div_ceil(1 << 20);
+            return Ok(refuse(
+                format!("the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}"),
+                format!("server busy: the message ({items} events, {len} bytes) decodes to about {mib} MiB: {full}; retry later or send smaller batches"),
+            ));
+        }
+    };
 
     // Decoding from `Bytes` lets string fields borrow the frame, not copy it.
     let decoded = off_workers(len, body, |body| Msg::decode(bytes::Bytes::from(body))).await;
@@ -653,7 +651,7 @@ async fn answer_query(shared: &Shared, text: String, peer: SocketAddr) -> Reply 
     };
     match shared
         .pipeline
-        .memory
+        .memory()
         .try_charge(Share::Replies, bytes.len())
     {
         Ok(charge) => Reply {

@@ -223,7 +223,7 @@ impl Receiver {
         // fifteen times its size.
         let bytes = batch.iter().map(|e| e.retained_bytes()).sum();
         let room = pipeline.try_reserve(batch.len()).and_then(|permits| {
-            let charge = pipeline.memory.charge_now(Share::Pipeline, bytes)?;
+            let charge = pipeline.memory().charge_now(Share::Pipeline, bytes)?;
             Some(permits.holding(charge))
         });
         let permits = match room {
@@ -235,7 +235,7 @@ impl Receiver {
                     .fetch_add(1, Ordering::Relaxed);
                 let reserve = async {
                     let permits = pipeline.reserve(batch.len()).await;
-                    permits.holding(pipeline.memory.charge(Share::Pipeline, bytes).await)
+                    permits.holding(pipeline.memory().charge(Share::Pipeline, bytes).await)
                 };
                 tokio::pin!(reserve);
                 let mut poll = tokio::time::interval(DROP_POLL);
