@@ -70,7 +70,7 @@ impl Checkpoint {
                 // events once out of JSON) re-inject them into its roots
                 // on expiry. They are the streams' state only when they
                 // go through the streams.
-                .filter(|e| pipeline.self_events_to_streams() || !crate::instrument::is_own(e))
+                .filter(|e| pipeline.self_events_to_streams() || !e.is_dmons_own())
                 .map(|e| event_to_json(e))
                 .collect(),
             roots: pipeline
@@ -164,7 +164,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::pipeline::Root;
+    use crate::roots::Root;
     use crate::testing::Harness;
     use crate::vals;
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use smol_str::SmolStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -59,7 +59,21 @@ pub struct Event {
     pub attributes: Attributes,
 }
 
+/// The tags of every event dmon makes about itself: one allocation, shared,
+/// which is also how [`Event::is_dmons_own`] knows them (an event from
+/// outside, or one a node derived with new tags, never has these very tags).
+pub static OWN_TAGS: LazyLock<Tags> = LazyLock::new(|| [SmolStr::new_static("dmon")].into());
+
 impl Event {
+    /// Whether this is one of dmon's events about itself (or a copy of
+    /// one, such as the index's expired copy), as opposed to one that
+    /// merely says `tagged "dmon"`: a sender's events may, and a JSON round
+    /// trip (a cluster checkpoint) makes one of dmon's events an ordinary
+    /// one.
+    pub fn is_dmons_own(&self) -> bool {
+        self.tags.same_as(&OWN_TAGS)
+    }
+
     /// About how many bytes holding this event keeps alive: the `Arc`'d
     /// struct, its long (heap) strings, its tags and attributes. Shared
     /// parts are charged in full, so a budget built on it errs on the safe

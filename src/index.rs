@@ -7,30 +7,33 @@
 //! Expiry follows deadlines: each key is looked at when its event may have
 //! gone stale, not at every sweep.
 //!
-//! Subscribers (the HTTP server's WebSocket and SSE clients) see each event
-//! as it is indexed, and each expired event, through a broadcast channel
-//! that costs one atomic load per insert while nobody subscribes.
+//! A watcher (the server's feed to its WebSocket and SSE subscribers) sees
+//! each event as it is indexed, and each expired event; the index knows
+//! only the [`IndexWatcher`] trait, and costs one atomic load per insert
+//! while none is set.
 
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hashbrown::hash_table::{Entry, HashTable};
-use tokio::sync::broadcast;
 
 use crate::event::Event;
 
-/// Events a subscriber may fall behind by before it is dropped: a slow
-/// subscriber must never slow the dispatch thread, and a broadcast channel
-/// overwrites what its slowest reader has not read yet.
-pub const SUBSCRIBER_BACKLOG: usize = 16 * 1024;
+/// Who watches what the index receives: told each event indexed, and each
+/// event expired or deleted (state "expired"), as Riemann's subscriptions
+/// send them. It must not block: `insert` runs on the dispatch thread.
+pub trait IndexWatcher: Send + Sync {
+    /// Whether anyone listens now; when not, expiry makes no copies for it.
+    fn listening(&self) -> bool;
+    fn indexed(&self, event: &Arc<Event>);
+}
 
+#[derive(Default)]
 pub struct Index {
     table: Mutex<Table>,
-    /// Open [`Subscription`]s: `insert` publishes only when there are some.
-    subscribers: Arc<AtomicUsize>,
-    published: broadcast::Sender<Arc<Event>>,
+    /// Set once, by the server that feeds subscribers.
+    watcher: OnceLock<Arc<dyn IndexWatcher>>,
 }
 
 /// The events by key, and when to look at each key again.
@@ -180,31 +183,6 @@ impl Table {
     }
 }
 
-impl Default for Index {
-    fn default() -> Self {
-        Index {
-            table: Mutex::default(),
-            subscribers: Arc::default(),
-            published: broadcast::channel(SUBSCRIBER_BACKLOG).0,
-        }
-    }
-}
-
-/// A live feed of what the index receives: each event indexed, and each
-/// event expired or deleted (state "expired"), as Riemann's subscriptions
-/// send them. Lagging more than [`SUBSCRIBER_BACKLOG`] events behind shows
-/// as `RecvError::Lagged`.
-pub struct Subscription {
-    pub events: broadcast::Receiver<Arc<Event>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Index {
     pub fn new() -> Self {
         Self::default()
@@ -227,27 +205,19 @@ impl Index {
         }
     }
 
-    /// Starts a feed of every event indexed from now on.
-    pub fn subscribe(&self) -> Subscription {
-        // Receiver first, then the count: an insert that sees the count
-        // has a receiver to send to.
-        let events = self.published.subscribe();
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        Subscription {
-            events,
-            count: Arc::clone(&self.subscribers),
-        }
+    /// Makes `watcher` see every event indexed from now on; false (and
+    /// nothing changes) when one is already set.
+    pub fn set_watcher(&self, watcher: Arc<dyn IndexWatcher>) -> bool {
+        self.watcher.set(watcher).is_ok()
     }
 
-    /// Open subscriptions.
-    pub fn subscribers(&self) -> usize {
-        self.subscribers.load(Ordering::Relaxed)
+    fn listening(&self) -> Option<&Arc<dyn IndexWatcher>> {
+        self.watcher.get().filter(|w| w.listening())
     }
 
     fn publish(&self, event: &Arc<Event>) {
-        if self.subscribers.load(Ordering::Relaxed) > 0 {
-            // Err only when the last subscriber just left.
-            let _ = self.published.send(Arc::clone(event));
+        if let Some(watcher) = self.listening() {
+            watcher.indexed(event);
         }
     }
 
@@ -266,9 +236,9 @@ impl Index {
     /// can tell where each came from before re-injecting its copy.
     pub fn expire_events(&self, now: f64) -> Vec<Arc<Event>> {
         let gone = self.lock().expire(now);
-        if self.subscribers() > 0 {
+        if let Some(watcher) = self.listening() {
             for e in &gone {
-                self.publish(&Arc::new(e.expired_copy(now)));
+                watcher.indexed(&Arc::new(e.expired_copy(now)));
             }
         }
         gone
@@ -379,12 +349,34 @@ mod tests {
         assert_eq!(idx.len(), 3);
     }
 
+    /// Records what it is told while `on`.
+    #[derive(Default)]
+    struct Recorder {
+        on: std::sync::atomic::AtomicBool,
+        seen: Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    impl IndexWatcher for Recorder {
+        fn listening(&self) -> bool {
+            self.on.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        fn indexed(&self, e: &Arc<Event>) {
+            let seen = (
+                e.host.as_deref().unwrap().into(),
+                e.state.as_deref().map(Into::into),
+            );
+            self.seen.lock().unwrap().push(seen);
+        }
+    }
+
     #[test]
-    fn subscribers_see_inserts_and_expiry_once() {
+    fn a_watcher_sees_inserts_and_expiry_once_while_listening() {
         let idx = Index::new();
+        let watcher = Arc::new(Recorder::default());
+        assert!(idx.set_watcher(watcher.clone()));
+        assert!(!idx.set_watcher(watcher.clone()), "set once");
         idx.insert(&ev("before", 1, None));
-        let mut sub = idx.subscribe();
-        assert_eq!(idx.subscribers(), 1);
+        watcher.on.store(true, std::sync::atomic::Ordering::Relaxed);
         idx.insert(&ev("a", 100, Some(1.0)));
         let gone = idx.expire(200.0);
         assert_eq!(gone.len(), 2);
@@ -392,20 +384,14 @@ mod tests {
         for e in gone {
             idx.insert(&Arc::new(e));
         }
-        let mut seen = Vec::new();
-        while let Ok(e) = sub.events.try_recv() {
-            seen.push((e.host.clone().unwrap(), e.state.clone()));
-        }
         assert_eq!(
-            seen,
+            *watcher.seen.lock().unwrap(),
             [
                 ("a".into(), None),
                 ("before".into(), Some("expired".into())),
                 ("a".into(), Some("expired".into())),
             ]
         );
-        drop(sub);
-        assert_eq!(idx.subscribers(), 0);
     }
 
     #[test]

@@ -26,26 +26,11 @@
 //! | `dmon node PATH rate` | events into that node per second |
 //! | `dmon sink KIND TARGET sent rate`, `… queue depth`, `… dropped`, `… retried` | per sink (`email`, `forward`, `graphite` and its `host:port`): items sent per second, items waiting now, items dropped and attempts retried during the interval |
 
-use std::sync::LazyLock;
-
 use smol_str::SmolStr;
 
-use crate::event::{Event, Number, Tags};
+use crate::event::{Event, Number, OWN_TAGS};
 use crate::latency::{self, Snapshot};
 use crate::stats::Stats;
-
-/// The tags of every event dmon makes about itself: one allocation, shared,
-/// which is also how [`is_own`] knows them (an event from outside, or one a
-/// node derived with new tags, never has these very tags).
-static OWN_TAGS: LazyLock<Tags> = LazyLock::new(|| [SmolStr::new_static("dmon")].into());
-
-/// Whether `event` is one of dmon's events about itself (or a copy of one,
-/// such as the index's expired copy), as opposed to one that merely says
-/// `tagged "dmon"`: a sender's events may, and a JSON round trip (a cluster
-/// checkpoint) makes one of dmon's events an ordinary one.
-pub fn is_own(event: &Event) -> bool {
-    event.tags.same_as(&OWN_TAGS)
-}
 
 /// Turns successive counter snapshots into events about dmon.
 pub struct Instrumenter {
@@ -278,13 +263,13 @@ mod tests {
         assert!(e.has_tag("dmon"));
         assert_eq!(e.time, Some(Number::Float(1010.0)));
         // dmon's own by their very tags, not by what they say.
-        assert!(events.iter().all(is_own));
-        assert!(is_own(&Event {
+        assert!(events.iter().all(Event::is_dmons_own));
+        assert!(Event::is_dmons_own(&Event {
             metric: None,
             ..e.clone()
         }));
         let lookalike = crate::testing::ev(r#"{"service":"dmon ingest rate","tags":["dmon"]}"#);
-        assert!(!is_own(&lookalike));
-        assert!(!is_own(&Event::default()));
+        assert!(!Event::is_dmons_own(&lookalike));
+        assert!(!Event::is_dmons_own(&Event::default()));
     }
 }

@@ -14,21 +14,22 @@
 //! not through the roots, unless `--self-events-to-streams` says otherwise
 //! ([`Pipeline::set_self_events_to_streams`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::context::Context;
 use crate::event::Event;
+use crate::index_feed::IndexFeed;
 use crate::latency::Histogram;
 use crate::memory::{Charge, MemoryBudget};
 use crate::recent::Recent;
+pub use crate::roots::{Root, RootSet};
 use crate::stats::{IngestStats, Stats};
-use crate::streams::{assign_paths, carry_over, lock, push, snapshot_tree, NodeRef};
-use crate::timers::Schedule;
+use crate::streams::context::Context;
+use crate::streams::timers::Schedule;
 
 /// Batches in flight between sources and the dispatch thread.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -44,9 +45,6 @@ pub const DEFAULT_MAX_EVENTS_PER_DATAGRAM: usize = 10_000;
 /// otherwise keep the event in the index for ever.
 pub const MAX_FUTURE_SECS: f64 = 86_400.0;
 
-/// How often the index is expired, in seconds of the context's clock.
-pub const EXPIRY_INTERVAL: f64 = 1.0;
-
 /// Sees every event sources deliver (network sources and injected events,
 /// not dmon's own instrumentation nor expired events), once per batch,
 /// before the roots do: a recording. Runs on the dispatch thread, so it
@@ -57,21 +55,6 @@ pub trait Observer: Send + Sync {
 
 /// An observer behind a thin pointer, which `ArcSwapOption` needs.
 struct Observing(Arc<dyn Observer>);
-
-/// A named top-level stream: every event goes to every root.
-#[derive(Clone)]
-pub struct Root {
-    pub name: String,
-    pub node: NodeRef,
-}
-
-impl Root {
-    /// The root node's path: `average_stream/average`; nodes below add
-    /// their kinds (`average_stream/average/when`).
-    pub fn path(&self) -> String {
-        format!("{}/{}", self.name, self.node.kind())
-    }
-}
 
 /// What the dispatch thread receives.
 pub enum Work {
@@ -85,7 +68,7 @@ pub enum Work {
     /// (the shell's `inject`, and acknowledged protocols).
     Acked(Vec<Event>, oneshot::Sender<()>),
     /// Time to run the nodes' wake-ups that are due, and to expire the
-    /// index when [`EXPIRY_INTERVAL`] has passed (see
+    /// index when [`crate::roots::EXPIRY_INTERVAL`] has passed (see
     /// `server::TICK_INTERVAL`).
     Tick,
     /// Shutdown: everything queued before this has been processed.
@@ -139,19 +122,9 @@ impl Drop for Permits {
 }
 
 pub struct Pipeline {
-    ctx: Arc<Context>,
-    roots: ArcSwap<Vec<Root>>,
+    roots: RootSet,
     pub ingest: IngestStats,
-    processed: AtomicU64,
-    expired: AtomicU64,
     started: Instant,
-    /// Held while one unit of work goes through the roots, and while the
-    /// roots are swapped: a reload moves state out of the old nodes only
-    /// when no event is inside them, so none is lost or counted twice.
-    dispatching: Mutex<()>,
-    /// When the index is next expired, at the earliest (clock seconds, as
-    /// f64 bits).
-    next_expiry: AtomicU64,
     flow: Arc<Flow>,
     /// From a source asking for room to its events having been through
     /// the roots (self-instrumentation's `dmon ingest latency`).
@@ -161,11 +134,6 @@ pub struct Pipeline {
     /// began; what it has left is still queued.
     batch_len: AtomicU64,
     batch_start: AtomicU64,
-    /// Coarse monotonic nanoseconds when the dispatch thread entered the
-    /// root it is in (`busy_root`); 0 when idle. Two relaxed stores per
-    /// root per event: cheap enough to always know what it is stuck in.
-    busy_since: AtomicU64,
-    busy_root: AtomicUsize,
     /// What sees received events, if anything: one load per batch when
     /// nothing does.
     observer: ArcSwapOption<Observing>,
@@ -174,27 +142,21 @@ pub struct Pipeline {
     pub recent: Recent,
     /// A cluster worker's counters, once one runs (`serve --consume`).
     pub cluster_worker: std::sync::OnceLock<Arc<crate::cluster::consume::WorkerCounters>>,
-    /// Whether dmon's own events go through the roots (as Riemann's do)
-    /// rather than straight into the index.
-    self_events_to_streams: AtomicBool,
+    /// What the index receives, for subscribers.
+    index_feed: Arc<IndexFeed>,
 }
 
 impl Pipeline {
     /// A pipeline running `roots`: their timers start now.
     pub fn new(ctx: Arc<Context>, roots: Vec<Root>) -> Self {
-        name_nodes(&roots);
-        for root in &roots {
-            root.node.start(&ctx);
+        let index_feed = Arc::new(IndexFeed::default());
+        if !ctx.index.set_watcher(index_feed.clone()) {
+            tracing::warn!("a second pipeline on one context: its subscribers see nothing");
         }
         Pipeline {
-            ctx,
-            roots: ArcSwap::from_pointee(roots),
+            roots: RootSet::new(ctx, roots),
             ingest: IngestStats::default(),
-            processed: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
             started: Instant::now(),
-            dispatching: Mutex::new(()),
-            next_expiry: AtomicU64::new(0f64.to_bits()),
             flow: Arc::new(Flow {
                 permits: Semaphore::new(DEFAULT_MAX_IN_FLIGHT),
                 limit: AtomicU32::new(DEFAULT_MAX_IN_FLIGHT as u32),
@@ -204,12 +166,10 @@ impl Pipeline {
             max_per_datagram: AtomicUsize::new(DEFAULT_MAX_EVENTS_PER_DATAGRAM),
             batch_len: AtomicU64::new(0),
             batch_start: AtomicU64::new(0),
-            busy_since: AtomicU64::new(0),
-            busy_root: AtomicUsize::new(0),
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
             cluster_worker: std::sync::OnceLock::new(),
-            self_events_to_streams: AtomicBool::new(false),
+            index_feed,
         }
     }
 
@@ -219,12 +179,22 @@ impl Pipeline {
     /// mail about and forward dmon's own rates). Either way they are
     /// counted as processed.
     pub fn set_self_events_to_streams(&self, on: bool) {
-        self.self_events_to_streams.store(on, Ordering::Relaxed);
+        self.roots.set_self_events_to_streams(on);
     }
 
     /// Whether dmon's own events go through the roots.
     pub fn self_events_to_streams(&self) -> bool {
-        self.self_events_to_streams.load(Ordering::Relaxed)
+        self.roots.self_events_to_streams()
+    }
+
+    /// The roots this pipeline feeds.
+    pub fn root_set(&self) -> &RootSet {
+        &self.roots
+    }
+
+    /// What the index receives, for subscribers (HTTP, `dmon bench`).
+    pub fn index_feed(&self) -> &Arc<IndexFeed> {
+        &self.index_feed
     }
 
     /// dmon's events about itself, indexed as they are: no root sees them,
@@ -232,8 +202,8 @@ impl Pipeline {
     /// received).
     fn index_own(&self, events: Vec<Event>) {
         for e in events {
-            self.ctx.index.insert(&Arc::new(e));
-            self.processed.fetch_add(1, Ordering::Relaxed);
+            self.context().index.insert(&Arc::new(e));
+            self.roots.count_processed(1);
         }
     }
 
@@ -309,8 +279,8 @@ impl Pipeline {
         let queued = self.flow.queued.load(Ordering::Relaxed);
         let batch = self.batch_len.load(Ordering::Relaxed);
         let done = self
-            .processed
-            .load(Ordering::Relaxed)
+            .roots
+            .processed()
             .saturating_sub(self.batch_start.load(Ordering::Relaxed))
             .min(batch);
         queued.saturating_sub(done)
@@ -319,67 +289,32 @@ impl Pipeline {
     /// How long the dispatch thread has been inside one root, and its path;
     /// `None` when idle.
     pub fn busy(&self) -> Option<(f64, String)> {
-        let since = self.busy_since.load(Ordering::Relaxed);
-        if since == 0 {
-            return None;
-        }
-        let secs = coarse_nanos().saturating_sub(since) as f64 / 1e9;
-        let roots = self.roots.load();
-        let path = roots
-            .get(self.busy_root.load(Ordering::Relaxed))
-            .map(|r| r.path())
-            .unwrap_or_default();
-        Some((secs, path))
+        self.roots.busy()
     }
 
     pub fn context(&self) -> &Arc<Context> {
-        &self.ctx
+        self.roots.context()
     }
 
     /// What peers can make dmon hold, by bytes (`--memory-limit`): the
     /// context's, which its sinks draw on too.
     pub fn memory(&self) -> &Arc<MemoryBudget> {
-        &self.ctx.memory
+        &self.context().memory
     }
 
     pub fn roots(&self) -> Arc<Vec<Root>> {
-        self.roots.load_full()
+        self.roots.roots()
     }
 
-    /// Replaces the root set between two units of work: events already
-    /// being processed finish in the old set, every later one goes through
-    /// the new. Nodes whose place and arguments are unchanged take the old
-    /// nodes' state (a root is matched by name). Blocks while a unit of
-    /// work is in progress; an embedder holding a lock the dispatch thread
-    /// needs (Python's GIL) must release it around this call.
+    /// See [`RootSet::swap_roots`].
     pub fn swap_roots(&self, roots: Vec<Root>) {
-        let _quiet = lock(&self.dispatching);
-        let old = self.roots.load();
-        for root in &roots {
-            if let Some(previous) = old.iter().find(|r| r.name == root.name) {
-                carry_over(&*root.node, &*previous.node);
-            }
-        }
-        // The old trees' alarms must not fire into trees nobody runs; then
-        // the new trees set theirs from the state they took over (a node
-        // in both trees is stopped, then started again).
-        for root in old.iter() {
-            root.node.stop();
-        }
-        for root in &roots {
-            root.node.start(&self.ctx);
-        }
-        name_nodes(&roots);
-        self.roots.store(Arc::new(roots));
+        self.roots.swap_roots(roots);
     }
 
-    /// Time ends for the roots ([`crate::streams::Node::flush`]): windows,
-    /// rates and the like forward what they hold. Call it on the dispatch
-    /// thread (a [`Work::Call`]) or where nothing else feeds the roots.
+    /// See [`RootSet::flush_roots`]; call it on the dispatch thread (a
+    /// [`Work::Call`]) or where nothing else feeds the roots.
     pub fn flush_roots(&self) {
-        for root in self.roots.load().iter() {
-            root.node.flush(&self.ctx);
-        }
+        self.roots.flush_roots();
     }
 
     /// Makes `observer` see every event sources deliver from the next batch
@@ -393,23 +328,7 @@ impl Pipeline {
 
     /// Runs one event through every root.
     pub fn process(&self, event: Event) {
-        self.process_shared(Arc::new(event));
-    }
-
-    fn process_shared(&self, event: Arc<Event>) {
-        let roots = self.roots.load();
-        for (i, root) in roots.iter().enumerate() {
-            self.enter(i);
-            push(&*root.node, &self.ctx, &event);
-        }
-        self.processed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Notes that the dispatch thread enters root `i` now.
-    #[inline]
-    fn enter(&self, i: usize) {
-        self.busy_root.store(i, Ordering::Relaxed);
-        self.busy_since.store(coarse_nanos(), Ordering::Relaxed);
+        self.roots.process(event);
     }
 
     /// Runs events: an event dated absurdly far ahead of `now` is dated
@@ -429,7 +348,7 @@ impl Pipeline {
         if observing.is_none() && !recent {
             for mut e in events {
                 e.clamp_future(horizon, now);
-                self.process(e);
+                self.roots.process(e);
             }
             return;
         }
@@ -447,66 +366,38 @@ impl Pipeline {
             self.recent.push(now, &events);
         }
         for e in events {
-            self.process_shared(e);
+            self.roots.process_shared(e);
         }
     }
 
     /// Wakes the nodes due at `now`, and expires the index when its
-    /// interval has passed. Costs what is due, not what the roots hold.
+    /// interval has passed, trimming the recent-events ring then too.
     pub fn tick(&self, now: f64) {
-        self.ctx.timers.run_due(&self.ctx, now);
-        let next = f64::from_bits(self.next_expiry.load(Ordering::Relaxed));
-        if now >= next {
-            self.next_expiry
-                .store((now + EXPIRY_INTERVAL).to_bits(), Ordering::Relaxed);
-            self.expire(now);
+        if self.roots.tick(now) {
             self.recent.trim(now);
-        }
-    }
-
-    /// When the index's expiry may next find an event, on the grid of
-    /// [`EXPIRY_INTERVAL`]s from the last expiry (as a server's ticks
-    /// would expire it): strictly after the earliest deadline.
-    fn next_expiry_due(&self) -> Option<f64> {
-        let deadline = self.ctx.index.next_deadline()?;
-        let next = f64::from_bits(self.next_expiry.load(Ordering::Relaxed));
-        let intervals = ((deadline - next) / EXPIRY_INTERVAL).floor() + 1.0;
-        Some(next + intervals.max(0.0) * EXPIRY_INTERVAL)
-    }
-
-    /// Expires the index at `now`, re-injecting each expired event (but
-    /// dmon's own, unless they go through the roots: their expiry is no
-    /// more the roots' business than they were).
-    pub fn expire(&self, now: f64) {
-        let to_streams = self.self_events_to_streams();
-        for event in self.ctx.index.expire_events(now) {
-            self.expired.fetch_add(1, Ordering::Relaxed);
-            if !to_streams && crate::instrument::is_own(&event) {
-                continue;
-            }
-            self.process(event.expired_copy(now));
         }
     }
 
     /// Processes one message; false on [`Work::Stop`].
     fn handle(&self, work: Work) -> bool {
-        let _busy = lock(&self.dispatching);
+        let _busy = self.roots.dispatching();
+        let now = self.context().now();
         match work {
             // Not received: not something a recording should replay.
-            Work::Events(events) => self.process_received(events, self.ctx.now(), false),
+            Work::Events(events) => self.process_received(events, now, false),
             Work::Own(events) if self.self_events_to_streams() => {
-                self.process_received(events, self.ctx.now(), false)
+                self.process_received(events, now, false)
             }
             Work::Own(events) => self.index_own(events),
             Work::Acked(events, done) => {
-                self.process_received(events, self.ctx.now(), true);
+                self.process_received(events, now, true);
                 let _ = done.send(());
             }
             Work::Reserved(events, permits, done) => {
                 self.batch_start
-                    .store(self.processed.load(Ordering::Relaxed), Ordering::Relaxed);
+                    .store(self.roots.processed(), Ordering::Relaxed);
                 self.batch_len.store(events.len() as u64, Ordering::Relaxed);
-                self.process_received(events, self.ctx.now(), true);
+                self.process_received(events, now, true);
                 self.ingest_latency
                     .record(permits.since.elapsed(), permits.events);
                 // Permits first: the batch is no longer queued.
@@ -516,11 +407,11 @@ impl Pipeline {
                     let _ = done.send(());
                 }
             }
-            Work::Tick => self.tick(self.ctx.now()),
+            Work::Tick => self.tick(now),
             Work::Call(job) => job(self),
             Work::Stop => return false,
         }
-        self.busy_since.store(0, Ordering::Relaxed);
+        self.roots.idle();
         true
     }
 
@@ -541,12 +432,8 @@ impl Pipeline {
     }
 
     pub fn stats(&self) -> Stats {
-        let mut nodes = Vec::new();
-        for root in self.roots.load().iter() {
-            snapshot_tree(&root.path(), &*root.node, &mut nodes);
-        }
         Stats {
-            nodes,
+            nodes: self.roots.node_snapshots(),
             ..self.counters()
         }
     }
@@ -554,7 +441,7 @@ impl Pipeline {
     /// Every counter but the nodes', which a node stuck in a lock could
     /// hold up.
     pub fn counters(&self) -> Stats {
-        let mail = self.ctx.mailer.stats();
+        let mail = self.context().mailer.stats();
         let busy = self.busy();
         let publishing = &crate::cluster::publish::COUNTERS;
         Stats {
@@ -569,21 +456,21 @@ impl Pipeline {
             queries: self.ingest.queries.load(Ordering::Relaxed),
             pipeline_full: self.ingest.pipeline_full.load(Ordering::Relaxed),
             tcp: self.ingest.tcp.snapshot(),
-            http: self.ingest.http.snapshot(self.ctx.index.subscribers()),
+            http: self.ingest.http.snapshot(self.index_feed.subscribers()),
             refused: self.ingest.refused.load(Ordering::Relaxed),
             kernel_drops: self.ingest.kernel_drops.load(Ordering::Relaxed),
             queued: self.queued(),
             unprocessed: 0,
             dispatch_busy_secs: busy.as_ref().map_or(0.0, |b| b.0),
             dispatch_busy_in: busy.map(|b| b.1),
-            processed: self.processed.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
-            indexed: self.ctx.index.len() as u64,
+            processed: self.roots.processed(),
+            expired: self.roots.expired(),
+            indexed: self.context().index.len() as u64,
             mails_queued: mail.queued.load(Ordering::Relaxed),
             mails_sent: mail.sent.load(Ordering::Relaxed),
             mail_failures: mail.failed.load(Ordering::Relaxed),
             mails_dropped: mail.dropped.load(Ordering::Relaxed),
-            sinks: self.ctx.sink_snapshots(),
+            sinks: self.context().sink_snapshots(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_bytes: self.recent.bytes() as u64,
@@ -605,39 +492,14 @@ impl Pipeline {
     }
 }
 
-/// A virtual clock steps a pipeline through its nodes' wake-ups and its
-/// index's expiries.
+/// A virtual clock steps a pipeline as it does its root set, trimming the
+/// recent-events ring on the way.
 impl Schedule for Pipeline {
     fn next_due(&self) -> Option<f64> {
-        match (self.ctx.timers.next_due(), self.next_expiry_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.roots.next_due()
     }
     fn run_due(&self, now: f64) {
         self.tick(now);
-    }
-}
-
-/// A monotonic clock read in a few nanoseconds (CLOCK_MONOTONIC_COARSE:
-/// a few milliseconds' resolution is plenty to see a stuck node); never 0.
-fn coarse_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-        .max(1)
-}
-
-/// Gives each node of the roots its path, so its logs say where it is.
-fn name_nodes(roots: &[Root]) {
-    for root in roots {
-        assign_paths(&root.path(), &*root.node);
     }
 }
 
@@ -646,7 +508,9 @@ mod tests {
     use super::*;
     use crate::clock::VirtualClock;
     use crate::sinks::email::Mailer;
+    use crate::streams::lock;
     use crate::testing::{ev, Harness};
+    use std::sync::Mutex;
 
     /// Keeps the hosts of what it observes.
     #[derive(Default)]

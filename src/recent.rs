@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::codec::json;
 use crate::event::Event;
-use crate::outputs::capture::Output;
+use crate::streams::capture::Output;
 use crate::streams::lock;
 
 /// Minutes of traffic kept, by default.

@@ -20,16 +20,16 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, VirtualClock};
 use crate::console::LineSink;
-use crate::context::Context;
 use crate::event::{Event, Number};
-use crate::outputs::capture::{Capture, Outputs};
-use crate::pipeline::{Pipeline, Root};
+use crate::roots::{Root, RootSet};
+use crate::streams::capture::{Capture, Outputs};
+use crate::streams::context::Context;
+use crate::streams::timers;
 use crate::streams::{copy_states, detached_copy, CopiedStats, NodeRef, NodeStats};
-use crate::timers;
 
 pub struct Rehearsal {
     clock: Arc<VirtualClock>,
-    pipeline: Pipeline,
+    roots: RootSet,
     capture: Arc<Capture>,
     /// Each root's copy's counters, by the original nodes' counters.
     copies: Vec<CopiedStats>,
@@ -77,7 +77,7 @@ impl Rehearsal {
             .map(|root| {
                 let (node, stats) = detached_copy(&root.node);
                 if carry_state {
-                    // Before the pipeline starts the copy: its alarms are
+                    // Before the root set starts the copy: its alarms are
                     // set from the state it holds.
                     copy_states(&*node, &*root.node);
                 }
@@ -87,7 +87,7 @@ impl Rehearsal {
             .collect();
         Rehearsal {
             clock,
-            pipeline: Pipeline::new(ctx, roots),
+            roots: RootSet::new(ctx, roots),
             capture,
             copies,
             carried_state: carry_state,
@@ -105,12 +105,12 @@ impl Rehearsal {
     }
 
     pub fn ctx(&self) -> &Arc<Context> {
-        self.pipeline.context()
+        self.roots.context()
     }
 
-    /// The pipeline the roots run in (for its `stats()`).
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+    /// The copies being rehearsed (for their counters).
+    pub fn root_set(&self) -> &RootSet {
+        &self.roots
     }
 
     /// Runs one event through every root, first moving the clock to its
@@ -121,19 +121,19 @@ impl Rehearsal {
             Some(_) => {}
             None => event.time = Some(Number::Float(self.now())),
         }
-        self.pipeline.process(event);
+        self.roots.process(event);
     }
 
     /// Moves the clock to `t` (never back), waking each node at its
     /// deadlines on the way and expiring the index as the server would.
     pub fn advance_to(&mut self, t: f64) {
-        timers::advance(&self.clock, t, &self.pipeline);
+        timers::advance(&self.clock, t, &self.roots);
     }
 
     /// Ends the rehearsal's time: windows, rates and the like forward what
-    /// they hold ([`Pipeline::flush_roots`]).
+    /// they hold ([`RootSet::flush_roots`]).
     pub fn flush(&mut self) {
-        self.pipeline.flush_roots();
+        self.roots.flush_roots();
     }
 
     /// The outputs kept so far, in order; forgets them.

@@ -27,12 +27,12 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{Clock, VirtualClock};
 use crate::codec::json;
 use crate::console::LineSink;
-use crate::context::Context;
 use crate::event::Event;
 use crate::sinks::email::{Mailer, SmtpServer};
+use crate::streams::context::Context;
+use crate::streams::timers;
 use crate::streams::value::{BuildError, Function, Value};
 use crate::streams::{lock, push, registry, Node, NodeCore, NodeError, NodeRef};
-use crate::timers;
 
 /// Builds the `Vec<Value>` of a stream function's positional arguments:
 /// `vals![5, "host"]`.
@@ -135,7 +135,7 @@ impl Harness {
             started.push(Arc::clone(node));
             drop(started);
             node.start(&self.ctx);
-            self.ctx.timers.run_due(&self.ctx, self.now());
+            self.ctx.run_due_wakeups(self.now());
         }
     }
 
@@ -167,7 +167,7 @@ impl Harness {
     /// node once: what a server does after its dispatch thread stalled.
     pub fn jump_to(&self, node: &NodeRef, t: f64) {
         self.clock.advance_to(t);
-        self.ctx.timers.run_due(&self.ctx, t);
+        self.ctx.run_due_wakeups(t);
         self.start(node);
     }
 

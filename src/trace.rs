@@ -169,7 +169,7 @@ fn key(stats: &NodeStats) -> usize {
 /// Every node of the rehearsal's trees, by its counters' address.
 fn observe(r: &Rehearsal) -> HashMap<usize, Seen> {
     let mut seen = HashMap::new();
-    for root in r.pipeline().roots().iter() {
+    for root in r.root_set().roots().iter() {
         walk_tree(&root.path(), &*root.node, &mut |_, n| {
             let s = n.stats();
             seen.insert(
@@ -201,7 +201,7 @@ pub fn trace(r: &mut Rehearsal, mut event: Event) -> Trace {
     let event = Arc::new(event);
     drop(r.take_outputs());
     let before = observe(r);
-    let ((), failures) = recording_failures(|| r.pipeline().process(Event::clone(&event)));
+    let ((), failures) = recording_failures(|| r.root_set().process(Event::clone(&event)));
     let after = observe(r);
     let delta = |stats: &NodeStats| -> (u64, u64, u64) {
         let (b, a) = (before.get(&key(stats)), after.get(&key(stats)));
@@ -217,7 +217,7 @@ pub fn trace(r: &mut Rehearsal, mut event: Event) -> Trace {
     let mut steps = Vec::new();
     let mut stopped_at = Vec::new();
     let mut notes = Vec::new();
-    for root in r.pipeline().roots().iter() {
+    for root in r.root_set().roots().iter() {
         walk_tree(&root.path(), &*root.node, &mut |path, n| {
             let (events_in, out, errors) = delta(n.stats());
             if events_in == 0 {
@@ -413,7 +413,7 @@ fn last_frame(error: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::console::LineSink;
-    use crate::pipeline::Root;
+    use crate::roots::Root;
     use crate::streams::Value;
     use crate::streams::{NodeRef, NodeSnapshot};
     use crate::testing::{ev, func, Harness};

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use dmon::clock::VirtualClock;
 use dmon::console::LineSink;
-use dmon::context::Context;
 use dmon::pipeline::Pipeline;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
+use dmon::streams::context::Context;
 use dmon::streams::NodeSnapshot;
 use dmon::testing::ev;
 use pyo3::prelude::*;

@@ -6,9 +6,9 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use dmon::console::LineSink;
-use dmon::context::Context;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
+use dmon::streams::context::Context;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

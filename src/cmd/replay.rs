@@ -28,9 +28,9 @@ use crate::codec::riemann::{from_proto, to_proto, Msg};
 use crate::console::LineSink;
 use crate::event::{now_secs, Event, Number};
 use crate::log_limit::LogLimiter;
-use crate::pipeline::Root;
 use crate::python::{self, loader};
 use crate::rehearsal::Rehearsal;
+use crate::roots::Root;
 use crate::server::recorder::Format;
 use crate::server::udp::MAX_DATAGRAM;
 

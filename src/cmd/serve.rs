@@ -12,13 +12,13 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::checkpoint::Checkpoint;
 use crate::console::{LineSink, Stdout};
-use crate::context::Context;
 use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenErrors, Listeners, Server};
 use crate::state_dir::StateDir;
 use crate::stats::Stats;
+use crate::streams::context::Context;
 use crate::tls::{Identity, PemFile, ServerTls};
 
 /// Where the server listens and what it runs; shared by every command that

@@ -14,12 +14,12 @@ use pyo3::types::PyDict;
 
 use super::serve::ServerOpts;
 use crate::console::{Holdable, LineSink, Stdout};
-use crate::context::Context;
 use crate::logs;
 use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellCluster, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
+use crate::streams::context::Context;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShellKind {

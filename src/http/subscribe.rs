@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::{parse_query, search, with_warnings, ConnectionFailed, HttpError, Shared, LOG};
 use crate::codec::json;
 use crate::event::Event;
-use crate::index::{Subscription, SUBSCRIBER_BACKLOG};
+use crate::index_feed::{Subscription, SUBSCRIBER_BACKLOG};
 use crate::memory::{Charge, Share};
 use crate::query::Query;
 use crate::warn_limited;
@@ -139,7 +139,7 @@ async fn answer(
     };
     // Subscribed before the search, so nothing indexed in between is
     // missed (it may come twice, as in Riemann).
-    let subscription = shared.pipeline.context().index.subscribe();
+    let subscription = shared.pipeline.index_feed().subscribe();
     let subscribe = params.subscribe.as_deref() == Some("true");
     let first = if subscribe {
         let found = search(&shared, &query).await?;

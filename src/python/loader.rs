@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
 use super::streams::{to_node, PyStream, StreamFunction};
-use crate::pipeline::Root;
+use crate::roots::Root;
 
 const LOADER_SOURCE: &str = include_str!("loader.py");
 /// The stream module used when none is given: examples/streams.py.

@@ -23,8 +23,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyModule;
 use tokio::sync::mpsc;
 
-use crate::context::Context;
 use crate::pipeline::{Pipeline, Work};
+use crate::streams::context::Context;
 
 /// The server this interpreter's streams push into (one per process).
 static CONTEXT: OnceLock<Arc<Context>> = OnceLock::new();

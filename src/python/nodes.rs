@@ -13,9 +13,9 @@ use pyo3::types::{PyDict, PyTuple};
 use super::event::PyEvent;
 use super::streams::PyStream;
 use super::value::to_py;
-use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
+use crate::streams::context::Context;
 use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef, NodeStats, Value};
 
 /// Turns a Python exception into a node error carrying its traceback.

@@ -766,7 +766,7 @@ impl ShellServer {
         out.set_item(
             "live_streams",
             live_run
-                .pipeline()
+                .root_set()
                 .roots()
                 .iter()
                 .map(|r| r.name.clone())
@@ -894,7 +894,11 @@ fn output_nodes(node: &NodeRef) -> Vec<(String, &'static str)> {
 
 /// Errors the nodes of a dry run counted (a predicate that raised).
 fn node_errors(run: &Rehearsal) -> u64 {
-    run.pipeline().stats().nodes.iter().map(|n| n.errors).sum()
+    run.root_set()
+        .node_snapshots()
+        .iter()
+        .map(|n| n.errors)
+        .sum()
 }
 
 /// `5 minutes`, `1 minute`, `0.5 minutes`.

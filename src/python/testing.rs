@@ -22,9 +22,9 @@ use super::loader::roots_of;
 use super::streams::{to_node, PyStream};
 use crate::console::LineSink;
 use crate::event::Event;
-use crate::outputs::capture::{Output, Outputs};
-use crate::pipeline::Root;
 use crate::rehearsal::Rehearsal;
+use crate::roots::Root;
+use crate::streams::capture::{Output, Outputs};
 use crate::streams::{lock, Node, NodeRef, TAP_DROPS};
 
 /// Events a watched node may emit between two fed events before the
@@ -188,7 +188,7 @@ fn run(
         )));
     }
     let errors = rehearsal
-        .pipeline()
+        .root_set()
         .roots()
         .iter()
         .map(|r| count_errors(&*r.node))

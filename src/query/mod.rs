@@ -125,11 +125,8 @@ mod parser;
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use crate::event::Event;
-use crate::streams::filter::Predicate;
-use crate::streams::NodeError;
 
 /// A compiled query. Cheap to match; clone it rather than parse it again.
 #[derive(Clone, Debug)]
@@ -199,17 +196,6 @@ impl fmt::Display for Query {
     }
 }
 
-/// A query as a `where`/`when` predicate.
-impl Predicate for Query {
-    fn test(&self, event: &Arc<Event>) -> Result<bool, NodeError> {
-        Ok(self.matches(event))
-    }
-
-    fn describe(&self) -> String {
-        format!("{:?}", self.source)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,12 +205,11 @@ mod tests {
         let q: Query = "metric > 1".parse().unwrap();
         assert_eq!(q.source(), "metric > 1");
         assert_eq!(q.to_string(), "metric > 1");
-        assert_eq!(q.describe(), "\"metric > 1\"");
-        let e = Arc::new(Event {
+        let e = Event {
             metric: Some(crate::event::Number::Int(2)),
             ..Event::default()
-        });
-        assert!(q.test(&e).unwrap());
+        };
+        assert!(q.matches(&e));
         assert!(!q.matches(&Event::default()));
     }
 
@@ -261,13 +246,5 @@ mod tests {
             "parse error at column 8: expected a value after '=' but found end of query"
         );
         assert_eq!("host = ".parse::<Query>().unwrap_err(), e);
-    }
-
-    #[test]
-    fn predicate_is_send_and_sync() {
-        fn boxed(p: Box<dyn Predicate>) -> String {
-            p.describe()
-        }
-        assert_eq!(boxed(Box::new(Query::parse("true").unwrap())), "\"true\"");
     }
 }

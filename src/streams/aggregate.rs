@@ -6,11 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::value::{Args, BuildError};
 use super::{emit, lock, Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::{Event, Number};
+use crate::streams::context::Context;
 use crate::{keep_state_in, node_core};
 
 pub const ENTRIES: &[Entry] = &[Entry {

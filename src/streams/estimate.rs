@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use smol_str::SmolStr;
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::value::{Args, BuildError};
 use super::{emit, lock, Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::{Event, Number};
-use crate::timers::{timed, Alarm};
+use crate::streams::context::Context;
+use crate::streams::timers::{timed, Alarm};
 use crate::{keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
@@ -365,7 +365,7 @@ impl Node for InterpolateConstant {
             let first = s.next.is_none();
             if first {
                 s.next = Some(now + self.interval);
-                self.alarm.set(ctx, s.next);
+                self.alarm.set(&ctx.timers, s.next);
             }
             first
         };
@@ -375,9 +375,12 @@ impl Node for InterpolateConstant {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let copy = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.copy_due(s, now), |s| self.due(s));
+        let copy = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.copy_due(s, now),
+            |s| self.due(s),
+        );
         if let Some(e) = copy {
             emit(self, ctx, &e);
         }

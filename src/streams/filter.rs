@@ -17,13 +17,13 @@
 
 use std::sync::Arc;
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::value::{Args, BuildError, Function, Value};
 use super::{emit_to, Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::{now_secs, Event};
 use crate::node_core;
 use crate::query::Query;
+use crate::streams::context::Context;
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -133,6 +133,17 @@ pub trait Predicate: Send + Sync {
     /// clock (`expired`) override this.
     fn test_in(&self, _ctx: &Context, event: &Arc<Event>) -> Result<bool, NodeError> {
         self.test(event)
+    }
+}
+
+/// A query as a `where`/`when` predicate.
+impl Predicate for Query {
+    fn test(&self, event: &Arc<Event>) -> Result<bool, NodeError> {
+        Ok(self.matches(event))
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.source())
     }
 }
 
@@ -896,5 +907,17 @@ mod tests {
             assert_eq!(err.message, message);
             assert_eq!(err.wrong_type, wrong_type, "{message}");
         }
+    }
+
+    #[test]
+    fn predicate_is_send_and_sync() {
+        use super::Predicate;
+        fn boxed(p: Box<dyn Predicate>) -> String {
+            p.describe()
+        }
+        assert_eq!(
+            boxed(Box::new(crate::query::Query::parse("true").unwrap())),
+            "\"true\""
+        );
     }
 }

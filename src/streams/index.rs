@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::value::{Args, BuildError};
 use super::{Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
+use crate::streams::context::Context;
 
 pub const ENTRY: Entry = Entry {
     name: "index",

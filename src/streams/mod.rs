@@ -14,7 +14,7 @@
 //!   `streams()` under one path).
 //! - **Time.** Nodes read the time from `ctx.clock` (wall or virtual). A
 //!   node that must act when time passes (windows flush when traffic
-//!   stops) sets an [`Alarm`](crate::timers::Alarm) to its next deadline
+//!   stops) sets an [`Alarm`](crate::streams::timers::Alarm) to its next deadline
 //!   and is woken then ([`Node::wake`]); nothing else is ever woken, so
 //!   idle nodes and `by` forks cost nothing per tick. Each time-driven node
 //!   says whether it follows event time or processing time.
@@ -37,6 +37,9 @@
 //!   event ([`catching_errors`]); other events go on.
 
 pub mod aggregate;
+pub mod capture;
+pub mod context;
+pub mod entry;
 pub mod estimate;
 pub mod filter;
 pub mod folds;
@@ -47,6 +50,7 @@ pub mod riemann;
 pub mod route;
 pub mod state;
 pub mod time;
+pub mod timers;
 pub mod transform;
 pub mod value;
 pub mod window;
@@ -57,12 +61,12 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 
-use crate::context::Context;
 use crate::event::Event;
 use crate::log_limit::LogLimiter;
+use crate::streams::context::Context;
 use crate::warn_limited;
 
-pub use registry::Entry;
+pub use entry::Entry;
 pub use value::{Args, BuildError, Function, Value};
 
 pub type NodeRef = Arc<dyn Node>;
@@ -377,13 +381,13 @@ pub trait Node: Send + Sync + 'static {
         events.iter().try_for_each(|e| self.handle(ctx, e))
     }
     /// Runs the node's own timers due at `now` (the context's clock): the
-    /// context's [`Timers`](crate::timers::Timers) call it at the deadline
-    /// the node's [`Alarm`](crate::timers::Alarm) was set to, or later
+    /// context's [`Timers`](crate::streams::timers::Timers) call it at the deadline
+    /// the node's [`Alarm`](crate::streams::timers::Alarm) was set to, or later
     /// when the dispatch thread was busy. Not its children's: each node
     /// with timers has its own alarm.
     fn wake(&self, _ctx: &Context, _now: f64) {}
     /// The node's alarm, if it has timers (see [`Node::wake`]).
-    fn alarm(&self) -> Option<&crate::timers::Alarm> {
+    fn alarm(&self) -> Option<&crate::streams::timers::Alarm> {
         None
     }
     /// The node's tree now runs (installed, reloaded with state taken
@@ -477,13 +481,13 @@ pub fn stop_children(node: &(impl Node + ?Sized)) {
 #[macro_export]
 macro_rules! wakes_at {
     ($due:ident) => {
-        fn alarm(&self) -> Option<&$crate::timers::Alarm> {
+        fn alarm(&self) -> Option<&$crate::streams::timers::Alarm> {
             Some(&self.alarm)
         }
-        fn start(&self, ctx: &$crate::context::Context) {
+        fn start(&self, ctx: &$crate::streams::context::Context) {
             self.alarm.resume();
             let at = self.$due(&$crate::streams::lock(&self.state));
-            self.alarm.set(ctx, at);
+            self.alarm.set(&ctx.timers, at);
             $crate::streams::start_children(self, ctx);
         }
         fn stop(&self) {
@@ -498,7 +502,7 @@ macro_rules! wakes_at {
 #[macro_export]
 macro_rules! flushes_at {
     ($due:ident) => {
-        fn flush(&self, ctx: &$crate::context::Context) {
+        fn flush(&self, ctx: &$crate::streams::context::Context) {
             let due = self.$due(&$crate::streams::lock(&self.state));
             $crate::streams::flush_due(self, ctx, due);
         }

@@ -20,11 +20,10 @@ use std::sync::{Arc, OnceLock};
 
 use lettre::message::Mailbox;
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::value::{Args, BuildError, Value};
 use super::{quote, Node, NodeCore, NodeError, NodeRef};
 use crate::codec::json;
-use crate::context::Context;
 use crate::event::Event;
 use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
@@ -33,6 +32,7 @@ use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
 use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
 use crate::sinks::webhook::{self, Template, WebhookSink};
 use crate::sinks::{Encoded, Sink, SinkHandle};
+use crate::streams::context::Context;
 use crate::tls::{ClientTls, Identity, PemFile};
 
 pub const ENTRIES: &[Entry] = &[

@@ -14,17 +14,17 @@ use std::sync::{Arc, Mutex};
 
 use smol_str::SmolStr;
 
+use super::entry::Entry;
 use super::filter::{names_from, predicate_from, FieldRef, Predicate};
-use super::registry::Entry;
 use super::value::{Args, BuildError, Function, Value};
 use super::{
     catching_errors, copy_states, emit, emit_list, emit_list_to, emit_to, event_to_json,
     keep_states, label, lock, push, with_last_child, Node, NodeCore, NodeError, NodeRef,
 };
-use crate::context::Context;
 use crate::event::{Event, Number};
 use crate::node_core;
-use crate::timers::{timed, Alarm};
+use crate::streams::context::Context;
+use crate::streams::timers::{timed, Alarm};
 use foldhash::{HashMap, HashMapExt};
 
 pub const ENTRIES: &[Entry] = &[
@@ -665,7 +665,7 @@ impl Node for By {
                 // Built outside the lock: a child's fresh() may take time.
                 let children = self.new_children();
                 children.iter().for_each(|c| c.start(ctx));
-                self.alarm.set(ctx, self.sweep_at(now, now));
+                self.alarm.set(&ctx.timers, self.sweep_at(now, now));
                 let mut forks = lock(&self.forks);
                 let fork = forks.entry(key).or_insert(Fork {
                     children,
@@ -702,7 +702,7 @@ impl Node for By {
                 forks.shrink_to_fit();
             }
             if !forks.is_empty() {
-                self.alarm.set(ctx, self.sweep_at(oldest, now));
+                self.alarm.set(&ctx.timers, self.sweep_at(oldest, now));
             }
             gone
         };
@@ -725,7 +725,7 @@ impl Node for By {
             .map(|f| f.last_seen)
             .reduce(f64::min);
         if let Some(oldest) = oldest {
-            self.alarm.set(ctx, self.sweep_at(oldest, now));
+            self.alarm.set(&ctx.timers, self.sweep_at(oldest, now));
         }
         for children in self.fork_children() {
             children.iter().for_each(|c| c.start(ctx));

@@ -14,15 +14,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use super::registry::Entry;
+use super::entry::Entry;
 use super::transform::{loaded_value, saved_value};
 use super::value::{field, Args, BuildError, Function, Value};
 use super::{
     emit, emit_list, event_to_json, lock, saved, saved_event, Node, NodeCore, NodeError, NodeRef,
 };
-use crate::context::Context;
 use crate::event::{Event, EventKey, Number};
-use crate::timers::{timed, Alarm};
+use crate::streams::context::Context;
+use crate::streams::timers::{timed, Alarm};
 use crate::{keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
@@ -406,7 +406,7 @@ impl Node for Stable {
                     Vec::new()
                 }
             };
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             out
         };
         out.iter().for_each(|e| emit(self, ctx, e));
@@ -417,7 +417,9 @@ impl Node for Stable {
             Some(due) if now >= due => Self::release(s),
             _ => Vec::new(),
         };
-        let out = self.alarm.roll(ctx, &self.state, due_now, |s| self.due(s));
+        let out = self
+            .alarm
+            .roll(&ctx.timers, &self.state, due_now, |s| self.due(s));
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }

@@ -23,16 +23,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use super::entry::Entry;
 use super::filter::{predicate, Predicate};
-use super::registry::Entry;
 use super::value::{set_field, Args, BuildError, Value};
 use super::{
     arcs, emit, emit_list, event_to_json, events_to_json, lock, saved, saved_event, Node, NodeCore,
     NodeError, NodeRef,
 };
-use crate::context::Context;
 use crate::event::{Event, EventKey, Number, DEFAULT_TTL};
-use crate::timers::{timed, Alarm};
+use crate::streams::context::Context;
+use crate::streams::timers::{timed, Alarm};
 use crate::{flushes_at, keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
@@ -329,16 +329,19 @@ impl Node for Rate {
                     s.start.get_or_insert(now);
                 }
             }
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             out
         };
         out.iter().for_each(|e| emit(self, ctx, e));
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let out = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }
@@ -473,16 +476,19 @@ impl Node for Percentiles {
                 s.start.get_or_insert(now);
                 s.events.push((m, Arc::clone(event)));
             }
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             out
         };
         emit_list(self, ctx, &out);
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let out = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         emit_list(self, ctx, &out);
     }
 }
@@ -653,7 +659,7 @@ impl Node for Rollup {
             } else {
                 s.held.push(Arc::clone(event));
             }
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             (held, pass)
         };
         emit_list(self, ctx, &held);
@@ -663,9 +669,12 @@ impl Node for Rollup {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let held = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let held = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         emit_list(self, ctx, &held);
     }
 }
@@ -758,7 +767,7 @@ impl Node for Batch {
             } else {
                 Vec::new()
             };
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             (due, full)
         };
         emit_list(self, ctx, &due);
@@ -766,9 +775,12 @@ impl Node for Batch {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let due = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.overdue(s, now), |s| self.due(s));
+        let due = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.overdue(s, now),
+            |s| self.due(s),
+        );
         emit_list(self, ctx, &due);
     }
 }
@@ -872,16 +884,19 @@ impl Node for Coalesce {
             let out = self.roll(&mut s, now);
             s.latest.insert(event.key(), Arc::clone(event));
             s.due.get_or_insert(now + self.dt);
-            self.alarm.set(ctx, s.due);
+            self.alarm.set(&ctx.timers, s.due);
             out
         };
         emit_list(self, ctx, &out);
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let out = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         emit_list(self, ctx, &out);
     }
 }
@@ -1051,7 +1066,7 @@ impl Node for FillIn {
             if self.last {
                 s.last = Some(Arc::clone(event));
             }
-            self.alarm.set(ctx, s.due);
+            self.alarm.set(&ctx.timers, s.due);
         }
         emit(self, ctx, event);
         Ok(())
@@ -1059,7 +1074,7 @@ impl Node for FillIn {
     fn wake(&self, ctx: &Context, now: f64) {
         let filler = self
             .alarm
-            .roll(ctx, &self.state, |s| self.filler(s, now), |s| s.due);
+            .roll(&ctx.timers, &self.state, |s| self.filler(s, now), |s| s.due);
         if let Some(e) = filler {
             emit(self, ctx, &e);
         }
@@ -1242,7 +1257,7 @@ impl Node for Ddt {
             if self.dt.is_some() {
                 let mut out = self.roll(&mut s, now);
                 out.extend(self.add(&mut s, event, now));
-                self.alarm.set(ctx, self.due(&s));
+                self.alarm.set(&ctx.timers, self.due(&s));
                 out
             } else {
                 let Some((t, m)) = time_and_metric(event) else {
@@ -1259,9 +1274,12 @@ impl Node for Ddt {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let out = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }
@@ -1378,13 +1396,16 @@ impl Node for Apdex {
         s.counts.1 += u64::from(tol);
         s.counts.2 += 1;
         s.last = Some(Arc::clone(event));
-        self.alarm.set(ctx, self.due(&s));
+        self.alarm.set(&ctx.timers, self.due(&s));
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let out = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let out = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         out.iter().for_each(|e| emit(self, ctx, e));
     }
 }

@@ -21,14 +21,14 @@ use std::sync::{Arc, Mutex};
 
 use smol_str::SmolStr;
 
+use super::entry::Entry;
 use super::filter::{FnPredicate, Predicate};
 use super::folds::{add, mul};
-use super::registry::Entry;
 use super::value::{field, set_field, Args, BuildError, Function, Value};
 use super::{emit, emit_list, lock, Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::{Event, Number};
 use crate::query::Query;
+use crate::streams::context::Context;
 use crate::{keep_state_in, node_core};
 
 pub const ENTRIES: &[Entry] = &[

@@ -19,14 +19,14 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use super::entry::Entry;
 use super::filter::FieldRef;
 use super::folds::NativeFold;
-use super::registry::Entry;
 use super::value::{field, set_field, Args, BuildError, Function, Value};
 use super::{emit, emit_list, emit_to, lock, Node, NodeCore, NodeError, NodeRef};
-use crate::context::Context;
 use crate::event::{Event, EventKey};
-use crate::timers::{timed, Alarm};
+use crate::streams::context::Context;
+use crate::streams::timers::{timed, Alarm};
 use crate::{flushes_at, keep_state_in, node_core, wakes_at};
 
 pub const ENTRIES: &[Entry] = &[
@@ -434,7 +434,7 @@ impl Node for FixedTimeWindow {
                 s.start = Some(start + passed * self.dt);
             }
             s.events.push(Arc::clone(event));
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             out
         };
         emit_list(self, ctx, &out);
@@ -448,7 +448,9 @@ impl Node for FixedTimeWindow {
             }
             _ => Vec::new(),
         };
-        let out = self.alarm.roll(ctx, &self.state, flush, |s| self.due(s));
+        let out = self
+            .alarm
+            .roll(&ctx.timers, &self.state, flush, |s| self.due(s));
         emit_list(self, ctx, &out);
     }
 }
@@ -596,7 +598,7 @@ impl Node for FoldInterval {
                 s.start.get_or_insert(now);
                 s.events.push(Arc::clone(event));
             }
-            self.alarm.set(ctx, self.due(&s));
+            self.alarm.set(&ctx.timers, self.due(&s));
             ended
         };
         // User folds run without the lock held.
@@ -604,9 +606,12 @@ impl Node for FoldInterval {
         Ok(())
     }
     fn wake(&self, ctx: &Context, now: f64) {
-        let ended = self
-            .alarm
-            .roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+        let ended = self.alarm.roll(
+            &ctx.timers,
+            &self.state,
+            |s| self.roll(s, now),
+            |s| self.due(s),
+        );
         self.emit_folded(ctx, &ended);
     }
 }

@@ -70,7 +70,6 @@ use tokio::sync::mpsc;
 
 use crate::codec::json;
 use crate::console::LineSink;
-use crate::context::Context;
 use crate::event::{now_secs, Event};
 use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
@@ -78,6 +77,7 @@ use crate::server::{Listeners, Server};
 use crate::sinks::email::Mailer;
 use crate::sinks::SinkSnapshot;
 use crate::streams::aggregate::Average;
+use crate::streams::context::Context;
 use crate::streams::index::IndexNode;
 
 #[derive(clap::Args, Debug)]
@@ -491,7 +491,7 @@ fn by_memory(hosts: usize) -> anyhow::Result<()> {
     }
     let with_forks = release();
     let forks = by.detail().unwrap_or_default();
-    crate::timers::advance(&clock, clock.now() + IDLE + 1.0, &ctx);
+    crate::streams::timers::advance(&clock, clock.now() + IDLE + 1.0, &ctx);
     let after = release();
     println!(
         "(g) by(host) memory: before {:.1} MiB, {hosts} hosts ({forks}) {:.1} MiB, after idle expiry ({}) {:.1} MiB ({:+.1}% of before)",
@@ -668,7 +668,7 @@ fn subscribed(samples: &[Vec<u8>], n: usize, subscribers: usize) -> (Outcome, u6
     let query = Arc::new(crate::query::Query::parse(r#"service = "service-1""#).expect("a query"));
     let readers: Vec<_> = (0..subscribers)
         .map(|_| {
-            let mut sub = pipeline.context().index.subscribe();
+            let mut sub = pipeline.index_feed().subscribe();
             let query = Arc::clone(&query);
             thread::spawn(move || {
                 let (mut matched, mut lagged) = (0u64, 0u64);

@@ -17,7 +17,7 @@ use super::{
     Outcome, RemoveOnDrop,
 };
 use crate::cmd::replay::{replay, Reader, Speed};
-use crate::pipeline::Root;
+use crate::roots::Root;
 use crate::streams::Value;
 
 /// Seconds of event time the file covers, whatever its size.

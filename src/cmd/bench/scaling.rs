@@ -17,8 +17,8 @@ use smol_str::SmolStr;
 
 use super::{build, peak_rss_kib, reset_peak_rss, Allocations, Discard};
 use crate::event::{Event, Number};
-use crate::pipeline::Root;
 use crate::rehearsal::Rehearsal;
+use crate::roots::Root;
 use crate::streams::Value;
 
 /// Virtual seconds every run covers: two of `rate`'s intervals, so each

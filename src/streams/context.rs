@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::timers::{Schedule, Timers};
 use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
 use crate::memory::MemoryBudget;
-use crate::outputs::capture::Capture;
 use crate::sinks::email::Mailer;
 use crate::sinks::{SinkSnapshot, Sinks};
-use crate::timers::Timers;
+use crate::streams::capture::Capture;
 
 pub struct Context {
     /// What "now" is for time-driven nodes: the wall clock in a server, a
@@ -88,8 +88,24 @@ impl Context {
         self.sinks.finish(deadline, grace) && mail_left == 0
     }
 
+    /// Wakes the nodes due at `now` ([`Timers::run_due`]); returns how
+    /// many were woken.
+    pub fn run_due_wakeups(&self, now: f64) -> usize {
+        self.timers.run_due(now, |node| node.wake(self, now))
+    }
+
     /// The clock's time.
     pub fn now(&self) -> f64 {
         self.clock.now()
+    }
+}
+
+/// Nodes' wake-ups alone (the in-process harness: no index expiry).
+impl Schedule for Context {
+    fn next_due(&self) -> Option<f64> {
+        self.timers.next_due()
+    }
+    fn run_due(&self, now: f64) {
+        self.run_due_wakeups(now);
     }
 }

@@ -21,12 +21,12 @@
 //! fn handle(&self, ctx: &Context, e: &Arc<Event>) -> Result<(), NodeError> {
 //!     let mut s = lock(&self.state);
 //!     s.start.get_or_insert(ctx.now());
-//!     self.alarm.set(ctx, s.start.map(|t| t + self.interval));
+//!     self.alarm.set(&ctx.timers, s.start.map(|t| t + self.interval));
 //!     Ok(())
 //! }
 //! // Report what ended by `now`, then set the next deadline.
 //! fn wake(&self, ctx: &Context, now: f64) {
-//!     let out = self.alarm.roll(ctx, &self.state, |s| self.roll(s, now), |s| self.due(s));
+//!     let out = self.alarm.roll(&ctx.timers, &self.state, |s| self.roll(s, now), |s| self.due(s));
 //!     out.iter().for_each(|e| emit(self, ctx, e));
 //! }
 //! fn alarm(&self) -> Option<&Alarm> { Some(&self.alarm) } // how the queue finds it
@@ -41,9 +41,8 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use super::{lock, Node, NodeRef};
 use crate::clock::VirtualClock;
-use crate::context::Context;
-use crate::streams::{lock, Node, NodeRef};
 
 /// No deadline: an alarm that is not set.
 const UNSET: u64 = f64::INFINITY.to_bits();
@@ -81,7 +80,7 @@ impl Alarm {
     /// An earlier pending deadline stays: the node is woken then and sets
     /// the next one from its state, so setting a later deadline early is
     /// cheap and always right.
-    pub fn set(&self, ctx: &Context, at: Option<f64>) {
+    pub fn set(&self, timers: &Timers, at: Option<f64>) {
         let Some(at) = at.filter(|t| t.is_finite()) else {
             return;
         };
@@ -91,7 +90,7 @@ impl Alarm {
         let armed = f64::from_bits(self.armed.load(Ordering::Relaxed));
         if at < armed {
             self.armed.store(at.to_bits(), Ordering::Relaxed);
-            ctx.timers.push(at, Weak::clone(&self.node));
+            timers.push(at, Weak::clone(&self.node));
         }
     }
 
@@ -100,14 +99,14 @@ impl Alarm {
     /// rolled out, for the node to emit once the state's lock is let go.
     pub fn roll<S, T>(
         &self,
-        ctx: &Context,
+        timers: &Timers,
         state: &Mutex<S>,
         roll: impl FnOnce(&mut S) -> T,
         due: impl FnOnce(&S) -> Option<f64>,
     ) -> T {
         let mut s = lock(state);
         let out = roll(&mut s);
-        self.set(ctx, due(&s));
+        self.set(timers, due(&s));
         out
     }
 
@@ -209,10 +208,11 @@ impl Timers {
     }
 
     /// Wakes every node whose deadline is at or before `now`, earliest
-    /// first, each with `now`; returns how many were woken. A node woken
+    /// first, with `wake` (which calls [`Node::wake`] with the context);
+    /// returns how many were woken. A node woken
     /// sets its next deadline after `now`; one that sets it at `now` again
     /// is woken again, a bounded number of times.
-    pub fn run_due(&self, ctx: &Context, now: f64) -> usize {
+    pub fn run_due(&self, now: f64, wake: impl Fn(&dyn Node)) -> usize {
         let mut woken = 0;
         // Guards against a node that keeps asking for `now`: each entry
         // queued before this call, plus as many again.
@@ -238,9 +238,7 @@ impl Timers {
             }
             alarm.armed.store(UNSET, Ordering::Relaxed);
             // Outside the queue's lock: the node sets its next deadline.
-            crate::streams::with_error_handlers(due.error_handlers.as_deref(), || {
-                node.wake(ctx, now)
-            });
+            super::with_error_handlers(due.error_handlers.as_deref(), || wake(&*node));
             woken += 1;
         }
         woken
@@ -254,16 +252,6 @@ pub trait Schedule {
     fn next_due(&self) -> Option<f64>;
     /// Runs what is due at `now`; the clock is already there.
     fn run_due(&self, now: f64);
-}
-
-/// Nodes' wake-ups alone (the in-process harness: no index expiry).
-impl Schedule for Context {
-    fn next_due(&self) -> Option<f64> {
-        self.timers.next_due()
-    }
-    fn run_due(&self, now: f64) {
-        self.timers.run_due(self, now);
-    }
 }
 
 /// Moves `clock` to `to`, stepping through every deadline on the way: the

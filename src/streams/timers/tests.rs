@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use super::*;
 use crate::clock::Clock;
 use crate::event::Event;
-use crate::pipeline::{Pipeline, Root};
+use crate::roots::{Root, RootSet};
+use crate::streams::context::Context;
 use crate::streams::{NodeCore, NodeError};
 use crate::testing::{ev, Harness};
 use crate::{node_core, vals};
@@ -38,7 +39,7 @@ impl Recorder {
 
     fn set(node: &NodeRef, ctx: &Context, at: f64) {
         let me = node.as_any().downcast_ref::<Recorder>().unwrap();
-        me.alarm.set(ctx, Some(at));
+        me.alarm.set(&ctx.timers, Some(at));
     }
 }
 
@@ -54,7 +55,7 @@ impl Node for Recorder {
         assert_eq!(ctx.now(), now, "woken with the clock's time");
         lock(&self.woken).push(now);
         if let Some(every) = self.every {
-            self.alarm.set(ctx, Some(now + every));
+            self.alarm.set(&ctx.timers, Some(now + every));
         }
     }
     fn stop(&self) {
@@ -76,7 +77,7 @@ fn only_the_due_are_woken_earliest_first() {
     }
     assert_eq!(h.ctx.timers.len(), 10_000);
     h.clock.advance_to(2_500.0);
-    assert_eq!(h.ctx.timers.run_due(&h.ctx, 2_500.0), 2_500);
+    assert_eq!(h.ctx.run_due_wakeups(2_500.0), 2_500);
     assert_eq!(h.ctx.timers.len(), 7_500, "the others wait, untouched");
     assert!(nodes[..2_500]
         .iter()
@@ -84,7 +85,7 @@ fn only_the_due_are_woken_earliest_first() {
     assert!(nodes[2_500..].iter().all(|n| Recorder::woken(n).is_empty()));
     assert_eq!(h.ctx.timers.next_due(), Some(2_501.0));
     // Nothing due: nothing woken, nothing looked at but the earliest.
-    assert_eq!(h.ctx.timers.run_due(&h.ctx, 2_500.5), 0);
+    assert_eq!(h.ctx.run_due_wakeups(2_500.5), 0);
 }
 
 #[test]
@@ -194,7 +195,7 @@ fn a_reload_keeps_pending_timers_in_the_new_tree() {
         (h.build("by", vals!["host"], vec![], vec![rate]), out)
     };
     let (old, old_out) = build(&h);
-    let pipeline = Pipeline::new(
+    let pipeline = RootSet::new(
         Arc::clone(&h.ctx),
         vec![Root {
             name: "stream".into(),
@@ -230,7 +231,7 @@ fn the_index_expires_at_deadlines_under_a_virtual_clock() {
     let index = h.build("index", vec![], vec![], vec![]);
     let out = h.sink("out");
     let root = h.build("sdo", vec![], vec![], vec![index, out.node()]);
-    let pipeline = Pipeline::new(
+    let pipeline = RootSet::new(
         Arc::clone(&h.ctx),
         vec![Root {
             name: "stream".into(),
