@@ -27,7 +27,7 @@ use crate::latency::Histogram;
 use crate::memory::{Charge, MemoryBudget};
 use crate::recent::Recent;
 pub use crate::roots::{Root, RootSet};
-use crate::stats::{IngestStats, Stats};
+use crate::stats::{ComponentCounters, IngestStats, Stats};
 use crate::streams::context::Context;
 use crate::streams::timers::Schedule;
 
@@ -140,8 +140,8 @@ pub struct Pipeline {
     /// The last minutes of received events (off until configured:
     /// `--recent-minutes`).
     pub recent: Recent,
-    /// A cluster worker's counters, once one runs (`serve --consume`).
-    pub cluster_worker: std::sync::OnceLock<Arc<crate::cluster::consume::WorkerCounters>>,
+    /// The components that keep counters of their own, as they start.
+    components: std::sync::Mutex<Vec<Arc<dyn ComponentCounters>>>,
     /// What the index receives, for subscribers.
     index_feed: Arc<IndexFeed>,
 }
@@ -168,7 +168,7 @@ impl Pipeline {
             batch_start: AtomicU64::new(0),
             observer: ArcSwapOption::empty(),
             recent: Recent::off(),
-            cluster_worker: std::sync::OnceLock::new(),
+            components: std::sync::Mutex::default(),
             index_feed,
         }
     }
@@ -185,6 +185,11 @@ impl Pipeline {
     /// Whether dmon's own events go through the roots.
     pub fn self_events_to_streams(&self) -> bool {
         self.roots.self_events_to_streams()
+    }
+
+    /// Reports `counters` in [`Pipeline::counters`] from now on.
+    pub fn add_counters(&self, counters: Arc<dyn ComponentCounters>) {
+        crate::streams::lock(&self.components).push(counters);
     }
 
     /// The roots this pipeline feeds.
@@ -443,8 +448,7 @@ impl Pipeline {
     pub fn counters(&self) -> Stats {
         let mail = self.context().mailer.stats();
         let busy = self.busy();
-        let publishing = &crate::cluster::publish::COUNTERS;
-        Stats {
+        let mut stats = Stats {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             datagrams: self.ingest.datagrams.load(Ordering::Relaxed),
             bad_datagrams: self.ingest.bad_datagrams.load(Ordering::Relaxed),
@@ -476,19 +480,13 @@ impl Pipeline {
             recent_bytes: self.recent.bytes() as u64,
             recent_dropped: self.recent.dropped(),
             memory: crate::memory::MemoryStats::of(self.memory(), self.recent.bytes()),
-            cluster_queries_answered: crate::cluster::query::ANSWERED.load(Ordering::Relaxed),
-            cluster_query_errors: crate::cluster::query::ERRORS.load(Ordering::Relaxed),
-            cluster_query_renew_failures: crate::cluster::query::RENEW_FAILURES
-                .load(Ordering::Relaxed),
-            cluster_published: publishing.published.load(Ordering::Relaxed),
-            cluster_publish_batches: publishing.batches.load(Ordering::Relaxed),
-            cluster_publish_retries: publishing.retries.load(Ordering::Relaxed),
-            cluster_publish_failed: publishing.failed.load(Ordering::Relaxed),
-            cluster_publish_waiting: publishing.waiting.load(Ordering::Relaxed),
             nodes: Vec::new(),
-            cluster_worker: self.cluster_worker.get().map(|w| w.snapshot()),
-            state: crate::state_dir::snapshot(),
+            ..Stats::default()
+        };
+        for component in crate::streams::lock(&self.components).iter() {
+            stats.add(component.report());
         }
+        stats
     }
 }
 

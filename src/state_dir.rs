@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::checkpoint::{self, Checkpoint, Restored};
 use crate::pipeline::Pipeline;
+use crate::stats::{ComponentCounters, ComponentReport};
 
 /// The state file in the directory.
 pub const FILE: &str = "state.json";
@@ -40,17 +41,6 @@ struct Counters {
     corrupt: AtomicU64,
 }
 
-static COUNTERS: Counters = Counters {
-    saves: AtomicU64::new(0),
-    save_failures: AtomicU64::new(0),
-    save_bytes: AtomicU64::new(0),
-    saved_at: AtomicU64::new(0),
-    corrupt: AtomicU64::new(0),
-};
-
-/// The directory in use (`--state-dir`), once opened: stats say which.
-static IN_USE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
 /// [`Counters`]' values, flattened into the stats JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StateSnapshot {
@@ -65,22 +55,10 @@ pub struct StateSnapshot {
     pub state_corrupt: u64,
 }
 
-pub fn snapshot() -> StateSnapshot {
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let saved_at = f64::from_bits(get(&COUNTERS.saved_at));
-    StateSnapshot {
-        state_dir: IN_USE.get().map(|p| p.display().to_string()),
-        state_saves: get(&COUNTERS.saves),
-        state_save_failures: get(&COUNTERS.save_failures),
-        state_save_bytes: get(&COUNTERS.save_bytes),
-        state_saved_at: (saved_at > 0.0).then_some(saved_at),
-        state_corrupt: get(&COUNTERS.corrupt),
-    }
-}
-
 /// `--state-dir`: where the state is kept.
 pub struct StateDir {
     dir: PathBuf,
+    counters: Counters,
     /// One write at a time: the periodic save and the last one share the
     /// temporary file.
     writing: Mutex<()>,
@@ -96,9 +74,9 @@ impl StateDir {
         let probe = dir.join(TEMP);
         File::create(&probe).map_err(fail)?;
         fs::remove_file(&probe).map_err(fail)?;
-        let _ = IN_USE.set(dir.to_owned());
         Ok(StateDir {
             dir: dir.to_owned(),
+            counters: Counters::default(),
             writing: Mutex::new(()),
         })
     }
@@ -135,7 +113,7 @@ impl StateDir {
 
     /// Moves an unreadable state file aside, says so and counts it.
     fn set_aside(&self, why: &str) {
-        COUNTERS.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
         let (file, aside) = (self.file(), self.dir.join(CORRUPT));
         let moved = match fs::rename(&file, &aside) {
             Ok(()) => format!("moved to {}", aside.display()),
@@ -185,12 +163,12 @@ impl StateDir {
             });
         match &written {
             Ok(bytes) => {
-                COUNTERS.saves.fetch_add(1, Ordering::Relaxed);
-                COUNTERS.save_bytes.store(*bytes, Ordering::Relaxed);
+                self.counters.saves.fetch_add(1, Ordering::Relaxed);
+                self.counters.save_bytes.store(*bytes, Ordering::Relaxed);
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                COUNTERS
+                self.counters
                     .saved_at
                     .store(now.as_secs_f64().to_bits(), Ordering::Relaxed);
                 tracing::debug!(
@@ -201,7 +179,7 @@ impl StateDir {
                 );
             }
             Err(e) => {
-                COUNTERS.save_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.save_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("cannot save the state to {}: {e}", self.file().display());
             }
         }
@@ -247,6 +225,39 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> 
     drop(file);
     fs::rename(&temp, dir.join(name))?;
     File::open(dir)?.sync_all()
+}
+
+impl StateDir {
+    /// Its counters now.
+    pub fn snapshot(&self) -> StateSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        let saved_at = f64::from_bits(get(&c.saved_at));
+        StateSnapshot {
+            state_dir: Some(self.dir.display().to_string()),
+            state_saves: get(&c.saves),
+            state_save_failures: get(&c.save_failures),
+            state_save_bytes: get(&c.save_bytes),
+            state_saved_at: (saved_at > 0.0).then_some(saved_at),
+            state_corrupt: get(&c.corrupt),
+        }
+    }
+}
+
+/// `dmon stats`' `state_*` fields and the summary's "state" row.
+impl ComponentCounters for StateDir {
+    fn report(&self) -> ComponentReport {
+        let s = self.snapshot();
+        let row = format!(
+            "{} saves ({} failed, last {} bytes), {} corrupt files set aside, in {}",
+            s.state_saves,
+            s.state_save_failures,
+            s.state_save_bytes,
+            s.state_corrupt,
+            s.state_dir.as_deref().unwrap_or("")
+        );
+        ComponentReport::of(&s).with_row("state", row)
+    }
 }
 
 #[cfg(test)]
@@ -309,9 +320,11 @@ mod tests {
         let dir = temp_dir("corrupt");
         let state = StateDir::open(&dir).unwrap();
         fs::write(state.file(), b"{not json").unwrap();
-        let before = snapshot().state_corrupt;
         assert!(state.read().is_none());
-        assert_eq!(snapshot().state_corrupt, before + 1);
+        assert_eq!(state.snapshot().state_corrupt, 1);
+        let report = state.report();
+        assert_eq!(report.fields["state_corrupt"], 1);
+        assert!(report.row.unwrap().1.contains("1 corrupt files set aside"));
         assert!(!state.file().exists());
         assert_eq!(fs::read(dir.join(CORRUPT)).unwrap(), b"{not json");
         fs::remove_dir_all(&dir).unwrap();

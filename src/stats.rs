@@ -158,6 +158,46 @@ pub struct TcpSnapshot {
     pub riemann_tls_failures: u64,
 }
 
+/// A part of the server that keeps counters of its own (a cluster gateway,
+/// worker or query responder, `--state-dir`): the pipeline reports what
+/// each one it was given ([`crate::pipeline::Pipeline::add_counters`])
+/// says, without knowing what it is.
+pub trait ComponentCounters: Send + Sync {
+    fn report(&self) -> ComponentReport;
+}
+
+/// A component whose counters are statics (one per process).
+impl<T: ComponentCounters> ComponentCounters for &'static T {
+    fn report(&self) -> ComponentReport {
+        T::report(self)
+    }
+}
+
+/// What one component reports: fields of `dmon stats`' object (and so of
+/// `/metrics`), and perhaps a row of the summary table.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentReport {
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub row: Option<(&'static str, String)>,
+}
+
+impl ComponentReport {
+    /// The fields of `snapshot`, a struct that serializes as an object.
+    pub fn of(snapshot: &impl Serialize) -> Self {
+        let fields = match serde_json::to_value(snapshot) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        ComponentReport { fields, row: None }
+    }
+
+    /// With `text` as its summary row, labelled `label`.
+    pub fn with_row(mut self, label: &'static str, text: String) -> Self {
+        self.row = Some((label, text));
+        self
+    }
+}
+
 /// A snapshot of every counter: `dmon stats: {json}` when `serve` exits, a
 /// short table ([`Stats::summary`]) when the shell does.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -206,38 +246,27 @@ pub struct Stats {
     /// What each share of `--memory-limit` holds and refused.
     #[serde(flatten)]
     pub memory: crate::memory::MemoryStats,
-    /// A gateway's (`serve --publish`, [`crate::cluster::publish`]): events
-    /// and batches JetStream acknowledged, publishes retried, events
-    /// refused (or unacknowledged when a stop gave up), events waiting for
-    /// JetStream's ack now.
-    pub cluster_published: u64,
-    pub cluster_publish_batches: u64,
-    pub cluster_publish_retries: u64,
-    pub cluster_publish_failed: u64,
-    pub cluster_publish_waiting: u64,
     /// Every sink (the mailer, each `forward` and `graphite` target):
     /// queued, sent, retried, failed, dropped, waiting, connections.
     pub sinks: Vec<SinkSnapshot>,
-    /// Cluster requests (queries, stats, streams) this node answered, and
-    /// those it answered with an error (`dmon query --cluster`).
-    pub cluster_queries_answered: u64,
-    pub cluster_query_errors: u64,
-    /// Renewals of this node's cluster registration that failed (NATS
-    /// down), each retried.
-    pub cluster_query_renew_failures: u64,
     pub nodes: Vec<NodeSnapshot>,
-    /// A cluster worker's counters (`serve --consume`): its group and
-    /// role, events consumed and redelivered, bad messages, checkpoints,
-    /// takeovers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_worker: Option<crate::cluster::consume::WorkerSnapshot>,
-    /// `--state-dir`: saves written and failed, the last one's size and
-    /// time, unreadable state files moved aside.
+    /// What the components with counters of their own report (a cluster
+    /// gateway, worker or query responder, `--state-dir`): fields of the
+    /// stats object, by name.
     #[serde(flatten)]
-    pub state: crate::state_dir::StateSnapshot,
+    pub components: serde_json::Map<String, serde_json::Value>,
+    /// Their rows of [`Stats::summary`], as (label, text).
+    #[serde(skip)]
+    pub component_rows: Vec<(&'static str, String)>,
 }
 
 impl Stats {
+    /// Adds what a component reports.
+    pub fn add(&mut self, report: ComponentReport) {
+        self.components.extend(report.fields);
+        self.component_rows.extend(report.row);
+    }
+
     /// A short table for people, printed when the shell exits.
     pub fn summary(&self) -> String {
         let errors: u64 = self.nodes.iter().map(|n| n.errors).sum();
@@ -299,7 +328,6 @@ impl Stats {
                 ),
             ),
             ("pipeline", self.pipeline_row()),
-            ("state", self.state_row()),
         ];
         let mut out = String::from("dmon stopped:");
         for (name, value) in rows {
@@ -307,10 +335,9 @@ impl Stats {
             if name == "http" && !self.http.any() {
                 continue;
             }
-            // So is --state-dir.
-            if name == "state" && self.state.state_dir.is_none() {
-                continue;
-            }
+            out.push_str(&format!("\n  {name:<10} {value}"));
+        }
+        for (name, value) in &self.component_rows {
             out.push_str(&format!("\n  {name:<10} {value}"));
         }
         // The mailer has its row above.
@@ -318,18 +345,6 @@ impl Stats {
             out.push_str(&format!("\n  {:<10} {}: {}", s.kind, s.target, s.counts()));
         }
         out
-    }
-
-    fn state_row(&self) -> String {
-        let s = &self.state;
-        format!(
-            "{} saves ({} failed, last {} bytes), {} corrupt files set aside, in {}",
-            s.state_saves,
-            s.state_save_failures,
-            s.state_save_bytes,
-            s.state_corrupt,
-            s.state_dir.as_deref().unwrap_or("")
-        )
     }
 
     fn pipeline_row(&self) -> String {
@@ -352,15 +367,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_state_row_shows_with_a_state_dir() {
+    fn components_add_fields_and_rows() {
         let mut stats = Stats::default();
         assert!(!stats.summary().contains("state"));
-        stats.state.state_dir = Some("/var/lib/dmon".into());
-        stats.state.state_saves = 12;
-        stats.state.state_save_bytes = 2048;
-        assert!(stats.summary().ends_with(
-            "\n  state      12 saves (0 failed, last 2048 bytes), 0 corrupt files set aside, in /var/lib/dmon"
-        ));
+        #[derive(Serialize)]
+        struct Saves {
+            state_saves: u64,
+        }
+        let report =
+            ComponentReport::of(&Saves { state_saves: 12 }).with_row("state", "12 saves".into());
+        stats.add(report);
+        assert!(stats.summary().ends_with("\n  state      12 saves"));
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["state_saves"], 12);
+        assert!(json.get("component_rows").is_none());
     }
 
     #[test]

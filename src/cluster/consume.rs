@@ -31,6 +31,7 @@ use super::{decode_batch, subject, ClusterError, Connection, Partitions};
 use crate::checkpoint::{self as state, Checkpoint};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Pipeline, Work};
+use crate::stats::{ComponentCounters, ComponentReport};
 use crate::warn_limited;
 
 /// Messages one fetch asks for.
@@ -113,6 +114,17 @@ pub struct WorkerSnapshot {
     pub nats_errors: u64,
 }
 
+/// `dmon stats`' `cluster_worker` object.
+impl ComponentCounters for WorkerCounters {
+    fn report(&self) -> ComponentReport {
+        let mut report = ComponentReport::default();
+        if let Ok(snapshot) = serde_json::to_value(self.snapshot()) {
+            report.fields.insert("cluster_worker".into(), snapshot);
+        }
+        report
+    }
+}
+
 impl WorkerCounters {
     pub fn snapshot(&self) -> WorkerSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -160,7 +172,7 @@ impl Worker {
             group: group.clone(),
             ..WorkerCounters::default()
         });
-        let _ = pipeline.cluster_worker.set(Arc::clone(&counters));
+        pipeline.add_counters(Arc::clone(&counters) as Arc<dyn ComponentCounters>);
         let (stop, stopped) = watch::channel(false);
         let shared = Shared {
             config,

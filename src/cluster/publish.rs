@@ -41,6 +41,7 @@ use super::{connect, partition_of, subject, ClusterError, Connection, NatsAuth};
 use crate::event::{Event, Number};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::{Permits, Pipeline, Work, CHANNEL_CAPACITY};
+use crate::stats::{ComponentCounters, ComponentReport};
 use crate::warn_limited;
 
 /// Most events in one published batch.
@@ -78,6 +79,24 @@ pub struct PublishCounters {
     pub failed: AtomicU64,
     /// Events received and not yet acknowledged by JetStream (a gauge).
     pub waiting: AtomicU64,
+}
+
+/// `dmon stats`' `cluster_published`, `cluster_publish_*`.
+impl ComponentCounters for PublishCounters {
+    fn report(&self) -> ComponentReport {
+        let get = |c: &AtomicU64| serde_json::Value::from(c.load(Ordering::Relaxed));
+        let fields = [
+            ("cluster_published", get(&self.published)),
+            ("cluster_publish_batches", get(&self.batches)),
+            ("cluster_publish_retries", get(&self.retries)),
+            ("cluster_publish_failed", get(&self.failed)),
+            ("cluster_publish_waiting", get(&self.waiting)),
+        ];
+        ComponentReport {
+            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            row: None,
+        }
+    }
 }
 
 pub static COUNTERS: PublishCounters = PublishCounters {
@@ -164,7 +183,10 @@ where
     D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> JoinHandle<()>,
 {
     move |pipeline, rx| match gateway {
-        Some(gateway) => gateway.in_front_of(spawn)(pipeline, rx),
+        Some(gateway) => {
+            pipeline.add_counters(Arc::new(&COUNTERS));
+            gateway.in_front_of(spawn)(pipeline, rx)
+        }
         None => spawn(pipeline, rx),
     }
 }

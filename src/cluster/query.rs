@@ -25,6 +25,7 @@ use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
 use crate::pipeline::Pipeline;
 use crate::query::Query;
+use crate::stats::{ComponentCounters, ComponentReport};
 
 /// The membership bucket: key = node name (sanitised), value = [`Member`].
 pub const NODES_BUCKET: &str = "dmon_nodes";
@@ -51,6 +52,25 @@ pub static ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Registration renewals that failed (NATS unreachable); each is retried
 /// at the next renewal.
 pub static RENEW_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// `dmon stats`' `cluster_queries_answered`, `cluster_query_errors`,
+/// `cluster_query_renew_failures`: the responder's counters.
+struct ResponderCounters;
+
+impl ComponentCounters for ResponderCounters {
+    fn report(&self) -> ComponentReport {
+        let get = |c: &AtomicU64| serde_json::Value::from(c.load(Ordering::Relaxed));
+        let fields = [
+            ("cluster_queries_answered", get(&ANSWERED)),
+            ("cluster_query_errors", get(&ERRORS)),
+            ("cluster_query_renew_failures", get(&RENEW_FAILURES)),
+        ];
+        ComponentReport {
+            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            row: None,
+        }
+    }
+}
 
 static NATS_LOG: LogLimiter = LogLimiter::per(1, Duration::from_secs(10));
 static QUERY_LOG: LogLimiter = LogLimiter::new(5);
@@ -127,6 +147,7 @@ impl Responder {
             .put(&key, value.clone())
             .await
             .map_err(|e| conn.error(format!("registering in {NODES_BUCKET}"), e))?;
+        pipeline.add_counters(Arc::new(ResponderCounters));
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             name: member.name.clone(),

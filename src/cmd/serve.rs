@@ -255,10 +255,11 @@ impl ServerOpts {
         let Some(dir) = &self.state_dir else {
             return Ok(None);
         };
-        let state = StateDir::open(dir)?;
+        let state = Arc::new(StateDir::open(dir)?);
         // `by` builds its forks' fresh copies, which may be Python's.
         Python::attach(|_| state.restore(pipeline));
-        Ok(Some(Arc::new(state)))
+        pipeline.add_counters(state.clone());
+        Ok(Some(state))
     }
 
     /// Saves `state` every `--checkpoint-secs` and once more after the
