@@ -27,6 +27,8 @@ use crate::latency::Histogram;
 use crate::memory::{Charge, MemoryBudget};
 use crate::recent::Recent;
 pub use crate::roots::{Root, RootSet};
+use crate::sinks::outputs::Outputs;
+use crate::sinks::SinkStats;
 use crate::stats::{ComponentCounters, IngestStats, Stats};
 use crate::streams::context::Context;
 use crate::streams::timers::Schedule;
@@ -144,6 +146,9 @@ pub struct Pipeline {
     components: std::sync::Mutex<Vec<Arc<dyn ComponentCounters>>>,
     /// What the index receives, for subscribers.
     index_feed: Arc<IndexFeed>,
+    /// What peers can make dmon hold (`--memory-limit`): the outputs'
+    /// budget, which their queues draw on too.
+    memory: Arc<MemoryBudget>,
 }
 
 impl Pipeline {
@@ -153,7 +158,11 @@ impl Pipeline {
         if !ctx.index.set_watcher(index_feed.clone()) {
             tracing::warn!("a second pipeline on one context: its subscribers see nothing");
         }
+        let memory = Outputs::of(&ctx)
+            .map(|o| Arc::clone(&o.memory))
+            .unwrap_or_default();
         Pipeline {
+            memory,
             roots: RootSet::new(ctx, roots),
             ingest: IngestStats::default(),
             started: Instant::now(),
@@ -304,7 +313,7 @@ impl Pipeline {
     /// What peers can make dmon hold, by bytes (`--memory-limit`): the
     /// context's, which its sinks draw on too.
     pub fn memory(&self) -> &Arc<MemoryBudget> {
-        &self.context().memory
+        &self.memory
     }
 
     pub fn roots(&self) -> Arc<Vec<Root>> {
@@ -446,7 +455,11 @@ impl Pipeline {
     /// Every counter but the nodes', which a node stuck in a lock could
     /// hold up.
     pub fn counters(&self) -> Stats {
-        let mail = self.context().mailer.stats();
+        let outputs = Outputs::of(self.context());
+        let mail = outputs.map(|o| o.mailer.stats());
+        let mail_count = |count: fn(&SinkStats) -> &AtomicU64| {
+            mail.map_or(0, |m| count(m).load(Ordering::Relaxed))
+        };
         let busy = self.busy();
         let mut stats = Stats {
             uptime_secs: self.started.elapsed().as_secs_f64(),
@@ -470,11 +483,11 @@ impl Pipeline {
             processed: self.roots.processed(),
             expired: self.roots.expired(),
             indexed: self.context().index.len() as u64,
-            mails_queued: mail.queued.load(Ordering::Relaxed),
-            mails_sent: mail.sent.load(Ordering::Relaxed),
-            mail_failures: mail.failed.load(Ordering::Relaxed),
-            mails_dropped: mail.dropped.load(Ordering::Relaxed),
-            sinks: self.context().sink_snapshots(),
+            mails_queued: mail_count(|m| &m.queued),
+            mails_sent: mail_count(|m| &m.sent),
+            mail_failures: mail_count(|m| &m.failed),
+            mails_dropped: mail_count(|m| &m.dropped),
+            sinks: outputs.map(Outputs::snapshots).unwrap_or_default(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_bytes: self.recent.bytes() as u64,
@@ -505,7 +518,6 @@ impl Schedule for Pipeline {
 mod tests {
     use super::*;
     use crate::clock::VirtualClock;
-    use crate::sinks::email::Mailer;
     use crate::streams::lock;
     use crate::testing::{ev, Harness};
     use std::sync::Mutex;
@@ -532,11 +544,7 @@ mod tests {
     #[test]
     fn the_observer_sees_what_sources_deliver_and_nothing_else() {
         let clock = VirtualClock::starting_at(1_000.0);
-        let ctx = Arc::new(Context::with_clock(
-            clock.clone(),
-            Mailer::disabled(),
-            Arc::new(Discard),
-        ));
+        let ctx = Arc::new(Context::with_clock(clock.clone(), Arc::new(Discard)));
         let h = Harness::new();
         let out = h.sink("out");
         let index = h.build("index", vec![], vec![], vec![]);

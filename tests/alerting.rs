@@ -11,6 +11,7 @@ use dmon::console::LineSink;
 use dmon::pipeline::Pipeline;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
+use dmon::sinks::outputs::Outputs;
 use dmon::streams::context::Context;
 use dmon::streams::NodeSnapshot;
 use dmon::testing::ev;
@@ -41,7 +42,9 @@ impl Run {
         // Mail goes nowhere (port 1): the email nodes' counters say what
         // was sent to them.
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
-        let ctx = Arc::new(Context::with_clock(clock.clone(), mailer, printed.clone()));
+        let ctx = Arc::new(
+            Context::with_clock(clock.clone(), printed.clone()).with_outputs(Outputs::new(mailer)),
+        );
         python::bind_context(Arc::clone(&ctx));
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerting.py");
         let roots = Python::attach(|py| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dmon::console::LineSink;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
-use dmon::streams::context::Context;
+use dmon::sinks::outputs::server_context;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -27,7 +27,7 @@ fn console() -> &'static Arc<Collect> {
         python::init().unwrap();
         let console = Arc::new(Collect(Default::default()));
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
-        python::bind_context(Arc::new(Context::new(mailer, console.clone())));
+        python::bind_context(Arc::new(server_context(mailer, console.clone())));
         console
     })
 }

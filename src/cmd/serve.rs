@@ -16,9 +16,9 @@ use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenErrors, Listeners, Server};
+use crate::sinks::outputs::server_context;
 use crate::state_dir::StateDir;
 use crate::stats::Stats;
-use crate::streams::context::Context;
 use crate::tls::{Identity, PemFile, ServerTls};
 
 /// Where the server listens and what it runs; shared by every command that
@@ -507,7 +507,7 @@ pub fn prepare_with(
     // First: a relay's flags that do not add up stop dmon before anything starts.
     let mailer = opts.smtp.start_mailer(Arc::clone(&console))?;
     python::init().context("starting the embedded Python")?;
-    let ctx = Arc::new(Context::new(mailer, console));
+    let ctx = Arc::new(server_context(mailer, console));
     python::bind_context(Arc::clone(&ctx));
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;

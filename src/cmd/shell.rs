@@ -19,7 +19,7 @@ use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellCluster, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
-use crate::streams::context::Context;
+use crate::sinks::outputs::server_context;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShellKind {
@@ -190,7 +190,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     // Log records go above the prompt too, in their short form (logs()
     // shows them whole).
     logs::to_console(Arc::clone(&console), color());
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(server_context(
         args.server.smtp.start_mailer(Arc::clone(&console))?,
         Arc::clone(&console),
     ));

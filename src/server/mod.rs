@@ -400,8 +400,11 @@ impl Server {
         let dispatcher = self.dispatcher;
         let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
         let pipeline = Arc::clone(&self.pipeline);
-        let _ =
-            tokio::task::spawn_blocking(move || pipeline.context().drain_sinks(SINK_GRACE)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::sinks::outputs::Outputs::of(pipeline.context())
+                .is_none_or(|o| o.drain(SINK_GRACE))
+        })
+        .await;
         self.pipeline.stats()
     }
 }

@@ -1,18 +1,16 @@
 //! The services stream nodes reach while they handle an event: the clock,
-//! the index, the mailer and the other sinks, and the console. One context per running server,
+//! the index, the console, and where output nodes send (the server's
+//! mailer and sinks, which this crate does not know). One context per running server,
 //! and one per rehearsal (replays, `dmon.testing`, `try_stream`), whose
 //! clock is virtual and whose outputs are captured.
 
+use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::timers::{Schedule, Timers};
 use crate::clock::{Clock, WallClock};
 use crate::console::LineSink;
 use crate::index::Index;
-use crate::memory::MemoryBudget;
-use crate::sinks::email::Mailer;
-use crate::sinks::{SinkSnapshot, Sinks};
 use crate::streams::capture::Capture;
 
 pub struct Context {
@@ -22,39 +20,35 @@ pub struct Context {
     /// The wake-ups time-driven nodes asked for.
     pub timers: Timers,
     pub index: Index,
-    pub mailer: Mailer,
-    /// The sinks of `forward`, `graphite`…, started as nodes first need them.
-    pub sinks: Sinks,
     pub console: Arc<dyn LineSink>,
     /// In a rehearsal: where output nodes report what reached them (and
     /// `email()` sends nothing).
     pub capture: Option<Arc<Capture>>,
-    /// What peers can make dmon hold, by bytes (`--memory-limit`): the
-    /// sinks' queues draw on it, and so does everything the server holds.
-    pub memory: Arc<MemoryBudget>,
+    /// Where output nodes send (the server's mailer and sinks), owned by
+    /// the crate that defines them and found by its type
+    /// ([`Context::outputs`]); none in rehearsals and bare harnesses.
+    outputs: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Context {
-    pub fn new(mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
-        Self::with_clock(Arc::new(WallClock), mailer, console)
+    /// A context on the wall clock.
+    pub fn new(console: Arc<dyn LineSink>) -> Self {
+        Self::with_clock(Arc::new(WallClock), console)
     }
 
-    pub fn with_clock(clock: Arc<dyn Clock>, mailer: Mailer, console: Arc<dyn LineSink>) -> Self {
-        let memory = Arc::<MemoryBudget>::default();
+    pub fn with_clock(clock: Arc<dyn Clock>, console: Arc<dyn LineSink>) -> Self {
         Context {
             clock,
             timers: Timers::default(),
             index: Index::new(),
-            mailer,
-            sinks: Sinks::new(Arc::clone(&memory)),
             console,
             capture: None,
-            memory,
+            outputs: None,
         }
     }
 
     /// A rehearsal's context: virtual time, its own index, outputs
-    /// captured, no mail sent.
+    /// captured, nothing sent.
     pub fn rehearsal(
         clock: Arc<dyn Clock>,
         console: Arc<dyn LineSink>,
@@ -62,30 +56,19 @@ impl Context {
     ) -> Self {
         Context {
             capture: Some(capture),
-            sinks: Sinks::disabled(),
-            ..Self::with_clock(clock, Mailer::disabled(), console)
+            ..Self::with_clock(clock, console)
         }
     }
 
-    /// Every sink's counters, the mailer's first.
-    pub fn sink_snapshots(&self) -> Vec<SinkSnapshot> {
-        let mut all: Vec<SinkSnapshot> = self.mailer.snapshot().into_iter().collect();
-        all.extend(self.sinks.snapshots());
-        all
+    /// With `outputs` as where output nodes send.
+    pub fn with_outputs(mut self, outputs: Arc<dyn Any + Send + Sync>) -> Self {
+        self.outputs = Some(outputs);
+        self
     }
 
-    /// Stops every sink taking events and gives them all, together, up to
-    /// `grace` to send what they hold; logs what was left. True when
-    /// everything went.
-    pub fn drain_sinks(&self, grace: Duration) -> bool {
-        self.mailer.close();
-        self.sinks.close();
-        let deadline = Instant::now() + grace;
-        let mail_left = self.mailer.finish(deadline);
-        if mail_left > 0 {
-            tracing::warn!("mail still queued after {grace:?} was not sent");
-        }
-        self.sinks.finish(deadline, grace) && mail_left == 0
+    /// Where output nodes send, if it is a `T`.
+    pub fn outputs<T: Any>(&self) -> Option<&T> {
+        self.outputs.as_deref()?.downcast_ref()
     }
 
     /// Wakes the nodes due at `now` ([`Timers::run_due`]); returns how

@@ -30,6 +30,7 @@ use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
 use crate::sinks::forward::{self, ForwardSink};
 use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
 use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
+use crate::sinks::outputs::Outputs;
 use crate::sinks::webhook::{self, Template, WebhookSink};
 use crate::sinks::{Encoded, Sink, SinkHandle};
 use crate::streams::context::Context;
@@ -429,9 +430,8 @@ impl<O: SinkOutput> SinkNode<O> {
         if let Some(handle) = self.sink.get() {
             return Ok(handle);
         }
-        let handle = ctx
-            .sinks
-            .get_or_start(self.output.sink())
+        let handle = Outputs::of(ctx)
+            .and_then(|outputs| outputs.sinks.get_or_start(self.output.sink()))
             .ok_or_else(|| NodeError("nothing is sent from here: sinks are off".into()))?;
         Ok(self.sink.get_or_init(|| handle))
     }
@@ -684,7 +684,9 @@ impl Email {
             }))),
             ..mail
         };
-        ctx.mailer.enqueue(mail).map_err(NodeError)
+        let outputs = Outputs::of(ctx)
+            .ok_or_else(|| NodeError("no mail is sent from here: there is no mailer".into()))?;
+        outputs.mailer.enqueue(mail).map_err(NodeError)
     }
 }
 

@@ -75,6 +75,7 @@ use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
 use crate::server::{Listeners, Server};
 use crate::sinks::email::Mailer;
+use crate::sinks::outputs::{server_context, Outputs};
 use crate::sinks::SinkSnapshot;
 use crate::streams::aggregate::Average;
 use crate::streams::context::Context;
@@ -455,11 +456,7 @@ fn by_memory(hosts: usize) -> anyhow::Result<()> {
     use crate::streams::{registry, Value};
     const IDLE: f64 = 300.0;
     let clock = VirtualClock::starting_at(1_000.0);
-    let ctx = Context::with_clock(
-        clock.clone(),
-        Mailer::start("127.0.0.1:1".parse().expect("a valid address")),
-        Arc::new(Discard),
-    );
+    let ctx = Context::with_clock(clock.clone(), Arc::new(Discard));
     let average = registry::find("average")
         .context("no average")?
         .build(vec![Value::Int(2)], vec![], vec![])
@@ -516,7 +513,7 @@ fn native_roots() -> Vec<Root> {
 fn fresh_context() -> Arc<Context> {
     // Nothing in the benchmarks mails; port 1 refuses if anything did.
     let nowhere = "127.0.0.1:1".parse().expect("a valid address");
-    Arc::new(Context::new(Mailer::start(nowhere), Arc::new(Discard)))
+    Arc::new(server_context(Mailer::start(nowhere), Arc::new(Discard)))
 }
 
 fn python_roots() -> anyhow::Result<Vec<Root>> {
@@ -894,12 +891,13 @@ fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> any
                 .push(secs * 1e9 / n as f64);
         }
         pipeline_ns.push(cpu_without * 1e9 / n as f64);
-        ctx.drain_sinks(Duration::from_secs(30));
+        let outputs = Outputs::of(&ctx).context("the benchmark's context has outputs")?;
+        outputs.drain(Duration::from_secs(30));
         // Until the sinks are drained: all that sending cost, the local
         // sinks' reading included (they run in this process).
         cpu_ratios.push((cpu_secs() - cpu) / cpu_without);
         ratios.push(with.rate() / without.rate());
-        sinks.extend(ctx.sinks.snapshots());
+        sinks.extend(outputs.sinks.snapshots());
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

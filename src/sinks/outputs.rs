@@ -1,0 +1,66 @@
+//! Where a server's output nodes send: the mailer, the other sinks
+//! (started as nodes first need them) and the memory budget their queues
+//! draw on, kept in the context ([`Context::with_outputs`]) for the output
+//! nodes to find.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::email::Mailer;
+use super::{SinkSnapshot, Sinks};
+use crate::memory::MemoryBudget;
+use crate::streams::context::Context;
+
+pub struct Outputs {
+    pub mailer: Mailer,
+    /// The sinks of `forward`, `graphite`…
+    pub sinks: Sinks,
+    /// What peers can make dmon hold, by bytes (`--memory-limit`): the
+    /// sinks' queues draw on it, and so does everything the server holds.
+    pub memory: Arc<MemoryBudget>,
+}
+
+impl Outputs {
+    /// Outputs sending mail through `mailer`, within the default memory
+    /// budget (its limit can be changed later).
+    pub fn new(mailer: Mailer) -> Arc<Outputs> {
+        let memory = Arc::<MemoryBudget>::default();
+        Arc::new(Outputs {
+            mailer,
+            sinks: Sinks::new(Arc::clone(&memory)),
+            memory,
+        })
+    }
+
+    /// The outputs of `ctx`, if it has a server's.
+    pub fn of(ctx: &Context) -> Option<&Outputs> {
+        ctx.outputs()
+    }
+
+    /// Every sink's counters, the mailer's first.
+    pub fn snapshots(&self) -> Vec<SinkSnapshot> {
+        let mut all: Vec<SinkSnapshot> = self.mailer.snapshot().into_iter().collect();
+        all.extend(self.sinks.snapshots());
+        all
+    }
+
+    /// Stops every sink taking events and gives them all, together, up to
+    /// `grace` to send what they hold; logs what was left. True when
+    /// everything went.
+    pub fn drain(&self, grace: Duration) -> bool {
+        self.mailer.close();
+        self.sinks.close();
+        let deadline = Instant::now() + grace;
+        let mail_left = self.mailer.finish(deadline);
+        if mail_left > 0 {
+            tracing::warn!("mail still queued after {grace:?} was not sent");
+        }
+        self.sinks.finish(deadline, grace) && mail_left == 0
+    }
+}
+
+/// A context on the wall clock whose output nodes send through a server's
+/// outputs, mail through `mailer`.
+pub fn server_context(mailer: Mailer, console: Arc<dyn crate::console::LineSink>) -> Context {
+    Context::new(console).with_outputs(Outputs::new(mailer))
+}
