@@ -501,7 +501,8 @@ fn no_tests_exit_5_and_usage_errors_exit_4() {
     let r = run_dmon(&["test", "--no-such-flag"], None);
     assert_eq!(code(&r), 4, "{r:?}");
     assert!(
-        r.stderr.contains("unrecognized arguments: --no-such-flag"),
+        r.stderr
+            .contains("dmon test: error: unrecognized arguments: --no-such-flag"),
         "{r:?}"
     );
 }
@@ -542,7 +543,9 @@ fn help_explains_the_flags_and_exit_codes() {
     let r = run_dmon(&["test", "--", "--help"], None);
     assert!(r.status.success(), "{r:?}");
     assert!(
-        r.stdout.contains("--junitxml") && r.stdout.contains("--junit=FILE"),
+        r.stdout.starts_with("usage: dmon test [options]")
+            && r.stdout.contains("--junitxml")
+            && r.stdout.contains("--junit=FILE"),
         "{}",
         r.stdout
     );

@@ -16,6 +16,8 @@ import dmon
 
 
 def pytest_addoption(parser):
+    # Usage and errors name the command the user typed, not pytest.main().
+    parser.prog = "dmon test"
     # dmon test's own spellings, so they work after a path too (where clap
     # hands everything to pytest unparsed).
     group = parser.getgroup("dmon")
