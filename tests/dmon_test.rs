@@ -298,6 +298,16 @@ fn tests_are_found_as_pytest_finds_them() {
             format!("{file}::TestWhere::test_fresh_instance_per_test"),
         ]
     );
+    // pytest's own flags, even before any path (here: list, do not run).
+    let r = dmon_test(&["--collect-only", "-q", &dir]);
+    assert_eq!(code(&r), 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("\n{file}::TestWhere::test_kind\n"))
+            && r.stdout.contains("5 tests collected in "),
+        "{}",
+        r.stdout
+    );
     // A stream module named explicitly runs its tests; FILE::NAME picks one.
     let module = format!("{dir}/streams_with_tests.py");
     let r = dmon_test(&[&module, &format!("{file}::TestWhere::test_kind")]);
