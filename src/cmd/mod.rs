@@ -65,7 +65,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List the stream functions (or show one's documentation).
     Catalog(catalog::CatalogArgs),
-    /// Run the tests of stream modules (test_*.py files, pytest-style).
+    /// Run the tests of stream modules with pytest, in dmon's own Python.
     Test(test::TestArgs),
     /// Show one event's path through the streams: each node it reached, each filter's verdict, where it stopped.
     Trace(trace::TraceArgs),

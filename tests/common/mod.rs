@@ -766,8 +766,8 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// The lines of stdout starting with `word ` (PASS, FAIL, ERROR: how
-/// `dmon test` reports each test), without it.
+/// The lines of stdout starting with `word ` (PASSED, FAILED, ERROR: how
+/// pytest's short summary, `dmon test -rA`, reports each test), without it.
 pub fn marked<'a>(r: &'a Run, word: &str) -> Vec<&'a str> {
     let prefix = format!("{word} ");
     r.stdout
