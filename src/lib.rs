@@ -39,6 +39,7 @@
 //! screen: Python-backed nodes implement the same [`streams::Node`] trait.
 
 pub mod alloc_count;
+pub mod catalog;
 pub mod checkpoint;
 pub mod client;
 pub mod clock;

@@ -4,8 +4,9 @@
 
 use std::process::ExitCode;
 
+use crate::catalog;
+use crate::streams::entry::Entry;
 use crate::streams::folds::FOLDS;
-use crate::streams::registry::{self, Entry, FAMILIES};
 
 #[derive(clap::Args, Debug)]
 pub struct CatalogArgs {
@@ -33,7 +34,7 @@ pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
             StubModule::Folds => folds_stub()?,
         }
     } else if let Some(name) = args.name {
-        let doc = match registry::find(&name) {
+        let doc = match catalog::find(&name) {
             Some(entry) => entry.doc(),
             None => match crate::streams::folds::find(name.trim_start_matches("folds.")) {
                 Some(fold) => format!("folds.{}(events)\n\n{}", fold.name, fold.summary),
@@ -44,7 +45,7 @@ pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
         };
         format!("{doc}\n")
     } else if args.markdown {
-        registry::markdown()
+        catalog::markdown()
     } else {
         plain_list()
     };
@@ -59,7 +60,7 @@ pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
 fn plain_list() -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for family in FAMILIES {
+    for family in catalog::families() {
         let _ = writeln!(out, "{}:", family.title);
         for e in family.entries {
             let _ = writeln!(out, "  {:<44} {}", e.signature(), e.summary);
@@ -471,7 +472,7 @@ _Emitted: TypeAlias = (
 fn streams_stub() -> anyhow::Result<String> {
     let mut out = String::from(STREAMS_STUB_HEAD);
     let mut exports: Vec<&str> = crate::python::streams::HELPERS.to_vec();
-    for family in FAMILIES {
+    for family in catalog::families() {
         out.push_str(&format!("\n# --- {} ---\n", family.title));
         for entry in family.entries {
             exports.push(entry.name);
@@ -545,7 +546,7 @@ mod tests {
     /// the stubs never fall back to `Any` for it.
     #[test]
     fn every_registered_parameter_has_a_type() {
-        let missing: Vec<String> = registry::entries()
+        let missing: Vec<String> = catalog::entries()
             .filter_map(|e| signatures(e).err())
             .collect();
         assert!(missing.is_empty(), "{}", missing.join("\n"));
@@ -566,7 +567,7 @@ mod tests {
     #[test]
     fn every_type_in_the_table_is_used() {
         for (row, (function, param, _)) in PARAM_TYPES.iter().enumerate() {
-            let used = registry::entries().any(|e| {
+            let used = catalog::entries().any(|e| {
                 parse_params(e.params)
                     .expect("parses")
                     .iter()
@@ -602,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_default_before_the_children_gives_two_overloads() {
-        let coalesce = registry::find("coalesce").unwrap();
+        let coalesce = catalog::find("coalesce").unwrap();
         assert_eq!(
             signatures(coalesce).unwrap(),
             vec![
@@ -610,7 +611,7 @@ mod tests {
                 "dt: float = 1, *children: _Child".to_string()
             ]
         );
-        let average = registry::find("average").unwrap();
+        let average = catalog::find("average").unwrap();
         assert_eq!(
             signatures(average).unwrap(),
             vec!["places: int, *children: _Child".to_string()]

@@ -11,8 +11,9 @@ use pyo3::types::{PyDict, PyTuple};
 use super::event::{event_from_py, PyEvent};
 use super::nodes::{callable_name, count_sent, Coroutine, Recipe};
 use super::value::{to_py, to_value};
+use crate::catalog;
 use crate::streams::folds::{self, NativeFold};
-use crate::streams::{push, registry, Function, NodeRef};
+use crate::streams::{push, Function, NodeRef};
 
 /// A stream node, as Python holds it. `node.send(event)` pushes one event in.
 #[pyclass(name = "Stream", module = "dmon.streams", frozen)]
@@ -128,7 +129,7 @@ fn build(
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyStream> {
-    let entry = registry::find(name)
+    let entry = catalog::find(name)
         .ok_or_else(|| PyValueError::new_err(format!("no stream function {name:?}")))?;
     let mut positional = Vec::new();
     let mut children = Vec::new();
@@ -321,14 +322,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     let build = wrap_pyfunction!(build, m)?;
     let mut exports: Vec<&str> = HELPERS.to_vec();
-    for entry in registry::entries() {
+    for entry in catalog::entries() {
         let f = helpers.call_method1("make", (entry.name, entry.params, entry.doc(), &build))?;
         m.add(entry.name, f)?;
         exports.push(entry.name);
     }
     // For the shell's help(): each family's names, in catalog order.
-    let catalog: Vec<(&str, Vec<&str>)> = registry::FAMILIES
-        .iter()
+    let catalog: Vec<(&str, Vec<&str>)> = catalog::families()
         .map(|f| (f.title, f.entries.iter().map(|e| e.name).collect()))
         .collect();
     m.setattr("_catalog", catalog)?;

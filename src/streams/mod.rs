@@ -46,7 +46,6 @@ pub mod folds;
 pub mod index;
 pub mod output;
 pub mod registry;
-pub mod riemann;
 pub mod route;
 pub mod state;
 pub mod time;

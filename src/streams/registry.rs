@@ -1,9 +1,10 @@
-//! The catalog: every stream function, registered once by its family file.
+//! This crate's stream functions, registered once by their family files.
 //!
 //! A family file holds its nodes, their docs and tests, and one [`Entry`]
-//! per stream function in its `ENTRIES`. From this list come the Python
-//! functions of `dmon.streams` (with `help()` text and signature), `dmon
-//! catalog` and the catalog chapter's tables, docs/src/stream-functions.md (which a test checks).
+//! per stream function in its `ENTRIES`. With the families of the crates
+//! above (the server's outputs) they make the whole catalog (`crate::catalog`),
+//! from which come the Python functions of `dmon.streams` (with `help()`
+//! text and signature), `dmon catalog` and the catalog chapter's tables.
 
 pub use super::entry::{Entry, Family};
 
@@ -54,31 +55,6 @@ pub fn entries() -> impl Iterator<Item = &'static Entry> {
 
 pub fn find(name: &str) -> Option<&'static Entry> {
     entries().find(|e| e.name == name)
-}
-
-/// The catalog chapter (docs/src/stream-functions.md): one table per family, with `dmon.folds` last.
-pub fn markdown() -> String {
-    let mut out = String::new();
-    for family in FAMILIES {
-        out.push_str(&format!(
-            "\n**{}**\n\n| function | what it does | example |\n|---|---|---|\n",
-            family.title
-        ));
-        for e in family.entries {
-            out.push_str(&format!(
-                "| `{}` | {} | `{}` |\n",
-                e.signature(),
-                e.summary.replace('|', "\\|"),
-                e.example.replace('|', "\\|")
-            ));
-        }
-    }
-    out.push_str("\n**folds** (`from dmon import folds`; a fold turns a list of events into one)\n\n| function | what it does |\n|---|---|\n");
-    for f in super::folds::FOLDS {
-        out.push_str(&format!("| `folds.{}(events)` | {} |\n", f.name, f.summary));
-    }
-    out.push_str(&super::riemann::markdown());
-    out
 }
 
 #[cfg(test)]

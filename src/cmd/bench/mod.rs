@@ -411,9 +411,10 @@ fn baseline(samples: &[Vec<u8>], n: usize) -> Outcome {
 /// `by("host", "service", average(2, index()))`, built through the registry
 /// as `dmon.streams` builds it.
 fn by_node(idle: Option<f64>) -> anyhow::Result<crate::streams::NodeRef> {
-    use crate::streams::{registry, Value};
+    use crate::catalog;
+    use crate::streams::Value;
     let build = |name: &str, positional, named, children| {
-        registry::find(name)
+        catalog::find(name)
             .with_context(|| format!("no stream function {name}"))?
             .build(positional, named, children)
             .map_err(anyhow::Error::msg)
@@ -452,16 +453,17 @@ fn rss_kib() -> u64 {
 /// the forks hold memory), then the virtual clock moves past the idle time
 /// and the forks expire. Prints resident memory at each step.
 fn by_memory(hosts: usize) -> anyhow::Result<()> {
+    use crate::catalog;
     use crate::clock::{Clock, VirtualClock};
-    use crate::streams::{registry, Value};
+    use crate::streams::Value;
     const IDLE: f64 = 300.0;
     let clock = VirtualClock::starting_at(1_000.0);
     let ctx = Context::with_clock(clock.clone(), Arc::new(Discard));
-    let average = registry::find("average")
+    let average = catalog::find("average")
         .context("no average")?
         .build(vec![Value::Int(2)], vec![], vec![])
         .map_err(anyhow::Error::msg)?;
-    let by = registry::find("by")
+    let by = catalog::find("by")
         .context("no by")?
         .build(
             vec![Value::from("host")],
@@ -815,7 +817,7 @@ fn build(
     positional: Vec<crate::streams::Value>,
     children: Vec<crate::streams::NodeRef>,
 ) -> anyhow::Result<crate::streams::NodeRef> {
-    crate::streams::registry::find(name)
+    crate::catalog::find(name)
         .with_context(|| format!("no stream function {name}"))?
         .build(positional, vec![], children)
         .map_err(anyhow::Error::msg)

@@ -294,8 +294,8 @@ mod tests {
         for c in COUNTERPARTS {
             for name in c.dmon {
                 let found = match name.strip_prefix("folds.") {
-                    Some(fold) => super::super::folds::find(fold).is_some(),
-                    None => super::super::registry::find(name).is_some() || *name == "coroutine",
+                    Some(fold) => crate::streams::folds::find(fold).is_some(),
+                    None => crate::catalog::find(name).is_some() || *name == "coroutine",
                 };
                 assert!(found, "{}: dmon has no {name}", c.riemann);
             }
