@@ -22,6 +22,7 @@ pub static KIND: SourceKind = SourceKind {
     can_be_off: true,
     suspect: "another dmon?",
     announce: "Listening for HTTP on:",
+    ready: false,
 };
 
 /// The HTTP listener, as configured.

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 pub use injector::{Injector, Stopped};
 pub use listen_error::{ListenError, ListenErrors};
-pub use source::{Addresses, Feed, Source, SourceKind};
+pub use source::{Addresses, BoundSource, Feed, Source, SourceKind};
 
 use crate::instrument::Instrumenter;
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
@@ -58,6 +58,57 @@ pub struct Listeners {
     pub http_token: Option<Arc<crate::http::token::HttpToken>>,
 }
 
+/// Every listener the server has, in the order of their flags; those
+/// turned off are in it too, with no address.
+pub fn sources(listen: &Listeners) -> Vec<Box<dyn Source>> {
+    vec![
+        Box::new(udp::JsonUdp { addr: listen.udp }),
+        Box::new(riemann_tcp::RiemannTcp {
+            addr: listen.riemann_tcp,
+            max_frame: listen.max_frame,
+            limits: listen.tcp_limits.clone(),
+            tls: listen.tls.clone(),
+        }),
+        Box::new(riemann_udp::RiemannUdp {
+            addr: listen.riemann_udp,
+        }),
+        Box::new(http_listener::HttpListener {
+            addr: listen.http,
+            limits: listen.http_limits.clone(),
+            tls: listen.tls.clone(),
+            token: listen.http_token.clone(),
+        }),
+    ]
+}
+
+/// A source whose socket is open, with what it is and where.
+pub struct Bound {
+    pub kind: &'static SourceKind,
+    pub addr: SocketAddr,
+    pub source: Box<dyn BoundSource>,
+}
+
+/// Binds every source that is on; every failure is kept, so all busy
+/// ports are said at once rather than one per attempt.
+pub fn bind_all(sources: Vec<Box<dyn Source>>) -> Result<Vec<Bound>, Vec<ListenError>> {
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
+    for source in sources {
+        let (kind, Some(addr)) = (source.kind(), source.addr()) else {
+            continue;
+        };
+        match source.bind(addr).and_then(|b| Ok((b.local_addr()?, b))) {
+            Ok((addr, source)) => bound.push(Bound { kind, addr, source }),
+            Err(error) => failed.push(ListenError { kind, addr, error }),
+        }
+    }
+    if failed.is_empty() {
+        Ok(bound)
+    } else {
+        Err(failed)
+    }
+}
+
 /// A running server: sources, the expiry clock and the dispatch thread.
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
@@ -87,7 +138,7 @@ impl Server {
         D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> thread::JoinHandle<()>,
     {
         // Bind everything first, so a busy port fails start-up cleanly.
-        let bound_sources = source::bind_all(source::sources(listen)).map_err(ListenErrors)?;
+        let bound_sources = bind_all(sources(listen)).map_err(ListenErrors)?;
         let bound = Addresses(bound_sources.iter().map(|b| (b.kind, b.addr)).collect());
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -241,5 +292,91 @@ async fn expiry_clock(tx: mpsc::Sender<Work>, mut shutdown: watch::Receiver<bool
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn all_off() -> Listeners {
+        Listeners {
+            udp: "127.0.0.1:0".parse().unwrap(),
+            riemann_tcp: None,
+            riemann_udp: None,
+            max_frame: riemann_tcp::DEFAULT_MAX_FRAME,
+            tcp_limits: Default::default(),
+            http: None,
+            http_limits: Default::default(),
+            tls: None,
+            http_token: None,
+        }
+    }
+
+    fn kinds() -> Vec<&'static SourceKind> {
+        sources(&all_off()).iter().map(|s| s.kind()).collect()
+    }
+
+    #[test]
+    fn every_source_has_its_own_name_flag_and_announcement() {
+        let kinds = kinds();
+        assert_eq!(kinds.len(), 4);
+        for (i, a) in kinds.iter().enumerate() {
+            assert_eq!(a.flag, format!("--{}", a.name), "{a:?}");
+            assert!(a.announce.starts_with("Listening for "), "{a:?}");
+            for b in &kinds[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.label, b.label);
+                assert_ne!(a.announce, b.announce);
+            }
+        }
+    }
+
+    #[test]
+    fn only_json_udp_cannot_be_turned_off() {
+        let fixed: Vec<&str> = kinds()
+            .iter()
+            .filter(|k| !k.can_be_off)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(fixed, ["udp"]);
+    }
+
+    #[test]
+    fn sources_turned_off_are_listed_without_an_address_and_not_bound() {
+        let listed = sources(&all_off());
+        let on: Vec<&str> = listed
+            .iter()
+            .filter(|s| s.addr().is_some())
+            .map(|s| s.kind().name)
+            .collect();
+        assert_eq!(on, ["udp"]);
+        let bound = bind_all(listed).map_err(|e| e.len()).expect("binds");
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].kind.name, "udp");
+        assert_ne!(bound[0].addr.port(), 0, "port 0 is resolved");
+    }
+
+    #[test]
+    fn the_json_udp_line_is_announced_last_and_others_keep_their_order() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let bound = Addresses(vec![
+            (&udp::KIND, addr),
+            (&riemann_tcp::KIND, addr),
+            (&http_listener::KIND, addr),
+        ]);
+        assert_eq!(
+            bound.announcements(),
+            [
+                "Listening for Riemann TCP on: 127.0.0.1 9",
+                "Listening for HTTP on: 127.0.0.1 9",
+                "Listening for event datagrams on: 127.0.0.1 9",
+            ]
+        );
+        assert_eq!(bound.get("riemann-tcp"), Some(addr));
+        assert_eq!(bound.get("riemann-udp"), None);
+        assert_eq!(bound.udp(), addr);
     }
 }

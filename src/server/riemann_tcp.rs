@@ -160,6 +160,7 @@ pub static KIND: SourceKind = SourceKind {
     can_be_off: true,
     suspect: "another dmon or Riemann?",
     announce: "Listening for Riemann TCP on:",
+    ready: false,
 };
 
 /// The Riemann TCP listener, as configured.

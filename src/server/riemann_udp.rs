@@ -25,6 +25,7 @@ pub static KIND: SourceKind = SourceKind {
     can_be_off: true,
     suspect: "another dmon or Riemann?",
     announce: "Listening for Riemann UDP on:",
+    ready: false,
 };
 
 /// The Riemann UDP listener, as configured; it receives as JSON UDP does

@@ -92,6 +92,7 @@ pub static KIND: SourceKind = SourceKind {
     can_be_off: false,
     suspect: "another dmon?",
     announce: "Listening for event datagrams on:",
+    ready: true,
 };
 
 /// The JSON UDP listener, as configured.
