@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::serve::ServerOpts;
+use super::cluster_opts::ClusterOpts;
 use crate::cluster::query::{Limits, Member, Responder};
 use crate::cluster::{self, Connection};
 use crate::event::now_secs;
@@ -18,13 +18,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// Starts answering on the current runtime, if a NATS URL was given;
-    /// NATS unreachable is an error naming the URL and its flag.
+    /// Starts answering on the current runtime, if `c` gives a NATS URL,
+    /// queries bounded by `limits`; NATS unreachable is an error naming
+    /// the URL and its flag.
     pub async fn start(
-        opts: &ServerOpts,
+        c: &ClusterOpts,
+        limits: Limits,
         pipeline: Arc<Pipeline>,
     ) -> anyhow::Result<Option<ClusterView>> {
-        let c = &opts.cluster;
         let Some(url) = c.view_url() else {
             return Ok(None);
         };
@@ -47,11 +48,6 @@ impl ClusterView {
                 .map(|p| p.iter().collect())
                 .unwrap_or_default(),
             started: now_secs(),
-        };
-        let limits = Limits {
-            max_query_bytes: opts.max_query_bytes,
-            max_query_terms: opts.max_query_terms,
-            max_query_results: opts.max_query_results,
         };
         let responder = Responder::start(&conn, member, pipeline, limits)
             .await

@@ -72,8 +72,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let observed = Arc::clone(&pipeline);
     let target = recorder.target.clone();
     let format = args.format.name();
-    let announce = |bound: &_| {
-        for line in serve::announcements(bound) {
+    let announce = |bound: &crate::server::Addresses| {
+        for line in bound.announcements() {
             if to_stdout {
                 eprintln!("{line}");
             } else {

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use pyo3::Python;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::cluster_view::ClusterView;
 use crate::checkpoint::Checkpoint;
 use crate::console::{LineSink, Stdout};
 use crate::pipeline::{self, Pipeline};
@@ -292,6 +293,16 @@ impl ServerOpts {
         );
     }
 
+    /// What one query may ask of this node (`--max-query-*`), as the
+    /// cluster view answers them.
+    pub fn query_limits(&self) -> crate::cluster::query::Limits {
+        crate::cluster::query::Limits {
+            max_query_bytes: self.max_query_bytes,
+            max_query_terms: self.max_query_terms,
+            max_query_results: self.max_query_results,
+        }
+    }
+
     /// The listeners these options describe, their TLS files and token
     /// read and checked (an error names the flag and the file).
     pub fn listeners(&self) -> anyhow::Result<Listeners> {
@@ -439,41 +450,9 @@ pub fn cannot_listen(e: ListenErrors) -> anyhow::Error {
 /// Prints where the server listens; the JSON UDP line comes last, as the
 /// readiness signal scripts wait for.
 pub fn announce(bound: &Addresses) {
-    for line in announcements(bound) {
+    for line in bound.announcements() {
         println!("{line}");
     }
-}
-
-/// The lines [`announce`] prints.
-pub fn announcements(bound: &Addresses) -> Vec<String> {
-    let mut lines = Vec::new();
-    if let Some(addr) = bound.riemann_tcp {
-        lines.push(format!(
-            "Listening for Riemann TCP on: {} {}",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    if let Some(addr) = bound.riemann_udp {
-        lines.push(format!(
-            "Listening for Riemann UDP on: {} {}",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    if let Some(addr) = bound.http {
-        lines.push(format!(
-            "Listening for HTTP on: {} {}",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    lines.push(format!(
-        "Listening for event datagrams on: {} {}",
-        bound.udp.ip(),
-        bound.udp.port()
-    ));
-    lines
 }
 
 #[derive(clap::Args, Debug)]
@@ -571,8 +550,12 @@ pub(crate) fn serve_until_stopped(
             opts.keep_state(&mut server, state);
         }
         // One view of the cluster: register and answer cluster queries.
-        let cluster_view =
-            super::cluster_view::ClusterView::start(opts, Arc::clone(&server.pipeline)).await?;
+        let cluster_view = ClusterView::start(
+            &opts.cluster,
+            opts.query_limits(),
+            Arc::clone(&server.pipeline),
+        )
+        .await?;
         // Cluster worker (--consume): stands by for or consumes its partitions.
         let worker = start_worker(opts, &server).await?;
         if worker.is_some() {

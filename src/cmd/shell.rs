@@ -263,7 +263,8 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     // One view of the cluster: register, answer, and ask the cluster.
     let cluster_view = match &server {
         Some(server) => runtime.block_on(super::cluster_view::ClusterView::start(
-            &args.server,
+            &args.server.cluster,
+            args.server.query_limits(),
             Arc::clone(&server.pipeline),
         ))?,
         None => None,
@@ -275,7 +276,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             name: view.name.clone(),
         });
     }
-    let udp_addr = server.as_ref().map_or(first_addr, |s| s.udp_addr);
+    let udp_addr = server.as_ref().map_or(first_addr, |s| s.bound.udp());
     Python::attach(|py| {
         shell_module(py)?
             .call_method1("set_address", (udp_addr.ip().to_string(), udp_addr.port()))

@@ -192,8 +192,8 @@ impl ShellServer {
     /// Connects the handle to the started server.
     pub fn attach_server(&self, injector: Injector, bound: &Addresses) {
         *self.injector.lock().unwrap_or_else(|p| p.into_inner()) = Some(injector);
-        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner()) = bound.udp;
-        *self.riemann_tcp.lock().unwrap_or_else(|p| p.into_inner()) = bound.riemann_tcp;
+        *self.udp_addr.lock().unwrap_or_else(|p| p.into_inner()) = bound.udp();
+        *self.riemann_tcp.lock().unwrap_or_else(|p| p.into_inner()) = bound.get("riemann-tcp");
     }
 
     fn udp_addr(&self) -> SocketAddr {

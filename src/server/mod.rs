@@ -1,14 +1,17 @@
 //! Servers: sources that receive events from the network (JSON over UDP,
-//! Riemann over TCP and UDP), decode them on their own tasks and hand
-//! batches to the pipeline; and [`Server`], which runs them all.
+//! Riemann over TCP and UDP, HTTP), decode them on their own tasks and
+//! hand batches to the pipeline; and [`Server`], which runs every source
+//! of the one list ([`source::sources`]).
 
+pub mod http_listener;
 pub mod injector;
+pub mod listen_error;
 pub mod recorder;
 pub mod riemann_tcp;
 pub mod riemann_udp;
+pub mod source;
 pub mod udp;
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use injector::{Injector, Stopped};
+pub use listen_error::{ListenError, ListenErrors};
+pub use source::{Addresses, BoundSource, Feed, Source, SourceKind};
 
 use crate::instrument::Instrumenter;
 use crate::pipeline::{Pipeline, Work, CHANNEL_CAPACITY};
@@ -53,166 +58,60 @@ pub struct Listeners {
     pub http_token: Option<Arc<crate::http::token::HttpToken>>,
 }
 
-/// The addresses actually bound (port 0 resolved).
-#[derive(Debug, Clone, Copy)]
-pub struct Addresses {
-    pub udp: SocketAddr,
-    pub riemann_tcp: Option<SocketAddr>,
-    pub riemann_udp: Option<SocketAddr>,
-    pub http: Option<SocketAddr>,
+/// Every listener the server has, in the order of their flags; those
+/// turned off are in it too, with no address.
+pub fn sources(listen: &Listeners) -> Vec<Box<dyn Source>> {
+    vec![
+        Box::new(udp::JsonUdp { addr: listen.udp }),
+        Box::new(riemann_tcp::RiemannTcp {
+            addr: listen.riemann_tcp,
+            max_frame: listen.max_frame,
+            limits: listen.tcp_limits.clone(),
+            tls: listen.tls.clone(),
+        }),
+        Box::new(riemann_udp::RiemannUdp {
+            addr: listen.riemann_udp,
+        }),
+        Box::new(http_listener::HttpListener {
+            addr: listen.http,
+            limits: listen.http_limits.clone(),
+            tls: listen.tls.clone(),
+            token: listen.http_token.clone(),
+        }),
+    ]
 }
 
-/// One of the server's listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    JsonUdp,
-    RiemannTcp,
-    RiemannUdp,
-    Http,
-}
-
-impl ListenerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::JsonUdp => "JSON UDP",
-            ListenerKind::RiemannTcp => "Riemann TCP",
-            ListenerKind::RiemannUdp => "Riemann UDP",
-            ListenerKind::Http => "HTTP",
-        }
-    }
-
-    /// The command-line flag that sets its address.
-    pub fn flag(self) -> &'static str {
-        match self {
-            ListenerKind::JsonUdp => "--udp",
-            ListenerKind::RiemannTcp => "--riemann-tcp",
-            ListenerKind::RiemannUdp => "--riemann-udp",
-            ListenerKind::Http => "--http",
-        }
-    }
-
-    /// Whether its flag takes `off`.
-    pub fn can_be_off(self) -> bool {
-        self != ListenerKind::JsonUdp
-    }
-
-    /// Who else likely holds its port.
-    fn suspect(self) -> &'static str {
-        match self {
-            ListenerKind::JsonUdp | ListenerKind::Http => "another dmon?",
-            ListenerKind::RiemannTcp | ListenerKind::RiemannUdp => "another dmon or Riemann?",
-        }
-    }
-}
-
-/// A listener that could not be opened on its address.
-// The io error is part of the message, not a `source`: reports that print
-// the chain would show it twice.
-#[derive(Debug, thiserror::Error)]
-#[error("{} {addr}: {error}", kind.name())]
-pub struct ListenError {
-    pub kind: ListenerKind,
+/// A source whose socket is open, with what it is and where.
+pub struct Bound {
+    pub kind: &'static SourceKind,
     pub addr: SocketAddr,
-    pub error: io::Error,
+    pub source: Box<dyn BoundSource>,
 }
 
-impl ListenError {
-    fn on(kind: ListenerKind, addr: SocketAddr) -> impl Fn(io::Error) -> ListenError + Copy {
-        move |error| ListenError { kind, addr, error }
-    }
-
-    /// `--udp 127.0.0.1:7689: address in use (another dmon?)`.
-    fn brief(&self) -> String {
-        let flag = self.kind.flag();
-        let addr = self.addr;
-        if self.error.kind() == io::ErrorKind::AddrInUse {
-            format!("{flag} {addr}: address in use ({})", self.kind.suspect())
-        } else {
-            format!("{flag} {addr}: {}", self.error)
+/// Binds every source that is on; every failure is kept, so all busy
+/// ports are said at once rather than one per attempt.
+pub fn bind_all(sources: Vec<Box<dyn Source>>) -> Result<Vec<Bound>, Vec<ListenError>> {
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
+    for source in sources {
+        let (kind, Some(addr)) = (source.kind(), source.addr()) else {
+            continue;
+        };
+        match source.bind(addr).and_then(|b| Ok((b.local_addr()?, b))) {
+            Ok((addr, source)) => bound.push(Bound { kind, addr, source }),
+            Err(error) => failed.push(ListenError { kind, addr, error }),
         }
     }
-}
-
-/// Every listener that could not be opened, in the order of their flags
-/// (`--udp`, `--riemann-tcp`, `--riemann-udp`, `--http`); never empty.
-///
-/// Said with the flags that move them (and turn them off, for those that
-/// can be): one failure as `Riemann TCP 127.0.0.1:5555 is in use (another
-/// dmon or Riemann?); choose another with …`, several in one line naming
-/// each flag and address.
-#[derive(Debug)]
-pub struct ListenErrors(pub Vec<ListenError>);
-
-impl std::error::Error for ListenErrors {}
-
-impl fmt::Display for ListenErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let off: Vec<&str> = self
-            .0
-            .iter()
-            .filter(|e| e.kind.can_be_off())
-            .map(|e| e.kind.flag())
-            .collect();
-        if let [e] = &self.0[..] {
-            let (listener, addr) = (e.kind.name(), e.addr);
-            if e.error.kind() == io::ErrorKind::AddrInUse {
-                write!(f, "{listener} {addr} is in use ({})", e.kind.suspect())?;
-            } else {
-                write!(f, "cannot listen for {listener} on {addr}: {}", e.error)?;
-            }
-            write!(f, "; choose another with {} HOST:PORT", e.kind.flag())?;
-            if !off.is_empty() {
-                write!(f, " or turn it off with {} off", off[0])?;
-            }
-            return Ok(());
-        }
-        let each: Vec<String> = self.0.iter().map(ListenError::brief).collect();
-        write!(
-            f,
-            "cannot listen on {} addresses: {}; choose another HOST:PORT for each",
-            self.0.len(),
-            each.join("; "),
-        )?;
-        if !off.is_empty() {
-            let off: Vec<String> = off.iter().map(|flag| format!("{flag} off")).collect();
-            write!(f, " (or turn it off: {})", off.join(", "))?;
-        }
-        Ok(())
+    if failed.is_empty() {
+        Ok(bound)
+    } else {
+        Err(failed)
     }
-}
-
-/// Keeps a bound listener, or adds why it could not be bound to `failed`.
-fn keep<T>(
-    bound: Result<(T, SocketAddr), ListenError>,
-    failed: &mut Vec<ListenError>,
-) -> Option<(T, SocketAddr)> {
-    bound.map_err(|e| failed.push(e)).ok()
-}
-
-fn bind_udp(
-    kind: ListenerKind,
-    addr: SocketAddr,
-) -> Result<(std::net::UdpSocket, SocketAddr), ListenError> {
-    let on = ListenError::on(kind, addr);
-    let socket = udp::bind(addr).map_err(on)?;
-    let bound = socket.local_addr().map_err(on)?;
-    Ok((socket, bound))
-}
-
-async fn bind_tcp(
-    kind: ListenerKind,
-    addr: SocketAddr,
-) -> Result<(tokio::net::TcpListener, SocketAddr), ListenError> {
-    let on = ListenError::on(kind, addr);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(on)?;
-    let bound = listener.local_addr().map_err(on)?;
-    Ok((listener, bound))
 }
 
 /// A running server: sources, the expiry clock and the dispatch thread.
 pub struct Server {
     pub pipeline: Arc<Pipeline>,
-    pub udp_addr: SocketAddr,
     pub bound: Addresses,
     injector: Injector,
     tx: mpsc::Sender<Work>,
@@ -238,88 +137,22 @@ impl Server {
     where
         D: FnOnce(Arc<Pipeline>, mpsc::Receiver<Work>) -> thread::JoinHandle<()>,
     {
-        use ListenerKind::*;
-        // Bind everything first, so a busy port fails start-up cleanly, and
-        // try every listener, so all busy ports are said at once rather
-        // than one per attempt.
-        let mut failed = Vec::new();
-        let udp = keep(bind_udp(JsonUdp, listen.udp), &mut failed);
-        let tcp = match listen.riemann_tcp {
-            Some(addr) => keep(bind_tcp(RiemannTcp, addr).await, &mut failed),
-            None => None,
-        };
-        let riemann_udp = match listen.riemann_udp {
-            Some(addr) => keep(bind_udp(RiemannUdp, addr), &mut failed),
-            None => None,
-        };
-        let http = match listen.http {
-            Some(addr) => keep(bind_tcp(Http, addr).await, &mut failed),
-            None => None,
-        };
-        let Some((udp_socket, udp_addr)) = udp else {
-            return Err(ListenErrors(failed));
-        };
-        if !failed.is_empty() {
-            return Err(ListenErrors(failed));
-        }
-        let (tcp_listener, riemann_tcp) = tcp.unzip();
-        let (riemann_udp_socket, riemann_udp) = riemann_udp.unzip();
-        let (http_listener, http) = http.unzip();
-        let bound = Addresses {
-            udp: udp_addr,
-            riemann_tcp,
-            riemann_udp,
-            http,
-        };
+        // Bind everything first, so a busy port fails start-up cleanly.
+        let bound_sources = bind_all(sources(listen)).map_err(ListenErrors)?;
+        let bound = Addresses(bound_sources.iter().map(|b| (b.kind, b.addr)).collect());
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let dispatcher = spawn_dispatcher(Arc::clone(&pipeline), rx);
-        let mut sources = vec![tokio::spawn(udp::run(
-            udp_socket,
-            Arc::clone(&pipeline),
-            tx.clone(),
-            shutdown_rx.clone(),
-        ))];
-        if let Some(listener) = tcp_listener {
-            let shared = Arc::new(
-                riemann_tcp::Shared::new(
-                    Arc::clone(&pipeline),
-                    tx.clone(),
-                    listen.max_frame,
-                    listen.tcp_limits.clone(),
-                )
-                .with_tls(listen.tls.clone()),
-            );
-            let stop = shutdown_rx.clone();
-            sources.push(tokio::spawn(async move {
-                riemann_tcp::run(listener, shared, stop).await;
-                Ok(())
-            }));
-        }
-        if let Some(socket) = riemann_udp_socket {
-            sources.push(tokio::spawn(riemann_udp::run(
-                socket,
-                Arc::clone(&pipeline),
-                tx.clone(),
-                shutdown_rx.clone(),
-            )));
-        }
-        if let Some(listener) = http_listener {
-            let shared = Arc::new(
-                crate::http::Shared::new(
-                    Arc::clone(&pipeline),
-                    listen.http_limits.clone(),
-                    shutdown_rx.clone(),
-                )
-                .secured(listen.tls.clone(), listen.http_token.clone()),
-            );
-            let stop = shutdown_rx.clone();
-            sources.push(tokio::spawn(async move {
-                crate::http::run(listener, shared, stop).await;
-                Ok(())
-            }));
-        }
+        let feed = Feed {
+            pipeline: Arc::clone(&pipeline),
+            tx: tx.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let mut sources: Vec<_> = bound_sources
+            .into_iter()
+            .map(|b| b.source.run(feed.clone()))
+            .collect();
         let clock = tx.clone();
         let stop = shutdown_rx.clone();
         sources.push(tokio::spawn(async move {
@@ -329,7 +162,6 @@ impl Server {
         let injector = Injector::new(tx.clone());
         Ok(Server {
             pipeline,
-            udp_addr: bound.udp,
             bound,
             injector,
             tx,
@@ -468,56 +300,86 @@ async fn expiry_clock(tx: mpsc::Sender<Work>, mut shutdown: watch::Receiver<bool
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
-    fn failed(kind: ListenerKind, addr: &str, error: io::ErrorKind) -> ListenError {
-        ListenError {
-            kind,
-            addr: addr.parse().unwrap(),
-            error: io::Error::from(error),
+    fn all_off() -> Listeners {
+        Listeners {
+            udp: "127.0.0.1:0".parse().unwrap(),
+            riemann_tcp: None,
+            riemann_udp: None,
+            max_frame: riemann_tcp::DEFAULT_MAX_FRAME,
+            tcp_limits: Default::default(),
+            http: None,
+            http_limits: Default::default(),
+            tls: None,
+            http_token: None,
+        }
+    }
+
+    fn kinds() -> Vec<&'static SourceKind> {
+        sources(&all_off()).iter().map(|s| s.kind()).collect()
+    }
+
+    #[test]
+    fn every_source_has_its_own_name_flag_and_announcement() {
+        let kinds = kinds();
+        assert_eq!(kinds.len(), 4);
+        for (i, a) in kinds.iter().enumerate() {
+            assert_eq!(a.flag, format!("--{}", a.name), "{a:?}");
+            assert!(a.announce.starts_with("Listening for "), "{a:?}");
+            for b in &kinds[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.label, b.label);
+                assert_ne!(a.announce, b.announce);
+            }
         }
     }
 
     #[test]
-    fn one_failure_names_its_listener_and_the_flags_that_move_it() {
-        let one = ListenErrors(vec![failed(
-            ListenerKind::RiemannUdp,
-            "127.0.0.1:5555",
-            io::ErrorKind::AddrInUse,
-        )]);
-        assert_eq!(
-            one.to_string(),
-            "Riemann UDP 127.0.0.1:5555 is in use (another dmon or Riemann?); choose another \
-             with --riemann-udp HOST:PORT or turn it off with --riemann-udp off"
-        );
+    fn only_json_udp_cannot_be_turned_off() {
+        let fixed: Vec<&str> = kinds()
+            .iter()
+            .filter(|k| !k.can_be_off)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(fixed, ["udp"]);
     }
 
     #[test]
-    fn several_failures_are_said_in_one_line_each_with_its_flag() {
-        let all = ListenErrors(vec![
-            failed(
-                ListenerKind::JsonUdp,
-                "127.0.0.1:7689",
-                io::ErrorKind::AddrInUse,
-            ),
-            failed(
-                ListenerKind::Http,
-                "10.9.9.9:80",
-                io::ErrorKind::AddrNotAvailable,
-            ),
+    fn sources_turned_off_are_listed_without_an_address_and_not_bound() {
+        let listed = sources(&all_off());
+        let on: Vec<&str> = listed
+            .iter()
+            .filter(|s| s.addr().is_some())
+            .map(|s| s.kind().name)
+            .collect();
+        assert_eq!(on, ["udp"]);
+        let bound = bind_all(listed).map_err(|e| e.len()).expect("binds");
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].kind.name, "udp");
+        assert_ne!(bound[0].addr.port(), 0, "port 0 is resolved");
+    }
+
+    #[test]
+    fn the_json_udp_line_is_announced_last_and_others_keep_their_order() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let bound = Addresses(vec![
+            (&udp::KIND, addr),
+            (&riemann_tcp::KIND, addr),
+            (&http_listener::KIND, addr),
         ]);
-        let said = all.to_string();
-        assert!(
-            said.starts_with(
-                "cannot listen on 2 addresses: --udp 127.0.0.1:7689: address in use \
-                 (another dmon?); --http 10.9.9.9:80: "
-            ),
-            "{said}"
+        assert_eq!(
+            bound.announcements(),
+            [
+                "Listening for Riemann TCP on: 127.0.0.1 9",
+                "Listening for HTTP on: 127.0.0.1 9",
+                "Listening for event datagrams on: 127.0.0.1 9",
+            ]
         );
-        assert!(
-            said.ends_with("; choose another HOST:PORT for each (or turn it off: --http off)"),
-            "{said}"
-        );
-        assert!(!said.contains('\n'), "{said}");
+        assert_eq!(bound.get("riemann-tcp"), Some(addr));
+        assert_eq!(bound.get("riemann-udp"), None);
+        assert_eq!(bound.udp(), addr);
     }
 }

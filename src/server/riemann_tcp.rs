@@ -43,6 +43,9 @@ use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::source::{BoundSource, Feed, Source, SourceKind};
 
 use crate::codec::riemann::{from_proto, to_proto, Attribute, Msg, ProtoEvent};
 use crate::event::{now_secs, Event};
@@ -147,6 +150,84 @@ impl Shared {
         self.tls = tls;
         self
     }
+}
+
+/// Riemann over TCP (`--riemann-tcp`).
+pub static KIND: SourceKind = SourceKind {
+    name: "riemann-tcp",
+    label: "Riemann TCP",
+    flag: "--riemann-tcp",
+    can_be_off: true,
+    suspect: "another dmon or Riemann?",
+    announce: "Listening for Riemann TCP on:",
+    ready: false,
+};
+
+/// The Riemann TCP listener, as configured.
+pub struct RiemannTcp {
+    pub addr: Option<SocketAddr>,
+    /// Largest frame accepted, in bytes.
+    pub max_frame: usize,
+    pub limits: Limits,
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+impl Source for RiemannTcp {
+    fn kind(&self) -> &'static SourceKind {
+        &KIND
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    fn bind(self: Box<Self>, addr: SocketAddr) -> std::io::Result<Box<dyn BoundSource>> {
+        let listener = bind_tcp(addr)?;
+        Ok(Box::new(BoundTcp {
+            listener,
+            source: *self,
+        }))
+    }
+}
+
+/// A Riemann TCP listener whose socket is open.
+struct BoundTcp {
+    listener: std::net::TcpListener,
+    source: RiemannTcp,
+}
+
+impl BoundSource for BoundTcp {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn run(self: Box<Self>, feed: Feed) -> JoinHandle<std::io::Result<()>> {
+        let RiemannTcp {
+            max_frame,
+            limits,
+            tls,
+            ..
+        } = self.source;
+        let shared = Shared::new(feed.pipeline, feed.tx, max_frame, limits).with_tls(tls);
+        let listener = self.listener;
+        tokio::spawn(async move {
+            run(
+                TcpListener::from_std(listener)?,
+                Arc::new(shared),
+                feed.shutdown,
+            )
+            .await;
+            Ok(())
+        })
+    }
+}
+
+/// Opens a TCP listening socket, non-blocking for the runtime to take
+/// over (as [`TcpListener::bind`] would, with `SO_REUSEADDR`).
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Accepts connections until `shutdown` fires.

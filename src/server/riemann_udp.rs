@@ -5,29 +5,51 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use prost::Message;
-use tokio::sync::{mpsc, watch};
-
-use super::udp::{limit_events, receive};
+use super::source::{BoundSource, Source, SourceKind};
+use super::udp::{bind, limit_events, BoundUdp};
 use crate::codec::riemann::{from_proto, Msg};
 use crate::event::{now_secs, Event};
 use crate::log_limit::LogLimiter;
-use crate::pipeline::{Pipeline, Work};
+use crate::pipeline::Pipeline;
 use crate::warn_limited;
+use prost::Message;
 
 static BAD_INPUT_LOG: LogLimiter = LogLimiter::new(10);
 
-/// Receives on a socket from [`super::udp::bind`] until `shutdown` fires,
-/// then drains what already arrived.
-pub async fn run(
-    socket: std::net::UdpSocket,
-    pipeline: Arc<Pipeline>,
-    tx: mpsc::Sender<Work>,
-    shutdown: watch::Receiver<bool>,
-) -> io::Result<()> {
-    receive(socket, pipeline, tx, shutdown, MAX_DATAGRAM, ingest).await
+/// Riemann over UDP (`--riemann-udp`).
+pub static KIND: SourceKind = SourceKind {
+    name: "riemann-udp",
+    label: "Riemann UDP",
+    flag: "--riemann-udp",
+    can_be_off: true,
+    suspect: "another dmon or Riemann?",
+    announce: "Listening for Riemann UDP on:",
+    ready: false,
+};
+
+/// The Riemann UDP listener, as configured; it receives as JSON UDP does
+/// ([`super::udp::BoundUdp`]), decoding protobuf instead.
+pub struct RiemannUdp {
+    pub addr: Option<SocketAddr>,
+}
+
+impl Source for RiemannUdp {
+    fn kind(&self) -> &'static SourceKind {
+        &KIND
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    fn bind(self: Box<Self>, addr: SocketAddr) -> io::Result<Box<dyn BoundSource>> {
+        Ok(Box::new(BoundUdp {
+            socket: bind(addr)?,
+            max_datagram: MAX_DATAGRAM,
+            ingest,
+        }))
+    }
 }
 
 /// Clients switch to TCP above 16 KiB; this much is accepted.

@@ -25,6 +25,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::source::{BoundSource, Feed, Source, SourceKind};
 
 use crate::codec::json;
 use crate::event::{now_secs, Event};
@@ -81,15 +84,63 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Receives JSON datagrams until `shutdown` fires or the pipeline goes
-/// away, then drains what the kernel already holds.
-pub async fn run(
-    socket: std::net::UdpSocket,
-    pipeline: Arc<Pipeline>,
-    tx: mpsc::Sender<Work>,
-    shutdown: watch::Receiver<bool>,
-) -> io::Result<()> {
-    receive(socket, pipeline, tx, shutdown, MAX_DATAGRAM, ingest).await
+/// JSON events over UDP (`--udp`), always on.
+pub static KIND: SourceKind = SourceKind {
+    name: "udp",
+    label: "JSON UDP",
+    flag: "--udp",
+    can_be_off: false,
+    suspect: "another dmon?",
+    announce: "Listening for event datagrams on:",
+    ready: true,
+};
+
+/// The JSON UDP listener, as configured.
+pub struct JsonUdp {
+    pub addr: SocketAddr,
+}
+
+impl Source for JsonUdp {
+    fn kind(&self) -> &'static SourceKind {
+        &KIND
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
+    fn bind(self: Box<Self>, addr: SocketAddr) -> io::Result<Box<dyn BoundSource>> {
+        Ok(Box::new(BoundUdp {
+            socket: bind(addr)?,
+            max_datagram: MAX_DATAGRAM,
+            ingest,
+        }))
+    }
+}
+
+/// A bound datagram source: its socket and how it decodes a datagram
+/// (JSON here, Riemann's protobuf in [`super::riemann_udp`]).
+pub(crate) struct BoundUdp {
+    pub socket: std::net::UdpSocket,
+    pub max_datagram: usize,
+    pub ingest: Ingest,
+}
+
+impl BoundSource for BoundUdp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn run(self: Box<Self>, feed: Feed) -> JoinHandle<io::Result<()>> {
+        tokio::spawn(receive(
+            self.socket,
+            feed.pipeline,
+            feed.tx,
+            feed.shutdown,
+            self.max_datagram,
+            self.ingest,
+        ))
+    }
 }
 
 /// Decodes one datagram into `batch`, counting and logging what is bad.

@@ -13,12 +13,19 @@
 //!
 //! `email`, `forward`, `graphite`, `influxdb` and `webhook` hand what they send to a sink (see
 //! [`crate::sinks`]) without waiting; in a rehearsal they are captured
-//! instead.
+//! instead. Those that send through a [`SinkNode`] are each one file in
+//! `output/` (its entry, arguments and what it queues) and one line in
+//! [`ENTRIES`].
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use lettre::message::Mailbox;
+
+mod forward;
+mod graphite;
+mod influxdb;
+mod webhook;
 
 use super::entry::Entry;
 use super::value::{Args, BuildError, Value};
@@ -27,14 +34,9 @@ use crate::codec::json;
 use crate::event::Event;
 use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
-use crate::sinks::forward::{self, ForwardSink};
-use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
-use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
 use crate::sinks::outputs::Outputs;
-use crate::sinks::webhook::{self, Template, WebhookSink};
-use crate::sinks::{Encoded, Sink, SinkHandle};
+use crate::sinks::{Sink, SinkHandle};
 use crate::streams::context::Context;
-use crate::tls::{ClientTls, Identity, PemFile};
 
 pub const ENTRIES: &[Entry] = &[
     Entry {
@@ -54,38 +56,10 @@ pub const ENTRIES: &[Entry] = &[
         example: r#"email("ops@example.com")"#,
         build: build_email,
     },
-    Entry {
-        name: "forward",
-        params: "host, port=5555, tls_ca=None, tls_cert=None, tls_key=None",
-        summary: "Send each event to another dmon or a Riemann server, over Riemann's protocol on TCP, in acknowledged batches.",
-        details: "Events wait in a queue (10,000 at most: beyond that they are dropped, counted and logged) and go in messages of up to 500, each acknowledged before the next. A receiver that is down or does not answer is retried with backoff (0.1 s doubling to 5 s) on a new connection, so everything that fit the queue arrives, at least once. Every node sending to the same host and port shares one queue and one connection, across `by` forks and reloads; their counters are the `sinks` of `stats()` and show on the node in `streams()`. With `tls_ca` (a PEM file of CA certificates) the connection is TLS and the receiver's certificate must be signed by one of them and carry `host`; `tls_cert` and `tls_key` add a client certificate, for a receiver that requires one (`--tls-client-ca`). The files are read when the module loads: one that cannot be used is an error then. A failed handshake is retried as a receiver that is down is. The sink's target is then `tls://host:port` (nodes sharing it use the first one's files). In Riemann these are the `:tls? true`, `:ca-cert`, `:cert` and `:key` of the `tcp-client` given to `forward`.",
-        example: r#"forward("riemann.example.com", 5555)"#,
-        build: build_forward,
-    },
-    Entry {
-        name: "graphite",
-        params: "host, port=2003, path=None",
-        summary: "Send each event's metric to carbon, one plaintext `path value time` line per event.",
-        details: "The path is Riemann's: the host's dot-separated parts reversed, then the service with spaces as dots and a trailing decimal like `0.95` as `95` (`web1.example.com` and `api latency 0.95` make `com.example.web1.api.latency.95`). A `path` template replaces it: `{host}`, `{host_reversed}`, `{service}` (made as above), or any other field or attribute in braces, e.g. `\"servers.{host}.{service}\"`. In fields, whitespace, control characters and `/` become `_`. The time is the event's, in whole seconds; events without a metric are skipped. Queued, batched and retried as `forward` does.",
-        example: r#"graphite("carbon.example.com", 2003)"#,
-        build: build_graphite,
-    },
-    Entry {
-        name: "influxdb",
-        params: "url, db, measurement=None, tags=None, precision='s', username=None, password=None",
-        summary: "Write each event with a metric to InfluxDB 1.x as a point, in its line protocol over HTTP, in batches.",
-        details: "As Riemann's influxdb: the measurement is the service unless `measurement` names one; the tags are the event's `host`, `service` and `state` unless `tags` lists others (fields or attributes; empty ones are left out); the fields are `value`, the metric (always a float), plus `state`, `description` and attributes not taken as tags, as strings. The time is the event's, in `precision` (\"s\", \"ms\", \"us\" or \"ns\"; seconds truncated). Events without a metric or a measurement are skipped. Commas, spaces and `=` in names are escaped; backslashes and control characters there become `_`. Points wait in a queue (10,000 at most) and go up to 1,000 per `POST {url}/write?db=...`; a server that is down or answers 5xx (or 404: a database not created yet) is retried with backoff (0.1 s doubling to 5 s); another 4xx gives the batch up, counted as failed. Nodes writing to the same URL, database and precision share one queue (and the first one's credentials). For a server with `auth-enabled`, `username` and `password` go as HTTP basic authentication; without `password` it is taken from $DMON_INFLUXDB_PASSWORD when the module loads, so it need not be written in it; it is never shown (`streams()` shows the username only). Wrong credentials are a 401: the batch is given up, counted as failed, and logged.",
-        example: r#"influxdb("http://influx.example.com:8086", "metrics")"#,
-        build: build_influxdb,
-    },
-    Entry {
-        name: "webhook",
-        params: "url, template=None, batch=None, headers=None",
-        summary: "POST each event to an HTTP endpoint as JSON, or up to `batch` events as one JSON array, or a body made from `template`.",
-        details: "A `template` is JSON with placeholders: `{host}`, `{service}`, `{state}`, `{description}`, `{tags}` (joined by \", \") and attributes by name are put in JSON-escaped, to sit inside a JSON string; `{metric}`, `{time}` and `{ttl}` are numbers (null when absent), e.g. `'{\"text\": \"{host} {service} is {state}\"}'`. Only letters, digits and `_` between braces make a placeholder, so JSON's own braces stand; a template that does not make JSON is refused. `headers` is a dict of extra request headers (Content-Type is application/json). A 2xx answer is success; 5xx, 408, 429 or no answer are retried with backoff (0.1 s doubling to 5 s) on a new connection; another 4xx gives the request up, counted as failed. Requests wait in a queue (1,000 at most; beyond that events are dropped, counted and logged).",
-        example: r#"webhook("https://hooks.example.com/alerts", batch=50)"#,
-        build: build_webhook,
-    },
+    forward::ENTRY,
+    graphite::ENTRY,
+    influxdb::ENTRY,
+    webhook::ENTRY,
 ];
 
 fn build_printer(mut args: Args) -> Result<NodeRef, BuildError> {
@@ -152,88 +126,6 @@ fn port(args: &mut Args, default: u16) -> Result<u16, BuildError> {
     }
 }
 
-fn build_forward(mut args: Args) -> Result<NodeRef, BuildError> {
-    let host = host(&mut args)?;
-    let port = port(&mut args, forward::DEFAULT_PORT)?;
-    let files = TlsFiles {
-        ca: opt_string(&mut args, "tls_ca")?,
-        cert: opt_string(&mut args, "tls_cert")?,
-        key: opt_string(&mut args, "tls_key")?,
-    };
-    // Read now, so a file that cannot be used stops the module loading
-    // rather than showing as failures at the first event.
-    let tls = files.load(&host).map_err(|e| args.error(e))?;
-    args.finish()?;
-    Ok(SinkNode::node(Forward {
-        host,
-        port,
-        files,
-        tls,
-    }))
-}
-
-/// `forward`'s `tls_ca`, `tls_cert` and `tls_key`, as given.
-struct TlsFiles {
-    ca: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
-}
-
-impl TlsFiles {
-    /// The client TLS for `host`, if `tls_ca` is given.
-    fn load(&self, host: &str) -> Result<Option<ClientTls>, String> {
-        let identity = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => Some(Identity {
-                cert: PemFile::new("tls_cert", cert),
-                key: PemFile::new("tls_key", key),
-            }),
-            (None, None) => None,
-            _ => return Err("`tls_cert` and `tls_key` go together".into()),
-        };
-        let Some(ca) = &self.ca else {
-            return match identity {
-                Some(_) => Err("`tls_cert` needs `tls_ca`: a client certificate is for TLS".into()),
-                None => Ok(None),
-            };
-        };
-        ClientTls::for_host(&PemFile::new("tls_ca", ca), identity.as_ref(), host)
-            .map(Some)
-            .map_err(|e| e.to_string())
-    }
-
-    /// `, tls_ca="..."` and the rest, for `describe`.
-    fn describe(&self) -> String {
-        [
-            ("tls_ca", &self.ca),
-            ("tls_cert", &self.cert),
-            ("tls_key", &self.key),
-        ]
-        .iter()
-        .filter_map(|(name, v)| Some(format!(", {name}={}", quote(v.as_deref()?))))
-        .collect()
-    }
-}
-
-fn build_graphite(mut args: Args) -> Result<NodeRef, BuildError> {
-    let host = host(&mut args)?;
-    let port = port(&mut args, graphite::DEFAULT_PORT)?;
-    let template = match args.opt("path") {
-        None | Some(Value::None) => None,
-        Some(Value::Str(t)) => Some(t),
-        Some(v) => {
-            return Err(args.type_error(format_args!("`path` must be a str, not {}", v.type_name())))
-        }
-    };
-    let path = GraphitePath::interned(template.as_deref()).map_err(|e| args.error(e))?;
-    args.finish()?;
-    Ok(SinkNode::node(Graphite {
-        host,
-        port,
-        custom_path: template.is_some(),
-        path,
-    }))
-}
-
 /// An optional str argument.
 fn opt_string(args: &mut Args, name: &str) -> Result<Option<String>, BuildError> {
     match args.opt(name) {
@@ -258,138 +150,6 @@ fn url(args: &mut Args) -> Result<String, BuildError> {
         )));
     }
     Ok(url)
-}
-
-fn build_influxdb(mut args: Args) -> Result<NodeRef, BuildError> {
-    let url = url(&mut args)?;
-    let db = args.string("db")?;
-    if db.is_empty() {
-        return Err(args.error("`db` must not be empty"));
-    }
-    let measurement = opt_string(&mut args, "measurement")?;
-    let tags = match args.opt("tags") {
-        None | Some(Value::None) => influxdb::DEFAULT_TAGS.map(String::from).to_vec(),
-        Some(Value::Str(s)) => vec![s],
-        Some(Value::List(items)) => {
-            let mut tags = Vec::new();
-            for v in items {
-                match v {
-                    Value::Str(s) => tags.push(s),
-                    v => {
-                        return Err(args.type_error(format_args!(
-                            "`tags` must hold str, not {}",
-                            v.type_name()
-                        )))
-                    }
-                }
-            }
-            tags
-        }
-        Some(v) => {
-            return Err(args.type_error(format_args!(
-                "`tags` must be a list of str, not {}",
-                v.type_name()
-            )))
-        }
-    };
-    let precision = match opt_string(&mut args, "precision")? {
-        None => Precision::S,
-        Some(p) => Precision::parse(&p).map_err(|e| args.error(e))?,
-    };
-    let points = Points::new(measurement, &tags, precision).map_err(|e| args.error(e))?;
-    let username = opt_string(&mut args, "username")?;
-    let password = opt_string(&mut args, "password")?;
-    let credentials = influx_credentials(username, password).map_err(|e| args.error(e))?;
-    args.finish()?;
-    Ok(SinkNode::node(Influx {
-        url,
-        db,
-        points,
-        credentials,
-    }))
-}
-
-/// Where `influxdb`'s password is taken from when the module does not
-/// give one, so it need not be written there.
-pub const INFLUXDB_PASSWORD_ENV: &str = "DMON_INFLUXDB_PASSWORD";
-
-/// `username` with `password`, else with [`INFLUXDB_PASSWORD_ENV`].
-fn influx_credentials(
-    username: Option<String>,
-    password: Option<String>,
-) -> Result<Option<influxdb::Credentials>, String> {
-    let Some(username) = username else {
-        return match password {
-            Some(_) => Err("`password` needs a `username`".into()),
-            None => Ok(None),
-        };
-    };
-    let password = match password {
-        Some(p) => p,
-        None => std::env::var(INFLUXDB_PASSWORD_ENV).map_err(|_| {
-            format!("`username` needs a password: `password=` or ${INFLUXDB_PASSWORD_ENV}")
-        })?,
-    };
-    Ok(Some(influxdb::Credentials { username, password }))
-}
-
-fn build_webhook(mut args: Args) -> Result<NodeRef, BuildError> {
-    let url = url(&mut args)?;
-    let template = match opt_string(&mut args, "template")? {
-        Some(t) => Some(Template::parse(&t).map_err(|e| args.error(e))?),
-        None => None,
-    };
-    let batch = match args.opt("batch") {
-        None | Some(Value::None) => None,
-        Some(Value::Int(n)) if (1..=100_000).contains(&n) => Some(n as usize),
-        Some(Value::Int(n)) => {
-            return Err(args.error(format_args!("`batch` must be 1 to 100000, not {n}")))
-        }
-        Some(v) => {
-            return Err(args.type_error(format_args!(
-                "`batch` must be an int, not {}",
-                v.type_name()
-            )))
-        }
-    };
-    if batch.is_some() && template.is_some() {
-        return Err(args.error(
-            "`batch` and `template` do not go together: a template makes one request's body",
-        ));
-    }
-    let headers = match args.opt("headers") {
-        None | Some(Value::None) => Vec::new(),
-        Some(Value::Map(pairs)) => {
-            let mut headers = Vec::new();
-            for (k, v) in pairs {
-                let Value::Str(v) = v else {
-                    return Err(args.type_error(format_args!(
-                        "header {k:?} must be a str, not {}",
-                        v.type_name()
-                    )));
-                };
-                let bad = |s: &str| s.chars().any(|c| c.is_control());
-                if k.is_empty() || k.contains([':', ' ']) || bad(&k) || bad(&v) {
-                    return Err(args.error(format_args!("bad header {k:?}: {v:?}")));
-                }
-                headers.push((k, v));
-            }
-            headers
-        }
-        Some(v) => {
-            return Err(args.type_error(format_args!(
-                "`headers` must be a dict of str, not {}",
-                v.type_name()
-            )))
-        }
-    };
-    args.finish()?;
-    Ok(SinkNode::node(Webhook {
-        url,
-        template,
-        batch,
-        headers,
-    }))
 }
 
 /// What an output node that sends through a sink is made of: where it
@@ -467,140 +227,6 @@ impl<O: SinkOutput> Node for SinkNode<O> {
     fn detail(&self) -> Option<String> {
         let s = self.sink.get()?.snapshot();
         Some(format!("{}: {}", s.target, s.counts()))
-    }
-}
-
-/// `forward(host, port=5555, tls_ca=None, ...)`: each event, to the
-/// Riemann server at `host:port`, over TLS with `tls_ca`.
-pub struct Forward {
-    host: String,
-    port: u16,
-    files: TlsFiles,
-    tls: Option<ClientTls>,
-}
-
-impl SinkOutput for Forward {
-    const KIND: &'static str = "forward";
-    type Sink = ForwardSink;
-
-    fn describe(&self) -> String {
-        format!(
-            "forward({}, {}{})",
-            quote(&self.host),
-            self.port,
-            self.files.describe()
-        )
-    }
-    fn sink(&self) -> ForwardSink {
-        ForwardSink::new(&self.host, self.port, self.tls.clone())
-    }
-    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<Arc<Event>> {
-        Some(Arc::clone(event))
-    }
-}
-
-/// `graphite(host, port=2003, path=None)`: each event with a metric, to the
-/// carbon at `host:port`.
-pub struct Graphite {
-    host: String,
-    port: u16,
-    path: &'static GraphitePath,
-    custom_path: bool,
-}
-
-impl SinkOutput for Graphite {
-    const KIND: &'static str = "graphite";
-    type Sink = GraphiteSink;
-
-    fn describe(&self) -> String {
-        let mut d = format!("graphite({}, {}", quote(&self.host), self.port);
-        if self.custom_path {
-            d.push_str(&format!(", path={}", quote(self.path.template())));
-        }
-        d.push(')');
-        d
-    }
-    fn sink(&self) -> GraphiteSink {
-        GraphiteSink::new(&self.host, self.port)
-    }
-    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<Point> {
-        // As Riemann: a point needs a value. Only queued here: the worker
-        // makes the line, off the event path.
-        event
-            .metric
-            .is_some()
-            .then(|| (Arc::clone(event), self.path))
-    }
-}
-
-/// `influxdb(url, db, ...)`: a point for each event with a metric.
-pub struct Influx {
-    url: String,
-    db: String,
-    points: Points,
-    credentials: Option<influxdb::Credentials>,
-}
-
-impl SinkOutput for Influx {
-    const KIND: &'static str = "influxdb";
-    type Sink = InfluxSink;
-
-    fn describe(&self) -> String {
-        // The password is left out: `streams()` shows this.
-        let user = match &self.credentials {
-            Some(c) => format!(", username={}", quote(&c.username)),
-            None => String::new(),
-        };
-        format!("influxdb({}, {}{user})", quote(&self.url), quote(&self.db))
-    }
-    fn sink(&self) -> InfluxSink {
-        InfluxSink::new(
-            &self.url,
-            &self.db,
-            self.points.precision,
-            self.credentials.as_ref(),
-        )
-    }
-    fn item(&self, ctx: &Context, event: &Arc<Event>) -> Option<influxdb::Point> {
-        // The line is made here: nodes with other measurements or tags may
-        // share the sink (one per URL and database).
-        let line = Encoded::with(|buf| {
-            self.points.push_line(buf, event, || ctx.now());
-        });
-        (!line.is_empty()).then_some(line)
-    }
-}
-
-/// `webhook(url, ...)`: each event's body, to the endpoint.
-pub struct Webhook {
-    url: String,
-    template: Option<Template>,
-    batch: Option<usize>,
-    headers: Vec<(String, String)>,
-}
-
-impl SinkOutput for Webhook {
-    const KIND: &'static str = "webhook";
-    type Sink = WebhookSink;
-
-    fn describe(&self) -> String {
-        let mut d = format!("webhook({}", quote(&self.url));
-        if let Some(t) = &self.template {
-            d.push_str(&format!(", template={}", quote(t.text())));
-        }
-        if let Some(n) = self.batch {
-            d.push_str(&format!(", batch={n}"));
-        }
-        d.push(')');
-        d
-    }
-    fn sink(&self) -> WebhookSink {
-        WebhookSink::new(&self.url, &self.headers, self.batch)
-    }
-    fn item(&self, _: &Context, event: &Arc<Event>) -> Option<webhook::Body> {
-        Some(Encoded::with(|buf| {
-            webhook::push_body(buf, event, self.template.as_ref())
-        }))
     }
 }
 

@@ -998,7 +998,7 @@ fn udp(args: &BenchArgs) -> anyhow::Result<()> {
         let count = (rate * args.udp_seconds) as usize;
         let start = Instant::now();
         let status = Command::new(&exe)
-            .args(["bench", "--generate", &server.udp_addr.to_string()])
+            .args(["bench", "--generate", &server.bound.udp().to_string()])
             .args(["--rate", &rate.to_string(), "--events", &count.to_string()])
             .stdout(Stdio::null())
             .status()
@@ -1155,7 +1155,7 @@ fn riemann_server_rate(
         &listen,
         python::spawn_dispatcher,
     ))?;
-    let addr = server.bound.riemann_tcp.expect("riemann tcp is on");
+    let addr = server.bound.get("riemann-tcp").expect("riemann tcp is on");
     let dmon_time = run_generator(addr)?;
     let stats = runtime.block_on(server.shutdown());
     if stats.processed as usize != total {
