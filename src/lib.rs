@@ -56,6 +56,7 @@ pub mod latency;
 pub mod log_limit;
 pub mod logs;
 pub mod memory;
+pub mod outputs;
 pub mod pipeline;
 pub mod python;
 pub mod query;

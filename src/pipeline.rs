@@ -27,7 +27,7 @@ use crate::latency::Histogram;
 use crate::memory::{Charge, MemoryBudget};
 use crate::recent::Recent;
 pub use crate::roots::{Root, RootSet};
-use crate::sinks::outputs::Outputs;
+use crate::sinks::senders::Senders;
 use crate::sinks::SinkStats;
 use crate::stats::{ComponentCounters, IngestStats, Stats};
 use crate::streams::context::Context;
@@ -158,7 +158,7 @@ impl Pipeline {
         if !ctx.index.set_watcher(index_feed.clone()) {
             tracing::warn!("a second pipeline on one context: its subscribers see nothing");
         }
-        let memory = Outputs::of(&ctx)
+        let memory = Senders::of(&ctx)
             .map(|o| Arc::clone(&o.memory))
             .unwrap_or_default();
         Pipeline {
@@ -455,7 +455,7 @@ impl Pipeline {
     /// Every counter but the nodes', which a node stuck in a lock could
     /// hold up.
     pub fn counters(&self) -> Stats {
-        let outputs = Outputs::of(self.context());
+        let outputs = Senders::of(self.context());
         let mail = outputs.map(|o| o.mailer.stats());
         let mail_count = |count: fn(&SinkStats) -> &AtomicU64| {
             mail.map_or(0, |m| count(m).load(Ordering::Relaxed))
@@ -487,7 +487,7 @@ impl Pipeline {
             mails_sent: mail_count(|m| &m.sent),
             mail_failures: mail_count(|m| &m.failed),
             mails_dropped: mail_count(|m| &m.dropped),
-            sinks: outputs.map(Outputs::snapshots).unwrap_or_default(),
+            sinks: outputs.map(Senders::snapshots).unwrap_or_default(),
             tap_drops: crate::streams::TAP_DROPS.load(Ordering::Relaxed),
             recent_events: self.recent.len() as u64,
             recent_bytes: self.recent.bytes() as u64,

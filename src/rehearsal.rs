@@ -173,57 +173,6 @@ mod tests {
     }
 
     #[test]
-    fn outputs_are_captured_in_order_and_mail_is_not_sent() {
-        let h = Harness::new();
-        let printer = h.build("printer", vals!["p: "], vec![], vec![]);
-        let email = h.build("email", vals!["ops@example.com"], vec![], vec![]);
-        let tree = h.build("sdo", vec![], vec![], vec![printer, email]);
-        let mut r = Rehearsal::new(root("stream", tree), 0.0, Arc::new(Discard));
-        r.feed(ev(r#"{"host":"a","time":1}"#));
-        r.feed(ev(r#"{"host":"b","time":2}"#));
-        let outputs = r.take_outputs();
-        let seen: Vec<(&str, Option<&str>)> = outputs
-            .iter()
-            .map(|o| (o.kind, o.events[0].host.as_deref()))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("printer", Some("a")),
-                ("email", Some("a")),
-                ("printer", Some("b")),
-                ("email", Some("b"))
-            ]
-        );
-        assert_eq!(
-            r.counts(),
-            [
-                (r#"printer("p: ")"#.to_owned(), 2),
-                (r#"email("ops@example.com")"#.to_owned(), 2)
-            ]
-        );
-        // Nothing tried to send: a rehearsal has nothing to send with, and
-        // an output node that tried would have failed, counted.
-        let errors: u64 = r.root_set().node_snapshots().iter().map(|n| n.errors).sum();
-        assert_eq!(errors, 0);
-    }
-
-    #[test]
-    fn forward_and_graphite_are_captured_and_start_no_sink() {
-        let h = Harness::new();
-        // Port 1: nothing listens, and nothing may try.
-        let forward = h.build("forward", vals!["127.0.0.1", 1], vec![], vec![]);
-        let graphite = h.build("graphite", vals!["127.0.0.1", 1], vec![], vec![]);
-        let tree = h.build("sdo", vec![], vec![], vec![forward, graphite]);
-        let mut r = Rehearsal::new(root("stream", tree), 0.0, Arc::new(Discard));
-        r.feed(ev(r#"{"host":"a","metric":1,"time":1}"#));
-        let kinds: Vec<&str> = r.take_outputs().iter().map(|o| o.kind).collect();
-        assert_eq!(kinds, ["forward", "graphite"]);
-        let errors: u64 = r.root_set().node_snapshots().iter().map(|n| n.errors).sum();
-        assert_eq!(errors, 0, "an output node tried to send");
-    }
-
-    #[test]
     fn time_follows_events_and_windows_flush_on_ticks() {
         let h = Harness::new();
         let out = h.build("printer", vals![""], vec![], vec![]);

@@ -31,7 +31,7 @@ use crate::event::Event;
 use crate::streams::context::Context;
 use crate::streams::timers;
 use crate::streams::value::{BuildError, Function, Value};
-use crate::streams::{lock, push, registry, Node, NodeCore, NodeError, NodeRef};
+use crate::streams::{lock, push, registry, Entry, Node, NodeCore, NodeError, NodeRef};
 
 /// Builds the `Vec<Value>` of a stream function's positional arguments:
 /// `vals![5, "host"]`.
@@ -47,6 +47,9 @@ pub struct Harness {
     printed: Arc<Printed>,
     /// The trees started (by address), each once.
     started: Mutex<Vec<NodeRef>>,
+    /// Where [`Harness::build`] finds stream functions: the core's
+    /// registry, unless a crate above gives its whole catalog.
+    find: fn(&str) -> Option<&'static Entry>,
 }
 
 #[derive(Default)]
@@ -80,7 +83,15 @@ impl Harness {
             ctx,
             printed,
             started: Mutex::default(),
+            find: registry::find,
         }
+    }
+
+    /// Building stream functions from `find` (a crate's whole catalog,
+    /// its own outputs with the core's functions).
+    pub fn with_catalog(mut self, find: fn(&str) -> Option<&'static Entry>) -> Self {
+        self.find = find;
+        self
     }
 
     pub fn now(&self) -> f64 {
@@ -116,7 +127,7 @@ impl Harness {
         named: Vec<(String, Value)>,
         children: Vec<NodeRef>,
     ) -> Result<NodeRef, BuildError> {
-        registry::find(name)
+        (self.find)(name)
             .unwrap_or_else(|| panic!("no stream function {name:?} is registered"))
             .build(positional, named, children)
     }

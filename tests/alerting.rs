@@ -11,7 +11,7 @@ use dmon::console::LineSink;
 use dmon::pipeline::Pipeline;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
-use dmon::sinks::outputs::Outputs;
+use dmon::sinks::senders::Senders;
 use dmon::streams::context::Context;
 use dmon::streams::NodeSnapshot;
 use dmon::testing::ev;
@@ -43,7 +43,7 @@ impl Run {
         // was sent to them.
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
         let ctx = Arc::new(
-            Context::with_clock(clock.clone(), printed.clone()).with_outputs(Outputs::new(mailer)),
+            Context::with_clock(clock.clone(), printed.clone()).with_outputs(Senders::new(mailer)),
         );
         python::bind_context(Arc::clone(&ctx));
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerting.py");

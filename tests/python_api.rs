@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dmon::console::LineSink;
 use dmon::python::{self, loader};
 use dmon::sinks::email::Mailer;
-use dmon::sinks::outputs::server_context;
+use dmon::sinks::senders::server_context;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

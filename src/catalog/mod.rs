@@ -9,9 +9,19 @@ pub mod riemann;
 use crate::streams::entry::{Entry, Family};
 use crate::streams::registry;
 
-/// Every family, in the order `help()` and the docs list them.
+/// The output family whole: the core's (`printer`, `index`) and those
+/// that send ([`crate::outputs`]).
+static OUTPUT: Family = Family {
+    title: "output",
+    entries: crate::outputs::ENTRIES,
+};
+
+/// Every family, in the order `help()` and the docs list them: the core's,
+/// its output family completed.
 pub fn families() -> impl Iterator<Item = &'static Family> {
-    registry::FAMILIES.iter()
+    registry::FAMILIES
+        .iter()
+        .map(|f| if f.title == OUTPUT.title { &OUTPUT } else { f })
 }
 
 /// Every stream function.

@@ -17,7 +17,7 @@ use crate::pipeline::{self, Pipeline};
 use crate::python::{self, loader};
 use crate::recent;
 use crate::server::{riemann_tcp, Addresses, ListenErrors, Listeners, Server};
-use crate::sinks::outputs::server_context;
+use crate::sinks::senders::server_context;
 use crate::state_dir::StateDir;
 use crate::stats::Stats;
 use crate::tls::{Identity, PemFile, ServerTls};

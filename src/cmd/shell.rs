@@ -19,7 +19,7 @@ use crate::pipeline::Pipeline;
 use crate::python::shell::{shell_module, ShellCluster, ShellServer, Target};
 use crate::python::{self, loader, repl};
 use crate::server::Server;
-use crate::sinks::outputs::server_context;
+use crate::sinks::senders::server_context;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShellKind {

@@ -233,7 +233,7 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
         let pipeline = Arc::clone(&self.pipeline);
         let _ = tokio::task::spawn_blocking(move || {
-            crate::sinks::outputs::Outputs::of(pipeline.context())
+            crate::sinks::senders::Senders::of(pipeline.context())
                 .is_none_or(|o| o.drain(SINK_GRACE))
         })
         .await;

@@ -28,7 +28,7 @@ pub mod email;
 pub mod forward;
 pub mod graphite;
 pub mod influxdb;
-pub mod outputs;
+pub mod senders;
 pub mod webhook;
 
 use std::any::Any;

@@ -44,7 +44,7 @@ pub mod estimate;
 pub mod filter;
 pub mod folds;
 pub mod index;
-pub mod output;
+pub mod printer;
 pub mod registry;
 pub mod route;
 pub mod state;

@@ -44,7 +44,7 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         title: "output",
-        entries: super::output::ENTRIES,
+        entries: super::printer::ENTRIES,
     },
 ];
 

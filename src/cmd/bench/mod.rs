@@ -75,7 +75,7 @@ use crate::pipeline::{Pipeline, Root, Work, CHANNEL_CAPACITY};
 use crate::python::{self, loader};
 use crate::server::{Listeners, Server};
 use crate::sinks::email::Mailer;
-use crate::sinks::outputs::{server_context, Outputs};
+use crate::sinks::senders::{server_context, Senders};
 use crate::sinks::SinkSnapshot;
 use crate::streams::aggregate::Average;
 use crate::streams::context::Context;
@@ -893,7 +893,7 @@ fn outputs(samples: &[Vec<u8>], n: usize, baseline_now: impl Fn() -> f64) -> any
                 .push(secs * 1e9 / n as f64);
         }
         pipeline_ns.push(cpu_without * 1e9 / n as f64);
-        let outputs = Outputs::of(&ctx).context("the benchmark's context has outputs")?;
+        let outputs = Senders::of(&ctx).context("the benchmark's context has outputs")?;
         outputs.drain(Duration::from_secs(30));
         // Until the sinks are drained: all that sending cost, the local
         // sinks' reading included (they run in this process).

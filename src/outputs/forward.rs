@@ -10,7 +10,7 @@ use super::{SinkNode, SinkOutput};
 use crate::event::Event;
 use crate::sinks::forward::{self, ForwardSink};
 use crate::streams::context::Context;
-use crate::streams::registry::Entry;
+use crate::streams::entry::Entry;
 use crate::streams::value::{Args, BuildError};
 use crate::streams::{quote, NodeRef};
 use crate::tls::{ClientTls, Identity, PemFile};

@@ -1,7 +1,7 @@
 //! Where a server's output nodes send: the mailer, the other sinks
 //! (started as nodes first need them) and the memory budget their queues
 //! draw on, kept in the context ([`Context::with_outputs`]) for the output
-//! nodes to find.
+//! nodes ([`crate::outputs`]) to find.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use super::{SinkSnapshot, Sinks};
 use crate::memory::MemoryBudget;
 use crate::streams::context::Context;
 
-pub struct Outputs {
+pub struct Senders {
     pub mailer: Mailer,
     /// The sinks of `forward`, `graphite`…
     pub sinks: Sinks,
@@ -20,12 +20,12 @@ pub struct Outputs {
     pub memory: Arc<MemoryBudget>,
 }
 
-impl Outputs {
+impl Senders {
     /// Outputs sending mail through `mailer`, within the default memory
     /// budget (its limit can be changed later).
-    pub fn new(mailer: Mailer) -> Arc<Outputs> {
+    pub fn new(mailer: Mailer) -> Arc<Senders> {
         let memory = Arc::<MemoryBudget>::default();
-        Arc::new(Outputs {
+        Arc::new(Senders {
             mailer,
             sinks: Sinks::new(Arc::clone(&memory)),
             memory,
@@ -33,7 +33,7 @@ impl Outputs {
     }
 
     /// The outputs of `ctx`, if it has a server's.
-    pub fn of(ctx: &Context) -> Option<&Outputs> {
+    pub fn of(ctx: &Context) -> Option<&Senders> {
         ctx.outputs()
     }
 
@@ -62,5 +62,5 @@ impl Outputs {
 /// A context on the wall clock whose output nodes send through a server's
 /// outputs, mail through `mailer`.
 pub fn server_context(mailer: Mailer, console: Arc<dyn crate::console::LineSink>) -> Context {
-    Context::new(console).with_outputs(Outputs::new(mailer))
+    Context::new(console).with_outputs(Senders::new(mailer))
 }

@@ -9,7 +9,7 @@ use super::{SinkNode, SinkOutput};
 use crate::event::Event;
 use crate::sinks::graphite::{self, GraphitePath, GraphiteSink, Point};
 use crate::streams::context::Context;
-use crate::streams::registry::Entry;
+use crate::streams::entry::Entry;
 use crate::streams::value::{Args, BuildError, Value};
 use crate::streams::{quote, NodeRef};
 

@@ -1,5 +1,8 @@
-//! Outputs as stream nodes: they end a branch by showing, keeping or sending
-//! events.
+//! The output family of stream functions: they end a branch by showing,
+//! keeping or sending events. `printer` and `index` are the core's
+//! ([`crate::streams::printer`], [`crate::streams::index`]); those that
+//! send out of the process are here, each sending through the server's
+//! sinks ([`crate::sinks`]), which the core does not know.
 //!
 //! | function | example |
 //! |---|---|
@@ -27,27 +30,19 @@ mod graphite;
 mod influxdb;
 mod webhook;
 
-use super::entry::Entry;
-use super::value::{Args, BuildError, Value};
-use super::{quote, Node, NodeCore, NodeError, NodeRef};
-use crate::codec::json;
 use crate::event::Event;
 use crate::node_core;
 use crate::sinks::email::{parse_mailbox, FailureHook, Mail, DEFAULT_SENDER};
-use crate::sinks::outputs::Outputs;
+use crate::sinks::senders::Senders;
 use crate::sinks::{Sink, SinkHandle};
 use crate::streams::context::Context;
+use crate::streams::entry::Entry;
+use crate::streams::value::{Args, BuildError, Value};
+use crate::streams::{quote, Node, NodeCore, NodeError, NodeRef};
 
 pub const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "printer",
-        params: "prefix=''",
-        summary: "Print `prefix` and the event as one line of JSON.",
-        details: "",
-        example: r#"printer("high average: ")"#,
-        build: build_printer,
-    },
-    super::index::ENTRY,
+    crate::streams::printer::ENTRY,
+    crate::streams::index::ENTRY,
     Entry {
         name: "email",
         params: "*to, subject=None, sender=None",
@@ -61,21 +56,6 @@ pub const ENTRIES: &[Entry] = &[
     influxdb::ENTRY,
     webhook::ENTRY,
 ];
-
-fn build_printer(mut args: Args) -> Result<NodeRef, BuildError> {
-    let prefix = match args.opt("prefix") {
-        None => String::new(),
-        Some(Value::Str(s)) => s,
-        Some(v) => {
-            return Err(args.type_error(format_args!(
-                "`prefix` must be a str, not {}",
-                v.type_name()
-            )))
-        }
-    };
-    args.finish()?;
-    Ok(Arc::new(Printer::new(prefix)))
-}
 
 fn build_email(mut args: Args) -> Result<NodeRef, BuildError> {
     let subject = match args.keyword("subject") {
@@ -190,7 +170,7 @@ impl<O: SinkOutput> SinkNode<O> {
         if let Some(handle) = self.sink.get() {
             return Ok(handle);
         }
-        let handle = Outputs::of(ctx)
+        let handle = Senders::of(ctx)
             .and_then(|outputs| outputs.sinks.get_or_start(self.output.sink()))
             .ok_or_else(|| NodeError("nothing is sent from here: sinks are off".into()))?;
         Ok(self.sink.get_or_init(|| handle))
@@ -227,43 +207,6 @@ impl<O: SinkOutput> Node for SinkNode<O> {
     fn detail(&self) -> Option<String> {
         let s = self.sink.get()?.snapshot();
         Some(format!("{}: {}", s.target, s.counts()))
-    }
-}
-
-/// `printer(prefix="")`: writes `prefix` and the event as one JSON line.
-pub struct Printer {
-    prefix: String,
-    core: NodeCore,
-}
-
-impl Printer {
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Printer {
-            prefix: prefix.into(),
-            core: NodeCore::new(Vec::new()),
-        }
-    }
-}
-
-impl Node for Printer {
-    node_core!("printer");
-
-    fn describe(&self) -> String {
-        format!("printer({})", quote(&self.prefix))
-    }
-    fn fresh(&self) -> NodeRef {
-        Arc::new(Printer {
-            prefix: self.prefix.clone(),
-            core: self.core.fresh(),
-        })
-    }
-    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        if let Some(capture) = &ctx.capture {
-            capture.record(self, std::slice::from_ref(event));
-        }
-        ctx.console
-            .write_line(&format!("{}{}", self.prefix, json::encode(event)));
-        Ok(())
     }
 }
 
@@ -310,7 +253,7 @@ impl Email {
             }))),
             ..mail
         };
-        let outputs = Outputs::of(ctx)
+        let outputs = Senders::of(ctx)
             .ok_or_else(|| NodeError("no mail is sent from here: there is no mailer".into()))?;
         outputs.mailer.enqueue(mail).map_err(NodeError)
     }
@@ -339,7 +282,7 @@ impl Node for Email {
         true
     }
     fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
-        let events: Vec<Arc<Event>> = super::present(events).cloned().collect();
+        let events: Vec<Arc<Event>> = crate::streams::present(events).cloned().collect();
         if events.is_empty() {
             return Ok(());
         }
@@ -350,12 +293,14 @@ impl Node for Email {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::Harness;
+    use super::*;
+    use crate::rehearsal::Rehearsal;
+    use crate::testing::{ev, Harness};
     use crate::vals;
 
     #[test]
     fn forward_and_graphite_check_their_arguments() {
-        let h = Harness::new();
+        let h = harness();
         let describe = |name, args, named| h.build(name, args, named, vec![]).describe();
         assert_eq!(
             describe("forward", vals!["riemann.example.com"], vec![]),
@@ -405,5 +350,73 @@ mod tests {
             described,
             r#"influxdb("http://influx:8086", "m", username="u")"#
         );
+    }
+
+    /// A harness building from the whole catalog, outputs included.
+    fn harness() -> Harness {
+        Harness::new().with_catalog(crate::catalog::find)
+    }
+
+    fn root(node: NodeRef) -> Vec<crate::roots::Root> {
+        vec![crate::roots::Root {
+            name: "stream".into(),
+            node,
+        }]
+    }
+
+    struct Discard;
+    impl crate::console::LineSink for Discard {
+        fn write_line(&self, _: &str) {}
+    }
+
+    #[test]
+    fn outputs_are_captured_in_order_and_mail_is_not_sent() {
+        let h = harness();
+        let printer = h.build("printer", vals!["p: "], vec![], vec![]);
+        let email = h.build("email", vals!["ops@example.com"], vec![], vec![]);
+        let tree = h.build("sdo", vec![], vec![], vec![printer, email]);
+        let mut r = Rehearsal::new(root(tree), 0.0, Arc::new(Discard));
+        r.feed(ev(r#"{"host":"a","time":1}"#));
+        r.feed(ev(r#"{"host":"b","time":2}"#));
+        let outputs = r.take_outputs();
+        let seen: Vec<(&str, Option<&str>)> = outputs
+            .iter()
+            .map(|o| (o.kind, o.events[0].host.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("printer", Some("a")),
+                ("email", Some("a")),
+                ("printer", Some("b")),
+                ("email", Some("b"))
+            ]
+        );
+        assert_eq!(
+            r.counts(),
+            [
+                (r#"printer("p: ")"#.to_owned(), 2),
+                (r#"email("ops@example.com")"#.to_owned(), 2)
+            ]
+        );
+        // Nothing tried to send: a rehearsal has nothing to send with, and
+        // an output node that tried would have failed, counted.
+        let errors: u64 = r.root_set().node_snapshots().iter().map(|n| n.errors).sum();
+        assert_eq!(errors, 0);
+    }
+
+    #[test]
+    fn forward_and_graphite_are_captured_and_start_no_sink() {
+        let h = harness();
+        // Port 1: nothing listens, and nothing may try.
+        let forward = h.build("forward", vals!["127.0.0.1", 1], vec![], vec![]);
+        let graphite = h.build("graphite", vals!["127.0.0.1", 1], vec![], vec![]);
+        let tree = h.build("sdo", vec![], vec![], vec![forward, graphite]);
+        let mut r = Rehearsal::new(root(tree), 0.0, Arc::new(Discard));
+        r.feed(ev(r#"{"host":"a","metric":1,"time":1}"#));
+        let kinds: Vec<&str> = r.take_outputs().iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, ["forward", "graphite"]);
+        let errors: u64 = r.root_set().node_snapshots().iter().map(|n| n.errors).sum();
+        assert_eq!(errors, 0, "an output node tried to send");
     }
 }

@@ -10,7 +10,7 @@ use crate::event::Event;
 use crate::sinks::influxdb::{self, InfluxSink, Points, Precision};
 use crate::sinks::Encoded;
 use crate::streams::context::Context;
-use crate::streams::registry::Entry;
+use crate::streams::entry::Entry;
 use crate::streams::value::{Args, BuildError, Value};
 use crate::streams::{quote, NodeRef};
 
