@@ -1,8 +1,8 @@
-//! The JSON datagram decoder (`dmon::codec::json::decode`), as the UDP
+//! The JSON datagram decoder (`dmon_core::codec::json::decode`), as the UDP
 //! source calls it on whatever a peer sends.
 #![no_main]
 
-use dmon::codec::json;
+use dmon_core::codec::json;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,8 +5,8 @@
 
 use std::sync::OnceLock;
 
-use dmon::event::{Event, Number};
-use dmon::query::Query;
+use dmon_core::event::{Event, Number};
+use dmon_core::query::Query;
 use libfuzzer_sys::fuzz_target;
 
 fn event() -> &'static Event {

@@ -2,7 +2,7 @@
 //! sources do (`Msg::decode` on the bytes, then `from_proto` per event).
 #![no_main]
 
-use dmon::codec::riemann::{from_proto, to_proto, Msg, ProtoEvent};
+use dmon_core::codec::riemann::{from_proto, to_proto, Msg, ProtoEvent};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

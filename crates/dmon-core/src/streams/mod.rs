@@ -977,6 +977,6 @@ pub fn number_from_json(v: &serde_json::Value) -> Result<crate::event::Number, S
 }
 
 /// Quotes a string argument for `describe` strings.
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("{s:?}")
 }
