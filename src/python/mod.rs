@@ -6,14 +6,18 @@
 //! one GIL acquisition serves a whole batch and idle servers hold nothing
 //! (see docs/src/embedding-python.md).
 
+pub mod coroutine_output;
 pub mod event;
 pub mod loader;
+pub mod loader_py;
 pub mod nodes;
 pub mod repl;
 pub mod shell;
+pub mod stream_object;
 pub mod streams;
 pub mod testing;
 pub mod trace;
+pub mod user_code;
 pub mod value;
 
 use std::sync::{Arc, OnceLock};
