@@ -42,7 +42,7 @@ impl Run {
         // was sent to them.
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
         let ctx = Arc::new(Context::with_clock(clock.clone(), mailer, printed.clone()));
-        python::bind_context(Arc::clone(&ctx));
+        python::bind_context(Arc::clone(&ctx)).unwrap();
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerting.py");
         let roots = Python::attach(|py| {
             loader::load(py, &loader::StreamSource::Path(module.into()))

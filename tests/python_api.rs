@@ -27,7 +27,7 @@ fn console() -> &'static Arc<Collect> {
         python::init().unwrap();
         let console = Arc::new(Collect(Default::default()));
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
-        python::bind_context(Arc::new(Context::new(mailer, console.clone())));
+        python::bind_context(Arc::new(Context::new(mailer, console.clone()))).unwrap();
         console
     })
 }

@@ -507,7 +507,7 @@ pub fn prepare_with(
     let mailer = opts.smtp.start_mailer(Arc::clone(&console))?;
     python::init().context("starting the embedded Python")?;
     let ctx = Arc::new(Context::new(mailer, console));
-    python::bind_context(Arc::clone(&ctx));
+    python::bind_context(Arc::clone(&ctx))?;
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
     let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();

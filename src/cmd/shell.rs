@@ -194,7 +194,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         args.server.smtp.start_mailer(Arc::clone(&console))?,
         Arc::clone(&console),
     ));
-    python::bind_context(Arc::clone(&ctx));
+    python::bind_context(Arc::clone(&ctx))?;
     let source = loader::StreamSource::parse(args.server.streams.as_deref());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

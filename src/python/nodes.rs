@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::coroutine_output::counting_as;
 use super::event::PyEvent;
+use super::server_binding::with_context;
 use super::stream_object::PyStream;
 use super::user_code::{callable_name, node_error};
 use crate::context::Context;
@@ -173,14 +174,18 @@ impl Coroutine {
         }
     }
 
+    /// Sends the generator one argument; what it sends on goes into `ctx`.
     fn send(
         &self,
+        ctx: &Context,
         make_arg: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>,
     ) -> Result<(), NodeError> {
         Python::attach(|py| {
             let arg = make_arg(py).map_err(|err| node_error(py, err))?;
             let target = self.target(py)?;
-            let sent = counting_as(&self.core.stats, || target.call_method1("send", (arg,)));
+            let sent = with_context(ctx, || {
+                counting_as(&self.core.stats, || target.call_method1("send", (arg,)))
+            });
             match sent {
                 Ok(_) => Ok(()),
                 Err(err) => {
@@ -232,15 +237,17 @@ impl Node for Coroutine {
             },
         })
     }
-    fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        self.send(|py| Ok(PyEvent::wrap(py, event)?.into_bound(py).into_any()))
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        self.send(ctx, |py| {
+            Ok(PyEvent::wrap(py, event)?.into_bound(py).into_any())
+        })
     }
     fn takes_lists(&self) -> bool {
         true
     }
     /// The generator receives the list as a Python list of events.
-    fn handle_list(&self, _ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
-        self.send(|py| {
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        self.send(ctx, |py| {
             let events = events
                 .iter()
                 .map(|e| PyEvent::wrap(py, e))

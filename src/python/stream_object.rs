@@ -9,7 +9,8 @@ use pyo3::types::PyDict;
 
 use super::coroutine_output::count_sent;
 use super::event::event_from_py;
-use crate::streams::{push, NodeRef};
+use super::server_binding::push_from_python;
+use crate::streams::NodeRef;
 
 /// A stream node, as Python holds it. `node.send(event)` pushes one event in.
 #[pyclass(name = "Stream", module = "dmon.streams", frozen)]
@@ -27,12 +28,10 @@ impl PyStream {
 impl PyStream {
     /// Pushes one event into this node (and on down its tree). Inside a
     /// coroutine, what it sends counts as the coroutine's output.
-    fn send(&self, event: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let event = event_from_py(event)?;
-        let ctx = super::context()?;
         count_sent(&event);
-        push(&*self.node, &ctx, &event);
-        Ok(())
+        push_from_python(py, &*self.node, &event)
     }
 
     #[getter]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -73,7 +73,7 @@ fn fold<'py>(
         folds::find(name).ok_or_else(|| PyValueError::new_err(format!("no fold {name:?}")))?;
     let events = to_value(events)?;
     // The time of a run (`dmon.testing.run`'s virtual clock), else the server's.
-    let now = super::context().map_or_else(|_| crate::event::now_secs(), |ctx| ctx.now());
+    let now = super::server_binding::now(py);
     let out = NativeFold(fold)
         .call_at(&[events], now)
         .map_err(|e| PyTypeError::new_err(e.0))?;
@@ -257,9 +257,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Last: pyo3's `add` appends to `__all__`, which lists the exports only.
     m.setattr("__all__", exports)?;
     Ok(())
-}
-
-/// The error for using a stream outside a running server.
-pub fn no_server() -> PyErr {
-    PyRuntimeError::new_err("no dmon server is running in this process")
 }
