@@ -13,7 +13,10 @@ use super::server_binding::push_from_python;
 use crate::streams::NodeRef;
 
 /// A stream node, as Python holds it. `node.send(event)` pushes one event in.
-#[pyclass(name = "Stream", module = "dmon.streams", frozen)]
+/// Subclasses (`Stream(node)` makes another handle on the same node) let
+/// Python code show a node its own way: the shell's `index()` shows the
+/// index as a table.
+#[pyclass(name = "Stream", module = "dmon.streams", frozen, subclass)]
 pub struct PyStream {
     pub node: NodeRef,
 }
@@ -26,6 +29,12 @@ impl PyStream {
 
 #[pymethods]
 impl PyStream {
+    /// Another handle on `node`'s stream node.
+    #[new]
+    fn handle_on(node: &Bound<'_, PyStream>) -> Self {
+        PyStream::new(Arc::clone(&node.get().node))
+    }
+
     /// Pushes one event into this node (and on down its tree). Inside a
     /// coroutine, what it sends counts as the coroutine's output.
     fn send(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -62,15 +71,9 @@ impl PyStream {
         Ok(d)
     }
 
-    /// The node tree; an index node in the shell shows the index itself
-    /// (the shell sets `dmon.streams._index_repr`).
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        if self.node.kind() == "index" {
-            if let Some(hook) = py.import("dmon.streams")?.getattr_opt("_index_repr")? {
-                return hook.call0()?.extract();
-            }
-        }
-        Ok(describe_tree(&self.node))
+    /// The node tree, `average(2, printer())` style.
+    fn __repr__(&self) -> String {
+        describe_tree(&self.node)
     }
 }
 
