@@ -563,6 +563,7 @@ pub(crate) fn serve_until_stopped(
         let mut server = Server::start(pipeline, &listeners, spawn_dispatcher)
             .await
             .map_err(cannot_listen)?;
+        python::dispatch_through(server.injector())?;
         if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }

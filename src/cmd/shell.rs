@@ -256,6 +256,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             args.server.keep_state(&mut server, state);
         }
         handle.get().attach_server(server.injector(), &server.bound);
+        python::dispatch_through(server.injector())?;
         Some(server)
     } else {
         None

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::context::Context;
 use crate::pipeline::{Pipeline, Work};
+use crate::server::Injector;
 
 #[pymodule]
 fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -212,6 +213,12 @@ pub use server_binding::with_context;
 /// replaces it.
 pub fn bind_context(ctx: Arc<Context>) -> PyResult<()> {
     Python::attach(|py| server_binding::bind(py, ctx))
+}
+
+/// The bound server runs: Python's pushes from threads other than its
+/// dispatch thread go through `injector` to be done there.
+pub fn dispatch_through(injector: Injector) -> PyResult<()> {
+    Python::attach(|py| server_binding::dispatch_through(py, injector))
 }
 
 /// Runs the pipeline's dispatch loop on its own thread, attached to Python

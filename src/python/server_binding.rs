@@ -4,18 +4,20 @@
 //! handling an event, a rehearsal) names the context it runs them in, for as
 //! long as it does; any other thread (the shell's, one user code starts)
 //! reaches the server whose handle the Rust side stored on the
-//! `dmon.streams` module. With neither (the pip package, `dmon test`
-//! outside a run), Python is told that no server runs.
+//! `dmon.streams` module, through its dispatch thread once it runs, so
+//! nodes only ever run one event at a time. With neither (the pip package,
+//! `dmon test` outside a run), Python is told that no server runs.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::context::Context;
 use crate::event::Event;
-use crate::streams::{push, Node};
+use crate::server::Injector;
+use crate::streams::{lock, push, NodeRef};
 
 /// The attribute of `dmon.streams` that holds the [`ServerHandle`].
 const HANDLE: &str = "_server";
@@ -24,13 +26,25 @@ const HANDLE: &str = "_server";
 #[pyclass(name = "Server", module = "dmon.streams", frozen)]
 pub struct ServerHandle {
     ctx: Arc<Context>,
+    /// The way to the server's dispatch thread, once it runs.
+    dispatch: Mutex<Option<Injector>>,
 }
 
 /// Stores a handle on `ctx` on `dmon.streams`: Python on threads that run
 /// no nodes pushes into it from now on (replacing any earlier server).
 pub fn bind(py: Python<'_>, ctx: Arc<Context>) -> PyResult<()> {
-    py.import("dmon.streams")?
-        .setattr(HANDLE, ServerHandle { ctx })
+    let server = ServerHandle {
+        ctx,
+        dispatch: Mutex::new(None),
+    };
+    py.import("dmon.streams")?.setattr(HANDLE, server)
+}
+
+/// The bound server runs now: from here on, pushes from threads that run
+/// no nodes are done by its dispatch thread, through `injector`.
+pub fn dispatch_through(py: Python<'_>, injector: Injector) -> PyResult<()> {
+    *lock(&bound_server(py)?.get().dispatch) = Some(injector);
+    Ok(())
 }
 
 thread_local! {
@@ -73,13 +87,24 @@ fn bound_server<'py>(py: Python<'py>) -> PyResult<Bound<'py, ServerHandle>> {
 
 /// Pushes `event` into `node` (and down its tree) for Python code: in the
 /// context this thread runs nodes in, else into the bound server.
-pub fn push_from_python(py: Python<'_>, node: &dyn Node, event: &Arc<Event>) -> PyResult<()> {
-    if in_running_context(|ctx| push(node, ctx, event)).is_some() {
+/// A push from another thread is handed to the server's dispatch thread,
+/// and waited for (with the GIL released, which that thread may need), so
+/// it cannot run a node at the same time as the dispatch thread does, and
+/// is done when `send` returns.
+pub fn push_from_python(py: Python<'_>, node: &NodeRef, event: &Arc<Event>) -> PyResult<()> {
+    if in_running_context(|ctx| push(&**node, ctx, event)).is_some() {
         return Ok(());
     }
     let server = bound_server(py)?;
-    push(node, &server.get().ctx, event);
-    Ok(())
+    let server = server.get();
+    let dispatch = lock(&server.dispatch).clone();
+    let Some(dispatch) = dispatch else {
+        push(&**node, &server.ctx, event);
+        return Ok(());
+    };
+    let (node, event) = (Arc::clone(node), Arc::clone(event));
+    py.detach(|| dispatch.run_blocking(move |pipeline| push(&*node, pipeline.context(), &event)))
+        .map_err(|stopped| PyRuntimeError::new_err(format!("dmon: {stopped}")))
 }
 
 /// The time for Python code: a run's (`dmon.testing.run`'s virtual

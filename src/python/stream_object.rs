@@ -40,7 +40,7 @@ impl PyStream {
     fn send(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let event = event_from_py(event)?;
         count_sent(&event);
-        push_from_python(py, &*self.node, &event)
+        push_from_python(py, &self.node, &event)
     }
 
     #[getter]
