@@ -296,43 +296,9 @@ assert [h for h, _ in seen] == ["web1", "web2"], seen
 "#);
 }
 
-/// Events the module's own thread sends, and datagrams the test sends, at
-/// the same time (few enough datagrams that the socket's buffer holds them
-/// all, should the dispatch thread fall behind).
-const FED: u64 = 300;
+/// Datagrams the test sends, few enough that the socket's buffer holds
+/// them all should the dispatch thread fall behind.
 const DATAGRAMS: u64 = 40;
-
-/// A coroutine counting what it receives, and the threads it ran on; "go"
-/// starts a thread sending it `FED` events. Once both senders say they are
-/// done, it prints the count.
-const TALLY: &str = r#"import threading
-from dmon.streams import *
-
-seen = {"n": 0, "threads": set(), "done": set()}
-
-def feed():
-    for i in range({FED}):
-        tally_stream.send(Event(service="fed", metric=i))
-    tally_stream.send(Event(service="fed-done"))
-
-@coroutine
-def tally(*targets):
-    while True:
-        e = yield
-        seen["threads"].add(threading.get_ident())
-        if e.service == "go":
-            threading.Thread(target=feed, daemon=True).start()
-        elif e.service.endswith("-done"):
-            seen["done"].add(e.service)
-            if len(seen["done"]) == 2:
-                threads = len(seen["threads"])
-                send(e.replace(service="tally", metric=seen["n"],
-                               description=f"{threads} threads"), *targets)
-        else:
-            seen["n"] += 1
-
-tally_stream = tally(printer("tally: "))
-"#;
 
 /// `Stream.send` from a thread that is not the server's dispatch thread
 /// (here one the module starts; the shell's likewise) is done by the
@@ -340,7 +306,7 @@ tally_stream = tally(printer("tally: "))
 /// once runs on one thread only, and counts every event.
 #[test]
 fn pushes_from_other_threads_are_done_by_the_dispatch_thread() {
-    let mut server = common::Server::start(&TALLY.replace("{FED}", &FED.to_string()));
+    let mut server = common::Server::start(common::TALLY_STREAMS);
     server.send(serde_json::json!({"service": "go"}));
     for i in 0..DATAGRAMS {
         server.send(serde_json::json!({"service": "udp", "metric": i}));
@@ -348,5 +314,9 @@ fn pushes_from_other_threads_are_done_by_the_dispatch_thread() {
     server.send(serde_json::json!({"service": "udp-done"}));
     let report = server.expect_printed("tally: ");
     assert_eq!(report["description"], "1 threads", "{report}");
-    assert_eq!(report["metric"].as_u64(), Some(FED + DATAGRAMS), "{report}");
+    assert_eq!(
+        report["metric"].as_u64(),
+        Some(common::TALLY_FED + DATAGRAMS),
+        "{report}"
+    );
 }
