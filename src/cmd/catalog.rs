@@ -417,10 +417,11 @@ class _Target(Protocol):
 
     def send(self, event: Any, /) -> object: ...
 
-@final
 class Stream:
     """A stream node. `node.send(event)` pushes one event in."""
 
+    def __init__(self, node: Stream) -> None:
+        """Another handle on `node`'s stream node (for subclasses that show it their own way)."""
     def send(self, event: Event | Mapping[str, Any] | str) -> None: ...
     @property
     def kind(self) -> str: ...
