@@ -335,7 +335,7 @@ def index(filter=None):
 
     Without a filter this is also the index() stream node, so `index_stream = index()` works
     in the shell; shown at the prompt, an index node prints the table."""
-    return _index_node() if filter is None else _IndexTable(filter)
+    return _IndexNode(_index_node()) if filter is None else _IndexTable(filter)
 
 
 def query(text):
@@ -371,8 +371,11 @@ def _all_events():
     return _server.index_events(), []
 
 
-def _index_table():
-    return _table(*_all_events())
+class _IndexNode(Stream):
+    """The index() stream node, shown at the prompt as the index's table."""
+
+    def __repr__(self):
+        return _table(*_all_events())
 
 
 def _table(events, report=()):
@@ -1161,8 +1164,15 @@ def adopt(module):
     """Brings the stream module's names into the shell; the shell's helpers
     keep their names (a module's `from dmon.streams import *` would shadow
     `send` and `index`)."""
-    _ns.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    _ns.update({k: _shown(v) for k, v in vars(module).items() if not k.startswith("__")})
     _put_helpers()
+
+
+def _shown(value):
+    """A module's index node shows the index at the prompt, as index()'s does."""
+    if type(value) is Stream and value.kind == "index":
+        return _IndexNode(value)
+    return value
 
 
 def setup(server, namespace):
@@ -1172,7 +1182,6 @@ def setup(server, namespace):
     import dmon.streams as ds
     namespace.update({k: getattr(ds, k) for k in ds.__all__})
     _put_helpers()
-    ds._index_repr = _index_table
     namespace.setdefault("__name__", "__main__")
     _interp = PlainInterpreter(namespace)
     # The embedded interpreter's stdout and stderr write through, so print()

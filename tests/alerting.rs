@@ -45,7 +45,7 @@ impl Run {
         let ctx = Arc::new(
             Context::with_clock(clock.clone(), printed.clone()).with_outputs(Senders::new(mailer)),
         );
-        python::bind_context(Arc::clone(&ctx));
+        python::bind_context(Arc::clone(&ctx)).unwrap();
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerting.py");
         let roots = Python::attach(|py| {
             loader::load(py, &loader::StreamSource::Path(module.into()))

@@ -1,6 +1,10 @@
 //! The `dmon.streams` Python API against the real embedded interpreter: the
 //! Event type, node construction errors, and root discovery. Each test runs
 //! Python assertions; a failing `assert` fails the test with its traceback.
+//! Pushes from Python threads into a running server run against the real
+//! binary.
+
+mod common;
 
 use std::ffi::CString;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ fn console() -> &'static Arc<Collect> {
         python::init().unwrap();
         let console = Arc::new(Collect(Default::default()));
         let mailer = Mailer::start("127.0.0.1:1".parse().unwrap());
-        python::bind_context(Arc::new(server_context(mailer, console.clone())));
+        python::bind_context(Arc::new(server_context(mailer, console.clone()))).unwrap();
         console
     })
 }
@@ -290,4 +294,29 @@ for h in ["web1", "db1", "web2"]:
     web.send(Event(host=h, metric=0))
 assert [h for h, _ in seen] == ["web1", "web2"], seen
 "#);
+}
+
+/// Datagrams the test sends, few enough that the socket's buffer holds
+/// them all should the dispatch thread fall behind.
+const DATAGRAMS: u64 = 40;
+
+/// `Stream.send` from a thread that is not the server's dispatch thread
+/// (here one the module starts; the shell's likewise) is done by the
+/// dispatch thread: a stateful node fed from that thread and from UDP at
+/// once runs on one thread only, and counts every event.
+#[test]
+fn pushes_from_other_threads_are_done_by_the_dispatch_thread() {
+    let mut server = common::Server::start(common::TALLY_STREAMS);
+    server.send(serde_json::json!({"service": "go"}));
+    for i in 0..DATAGRAMS {
+        server.send(serde_json::json!({"service": "udp", "metric": i}));
+    }
+    server.send(serde_json::json!({"service": "udp-done"}));
+    let report = server.expect_printed("tally: ");
+    assert_eq!(report["description"], "1 threads", "{report}");
+    assert_eq!(
+        report["metric"].as_u64(),
+        Some(common::TALLY_FED + DATAGRAMS),
+        "{report}"
+    );
 }

@@ -1138,3 +1138,40 @@ fn plain_a_stream_name_bound_to_a_non_stream_is_noted_once() {
     assert_eq!(count, 1, "noted once:\n{}", shell.screen());
     leave(&shell);
 }
+
+/// `Stream.send` typed at the prompt is done by the server's dispatch
+/// thread, not the shell's: a coroutine fed from the prompt while UDP
+/// events arrive runs on one thread only, and counts every event.
+#[test]
+fn plain_send_at_the_prompt_is_done_by_the_dispatch_thread() {
+    let dir = TempDir::new();
+    let streams = dir.write("streams.py", common::TALLY_STREAMS);
+    let shell = Shell::start(Start::new(Kind::Python, &dir, &streams));
+    let port = shell.port;
+    // Few enough datagrams that the socket's buffer holds them all.
+    let datagrams = std::thread::spawn(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let send = |payload: String| {
+            sock.send_to(payload.as_bytes(), ("127.0.0.1", port))
+                .expect("send datagram")
+        };
+        for i in 0..40 {
+            send(format!(r#"{{"service":"udp","metric":{i}}}"#));
+        }
+        send(r#"{"service":"udp-done"}"#.to_owned());
+    });
+    shell.type_line(
+        r#"_ = [tally_stream.send(Event(service="typed", metric=i)) for i in range(300)]; tally_stream.send(Event(service="typed-done"))"#,
+    );
+    datagrams.join().expect("the datagrams' thread");
+    let screen = shell.wait_for_line_starting("tally: {");
+    let line = screen
+        .lines()
+        .find(|l| l.starts_with("tally: {"))
+        .expect("the tally line");
+    let tally: serde_json::Value = serde_json::from_str(line["tally: ".len()..].trim_end())
+        .unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(tally["description"], "1 threads", "{screen}");
+    assert_eq!(tally["metric"], 340, "{screen}");
+    leave(&shell);
+}

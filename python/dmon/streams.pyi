@@ -5,6 +5,8 @@
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeAlias, final, overload
 
+from typing_extensions import disjoint_base
+
 from dmon import folds as folds
 
 @final
@@ -58,10 +60,12 @@ class _Target(Protocol):
 
     def send(self, event: Any, /) -> object: ...
 
-@final
+@disjoint_base
 class Stream:
     """A stream node. `node.send(event)` pushes one event in."""
 
+    def __new__(cls, node: Stream) -> Stream:
+        """Another handle on `node`'s stream node (for subclasses that show it their own way)."""
     def send(self, event: Event | Mapping[str, Any] | str) -> None: ...
     @property
     def kind(self) -> str: ...

@@ -487,7 +487,7 @@ pub fn prepare_with(
     let mailer = opts.smtp.start_mailer(Arc::clone(&console))?;
     python::init().context("starting the embedded Python")?;
     let ctx = Arc::new(server_context(mailer, console));
-    python::bind_context(Arc::clone(&ctx));
+    python::bind_context(Arc::clone(&ctx))?;
     let source = loader::StreamSource::parse(opts.streams.as_deref());
     let (_module, roots) = Python::attach(|py| loader::load(py, &source))?;
     let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
@@ -543,6 +543,7 @@ pub(crate) fn serve_until_stopped(
         let mut server = Server::start(pipeline, &listeners, spawn_dispatcher)
             .await
             .map_err(cannot_listen)?;
+        python::dispatch_through(server.injector())?;
         if let Some(every) = opts.instrument_every() {
             server.instrument(every);
         }

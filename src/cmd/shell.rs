@@ -194,7 +194,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
         args.server.smtp.start_mailer(Arc::clone(&console))?,
         Arc::clone(&console),
     ));
-    python::bind_context(Arc::clone(&ctx));
+    python::bind_context(Arc::clone(&ctx))?;
     let source = loader::StreamSource::parse(args.server.streams.as_deref());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -256,6 +256,7 @@ pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
             args.server.keep_state(&mut server, state);
         }
         handle.get().attach_server(server.injector(), &server.bound);
+        python::dispatch_through(server.injector())?;
         Some(server)
     } else {
         None

@@ -8,10 +8,12 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 
-use super::streams::{to_node, PyStream, StreamFunction};
+use super::loader_py;
+use super::nodes::to_node;
+use super::stream_object::PyStream;
+use super::streams::StreamFunction;
 use crate::roots::Root;
 
-const LOADER_SOURCE: &str = include_str!("loader.py");
 /// The stream module used when none is given: examples/streams.py.
 pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/streams.py");
 
@@ -75,20 +77,6 @@ pub fn module_file(py: Python<'_>, source: &StreamSource) -> Option<std::path::P
 #[error("{0}")]
 pub struct LoadError(pub String);
 
-fn loader(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    super::embedded_module(py, "dmon._loader", "dmon/_loader.py", LOADER_SOURCE)
-}
-
-/// A lambda's source text on one line, if it can be read (see
-/// `lambda_source` in loader.py).
-pub fn lambda_source(func: &Bound<'_, PyAny>) -> Option<String> {
-    loader(func.py())
-        .and_then(|l| l.call_method1("lambda_source", (func,)))
-        .and_then(|text| text.extract::<Option<String>>())
-        .ok()
-        .flatten()
-}
-
 /// The error for a module that defines no root.
 pub fn no_streams(source: &StreamSource) -> LoadError {
     LoadError(format!(
@@ -109,7 +97,7 @@ pub fn load(py: Python<'_>, source: &StreamSource) -> Result<(Py<PyModule>, Vec<
 }
 
 pub fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, LoadError> {
-    let result = loader(py).and_then(|l| match source {
+    let result = loader_py::module(py).and_then(|l| match source {
         StreamSource::Path(p) => l.call_method1("load_path", (p,)),
         StreamSource::Module(m) => l.call_method1("load_name", (m,)),
         StreamSource::Embedded => l.call_method1(
@@ -123,7 +111,7 @@ pub fn import(py: Python<'_>, source: &StreamSource) -> Result<Py<PyModule>, Loa
             .map(Bound::unbind)
             .map_err(|e| LoadError(e.to_string())),
         Err(err) => {
-            let is_load_error = loader(py)
+            let is_load_error = loader_py::module(py)
                 .and_then(|l| l.getattr("LoadError"))
                 .is_ok_and(|t| err.get_type(py).is(&t));
             Err(LoadError(if is_load_error {

@@ -6,14 +6,19 @@
 //! one GIL acquisition serves a whole batch and idle servers hold nothing
 //! (see docs/src/embedding-python.md).
 
+pub mod coroutine_output;
 pub mod event;
 pub mod loader;
+pub mod loader_py;
 pub mod nodes;
 pub mod repl;
+pub mod server_binding;
 pub mod shell;
+pub mod stream_object;
 pub mod streams;
 pub mod testing;
 pub mod trace;
+pub mod user_code;
 pub mod value;
 
 use std::sync::{Arc, OnceLock};
@@ -24,10 +29,8 @@ use pyo3::types::PyModule;
 use tokio::sync::mpsc;
 
 use crate::pipeline::{Pipeline, Work};
+use crate::server::Injector;
 use crate::streams::context::Context;
-
-/// The server this interpreter's streams push into (one per process).
-static CONTEXT: OnceLock<Arc<Context>> = OnceLock::new();
 
 #[pymodule]
 fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -203,37 +206,19 @@ pub(crate) fn embedded_module<'py>(
     Ok(m)
 }
 
-/// Binds the interpreter's streams to a server's context; the first binding
-/// wins (one server per process).
-pub fn bind_context(ctx: Arc<Context>) {
-    let _ = CONTEXT.set(ctx);
+pub use server_binding::with_context;
+
+/// Binds the `dmon.streams` module to a server's context: Python's pushes
+/// from threads that run no nodes (the shell's) go there. A later binding
+/// replaces it.
+pub fn bind_context(ctx: Arc<Context>) -> PyResult<()> {
+    Python::attach(|py| server_binding::bind(py, ctx))
 }
 
-thread_local! {
-    /// The context [`with_context`] set on this thread (a rehearsal's).
-    static CURRENT: std::cell::RefCell<Option<Arc<Context>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` with Python-side `Stream.send` (coroutines) pushing into `ctx`
-/// on this thread: a rehearsal's streams must not reach the server's.
-pub fn with_context<R>(ctx: &Arc<Context>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<Context>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CURRENT.set(self.0.take());
-        }
-    }
-    let _restore = Restore(CURRENT.replace(Some(Arc::clone(ctx))));
-    f()
-}
-
-/// The context streams push into from Python: this thread's rehearsal,
-/// else the server's.
-pub(crate) fn context() -> PyResult<Arc<Context>> {
-    if let Some(ctx) = CURRENT.with_borrow(|c| c.clone()) {
-        return Ok(ctx);
-    }
-    CONTEXT.get().cloned().ok_or_else(streams::no_server)
+/// The bound server runs: Python's pushes from threads other than its
+/// dispatch thread go through `injector` to be done there.
+pub fn dispatch_through(injector: Injector) -> PyResult<()> {
+    Python::attach(|py| server_binding::dispatch_through(py, injector))
 }
 
 /// Runs the pipeline's dispatch loop on its own thread, attached to Python
@@ -243,7 +228,10 @@ pub fn spawn_dispatcher(pipeline: Arc<Pipeline>, rx: mpsc::Receiver<Work>) -> Jo
         .name("dmon-dispatch".into())
         .spawn(move || {
             Python::attach(|py| {
-                pipeline.run_dispatch(rx, |rx| py.detach(|| rx.blocking_recv()));
+                // Python's pushes on this thread are into its own pipeline.
+                with_context(pipeline.context(), || {
+                    pipeline.run_dispatch(rx, |rx| py.detach(|| rx.blocking_recv()));
+                })
             })
         })
         .expect("spawn dispatch thread")

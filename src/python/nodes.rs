@@ -1,110 +1,47 @@
-//! Stream nodes backed by user Python: a generator coroutine, and the
-//! helpers that name user code and report its errors. User callables given
-//! to native nodes are `value::PyFunction`s; Python runs only inside them.
+//! Python objects as stream nodes: a stream child given from Python (a
+//! `Stream`, or a primed generator), and the coroutine node that drives a
+//! generator. User callables given to native nodes are `value::PyFunction`s.
 
-use std::cell::RefCell;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::coroutine_output::counting_as;
 use super::event::PyEvent;
-use super::streams::PyStream;
-use super::value::to_py;
+use super::server_binding::with_context;
+use super::stream_object::PyStream;
+use super::user_code::{callable_name, node_error};
 use crate::event::Event;
 use crate::node_core;
 use crate::streams::context::Context;
-use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef, NodeStats, Value};
+use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef};
 
-/// Turns a Python exception into a node error carrying its traceback.
-pub fn node_error(py: Python<'_>, err: PyErr) -> NodeError {
-    let kind = err
-        .get_type(py)
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".into());
-    NodeError(format!(
-        "{kind}: {}\n{}",
-        err.value(py),
-        format_traceback(py, &err).trim_end()
-    ))
+/// A stream child from Python: a stream node, or anything with `.send`
+/// (a primed generator), which becomes a coroutine node.
+pub fn to_node(obj: &Bound<'_, PyAny>) -> PyResult<NodeRef> {
+    if let Ok(s) = obj.cast::<PyStream>() {
+        return Ok(Arc::clone(&s.get().node));
+    }
+    if is_stream(obj)? {
+        return Ok(Arc::new(Coroutine::new(
+            obj,
+            callable_name(obj),
+            Vec::new(),
+            None,
+        )));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a stream child must be a stream (like printer()) or a primed generator, not {}",
+        obj.repr()?
+    )))
 }
 
-/// The traceback as Python's `traceback` module prints it. Not pyo3's
-/// `format()`: that reads source lines from disk only, so code typed at a
-/// prompt (kept in `linecache`) would show no line.
-fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
-    let Some(tb) = err.traceback(py) else {
-        return String::new();
-    };
-    py.import("traceback")
-        .and_then(|m| m.call_method1("format_tb", (tb,)))
-        .and_then(|lines| lines.extract::<Vec<String>>())
-        .map(|lines| format!("Traceback (most recent call last):\n{}", lines.concat()))
-        .unwrap_or_default()
-}
-
-/// A readable name for a Python callable (or generator), part of how its
-/// node was built (reload keeps a node's state only when that is
-/// unchanged): a lambda's source text (`lambda e: e.metric > 3`), a named
-/// function's `__qualname__`; neither says where in its file, so adding a
-/// line above keeps the state. A lambda whose source cannot be read (Hy)
-/// is named by its place: `<lambda> at streams.hy:12`.
-pub fn callable_name(obj: &Bound<'_, PyAny>) -> String {
-    if let Some(text) = super::loader::lambda_source(obj) {
-        return text;
-    }
-    let name = obj
-        .getattr("__qualname__")
-        .and_then(|n| n.extract::<String>())
-        .or_else(|_| obj.repr().map(|r| r.to_string()))
-        .unwrap_or_else(|_| "?".into());
-    if !name.ends_with("<lambda>") {
-        return name;
-    }
-    match defined_at(obj) {
-        Some(place) => format!("{name} {place}"),
-        None => name,
-    }
-}
-
-/// `at FILE:LINE` (FILE relative to the current directory when inside it),
-/// or for code typed at a prompt, the line typed.
-fn defined_at(obj: &Bound<'_, PyAny>) -> Option<String> {
-    let code = obj
-        .getattr("__code__")
-        .or_else(|_| obj.getattr("gi_code"))
-        .ok()?;
-    let file: String = code.getattr("co_filename").ok()?.extract().ok()?;
-    let line: u32 = code.getattr("co_firstlineno").ok()?.extract().ok()?;
-    if file.starts_with('<') {
-        // The shells keep what was typed in linecache under names like
-        // `<dmon-input-3>`, `<ipython-input-…>`, `<bpython-input-…>`.
-        let typed: String = obj
-            .py()
-            .import("linecache")
-            .and_then(|lc| lc.call_method1("getline", (&file, line)))
-            .and_then(|l| l.extract())
-            .ok()?;
-        let typed = typed.trim();
-        return Some(if typed.is_empty() {
-            format!("in {file}")
-        } else {
-            format!("typed at the prompt: {typed}")
-        });
-    }
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| {
-            std::path::Path::new(&file)
-                .strip_prefix(cwd)
-                .ok()
-                .map(|p| p.display().to_string())
-        })
-        .unwrap_or(file);
-    Some(format!("at {shown}:{line}"))
+/// A stream node, or a generator (not a plain function) that takes events.
+pub fn is_stream(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.cast::<PyStream>().is_ok()
+        || (!obj.is_callable() && obj.getattr_opt("send")?.is_some_and(|s| s.is_callable())))
 }
 
 /// How to build a coroutine again: the `@coroutine` function and its arguments.
@@ -162,23 +99,6 @@ impl Recipe {
         generator.call_method1("send", (py.None(),))?;
         Ok(generator)
     }
-}
-
-thread_local! {
-    /// The coroutines handling an event on this thread, innermost last:
-    /// what they send on counts as their output.
-    static SENDING: RefCell<Vec<Arc<NodeStats>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Counts `event` as output of the coroutine now running on this thread,
-/// if any (called when Python code sends an event into a stream).
-pub fn count_sent(event: &Arc<Event>) {
-    SENDING.with(|s| {
-        if let Some(stats) = s.borrow().last() {
-            stats.events_out.fetch_add(1, Ordering::Relaxed);
-            stats.taps.publish(event);
-        }
-    });
 }
 
 /// A primed generator (or any object with `.send`) receiving each event
@@ -254,16 +174,18 @@ impl Coroutine {
         }
     }
 
+    /// Sends the generator one argument; what it sends on goes into `ctx`.
     fn send(
         &self,
+        ctx: &Context,
         make_arg: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>,
     ) -> Result<(), NodeError> {
         Python::attach(|py| {
             let arg = make_arg(py).map_err(|err| node_error(py, err))?;
             let target = self.target(py)?;
-            SENDING.with(|s| s.borrow_mut().push(Arc::clone(&self.core.stats)));
-            let sent = target.call_method1("send", (arg,));
-            SENDING.with(|s| s.borrow_mut().pop());
+            let sent = with_context(ctx, || {
+                counting_as(&self.core.stats, || target.call_method1("send", (arg,)))
+            });
             match sent {
                 Ok(_) => Ok(()),
                 Err(err) => {
@@ -315,14 +237,22 @@ impl Node for Coroutine {
             },
         })
     }
-    fn handle(&self, _ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
-        self.send(|py| Ok(PyEvent::wrap(py, event)?.into_bound(py).into_any()))
+    fn handle(&self, ctx: &Context, event: &Arc<Event>) -> Result<(), NodeError> {
+        self.send(ctx, |py| {
+            Ok(PyEvent::wrap(py, event)?.into_bound(py).into_any())
+        })
     }
     fn takes_lists(&self) -> bool {
         true
     }
     /// The generator receives the list as a Python list of events.
-    fn handle_list(&self, _ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
-        self.send(|py| to_py(py, &Value::events(events)))
+    fn handle_list(&self, ctx: &Context, events: &[Arc<Event>]) -> Result<(), NodeError> {
+        self.send(ctx, |py| {
+            let events = events
+                .iter()
+                .map(|e| PyEvent::wrap(py, e))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyList::new(py, events)?.into_any())
+        })
     }
 }

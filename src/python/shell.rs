@@ -13,7 +13,8 @@ use pyo3::types::{PyDict, PyList, PyModule};
 
 use super::event::{event_from_py, PyEvent};
 use super::loader::{self, StreamSource};
-use super::streams::{to_node, PyStream};
+use super::nodes::to_node;
+use super::stream_object::PyStream;
 use crate::client::{send_datagrams, ClientError, RiemannClient};
 use crate::codec::json;
 use crate::console::{Holdable, LineSink};

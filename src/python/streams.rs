@@ -1,123 +1,21 @@
 //! `dmon.streams`: the Python names for the stream nodes. Each function only
 //! builds the Rust node; nothing here runs per event.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::event::{event_from_py, PyEvent};
-use super::nodes::{callable_name, count_sent, Coroutine, Recipe};
+use super::coroutine_output::count_sent;
+use super::event::PyEvent;
+use super::nodes::{is_stream, to_node, Coroutine, Recipe};
+use super::stream_object::PyStream;
+use super::user_code::callable_name;
 use super::value::{to_py, to_value};
 use crate::catalog;
 use crate::streams::folds::{self, NativeFold};
-use crate::streams::{push, Function, NodeRef};
-
-/// A stream node, as Python holds it. `node.send(event)` pushes one event in.
-#[pyclass(name = "Stream", module = "dmon.streams", frozen)]
-pub struct PyStream {
-    pub node: NodeRef,
-}
-
-impl PyStream {
-    pub fn new(node: NodeRef) -> Self {
-        PyStream { node }
-    }
-}
-
-#[pymethods]
-impl PyStream {
-    /// Pushes one event into this node (and on down its tree). Inside a
-    /// coroutine, what it sends counts as the coroutine's output.
-    fn send(&self, event: &Bound<'_, PyAny>) -> PyResult<()> {
-        let event = event_from_py(event)?;
-        let ctx = super::context()?;
-        count_sent(&event);
-        push(&*self.node, &ctx, &event);
-        Ok(())
-    }
-
-    #[getter]
-    fn kind(&self) -> &'static str {
-        self.node.kind()
-    }
-
-    #[getter]
-    fn children(&self) -> Vec<PyStream> {
-        self.node
-            .children()
-            .iter()
-            .map(|c| PyStream::new(Arc::clone(c)))
-            .collect()
-    }
-
-    /// This node's counters: `{"in": …, "out": …, "errors": …}`.
-    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.node.stats();
-        let d = PyDict::new(py);
-        d.set_item("in", s.events_in.load(Ordering::Relaxed))?;
-        d.set_item("out", s.events_out.load(Ordering::Relaxed))?;
-        d.set_item("errors", s.errors.load(Ordering::Relaxed))?;
-        d.set_item("kept_state", s.kept_state.load(Ordering::Relaxed))?;
-        if let Some(detail) = self.node.detail() {
-            d.set_item("detail", detail)?;
-        }
-        Ok(d)
-    }
-
-    /// The node tree; an index node in the shell shows the index itself
-    /// (the shell sets `dmon.streams._index_repr`).
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        if self.node.kind() == "index" {
-            if let Some(hook) = py.import("dmon.streams")?.getattr_opt("_index_repr")? {
-                return hook.call0()?.extract();
-            }
-        }
-        Ok(describe_tree(&self.node))
-    }
-}
-
-/// `average(2, printer())` style: the node and its children, nested.
-fn describe_tree(node: &NodeRef) -> String {
-    let own = node.describe();
-    let children: Vec<String> = node.children().iter().map(describe_tree).collect();
-    if children.is_empty() {
-        return own;
-    }
-    match own.strip_suffix(')') {
-        Some(open) if !open.ends_with('(') => format!("{open}, {})", children.join(", ")),
-        Some(open) => format!("{open}{})", children.join(", ")),
-        None => format!("{own}({})", children.join(", ")),
-    }
-}
-
-/// A stream child from Python: a stream node, or anything with `.send`
-/// (a primed generator), which becomes a coroutine node.
-pub fn to_node(obj: &Bound<'_, PyAny>) -> PyResult<NodeRef> {
-    if let Ok(s) = obj.cast::<PyStream>() {
-        return Ok(Arc::clone(&s.get().node));
-    }
-    if is_stream(obj)? {
-        return Ok(Arc::new(Coroutine::new(
-            obj,
-            callable_name(obj),
-            Vec::new(),
-            None,
-        )));
-    }
-    Err(PyTypeError::new_err(format!(
-        "a stream child must be a stream (like printer()) or a primed generator, not {}",
-        obj.repr()?
-    )))
-}
-
-/// A stream node, or a generator (not a plain function) that takes events.
-fn is_stream(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    Ok(obj.cast::<PyStream>().is_ok()
-        || (!obj.is_callable() && obj.getattr_opt("send")?.is_some_and(|s| s.is_callable())))
-}
+use crate::streams::Function;
 
 /// Builds the registered stream function `name` from Python arguments: the
 /// leading positional arguments and the keywords become values, the
@@ -176,7 +74,7 @@ fn fold<'py>(
         folds::find(name).ok_or_else(|| PyValueError::new_err(format!("no fold {name:?}")))?;
     let events = to_value(events)?;
     // The time of a run (`dmon.testing.run`'s virtual clock), else the server's.
-    let now = super::context().map_or_else(|_| crate::event::now_secs(), |ctx| ctx.now());
+    let now = super::server_binding::now(py);
     let out = NativeFold(fold)
         .call_at(&[events], now)
         .map_err(|e| PyTypeError::new_err(e.0))?;
@@ -359,9 +257,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Last: pyo3's `add` appends to `__all__`, which lists the exports only.
     m.setattr("__all__", exports)?;
     Ok(())
-}
-
-/// The error for using a stream outside a running server.
-pub fn no_server() -> PyErr {
-    PyRuntimeError::new_err("no dmon server is running in this process")
 }

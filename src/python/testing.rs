@@ -19,7 +19,8 @@ use pyo3::types::{PyDict, PyList, PyModule, PyTuple};
 
 use super::event::{event_from_py, PyEvent};
 use super::loader::roots_of;
-use super::streams::{to_node, PyStream};
+use super::nodes::to_node;
+use super::stream_object::PyStream;
 use crate::console::LineSink;
 use crate::event::Event;
 use crate::rehearsal::Rehearsal;

@@ -9,8 +9,9 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, Py
 use pyo3::IntoPyObjectExt;
 
 use super::event::PyEvent;
-use super::nodes::{callable_name, node_error};
-use super::streams::{to_node, PyStream};
+use super::nodes::to_node;
+use super::stream_object::PyStream;
+use super::user_code::{callable_name, node_error};
 use crate::streams::folds::{self, NativeFold};
 use crate::streams::{Function, NodeError, Value};
 

@@ -937,3 +937,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// Events the tally module's own thread sends once it receives "go" (its
+/// `range(300)`).
+pub const TALLY_FED: u64 = 300;
+
+/// A stream module whose `tally_stream` coroutine counts the events it
+/// receives and the threads it ran on; "go" starts a thread sending it
+/// [`TALLY_FED`] events, then "fed-done". Once two senders have said they
+/// are done (a service ending in "-done"), it prints the count (metric)
+/// and "N threads" (description) on `tally: `.
+pub const TALLY_STREAMS: &str = r#"import threading
+from dmon.streams import *
+
+seen = {"n": 0, "threads": set(), "done": set()}
+
+def feed():
+    for i in range(300):
+        tally_stream.send(Event(service="fed", metric=i))
+    tally_stream.send(Event(service="fed-done"))
+
+@coroutine
+def tally(*targets):
+    while True:
+        e = yield
+        seen["threads"].add(threading.get_ident())
+        if e.service == "go":
+            threading.Thread(target=feed, daemon=True).start()
+        elif e.service.endswith("-done"):
+            seen["done"].add(e.service)
+            if len(seen["done"]) == 2:
+                threads = len(seen["threads"])
+                send(e.replace(service="tally", metric=seen["n"],
+                               description=f"{threads} threads"), *targets)
+        else:
+            seen["n"] += 1
+
+tally_stream = tally(printer("tally: "))
+"#;

@@ -193,7 +193,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     python::init()?;
-    python::bind_context(fresh_context());
+    python::bind_context(fresh_context())?;
 
     // The baseline runs again right before each scenario: on a shared
     // machine speed drifts within a minute, and a ratio is only as good as
