@@ -10,9 +10,9 @@ use std::time::Duration;
 use prost::Message;
 
 use crate::codec::json;
+use crate::codec::json::MAX_DATAGRAM;
 use crate::codec::riemann::{from_proto, to_proto, Msg, Query};
 use crate::event::{now_secs, Event};
-use crate::server::udp::MAX_DATAGRAM;
 use crate::tls::ClientTls;
 
 pub struct RiemannClient {

@@ -44,7 +44,6 @@ pub mod checkpoint;
 pub mod client;
 pub mod cluster;
 pub mod cmd;
-pub mod http;
 pub mod index_feed;
 pub mod instrument;
 pub mod latency;

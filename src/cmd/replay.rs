@@ -23,6 +23,7 @@ use prost::Message;
 use pyo3::Python;
 
 use crate::client::RiemannClient;
+use crate::codec::json::MAX_DATAGRAM;
 use crate::codec::json::{self, DecodeError};
 use crate::codec::riemann::{from_proto, to_proto, Msg};
 use crate::console::LineSink;
@@ -32,7 +33,6 @@ use crate::python::{self, loader};
 use crate::rehearsal::Rehearsal;
 use crate::roots::Root;
 use crate::server::recorder::Format;
-use crate::server::udp::MAX_DATAGRAM;
 
 #[derive(clap::Args, Debug)]
 #[command(

@@ -80,11 +80,11 @@ pub struct ServerOpts {
     #[arg(long, value_name = "HOST:PORT", env = "DMON_HTTP", default_value = "off", value_parser = parse_listener)]
     pub http: Listener,
     /// Most HTTP connections open at once; one more is closed at once.
-    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_CONNECTIONS", default_value_t = crate::server::http::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
     pub http_max_connections: usize,
     /// Most HTTP subscriptions (WebSocket or SSE) open at once; one more
     /// gets 503.
-    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", env = "DMON_HTTP_MAX_SUBSCRIBERS", default_value_t = crate::server::http::DEFAULT_MAX_SUBSCRIBERS, value_parser = at_least_one)]
     pub http_max_subscribers: usize,
     /// Seconds between keep-alives to each HTTP subscriber: a WebSocket
     /// ping, which must be answered (pong) before the next one, or an SSE
@@ -92,7 +92,7 @@ pub struct ServerOpts {
     /// whose connection fails a write, is dropped (http_subscribers_dropped);
     /// one sent nothing but keep-alives for --idle-timeout is closed
     /// (http_subscribers_idle), freeing its slot.
-    #[arg(long, value_name = "SECS", env = "DMON_HTTP_KEEPALIVE", default_value = "15" /* crate::http::DEFAULT_KEEPALIVE */, value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", env = "DMON_HTTP_KEEPALIVE", default_value = "15" /* crate::server::http::DEFAULT_KEEPALIVE */, value_parser = parse_secs)]
     pub http_keepalive: Duration,
     /// PEM certificate (or chain) for TLS on Riemann TCP and --http (HTTPS,
     /// WSS); needs --tls-key. On SIGHUP both files are read again: new
@@ -312,7 +312,7 @@ impl ServerOpts {
         let http_token = self
             .http_token_file
             .as_deref()
-            .map(crate::http::token::HttpToken::from_file)
+            .map(crate::server::http::token::HttpToken::from_file)
             .transpose()
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
@@ -330,7 +330,7 @@ impl ServerOpts {
                 idle_timeout: self.idle_timeout,
             },
             http: self.http,
-            http_limits: crate::http::Limits {
+            http_limits: crate::server::http::Limits {
                 max_query_bytes: self.max_query_bytes,
                 max_query_terms: self.max_query_terms,
                 max_query_results: self.max_query_results,

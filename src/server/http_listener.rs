@@ -1,4 +1,4 @@
-//! The HTTP listener ([`crate::http`]: the dashboard, index queries and
+//! The HTTP listener ([`crate::server::http`]: the dashboard, index queries and
 //! subscriptions, `/metrics`) as one of the server's sources.
 
 use std::io;
@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::riemann_tcp::bind_tcp;
 use super::source::{BoundSource, Feed, Source, SourceKind};
-use crate::http::token::HttpToken;
-use crate::http::{self, Limits, Shared};
+use crate::server::http::token::HttpToken;
+use crate::server::http::{self, Limits, Shared};
 use crate::tls::ServerTls;
 
 /// HTTP (`--http`), off by default.

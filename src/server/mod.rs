@@ -3,6 +3,7 @@
 //! hand batches to the pipeline; and [`Server`], which runs every source
 //! of the one list ([`source::sources`]).
 
+pub mod http;
 pub mod http_listener;
 pub mod injector;
 pub mod listen_error;
@@ -51,11 +52,11 @@ pub struct Listeners {
     pub tcp_limits: riemann_tcp::Limits,
     /// Index queries, subscriptions and `/metrics` over HTTP.
     pub http: Option<SocketAddr>,
-    pub http_limits: crate::http::Limits,
+    pub http_limits: crate::server::http::Limits,
     /// TLS on Riemann TCP and HTTP (`--tls-cert`), if set.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// The token HTTP requests must carry (`--http-token-file`), if set.
-    pub http_token: Option<Arc<crate::http::token::HttpToken>>,
+    pub http_token: Option<Arc<crate::server::http::token::HttpToken>>,
 }
 
 /// Every listener the server has, in the order of their flags; those

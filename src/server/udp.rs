@@ -36,8 +36,7 @@ use crate::memory::Share;
 use crate::pipeline::{Pipeline, Work};
 use crate::warn_limited;
 
-/// The largest UDP payload IPv4 can carry.
-pub const MAX_DATAGRAM: usize = 65_507;
+pub use crate::codec::json::MAX_DATAGRAM;
 /// Events gathered into one batch before it is handed over.
 const MAX_BATCH: usize = 1024;
 /// Asked of the kernel so bursts are absorbed instead of dropped.

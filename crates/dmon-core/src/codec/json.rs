@@ -21,6 +21,9 @@ use serde_json::value::RawValue;
 use super::sharing;
 use crate::event::{Attributes, Event, Number};
 
+/// The largest JSON datagram: the largest UDP payload IPv4 can carry.
+pub const MAX_DATAGRAM: usize = 65_507;
+
 /// Why one part of a datagram could not become an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
