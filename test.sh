@@ -66,13 +66,24 @@ unset PYTHONHOME
 
 # --- Checks and tests -------------------------------------------------------
 log "cargo fmt --check"
-cargo fmt --check
-cargo fmt --check --manifest-path fuzz/Cargo.toml
+cargo fmt --all --check
 cargo fmt --check --manifest-path python/Cargo.toml
+log "module cycles"
+python3 tools/module_cycles.py
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-log "cargo test --all-targets --no-fail-fast"
-cargo test --all-targets --no-fail-fast
+# cargo-nextest pinned, so every machine runs the tests the same way
+# (.config/nextest.toml: binaries in parallel, which tests go one at a
+# time); it runs no doctests, so `cargo test --doc` does.
+NEXTEST_VERSION=0.9.151
+if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NEXTEST_VERSION" ]]; then
+    log "installing cargo-nextest $NEXTEST_VERSION"
+    cargo install -q --locked cargo-nextest --version "$NEXTEST_VERSION"
+fi
+log "cargo nextest run"
+cargo nextest run --no-fail-fast
+log "cargo test --doc"
+cargo test --doc
 
 # --- The book under docs/ ---------------------------------------------------
 # mdBook pinned, so every machine builds the book with the same tool (only
@@ -87,13 +98,16 @@ fi
 log "mdbook build docs"
 mdbook build docs
 
-# --- Fuzzing: a short run of each target ------------------------------------
+# --- Fuzzing: a short campaign of each target, at once -----------------------
 # cargo-fuzz pinned, so every machine fuzzes with the same tool. libFuzzer
 # needs unstable rustc flags: the nightly toolchain where rustup has one,
 # else the machine's own toolchain with RUSTC_BOOTSTRAP=1 (no other
-# toolchain can be fetched here).
+# toolchain can be fetched here). The targets need dmon-core alone, built
+# with the release profile and debug assertions; the committed corpus is
+# also replayed by `cargo test` (crates/dmon-core/tests/fuzz_corpus.rs).
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS=${DMON_FUZZ_SECONDS:-30}
+FUZZ_TARGETS=(json riemann query)
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
     log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
     cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
@@ -104,23 +118,31 @@ if rustup run nightly rustc --version >/dev/null 2>&1; then
 else
     export RUSTC_BOOTSTRAP=1
 fi
-fuzz_failed=()
-for target in json riemann query; do
-    log "cargo fuzz run $target (${FUZZ_SECONDS}s)"
+log "cargo fuzz build -O -a"
+(cd fuzz && "${fuzz[@]}" build -O -a)
+scratch=$(mktemp -d)
+log "cargo fuzz run ${FUZZ_TARGETS[*]} (${FUZZ_SECONDS}s, at once)"
+declare -A fuzz_pid
+for target in "${FUZZ_TARGETS[@]}"; do
     # New inputs go to a scratch folder, so the committed seeds stay as
     # they are; a crash leaves its input in fuzz/artifacts/$target/.
-    scratch=$(mktemp -d)
-    # libFuzzer prints a line per new input: keep the log, show its end.
-    if ! (cd fuzz && "${fuzz[@]}" run --dev "$target" "$scratch" "corpus/$target" -- \
+    mkdir -p "$scratch/$target"
+    (cd fuzz && "${fuzz[@]}" run -O -a "$target" "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
-        >"$scratch.log" 2>&1; then
-        fuzz_failed+=("$target")
-        tail -n 60 "$scratch.log"
-    else
-        grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$scratch.log" || tail -n 5 "$scratch.log"
-    fi
-    rm -rf "$scratch" "$scratch.log"
+        >"$scratch/$target.log" 2>&1 &
+    fuzz_pid[$target]=$!
 done
+fuzz_failed=()
+for target in "${FUZZ_TARGETS[@]}"; do
+    # libFuzzer prints a line per new input: keep the log, show its end.
+    if wait "${fuzz_pid[$target]}"; then
+        echo "$target: $(grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$scratch/$target.log" | tr '\n' ' ')"
+    else
+        fuzz_failed+=("$target")
+        tail -n 60 "$scratch/$target.log"
+    fi
+done
+rm -rf "$scratch"
 if ((${#fuzz_failed[@]})); then
     log "fuzz targets that crashed: ${fuzz_failed[*]} (inputs in fuzz/artifacts/)"
     exit 1

@@ -2,8 +2,8 @@
 //! events natively.
 //!
 //! ```
-//! use dmon::event::Event;
-//! use dmon::query::Query;
+//! use dmon_core::event::Event;
+//! use dmon_core::query::Query;
 //!
 //! let q = Query::parse(r#"state = "error rate" and (not host =~ "www.%")"#).unwrap();
 //! let e = Event {
