@@ -4,8 +4,9 @@
 //! nodes live here, one family per file, each registered once in its
 //! family's `ENTRIES` (see [`registry`]): the Python names, `help()` and the
 //! catalog chapter (docs/src/stream-functions.md) come from that registration. Nodes backed by user
-//! Python (a predicate, a coroutine) implement the same trait in
-//! `crate::python`.
+//! Python (a predicate, a coroutine) implement the same trait in the
+//! `dmon` crate's `python` module, and so do its outputs that send (mail,
+//! `forward`…), which find the server's sinks in the [`context`].
 //!
 //! The contract, decided once for every node:
 //! - **Spec and instance.** A node built from Python is also its own spec:
