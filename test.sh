@@ -76,7 +76,7 @@ cargo clippy --all-targets -- -D warnings
 # (.config/nextest.toml: binaries in parallel, which tests go one at a
 # time); it runs no doctests, so `cargo test --doc` does.
 NEXTEST_VERSION=0.9.151
-if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NEXTEST_VERSION" ]]; then
+if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NEXTEST_VERSION "* ]]; then
     log "installing cargo-nextest $NEXTEST_VERSION"
     cargo install -q --locked cargo-nextest --version "$NEXTEST_VERSION"
 fi
