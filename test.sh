@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 # same packages; see the file for how to update it.
 PY_REQUIREMENTS=tests/requirements.txt
 
-log() { printf '==> %s\n' "$*" >&2; }
+log() { printf '==> [%4ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # --- Python virtualenv with the test-only packages -------------------------
 # The venv is made anew whenever tests/requirements.txt changes (its hash is
