@@ -191,6 +191,20 @@ impl ComponentReport {
         ComponentReport { fields, row: None }
     }
 
+    /// Counters by name, each read now.
+    pub fn counts(counters: &[(&str, &AtomicU64)]) -> Self {
+        let fields = counters
+            .iter()
+            .map(|(name, c)| {
+                (
+                    (*name).to_owned(),
+                    c.load(std::sync::atomic::Ordering::Relaxed).into(),
+                )
+            })
+            .collect();
+        ComponentReport { fields, row: None }
+    }
+
     /// With `text` as its summary row, labelled `label`.
     pub fn with_row(mut self, label: &'static str, text: String) -> Self {
         self.row = Some((label, text));

@@ -84,18 +84,13 @@ pub struct PublishCounters {
 /// `dmon stats`' `cluster_published`, `cluster_publish_*`.
 impl ComponentCounters for PublishCounters {
     fn report(&self) -> ComponentReport {
-        let get = |c: &AtomicU64| serde_json::Value::from(c.load(Ordering::Relaxed));
-        let fields = [
-            ("cluster_published", get(&self.published)),
-            ("cluster_publish_batches", get(&self.batches)),
-            ("cluster_publish_retries", get(&self.retries)),
-            ("cluster_publish_failed", get(&self.failed)),
-            ("cluster_publish_waiting", get(&self.waiting)),
-        ];
-        ComponentReport {
-            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            row: None,
-        }
+        ComponentReport::counts(&[
+            ("cluster_published", &self.published),
+            ("cluster_publish_batches", &self.batches),
+            ("cluster_publish_retries", &self.retries),
+            ("cluster_publish_failed", &self.failed),
+            ("cluster_publish_waiting", &self.waiting),
+        ])
     }
 }
 

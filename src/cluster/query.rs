@@ -59,16 +59,11 @@ struct ResponderCounters;
 
 impl ComponentCounters for ResponderCounters {
     fn report(&self) -> ComponentReport {
-        let get = |c: &AtomicU64| serde_json::Value::from(c.load(Ordering::Relaxed));
-        let fields = [
-            ("cluster_queries_answered", get(&ANSWERED)),
-            ("cluster_query_errors", get(&ERRORS)),
-            ("cluster_query_renew_failures", get(&RENEW_FAILURES)),
-        ];
-        ComponentReport {
-            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            row: None,
-        }
+        ComponentReport::counts(&[
+            ("cluster_queries_answered", &ANSWERED),
+            ("cluster_query_errors", &ERRORS),
+            ("cluster_query_renew_failures", &RENEW_FAILURES),
+        ])
     }
 }
 
