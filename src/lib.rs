@@ -2,59 +2,29 @@
 //! stream language is Python.
 //!
 //! Events arrive over the network, are decoded, and flow through a tree of
-//! stream nodes the user composes in a Python (or Hy) module. The engine
-//! (events, codecs, queries, stream nodes, the index, the harness) is the
-//! `dmon-core` crate, re-exported here under its own module names; this
-//! crate adds:
+//! stream nodes the user composes in a Python (or Hy) module. The crates,
+//! each above the one before (docs/src/layout.md):
 //!
-//! | module | what it holds |
+//! | crate | what it holds |
 //! |---|---|
-//! | [`server`] | sources (a [`server::source::Source`] per listener: JSON over UDP, Riemann over TCP and UDP, HTTP) and the running [`server::Server`] |
-//! | [`pipeline`] | the dispatch loop feeding a [`roots::RootSet`]: queues, permits, counters |
-//! | [`catalog`] | every stream function: the core's families and the outputs below |
-//! | [`outputs`] | the output stream functions that send (mail, `forward`, `graphite`, `influxdb`, `webhook`) |
-//! | [`sinks`] | where they send: one queue, batching, retry and counters machinery, and the server's [`sinks::senders::Senders`] |
-//! | [`http`] | the HTTP listener: the dashboard, index queries, WebSocket/SSE subscriptions, Prometheus `/metrics` |
-//! | [`index_feed`] | the index's live feed to subscribers |
-//! | [`cluster`] | several nodes through NATS JetStream: partitions, gateways, workers, leases, checkpoints, cluster queries |
-//! | [`checkpoint`], [`state_dir`] | the index and the nodes' state, taken and restored under the reload rules; kept in a local directory across restarts (`serve --state-dir`) |
-//! | [`client`] | a Riemann TCP client (`dmon send --riemann`, `dmon query`, benchmarks) |
-//! | [`tls`] | TLS for the Riemann TCP and HTTP listeners (reloadable, mutual) and for the client |
-//! | [`instrument`], [`latency`] | events about dmon itself, into the index (or, asked, through the roots); a latency histogram |
-//! | [`stats`], [`logs`] | counters (components report theirs: [`stats::ComponentCounters`]), and where log records go |
-//! | [`memory`] | the memory budget by bytes (`--memory-limit`) every buffer a peer can fill draws on, in shares |
-//! | [`recent`] | the last minutes of incoming events, for trying a stream on them |
-//! | [`alloc_count`] | the binary's allocator: mimalloc, counting allocations for `dmon bench` |
-//! | [`python`] | the embedded interpreter, `dmon.streams`, module loading, the shell's glue |
-//! | [`cmd`] | one file per `dmon` subcommand |
+//! | `dmon-core` | the engine: events, codecs, the query language, stream nodes and their registry, the index, the in-process harness |
+//! | `dmon-server` | listeners, the pipeline, outputs and sinks, HTTP, cluster, stats, the state directory |
+//! | `dmon-python` | the embedded interpreter, `dmon.streams`, module loading, the shells' glue |
+//! | `dmon` (this one) | the binary: [`cmd`], one file per subcommand |
 //!
-//! Python-backed nodes implement the same [`streams::Node`] trait as the
-//! native ones.
+//! The server's modules (and through them the core's) are re-exported here
+//! under their own names, so `dmon::pipeline` is `dmon_server::pipeline`
+//! and `dmon::streams` is `dmon_core::streams`, for the binary's commands,
+//! the tests and the benches alike. Python-backed nodes implement the same
+//! [`streams::Node`] trait as the native ones.
 
-// The engine, re-exported under its own names: `crate::event`,
-// `dmon::streams`… mean the same here, in the tests and in the crates above.
-pub use dmon_core::{
-    clock, codec, console, event, index, log_limit, node_core, query, rehearsal, roots, streams,
-    testing, trace, vals, wakes_at, warn_limited,
+pub use dmon_server::{
+    alloc_count, catalog, checkpoint, client, clock, cluster, codec, console, event, index,
+    index_feed, instrument, latency, log_limit, logs, memory, node_core, outputs, pipeline, query,
+    recent, rehearsal, roots, server, sinks, state_dir, stats, streams, testing, tls, trace, vals,
+    wakes_at, warn_limited,
 };
 
-pub mod alloc_count;
-pub mod catalog;
-pub mod checkpoint;
-pub mod client;
-pub mod cluster;
+pub use dmon_python as python;
+
 pub mod cmd;
-pub mod index_feed;
-pub mod instrument;
-pub mod latency;
-pub mod logs;
-pub mod memory;
-pub mod outputs;
-pub mod pipeline;
-pub mod python;
-pub mod recent;
-pub mod server;
-pub mod sinks;
-pub mod state_dir;
-pub mod stats;
-pub mod tls;

@@ -233,7 +233,7 @@ log_stream = printer("seen: ")
 }
 
 /// How long one SMTP attempt waits for a silent server (SMTP_TIMEOUT in
-/// src/sinks/email.rs): a stream that waited for the mail would stall at
+/// crates/dmon-server/src/sinks/email.rs): a stream that waited for the mail would stall at
 /// least this long.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(5);
 

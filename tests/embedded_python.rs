@@ -153,7 +153,7 @@ fn a_virtualenv_named_by_virtual_env_adds_its_site_packages() {
     let dir = TempDir::new();
     let venv = dir.path().join("venv");
     // From the Python dmon was built against, as a user would make it.
-    let made = Command::new(env!("DMON_PYTHON_EXECUTABLE"))
+    let made = Command::new(dmon::python::BUILD_EXECUTABLE)
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
         .status()

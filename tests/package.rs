@@ -6,7 +6,7 @@
 //! The wheel is built once per run of this file by maturin (pinned in
 //! tests/requirements.txt, which test.sh installs) into the target
 //! directory `cargo test` uses, so the crates dmon depends on are not
-//! compiled again (python/Cargo.toml says how).
+//! compiled again (python/.cargo/config.toml says how).
 
 mod common;
 
@@ -103,9 +103,11 @@ fn wheel() -> &'static Path {
         let out = target.join("package-test-wheel");
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = python();
-        // --locked: python/Cargo.lock must already hold the root's
-        // versions (see python_cargo_lock_has_the_roots_versions).
+        // --locked: the package is a member of the root workspace, so
+        // it builds with the versions Cargo.lock holds. From python/, so
+        // cargo reads python/.cargo/config.toml, as under pip.
         cmd.args(["-m", "maturin", "build", "--locked"])
+            .current_dir(repo().join("python"))
             .args(["--interpreter", "python3", "--out"])
             .arg(&out)
             .arg("--manifest-path")
@@ -209,46 +211,38 @@ fn catalog_stubs_names_the_modules_it_knows() {
     );
 }
 
-/// `(name, version)` of every package in a Cargo.lock.
-fn locked_packages(path: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(path).expect("Cargo.lock");
-    let mut out = Vec::new();
-    let mut name = None;
-    for line in text.lines() {
-        if let Some(n) = line.strip_prefix("name = ") {
-            name = Some(n.trim_matches('"').to_owned());
-        } else if let Some(v) = line.strip_prefix("version = ") {
-            if let Some(n) = name.take() {
-                out.push((n, v.trim_matches('"').to_owned()));
-            }
-        }
-    }
-    out
-}
-
-/// The package builds dmon with the versions the root locks, so it tests
-/// the same code and shares the root's compiled dependencies.
+/// The package is a member of the root workspace: one Cargo.lock, so it
+/// builds the versions the binary is tested with, and it leaves NATS out.
 #[test]
-fn python_cargo_lock_has_the_roots_versions() {
-    let root = locked_packages(&repo().join("Cargo.lock"));
-    let package = locked_packages(&repo().join("python/Cargo.lock"));
-    for needed in ["dmon", "pyo3", "tokio"] {
+fn the_package_builds_in_the_root_workspace_without_nats() {
+    assert!(
+        !repo().join("python/Cargo.lock").exists(),
+        "python/Cargo.lock: the package must use the root's lock"
+    );
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "-e", "normal", "--prefix", "none"])
+        .arg("--manifest-path")
+        .arg(repo().join("python/Cargo.toml"))
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).expect("utf-8");
+    for needed in ["dmon-python ", "dmon-server ", "dmon-core ", "pyo3 "] {
         assert!(
-            package.iter().any(|(n, _)| n == needed),
-            "python/Cargo.lock lacks {needed}"
+            tree.lines().any(|l| l.starts_with(needed)),
+            "no {needed}in\n{tree}"
         );
     }
-    let stale: Vec<String> = package
-        .iter()
-        .filter(|p| p.0 != "dmon-python" && !root.contains(p))
-        .map(|(n, v)| format!("{n} {v}"))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "python/Cargo.lock has versions Cargo.lock does not: {stale:?}; \
-         cp Cargo.lock python/Cargo.lock, then \
-         cargo metadata --manifest-path python/Cargo.toml >/dev/null to prune it"
-    );
+    for absent in ["async-nats ", "axum "] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(absent)),
+            "{absent}in\n{tree}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ index_stream = index()
 "#;
 
 /// Logs each save, the signal a crash test waits for.
-const SAVES_LOGGED: (&str, &str) = ("DMON_LOG", "info,dmon::state_dir=debug");
+const SAVES_LOGGED: (&str, &str) = ("DMON_LOG", "info,dmon_server::state_dir=debug");
 
 fn event(host: &str, service: &str, time: f64) -> Value {
     json!({"host": host, "service": service, "metric": 1, "time": time, "ttl": 3600})

@@ -12,6 +12,6 @@ fn dmon_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let filter = std::env::var("DMON_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn".into());
-    dmon::logs::init(&filter);
-    dmon::python::fill_module(m)
+    dmon_server::logs::init(&filter);
+    dmon_python::fill_module(m)
 }

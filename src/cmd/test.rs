@@ -1,6 +1,6 @@
 //! `dmon test`: runs pytest in the interpreter dmon embeds, so stream
 //! modules' tests import the binary's own `dmon` module (the real nodes),
-//! with dmon's small plugin (`src/python/pytest_plugin.py`). This maps
+//! with dmon's small plugin (`crates/dmon-python/src/pytest_plugin.py`). This maps
 //! dmon test's flags onto pytest's and hands pytest everything else.
 
 use std::process::ExitCode;
@@ -10,8 +10,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::python;
-
-const PLUGIN_SOURCE: &str = include_str!("../python/pytest_plugin.py");
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -113,7 +111,7 @@ fn run_pytest(py: Python<'_>, args: Vec<String>) -> PyResult<u8> {
         py,
         "dmon._pytest_plugin",
         "dmon/_pytest_plugin.py",
-        PLUGIN_SOURCE,
+        python::testing::PYTEST_PLUGIN,
     )?;
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("plugins", PyList::new(py, [plugin])?)?;

@@ -15,21 +15,21 @@ use super::event::{event_from_py, PyEvent};
 use super::loader::{self, StreamSource};
 use super::nodes::to_node;
 use super::stream_object::PyStream;
-use crate::client::{send_datagrams, ClientError, RiemannClient};
-use crate::codec::json;
-use crate::console::{Holdable, LineSink};
-use crate::event::{now_secs, Event, Number};
-use crate::pipeline::Observer;
-use crate::pipeline::{Pipeline, Root};
-use crate::query::Query;
-use crate::recent::{self, Received};
-use crate::rehearsal::Rehearsal;
-use crate::server::recorder::{Format, Recorder};
-use crate::server::{Addresses, Injector};
-use crate::streams::{walk_tree, walk_tree_refs, Node, NodeRef};
+use dmon_server::client::{send_datagrams, ClientError, RiemannClient};
+use dmon_server::codec::json;
+use dmon_server::console::{Holdable, LineSink};
+use dmon_server::event::{now_secs, Event, Number};
+use dmon_server::pipeline::Observer;
+use dmon_server::pipeline::{Pipeline, Root};
+use dmon_server::query::Query;
+use dmon_server::recent::{self, Received};
+use dmon_server::rehearsal::Rehearsal;
+use dmon_server::server::recorder::{Format, Recorder};
+use dmon_server::server::{Addresses, Injector};
+use dmon_server::streams::{walk_tree, walk_tree_refs, Node, NodeRef};
 
 /// The embedded Python half of the shell.
-pub const SHELL_SOURCE: &str = include_str!("../../shell/dmon_shell.py");
+pub const SHELL_SOURCE: &str = include_str!("../../../shell/dmon_shell.py");
 
 /// Where the shell's events go: the in-process server, or a remote dmon
 /// (its JSON UDP address, and its Riemann TCP address for queries).
@@ -39,7 +39,7 @@ pub enum Target {
     /// queries to its Riemann TCP address, over TLS if `tls`.
     Remote {
         riemann_tcp: Option<SocketAddr>,
-        tls: Option<crate::tls::ClientTls>,
+        tls: Option<dmon_server::tls::ClientTls>,
     },
 }
 
@@ -80,10 +80,62 @@ const WARNED_QUERIES: usize = 1024;
 
 /// The shell's way to the cluster: this node's NATS connection, the
 /// runtime to ask on, and this node's name (shown first).
+#[cfg(feature = "cluster")]
+#[derive(Clone)]
 pub struct ShellCluster {
-    pub conn: crate::cluster::Connection,
+    pub conn: dmon_server::cluster::Connection,
     pub runtime: tokio::runtime::Handle,
     pub name: String,
+}
+
+/// Built without the `cluster` feature (the pip package), a shell is never
+/// in cluster mode: there is no value of this type.
+#[cfg(not(feature = "cluster"))]
+#[derive(Clone)]
+pub enum ShellCluster {}
+
+/// Every node's events matching a query, merged, and its per-node lines.
+type ClusterAnswer = (Vec<dmon_server::event::Event>, Vec<String>);
+
+#[cfg(feature = "cluster")]
+impl ShellCluster {
+    fn query(&self, text: &str) -> Result<ClusterAnswer, String> {
+        use dmon_server::cluster::query;
+        let merged = self
+            .runtime
+            .block_on(query::query(&self.conn, text, query::DEFAULT_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let report = merged.report();
+        Ok((merged.events, report))
+    }
+
+    fn counters(&self, streams: bool) -> Result<Vec<(String, Option<String>)>, String> {
+        use dmon_server::cluster::query;
+        let found = self
+            .runtime
+            .block_on(query::counters(
+                &self.conn,
+                streams,
+                query::DEFAULT_TIMEOUT,
+                Some(&self.name),
+            ))
+            .map_err(|e| e.to_string())?;
+        Ok(found
+            .into_iter()
+            .map(|(node, body)| (node, body.map(|b| b.get().to_owned())))
+            .collect())
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+impl ShellCluster {
+    fn query(&self, _: &str) -> Result<ClusterAnswer, String> {
+        match *self {}
+    }
+
+    fn counters(&self, _: bool) -> Result<Vec<(String, Option<String>)>, String> {
+        match *self {}
+    }
 }
 
 impl ShellServer {
@@ -114,11 +166,10 @@ impl ShellServer {
         *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
     }
 
-    /// The connection, runtime and name, if in cluster mode.
-    fn cluster(&self) -> Option<(crate::cluster::Connection, tokio::runtime::Handle, String)> {
+    /// The way to the cluster, if in cluster mode.
+    fn cluster(&self) -> Option<ShellCluster> {
         let c = self.cluster.lock().unwrap_or_else(|p| p.into_inner());
-        c.as_ref()
-            .map(|c| (c.conn.clone(), c.runtime.clone(), c.name.clone()))
+        c.clone()
     }
 
     /// Stops the recording in progress, if any: the pipeline stops handing
@@ -382,27 +433,19 @@ impl ShellServer {
         py: Python<'_>,
         text: &str,
     ) -> PyResult<(Vec<Py<PyEvent>>, Vec<String>)> {
-        let (conn, runtime, _) = self
+        let cluster = self
             .cluster()
             .ok_or_else(|| PyRuntimeError::new_err("not in cluster mode"))?;
         // Said once here rather than once per node.
         Query::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let text = text.to_owned();
-        let merged = py
-            .detach(move || {
-                runtime.block_on(crate::cluster::query::query(
-                    &conn,
-                    &text,
-                    crate::cluster::query::DEFAULT_TIMEOUT,
-                ))
-            })
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let events = merged
-            .events
-            .iter()
-            .map(|e| PyEvent::wrap(py, &Arc::new(e.clone())))
+        let (events, report) = py
+            .detach(|| cluster.query(text))
+            .map_err(PyRuntimeError::new_err)?;
+        let events = events
+            .into_iter()
+            .map(|e| PyEvent::wrap(py, &Arc::new(e)))
             .collect::<PyResult<_>>()?;
-        Ok((events, merged.report()))
+        Ok((events, report))
     }
 
     /// Every node's `dmon stats` JSON (`streams`: its stream node
@@ -413,23 +456,11 @@ impl ShellServer {
         py: Python<'_>,
         streams: bool,
     ) -> PyResult<Vec<(String, Option<String>)>> {
-        let (conn, runtime, name) = self
+        let cluster = self
             .cluster()
             .ok_or_else(|| PyRuntimeError::new_err("not in cluster mode"))?;
-        let found = py
-            .detach(move || {
-                runtime.block_on(crate::cluster::query::counters(
-                    &conn,
-                    streams,
-                    crate::cluster::query::DEFAULT_TIMEOUT,
-                    Some(&name),
-                ))
-            })
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        Ok(found
-            .into_iter()
-            .map(|(node, body)| (node, body.map(|b| b.get().to_owned())))
-            .collect())
+        py.detach(|| cluster.counters(streams))
+            .map_err(PyRuntimeError::new_err)
     }
 
     /// Starts observing what `node` lets through.
@@ -566,7 +597,7 @@ impl ShellServer {
 
     /// The last `n` log records, oldest first: (level, unix time, message).
     fn recent_logs(&self, n: usize) -> Vec<(String, f64, String)> {
-        crate::logs::recent(n)
+        dmon_server::logs::recent(n)
             .into_iter()
             .map(|r| (r.level.as_str().to_owned(), r.time, r.message))
             .collect()
@@ -574,7 +605,7 @@ impl ShellServer {
 
     /// Which log records pass from now on.
     fn set_log_level(&self, level: &str) -> PyResult<()> {
-        crate::logs::set_level(level).map_err(PyValueError::new_err)
+        dmon_server::logs::set_level(level).map_err(PyValueError::new_err)
     }
 
     /// Writes a line where server output goes (above the prompt).
@@ -642,7 +673,7 @@ impl ShellServer {
         let (traced, run) = py.detach(|| {
             let mut run = Rehearsal::carrying_state(roots, now, Arc::new(Discard));
             let ctx = Arc::clone(run.ctx());
-            let traced = super::with_context(&ctx, || crate::trace::trace(&mut run, event));
+            let traced = super::with_context(&ctx, || dmon_server::trace::trace(&mut run, event));
             (traced, run)
         });
         // The copies' Python objects (fresh coroutines) go with the GIL held.

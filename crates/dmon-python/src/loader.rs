@@ -12,10 +12,10 @@ use super::loader_py;
 use super::nodes::to_node;
 use super::stream_object::PyStream;
 use super::streams::StreamFunction;
-use crate::roots::Root;
+use dmon_server::roots::Root;
 
 /// The stream module used when none is given: examples/streams.py.
-pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/streams.py");
+pub const EMBEDDED_EXAMPLE: &str = include_str!("../../../examples/streams.py");
 
 /// Where a stream module comes from.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "mail")]
 use super::email::Mailer;
-use super::{SinkSnapshot, Sinks};
+use super::{SinkSnapshot, SinkStats, Sinks};
 use crate::memory::MemoryBudget;
 use crate::streams::context::Context;
 
 pub struct Senders {
+    #[cfg(feature = "mail")]
     pub mailer: Mailer,
     /// The sinks of `forward`, `graphite`…
     pub sinks: Sinks,
@@ -23,10 +25,22 @@ pub struct Senders {
 impl Senders {
     /// Outputs sending mail through `mailer`, within the default memory
     /// budget (its limit can be changed later).
+    #[cfg(feature = "mail")]
     pub fn new(mailer: Mailer) -> Arc<Senders> {
         let memory = Arc::<MemoryBudget>::default();
         Arc::new(Senders {
             mailer,
+            sinks: Sinks::new(Arc::clone(&memory)),
+            memory,
+        })
+    }
+
+    /// Outputs within the default memory budget; built without `mail`,
+    /// there is no email() to send.
+    #[cfg(not(feature = "mail"))]
+    pub fn new() -> Arc<Senders> {
+        let memory = Arc::<MemoryBudget>::default();
+        Arc::new(Senders {
             sinks: Sinks::new(Arc::clone(&memory)),
             memory,
         })
@@ -37,9 +51,20 @@ impl Senders {
         ctx.outputs()
     }
 
+    /// The mailer's counters (none without the `mail` feature).
+    pub fn mail_stats(&self) -> Option<&SinkStats> {
+        #[cfg(feature = "mail")]
+        return Some(self.mailer.stats());
+        #[cfg(not(feature = "mail"))]
+        None
+    }
+
     /// Every sink's counters, the mailer's first.
     pub fn snapshots(&self) -> Vec<SinkSnapshot> {
+        #[cfg(feature = "mail")]
         let mut all: Vec<SinkSnapshot> = self.mailer.snapshot().into_iter().collect();
+        #[cfg(not(feature = "mail"))]
+        let mut all = Vec::new();
         all.extend(self.sinks.snapshots());
         all
     }
@@ -48,10 +73,14 @@ impl Senders {
     /// `grace` to send what they hold; logs what was left. True when
     /// everything went.
     pub fn drain(&self, grace: Duration) -> bool {
+        #[cfg(feature = "mail")]
         self.mailer.close();
         self.sinks.close();
         let deadline = Instant::now() + grace;
+        #[cfg(feature = "mail")]
         let mail_left = self.mailer.finish(deadline);
+        #[cfg(not(feature = "mail"))]
+        let mail_left = 0;
         if mail_left > 0 {
             tracing::warn!("mail still queued after {grace:?} was not sent");
         }
@@ -61,6 +90,14 @@ impl Senders {
 
 /// A context on the wall clock whose output nodes send through a server's
 /// outputs, mail through `mailer`.
+#[cfg(feature = "mail")]
 pub fn server_context(mailer: Mailer, console: Arc<dyn crate::console::LineSink>) -> Context {
     Context::new(console).with_outputs(Senders::new(mailer))
+}
+
+/// A context on the wall clock whose output nodes send through a server's
+/// outputs (built without `mail`: no mailer).
+#[cfg(not(feature = "mail"))]
+pub fn server_context(console: Arc<dyn crate::console::LineSink>) -> Context {
+    Context::new(console).with_outputs(Senders::new())
 }

@@ -13,9 +13,9 @@ use super::nodes::{is_stream, to_node, Coroutine, Recipe};
 use super::stream_object::PyStream;
 use super::user_code::callable_name;
 use super::value::{to_py, to_value};
-use crate::catalog;
-use crate::streams::folds::{self, NativeFold};
-use crate::streams::Function;
+use dmon_server::catalog;
+use dmon_server::streams::folds::{self, NativeFold};
+use dmon_server::streams::Function;
 
 /// Builds the registered stream function `name` from Python arguments: the
 /// leading positional arguments and the keywords become values, the

@@ -1,11 +1,11 @@
-//! The shell's `trace(event)` result: a [`crate::trace::Trace`] for
+//! The shell's `trace(event)` result: a [`dmon_server::trace::Trace`] for
 //! scripts and tests, printed as `dmon trace` prints it.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 
 use super::event::PyEvent;
-use crate::trace::{Step, Trace};
+use dmon_server::trace::{Step, Trace};
 
 /// An event's path through the streams. `print(t)` shows it; `t.steps`,
 /// `t.stopped_at`, `t.outputs` and `t.step(path)` hold it.

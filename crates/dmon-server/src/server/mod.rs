@@ -3,7 +3,9 @@
 //! hand batches to the pipeline; and [`Server`], which runs every source
 //! of the one list ([`source::sources`]).
 
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
 pub mod http_listener;
 pub mod injector;
 pub mod listen_error;
@@ -51,11 +53,14 @@ pub struct Listeners {
     /// What one Riemann TCP client may make the server hold or do.
     pub tcp_limits: riemann_tcp::Limits,
     /// Index queries, subscriptions and `/metrics` over HTTP.
+    #[cfg(feature = "http")]
     pub http: Option<SocketAddr>,
+    #[cfg(feature = "http")]
     pub http_limits: crate::server::http::Limits,
     /// TLS on Riemann TCP and HTTP (`--tls-cert`), if set.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// The token HTTP requests must carry (`--http-token-file`), if set.
+    #[cfg(feature = "http")]
     pub http_token: Option<Arc<crate::server::http::token::HttpToken>>,
 }
 
@@ -73,6 +78,7 @@ pub fn sources(listen: &Listeners) -> Vec<Box<dyn Source>> {
         Box::new(riemann_udp::RiemannUdp {
             addr: listen.riemann_udp,
         }),
+        #[cfg(feature = "http")]
         Box::new(http_listener::HttpListener {
             addr: listen.http,
             limits: listen.http_limits.clone(),

@@ -13,10 +13,10 @@ use super::event::PyEvent;
 use super::server_binding::with_context;
 use super::stream_object::PyStream;
 use super::user_code::{callable_name, node_error};
-use crate::event::Event;
-use crate::node_core;
-use crate::streams::context::Context;
-use crate::streams::{lock, Node, NodeCore, NodeError, NodeRef};
+use dmon_server::event::Event;
+use dmon_server::node_core;
+use dmon_server::streams::context::Context;
+use dmon_server::streams::{lock, Node, NodeCore, NodeError, NodeRef};
 
 /// A stream child from Python: a stream node, or anything with `.send`
 /// (a primed generator), which becomes a coroutine node.
@@ -220,7 +220,7 @@ impl Node for Coroutine {
             Some(_) => None,
             // A rehearsal's copy must not drive the live generator (from
             // another thread, even): it has none, and says why per event.
-            None if crate::streams::detaching() => None,
+            None if dmon_server::streams::detaching() => None,
             None => Python::attach(|py| lock(&self.target).as_ref().map(|t| t.clone_ref(py))),
         };
         Arc::new(Coroutine {
@@ -232,7 +232,7 @@ impl Node for Coroutine {
             } else {
                 NodeCore {
                     children: self.core.children.clone(),
-                    stats: crate::streams::fresh_stats(&self.core.stats),
+                    stats: dmon_server::streams::fresh_stats(&self.core.stats),
                 }
             },
         })

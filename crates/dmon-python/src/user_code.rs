@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 
 use super::loader_py::lambda_source;
-use crate::streams::NodeError;
+use dmon_server::streams::NodeError;
 
 /// Turns a Python exception into a node error carrying its traceback.
 pub fn node_error(py: Python<'_>, err: PyErr) -> NodeError {

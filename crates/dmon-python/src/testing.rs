@@ -7,7 +7,7 @@
 //! assert [e.host for e in out.printed_events] == ["a"]
 //! ```
 //!
-//! A thin layer over [`crate::rehearsal::Rehearsal`]: fresh copies of the
+//! A thin layer over [`dmon_server::rehearsal::Rehearsal`]: fresh copies of the
 //! given trees, a virtual clock following event times, outputs captured.
 
 use std::sync::atomic::Ordering;
@@ -18,15 +18,19 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyModule, PyTuple};
 
 use super::event::{event_from_py, PyEvent};
+
+/// `dmon test`'s pytest plugin (`dmon._pytest_plugin`): usage, header,
+/// `--junit`, `--no-capture`, Ctrl-C.
+pub const PYTEST_PLUGIN: &str = include_str!("pytest_plugin.py");
 use super::loader::roots_of;
 use super::nodes::to_node;
 use super::stream_object::PyStream;
-use crate::console::LineSink;
-use crate::event::Event;
-use crate::rehearsal::Rehearsal;
-use crate::roots::Root;
-use crate::streams::capture::{Output, Outputs};
-use crate::streams::{lock, Node, NodeRef, TAP_DROPS};
+use dmon_server::console::LineSink;
+use dmon_server::event::Event;
+use dmon_server::rehearsal::Rehearsal;
+use dmon_server::roots::Root;
+use dmon_server::streams::capture::{Output, Outputs};
+use dmon_server::streams::{lock, Node, NodeRef, TAP_DROPS};
 
 /// Events a watched node may emit between two fed events before the
 /// watch misses some (reported as an error, never silently).

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::event::Event;
-use crate::server::Injector;
-use crate::streams::context::Context;
-use crate::streams::{lock, push, NodeRef};
+use dmon_server::event::Event;
+use dmon_server::server::Injector;
+use dmon_server::streams::context::Context;
+use dmon_server::streams::{lock, push, NodeRef};
 
 /// The attribute of `dmon.streams` that holds the [`ServerHandle`].
 const HANDLE: &str = "_server";
@@ -112,7 +112,7 @@ pub fn push_from_python(py: Python<'_>, node: &NodeRef, event: &Arc<Event>) -> P
 pub fn now(py: Python<'_>) -> f64 {
     in_running_context(Context::now)
         .or_else(|| bound_server(py).ok().map(|s| s.get().ctx.now()))
-        .unwrap_or_else(crate::event::now_secs)
+        .unwrap_or_else(dmon_server::event::now_secs)
 }
 
 /// The error for using a stream outside a running server.

@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::event::Event;
-use crate::streams::NodeStats;
+use dmon_server::event::Event;
+use dmon_server::streams::NodeStats;
 
 thread_local! {
     /// The coroutines handling an event on this thread, innermost last:

@@ -24,7 +24,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 
 use super::shell::shell_module;
-use crate::console::LineSink;
+use dmon_server::console::LineSink;
 
 pub type ShellEditor = Editor<ShellHelper, DefaultHistory>;
 

@@ -24,6 +24,7 @@
 //! shared by every node that sends there — `by`'s forks and the nodes of a
 //! reloaded module too — so a target gets one connection, not one per node.
 
+#[cfg(feature = "mail")]
 pub mod email;
 pub mod forward;
 pub mod graphite;

@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 
-use crate::codec::json;
-use crate::event::{Event, Number, FIELDS};
+use dmon_server::codec::json;
+use dmon_server::event::{Event, Number, FIELDS};
 
 #[pyclass(name = "Event", module = "dmon.streams", frozen)]
 pub struct PyEvent {

@@ -456,7 +456,7 @@ impl Pipeline {
     /// hold up.
     pub fn counters(&self) -> Stats {
         let outputs = Senders::of(self.context());
-        let mail = outputs.map(|o| o.mailer.stats());
+        let mail = outputs.and_then(|o| o.mail_stats());
         let mail_count = |count: fn(&SinkStats) -> &AtomicU64| {
             mail.map_or(0, |m| count(m).load(Ordering::Relaxed))
         };

@@ -1,5 +1,9 @@
-//! The embedded Python: interpreter start, the `dmon` module, stream module
-//! loading, and the dispatch thread that may call into user Python.
+//! dmon's Python layer, over `dmon-server`: interpreter start, the `dmon`
+//! module (a thin binding over the Rust nodes), stream module loading, the
+//! shells' glue, `dmon test`'s pytest plugin, and the dispatch thread that
+//! may call into user Python. The binary embeds it; the pip package
+//! (python/) builds it as an extension module, without the `cluster`
+//! feature.
 //!
 //! Python runs only at user callables. The dispatch thread stays attached to
 //! the interpreter and detaches only while it waits for the next batch, so
@@ -28,9 +32,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyModule;
 use tokio::sync::mpsc;
 
-use crate::pipeline::{Pipeline, Work};
-use crate::server::Injector;
-use crate::streams::context::Context;
+use dmon_server::pipeline::{Pipeline, Work};
+use dmon_server::server::Injector;
+use dmon_server::streams::context::Context;
 
 #[pymodule]
 fn dmon(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -88,7 +92,7 @@ pub fn init() -> PyResult<()> {
 /// build.rs): its prefix, exec prefix and executable.
 const BUILD_PREFIX: &str = env!("DMON_PYTHON_PREFIX");
 const BUILD_EXEC_PREFIX: &str = env!("DMON_PYTHON_EXEC_PREFIX");
-const BUILD_EXECUTABLE: &str = env!("DMON_PYTHON_EXECUTABLE");
+pub const BUILD_EXECUTABLE: &str = env!("DMON_PYTHON_EXECUTABLE");
 
 /// Initialises the interpreter as its own executable would start: with the
 /// home and program name of the installation dmon links, so CPython does not
@@ -191,7 +195,7 @@ sys.prefix = sys.exec_prefix = venv
 
 /// A Python module whose source is embedded in the binary, imported once
 /// under `name` (later calls return the same module).
-pub(crate) fn embedded_module<'py>(
+pub fn embedded_module<'py>(
     py: Python<'py>,
     name: &str,
     filename: &str,

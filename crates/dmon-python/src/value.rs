@@ -12,8 +12,8 @@ use super::event::PyEvent;
 use super::nodes::to_node;
 use super::stream_object::PyStream;
 use super::user_code::{callable_name, node_error};
-use crate::streams::folds::{self, NativeFold};
-use crate::streams::{Function, NodeError, Value};
+use dmon_server::streams::folds::{self, NativeFold};
+use dmon_server::streams::{Function, NodeError, Value};
 
 /// The attribute that marks `dmon.folds` functions, naming their fold.
 pub const FOLD_MARK: &str = "_dmon_fold";

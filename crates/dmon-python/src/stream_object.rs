@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use super::coroutine_output::count_sent;
 use super::event::event_from_py;
 use super::server_binding::push_from_python;
-use crate::streams::NodeRef;
+use dmon_server::streams::NodeRef;
 
 /// A stream node, as Python holds it. `node.send(event)` pushes one event in.
 /// Subclasses (`Stream(node)` makes another handle on the same node) let
