@@ -73,8 +73,10 @@ python3 tools/module_cycles.py
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 # cargo-nextest pinned, so every machine runs the tests the same way
-# (.config/nextest.toml: binaries in parallel, which tests go one at a
-# time); it runs no doctests, so `cargo test --doc` does.
+# (.config/nextest.toml: tests in parallel, each in its own process, which
+# go one at a time); it runs no doctests, so `cargo test --doc` does. The
+# integration tests are one binary (tests/main.rs); one file's tests:
+# `cargo nextest run -E 'test(/^http::/)'`.
 NEXTEST_VERSION=0.9.151
 if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NEXTEST_VERSION "* ]]; then
     log "installing cargo-nextest $NEXTEST_VERSION"
