@@ -7,6 +7,10 @@
 //! One file's tests, by their module path:
 //! `cargo nextest run -E 'test(/^http::/)'` or
 //! `cargo test --test integration http::`.
+//!
+//! `cargo test` runs every test of the binary in one process: the files
+//! that bind the embedded Python's one context (alerting, python_api)
+//! then rebind it under each other, so run those a file at a time there.
 
 mod common;
 mod shell_support;
