@@ -75,8 +75,10 @@ cargo clippy --all-targets -- -D warnings
 # too; the pip package's build covers dmon-python without cluster.
 cargo clippy -q -p dmon-server --no-default-features -- -D warnings
 # cargo-nextest pinned, so every machine runs the tests the same way
-# (.config/nextest.toml: binaries in parallel, which tests go one at a
-# time); it runs no doctests, so `cargo test --doc` does.
+# (.config/nextest.toml: tests in parallel, each in its own process, which
+# go one at a time); it runs no doctests, so `cargo test --doc` does. The
+# integration tests are one binary (tests/main.rs); one file's tests:
+# `cargo nextest run -E 'test(/^http::/)'`.
 NEXTEST_VERSION=0.9.151
 if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NEXTEST_VERSION "* ]]; then
     log "installing cargo-nextest $NEXTEST_VERSION"

@@ -2,7 +2,7 @@
 //! or raising predicate is logged on stderr (with the sender and the reason),
 //! counted, and the next good event is still processed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! The command line: --version, --help, `dmon send`, and start-up errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! installed by ./test.sh): the stream, the cluster's settings, and the
 //! wire format, as nodes meet them.
 
-mod common;
+use crate::common;
 
 use common::nats::Nats;
 use dmon::cluster::{self, decode_batch, encode_batch, subject, STREAM};

@@ -4,7 +4,7 @@
 //! `ok` means it is stored; a NATS outage delays acks instead of losing
 //! events.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::thread;

@@ -3,8 +3,8 @@
 //! matches; a node killed outright is reported, then no longer expected.
 //! Real nats-server, real dmon processes, loopback only.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! the clear refusals of a wrong password, a plain-text client and a
 //! missing file; and a token, a client certificate.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! events (`encode_batch`) on their host's partition's subject, waiting for
 //! JetStream's ack.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! resubscribe by itself. Leaves a screenshot in
 //! `target/test-artifacts/dashboard.png`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

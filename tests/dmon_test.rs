@@ -4,7 +4,7 @@
 //! exit codes and JUnit XML through dmon test's flags (before a path, as
 //! clap parses them; after one, as the plugin's options) and pytest's own.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The `email` node, against a real SMTP server (tests/support/smtp_sink.py)
 //! and against an SMTP server that is down or hangs.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpListener;

@@ -5,7 +5,7 @@
 //! at start-up, count each mail lost, send nothing in the clear, and keep
 //! processing events.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -7,7 +7,7 @@
 //! (pyenv's here), CPython used to take Debian's prefix and fail to import
 //! `_socket`. Where both are the same installation the assertions still hold.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! `forward`: dmon to dmon over Riemann TCP, with the receiver killed and
 //! restarted mid-stream; and a receiver that never acknowledges.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};

@@ -3,7 +3,7 @@
 //! temporary directory: the points must be on disk, in whisper files,
 //! readable with `whisper-fetch`.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -4,21 +4,13 @@
 //!
 //! Every flood is bounded in time, every wait has a timeout.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The tests that flood run one at a time: they measure memory and drops.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The pid of the `dmon serve` running `module` (common's Server keeps its
 /// child private), found through /proc.

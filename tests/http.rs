@@ -3,7 +3,7 @@
 //! library (pinned in tests/requirements.txt) and a real Prometheus server
 //! (./test.sh installs curl and prometheus).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

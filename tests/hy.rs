@@ -1,6 +1,6 @@
 //! Stream modules written in Hy.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! directory and its HTTP API on a free loopback port: the points are
 //! queried back through `/query` with their exact tags, fields and times.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

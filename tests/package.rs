@@ -8,7 +8,7 @@
 //! directory `cargo test` uses, so the crates dmon depends on are not
 //! compiled again (python/.cargo/config.toml says how).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

@@ -4,7 +4,7 @@
 //! Pushes from Python threads into a running server run against the real
 //! binary.
 
-mod common;
+use crate::common;
 
 use std::ffi::CString;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! index), at different speeds, with bad lines, and to a second running
 //! dmon.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! .venv). Both packages install a command named `riemann-client`: the C one
 //! is always run as /usr/bin/riemann-client, the Python one only as a library.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};

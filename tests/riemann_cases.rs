@@ -3,7 +3,7 @@
 //! `def test_…` in those files is reported passed, so a deviation from
 //! Riemann (or a port that stopped being collected) fails here by name.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -4,13 +4,13 @@
 //!
 //! Every socket operation has a timeout, every loop a bound.
 
-mod common;
+use crate::common;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,6 @@ from dmon.streams import *
 stream = printer("got: ")
 index_stream = index()
 "#;
-
-/// The tests that open hundreds of sockets or flood run one at a time.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 // ---------------------------------------------------------------------------
 // A raw Riemann TCP connection

@@ -1,6 +1,6 @@
 //! `dmon serve`: the stream nodes, the datagram formats, and a clean shutdown.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -2,8 +2,8 @@
 //! (plain python, IPython or bpython) in its own tmux server and types at it
 //! as a user would, reading the screen back with `tmux capture-pane`.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use shell_support::{
     has_line, has_line_starting, lines, node_row, stat, Kind, Shell, Start, TempDir,

@@ -3,8 +3,7 @@
 //! user lambdas, bad datagrams, bad pastes, and the notes the shell adds.
 //! Each test runs the real shell in a real terminal (tmux).
 
-mod common;
-mod shell_support;
+use crate::shell_support;
 
 use std::time::{Duration, Instant};
 

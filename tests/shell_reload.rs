@@ -7,8 +7,7 @@
 //! message is acknowledged once it has been through the streams, so a kernel
 //! drop cannot pass for a swap bug, and the record is complete at the last ack.
 
-mod common;
-mod shell_support;
+use crate::shell_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,8 +1,7 @@
 //! The shell's `spark()` and `top()`, which read the recent-traffic ring:
 //! in real terminals (tmux) for each shell, with events over real UDP.
 
-mod common;
-mod shell_support;
+use crate::shell_support;
 
 use shell_support::{Kind, Shell, Start, TempDir};
 

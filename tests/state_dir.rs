@@ -3,8 +3,8 @@
 //! reload rules when the module changed; a corrupt state file is set
 //! aside, an unusable directory refused.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use common::{num, run_dmon, text, Server, TempDir, TIMEOUT};
 use serde_json::{json, Value};

@@ -5,8 +5,8 @@
 //! client, `dmon send --riemann`, `dmon query` and the shell's `--connect`
 //! in tmux.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use std::io::Write;
 use std::path::Path;

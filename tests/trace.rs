@@ -4,8 +4,8 @@
 //! `trace(event)` in a real terminal, on the live streams' state, which it
 //! leaves as it was.
 
-mod common;
-mod shell_support;
+use crate::common;
+use crate::shell_support;
 
 use common::{run_dmon, Run, TempDir};
 use shell_support::{has_line, node_row, stat, Kind, Shell, Start};

@@ -2,8 +2,7 @@
 //! traffic the server kept, beside the live streams, in real terminals
 //! (tmux) for each shell, with the events sent over real UDP.
 
-mod common;
-mod shell_support;
+use crate::shell_support;
 
 use std::process::Command;
 

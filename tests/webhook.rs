@@ -3,7 +3,7 @@
 //! request; a server that answers 500 (retried with backoff) or 400 (given
 //! up); and one that is down (counted, never blocking the event path).
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! Certificates made by the tests themselves (rcgen): a CA, server
 //! certificates for `localhost` and `127.0.0.1`, and client certificates,
 //! written as PEM files in a temporary directory.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,6 @@
 //! Nothing sleeps to synchronise: every step waits, polling the screen with
 //! `tmux capture-pane` every 50 ms, for the prompt or the output it expects,
 //! and fails with the whole screen after `TIMEOUT`.
-#![allow(dead_code)]
 
 // The same binary and temporary directories as the other integration tests.
 pub use crate::common::{dmon_bin, TempDir};
