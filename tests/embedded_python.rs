@@ -247,3 +247,28 @@ fn a_missing_shell_names_the_linked_interpreters_pip() {
         "{exe} is the Python dmon links, not another one on the machine"
     );
 }
+
+/// Datagrams the test sends, few enough that the socket's buffer holds
+/// them all should the dispatch thread fall behind.
+const DATAGRAMS: u64 = 40;
+
+/// `Stream.send` from a thread that is not the server's dispatch thread
+/// (here one the module starts; the shell's likewise) is done by the
+/// dispatch thread: a stateful node fed from that thread and from UDP at
+/// once runs on one thread only, and counts every event.
+#[test]
+fn pushes_from_other_threads_are_done_by_the_dispatch_thread() {
+    let mut server = common::Server::start(common::TALLY_STREAMS);
+    server.send(serde_json::json!({"service": "go"}));
+    for i in 0..DATAGRAMS {
+        server.send(serde_json::json!({"service": "udp", "metric": i}));
+    }
+    server.send(serde_json::json!({"service": "udp-done"}));
+    let report = server.expect_printed("tally: ");
+    assert_eq!(report["description"], "1 threads", "{report}");
+    assert_eq!(
+        report["metric"].as_u64(),
+        Some(common::TALLY_FED + DATAGRAMS),
+        "{report}"
+    );
+}

@@ -8,14 +8,14 @@
 //! `cargo nextest run -E 'test(/^http::/)'` or
 //! `cargo test --test integration http::`.
 //!
-//! `cargo test` runs every test of the binary in one process: the files
-//! that bind the embedded Python's one context (alerting, python_api)
-//! then rebind it under each other, so run those a file at a time there.
+//! `cargo test` runs every test of a binary in one process. Tests that
+//! bind the embedded Python's one context in-process (alerting.rs,
+//! python_api.rs) are therefore binaries of their own (Cargo.toml), so no
+//! other file's tests rebind it under them.
 
 mod common;
 mod shell_support;
 
-mod alerting;
 mod bad_input;
 mod cli;
 mod cluster;
@@ -36,7 +36,6 @@ mod http;
 mod hy;
 mod influxdb;
 mod package;
-mod python_api;
 mod python_testing;
 mod query_language;
 mod replay;

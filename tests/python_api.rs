@@ -4,8 +4,6 @@
 //! Pushes from Python threads into a running server run against the real
 //! binary.
 
-use crate::common;
-
 use std::ffi::CString;
 use std::sync::Arc;
 
@@ -294,29 +292,4 @@ for h in ["web1", "db1", "web2"]:
     web.send(Event(host=h, metric=0))
 assert [h for h, _ in seen] == ["web1", "web2"], seen
 "#);
-}
-
-/// Datagrams the test sends, few enough that the socket's buffer holds
-/// them all should the dispatch thread fall behind.
-const DATAGRAMS: u64 = 40;
-
-/// `Stream.send` from a thread that is not the server's dispatch thread
-/// (here one the module starts; the shell's likewise) is done by the
-/// dispatch thread: a stateful node fed from that thread and from UDP at
-/// once runs on one thread only, and counts every event.
-#[test]
-fn pushes_from_other_threads_are_done_by_the_dispatch_thread() {
-    let mut server = common::Server::start(common::TALLY_STREAMS);
-    server.send(serde_json::json!({"service": "go"}));
-    for i in 0..DATAGRAMS {
-        server.send(serde_json::json!({"service": "udp", "metric": i}));
-    }
-    server.send(serde_json::json!({"service": "udp-done"}));
-    let report = server.expect_printed("tally: ");
-    assert_eq!(report["description"], "1 threads", "{report}");
-    assert_eq!(
-        report["metric"].as_u64(),
-        Some(common::TALLY_FED + DATAGRAMS),
-        "{report}"
-    );
 }
