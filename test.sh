@@ -9,9 +9,10 @@
 #
 # On 2 cores the work is about 15 minutes of one core, so it overlaps:
 # the tests (the critical path: build, then mostly waiting on servers and
-# sockets) run in the foreground, while clippy, the fuzz build, the book
-# and the package installs run beside them in the background,
-# niced so the tests come first. Each background step's output is shown
+# sockets) run in the foreground, while the fuzz build, the book and the
+# package installs run beside them in the background, niced so the tests
+# come first, and clippy lints dmon's crates as the tests' build compiles
+# them. Each background step's output is shown
 # only if it fails; any failure fails the run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -122,32 +123,23 @@ if [[ "$(cargo nextest --version 2>/dev/null | head -n 1)" != "cargo-nextest $NE
     start install-nextest 0 cargo install -q --locked cargo-nextest --version "$NEXTEST_VERSION"
 fi
 
-# --- Clippy, beside the tests ------------------------------------------------
-# Its own target directory, so it never waits on the tests' build lock.
-# The server without its optional parts (cluster, http, mail) must build
-# too; the pip package's build covers dmon-python without cluster.
-clippy() {
-    export CARGO_TARGET_DIR=target/clippy
-    cargo clippy --all-targets -- -D warnings
-    cargo clippy -p dmon-server --no-default-features -- -D warnings
-}
-start clippy 10 clippy
-
 # --- The fuzz targets' build, beside the tests --------------------------------
 # libFuzzer needs unstable rustc flags: the nightly toolchain where rustup
 # has one, else the machine's own toolchain with RUSTC_BOOTSTRAP=1 (no other
 # toolchain can be fetched here). The targets need dmon-core alone, built
 # with the release profile and debug assertions; 16 codegen units build in
 # half the time of cargo fuzz's default of 1, for three quarters of its
-# runs per second. The committed corpus is also replayed by the tests
-# (crates/dmon-core/tests/fuzz_corpus.rs).
+# runs per second. No sanitizer: what they reach is safe Rust, whose
+# failures (panics, overflows under debug assertions, memory and time
+# limits) libFuzzer catches itself. The committed corpus is also replayed
+# by the tests (crates/dmon-core/tests/fuzz_corpus.rs).
 fuzz=(cargo fuzz)
 if rustup run nightly rustc --version >/dev/null 2>&1; then
     fuzz=(cargo +nightly fuzz)
 else
     export RUSTC_BOOTSTRAP=1
 fi
-fuzz_build=(-O -a --codegen-units 16 --target-dir ../target/fuzz)
+fuzz_build=(-O -a -s none --codegen-units 16 --target-dir ../target/fuzz)
 build_fuzz_targets() {
     if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
         cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
@@ -168,6 +160,16 @@ build_book() {
 }
 start book 15 build_book
 
+# --- Clippy, in the tests' build ------------------------------------------------
+# clippy-driver compiles dmon's own crates for the tests (as `cargo clippy`
+# checks them, lints denied), so clippy costs no second build of the
+# dependencies. `cargo clippy --all-targets -- -D warnings` says the same.
+if ! clippy_driver=$(command -v clippy-driver); then
+    log "clippy-driver not found: rustup component add clippy"
+    exit 1
+fi
+export RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS=-Dwarnings
+
 # --- Quick checks ---------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -180,15 +182,18 @@ python3 tools/module_cycles.py
 # (tests/main.rs); one file's tests: `cargo nextest run -E 'test(/^http::/)'`.
 # nextest runs no doctests: `cargo test --doc` does.
 [[ -v 'job_pid[install-nextest]' ]] && finish install-nextest
-log "cargo nextest run --no-run"
+log "cargo nextest run --no-run (with clippy)"
 cargo nextest run --no-run
+# The server without its optional parts (cluster, http, mail) must build,
+# lint-free, too; the pip package's build covers dmon-python without cluster.
+log "cargo build -p dmon-server --no-default-features (with clippy)"
+cargo build -q -p dmon-server --no-default-features
 [[ -v 'job_pid[python-packages]' ]] && finish python-packages
 [[ -v 'job_pid[system-packages]' ]] && finish system-packages
 log "cargo nextest run"
 cargo nextest run --no-fail-fast
 log "cargo test --doc"
 cargo test -q --doc
-finish clippy
 finish book
 
 # --- Fuzzing: a short campaign of each target, at once -------------------------

@@ -111,8 +111,18 @@ fn wheel() -> &'static Path {
             .args(["--interpreter", "python3", "--out"])
             .arg(&out)
             .arg("--manifest-path")
-            .arg(repo().join("python/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target);
+            .arg(repo().join("python/Cargo.toml"));
+        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_…)
+        // must not reach maturin's cargo: crates that read such a
+        // variable at build time (ring) would be rebuilt as changed, here
+        // and again by the next `cargo test`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_") && name != "CARGO_HOME" {
+                cmd.env_remove(&*name);
+            }
+        }
+        cmd.env("CARGO_TARGET_DIR", &target);
         match profile.as_str() {
             "debug" => {}
             "release" => {

@@ -8,11 +8,11 @@
 //! nodes only ever run one event at a time. With neither (the pip package,
 //! `dmon test` outside a run), Python is told that no server runs.
 
-use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use scoped_tls::scoped_thread_local;
 
 use dmon_server::event::Event;
 use dmon_server::server::Injector;
@@ -47,33 +47,21 @@ pub fn dispatch_through(py: Python<'_>, injector: Injector) -> PyResult<()> {
     Ok(())
 }
 
-thread_local! {
-    /// The context this thread runs nodes in now, set by [`with_context`]
-    /// from a reference that outlives the setting.
-    static RUNNING_IN: Cell<Option<*const Context>> = const { Cell::new(None) };
-}
+// The context this thread runs nodes in now, set by [`with_context`] for
+// as long as it runs `f` (scoped-tls: a borrowed value in thread-local
+// storage, put back as it was when `f` returns or unwinds).
+scoped_thread_local!(static RUNNING_IN: Context);
 
 /// Runs `f` with Python's pushes on this thread going into `ctx`: a
 /// rehearsal's streams must not reach the server's, and a coroutine sends
 /// on in the context it was handed.
 pub fn with_context<R>(ctx: &Context, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<*const Context>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            RUNNING_IN.set(self.0);
-        }
-    }
-    let _restore = Restore(RUNNING_IN.replace(Some(ctx as *const Context)));
-    f()
+    RUNNING_IN.set(ctx, f)
 }
 
 /// Calls `f` with the context this thread runs nodes in, if any.
 fn in_running_context<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
-    let ctx = RUNNING_IN.get()?;
-    // SAFETY: `with_context` set this from a reference it holds for the
-    // whole time it is set, and puts the previous one back before it
-    // returns; the reference lent to `f` does not outlive this call.
-    Some(f(unsafe { &*ctx }))
+    RUNNING_IN.is_set().then(|| RUNNING_IN.with(f))
 }
 
 /// The server `dmon.streams` was bound to.
