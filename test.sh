@@ -185,15 +185,18 @@ python3 tools/module_cycles.py
 log "cargo nextest run --no-run (with clippy)"
 cargo nextest run --no-run
 # The server without its optional parts (cluster, http, mail) must build,
-# lint-free, too; the pip package's build covers dmon-python without cluster.
-log "cargo build -p dmon-server --no-default-features (with clippy)"
-cargo build -q -p dmon-server --no-default-features
+# lint-free, too (the pip package's build covers dmon-python without
+# cluster). Fewer features change many dependencies' builds, so this
+# checks in a target directory of its own, beside the tests.
+start server-without-features 10 env CARGO_TARGET_DIR=target/features \
+    cargo clippy -p dmon-server --no-default-features -- -D warnings
 [[ -v 'job_pid[python-packages]' ]] && finish python-packages
 [[ -v 'job_pid[system-packages]' ]] && finish system-packages
 log "cargo nextest run"
 cargo nextest run --no-fail-fast
 log "cargo test --doc"
 cargo test -q --doc
+finish server-without-features
 finish book
 
 # --- Fuzzing: a short campaign of each target, at once -------------------------
@@ -204,7 +207,8 @@ for target in "${FUZZ_TARGETS[@]}"; do
     # New inputs go to a scratch folder, so the committed seeds stay as
     # they are; a crash leaves its input in fuzz/artifacts/$target/.
     mkdir -p "$scratch/corpus-$target"
-    (cd fuzz && "${fuzz[@]}" run "${fuzz_build[@]}" "$target" "$scratch/corpus-$target" "corpus/$target" -- \
+    # Without the clippy wrapper the targets were built without.
+    (cd fuzz && env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "${fuzz[@]}" run "${fuzz_build[@]}" "$target" "$scratch/corpus-$target" "corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
         >"$scratch/fuzz-$target.log" 2>&1 &
     fuzz_pid[$target]=$!
