@@ -47,9 +47,11 @@ start() {
     job_pid[$name]=$!
 }
 
-# finish NAME: waits for it; on failure shows its output and stops here.
+# finish NAME: waits for it, if it was started; on failure shows its
+# output and stops here.
 finish() {
     local name=$1
+    [[ -v "job_pid[$name]" ]] || return 0
     if wait "${job_pid[$name]}"; then
         log "$name: done"
     else
@@ -181,7 +183,7 @@ python3 tools/module_cycles.py
 # process; which go one at a time). The integration tests are one binary
 # (tests/main.rs); one file's tests: `cargo nextest run -E 'test(/^http::/)'`.
 # nextest runs no doctests: `cargo test --doc` does.
-[[ -v 'job_pid[install-nextest]' ]] && finish install-nextest
+finish install-nextest
 log "cargo nextest run --no-run (with clippy)"
 cargo nextest run --no-run
 # The server without its optional parts (cluster, http, mail) must build,
@@ -190,8 +192,8 @@ cargo nextest run --no-run
 # checks in a target directory of its own, beside the tests.
 start server-without-features 10 env CARGO_TARGET_DIR=target/features \
     cargo clippy -p dmon-server --no-default-features -- -D warnings
-[[ -v 'job_pid[python-packages]' ]] && finish python-packages
-[[ -v 'job_pid[system-packages]' ]] && finish system-packages
+finish python-packages
+finish system-packages
 log "cargo nextest run"
 cargo nextest run --no-fail-fast
 log "cargo test --doc"

@@ -23,24 +23,14 @@ pub struct Senders {
 }
 
 impl Senders {
-    /// Outputs sending mail through `mailer`, within the default memory
+    /// Outputs sending mail through `mailer` (built without `mail`, there
+    /// is no mailer and no email() to send), within the default memory
     /// budget (its limit can be changed later).
-    #[cfg(feature = "mail")]
-    pub fn new(mailer: Mailer) -> Arc<Senders> {
+    pub fn new(#[cfg(feature = "mail")] mailer: Mailer) -> Arc<Senders> {
         let memory = Arc::<MemoryBudget>::default();
         Arc::new(Senders {
+            #[cfg(feature = "mail")]
             mailer,
-            sinks: Sinks::new(Arc::clone(&memory)),
-            memory,
-        })
-    }
-
-    /// Outputs within the default memory budget; built without `mail`,
-    /// there is no email() to send.
-    #[cfg(not(feature = "mail"))]
-    pub fn new() -> Arc<Senders> {
-        let memory = Arc::<MemoryBudget>::default();
-        Arc::new(Senders {
             sinks: Sinks::new(Arc::clone(&memory)),
             memory,
         })
@@ -89,15 +79,13 @@ impl Senders {
 }
 
 /// A context on the wall clock whose output nodes send through a server's
-/// outputs, mail through `mailer`.
-#[cfg(feature = "mail")]
-pub fn server_context(mailer: Mailer, console: Arc<dyn crate::console::LineSink>) -> Context {
-    Context::new(console).with_outputs(Senders::new(mailer))
-}
-
-/// A context on the wall clock whose output nodes send through a server's
-/// outputs (built without `mail`: no mailer).
-#[cfg(not(feature = "mail"))]
-pub fn server_context(console: Arc<dyn crate::console::LineSink>) -> Context {
-    Context::new(console).with_outputs(Senders::new())
+/// outputs, mail through `mailer` (none without the `mail` feature).
+pub fn server_context(
+    #[cfg(feature = "mail")] mailer: Mailer,
+    console: Arc<dyn crate::console::LineSink>,
+) -> Context {
+    Context::new(console).with_outputs(Senders::new(
+        #[cfg(feature = "mail")]
+        mailer,
+    ))
 }
