@@ -6,7 +6,8 @@
 //! The wheel is built once per run of this file by maturin (pinned in
 //! tests/requirements.txt, which test.sh installs) into the target
 //! directory `cargo test` uses, so the crates dmon depends on are not
-//! compiled again (python/.cargo/config.toml says how).
+//! compiled again (crates/workspace-hack and python/.cargo/config.toml
+//! say how).
 
 use crate::common;
 
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// Building the wheel compiles dmon and pyo3 again (about a minute here);
-/// from a cold target directory, every dependency too.
+/// Building the wheel compiles dmon-server, dmon-python and pyo3 again
+/// (about 20 s here); from a cold target directory, every dependency too.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// mypy, pip and pytest runs.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
@@ -112,13 +113,14 @@ fn wheel() -> &'static Path {
             .arg(&out)
             .arg("--manifest-path")
             .arg(repo().join("python/Cargo.toml"));
-        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_…)
-        // must not reach maturin's cargo: crates that read such a
-        // variable at build time (ring) would be rebuilt as changed, here
+        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_…,
+        // OUT_DIR) must not reach maturin's cargo: ring's build script
+        // reruns when such a variable differs, and then ring and all that
+        // depends on it (rustls, async-nats, dmon-server...) rebuild, here
         // and again by the next `cargo test`.
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
-            if name.starts_with("CARGO_") && name != "CARGO_HOME" {
+            if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "OUT_DIR" {
                 cmd.env_remove(&*name);
             }
         }
@@ -229,18 +231,15 @@ fn the_package_builds_in_the_root_workspace_without_nats() {
         !repo().join("python/Cargo.lock").exists(),
         "python/Cargo.lock: the package must use the root's lock"
     );
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "--locked", "-e", "normal", "--prefix", "none"])
-        .arg("--manifest-path")
-        .arg(repo().join("python/Cargo.toml"))
-        .output()
-        .expect("cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8(out.stdout).expect("utf-8");
+    let tree = cargo_tree(&[
+        "-e",
+        "normal",
+        "--manifest-path",
+        repo()
+            .join("python/Cargo.toml")
+            .to_str()
+            .expect("utf-8 path"),
+    ]);
     for needed in ["dmon-python ", "dmon-server ", "dmon-core ", "pyo3 "] {
         assert!(
             tree.lines().any(|l| l.starts_with(needed)),
@@ -253,6 +252,81 @@ fn the_package_builds_in_the_root_workspace_without_nats() {
             "{absent}in\n{tree}"
         );
     }
+}
+
+/// The pip package and dmon-server without its optional parts (which
+/// test.sh builds, beside the tests) build each crate they share with the
+/// tests with the same features, so they reuse its build in the target
+/// directory instead of building serde, tokio and the crates above them
+/// again. crates/workspace-hack asks for the features; this finds what it
+/// misses.
+#[test]
+fn partial_builds_share_the_tests_builds_of_dependencies() {
+    let tests = dependency_features(&[
+        "-e",
+        "normal,build,dev",
+        "-p",
+        "dmon",
+        "-p",
+        "dmon-server",
+        "-p",
+        "dmon-core",
+        "-p",
+        "dmon-python",
+    ]);
+    for (build, args) in [
+        (
+            "the pip package",
+            &["-e", "normal,build", "-p", "dmon-wheel"][..],
+        ),
+        (
+            "dmon-server --no-default-features",
+            &[
+                "-e",
+                "normal,build",
+                "-p",
+                "dmon-server",
+                "--no-default-features",
+            ][..],
+        ),
+    ] {
+        let partial = dependency_features(args);
+        assert!(partial.len() > 50, "{build}: {partial:?}");
+        let differ: Vec<&String> = partial.difference(&tests).collect();
+        assert!(
+            differ.is_empty(),
+            "{build} builds these with other features than the tests (add the tests' \
+             features to crates/workspace-hack/Cargo.toml):\n{differ:#?}"
+        );
+    }
+}
+
+/// `cargo tree --prefix none` of the root workspace with `args`.
+fn cargo_tree(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "--prefix", "none"])
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// "name version [features]" of each dependency (not the workspace's own
+/// crates) that a build with `args` compiles.
+fn dependency_features(args: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut all = vec!["-f", "{p} [{f}]"];
+    all.extend_from_slice(args);
+    cargo_tree(&all)
+        .lines()
+        .filter(|l| !l.contains(" (/"))
+        .map(|l| l.replace(" (proc-macro)", "").replace(" (*)", ""))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

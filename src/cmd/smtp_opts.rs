@@ -34,6 +34,13 @@ impl std::str::FromStr for SmtpTarget {
     }
 }
 
+/// `--smtp-tls`'s values: the modes' own names, which `--help` lists.
+fn tls_modes() -> impl clap::builder::TypedValueParser<Value = SmtpTls> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(SmtpTls::ALL.map(SmtpTls::name))
+        .map(|name| name.parse().expect("one of SmtpTls::ALL's names"))
+}
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SmtpOpts {
     /// SMTP relay that email() streams send through (localhost:25 when not
@@ -54,8 +61,8 @@ pub struct SmtpOpts {
         long,
         value_name = "MODE",
         env = "DMON_SMTP_TLS",
-        value_enum,
-        default_value_t = SmtpTls::Auto
+        value_parser = tls_modes(),
+        default_value = "auto"
     )]
     pub smtp_tls: SmtpTls,
     /// User to log in to the relay as (SMTP AUTH). The password comes from

@@ -296,23 +296,29 @@ impl Default for SmtpServer {
 }
 
 /// How the connection to the relay is secured (`--smtp-tls`).
-// Plain comments on the variants: doc comments would become clap's help
-// for each value, which turns all of `--help` into its long form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SmtpTls {
-    // STARTTLS when the relay offers it, plain otherwise; a login is never
-    // sent in the clear.
+    /// STARTTLS when the relay offers it, plain otherwise; a login is never
+    /// sent in the clear.
     #[default]
     Auto,
-    // Plain SMTP, no TLS: a relay on this machine.
+    /// Plain SMTP, no TLS: a relay on this machine.
     None,
-    // STARTTLS, required: a relay that does not offer it gets no mail.
+    /// STARTTLS, required: a relay that does not offer it gets no mail.
     Starttls,
-    // TLS from the first byte (implicit TLS, "SMTPS", port 465).
+    /// TLS from the first byte (implicit TLS, "SMTPS", port 465).
     Tls,
 }
 
 impl SmtpTls {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [SmtpTls; 4] = [
+        SmtpTls::Auto,
+        SmtpTls::None,
+        SmtpTls::Starttls,
+        SmtpTls::Tls,
+    ];
+
     /// As `--smtp-tls` spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -321,6 +327,22 @@ impl SmtpTls {
             SmtpTls::Starttls => "starttls",
             SmtpTls::Tls => "tls",
         }
+    }
+}
+
+impl std::str::FromStr for SmtpTls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SmtpTls::ALL
+            .into_iter()
+            .find(|mode| mode.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = SmtpTls::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown TLS mode {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -1070,13 +1092,13 @@ mod tests {
 
     #[test]
     fn tls_modes_and_their_checks() {
-        use clap::ValueEnum as _;
         // --smtp-tls spells them as name() does, which messages use.
-        for mode in SmtpTls::value_variants() {
-            let value = mode.to_possible_value().unwrap();
-            assert_eq!(value.get_name(), mode.name());
-            assert_eq!(SmtpTls::from_str(mode.name(), false), Ok(*mode));
+        for mode in SmtpTls::ALL {
+            assert_eq!(mode.name().parse(), Ok(mode));
+            assert_eq!(mode.name().to_uppercase().parse(), Ok(mode));
         }
+        let unknown = "ssl".parse::<SmtpTls>().unwrap_err();
+        assert!(unknown.contains("auto, none, starttls, tls"), "{unknown}");
         assert_eq!(SmtpTls::default(), SmtpTls::Auto);
 
         let server: SmtpServer = "localhost:587".parse().unwrap();
