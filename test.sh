@@ -129,12 +129,14 @@ fi
 # libFuzzer needs unstable rustc flags: the nightly toolchain where rustup
 # has one, else the machine's own toolchain with RUSTC_BOOTSTRAP=1 (no other
 # toolchain can be fetched here). The targets need dmon-core alone, built
-# with the release profile and debug assertions; 16 codegen units build in
-# half the time of cargo fuzz's default of 1, for three quarters of its
-# runs per second. No sanitizer: what they reach is safe Rust, whose
-# failures (panics, overflows under debug assertions, memory and time
-# limits) libFuzzer catches itself. The committed corpus is also replayed
-# by the tests (crates/dmon-core/tests/fuzz_corpus.rs).
+# with the release profile and debug assertions, but optimised at level 1
+# and in 16 codegen units: a quarter less CPU than level 3, and half that
+# of cargo fuzz's default of one unit, for three quarters of the runs per
+# second (docs/src/fuzzing.md has the numbers). No sanitizer: what they
+# reach is safe Rust, whose failures (panics, overflows under debug
+# assertions, memory and time limits) libFuzzer catches itself. The
+# committed corpus is also replayed by the tests
+# (crates/dmon-core/tests/fuzz_corpus.rs).
 fuzz=(cargo fuzz)
 if rustup run nightly rustc --version >/dev/null 2>&1; then
     fuzz=(cargo +nightly fuzz)
@@ -142,11 +144,12 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 fuzz_build=(-O -a -s none --codegen-units 16 --target-dir ../target/fuzz)
+fuzz_env=(CARGO_PROFILE_RELEASE_OPT_LEVEL=1)
 build_fuzz_targets() {
     if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
         cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
     fi
-    cd fuzz && "${fuzz[@]}" build "${fuzz_build[@]}"
+    cd fuzz && env "${fuzz_env[@]}" "${fuzz[@]}" build "${fuzz_build[@]}"
 }
 start fuzz-build 15 build_fuzz_targets
 
@@ -171,6 +174,12 @@ if ! clippy_driver=$(command -v clippy-driver); then
     exit 1
 fi
 export RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS=-Dwarnings
+# Incremental compilation's records cost a fresh build of dmon's crates a
+# third more CPU (116 s against 150 s here) and pay off only on rebuilds
+# after small edits: off, unless CARGO_INCREMENTAL says otherwise. (Cargo
+# rebuilds dmon's crates when it changes, so a plain `cargo test` after
+# this recompiles them once.)
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # --- Quick checks ---------------------------------------------------------------
 log "cargo fmt --check"
@@ -209,7 +218,7 @@ for target in "${FUZZ_TARGETS[@]}"; do
     # they are; a crash leaves its input in fuzz/artifacts/$target/.
     mkdir -p "$scratch/corpus-$target"
     # Without the clippy wrapper the targets were built without.
-    (cd fuzz && env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "${fuzz[@]}" run "${fuzz_build[@]}" "$target" "$scratch/corpus-$target" "corpus/$target" -- \
+    (cd fuzz && env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "${fuzz_env[@]}" "${fuzz[@]}" run "${fuzz_build[@]}" "$target" "$scratch/corpus-$target" "corpus/$target" -- \
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -print_final_stats=1) \
         >"$scratch/fuzz-$target.log" 2>&1 &
     fuzz_pid[$target]=$!
