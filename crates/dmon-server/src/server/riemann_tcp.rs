@@ -639,6 +639,9 @@ impl Shape {
 
 /// Calls `f(field number, payload)` for each length-delimited field of a
 /// protobuf message, skipping the others, until the end or malformed input.
+// This and `varint` read every byte of every frame: plain loops and
+// comparisons, not iterator or Option chains, which an unoptimised build
+// (the tests') runs several times slower.
 fn each_field(buf: &[u8], mut f: impl FnMut(u64, &[u8])) {
     let mut pos = 0;
     while pos < buf.len() {
@@ -656,13 +659,11 @@ fn each_field(buf: &[u8], mut f: impl FnMut(u64, &[u8])) {
                 let Some(n) = varint(buf, &mut pos) else {
                     return;
                 };
-                let Some(end) = usize::try_from(n)
-                    .ok()
-                    .and_then(|n| pos.checked_add(n))
-                    .filter(|&end| end <= buf.len())
-                else {
+                // varint stops at the end, so `pos <= buf.len()` here.
+                if n > (buf.len() - pos) as u64 {
                     return;
-                };
+                }
+                let end = pos + n as usize;
                 f(key >> 3, &buf[pos..end]);
                 pos = end;
             }
@@ -673,15 +674,18 @@ fn each_field(buf: &[u8], mut f: impl FnMut(u64, &[u8])) {
     }
 }
 
+/// The varint at `pos`, moving past it; None if cut short or over 10 bytes.
 fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value = 0u64;
-    for shift in (0..70).step_by(7) {
-        let byte = *buf.get(*pos)?;
+    let mut shift = 0;
+    while *pos < buf.len() && shift < 70 {
+        let byte = buf[*pos];
         *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift.min(63);
+        value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Some(value);
         }
+        shift += 7;
     }
     None
 }
@@ -829,5 +833,24 @@ mod tests {
         cut.extend_from_slice(&[0x32, 0x05, 0x00]);
         assert_eq!(Shape::of(&cut).events, 3);
         assert_eq!(Shape::of(&[0xff; 12]).events, 0);
+    }
+
+    #[test]
+    fn varints_read_as_prost_writes_them() {
+        for value in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX] {
+            let mut buf = Vec::new();
+            prost::encoding::encode_varint(value, &mut buf);
+            buf.push(0x99);
+            let mut pos = 0;
+            assert_eq!(varint(&buf, &mut pos), Some(value), "{buf:x?}");
+            assert_eq!(pos, buf.len() - 1, "stops after the varint: {buf:x?}");
+            // Cut short by one byte: no value.
+            let mut pos = 0;
+            assert_eq!(varint(&buf[..buf.len() - 2], &mut pos), None);
+        }
+        // Ten bytes at most, as protobuf's varints.
+        let mut pos = 0;
+        assert_eq!(varint(&[0x80; 11], &mut pos), None);
+        assert_eq!(pos, 10);
     }
 }
