@@ -90,6 +90,33 @@ fn run(mut cmd: Command, timeout: Duration) -> Done {
     }
 }
 
+/// Gives `cmd`, a cargo build (or maturin's), the target directory and
+/// profile of this test's own build, so it reuses what that built.
+fn build_like_the_tests(cmd: &mut Command) {
+    // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_…,
+    // OUT_DIR) must not reach the build: ring's build script reruns when
+    // such a variable differs, and then ring and all that depends on it
+    // (rustls, async-nats, dmon-server...) rebuild, here and again by the
+    // next `cargo test`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "OUT_DIR" {
+            cmd.env_remove(&*name);
+        }
+    }
+    let (target, profile) = target_and_profile();
+    cmd.env("CARGO_TARGET_DIR", &target);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+}
+
 /// `python3` from PATH: the virtualenv test.sh puts first, with maturin,
 /// mypy and pytest; the Python dmon embeds.
 fn python() -> Command {
@@ -100,7 +127,7 @@ fn python() -> Command {
 fn wheel() -> &'static Path {
     static WHEEL: OnceLock<PathBuf> = OnceLock::new();
     WHEEL.get_or_init(|| {
-        let (target, profile) = target_and_profile();
+        let (target, _) = target_and_profile();
         let out = target.join("package-test-wheel");
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = python();
@@ -113,27 +140,7 @@ fn wheel() -> &'static Path {
             .arg(&out)
             .arg("--manifest-path")
             .arg(repo().join("python/Cargo.toml"));
-        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_…,
-        // OUT_DIR) must not reach maturin's cargo: ring's build script
-        // reruns when such a variable differs, and then ring and all that
-        // depends on it (rustls, async-nats, dmon-server...) rebuild, here
-        // and again by the next `cargo test`.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "OUT_DIR" {
-                cmd.env_remove(&*name);
-            }
-        }
-        cmd.env("CARGO_TARGET_DIR", &target);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
+        build_like_the_tests(&mut cmd);
         run(cmd, BUILD_TIMEOUT).ok("maturin build");
         let wheels: Vec<PathBuf> = std::fs::read_dir(&out)
             .expect("wheel dir")
@@ -299,6 +306,30 @@ fn partial_builds_share_the_tests_builds_of_dependencies() {
              features to crates/workspace-hack/Cargo.toml):\n{differ:#?}"
         );
     }
+}
+
+/// The server builds without its optional parts (cluster, http, mail),
+/// as a user's `--no-default-features` build would, and under test.sh
+/// (whose clippy wrapper and `-D warnings` it inherits) without a lint.
+/// The pip package's build covers dmon-python without cluster.
+#[test]
+fn the_server_builds_without_its_optional_parts() {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--locked",
+        "-p",
+        "dmon-server",
+        "--no-default-features",
+    ])
+    .current_dir(repo());
+    build_like_the_tests(&mut cmd);
+    let done = run(cmd, BUILD_TIMEOUT).ok("cargo build -p dmon-server --no-default-features");
+    assert!(
+        !done.stderr.contains("warning:"),
+        "the build warned:\n{}",
+        done.stderr
+    );
 }
 
 /// `cargo tree --prefix none` of the root workspace with `args`.
