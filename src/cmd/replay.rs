@@ -443,11 +443,12 @@ impl Reader {
             self.ahead.drain(..self.ahead_start);
             self.ahead_start = 0;
         }
-        let old = self.ahead.len();
-        self.ahead.resize(old + n - have, 0);
-        let got = read_full(&mut self.input, &mut self.ahead[old..])?;
-        self.ahead.truncate(old + got);
-        Ok(have + got)
+        // Grown as bytes arrive, not to `n` up front: a corrupt length
+        // asks for up to 64 MiB, at every byte a scan for the next frame
+        // tries, near the end of a capture that holds far less.
+        let want = (n - have) as u64;
+        (&mut self.input).take(want).read_to_end(&mut self.ahead)?;
+        Ok(self.ahead.len() - self.ahead_start)
     }
 
     /// Moves past `n` bytes read ahead.
@@ -524,20 +525,6 @@ impl Reader {
 /// The length a Riemann frame's first 4 bytes give.
 fn frame_len(header: &[u8]) -> usize {
     u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize
-}
-
-/// Reads until `buf` is full or the input ends; how many bytes it read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 // ---------------------------------------------------------------------------
