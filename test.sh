@@ -129,7 +129,8 @@ fi
 # --- The fuzz targets' build, beside the tests --------------------------------
 # libFuzzer needs unstable rustc flags: the nightly toolchain where rustup
 # has one, else the machine's own toolchain with RUSTC_BOOTSTRAP=1 (no other
-# toolchain can be fetched here). The targets need dmon-core alone, built
+# toolchain can be fetched here). The targets need dmon-core alone,
+# without its stream engine (fuzz/Cargo.toml), built
 # with the release profile and debug assertions, but optimised at level 1
 # and in 16 codegen units: a quarter less CPU than level 3, and half that
 # of cargo fuzz's default of one unit, for three quarters of the runs per

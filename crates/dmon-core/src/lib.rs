@@ -22,13 +22,24 @@
 
 pub mod clock;
 pub mod codec;
-pub mod console;
 pub mod event;
-pub mod index;
-pub mod log_limit;
 pub mod query;
+
+// The stream engine (feature `engine`, on by default). The fuzz targets,
+// which need only the decoders and the query language, build without it.
+#[cfg(feature = "engine")]
+pub mod console;
+#[cfg(feature = "engine")]
+pub mod index;
+#[cfg(feature = "engine")]
+pub mod log_limit;
+#[cfg(feature = "engine")]
 pub mod rehearsal;
+#[cfg(feature = "engine")]
 pub mod roots;
+#[cfg(feature = "engine")]
 pub mod streams;
+#[cfg(feature = "engine")]
 pub mod testing;
+#[cfg(feature = "engine")]
 pub mod trace;
