@@ -98,9 +98,21 @@ fn build_like_the_tests(cmd: &mut Command) {
     // such a variable differs, and then ring and all that depends on it
     // (rustls, async-nats, dmon-server...) rebuild, here and again by the
     // next `cargo test`.
+    // What the user set (CARGO_HOME, CARGO_INCREMENTAL, CARGO_PROFILE_…)
+    // stays, as test.sh's settings must reach these builds too.
+    const SET_FOR_TESTS: [&str; 8] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "OUT_DIR" {
+        if SET_FOR_TESTS.iter().any(|set| name.starts_with(set)) {
             cmd.env_remove(&*name);
         }
     }
