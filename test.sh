@@ -7,7 +7,7 @@
 # graphite-carbon, influxdb, chromium, nats-server, openssl) if they are
 # missing, and pinned cargo-nextest, mdbook and cargo-fuzz.
 #
-# On 2 cores the work is about 15 minutes of one core, so it overlaps:
+# On 2 cores the work is about 13 to 14 minutes of one core, so it overlaps:
 # the tests (the critical path: build, then mostly waiting on servers and
 # sockets) run in the foreground, while the fuzz build, the book and the
 # package installs run beside them in the background, niced so the tests
