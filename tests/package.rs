@@ -274,8 +274,9 @@ fn the_package_builds_in_the_root_workspace_without_nats() {
 }
 
 /// The pip package and dmon-server without its optional parts (which
-/// test.sh builds, beside the tests) build each crate they share with the
-/// tests with the same features, so they reuse its build in the target
+/// [`wheel`] and `the_server_builds_without_its_optional_parts` build)
+/// build each crate they share with the rest of the tests with the same
+/// features, so they reuse its build in the target
 /// directory instead of building serde, tokio and the crates above them
 /// again. crates/workspace-hack asks for the features; this finds what it
 /// misses.
